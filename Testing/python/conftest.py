@@ -1,0 +1,38 @@
+"""Shared pytest fixtures: paths to the shared data/fixtures beside the checkout, small models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("VOXELFM_SHARED", REPO.parent / "shared"))
+PARITY = SHARED / "fixtures" / "voxelfm_parity"
+DATA = SHARED / "data"
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"shared test data not found: {path} (set VOXELFM_SHARED)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def parity_dir() -> Path:
+    return _need(PARITY)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return _need(DATA)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_caches(tmp_path_factory, monkeypatch):
+    """Never touch the user's real caches from tests; never reach the network."""
+    root = tmp_path_factory.getbasetemp() / "caches"
+    monkeypatch.setenv("VOXELFM_CACHE_DIR", str(root / "voxelfm"))
+    monkeypatch.setenv("HF_HOME", str(root / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
