@@ -1,0 +1,223 @@
+"""Read the official checkpoint format, read/write ours (safetensors + JSON config).
+
+Official: a ``.pth`` whose top level holds ``teacher`` (keys ``backbone.*`` plus DINO/iBOT heads), with
+the training ``config.yaml`` beside it. A resumable training checkpoint (``model`` -> ``teacher.backbone.*``)
+and a bare backbone state dict are accepted too. Ours: ``model.safetensors`` + ``config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError
+from .config import BackboneConfig, official_preprocess_params
+from .vit import VoxelFMBackbone
+
+log = logging.getLogger(__name__)
+
+FORMAT_NAME = "voxelfm-backbone"
+FORMAT_VERSION = 1
+_HEAD_PREFIXES = ("dino_head", "ibot_head")
+
+
+def extract_backbone_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Backbone tensors from any supported checkpoint layout, with prefixes removed and heads dropped."""
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{source}: expected a dict of tensors, got {type(obj).__name__}.")
+    if "teacher" in obj and isinstance(obj["teacher"], dict):
+        sd = obj["teacher"]
+    elif "model" in obj and isinstance(obj["model"], dict) and any(k.startswith("teacher.") for k in obj["model"]):
+        sd = {k[len("teacher."):]: v for k, v in obj["model"].items() if k.startswith("teacher.")}
+    else:
+        sd = obj
+    out: dict[str, torch.Tensor] = {}
+    for key, value in sd.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        k = key.replace("module.", "")
+        if k.startswith(_HEAD_PREFIXES):
+            continue
+        if k.startswith("backbone."):
+            k = k[len("backbone."):]
+        out[k] = value
+    if "patch_embed.proj.weight" not in out:
+        raise CheckpointError(
+            f"{source}: no VoxelFM backbone found (missing 'patch_embed.proj.weight'); keys start with "
+            f"{sorted({k.split('.')[0] for k in sd})[:8]}. Is this a VoxelFM teacher checkpoint?"
+        )
+    return out
+
+
+def infer_config(sd: dict[str, torch.Tensor]) -> BackboneConfig:
+    """Architecture from tensor shapes alone (heads from the RoPE periods buffer: head_dim = 6 * len)."""
+    w = sd["patch_embed.proj.weight"]
+    embed_dim, patch = int(w.shape[0]), int(w.shape[-1])
+    depth = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
+    if "rope_embed.periods" not in sd:
+        raise CheckpointError("Checkpoint has no 'rope_embed.periods'; pass the model's config.yaml/config.json.")
+    periods = sd["rope_embed.periods"].double()
+    head_dim = 6 * int(periods.numel())
+    base = float(periods[1] ** (head_dim // 6)) if periods.numel() > 1 else 100.0
+    hidden = int(sd["blocks.0.mlp.fc1.weight"].shape[0])
+    return BackboneConfig(
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=embed_dim // head_dim,
+        patch_size=patch,
+        mlp_ratio=hidden / embed_dim,
+        num_register_tokens=int(sd["register_tokens"].shape[1]) if "register_tokens" in sd else 0,
+        layerscale=1e-5 if "blocks.0.ls1.gamma" in sd else None,
+        rope_base=round(base, 3),
+        qkv_bias="blocks.0.attn.qkv.bias" in sd,
+        proj_bias="blocks.0.attn.proj.bias" in sd,
+        ffn_bias="blocks.0.mlp.fc1.bias" in sd,
+    )
+
+
+def build_and_load(sd: dict[str, torch.Tensor], cfg: BackboneConfig, source: str) -> VoxelFMBackbone:
+    model = VoxelFMBackbone(cfg)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    wrong = [
+        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(set(sd) & set(expected))
+        if sd[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or wrong:
+        raise CheckpointError(
+            f"{source} does not match the architecture {cfg.to_dict()}:"
+            + (f" missing {missing[:5]}{'...' if len(missing) > 5 else ''};" if missing else "")
+            + (f" unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''};" if unexpected else "")
+            + (f" shape mismatch {wrong[:3]};" if wrong else "")
+            + " Use the config that belongs to this checkpoint."
+        )
+    model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
+    return model.eval()
+
+
+def load_official(path: Path, config: str | Path | dict | BackboneConfig | None = None) -> VoxelFMBackbone:
+    """Load an official ``.pth`` (teacher state dict) with its config.yaml (found beside it if not given)."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated / foreign files
+        raise CheckpointError(
+            f"Cannot read checkpoint {path}: {type(exc).__name__}: {str(exc)[:200]}. The file is corrupt, "
+            "truncated or not a PyTorch checkpoint; delete it and download it again."
+        ) from exc
+    sd = extract_backbone_state_dict(obj, str(path))
+    inferred = infer_config(sd)
+    preprocess: dict[str, Any] = {}
+    if config is None:
+        for cand in (path.parent / "config.yaml", path.parent.parent / "config.yaml"):
+            if cand.is_file():
+                config = cand
+                break
+    if isinstance(config, BackboneConfig):
+        cfg = config
+    elif config is not None:
+        cfg = BackboneConfig.from_official_yaml(config)
+        preprocess = official_preprocess_params(config)
+    else:
+        cfg = inferred
+    model = build_and_load(sd, cfg, str(path))
+    model.preprocess_defaults = preprocess  # type: ignore[attr-defined]
+    return model
+
+
+def load_ours(path: Path) -> VoxelFMBackbone:
+    """Load ``model.safetensors`` + ``config.json`` (path = the folder or the .safetensors file)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = path if path.is_dir() else path.parent
+    weights = path if path.is_file() else folder / "model.safetensors"
+    cfg_path = folder / "config.json"
+    if not weights.is_file():
+        raise CheckpointError(f"No model.safetensors in {folder}.")
+    if not cfg_path.is_file():
+        raise CheckpointError(f"No config.json beside {weights}; our format needs both files.")
+    try:
+        meta = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{cfg_path} is not valid JSON: {exc}") from exc
+    if meta.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{cfg_path}: format {meta.get('format')!r} is not {FORMAT_NAME!r}.")
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(f"{cfg_path}: format_version {meta['format_version']} is newer than this code; update.")
+    try:
+        sd = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"Cannot read {weights}: {exc}. The file is corrupt or truncated; replace it."
+        ) from exc
+    model = build_and_load(sd, BackboneConfig.from_dict(meta["architecture"]), str(weights))
+    model.preprocess_defaults = dict(meta.get("preprocess", {}))  # type: ignore[attr-defined]
+    model.meta = dict(meta.get("meta", {}))  # type: ignore[attr-defined]
+    return model
+
+
+def load_backbone_file(path: str | Path, config: str | Path | dict | BackboneConfig | None = None) -> VoxelFMBackbone:
+    """Load a backbone from a local file or folder in either format (eval mode, fp32, CPU)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"Checkpoint not found: {path}")
+    if path.is_dir():
+        if (path / "model.safetensors").is_file():
+            return load_ours(path)
+        pths = sorted(path.rglob("*.pth"))
+        if not pths:
+            raise CheckpointError(f"{path}: no model.safetensors or .pth checkpoint inside.")
+        return load_official(pths[-1], config)
+    if path.suffix == ".safetensors":
+        return load_ours(path)
+    return load_official(path, config)
+
+
+def save_backbone(
+    model: VoxelFMBackbone,
+    out_dir: str | Path,
+    meta: dict[str, Any] | None = None,
+    preprocess: dict[str, Any] | None = None,
+) -> Path:
+    """Write out_dir/model.safetensors + out_dir/config.json atomically; returns out_dir."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    config = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "architecture": model.cfg.to_dict(),
+        "preprocess": preprocess if preprocess is not None else getattr(model, "preprocess_defaults", {}),
+        "meta": meta or {},
+    }
+    fd, tmp = tempfile.mkstemp(prefix=".model.", suffix=".safetensors.tmp", dir=out)
+    os.close(fd)
+    try:
+        save_file(sd, tmp)
+        os.replace(tmp, out / "model.safetensors")
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    atomic_write_text(out / "config.json", json.dumps(config, indent=2))
+    return out
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
