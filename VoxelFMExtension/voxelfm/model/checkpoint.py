@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..atomic import atomic_write, atomic_write_text
 from ..errors import CheckpointError
 from .config import BackboneConfig, official_preprocess_params
 from .vit import VoxelFMBackbone
@@ -200,24 +199,6 @@ def save_backbone(
         "preprocess": preprocess if preprocess is not None else getattr(model, "preprocess_defaults", {}),
         "meta": meta or {},
     }
-    fd, tmp = tempfile.mkstemp(prefix=".model.", suffix=".safetensors.tmp", dir=out)
-    os.close(fd)
-    try:
-        save_file(sd, tmp)
-        os.replace(tmp, out / "model.safetensors")
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(out / "model.safetensors", lambda tmp: save_file(sd, str(tmp)))
     atomic_write_text(out / "config.json", json.dumps(config, indent=2))
     return out
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -6,6 +6,8 @@ published weights load strictly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -67,7 +69,13 @@ class VoxelFMBackbone(nn.Module):
             )
         return x
 
-    def forward_features(self, x: torch.Tensor, masks: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward_features(
+        self,
+        x: torch.Tensor,
+        masks: torch.Tensor | None = None,
+        on_block: Callable[[int, int], None] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Tokens after the final norm; ``on_block(i, depth)`` runs after each block (progress / cancel)."""
         x = self._check_input(x)
         tokens, (d, h, w) = self.patch_embed(x.to(self.patch_embed.proj.weight.dtype))
         b = tokens.shape[0]
@@ -77,8 +85,10 @@ class VoxelFMBackbone(nn.Module):
         seq = torch.cat([prefix.to(tokens.dtype), tokens], dim=1)
         rope = self.rope_embed.sin_cos(d, h, w)
         n_prefix = 1 + self.num_register_tokens
-        for blk in self.blocks:
+        for i, blk in enumerate(self.blocks):
             seq = blk(seq, rope, n_prefix)
+            if on_block is not None:
+                on_block(i + 1, len(self.blocks))
         normed = self.norm(seq)
         patch = normed[:, n_prefix:]
         return {

@@ -1,0 +1,44 @@
+"""Atomic file writes: write a temporary file in the destination folder, then os.replace.
+
+A crash or kill mid-write leaves the previous file intact (never a half-written one under the real name).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+
+def atomic_write(path: Path, writer: Callable[[Path], None], suffix: str = "") -> Path:
+    """Call writer(tmp_path) then move tmp_path over path. ``suffix`` keeps extension-sensitive writers happy."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        writer(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    return atomic_write(path, lambda p: p.write_text(text))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    return atomic_write(path, lambda p: p.write_bytes(data))
+
+
+def atomic_savez(path: Path, **arrays: np.ndarray) -> Path:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez must not append ".npz" to the temp name
+            np.savez(f, **arrays)
+
+    return atomic_write(path, write)

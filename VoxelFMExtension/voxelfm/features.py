@@ -1,0 +1,238 @@
+"""Frozen VoxelFM features of a CT volume, with geometry, tiling, progress/cancel and a disk cache.
+
+``extract_features`` = prepare (reference preprocessing, geometry kept) -> backbone forward (one pass, or
+overlapping tiles when the patch grid exceeds ``max_tokens``) -> ``VolumeFeatures`` whose ``grid_to_ras``
+maps patch-cell centres (i along W', j along H', k along D') to RAS mm.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .device import autocast_for, pick_device
+from .errors import InputError
+from .feature_cache import FeatureCache
+from .progress import CancelFlag, ProgressFn, check_cancel, no_progress
+from .tiling import blend_weights, plan_tiles
+from .volume import Volume
+
+log = logging.getLogger(__name__)
+
+FEATURES_FORMAT_VERSION = 1
+
+
+@dataclass
+class VolumeFeatures:
+    cls: np.ndarray  # [C]
+    registers: np.ndarray  # [R, C]
+    patch: np.ndarray  # [D', H', W', C] float32
+    grid_to_ras: np.ndarray  # 4x4: (i, j, k, 1) of a patch-cell centre -> RAS
+    prepared_to_ras: np.ndarray = field(default_factory=lambda: np.eye(4))  # 4x4 of the prepared voxel grid
+    prepared_shape: tuple[int, int, int] = (0, 0, 0)  # (D, H, W) voxels
+    model: dict[str, Any] = field(default_factory=dict)  # id, revision, sha256, source
+    preprocess: dict[str, Any] = field(default_factory=dict)
+    extraction: dict[str, Any] = field(default_factory=dict)  # tiles, max_tokens, device, seconds
+
+    @property
+    def grid_shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.patch.shape[:3])  # type: ignore[return-value]
+
+    def save(self, path: str | Path) -> Path:
+        """Write an .npz (atomic): arrays + a JSON ``meta`` entry."""
+        from .atomic import atomic_savez
+
+        meta = {
+            "format_version": FEATURES_FORMAT_VERSION,
+            "prepared_shape": list(self.prepared_shape),
+            "model": self.model,
+            "preprocess": self.preprocess,
+            "extraction": self.extraction,
+        }
+        return atomic_savez(
+            Path(path),
+            cls=self.cls,
+            registers=self.registers,
+            patch=self.patch,
+            grid_to_ras=self.grid_to_ras,
+            prepared_to_ras=self.prepared_to_ras,
+            meta=np.array(json.dumps(meta)),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> VolumeFeatures:
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                return cls(
+                    cls=z["cls"],
+                    registers=z["registers"],
+                    patch=z["patch"],
+                    grid_to_ras=z["grid_to_ras"],
+                    prepared_to_ras=z["prepared_to_ras"],
+                    prepared_shape=tuple(meta.get("prepared_shape", (0, 0, 0))),
+                    model=meta.get("model", {}),
+                    preprocess=meta.get("preprocess", {}),
+                    extraction=meta.get("extraction", {}),
+                )
+        except (OSError, KeyError, ValueError) as exc:
+            raise InputError(f"{path} is not a readable VoxelFM features file ({exc}); extract features again.") from exc
+
+
+def default_preprocess_for(model: torch.nn.Module):
+    """The preprocessing the model was trained with (from its config), else the reference defaults."""
+    from .preprocess import PreprocessConfig
+
+    known = {f.name for f in dataclasses.fields(PreprocessConfig)}
+    overrides = {k: v for k, v in getattr(model, "preprocess_defaults", {}).items() if k in known}
+    if "clip_hu" in overrides and overrides["clip_hu"] is not None:
+        overrides["clip_hu"] = tuple(overrides["clip_hu"])
+    return PreprocessConfig(**overrides)
+
+
+def model_identity(model: torch.nn.Module) -> dict[str, Any]:
+    info = dict(getattr(model, "model_info", {}) or {})
+    if not info.get("sha256"):
+        # An in-memory model without provenance: identify it by its weights so caches never mix models.
+        h = hashlib.sha256()
+        for k, v in sorted(model.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().float().numpy().tobytes())
+        info.setdefault("id", "in-memory")
+        info["sha256"] = h.hexdigest()
+    return info
+
+
+def extract_features(
+    volume: Volume,
+    model: torch.nn.Module,
+    preprocess: Any = None,
+    max_tokens: int = 8192,
+    overlap: int = 2,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    progress: ProgressFn | None = None,
+    cancel: CancelFlag | None = None,
+    cache: bool | FeatureCache = True,
+) -> VolumeFeatures:
+    """Features of ``volume``; a repeated request with the same inputs is served from the disk cache."""
+    from .preprocess import prepare
+
+    progress = progress or no_progress
+    cfg = preprocess if preprocess is not None else default_preprocess_for(model)
+    ident = model_identity(model)
+    store = cache if isinstance(cache, FeatureCache) else (FeatureCache() if cache else None)
+    key = None
+    if store is not None:
+        key = store.key(
+            volume.content_hash(), ident, dataclasses.asdict(cfg), {"max_tokens": max_tokens, "overlap": overlap}
+        )
+        hit = store.get(key)
+        if hit is not None:
+            progress(1.0, "features loaded from cache")
+            return hit
+    check_cancel(cancel)
+    progress(0.0, "preprocessing")
+    prepared = prepare(volume, cfg)
+    feats = forward_prepared(
+        model, prepared.normalized(), max_tokens, overlap, device, precision,
+        lambda f, m: progress(0.05 + 0.95 * f, m), cancel,
+    )
+    ps = model.patch_size
+    feats.grid_to_ras = patch_grid_to_ras(prepared.prepared_to_ras, ps)
+    feats.prepared_to_ras = np.asarray(prepared.prepared_to_ras, dtype=np.float64)
+    feats.prepared_shape = tuple(int(s) for s in prepared.array.shape)
+    feats.model = ident
+    feats.preprocess = _jsonable(dataclasses.asdict(cfg))
+    if store is not None and key is not None:
+        store.put(key, feats)
+    progress(1.0, "features ready")
+    return feats
+
+
+def patch_grid_to_ras(prepared_to_ras: np.ndarray, patch_size: int) -> np.ndarray:
+    """Cell (i, j, k) centre = prepared voxel index patch*i + (patch-1)/2 on every axis."""
+    scale = np.diag([patch_size, patch_size, patch_size, 1.0])
+    scale[:3, 3] = (patch_size - 1) / 2.0
+    return np.asarray(prepared_to_ras, dtype=np.float64) @ scale
+
+
+@torch.inference_mode()
+def forward_prepared(
+    model: torch.nn.Module,
+    normalized: np.ndarray,
+    max_tokens: int = 8192,
+    overlap: int = 2,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    progress: ProgressFn | None = None,
+    cancel: CancelFlag | None = None,
+) -> VolumeFeatures:
+    """Run the backbone over a prepared, normalised [D,H,W] array (tiled when over ``max_tokens``)."""
+    import time
+
+    progress = progress or no_progress
+    dev = pick_device(device)
+    model = model.to(dev).eval()
+    ps = model.patch_size
+    arr = np.asarray(normalized, dtype=np.float32)
+    if arr.ndim != 3 or any(s % ps or s == 0 for s in arr.shape):
+        raise InputError(f"Prepared array must be 3-D with sides multiple of {ps}, got {arr.shape}.")
+    grid = tuple(s // ps for s in arr.shape)
+    tiles = plan_tiles(grid, max_tokens, overlap)  # type: ignore[arg-type]
+    c = model.embed_dim
+    acc = np.zeros((*grid, c), dtype=np.float32)
+    wsum = np.zeros(grid, dtype=np.float32)
+    cls_acc = np.zeros(c, dtype=np.float64)
+    reg_acc = np.zeros((model.num_register_tokens, c), dtype=np.float64)
+    total_tokens = 0
+    t0 = time.perf_counter()
+    for ti, tile in enumerate(tiles):
+        check_cancel(cancel)
+        sub = torch.from_numpy(np.ascontiguousarray(arr[tile.slices(ps)]))[None, None].to(dev)
+
+        def on_block(i: int, n: int, ti: int = ti) -> None:
+            check_cancel(cancel)
+            progress((ti + i / n) / len(tiles), f"tile {ti + 1}/{len(tiles)}, block {i}/{n}")
+
+        with autocast_for(dev, precision):
+            out = model.forward_features(sub, on_block=on_block)
+        patch = out["patch"][0].float().cpu().numpy()
+        n_tok = int(np.prod(tile.size))
+        if len(tiles) == 1:
+            acc, wsum = patch, np.ones(grid, dtype=np.float32)
+        else:
+            w = blend_weights(tile.size, overlap)
+            acc[tile.slices()] += patch * w[..., None]
+            wsum[tile.slices()] += w
+        cls_acc += out["cls"][0].float().cpu().numpy().astype(np.float64) * n_tok
+        reg_acc += out["registers"][0].float().cpu().numpy().astype(np.float64) * n_tok
+        total_tokens += n_tok
+    patch_grid = acc if len(tiles) == 1 else acc / wsum[..., None]
+    return VolumeFeatures(
+        cls=(cls_acc / total_tokens).astype(np.float32),
+        registers=(reg_acc / total_tokens).astype(np.float32),
+        patch=np.ascontiguousarray(patch_grid, dtype=np.float32),
+        grid_to_ras=np.eye(4),
+        extraction={
+            "tiles": len(tiles),
+            "tile_cells": list(tiles[0].size),
+            "max_tokens": max_tokens,
+            "overlap": overlap,
+            "device": str(dev),
+            "seconds": round(time.perf_counter() - t0, 3),
+        },
+    )
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(d, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))

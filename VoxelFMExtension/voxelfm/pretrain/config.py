@@ -1,0 +1,347 @@
+"""Pretraining config: dataclasses mirroring the reference training YAML schema and its defaults.
+
+Sections ``student dino ibot crops train optim schedules checkpointing datasets compute_precision`` follow
+the reference ``config.yaml`` (an official config file loads as-is). Two sections are ours: ``data``
+(isotropic spacing and cache of the preprocessed volumes) and ``augment`` (flips, axis permutation,
+intensity windowing), because the reference keeps those outside its YAML.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+
+@dataclass
+class StudentConfig:
+    embed_dim: int = 864
+    depth: int = 12
+    num_heads: int = 12
+    patch_size: int = 14
+    mlp_ratio: float = 4.0
+    drop_path_rate: float = 0.1
+    layerscale: float | None = 1.0e-5
+    rope_base: float = 100.0
+    rope_rescale_coords: float | None = None
+    drop_path_uniform: bool = True
+    pretrained_weights: str = ""
+    ffn_layer: str = "mlp"
+    qkv_bias: bool = True
+    proj_bias: bool = True
+    ffn_bias: bool = True
+    num_register_tokens: int = 4
+
+
+@dataclass
+class DinoConfig:
+    loss_weight: float = 1.0
+    head_n_prototypes: int = 65536
+    head_bottleneck_dim: int = 256
+    head_nlayers: int = 3
+    head_hidden_dim: int = 2048
+    koleo_loss_weight: float = 0.1
+    student_temp: float = 0.1  # ours (reference hard-codes 0.1)
+    center_momentum: float = 0.9  # ours (reference hard-codes 0.9)
+
+
+@dataclass
+class IbotConfig:
+    loss_weight: float = 1.0
+    mask_sample_probability: float = 0.5
+    mask_ratio_min_max: list[float] = field(default_factory=lambda: [0.1, 0.5])
+    separate_head: bool = False
+    head_n_prototypes: int = 65536
+    head_bottleneck_dim: int = 256
+    head_nlayers: int = 3
+    head_hidden_dim: int = 2048
+
+
+@dataclass
+class TrainConfig:
+    grad_accum_steps: int = 16
+    batch_size_per_gpu: int = 16
+    total_batch_size: int = 2048
+    output_dir: str = "."
+    print_freq: int = 100
+    seed: int = 0
+    num_workers: int = 10
+    official_epoch_length: int = 1000
+
+
+@dataclass
+class EvaluationConfig:
+    eval_period_iterations: int = 10000
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 100
+    clip_grad: float = 3.0
+    patch_embed_lr_mult: float = 0.2
+    layerwise_decay: float = 0.9
+    adamw_beta1: float = 0.9
+    adamw_beta2: float = 0.999
+
+
+@dataclass
+class CheckpointingConfig:
+    period: int = 100
+    max_to_keep: int = 3
+    keep_every: int = 5000
+
+
+@dataclass
+class ScheduleConfig:
+    """Linear warmup start -> peak over warmup_epochs, then cosine peak -> end."""
+
+    start: float = 0.0
+    peak: float = 0.0
+    end: float = 0.0
+    warmup_epochs: float = 0.0
+    freeze_last_layer_epochs: float = 0.0  # only meaningful for lr
+
+
+@dataclass
+class SchedulesConfig:
+    lr: ScheduleConfig = field(
+        default_factory=lambda: ScheduleConfig(0.0, 1e-3, 1e-6, warmup_epochs=10, freeze_last_layer_epochs=1)
+    )
+    weight_decay: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(0.04, 0.04, 0.2))
+    momentum: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(0.994, 0.994, 0.994))
+    teacher_temp: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(0.04, 0.07, 0.07, warmup_epochs=30))
+
+
+@dataclass
+class CropsConfig:
+    global_crops_scale: list[float] = field(default_factory=lambda: [0.32, 1.0])
+    local_crops_number: int = 8
+    local_crops_scale: list[float] = field(default_factory=lambda: [0.05, 0.32])
+    global_crops_size: list[int] = field(default_factory=lambda: [112, 112, 112])
+    local_crops_size: list[int] = field(default_factory=lambda: [56, 56, 56])
+    crop_pairs_ratios: float = 1.0
+
+
+@dataclass
+class PixelRange:
+    lower: float = -1000.0
+    upper: float = 1900.0
+
+
+@dataclass
+class Norm:
+    mean: float = -573.8
+    std: float = 461.3
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "radiomics_datasets"
+    weight: float = 1.0
+    index_path: str = "."
+    modality: str = "ct"
+    storage: str = "torch"
+    pixel_range: PixelRange = field(default_factory=PixelRange)
+    norm: Norm = field(default_factory=Norm)
+
+
+@dataclass
+class DataConfig:
+    """Ours: how raw CT files become the cached training volumes."""
+
+    spacing_mm: float | None = None  # None: the inference rule max(min spacing, 0.75 mm)
+    cache_dir: str | None = None  # None: $VOXELFM_CACHE_DIR/pretrain (or ~/.cache/voxelfm/pretrain)
+
+
+@dataclass
+class AugmentConfig:
+    """Ours: 3D counterparts of the reference's 2D photometric/geometric augmentations."""
+
+    flip_prob: float = 0.5  # per axis
+    permute_axes: bool = True
+    window_prob: float = 0.5  # random HU window (clip) before normalisation
+    window_lower_range: list[float] = field(default_factory=lambda: [-1000.0, -500.0])
+    window_upper_range: list[float] = field(default_factory=lambda: [200.0, 1900.0])
+    aspect_ratio_range: list[float] = field(default_factory=lambda: [0.75, 1.3333])
+
+
+@dataclass
+class PretrainConfig:
+    compute_precision: str = "fp32"  # "fp32" | "bf16" | "auto" (bf16 autocast on GPU, fp32 on CPU)
+    dino: DinoConfig = field(default_factory=DinoConfig)
+    ibot: IbotConfig = field(default_factory=IbotConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    checkpointing: CheckpointingConfig = field(default_factory=CheckpointingConfig)
+    schedules: SchedulesConfig = field(default_factory=SchedulesConfig)
+    crops: CropsConfig = field(default_factory=CropsConfig)
+    datasets: list[DatasetConfig] = field(default_factory=lambda: [DatasetConfig()])
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    @property
+    def total_iterations(self) -> int:
+        return int(self.optim.epochs * self.train.official_epoch_length)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PretrainConfig:
+        cfg = _build(cls(), d, "")
+        validate(cfg)
+        return cfg
+
+
+def _build(default: Any, d: Any, where: str) -> Any:
+    """A copy of the dataclass instance ``default`` with the keys of ``d`` applied (unknown keys rejected)."""
+    cls = type(default)
+    if not isinstance(d, dict):
+        raise InputError(f"Config section '{where or 'top level'}' must be a mapping, got {type(d).__name__}.")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise InputError(
+            f"Unknown config key(s) {[f'{where}{k}' for k in unknown]}; valid keys in "
+            f"'{where.rstrip('.') or 'top level'}': {sorted(known)}. Fix the spelling or remove them."
+        )
+    kwargs: dict[str, Any] = {}
+    for name, f in known.items():
+        if name not in d:
+            continue
+        value = d[name]
+        current = getattr(default, name)
+        if is_dataclass(current):
+            kwargs[name] = _build(current, value or {}, f"{where}{name}.")
+        elif name == "datasets":
+            if not isinstance(value, list) or not value:
+                raise InputError("Config 'datasets' must be a non-empty list of dataset sections.")
+            kwargs[name] = [_build(DatasetConfig(), v, f"datasets[{i}].") for i, v in enumerate(value)]
+        else:
+            kwargs[name] = _coerce(value, current, f"{where}{name}")
+    return dataclasses.replace(default, **kwargs)
+
+
+def _coerce(value: Any, current: Any, key: str) -> Any:
+    """Type-check a leaf against its default's type (None defaults accept numbers or None)."""
+    if value is None:
+        return None
+    try:
+        if isinstance(current, bool):
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if isinstance(current, int) and not isinstance(current, bool):
+            if isinstance(value, bool) or float(value) != int(value):
+                raise TypeError
+            return int(value)
+        if isinstance(current, float) or current is None:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value) if not isinstance(value, str) else value
+        if isinstance(current, str):
+            return str(value)
+        if isinstance(current, list):
+            if not isinstance(value, (list, tuple)) or len(value) != len(current):
+                raise TypeError
+            return [type(c)(v) for c, v in zip(current, value, strict=True)]
+    except (TypeError, ValueError):
+        raise InputError(f"Config key '{key}' has invalid value {value!r}; expected something like {current!r}.") from None
+    return value
+
+
+def validate(cfg: PretrainConfig) -> None:
+    """Check values the trainer relies on; messages say what to change."""
+    errs: list[str] = []
+    st = cfg.student
+    p = st.patch_size
+    if st.embed_dim % st.num_heads or (st.embed_dim // st.num_heads) % 6:
+        errs.append(f"student.embed_dim/num_heads = {st.embed_dim}/{st.num_heads}: head_dim must be an integer divisible by 6 (3D RoPE)")
+    if st.ffn_layer != "mlp":
+        errs.append(f"student.ffn_layer={st.ffn_layer!r}: only 'mlp' is supported")
+    for name in ("global_crops_size", "local_crops_size"):
+        size = getattr(cfg.crops, name)
+        if any(s <= 0 or s % p for s in size):
+            errs.append(f"crops.{name}={size}: every size must be a positive multiple of patch_size {p}")
+    for name in ("global_crops_scale", "local_crops_scale"):
+        lo, hi = getattr(cfg.crops, name)
+        if not 0 < lo <= hi <= 1:
+            errs.append(f"crops.{name}={[lo, hi]}: need 0 < min <= max <= 1")
+    if cfg.crops.local_crops_number < 0:
+        errs.append("crops.local_crops_number must be >= 0")
+    lo, hi = cfg.ibot.mask_ratio_min_max
+    if not 0 <= lo <= hi < 1:
+        errs.append(f"ibot.mask_ratio_min_max={[lo, hi]}: need 0 <= min <= max < 1")
+    if not 0 <= cfg.ibot.mask_sample_probability <= 1:
+        errs.append("ibot.mask_sample_probability must be in [0, 1]")
+    for name in ("batch_size_per_gpu", "grad_accum_steps", "official_epoch_length"):
+        if getattr(cfg.train, name) < 1:
+            errs.append(f"train.{name} must be >= 1")
+    if cfg.optim.epochs <= 0:
+        errs.append("optim.epochs must be > 0")
+    if cfg.checkpointing.period < 1 or cfg.checkpointing.max_to_keep < 1:
+        errs.append("checkpointing.period and checkpointing.max_to_keep must be >= 1")
+    if cfg.compute_precision not in ("fp32", "bf16", "auto"):
+        errs.append(f"compute_precision={cfg.compute_precision!r}: use 'fp32', 'bf16' or 'auto'")
+    if cfg.datasets[0].norm.std <= 0 or cfg.datasets[0].pixel_range.lower >= cfg.datasets[0].pixel_range.upper:
+        errs.append("datasets[0]: need norm.std > 0 and pixel_range.lower < upper")
+    if cfg.data.spacing_mm is not None and cfg.data.spacing_mm <= 0:
+        errs.append("data.spacing_mm must be > 0 (or null)")
+    if errs:
+        raise InputError("Invalid pretraining config: " + "; ".join(errs) + ".")
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge (override wins); lists are replaced, not merged."""
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["optim.epochs=2", "crops.local_crops_number=0"]`` -> nested dict (values parsed as YAML)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise InputError(f"Override {item!r} is not KEY=VALUE (e.g. optim.epochs=2).")
+        key, raw = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | list[str] | None = None) -> PretrainConfig:
+    """Defaults <- YAML file <- overrides, validated."""
+    import yaml
+
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"Config file not found: {p}. Pass an existing YAML file to --config.")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise InputError(f"{p} is not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise InputError(f"{p} must contain a YAML mapping of config sections.")
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    if overrides:
+        data = merge(data, overrides)
+    return PretrainConfig.from_dict(data)

@@ -1,0 +1,89 @@
+"""3D multi-crop: 2 global + N local random-resized crops with flips, axis permutation and HU windowing.
+
+The 3D analogue of DINO's RandomResizedCrop: a box covering a random fraction (``scale``) of the volume,
+with jittered aspect ratios, resampled to the crop size. CT has no canonical "up" for a model trained
+on mixed orientations, so axis permutations and flips are cheap invariances; a random HU window stands
+in for colour jitter. Normalisation (z-score) matches inference so features stay comparable.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import PretrainConfig
+
+
+@dataclass
+class CropSpec:
+    size: tuple[int, int, int]
+    scale: tuple[float, float]
+
+
+def sample_box(
+    shape: tuple[int, ...], out_size: tuple[int, int, int], scale: tuple[float, float],
+    aspect_range: tuple[float, float], rng: np.random.Generator,
+) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """(offset, extent) of a box holding ~U(scale) of the volume's voxels, aspect ~ out_size x jitter."""
+    target = float(np.prod(shape)) * rng.uniform(*scale)
+    log_ar = rng.uniform(math.log(aspect_range[0]), math.log(aspect_range[1]), size=3)
+    log_ar -= log_ar.mean()  # keep the volume, only change the proportions
+    geo = float(np.prod(out_size)) ** (1 / 3)
+    side = target ** (1 / 3)
+    extent = tuple(
+        int(min(max(1, round(side * (o / geo) * math.exp(a))), n)) for o, a, n in zip(out_size, log_ar, shape, strict=True)
+    )
+    offset = tuple(int(rng.integers(0, n - e + 1)) for n, e in zip(shape, extent, strict=True))
+    return offset, extent  # type: ignore[return-value]
+
+
+def resize(block: torch.Tensor, out_size: tuple[int, int, int]) -> torch.Tensor:
+    """[D,H,W] -> out_size: integer average pooling first (anti-aliasing), then trilinear."""
+    x = block[None, None]
+    k = tuple(max(1, s // o) for s, o in zip(x.shape[2:], out_size, strict=True))
+    if any(f > 1 for f in k):
+        x = F.avg_pool3d(x, kernel_size=k, stride=k)
+    if tuple(x.shape[2:]) != tuple(out_size):
+        x = F.interpolate(x, size=out_size, mode="trilinear", align_corners=False)
+    return x[0]
+
+
+class MultiCrop:
+    """Callable: (volume HU [D,H,W], rng) -> {"global_crops": [Tensor[1,*G]] * 2, "local_crops": [...] * N}."""
+
+    def __init__(self, cfg: PretrainConfig) -> None:
+        c, a, ds = cfg.crops, cfg.augment, cfg.datasets[0]
+        self.global_spec = CropSpec(tuple(c.global_crops_size), tuple(c.global_crops_scale))  # type: ignore[arg-type]
+        self.local_spec = CropSpec(tuple(c.local_crops_size), tuple(c.local_crops_scale))  # type: ignore[arg-type]
+        self.n_local = c.local_crops_number
+        self.aug = a
+        self.clip = (ds.pixel_range.lower, ds.pixel_range.upper)
+        self.mean, self.std = ds.norm.mean, ds.norm.std
+
+    def crop(self, vol: np.ndarray, spec: CropSpec, rng: np.random.Generator) -> torch.Tensor:
+        a = self.aug
+        offset, extent = sample_box(vol.shape, spec.size, spec.scale, tuple(a.aspect_ratio_range), rng)  # type: ignore[arg-type]
+        sl = tuple(slice(o, o + e) for o, e in zip(offset, extent, strict=True))
+        block = torch.from_numpy(np.ascontiguousarray(vol[sl], dtype=np.float32))
+        if a.permute_axes:
+            block = block.permute(*[int(i) for i in rng.permutation(3)])
+        block = resize(block, spec.size)
+        flips = [d + 1 for d in range(3) if rng.random() < a.flip_prob]
+        if flips:
+            block = torch.flip(block, dims=flips)
+        lo, hi = self.clip
+        if rng.random() < a.window_prob:
+            lo = max(lo, rng.uniform(*a.window_lower_range))
+            hi = min(hi, rng.uniform(*a.window_upper_range))
+        block = block.clamp(lo, hi)
+        return ((block - self.mean) / self.std).contiguous()
+
+    def __call__(self, vol: np.ndarray, rng: np.random.Generator) -> dict[str, list[torch.Tensor]]:
+        return {
+            "global_crops": [self.crop(vol, self.global_spec, rng) for _ in range(2)],
+            "local_crops": [self.crop(vol, self.local_spec, rng) for _ in range(self.n_local)],
+        }

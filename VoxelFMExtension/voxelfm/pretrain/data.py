@@ -1,0 +1,268 @@
+"""Pretraining data: CT files (folder or CSV/JSONL manifest) -> a cache of isotropic float32 HU volumes.
+
+Decoding and resampling full CTs costs far more than cropping, so each file is prepared once and stored
+as ``.npy`` (memory-mapped by the workers). The cache key covers the file identity (path, size, mtime)
+and the preparation settings, so edited inputs or changed settings are re-prepared automatically.
+
+Sampling is a pure function of (seed, draw index): draw ``i`` picks a volume from a per-epoch permutation
+and seeds its own crop RNG. The loader position is therefore just the step number, which makes resume
+exact and independent of worker count and scheduling.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, Sampler
+
+from ..errors import InputError
+from ..progress import ProgressFn, no_progress
+from .config import PretrainConfig
+from .crops import MultiCrop
+from .masking import sample_masks
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+MANIFEST_SUFFIXES = (".csv", ".jsonl")
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _is_dicom_dir(p: Path) -> bool:
+    return p.is_dir() and any(f.suffix.lower() == ".dcm" for f in p.iterdir() if f.is_file())
+
+
+def discover_sources(data: str | Path) -> list[Path]:
+    """CT sources from a folder (image files + DICOM series folders, recursive) or a CSV/JSONL manifest."""
+    src = Path(data)
+    if not src.exists():
+        raise InputError(f"Training data not found: {src}. Pass a folder of CT files or a CSV/JSONL manifest.")
+    if src.is_file():
+        if not src.name.lower().endswith(MANIFEST_SUFFIXES):
+            if _is_image(src):
+                return [src]
+            raise InputError(f"{src} is neither a CT image nor a manifest (.csv with a 'path' column, or .jsonl).")
+        paths = _read_manifest(src)
+        missing = [str(p) for p in paths if not (_is_image(p) or _is_dicom_dir(p))]
+        if missing:
+            raise InputError(
+                f"Manifest {src} lists {len(missing)} missing or unreadable file(s), e.g. {missing[:3]}. "
+                "Fix the paths (relative paths are relative to the manifest) or remove those rows."
+            )
+    else:
+        paths = []
+        for root, dirs, files in os.walk(src):
+            dirs.sort()
+            r = Path(root)
+            if any(f.lower().endswith(".dcm") for f in files):
+                paths.append(r)
+                continue
+            paths += [r / f for f in sorted(files) if f.lower().endswith(IMAGE_SUFFIXES)]
+    if not paths:
+        raise InputError(
+            f"No CT files found in {src}. Supported: {', '.join(IMAGE_SUFFIXES)}, DICOM folders (*.dcm), "
+            "or a manifest listing them."
+        )
+    return paths
+
+
+def _read_manifest(path: Path) -> list[Path]:
+    rows: list[str] = []
+    text = path.read_text()
+    if path.suffix.lower() == ".jsonl":
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}:{n} is not valid JSON ({exc}).") from exc
+            value = obj.get("path") or obj.get("image") if isinstance(obj, dict) else obj
+            if not isinstance(value, str):
+                raise InputError(f"{path}:{n} needs a 'path' (or 'image') string.")
+            rows.append(value)
+    else:
+        reader = csv.reader(text.splitlines())
+        header = next(reader, None)
+        if header is None:
+            raise InputError(f"Manifest {path} is empty; add a 'path' column with one CT per row.")
+        names = [h.strip().lower() for h in header]
+        col = names.index("path") if "path" in names else names.index("image") if "image" in names else None
+        if col is None:
+            raise InputError(f"Manifest {path} has no 'path' column (header: {header}).")
+        rows = [r[col].strip() for r in reader if len(r) > col and r[col].strip()]
+    if not rows:
+        raise InputError(f"Manifest {path} lists no files; add one CT path per row.")
+    return [p if p.is_absolute() else (path.parent / p) for p in map(Path, rows)]
+
+
+def read_ct(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """HU array (z, y, x) float32 and spacing (z, y, x) mm."""
+    try:
+        from ..io import read_volume  # geometry helper's reader, when present
+    except ImportError:
+        read_volume = None
+    try:
+        if read_volume is not None:
+            vol = read_volume(path)
+            sx, sy, sz = (float(s) for s in vol.spacing)
+            return np.asarray(vol.array, dtype=np.float32), (sz, sy, sx)
+        import SimpleITK as sitk
+
+        if path.is_dir():
+            reader = sitk.ImageSeriesReader()
+            ids = reader.GetGDCMSeriesIDs(str(path))
+            if not ids:
+                raise InputError(f"{path}: no DICOM series found.")
+            files = max((reader.GetGDCMSeriesFileNames(str(path), i) for i in ids), key=len)
+            reader.SetFileNames(files)
+            img = reader.Execute()
+        else:
+            img = sitk.ReadImage(str(path))
+    except InputError:
+        raise
+    except Exception as exc:  # SimpleITK raises RuntimeError with long ITK traces
+        raise InputError(f"Cannot read CT {path}: {str(exc).splitlines()[0][:200]}. Is the file a valid image?") from exc
+    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{path}: expected a 3D scalar CT volume, got {img.GetDimension()}D.")
+    sx, sy, sz = img.GetSpacing()
+    return sitk.GetArrayFromImage(img).astype(np.float32), (sz, sy, sx)
+
+
+def resample_isotropic(arr: np.ndarray, spacing: tuple[float, float, float], target: float | None) -> np.ndarray:
+    """Trilinear (align_corners=False) to ``target`` mm; None = inference rule max(min spacing, 0.75)."""
+    t = max(min(spacing), 0.75) if target is None else float(target)
+    size = tuple(max(1, round(n * s / t)) for n, s in zip(arr.shape, spacing, strict=True))
+    if size == arr.shape:
+        return arr
+    x = torch.from_numpy(np.ascontiguousarray(arr))[None, None]
+    return F.interpolate(x, size=size, mode="trilinear", align_corners=False)[0, 0].numpy()
+
+
+def default_cache_root() -> Path:
+    base = os.environ.get("VOXELFM_CACHE_DIR") or str(Path.home() / ".cache" / "voxelfm")
+    return Path(base) / "pretrain"
+
+
+@dataclass
+class CachedVolume:
+    source: str
+    path: str  # .npy, float32 HU (z, y, x), clipped to the pixel range
+    shape: tuple[int, int, int]
+
+
+def _cache_key(src: Path, cfg: PretrainConfig) -> str:
+    st = src.stat() if src.is_file() else max((f.stat() for f in src.iterdir()), key=lambda s: s.st_mtime_ns)
+    pr = cfg.datasets[0].pixel_range
+    ident = [CACHE_VERSION, str(src.resolve()), st.st_size, st.st_mtime_ns, cfg.data.spacing_mm, pr.lower, pr.upper]
+    return hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:24]
+
+
+def build_cache(sources: list[Path], cfg: PretrainConfig, progress: ProgressFn = no_progress) -> list[CachedVolume]:
+    """Prepare every source once (skips up-to-date entries); writes are atomic."""
+    root = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    pr = cfg.datasets[0].pixel_range
+    out: list[CachedVolume] = []
+    for n, src in enumerate(sources):
+        progress(n / len(sources), f"preparing {src.name}")
+        target = root / f"{_cache_key(src, cfg)}.npy"
+        if not target.is_file():
+            arr, spacing = read_ct(src)
+            if min(arr.shape) < 2:
+                raise InputError(f"{src}: volume shape {arr.shape} is too small to crop; use 3D CT volumes.")
+            arr = np.clip(resample_isotropic(arr, spacing, cfg.data.spacing_mm), pr.lower, pr.upper).astype(np.float32)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp.", suffix=".npy", dir=root)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    np.save(f, arr)
+                os.replace(tmp, target)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        shape = np.load(target, mmap_mode="r").shape
+        out.append(CachedVolume(str(src), str(target), tuple(int(s) for s in shape)))  # type: ignore[arg-type]
+    progress(1.0, f"{len(out)} volumes prepared")
+    return out
+
+
+class CropDataset(Dataset):
+    """Map-style dataset over *draw indices* (unbounded): item i = multi-crops of volume perm_epoch[i % n]."""
+
+    def __init__(self, volumes: list[CachedVolume], cfg: PretrainConfig) -> None:
+        if not volumes:
+            raise InputError("No training volumes.")
+        self.volumes = volumes
+        self.seed = cfg.train.seed
+        self.multicrop = MultiCrop(cfg)
+        self._arrays: dict[int, np.ndarray] = {}
+
+    def volume_index(self, draw: int) -> int:
+        n = len(self.volumes)
+        perm = np.random.default_rng([self.seed, 1, draw // n]).permutation(n)
+        return int(perm[draw % n])
+
+    def __len__(self) -> int:  # nominal; the sampler is unbounded
+        return len(self.volumes)
+
+    def __getitem__(self, draw: int) -> dict[str, Any]:
+        vi = self.volume_index(draw)
+        if vi not in self._arrays:
+            self._arrays[vi] = np.load(self.volumes[vi].path, mmap_mode="r")
+        rng = np.random.default_rng([self.seed, 2, draw])
+        sample = self.multicrop(self._arrays[vi], rng)
+        sample["draw"] = draw
+        return sample
+
+
+class StepBatchSampler(Sampler[list[int]]):
+    """Yields the draw indices of steps start, start+1, ... for this rank (disjoint across ranks)."""
+
+    def __init__(self, batch_size: int, start_step: int, rank: int = 0, world_size: int = 1, micro_steps: int = 1):
+        self.b, self.start, self.rank, self.world, self.micro = batch_size, start_step, rank, world_size, micro_steps
+
+    def __iter__(self):
+        step = self.start * self.micro
+        while True:
+            base = (step * self.world + self.rank) * self.b
+            yield list(range(base, base + self.b))
+            step += 1
+
+    def __len__(self) -> int:  # pragma: no cover - unbounded
+        return 2**62
+
+
+class Collate:
+    """Stack crops crop-major (all samples' crop 0, then crop 1, ...) and draw iBOT masks for global crops."""
+
+    def __init__(self, cfg: PretrainConfig) -> None:
+        p = cfg.student.patch_size
+        self.grid = tuple(s // p for s in cfg.crops.global_crops_size)
+        self.ratio = tuple(cfg.ibot.mask_ratio_min_max)
+        self.prob = cfg.ibot.mask_sample_probability
+        self.seed = cfg.train.seed
+
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        n_g, n_l = len(samples[0]["global_crops"]), len(samples[0]["local_crops"])
+        glob = torch.stack([s["global_crops"][i] for i in range(n_g) for s in samples])
+        out = {"global_crops": glob, "draws": torch.tensor([s["draw"] for s in samples])}
+        if n_l:
+            out["local_crops"] = torch.stack([s["local_crops"][i] for i in range(n_l) for s in samples])
+        rng = np.random.default_rng([self.seed, 3, int(samples[0]["draw"])])
+        out["masks"] = sample_masks(len(glob), self.grid, self.ratio, self.prob, rng)  # type: ignore[arg-type]
+        return out

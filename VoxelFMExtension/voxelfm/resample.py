@@ -1,0 +1,107 @@
+"""Voxel-grid geometry (4x4 index maps) and resampling between arbitrary grids.
+
+All matrices act on homogeneous voxel indices (i, j, k, 1) with i along array axis 2 (Slicer convention), while
+arrays and shapes are ordered [k, j, i]. Voxel indices refer to voxel centres.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import InputError
+
+_CHUNK_BYTES = 64 * 2**20  # per-chunk working memory for coordinates + output
+
+
+# ---------------------------------------------------------------- index maps (new index -> old index) --------
+def shift_matrix(offset_kji) -> np.ndarray:
+    """Crop starting at ``offset_kji``: new voxel (i,j,k) is old voxel (i,j,k) + offset."""
+    m = np.eye(4)
+    m[:3, 3] = np.asarray(offset_kji, dtype=np.float64)[::-1]
+    return m
+
+
+def resize_matrix(old_shape_kji, new_shape_kji) -> np.ndarray:
+    """Resize with align_corners=False: new voxel c is old index (c + 0.5) * n_old / n_new - 0.5 per axis."""
+    r = np.asarray(old_shape_kji, dtype=np.float64)[::-1] / np.asarray(new_shape_kji, dtype=np.float64)[::-1]
+    m = np.eye(4)
+    m[:3, :3] = np.diag(r)
+    m[:3, 3] = 0.5 * r - 0.5
+    return m
+
+
+def patch_grid_to_ras(prepared_to_ras: np.ndarray, patch_size: int = 14) -> np.ndarray:
+    """4x4 mapping a patch cell (i, j, k, 1) to the RAS position of its centre (prepared index 14*i + 6.5)."""
+    m = np.eye(4)
+    m[:3, :3] *= patch_size
+    m[:3, 3] = (patch_size - 1) / 2.0
+    return np.asarray(prepared_to_ras, dtype=np.float64) @ m
+
+
+# ---------------------------------------------------------------- resampling -----------------------------------
+def _chunk_slices(plane: int, channels: int, itemsize: int = 4) -> int:
+    per_slice = plane * (3 * 8 + 3 * 4 + channels * (itemsize + 4))  # float64 idx, float32 grid, output
+    return max(1, _CHUNK_BYTES // max(per_slice, 1))
+
+
+def resample_to_grid(
+    values: np.ndarray,
+    src_to_ras: np.ndarray,
+    target_shape_kji,
+    target_ijk_to_ras: np.ndarray,
+    mode: str = "linear",
+    fill: float = 0.0,
+) -> np.ndarray:
+    """Sample ``values`` (on a source grid) at every voxel centre of a target grid; any affine (oblique, flipped).
+
+    values: [d, h, w] or [d, h, w, K] (channels last); src_to_ras / target_ijk_to_ras: 4x4, (i, j, k, 1) -> RAS.
+    Returns [D, H, W] (+ [K]) on ``target_shape_kji``: float32 for "linear" (trilinear), the input dtype for
+    "nearest". A target point is inside the source when its source index lies within half a voxel of the source
+    extent, i.e. in [-0.5, n - 0.5] per axis (the area the source voxels cover); there the index is clamped to
+    [0, n - 1] (edge values extend over the outer half voxel); farther out the result is ``fill``.
+    Works in chunks of target slices so memory stays ~64 MB beyond the input and output arrays.
+    """
+    if mode not in ("linear", "nearest"):
+        raise InputError(f"Unknown resampling mode {mode!r}; use 'linear' or 'nearest'.")
+    vals = np.asarray(values)
+    if vals.ndim not in (3, 4):
+        raise InputError(f"values must be [d, h, w] or [d, h, w, K], got shape {vals.shape}.")
+    channels_last = vals.ndim == 4
+    src = vals if channels_last else vals[..., None]
+    d, h, w, nch = src.shape
+    tk, tj, ti = (int(n) for n in target_shape_kji)
+    target_to_src = np.linalg.inv(np.asarray(src_to_ras, dtype=np.float64)) @ np.asarray(
+        target_ijk_to_ras, dtype=np.float64
+    )
+    lin, off = target_to_src[:3, :3], target_to_src[:3, 3]
+    src_size = np.array([w, h, d], dtype=np.float64)  # i, j, k
+    out_dtype = np.float32 if mode == "linear" else src.dtype
+    out = np.empty((tk, tj, ti, nch), dtype=out_dtype)
+
+    if mode == "linear":
+        src_t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(src, -1, 0), dtype=np.float32))[None]
+    jj, ii = np.meshgrid(np.arange(tj, dtype=np.float64), np.arange(ti, dtype=np.float64), indexing="ij")
+    plane_ij = np.stack([ii.ravel(), jj.ravel()], axis=1)  # [P, 2] (i, j)
+    step = _chunk_slices(tj * ti, nch, out.itemsize)
+    tol = 1e-4
+    for k0 in range(0, tk, step):
+        k1 = min(tk, k0 + step)
+        ks = np.arange(k0, k1, dtype=np.float64)
+        # source index (i, j, k) for every target voxel in the chunk: [nk, P, 3]
+        base = plane_ij @ lin[:, :2].T + off  # [P, 3]
+        idx = base[None, :, :] + ks[:, None, None] * lin[:, 2][None, None, :]
+        inside = np.all((idx >= -0.5 - tol) & (idx <= src_size - 0.5 + tol), axis=-1)
+        idx = np.clip(idx, 0.0, src_size - 1.0)
+        if mode == "nearest":
+            r = np.floor(idx + 0.5).astype(np.int64)
+            chunk = src[r[..., 2], r[..., 1], r[..., 0]]  # [nk, P, K]
+        else:
+            norm = np.where(src_size > 1, 2.0 * idx / np.maximum(src_size - 1.0, 1.0) - 1.0, 0.0)
+            grid = torch.from_numpy(norm.astype(np.float32)).reshape(1, k1 - k0, tj * ti, 1, 3)
+            res = F.grid_sample(src_t, grid, mode="bilinear", padding_mode="border", align_corners=True)
+            chunk = res[0, :, :, :, 0].permute(1, 2, 0).numpy()  # [nk, P, K]
+        chunk = np.where(inside[..., None], chunk, np.asarray(fill, dtype=out_dtype))
+        out[k0:k1] = chunk.reshape(k1 - k0, tj, ti, nch)
+    return out if channels_last else out[..., 0]
