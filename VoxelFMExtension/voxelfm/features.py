@@ -22,6 +22,7 @@ from .device import autocast_for, pick_device
 from .errors import InputError
 from .feature_cache import FeatureCache
 from .progress import CancelFlag, ProgressFn, check_cancel, no_progress
+from .resample import patch_grid_to_ras
 from .tiling import blend_weights, plan_tiles
 from .volume import Volume
 
@@ -157,13 +158,6 @@ def extract_features(
         store.put(key, feats)
     progress(1.0, "features ready")
     return feats
-
-
-def patch_grid_to_ras(prepared_to_ras: np.ndarray, patch_size: int) -> np.ndarray:
-    """Cell (i, j, k) centre = prepared voxel index patch*i + (patch-1)/2 on every axis."""
-    scale = np.diag([patch_size, patch_size, patch_size, 1.0])
-    scale[:3, 3] = (patch_size - 1) / 2.0
-    return np.asarray(prepared_to_ras, dtype=np.float64) @ scale
 
 
 @torch.inference_mode()

@@ -68,7 +68,7 @@ class MultiCrop:
         a = self.aug
         offset, extent = sample_box(vol.shape, spec.size, spec.scale, tuple(a.aspect_ratio_range), rng)  # type: ignore[arg-type]
         sl = tuple(slice(o, o + e) for o, e in zip(offset, extent, strict=True))
-        block = torch.from_numpy(np.ascontiguousarray(vol[sl], dtype=np.float32))
+        block = torch.from_numpy(np.array(vol[sl], dtype=np.float32))  # copy: the cache is a read-only memmap
         if a.permute_axes:
             block = block.permute(*[int(i) for i in rng.permutation(3)])
         block = resize(block, spec.size)

@@ -1,0 +1,52 @@
+"""`voxelfm features IMAGE --out FEATURES.npz`: frozen features of one CT (+ an optional PCA picture)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import add_feature_args, add_model_args, load_model_from_args, log, preprocess_from_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "features",
+        help="extract VoxelFM features of a CT",
+        description="Write cls [C], registers [R,C], patch [D',H',W',C] and grid_to_ras (4x4, patch-cell "
+        "(i,j,k,1) -> RAS mm, i along W') to an .npz.",
+    )
+    p.add_argument("image", help="NIfTI / NRRD / MHA file or a DICOM series folder")
+    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--png", default=None, help="also write a picture: CT slices with PCA colours of the features")
+    add_model_args(p)
+    add_feature_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import InputError
+    from ..features import extract_features
+    from ..io import read_volume
+    from ..progress import TqdmProgress
+
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        raise InputError(f"--out must end with .npz, got {out.name}")
+    volume = read_volume(args.image)
+    model = load_model_from_args(args)
+    bar = TqdmProgress("features")
+    try:
+        feats = extract_features(
+            volume, model, preprocess=preprocess_from_args(model, args), max_tokens=args.max_tokens,
+            overlap=args.overlap, device=args.device, progress=bar, cache=not args.no_cache,
+        )
+    finally:
+        bar.close()
+    feats.save(out)
+    log.info("wrote %s: patch grid %s x %d channels, %s tiles", out, feats.grid_shape, feats.patch.shape[-1],
+             feats.extraction.get("tiles", "cached"))
+    if args.png:
+        from ..viz import feature_overview_png
+
+        log.info("wrote %s", feature_overview_png(volume, feats.patch, feats.grid_to_ras, args.png))
+    return 0

@@ -1,0 +1,92 @@
+"""Self-distillation losses: DINO (image-level, centred teacher), iBOT (masked patches), KoLeo.
+
+Centring (subtracting an EMA of the teacher's mean logits) together with a sharp teacher temperature is
+what prevents collapse: centring alone pushes to uniform, sharpening alone to one prototype.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+
+def _all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        x = x.clone()
+        dist.all_reduce(x)
+        x /= dist.get_world_size()
+    return x
+
+
+class CenteredTeacher(nn.Module):
+    """Holds the EMA centre of teacher logits; ``softmax`` centres and sharpens teacher outputs."""
+
+    def __init__(self, dim: int, momentum: float = 0.9) -> None:
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("center", torch.zeros(1, dim))
+
+    @torch.no_grad()
+    def softmax(self, teacher_logits: torch.Tensor, temp: float) -> torch.Tensor:
+        return F.softmax((teacher_logits.float() - self.center) / temp, dim=-1)
+
+    @torch.no_grad()
+    def update(self, teacher_logits: torch.Tensor) -> None:
+        """center <- m * center + (1 - m) * mean over the global batch (all ranks)."""
+        flat = teacher_logits.float().reshape(-1, teacher_logits.shape[-1])
+        mean = _all_reduce_mean(flat.mean(dim=0, keepdim=True))
+        self.center.mul_(self.momentum).add_(mean, alpha=1 - self.momentum)
+
+
+def dino_loss(
+    student_logits: list[torch.Tensor], teacher_probs: list[torch.Tensor], student_temp: float,
+    skip_same_index: bool = True,
+) -> torch.Tensor:
+    """Mean over (teacher crop t, student crop s) pairs of batch-mean CE(teacher_t, softmax(student_s / T)).
+
+    Students 0..len(teacher)-1 are the same global crops as the teachers; pairs (i, i) are skipped.
+    """
+    total = student_logits[0].new_zeros(())
+    n_terms = 0
+    for ti, t in enumerate(teacher_probs):
+        for si, s in enumerate(student_logits):
+            if skip_same_index and si == ti:
+                continue
+            total = total + torch.sum(-t * F.log_softmax(s.float() / student_temp, dim=-1), dim=-1).mean()
+            n_terms += 1
+    return total / max(n_terms, 1)
+
+
+def ibot_patch_loss(
+    student_logits: torch.Tensor, teacher_probs: torch.Tensor, sample_index: torch.Tensor, n_samples: int,
+    student_temp: float,
+) -> torch.Tensor:
+    """Masked-token CE, averaged within each masked crop, then over the masked crops.
+
+    student_logits/teacher_probs: [M, K] for the M masked tokens; sample_index [M]: crop of each token.
+    """
+    if student_logits.shape[0] == 0:
+        return student_logits.sum() * 0.0
+    ce = torch.sum(-teacher_probs * F.log_softmax(student_logits.float() / student_temp, dim=-1), dim=-1)
+    counts = torch.bincount(sample_index, minlength=n_samples).clamp(min=1).to(ce.dtype)
+    per_crop = torch.zeros(n_samples, dtype=ce.dtype, device=ce.device).index_add_(0, sample_index, ce) / counts
+    n_masked = int((torch.bincount(sample_index, minlength=n_samples) > 0).sum())
+    return per_crop.sum() / n_masked
+
+
+def koleo_loss(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Kozachenko-Leonenko entropy estimate: -mean log(distance to nearest neighbour) of L2-normalised x.
+
+    Spreads features over the sphere; needs >= 2 samples (returns 0 otherwise).
+    """
+    if x.shape[0] < 2:
+        return x.sum() * 0.0
+    x = F.normalize(x.float(), dim=-1, p=2, eps=eps)
+    with torch.no_grad():
+        sim = x @ x.t()
+        sim.fill_diagonal_(-2.0)
+        nn_idx = sim.argmax(dim=1)
+    dist_nn = F.pairwise_distance(x, x[nn_idx], p=2, eps=eps)
+    return -torch.log(dist_nn + eps).mean()

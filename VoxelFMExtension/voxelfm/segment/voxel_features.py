@@ -1,0 +1,209 @@
+"""Bring frozen patch features to voxel resolution, plus cheap local intensity features.
+
+WHY this shape: patch features live on a coarse grid (one vector per 14^3 patch). The probe is linear in them,
+so for prediction we compute logits on the feature grid and interpolate the *logits* to the voxel grid
+(identical to interpolating features, K channels instead of C). For fitting we sample features trilinearly
+only at the labelled voxels (their RAS points mapped through ``grid_to_ras``).
+
+Intensity features give sharp boundaries the coarse grid cannot: a few scalar maps (HU, local mean, local
+std) whose per-class effect is a learned piecewise-linear function (hat basis over fixed knots). Maps are
+quantised once per volume into a single combined index so a refit costs one table gather per class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from ..errors import InputError
+
+HU_KNOTS = (-1000, -600, -300, -150, -80, -30, 0, 30, 60, 100, 150, 250, 400, 700, 1000)
+STD_KNOTS = (0, 10, 20, 35, 50, 75, 100, 150, 250, 400)
+
+
+@dataclass
+class IntensityChannel:
+    kind: str  # "hu" (voxel value), "mean" (Gaussian local mean) or "std" (Gaussian local std)
+    sigma_mm: float = 0.0
+    knots: tuple[float, ...] = HU_KNOTS
+
+
+def default_channels() -> list[IntensityChannel]:
+    return [
+        IntensityChannel("hu", 0.0, HU_KNOTS),
+        IntensityChannel("mean", 3.0, HU_KNOTS),
+        IntensityChannel("std", 3.0, STD_KNOTS),
+    ]
+
+
+@dataclass
+class IntensityConfig:
+    """Local intensity features; ``levels`` quantisation steps per channel (levels**channels table entries)."""
+
+    enabled: bool = True
+    channels: list[IntensityChannel] = field(default_factory=default_channels)
+    levels: int = 48
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> IntensityConfig:
+        chans = [IntensityChannel(c["kind"], float(c["sigma_mm"]), tuple(c["knots"])) for c in d.get("channels", [])]
+        return cls(enabled=bool(d.get("enabled", True)), channels=chans, levels=int(d.get("levels", 48)))
+
+
+def _channel_map(array: np.ndarray, spacing_kji: np.ndarray, ch: IntensityChannel) -> np.ndarray:
+    x = array.astype(np.float32, copy=False)
+    if ch.kind == "hu":
+        return x
+    sigma = np.maximum(ch.sigma_mm / spacing_kji, 0.5)
+    mean = ndimage.gaussian_filter(x, sigma, mode="nearest", truncate=3.0)
+    if ch.kind == "mean":
+        return mean
+    if ch.kind == "std":
+        sq = ndimage.gaussian_filter(x * x, sigma, mode="nearest", truncate=3.0)
+        return np.sqrt(np.maximum(sq - mean * mean, 0.0))
+    raise InputError(f"Unknown intensity feature kind {ch.kind!r}; use 'hu', 'mean' or 'std'.")
+
+
+def _knot_coordinate(x: np.ndarray, knots: tuple[float, ...]) -> np.ndarray:
+    """Position in knot units (0 .. n_knots-1), piecewise linear, clamped."""
+    return np.interp(x, np.asarray(knots, dtype=np.float64), np.arange(len(knots), dtype=np.float64)).astype(
+        np.float32
+    )
+
+
+def hat_basis(t: np.ndarray, n_knots: int) -> np.ndarray:
+    """Piecewise-linear hat functions at integer knot positions: [len(t), n_knots]."""
+    t = np.asarray(t, dtype=np.float64)
+    return np.clip(1.0 - np.abs(t[:, None] - np.arange(n_knots)[None, :]), 0.0, None)
+
+
+class IntensityMaps:
+    """Quantised intensity channels of one volume, combined into one index per voxel (cached per volume)."""
+
+    def __init__(self, array_kji: np.ndarray, spacing_kji: np.ndarray, cfg: IntensityConfig) -> None:
+        self.cfg = cfg
+        q = cfg.levels
+        if q**len(cfg.channels) > 2**31:
+            raise InputError("Too many intensity channels/levels for one lookup table; reduce levels.")
+        index = np.zeros(array_kji.shape, dtype=np.int32)
+        self.level_t: list[np.ndarray] = []  # knot coordinate of each quantisation level, per channel
+        for n, ch in enumerate(cfg.channels):
+            t = _knot_coordinate(_channel_map(array_kji, spacing_kji, ch), ch.knots)
+            step = (len(ch.knots) - 1) / (q - 1)
+            lev = np.rint(t / step).astype(np.int32)
+            index += lev * (q**n)
+            self.level_t.append(np.arange(q) * step)
+        self.index = index
+
+    def basis_at(self, kji: np.ndarray) -> np.ndarray:
+        """Hat-basis features of all channels at voxel indices [N,3] -> [N, sum(n_knots)]."""
+        flat = self.index[kji[:, 0], kji[:, 1], kji[:, 2]].astype(np.int64)
+        q = self.cfg.levels
+        cols = []
+        for n, ch in enumerate(self.cfg.channels):
+            lev = (flat // (q**n)) % q
+            cols.append(hat_basis(self.level_t[n][lev], len(ch.knots)))
+        return np.concatenate(cols, axis=1).astype(np.float32)
+
+    def table(self, coef: np.ndarray) -> np.ndarray:
+        """Combined lookup table [levels**n_channels] from per-class hat coefficients [sum(n_knots)].
+
+        Built as nested outer sums with the newest channel leading, so the flat position is sum(level_n * q**n),
+        matching ``self.index``.
+        """
+        total = np.zeros((1,), dtype=np.float32)
+        offset = 0
+        for n, ch in enumerate(self.cfg.channels):
+            k = len(ch.knots)
+            lut = (hat_basis(self.level_t[n], k) @ coef[offset : offset + k]).astype(np.float32)
+            offset += k
+            total = (lut[:, None] + total[None, :]).reshape(-1) if n else lut
+        return total
+
+
+# ---------------------------------------------------------------- patch features at points / on the voxel grid
+
+
+def grid_index_of_ras(grid_to_ras: np.ndarray, ras: np.ndarray) -> np.ndarray:
+    """Continuous feature-grid indices (i, j, k) of RAS points [N,3]."""
+    inv = np.linalg.inv(np.asarray(grid_to_ras, dtype=np.float64))
+    return ras @ inv[:3, :3].T + inv[:3, 3]
+
+
+def sample_patch_features(patch_cdhw: torch.Tensor, grid_ijk: np.ndarray) -> torch.Tensor:
+    """Trilinear samples of a [C,d,h,w] grid at continuous (i,j,k) indices [N,3]; border-clamped. -> [N,C]."""
+    c, d, h, w = patch_cdhw.shape
+    sizes = np.array([w, h, d], dtype=np.float64)
+    norm = np.where(sizes > 1, 2.0 * grid_ijk / np.maximum(sizes - 1, 1) - 1.0, 0.0)
+    g = torch.from_numpy(norm.astype(np.float32)).view(1, 1, 1, -1, 3)
+    out = F.grid_sample(patch_cdhw[None], g, mode="bilinear", padding_mode="border", align_corners=True)
+    return out.view(c, -1).T
+
+
+class LogitUpsampler:
+    """Interpolates [K,d,h,w] feature-grid maps onto a volume grid [K,nk,nj,ni] (linear, border-clamped).
+
+    Separable 2-tap interpolation when the grids' axes are parallel (the usual case: the prepared volume keeps
+    the image direction, possibly permuted/flipped); a chunked grid_sample otherwise (oblique relation).
+    """
+
+    def __init__(self, grid_shape_dhw, grid_to_ras, volume_shape_kji, ijk_to_ras) -> None:
+        self.grid_shape = tuple(int(s) for s in grid_shape_dhw)
+        self.shape = tuple(int(s) for s in volume_shape_kji)
+        self.vol_to_grid = np.linalg.inv(np.asarray(grid_to_ras, np.float64)) @ np.asarray(ijk_to_ras, np.float64)
+        a = self.vol_to_grid[:3, :3]
+        scale = np.abs(a).max()
+        nz = np.abs(a) > 1e-6 * max(scale, 1e-12)
+        self.separable = bool(np.all(nz.sum(axis=0) == 1) and np.all(nz.sum(axis=1) == 1))
+        if self.separable:
+            self._taps = []
+            gsize_ijk = self.grid_shape[::-1]
+            self._perm = []
+            for vol_axis_kji in range(3):  # output axes k, j, i
+                col = 2 - vol_axis_kji  # ijk column
+                row = int(np.flatnonzero(nz[:, col])[0])  # grid axis in (i,j,k) order
+                self._perm.append(2 - row)  # grid array axis (d,h,w)
+                n = self.shape[vol_axis_kji]
+                pos = a[row, col] * np.arange(n) + self.vol_to_grid[row, 3]
+                pos = np.clip(pos, 0, gsize_ijk[row] - 1)
+                i0 = np.floor(pos).astype(np.int64)
+                i1 = np.minimum(i0 + 1, gsize_ijk[row] - 1)
+                self._taps.append((i0, i1, (pos - i0).astype(np.float32)))
+
+    def __call__(self, grid_vals: torch.Tensor) -> np.ndarray:
+        """grid_vals [K,d,h,w] float32 -> numpy [K,nk,nj,ni] float32."""
+        grid_vals = grid_vals.float()
+        if not self.separable:
+            return self._general(grid_vals)
+        v = grid_vals.permute(0, *(p + 1 for p in self._perm))  # axes now follow k, j, i
+        (k0, k1, kw), (j0, j1, jw), (i0, i1, iw) = (
+            (torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(w)) for a, b, w in self._taps
+        )
+        v = torch.lerp(v[..., i0], v[..., i1], iw)
+        v = torch.lerp(v[:, :, j0], v[:, :, j1], jw[:, None])
+        out = torch.empty((v.shape[0], *self.shape), dtype=torch.float32)
+        for k in range(self.shape[0]):
+            a, b = int(k0[k]), int(k1[k])
+            if a == b or float(kw[k]) == 0.0:
+                out[:, k] = v[:, a]
+            else:
+                torch.lerp(v[:, a], v[:, b], float(kw[k]), out=out[:, k])
+        return out.numpy()
+
+    def _general(self, grid_vals: torch.Tensor) -> np.ndarray:
+        nk, nj, ni = self.shape
+        jj, ii = np.meshgrid(np.arange(nj), np.arange(ni), indexing="ij")
+        out = np.empty((grid_vals.shape[0], nk, nj, ni), dtype=np.float32)
+        for k in range(nk):
+            ijk = np.stack([ii.ravel(), jj.ravel(), np.full(ii.size, k)], axis=1).astype(np.float64)
+            g = ijk @ self.vol_to_grid[:3, :3].T + self.vol_to_grid[:3, 3]
+            out[:, k] = sample_patch_features(grid_vals, g).T.reshape(-1, nj, ni).numpy()
+        return out
