@@ -96,9 +96,13 @@ def test_dicom_with_reference_clip_matches_reference(variant, dicom_volume, expe
     np.testing.assert_allclose(prep.array, tensors[f"{variant}.img"].numpy(), rtol=0, atol=0.05)
 
 
-@pytest.mark.parametrize(("dicom_variant", "nifti_variant"), [("E_dicom_default", "A_nifti_default"),
-                                                               ("F_dicom_crop_maxpatches6", "B_nifti_crop_maxpatches6")])
-def test_dicom_equals_nifti_with_training_clip(dicom_variant, nifti_variant, dicom_volume, nifti_volume, expected):
+@pytest.mark.parametrize(
+    ("dicom_variant", "nifti_variant"),
+    [("E_dicom_default", "A_nifti_default"), ("F_dicom_crop_maxpatches6", "B_nifti_crop_maxpatches6")],
+)
+def test_dicom_equals_nifti_with_training_clip(
+    dicom_variant, nifti_variant, dicom_volume, nifti_volume, expected
+):
     """Our pipeline clips every input type to the training range, so DICOM and NIfTI give the same array
     (in the reference they differ by the clip range: E != A, F != B)."""
     tensors, _ = expected
@@ -155,9 +159,11 @@ def _features(model, prep):
         return model.forward_features(prep.normalized()[None, None])
 
 
-FEATURE_CASES = {**{k: ("nifti", v) for k, v in NIFTI_VARIANTS.items()},
-                 **{k: ("dicom_ref_clip", v) for k, v in DICOM_VARIANTS.items()},
-                 "G_array_zyx_default": ("array", {})}
+FEATURE_CASES = {
+    **{k: ("nifti", v) for k, v in NIFTI_VARIANTS.items()},
+    **{k: ("dicom_ref_clip", v) for k, v in DICOM_VARIANTS.items()},
+    "G_array_zyx_default": ("array", {}),
+}
 
 
 @pytest.mark.parametrize("variant", sorted(FEATURE_CASES))

@@ -208,6 +208,11 @@ def _oriented_image(mask: np.ndarray, ijk_to_ras: np.ndarray) -> slicer.vtkOrien
     return image
 
 
+def _id_stem(name: str) -> str:
+    stem = "".join(ch if ch.isalnum() else "_" for ch in name).strip("_")
+    return f"VoxelFM_{stem or 'class'}"
+
+
 def remove_prediction_segments(segmentation_node: slicer.vtkMRMLSegmentationNode) -> int:
     """Delete segments previously written by VoxelFM (tagged); returns how many were removed."""
     seg = segmentation_node.GetSegmentation()
@@ -251,21 +256,22 @@ def write_prediction(
     remove_prediction_segments(output_node)
     ijk_to_ras = node_ijk_to_ras(volume_node)
     seg = output_node.GetSegmentation()
-    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    labelmap_name = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
     new_ids = []
     for value, cls in enumerate(classes, start=1):
-        segment_id = seg.AddEmptySegment("", cls.name + name_suffix, list(cls.color))
-        segment = seg.GetSegment(segment_id)
+        # A fresh vtkSegment with its own labelmap layer: editing a shared layer (SetBinaryLabelmapToSegment)
+        # can resample the user's segments in it when the grids differ, which must never happen.
+        segment = slicer.vtkSegment()
+        segment.SetName(cls.name + name_suffix)
+        segment.SetColor(*cls.color)
         segment.SetTag(PREDICTION_TAG, "1")
         segment.SetTag(CLASS_INDEX_TAG, str(value))
         if cls.terminology:
             segment.SetTerminology(cls.terminology)
-        mask = labels == value
-        if mask.any():
-            if not logic.SetBinaryLabelmapToSegment(
-                _oriented_image(mask, ijk_to_ras), output_node, segment_id, logic.MODE_REPLACE
-            ):
-                raise InputError(f"Slicer refused to write the predicted segment '{cls.name}'.")
+        segment.AddRepresentation(labelmap_name, _oriented_image(labels == value, ijk_to_ras))
+        segment_id = seg.GenerateUniqueSegmentID(_id_stem(cls.name))
+        if not seg.AddSegment(segment, segment_id):
+            raise InputError(f"Slicer refused to add the predicted segment '{cls.name}'.")
         new_ids.append(segment_id)
     return output_node, new_ids
 

@@ -9,19 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .integrity import cache_root
 
 if TYPE_CHECKING:
     from .features import VolumeFeatures
 
 log = logging.getLogger(__name__)
-
-
-def cache_root() -> Path:
-    env = os.environ.get("VOXELFM_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "voxelfm"
 
 
 class FeatureCache:

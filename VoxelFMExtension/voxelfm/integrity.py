@@ -20,10 +20,7 @@ from .errors import IntegrityError
 def cache_root() -> Path:
     """VOXELFM_CACHE_DIR, else ~/.cache/voxelfm (read at call time so tests can redirect it)."""
     env = os.environ.get("VOXELFM_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "voxelfm"
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "voxelfm"
 
 
 def _memo_path(real: Path) -> Path:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from .atomic import atomic_write
 from .errors import InputError
 from .intensity_checks import hu_warnings
 from .volume import Volume
@@ -121,7 +122,9 @@ def _check_finite(array: np.ndarray, what: str) -> None:
         )
 
 
-def read_volume(source, ijk_to_ras: np.ndarray | None = None, name: str | None = None, check_hu: bool = True) -> Volume:
+def read_volume(
+    source, ijk_to_ras: np.ndarray | None = None, name: str | None = None, check_hu: bool = True
+) -> Volume:
     """Read a CT volume as float32 HU with exact RAS geometry.
 
     ``source``: a file path (.nii/.nii.gz/.nrrd/.nhdr/.mha/.mhd), a DICOM folder (largest CT series), a
@@ -216,19 +219,12 @@ def _atomic_write(image: sitk.Image, path: Path, compress: bool, overwrite: bool
                 f.unlink()
             tmpdir.rmdir()
         return path
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.tmp-", suffix=ext, dir=path.parent)
-    os.close(fd)
-    try:
-        sitk.WriteImage(image, tmp, compress)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: sitk.WriteImage(image, str(tmp), compress), suffix=ext)
 
 
-def write_volume(volume: Volume, path: str | os.PathLike, compress: bool = True, overwrite: bool = True) -> Path:
+def write_volume(
+    volume: Volume, path: str | os.PathLike, compress: bool = True, overwrite: bool = True
+) -> Path:
     """Write a Volume (dtype kept; float64 stored as float32) atomically; returns the path."""
     return _atomic_write(volume_to_sitk(volume), Path(path), compress, overwrite)
 

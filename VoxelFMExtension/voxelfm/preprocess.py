@@ -110,7 +110,7 @@ def isotropic_shape(shape_kji, spacing_kji, min_spacing: float) -> tuple[tuple[i
     if all(math.isclose(s, sp[0], rel_tol=1e-6, abs_tol=0.0) for s in sp):
         return None
     target = max(min(sp), float(min_spacing))
-    new = tuple(max(1, round(int(n) * s / target)) for n, s in zip(shape_kji, sp))
+    new = tuple(max(1, round(int(n) * s / target)) for n, s in zip(shape_kji, sp, strict=True))
     return new, target  # type: ignore[return-value]
 
 
@@ -186,7 +186,7 @@ def prepare(volume: Volume, cfg: PreprocessConfig | None = None) -> PreparedVolu
         )
     rem = [n % p for n in arr.shape]
     start = [r // 2 for r in rem]
-    arr = arr[tuple(slice(s, n - r + s) for s, n, r in zip(start, arr.shape, rem))]
+    arr = arr[tuple(slice(s, n - r + s) for s, n, r in zip(start, arr.shape, rem, strict=True))]
     to_ras = to_ras @ shift_matrix(start)
     steps["after_patch_crop_shape"] = list(arr.shape)
     steps["patch_crop_offset_zyx"] = start

@@ -180,7 +180,9 @@ def load_registry(path: str | Path | None = None) -> Registry:
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise InputError(f"Model registry {p} not found. Reinstall the extension or set VOXELFM_MODELS_JSON.") from None
+        raise InputError(
+            f"Model registry {p} not found. Reinstall the extension or set VOXELFM_MODELS_JSON."
+        ) from None
     except ValueError as exc:
         raise InputError(f"Model registry {p} is not valid JSON ({exc}). Fix or restore the file.") from None
     return parse_registry(data, p)
@@ -190,7 +192,9 @@ def bundled_dir(entry: ModelEntry, registry: Registry | None = None) -> Path:
     """Folder of a bundled model: relative to the folder holding models.json (Resources/)."""
     if entry.source != "bundled" or entry.path is None:
         raise InputError(f"Model {entry.id!r} is not a bundled model.")
-    base = registry.path.parent if registry is not None and registry.path is not None else registry_path().parent
+    base = (
+        registry.path.parent if registry is not None and registry.path is not None else registry_path().parent
+    )
     return base / entry.path
 
 

@@ -80,28 +80,36 @@ def resample_to_grid(
     out_dtype = np.float32 if mode == "linear" else src.dtype
     out = np.empty((tk, tj, ti, nch), dtype=out_dtype)
 
+    # Coordinates: float64 for "nearest" (exact rounding on integer-aligned grids), float32 for "linear"
+    # (3e-5 voxel error at 512 voxels, irrelevant for interpolation, and 2-3x faster).
+    cdtype = torch.float64 if mode == "nearest" else torch.float32
+    lin_t = torch.from_numpy(lin).to(cdtype)
+    lo = torch.full((3,), -0.5 - 1e-4, dtype=cdtype)
+    hi = torch.from_numpy(src_size - 0.5 + 1e-4).to(cdtype)
+    jj, ii = torch.meshgrid(
+        torch.arange(tj, dtype=torch.float64), torch.arange(ti, dtype=torch.float64), indexing="ij"
+    )
+    base = torch.stack([ii.reshape(-1), jj.reshape(-1)], dim=1) @ torch.from_numpy(lin[:, :2]).T
+    base = (base + torch.from_numpy(off)).to(cdtype)  # [P, 3] source index of target (i, j, 0)
     if mode == "linear":
         src_t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(src, -1, 0), dtype=np.float32))[None]
-    jj, ii = np.meshgrid(np.arange(tj, dtype=np.float64), np.arange(ti, dtype=np.float64), indexing="ij")
-    plane_ij = np.stack([ii.ravel(), jj.ravel()], axis=1)  # [P, 2] (i, j)
+        scale = torch.from_numpy(np.where(src_size > 1, 2.0 / np.maximum(src_size - 1.0, 1.0), 0.0)).float()
+        shift = torch.from_numpy(np.where(src_size > 1, -1.0, 0.0)).float()
     step = _chunk_slices(tj * ti, nch, out.itemsize)
-    tol = 1e-4
     for k0 in range(0, tk, step):
         k1 = min(tk, k0 + step)
-        ks = np.arange(k0, k1, dtype=np.float64)
-        # source index (i, j, k) for every target voxel in the chunk: [nk, P, 3]
-        base = plane_ij @ lin[:, :2].T + off  # [P, 3]
-        idx = base[None, :, :] + ks[:, None, None] * lin[:, 2][None, None, :]
-        inside = np.all((idx >= -0.5 - tol) & (idx <= src_size - 0.5 + tol), axis=-1)
-        idx = np.clip(idx, 0.0, src_size - 1.0)
+        ks = torch.arange(k0, k1, dtype=cdtype)
+        idx = base[None] + ks[:, None, None] * lin_t[:, 2][None, None, :]  # [nk, P, 3] source (i, j, k)
+        inside = ((idx >= lo) & (idx <= hi)).all(dim=-1).numpy()
         if mode == "nearest":
-            r = np.floor(idx + 0.5).astype(np.int64)
+            r = torch.floor(idx + 0.5).to(torch.int64)
+            r = torch.minimum(torch.clamp(r, min=0), torch.from_numpy(src_size.astype(np.int64) - 1)).numpy()
             chunk = src[r[..., 2], r[..., 1], r[..., 0]]  # [nk, P, K]
         else:
-            norm = np.where(src_size > 1, 2.0 * idx / np.maximum(src_size - 1.0, 1.0) - 1.0, 0.0)
-            grid = torch.from_numpy(norm.astype(np.float32)).reshape(1, k1 - k0, tj * ti, 1, 3)
+            grid = (idx * scale + shift).reshape(1, k1 - k0, tj * ti, 1, 3)
             res = F.grid_sample(src_t, grid, mode="bilinear", padding_mode="border", align_corners=True)
-            chunk = res[0, :, :, :, 0].permute(1, 2, 0).numpy()  # [nk, P, K]
-        chunk = np.where(inside[..., None], chunk, np.asarray(fill, dtype=out_dtype))
+            chunk = res[0, :, :, :, 0].permute(1, 2, 0).numpy()  # [nk, P, K]; border padding = edge clamp
+        if not inside.all():
+            chunk = np.where(inside[..., None], chunk, np.asarray(fill).astype(out_dtype))
         out[k0:k1] = chunk.reshape(k1 - k0, tj, ti, nch)
     return out if channels_last else out[..., 0]

@@ -50,11 +50,11 @@ def load_backbone(
 
 
 def _weights_sha256(path: Path) -> str:
-    from ..hashing import sha256_file
+    from ..integrity import sha256_of
 
     if path.is_dir():
         cands = [path / "model.safetensors"] if (path / "model.safetensors").is_file() else sorted(path.rglob("*.pth"))
         if not cands:
             return ""
         path = cands[-1]
-    return sha256_file(path)
+    return sha256_of(path)

@@ -113,7 +113,9 @@ class SchedulesConfig:
     )
     weight_decay: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(0.04, 0.04, 0.2))
     momentum: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(0.994, 0.994, 0.994))
-    teacher_temp: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(0.04, 0.07, 0.07, warmup_epochs=30))
+    teacher_temp: ScheduleConfig = field(
+        default_factory=lambda: ScheduleConfig(0.04, 0.07, 0.07, warmup_epochs=30)
+    )
 
 
 @dataclass
@@ -171,7 +173,9 @@ class AugmentConfig:
 
 @dataclass
 class PretrainConfig:
-    compute_precision: str = "fp32"  # "fp32" | "bf16" | "auto" (bf16 autocast on GPU, fp32 on CPU)
+    # "auto" (ours, default): bf16 autocast on GPU, fp32 on CPU. "fp32" (the reference file's value) is honoured
+    # literally; "bf16" = autocast on GPU (CPU still runs fp32).
+    compute_precision: str = "auto"
     dino: DinoConfig = field(default_factory=DinoConfig)
     ibot: IbotConfig = field(default_factory=IbotConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -203,7 +207,9 @@ def _build(default: Any, d: Any, where: str) -> Any:
     """A copy of the dataclass instance ``default`` with the keys of ``d`` applied (unknown keys rejected)."""
     cls = type(default)
     if not isinstance(d, dict):
-        raise InputError(f"Config section '{where or 'top level'}' must be a mapping, got {type(d).__name__}.")
+        raise InputError(
+            f"Config section '{where or 'top level'}' must be a mapping, got {type(d).__name__}."
+        )
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(d) - set(known))
     if unknown:
@@ -224,35 +230,42 @@ def _build(default: Any, d: Any, where: str) -> Any:
                 raise InputError("Config 'datasets' must be a non-empty list of dataset sections.")
             kwargs[name] = [_build(DatasetConfig(), v, f"datasets[{i}].") for i, v in enumerate(value)]
         else:
-            kwargs[name] = _coerce(value, current, f"{where}{name}")
+            kwargs[name] = _coerce(value, current, f"{where}{name}", str(f.type))
     return dataclasses.replace(default, **kwargs)
 
 
-def _coerce(value: Any, current: Any, key: str) -> Any:
-    """Type-check a leaf against its default's type (None defaults accept numbers or None)."""
+def _coerce(value: Any, current: Any, key: str, ftype: str) -> Any:
+    """Type-check a leaf against its declared type (``ftype``, the annotation string)."""
     if value is None:
-        return None
+        if "None" in ftype:
+            return None
+        raise InputError(f"Config key '{key}' must not be null; expected something like {current!r}.")
     try:
-        if isinstance(current, bool):
+        if ftype.startswith("list"):
+            if not isinstance(value, (list, tuple)) or len(value) != len(current):
+                raise TypeError
+            conv = float if "float" in ftype else int
+            return [conv(v) for v in value]
+        if isinstance(value, (list, dict)):
+            raise TypeError
+        if ftype.startswith("bool"):
             if not isinstance(value, bool):
                 raise TypeError
             return value
-        if isinstance(current, int) and not isinstance(current, bool):
+        if ftype.startswith("int"):
             if isinstance(value, bool) or float(value) != int(value):
                 raise TypeError
             return int(value)
-        if isinstance(current, float) or current is None:
+        if ftype.startswith("float"):
             if isinstance(value, bool):
                 raise TypeError
-            return float(value) if not isinstance(value, str) else value
-        if isinstance(current, str):
+            return float(value)
+        if ftype.startswith("str"):
             return str(value)
-        if isinstance(current, list):
-            if not isinstance(value, (list, tuple)) or len(value) != len(current):
-                raise TypeError
-            return [type(c)(v) for c, v in zip(current, value, strict=True)]
     except (TypeError, ValueError):
-        raise InputError(f"Config key '{key}' has invalid value {value!r}; expected something like {current!r}.") from None
+        raise InputError(
+            f"Config key '{key}' has invalid value {value!r}; expected something like {current!r}."
+        ) from None
     return value
 
 
@@ -262,7 +275,9 @@ def validate(cfg: PretrainConfig) -> None:
     st = cfg.student
     p = st.patch_size
     if st.embed_dim % st.num_heads or (st.embed_dim // st.num_heads) % 6:
-        errs.append(f"student.embed_dim/num_heads = {st.embed_dim}/{st.num_heads}: head_dim must be an integer divisible by 6 (3D RoPE)")
+        errs.append(
+            f"student.embed_dim/num_heads = {st.embed_dim}/{st.num_heads}: head_dim must be an integer divisible by 6 (3D RoPE)"
+        )
     if st.ffn_layer != "mlp":
         errs.append(f"student.ffn_layer={st.ffn_layer!r}: only 'mlp' is supported")
     for name in ("global_crops_size", "local_crops_size"):
@@ -289,7 +304,10 @@ def validate(cfg: PretrainConfig) -> None:
         errs.append("checkpointing.period and checkpointing.max_to_keep must be >= 1")
     if cfg.compute_precision not in ("fp32", "bf16", "auto"):
         errs.append(f"compute_precision={cfg.compute_precision!r}: use 'fp32', 'bf16' or 'auto'")
-    if cfg.datasets[0].norm.std <= 0 or cfg.datasets[0].pixel_range.lower >= cfg.datasets[0].pixel_range.upper:
+    if (
+        cfg.datasets[0].norm.std <= 0
+        or cfg.datasets[0].pixel_range.lower >= cfg.datasets[0].pixel_range.upper
+    ):
         errs.append("datasets[0]: need norm.std > 0 and pixel_range.lower < upper")
     if cfg.data.spacing_mm is not None and cfg.data.spacing_mm <= 0:
         errs.append("data.spacing_mm must be > 0 (or null)")
@@ -325,7 +343,9 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | list[str] | None = None) -> PretrainConfig:
+def load_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | list[str] | None = None
+) -> PretrainConfig:
     """Defaults <- YAML file <- overrides, validated."""
     import yaml
 

@@ -25,8 +25,11 @@ class CropSpec:
 
 
 def sample_box(
-    shape: tuple[int, ...], out_size: tuple[int, int, int], scale: tuple[float, float],
-    aspect_range: tuple[float, float], rng: np.random.Generator,
+    shape: tuple[int, ...],
+    out_size: tuple[int, int, int],
+    scale: tuple[float, float],
+    aspect_range: tuple[float, float],
+    rng: np.random.Generator,
 ) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     """(offset, extent) of a box holding ~U(scale) of the volume's voxels, aspect ~ out_size x jitter."""
     target = float(np.prod(shape)) * rng.uniform(*scale)
@@ -35,7 +38,8 @@ def sample_box(
     geo = float(np.prod(out_size)) ** (1 / 3)
     side = target ** (1 / 3)
     extent = tuple(
-        int(min(max(1, round(side * (o / geo) * math.exp(a))), n)) for o, a, n in zip(out_size, log_ar, shape, strict=True)
+        int(min(max(1, round(side * (o / geo) * math.exp(a))), n))
+        for o, a, n in zip(out_size, log_ar, shape, strict=True)
     )
     offset = tuple(int(rng.integers(0, n - e + 1)) for n, e in zip(shape, extent, strict=True))
     return offset, extent  # type: ignore[return-value]

@@ -51,12 +51,16 @@ def discover_sources(data: str | Path) -> list[Path]:
     """CT sources from a folder (image files + DICOM series folders, recursive) or a CSV/JSONL manifest."""
     src = Path(data)
     if not src.exists():
-        raise InputError(f"Training data not found: {src}. Pass a folder of CT files or a CSV/JSONL manifest.")
+        raise InputError(
+            f"Training data not found: {src}. Pass a folder of CT files or a CSV/JSONL manifest."
+        )
     if src.is_file():
         if not src.name.lower().endswith(MANIFEST_SUFFIXES):
             if _is_image(src):
                 return [src]
-            raise InputError(f"{src} is neither a CT image nor a manifest (.csv with a 'path' column, or .jsonl).")
+            raise InputError(
+                f"{src} is neither a CT image nor a manifest (.csv with a 'path' column, or .jsonl)."
+            )
         paths = _read_manifest(src)
         missing = [str(p) for p in paths if not (_is_image(p) or _is_dicom_dir(p))]
         if missing:
@@ -112,46 +116,30 @@ def _read_manifest(path: Path) -> list[Path]:
 
 
 def read_ct(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """HU array (z, y, x) float32 and spacing (z, y, x) mm."""
-    try:
-        from ..io import read_volume  # geometry helper's reader, when present
-    except ImportError:
-        read_volume = None
-    try:
-        if read_volume is not None:
-            vol = read_volume(path)
-            sx, sy, sz = (float(s) for s in vol.spacing)
-            return np.asarray(vol.array, dtype=np.float32), (sz, sy, sx)
-        import SimpleITK as sitk
+    """HU array (z, y, x) float32 and spacing (z, y, x) mm, via the shared reader (InputError if unusable)."""
+    from ..io import read_volume
 
-        if path.is_dir():
-            reader = sitk.ImageSeriesReader()
-            ids = reader.GetGDCMSeriesIDs(str(path))
-            if not ids:
-                raise InputError(f"{path}: no DICOM series found.")
-            files = max((reader.GetGDCMSeriesFileNames(str(path), i) for i in ids), key=len)
-            reader.SetFileNames(files)
-            img = reader.Execute()
-        else:
-            img = sitk.ReadImage(str(path))
-    except InputError:
-        raise
-    except Exception as exc:  # SimpleITK raises RuntimeError with long ITK traces
-        raise InputError(f"Cannot read CT {path}: {str(exc).splitlines()[0][:200]}. Is the file a valid image?") from exc
-    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"{path}: expected a 3D scalar CT volume, got {img.GetDimension()}D.")
-    sx, sy, sz = img.GetSpacing()
-    return sitk.GetArrayFromImage(img).astype(np.float32), (sz, sy, sx)
+    vol = read_volume(path)
+    sx, sy, sz = (float(s) for s in vol.spacing)
+    return np.asarray(vol.array, dtype=np.float32), (sz, sy, sx)
 
 
 def resample_isotropic(arr: np.ndarray, spacing: tuple[float, float, float], target: float | None) -> np.ndarray:
-    """Trilinear (align_corners=False) to ``target`` mm; None = inference rule max(min spacing, 0.75)."""
-    t = max(min(spacing), 0.75) if target is None else float(target)
-    size = tuple(max(1, round(n * s / t)) for n, s in zip(arr.shape, spacing, strict=True))
-    if size == arr.shape:
+    """Trilinear (align_corners=False) to ``target`` mm; None = the inference rule (voxelfm.preprocess)."""
+    if target is None:
+        from ..preprocess import PreprocessConfig, isotropic_shape
+
+        iso = isotropic_shape(arr.shape, spacing, PreprocessConfig().min_spacing)
+        if iso is None:
+            return arr
+        size = iso[0]
+    else:
+        size = tuple(max(1, round(n * s / float(target))) for n, s in zip(arr.shape, spacing, strict=True))
+    if tuple(size) == arr.shape:
         return arr
     x = torch.from_numpy(np.ascontiguousarray(arr))[None, None]
-    return F.interpolate(x, size=size, mode="trilinear", align_corners=False)[0, 0].numpy()
+    with torch.inference_mode():
+        return F.interpolate(x, size=tuple(size), mode="trilinear", align_corners=False)[0, 0].numpy()
 
 
 def default_cache_root() -> Path:
@@ -169,11 +157,21 @@ class CachedVolume:
 def _cache_key(src: Path, cfg: PretrainConfig) -> str:
     st = src.stat() if src.is_file() else max((f.stat() for f in src.iterdir()), key=lambda s: s.st_mtime_ns)
     pr = cfg.datasets[0].pixel_range
-    ident = [CACHE_VERSION, str(src.resolve()), st.st_size, st.st_mtime_ns, cfg.data.spacing_mm, pr.lower, pr.upper]
+    ident = [
+        CACHE_VERSION,
+        str(src.resolve()),
+        st.st_size,
+        st.st_mtime_ns,
+        cfg.data.spacing_mm,
+        pr.lower,
+        pr.upper,
+    ]
     return hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:24]
 
 
-def build_cache(sources: list[Path], cfg: PretrainConfig, progress: ProgressFn = no_progress) -> list[CachedVolume]:
+def build_cache(
+    sources: list[Path], cfg: PretrainConfig, progress: ProgressFn = no_progress
+) -> list[CachedVolume]:
     """Prepare every source once (skips up-to-date entries); writes are atomic."""
     root = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_root()
     root.mkdir(parents=True, exist_ok=True)
@@ -186,7 +184,9 @@ def build_cache(sources: list[Path], cfg: PretrainConfig, progress: ProgressFn =
             arr, spacing = read_ct(src)
             if min(arr.shape) < 2:
                 raise InputError(f"{src}: volume shape {arr.shape} is too small to crop; use 3D CT volumes.")
-            arr = np.clip(resample_isotropic(arr, spacing, cfg.data.spacing_mm), pr.lower, pr.upper).astype(np.float32)
+            arr = np.clip(resample_isotropic(arr, spacing, cfg.data.spacing_mm), pr.lower, pr.upper).astype(
+                np.float32
+            )
             fd, tmp = tempfile.mkstemp(prefix=".tmp.", suffix=".npy", dir=root)
             try:
                 with os.fdopen(fd, "wb") as f:
@@ -233,8 +233,16 @@ class CropDataset(Dataset):
 class StepBatchSampler(Sampler[list[int]]):
     """Yields the draw indices of steps start, start+1, ... for this rank (disjoint across ranks)."""
 
-    def __init__(self, batch_size: int, start_step: int, rank: int = 0, world_size: int = 1, micro_steps: int = 1):
-        self.b, self.start, self.rank, self.world, self.micro = batch_size, start_step, rank, world_size, micro_steps
+    def __init__(
+        self, batch_size: int, start_step: int, rank: int = 0, world_size: int = 1, micro_steps: int = 1
+    ):
+        self.b, self.start, self.rank, self.world, self.micro = (
+            batch_size,
+            start_step,
+            rank,
+            world_size,
+            micro_steps,
+        )
 
     def __iter__(self):
         step = self.start * self.micro

@@ -14,7 +14,9 @@ from torch.nn.utils.parametrizations import weight_norm
 
 
 class DINOHead(nn.Module):
-    def __init__(self, in_dim: int, out_dim: int, nlayers: int = 3, hidden_dim: int = 2048, bottleneck_dim: int = 256):
+    def __init__(
+        self, in_dim: int, out_dim: int, nlayers: int = 3, hidden_dim: int = 2048, bottleneck_dim: int = 256
+    ):
         super().__init__()
         nlayers = max(nlayers, 1)
         if nlayers == 1:

@@ -12,11 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
+def _all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         x = x.clone()
         dist.all_reduce(x)
-        x /= dist.get_world_size()
     return x
 
 
@@ -34,14 +33,19 @@ class CenteredTeacher(nn.Module):
 
     @torch.no_grad()
     def update(self, teacher_logits: torch.Tensor) -> None:
-        """center <- m * center + (1 - m) * mean over the global batch (all ranks)."""
-        flat = teacher_logits.float().reshape(-1, teacher_logits.shape[-1])
-        mean = _all_reduce_mean(flat.mean(dim=0, keepdim=True))
-        self.center.mul_(self.momentum).add_(mean, alpha=1 - self.momentum)
+        """center <- m * center + (1 - m) * mean over the global batch (all ranks; every rank must call)."""
+        flat = teacher_logits.float().reshape(-1, self.center.shape[-1])
+        stats = torch.cat([flat.sum(dim=0), flat.new_tensor([flat.shape[0]])])
+        stats = _all_reduce_sum(stats)
+        count = float(stats[-1])
+        if count > 0:  # e.g. no masked tokens anywhere in this batch: keep the centre
+            self.center.mul_(self.momentum).add_(stats[None, :-1] / count, alpha=1 - self.momentum)
 
 
 def dino_loss(
-    student_logits: list[torch.Tensor], teacher_probs: list[torch.Tensor], student_temp: float,
+    student_logits: list[torch.Tensor],
+    teacher_probs: list[torch.Tensor],
+    student_temp: float,
     skip_same_index: bool = True,
 ) -> torch.Tensor:
     """Mean over (teacher crop t, student crop s) pairs of batch-mean CE(teacher_t, softmax(student_s / T)).
@@ -60,7 +64,10 @@ def dino_loss(
 
 
 def ibot_patch_loss(
-    student_logits: torch.Tensor, teacher_probs: torch.Tensor, sample_index: torch.Tensor, n_samples: int,
+    student_logits: torch.Tensor,
+    teacher_probs: torch.Tensor,
+    sample_index: torch.Tensor,
+    n_samples: int,
     student_temp: float,
 ) -> torch.Tensor:
     """Masked-token CE, averaged within each masked crop, then over the masked crops.
@@ -71,7 +78,9 @@ def ibot_patch_loss(
         return student_logits.sum() * 0.0
     ce = torch.sum(-teacher_probs * F.log_softmax(student_logits.float() / student_temp, dim=-1), dim=-1)
     counts = torch.bincount(sample_index, minlength=n_samples).clamp(min=1).to(ce.dtype)
-    per_crop = torch.zeros(n_samples, dtype=ce.dtype, device=ce.device).index_add_(0, sample_index, ce) / counts
+    per_crop = (
+        torch.zeros(n_samples, dtype=ce.dtype, device=ce.device).index_add_(0, sample_index, ce) / counts
+    )
     n_masked = int((torch.bincount(sample_index, minlength=n_samples) > 0).sum())
     return per_crop.sum() / n_masked
 

@@ -15,7 +15,11 @@ import torch
 
 
 def block_mask_3d(
-    grid: tuple[int, int, int], n_mask: int, rng: np.random.Generator, min_block: int = 4, max_aspect: float = 3.0,
+    grid: tuple[int, int, int],
+    n_mask: int,
+    rng: np.random.Generator,
+    min_block: int = 4,
+    max_aspect: float = 3.0,
     max_attempts: int = 10,
 ) -> np.ndarray:
     """Bool [d,h,w] with exactly ``n_mask`` True: random 3D boxes, then random single tokens for any rest."""
@@ -31,7 +35,10 @@ def block_mask_3d(
             vol = rng.uniform(lo, remaining)
             log_ar = rng.uniform(-math.log(max_aspect), math.log(max_aspect), size=3)
             log_ar -= log_ar.mean()
-            sides = [int(min(max(1, round(vol ** (1 / 3) * math.exp(a))), g)) for a, g in zip(log_ar, grid, strict=True)]
+            sides = [
+                int(min(max(1, round(vol ** (1 / 3) * math.exp(a))), g))
+                for a, g in zip(log_ar, grid, strict=True)
+            ]
             off = [int(rng.integers(0, g - s + 1)) for g, s in zip(grid, sides, strict=True)]
             sl = tuple(slice(o, o + s) for o, s in zip(off, sides, strict=True))
             new = int(np.prod(sides)) - int(mask[sl].sum())
@@ -50,14 +57,20 @@ def block_mask_3d(
 
 
 def sample_masks(
-    n_crops: int, grid: tuple[int, int, int], ratio_min_max: tuple[float, float], probability: float,
+    n_crops: int,
+    grid: tuple[int, int, int],
+    ratio_min_max: tuple[float, float],
+    probability: float,
     rng: np.random.Generator,
 ) -> torch.Tensor:
     """Bool [n_crops, d*h*w]: int(n_crops*probability) crops masked with stratified ratios, order shuffled."""
     n_tokens = int(np.prod(grid))
     n_masked = int(n_crops * probability)
     edges = np.linspace(ratio_min_max[0], ratio_min_max[1], n_masked + 1)
-    masks = [block_mask_3d(grid, int(n_tokens * rng.uniform(edges[i], edges[i + 1])), rng).ravel() for i in range(n_masked)]
+    masks = [
+        block_mask_3d(grid, int(n_tokens * rng.uniform(edges[i], edges[i + 1])), rng).ravel()
+        for i in range(n_masked)
+    ]
     masks += [np.zeros(n_tokens, dtype=bool)] * (n_crops - n_masked)
     order = rng.permutation(n_crops)
     return torch.from_numpy(np.stack([masks[i] for i in order]))

@@ -25,16 +25,22 @@ def layer_id(name: str, depth: int) -> int:
     return depth + 1
 
 
-def param_multipliers(name: str, p: nn.Parameter, depth: int, cfg: OptimConfig, in_backbone: bool) -> tuple[float, float, bool]:
+def param_multipliers(
+    name: str, p: nn.Parameter, depth: int, cfg: OptimConfig, in_backbone: bool
+) -> tuple[float, float, bool]:
     """(lr multiplier, wd multiplier, is_last_layer) for one parameter."""
     lr_mult = cfg.layerwise_decay ** (depth + 1 - layer_id(name, depth)) if in_backbone else 1.0
     if in_backbone and name.startswith("patch_embed"):
         lr_mult *= cfg.patch_embed_lr_mult
-    no_wd = p.ndim <= 1 or name.endswith(".bias") or any(t in name for t in _NO_WD_TOKENS) or "original0" in name
+    no_wd = (
+        p.ndim <= 1 or name.endswith(".bias") or any(t in name for t in _NO_WD_TOKENS) or "original0" in name
+    )
     return lr_mult, 0.0 if no_wd else 1.0, "last_layer" in name
 
 
-def build_param_groups(backbone: nn.Module, heads: dict[str, nn.Module], depth: int, cfg: OptimConfig) -> list[dict]:
+def build_param_groups(
+    backbone: nn.Module, heads: dict[str, nn.Module], depth: int, cfg: OptimConfig
+) -> list[dict]:
     """Parameters grouped by identical (lr mult, wd mult, last-layer) so the optimiser stays small."""
     grouped: dict[tuple[float, float, bool], list[nn.Parameter]] = defaultdict(list)
     for name, p in backbone.named_parameters():
@@ -45,7 +51,14 @@ def build_param_groups(backbone: nn.Module, heads: dict[str, nn.Module], depth: 
             if p.requires_grad:
                 grouped[param_multipliers(f"{prefix}.{name}", p, depth, cfg, False)].append(p)
     return [
-        {"params": ps, "lr_multiplier": lr, "wd_multiplier": wd, "is_last_layer": last, "lr": 0.0, "weight_decay": 0.0}
+        {
+            "params": ps,
+            "lr_multiplier": lr,
+            "wd_multiplier": wd,
+            "is_last_layer": last,
+            "lr": 0.0,
+            "weight_decay": 0.0,
+        }
         for (lr, wd, last), ps in sorted(grouped.items(), key=lambda kv: kv[0])
     ]
 

@@ -18,7 +18,15 @@ class ProbeConfig:
     dropout: float = 0.1  # mlp
     num_heads: int = 4  # attentive
     lr: float = 1e-3
-    weight_decay: float = 1e-2
+    weight_decay: float = 1e-4  # AdamW decoupled decay
+    l2: float = 1e-2  # L2 penalty on weight matrices added to the mean loss (AdamW solver)
+    solver: str = "auto"  # auto (lbfgs for linear heads, else adamw) | lbfgs | adamw
+    l2_grid: tuple[float, ...] = (
+        1e-3,
+        1e-2,
+        1e-1,
+        1.0,
+    )  # lbfgs: penalty chosen on the inner validation split
     max_epochs: int = 300
     patience: int = 30  # early stopping: epochs without validation improvement
     batch_size: int | None = None  # None = full batch (vector heads); attentive defaults to 32
@@ -41,6 +49,13 @@ class ProbeConfig:
                 f"Head {self.head!r} does not work with pooling {self.pooling!r}: the attentive head needs a "
                 "token pooling ('tokens', 'tokens+cls'), linear/MLP heads a vector pooling."
             )
+        if self.solver not in ("auto", "lbfgs", "adamw"):
+            raise InputError("solver must be 'auto', 'lbfgs' or 'adamw'.")
+        if self.solver == "lbfgs" and self.head != "linear":
+            raise InputError(
+                "The lbfgs solver is for linear heads only (convex); use adamw for MLP/attentive heads."
+            )
+        self.l2_grid = tuple(float(v) for v in self.l2_grid)
         if self.class_weights not in ("balanced", "none"):
             raise InputError("class_weights must be 'balanced' or 'none'.")
         if self.folds < 2:
@@ -53,6 +68,10 @@ class ProbeConfig:
         if self.batch_size is None and self.head == "attentive":
             return 32
         return self.batch_size
+
+    @property
+    def use_lbfgs(self) -> bool:
+        return self.solver == "lbfgs" or (self.solver == "auto" and self.head == "linear")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -25,7 +25,9 @@ class Split:
 def stratified_folds(strata: np.ndarray | None, n: int, k: int, seed: int) -> np.ndarray:
     """Fold id per case; each stratum is dealt round-robin over folds after shuffling."""
     if n < k:
-        raise InputError(f"{n} cases are too few for {k}-fold cross-validation; use fewer folds or more cases.")
+        raise InputError(
+            f"{n} cases are too few for {k}-fold cross-validation; use fewer folds or more cases."
+        )
     rng = np.random.default_rng(seed)
     groups = np.zeros(n, np.int64) if strata is None else np.asarray(strata)
     fold = np.empty(n, np.int64)
@@ -37,7 +39,9 @@ def stratified_folds(strata: np.ndarray | None, n: int, k: int, seed: int) -> np
     return fold
 
 
-def inner_split(idx: np.ndarray, strata: np.ndarray | None, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def inner_split(
+    idx: np.ndarray, strata: np.ndarray | None, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Split training cases into (fit, validation), stratified; no validation when too few cases."""
     if fraction <= 0 or idx.size < 10:
         return idx, idx[:0]

@@ -54,7 +54,9 @@ class AttentiveHead(nn.Module):
     ``mask`` [B, T] marks valid tokens (volumes have different token counts).
     """
 
-    def __init__(self, in_dim: int, out_dim: int, num_heads: int = 4, num_queries: int = 1, dropout: float = 0.0):
+    def __init__(
+        self, in_dim: int, out_dim: int, num_heads: int = 4, num_queries: int = 1, dropout: float = 0.0
+    ):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = max(8, int(math.ceil(in_dim / num_heads)))
@@ -66,7 +68,9 @@ class AttentiveHead(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.fc = nn.Linear(num_queries * inner, out_dim)
 
-    def attention(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def attention(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(summary [B, Q*H*dh], attention weights [B, Q, H, T])."""
         b, t, _ = x.shape
         x = self.norm(x)
@@ -92,7 +96,10 @@ def build_head(spec: dict[str, Any]) -> nn.Module:
         return LinearHead(int(opts["in_dim"]), int(opts["out_dim"]))
     if kind == "mlp":
         return MLPHead(
-            int(opts["in_dim"]), int(opts["out_dim"]), int(opts.get("hidden_dim", 256)), float(opts.get("dropout", 0.1))
+            int(opts["in_dim"]),
+            int(opts["out_dim"]),
+            int(opts.get("hidden_dim", 256)),
+            float(opts.get("dropout", 0.1)),
         )
     if kind == "attentive":
         return AttentiveHead(

@@ -135,7 +135,9 @@ def with_ci(
 ) -> dict[str, float | list[float]]:
     """{"value": metric on all cases, "ci95": [lo, hi] by bootstrap} (JSON-ready)."""
     value = metric(np.arange(n))
-    lo, hi = bootstrap_ci(metric, n, n_boot=n_boot, seed=seed, strata=strata) if n_boot > 0 else (np.nan, np.nan)
+    lo, hi = (
+        bootstrap_ci(metric, n, n_boot=n_boot, seed=seed, strata=strata) if n_boot > 0 else (np.nan, np.nan)
+    )
     return {"value": _clean(value), "ci95": [_clean(lo), _clean(hi)]}
 
 

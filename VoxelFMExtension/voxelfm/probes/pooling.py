@@ -39,7 +39,9 @@ def feature_parts(features: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     cls = cls.reshape(-1)
     c = cls.size
     if patch.shape[-1] != c:
-        raise InputError(f"Patch features have {patch.shape[-1]} channels but cls has {c}; features are corrupt.")
+        raise InputError(
+            f"Patch features have {patch.shape[-1]} channels but cls has {c}; features are corrupt."
+        )
     tokens = patch.reshape(-1, c)
     registers = np.zeros((0, c), np.float32) if registers is None else registers.reshape(-1, c)
     if tokens.shape[0] == 0:
@@ -82,7 +84,9 @@ def pool(features: Any, pooling: str) -> np.ndarray:
         out = np.concatenate([cls[None], registers, tokens], axis=0)
     out = np.ascontiguousarray(out, dtype=np.float32)
     if not np.all(np.isfinite(out)):
-        raise InputError("Features contain NaN or infinite values; re-extract them (delete the feature cache).")
+        raise InputError(
+            "Features contain NaN or infinite values; re-extract them (delete the feature cache)."
+        )
     return out
 
 
@@ -93,5 +97,7 @@ def pool_all(features: list[Any], pooling: str) -> np.ndarray | list[np.ndarray]
         return pooled
     dims = {p.shape[0] for p in pooled}
     if len(dims) > 1:
-        raise InputError(f"Feature vectors have different sizes {sorted(dims)}; were they made by different models?")
+        raise InputError(
+            f"Feature vectors have different sizes {sorted(dims)}; were they made by different models?"
+        )
     return np.stack(pooled) if pooled else np.zeros((0, 0), np.float32)

@@ -48,7 +48,9 @@ class Probe:
         if self.kind == "binary":
             return [f"{self.target_names[0]}_prob", self.target_names[0]]
         if self.kind == "multiclass":
-            return [f"{self.target_names[0]}_prob[{c}]" for c in self.class_names or []] + [self.target_names[0]]
+            return [f"{self.target_names[0]}_prob[{c}]" for c in self.class_names or []] + [
+                self.target_names[0]
+            ]
         if self.kind == "multilabel":
             return [f"{n}_prob" for n in self.target_names]
         if self.kind == "regression":

@@ -114,11 +114,15 @@ def save_probe(probe: Probe, path: str | os.PathLike) -> tuple[Path, Path]:
 def read_probe_json(path: str | os.PathLike) -> dict[str, Any]:
     _, json_path = probe_paths(path)
     if not json_path.is_file():
-        raise CheckpointError(f"Probe file {json_path} not found; pass the probe's NAME, NAME.json or NAME.safetensors.")
+        raise CheckpointError(
+            f"Probe file {json_path} not found; pass the probe's NAME, NAME.json or NAME.safetensors."
+        )
     try:
         meta = json.loads(json_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"Probe file {json_path} is not valid JSON ({exc}); re-create the probe.") from exc
+        raise CheckpointError(
+            f"Probe file {json_path} is not valid JSON ({exc}); re-create the probe."
+        ) from exc
     if meta.get("type") != FILE_TYPE:
         raise CheckpointError(f"{json_path} is not a VoxelFM probe (type={meta.get('type')!r}).")
     if int(meta.get("format_version", 0)) > FORMAT_VERSION:
@@ -139,14 +143,18 @@ def load_probe(path: str | os.PathLike) -> Probe:
         raise CheckpointError(f"Probe weights {st_path} are missing (the JSON {json_path.name} is there).")
     expected = (meta.get("weights") or {}).get("sha256")
     if expected and _sha256(st_path) != expected:
-        raise IntegrityError(f"Probe weights {st_path} do not match the sha256 in {json_path.name}; re-create the probe.")
+        raise IntegrityError(
+            f"Probe weights {st_path} do not match the sha256 in {json_path.name}; re-create the probe."
+        )
     tensors = load_file(str(st_path))
     head = build_head(meta["head"])
     state = {k[len("head.") :]: v for k, v in tensors.items() if k.startswith("head.")}
     try:
         head.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise CheckpointError(f"Probe weights {st_path} do not fit the head in {json_path.name}: {exc}") from exc
+        raise CheckpointError(
+            f"Probe weights {st_path} do not fit the head in {json_path.name}: {exc}"
+        ) from exc
     head.eval()
     t_mean = tensors["target.mean"].numpy() if "target.mean" in tensors else None
     t_std = tensors["target.std"].numpy() if "target.std" in tensors else None

@@ -24,7 +24,9 @@ class EncodedTargets:
     task: str
     kind: str  # binary | multiclass | multilabel | regression | survival
     names: list[str]  # target names (survival: [time, event])
-    y: np.ndarray  # binary/multilabel/regression: float32 [N, K]; multiclass: int64 [N]; survival: float64 [N, 2]
+    y: (
+        np.ndarray
+    )  # binary/multilabel/regression: float32 [N, K]; multiclass: int64 [N]; survival: float64 [N, 2]
     class_names: list[str] | None = None  # binary / multiclass: label value of each class index
     strata: np.ndarray | None = None  # per-case group for stratified folds and bootstrap
     scale: dict[str, list[float]] = field(default_factory=dict)  # regression: target mean/std
@@ -100,7 +102,9 @@ def _numeric(col: np.ndarray, name: str) -> np.ndarray:
     vals = [_as_float(v) for v in col]
     bad = np.array([v is None or not np.isfinite(v) for v in vals])
     if bad.any():
-        raise InputError(f"Target {name!r} is not a finite number for case(s) {_rows(bad)}: e.g. {col[bad][0]!r}.")
+        raise InputError(
+            f"Target {name!r} is not a finite number for case(s) {_rows(bad)}: e.g. {col[bad][0]!r}."
+        )
     return np.asarray(vals, dtype=np.float64)
 
 
@@ -155,7 +159,9 @@ def encode_classification(targets: Any, names: list[str] | None = None) -> Encod
                 f"Multi-label target {name!r} is {int(y[0, k])} in every case (one class only); "
                 "drop that column or add cases of the other class."
             )
-    return EncodedTargets("classification", "multilabel", names, y.astype(np.float32), strata=y[:, 0].astype(np.int64))
+    return EncodedTargets(
+        "classification", "multilabel", names, y.astype(np.float32), strata=y[:, 0].astype(np.int64)
+    )
 
 
 def encode_regression(targets: Any, names: list[str] | None = None) -> EncodedTargets:
@@ -164,7 +170,9 @@ def encode_regression(targets: Any, names: list[str] | None = None) -> EncodedTa
     std = y.std(axis=0)
     for k, name in enumerate(names):
         if std[k] == 0:
-            raise InputError(f"Regression target {name!r} has the same value in every case; nothing to learn.")
+            raise InputError(
+                f"Regression target {name!r} has the same value in every case; nothing to learn."
+            )
     scale = {"mean": y.mean(axis=0).tolist(), "std": std.tolist()}
     return EncodedTargets("regression", "regression", names, y.astype(np.float32), scale=scale)
 
@@ -174,7 +182,9 @@ def encode_survival(targets: Any, names: list[str] | None = None) -> EncodedTarg
     names = names or ["time", "event"]
     cols, names = _columns(targets, names, "time")
     if len(cols) != 2:
-        raise InputError("Survival targets need exactly two columns: time and event (1 = event, 0 = censored).")
+        raise InputError(
+            "Survival targets need exactly two columns: time and event (1 = event, 0 = censored)."
+        )
     time = _numeric(cols[0], names[0])
     event = _numeric(cols[1], names[1])
     if (time < 0).any():

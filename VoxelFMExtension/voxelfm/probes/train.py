@@ -37,7 +37,9 @@ def input_dim(inputs: Inputs) -> int:
     return int(inputs.shape[1]) if isinstance(inputs, np.ndarray) else int(inputs[0].shape[-1])
 
 
-def make_batch(inputs: Inputs, idx: np.ndarray, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor | None]:
+def make_batch(
+    inputs: Inputs, idx: np.ndarray, device: str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(x, mask): x [B, D] for vectors; x [B, T_max, C] zero-padded + mask [B, T_max] for tokens."""
     if isinstance(inputs, np.ndarray):
         return torch.from_numpy(inputs[idx]).to(device), None
@@ -107,6 +109,91 @@ def head_spec(config: ProbeConfig, in_dim: int, out_dim: int) -> dict[str, Any]:
     return spec
 
 
+def _new_head(
+    inputs: Inputs, targets: EncodedTargets, idx: np.ndarray, config: ProbeConfig, seed: int
+) -> nn.Module:
+    spec = head_spec(config, input_dim(inputs), targets.out_dim)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        head = build_head(spec)
+    set_standardization(head, *channel_stats(inputs, idx))
+    return head
+
+
+def _penalty(head: nn.Module) -> torch.Tensor:
+    """Sum of squared weight-matrix entries (biases, norms and attention queries are not penalised)."""
+    return sum((p * p).sum() for name, p in head.named_parameters() if p.ndim >= 2 and name != "query")
+
+
+class _Problem:
+    """Targets, loss and scaling of one training run (train/val indices fixed)."""
+
+    def __init__(self, inputs: Inputs, targets: EncodedTargets, train_idx: np.ndarray, config: ProbeConfig):
+        self.t_mean = self.t_std = None
+        if targets.kind == "regression":
+            self.t_mean = targets.y[train_idx].mean(0)
+            self.t_std = np.maximum(targets.y[train_idx].std(0), 1e-8)
+        self.loss_fn = _loss_fn(targets, train_idx, config)
+        self.inputs, self.targets, self.device = inputs, targets, config.device
+
+    def data(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        x, mask = make_batch(self.inputs, idx, self.device)
+        return x, mask, _target_tensor(self.targets, idx, self.t_mean, self.t_std).to(self.device)
+
+    @torch.no_grad()
+    def loss(self, head: nn.Module, idx: np.ndarray) -> float:
+        head.eval()
+        x, mask, y = self.data(idx)
+        return float(self.loss_fn(head(x, mask), y))
+
+
+def _fit_lbfgs(head: nn.Module, prob: _Problem, idx: np.ndarray, l2: float, max_iter: int) -> None:
+    """Minimise mean loss + l2/2 * ||W||^2 to convergence (convex for linear heads: no early stopping needed)."""
+    x, mask, y = prob.data(idx)
+    head.train()
+    opt = torch.optim.LBFGS(
+        head.parameters(),
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-7,
+        tolerance_change=1e-10,
+    )
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        loss = prob.loss_fn(head(x, mask), y) + 0.5 * l2 * _penalty(head)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    head.eval()
+
+
+def _train_lbfgs(inputs, targets, train_idx, val_idx, config, seed, cancel) -> TrainedHead:
+    """Linear probe: choose the L2 penalty on the validation cases, then refit on train + validation."""
+    grid = config.l2_grid if val_idx.size else (float(np.median(config.l2_grid)),)
+    scores = {}
+    for l2 in grid:
+        check_cancel(cancel)
+        if len(grid) == 1:
+            break
+        prob = _Problem(inputs, targets, train_idx, config)
+        head = _new_head(inputs, targets, train_idx, config, seed)
+        _fit_lbfgs(head, prob, train_idx, l2, config.max_epochs)
+        scores[l2] = prob.loss(head, val_idx)
+    best_l2 = min(scores, key=scores.get) if scores else grid[0]
+    all_idx = np.sort(np.concatenate([train_idx, val_idx]))
+    prob = _Problem(inputs, targets, all_idx, config)
+    head = _new_head(inputs, targets, all_idx, config, seed)
+    _fit_lbfgs(head, prob, all_idx, best_l2, config.max_epochs)
+    history = {"solver": "lbfgs", "l2": best_l2, "val_loss_by_l2": {str(k): v for k, v in scores.items()}}
+    return TrainedHead(
+        head.cpu(), head_spec(config, input_dim(inputs), targets.out_dim), prob.t_mean, prob.t_std, history
+    )
+
+
 def train_head(
     inputs: Inputs,
     targets: EncodedTargets,
@@ -116,53 +203,45 @@ def train_head(
     seed: int,
     cancel: CancelFlag | None = None,
 ) -> TrainedHead:
-    """Train on ``train_idx``; stop when the loss on ``val_idx`` stops improving (best weights kept)."""
+    """Train on ``train_idx``, using ``val_idx`` for model selection.
+
+    Linear heads (solver lbfgs): penalty chosen on the validation cases, exact convex fit. MLP / attentive
+    heads (AdamW): stop when the validation loss stops improving, keep the best weights.
+    """
+    if config.use_lbfgs:
+        return _train_lbfgs(inputs, targets, train_idx, val_idx, config, seed, cancel)
     device = config.device
-    spec = head_spec(config, input_dim(inputs), targets.out_dim)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        head = build_head(spec)
-    set_standardization(head, *channel_stats(inputs, train_idx))
-    head.to(device)
-
-    t_mean = t_std = None
-    if targets.kind == "regression":
-        t_mean = targets.y[train_idx].mean(0)
-        t_std = np.maximum(targets.y[train_idx].std(0), 1e-8)
-    loss_fn = _loss_fn(targets, train_idx, config)
-    y_train = _target_tensor(targets, train_idx, t_mean, t_std).to(device)
-    y_val = _target_tensor(targets, val_idx, t_mean, t_std).to(device) if val_idx.size else None
-
+    head = _new_head(inputs, targets, train_idx, config, seed).to(device)
+    prob = _Problem(inputs, targets, train_idx, config)
     opt = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     rng = np.random.default_rng(seed)
     bs = config.effective_batch_size or len(train_idx)
     full = bs >= len(train_idx)
-    x_full = make_batch(inputs, train_idx, device) if full else None
-    x_val = make_batch(inputs, val_idx, device) if val_idx.size else None
+    batch_full = prob.data(train_idx) if full else None
     # without validation cases there is nothing to stop on: train a fixed, shorter schedule
     max_epochs = config.max_epochs if val_idx.size else min(config.max_epochs, 100)
 
     best_state, best_loss, best_epoch, bad = None, float("inf"), 0, 0
     val_curve: list[float] = []
     gen = torch.Generator().manual_seed(seed)
+    epoch = 0
     for epoch in range(max_epochs):
         check_cancel(cancel)
         head.train()
         order = np.arange(len(train_idx)) if full else rng.permutation(len(train_idx))
         for start in range(0, len(order), bs):
-            sel = order[start : start + bs]
-            x, mask = x_full if full else make_batch(inputs, train_idx[sel], device)
+            x, mask, y = batch_full if full else prob.data(train_idx[order[start : start + bs]])
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))  # dropout
-                loss = loss_fn(head(x, mask), y_train if full else y_train[sel])
+                loss = prob.loss_fn(head(x, mask), y)
+                if config.l2 > 0:
+                    loss = loss + 0.5 * config.l2 * _penalty(head)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        if x_val is None:
+        if not val_idx.size:
             continue
-        head.eval()
-        with torch.no_grad():
-            v = float(loss_fn(head(*x_val), y_val))
+        v = prob.loss(head, val_idx)
         val_curve.append(v)
         if v < best_loss - 1e-6:
             best_loss, best_epoch, bad = v, epoch, 0
@@ -174,12 +253,21 @@ def train_head(
     if best_state is not None:
         head.load_state_dict(best_state)
     head.eval()
-    history = {"epochs": epoch + 1, "best_epoch": best_epoch + 1, "best_val_loss": best_loss, "val_loss": val_curve}
-    return TrainedHead(head.cpu(), spec, t_mean, t_std, history)
+    history = {
+        "solver": "adamw",
+        "epochs": epoch + 1,
+        "best_epoch": best_epoch + 1,
+        "best_val_loss": best_loss if np.isfinite(best_loss) else None,
+        "val_loss": val_curve,
+    }
+    spec = head_spec(config, input_dim(inputs), targets.out_dim)
+    return TrainedHead(head.cpu(), spec, prob.t_mean, prob.t_std, history)
 
 
 @torch.no_grad()
-def predict_head(trained: TrainedHead, inputs: Inputs, idx: np.ndarray | None = None, kind: str = "") -> np.ndarray:
+def predict_head(
+    trained: TrainedHead, inputs: Inputs, idx: np.ndarray | None = None, kind: str = ""
+) -> np.ndarray:
     """Task outputs: probabilities (classification), values (regression) or risk scores (survival)."""
     idx = np.arange(len(inputs)) if idx is None else idx
     head = trained.head.eval()

@@ -26,7 +26,9 @@ MIN_VOXELS_PER_CLASS = 3
 log = logging.getLogger(__name__)
 
 
-def painted_slices_to_labels(labels: np.ndarray, axis: int = 0, slices: list[int] | None = None) -> np.ndarray:
+def painted_slices_to_labels(
+    labels: np.ndarray, axis: int = 0, slices: list[int] | None = None
+) -> np.ndarray:
     """Return a NEW label image where only painted slices are labelled (unpainted voxels there = background).
 
     ``labels`` is [k, j, i] with 0 = not painted and 1..254 = structures; ``axis`` 0 = axial (k). Painted slices
@@ -44,7 +46,9 @@ def painted_slices_to_labels(labels: np.ndarray, axis: int = 0, slices: list[int
         painted = np.asarray(sorted(set(int(s) for s in slices)), dtype=np.int64)
         bad = painted[(painted < 0) | (painted >= arr.shape[axis])]
         if bad.size:
-            raise InputError(f"Slice indices {bad.tolist()} are outside 0..{arr.shape[axis] - 1} along axis {axis}.")
+            raise InputError(
+                f"Slice indices {bad.tolist()} are outside 0..{arr.shape[axis] - 1} along axis {axis}."
+            )
     out = np.full(arr.shape, UNLABELLED, dtype=np.uint8)
     index = [slice(None)] * 3
     index[axis] = painted
@@ -82,7 +86,9 @@ class LabelledVoxels:
 def _check_values(arr: np.ndarray) -> None:
     if arr.dtype.kind == "f":
         if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
-            raise InputError("Label image must hold integers (0 background, 1..254 structures, 255 unlabelled).")
+            raise InputError(
+                "Label image must hold integers (0 background, 1..254 structures, 255 unlabelled)."
+            )
     lo, hi = (arr.min(), arr.max()) if arr.size else (0, 0)
     if lo < 0 or hi > UNLABELLED:
         raise InputError(
@@ -167,6 +173,9 @@ def labelled_voxels(
     if n_out:
         warnings.append(f"{n_out} structure voxels lie outside the image and were ignored.")
     dst_kji, cls_values = dst_kji[inside], cls_values[inside]
+    if not same:  # image-grid order, so a fit does not depend on how the label grid is stored (e.g. flipped)
+        order = np.argsort(np.ravel_multi_index(dst_kji.T, image_shape_kji), kind="stable")
+        dst_kji, cls_values = dst_kji[order], cls_values[order]
     counts = {int(v): int((cls_values == v).sum()) for v in [BACKGROUND, *values]}
     for v, n in counts.items():
         if n < MIN_VOXELS_PER_CLASS:

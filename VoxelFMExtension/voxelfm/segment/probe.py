@@ -33,7 +33,12 @@ def fit_softmax(
     w = torch.zeros(num_classes, x.shape[1], requires_grad=True)
     b = torch.zeros(num_classes, requires_grad=True)
     opt = torch.optim.LBFGS(
-        [w, b], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe", tolerance_grad=1e-6,
+        [w, b],
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-6,
         tolerance_change=1e-9,
     )
     n_eval = [0]
@@ -52,4 +57,6 @@ def fit_softmax(
         pred = (x @ w.T + b).argmax(1)
         hit = (pred == y).float()
         per_class = [float(hit[y == c].mean()) for c in range(num_classes) if counts[c] > 0]
-    return LinearFit(w.detach().numpy().copy(), b.detach().numpy().copy(), float(np.mean(per_class)), n_eval[0])
+    return LinearFit(
+        w.detach().numpy().copy(), b.detach().numpy().copy(), float(np.mean(per_class)), n_eval[0]
+    )

@@ -54,7 +54,10 @@ class IntensityConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> IntensityConfig:
-        chans = [IntensityChannel(c["kind"], float(c["sigma_mm"]), tuple(c["knots"])) for c in d.get("channels", [])]
+        chans = [
+            IntensityChannel(c["kind"], float(c["sigma_mm"]), tuple(c["knots"]))
+            for c in d.get("channels", [])
+        ]
         return cls(enabled=bool(d.get("enabled", True)), channels=chans, levels=int(d.get("levels", 48)))
 
 
@@ -91,7 +94,7 @@ class IntensityMaps:
     def __init__(self, array_kji: np.ndarray, spacing_kji: np.ndarray, cfg: IntensityConfig) -> None:
         self.cfg = cfg
         q = cfg.levels
-        if q**len(cfg.channels) > 2**31:
+        if q ** len(cfg.channels) > 2**31:
             raise InputError("Too many intensity channels/levels for one lookup table; reduce levels.")
         index = np.zeros(array_kji.shape, dtype=np.int32)
         self.level_t: list[np.ndarray] = []  # knot coordinate of each quantisation level, per channel
@@ -158,7 +161,9 @@ class LogitUpsampler:
     def __init__(self, grid_shape_dhw, grid_to_ras, volume_shape_kji, ijk_to_ras) -> None:
         self.grid_shape = tuple(int(s) for s in grid_shape_dhw)
         self.shape = tuple(int(s) for s in volume_shape_kji)
-        self.vol_to_grid = np.linalg.inv(np.asarray(grid_to_ras, np.float64)) @ np.asarray(ijk_to_ras, np.float64)
+        self.vol_to_grid = np.linalg.inv(np.asarray(grid_to_ras, np.float64)) @ np.asarray(
+            ijk_to_ras, np.float64
+        )
         a = self.vol_to_grid[:3, :3]
         scale = np.abs(a).max()
         nz = np.abs(a) > 1e-6 * max(scale, 1e-12)

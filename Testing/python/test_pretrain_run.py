@@ -1,0 +1,210 @@
+"""End-to-end pretraining on small real CT volumes: outputs, export, exact resume, crash safety, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from voxelfm.errors import InputError
+from voxelfm.pretrain import checkpointing
+from voxelfm.pretrain.checkpointing import list_checkpoints, load_latest
+from voxelfm.pretrain.trainer import run_pretraining
+
+TINY = {
+    "student": {"embed_dim": 48, "depth": 2, "num_heads": 2},
+    "dino": {"head_n_prototypes": 64, "head_bottleneck_dim": 16, "head_hidden_dim": 32},
+    "ibot": {"head_n_prototypes": 64, "head_bottleneck_dim": 16, "head_hidden_dim": 32},
+    "crops": {"global_crops_size": [28, 28, 28], "local_crops_size": [14, 14, 14], "local_crops_number": 2},
+    "train": {"batch_size_per_gpu": 2, "grad_accum_steps": 1, "num_workers": 0, "official_epoch_length": 10},
+    "optim": {"epochs": 2},
+    "schedules": {
+        "lr": {"warmup_epochs": 0.2, "freeze_last_layer_epochs": 0.1},
+        "teacher_temp": {"warmup_epochs": 1},
+    },
+    "checkpointing": {"period": 2, "max_to_keep": 2},
+    "data": {"spacing_mm": 3.0},
+}
+
+
+@pytest.fixture(scope="module")
+def ct_folder(tmp_path_factory, data_dir) -> Path:
+    """Two small real CTs (NIfTI + MHA) linked into one folder."""
+    d = tmp_path_factory.mktemp("ct")
+    os.symlink(data_dir / "totalseg" / "abdomen_3mm" / "ct.nii.gz", d / "abdomen.nii.gz")
+    os.symlink(data_dir / "public_ct" / "elastix_lung_small" / "3DCT_lung_baseline_small.mha", d / "lung.mha")
+    return d
+
+
+@pytest.fixture(scope="module")
+def config_path(tmp_path_factory) -> Path:
+    import yaml
+
+    p = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    p.write_text(yaml.safe_dump(TINY))
+    return p
+
+
+def _params(out: Path) -> dict[str, torch.Tensor]:
+    return load_latest(out)["model"]
+
+
+def test_few_step_run_writes_everything(ct_folder, config_path, tmp_path):
+    torch.set_num_threads(1)
+    out = tmp_path / "run"
+    res = run_pretraining(ct_folder, config_path, out, steps=3, show_bar=False, export_hub=tmp_path / "hub")
+    assert res.final_step == 3 and res.last_loss is not None and res.last_loss == res.last_loss
+    recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs] == [1, 2, 3]
+    assert all(r["loss"] > 0 and {"dino", "ibot", "koleo", "lr", "samples_per_s"} <= set(r) for r in recs)
+    assert recs[0]["lr"] == 0.0 and recs[1]["lr"] > 0  # warmup
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [s for s, _ in list_checkpoints(out)] == [2, 3]
+    from voxelfm.model.checkpoint import load_backbone_file
+
+    for folder in (out / "backbone", tmp_path / "hub"):
+        model = load_backbone_file(folder)
+        with torch.no_grad():
+            f = model.forward_features(torch.randn(1, 1, 28, 42, 28))
+        assert f["patch"].shape == (1, 2, 3, 2, 48) and torch.isfinite(f["patch"]).all()
+    assert (tmp_path / "hub" / "README.md").is_file()
+    # the exported backbone is the EMA teacher, not the student
+    teacher = {
+        k[len("teacher.backbone.") :]: v for k, v in _params(out).items() if k.startswith("teacher.backbone.")
+    }
+    exported = load_backbone_file(out / "backbone").state_dict()
+    assert all(torch.equal(exported[k], teacher[k]) for k in exported)
+    # a second run into the same folder without --resume must not clobber it
+    with pytest.raises(InputError, match="--resume"):
+        run_pretraining(ct_folder, config_path, out, steps=3, show_bar=False)
+
+
+def test_resume_is_exact(ct_folder, config_path, tmp_path):
+    torch.set_num_threads(1)
+    a, b = tmp_path / "straight", tmp_path / "resumed"
+    run_pretraining(ct_folder, config_path, a, steps=6, show_bar=False)
+    run_pretraining(ct_folder, config_path, b, steps=3, show_bar=False)
+    run_pretraining(ct_folder, config_path, b, steps=6, resume=True, show_bar=False)
+    pa, pb = _params(a), _params(b)
+    assert load_latest(a)["step"] == load_latest(b)["step"] == 6
+    diff = [k for k in pa if not torch.equal(pa[k], pb[k])]
+    assert not diff, f"parameters differ after resume: {diff[:5]}"
+    oa, ob = load_latest(a)["optimizer"]["state"], load_latest(b)["optimizer"]["state"]
+    assert all(torch.equal(oa[i]["exp_avg"], ob[i]["exp_avg"]) for i in oa)
+    la = [json.loads(x)["loss"] for x in (a / "metrics.jsonl").read_text().splitlines()]
+    lb = [json.loads(x)["loss"] for x in (b / "metrics.jsonl").read_text().splitlines()]
+    assert la == lb and len(la) == 6
+    # and the training really changed the weights
+    init = run_pretraining(ct_folder, config_path, tmp_path / "one", steps=1, show_bar=False)
+    assert not torch.equal(
+        _params(init.out_dir)["student.backbone.blocks.0.attn.qkv.weight"],
+        pa["student.backbone.blocks.0.attn.qkv.weight"],
+    )
+
+
+def test_crash_during_checkpoint_write_keeps_previous(ct_folder, config_path, tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    out = tmp_path / "run"
+    run_pretraining(ct_folder, config_path, out, steps=2, show_bar=False)
+    good = _params(out)
+    real_save = torch.save
+
+    def dying_save(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 partial garbage")  # half-written file, then the process "dies"
+        raise KeyboardInterrupt("killed during checkpoint write")
+
+    monkeypatch.setattr(checkpointing.torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        run_pretraining(ct_folder, config_path, out, steps=4, resume=True, show_bar=False)
+    monkeypatch.setattr(checkpointing.torch, "save", real_save)
+    assert [s for s, _ in list_checkpoints(out)] == [2]
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name.endswith(".tmp")]
+    latest = load_latest(out)
+    assert latest["step"] == 2 and all(torch.equal(good[k], latest["model"][k]) for k in good)
+    # a corrupt newest file (e.g. disk full outside our control) falls back to the previous one
+    (out / "checkpoints" / "step_00000003.pt").write_bytes(b"corrupt")
+    (out / "checkpoints" / "latest.json").write_text('{"step": 3, "file": "step_00000003.pt"}')
+    assert load_latest(out)["step"] == 2
+    res = run_pretraining(ct_folder, config_path, out, steps=4, resume=True, show_bar=False)
+    assert res.start_step == 2 and res.final_step == 4
+
+
+def test_manifest_csv_and_jsonl(ct_folder, config_path, tmp_path):
+    from voxelfm.pretrain.data import discover_sources
+
+    (tmp_path / "m.csv").write_text(f"path,label\n{ct_folder / 'abdomen.nii.gz'},x\nlung.mha,y\n")
+    os.symlink(ct_folder / "lung.mha", tmp_path / "lung.mha")
+    assert [p.name for p in discover_sources(tmp_path / "m.csv")] == ["abdomen.nii.gz", "lung.mha"]
+    (tmp_path / "m.jsonl").write_text(json.dumps({"path": "lung.mha"}) + "\n")
+    res = run_pretraining(tmp_path / "m.jsonl", config_path, tmp_path / "run", steps=1, show_bar=False)
+    assert res.final_step == 1
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "empty_folder",
+        "empty_csv",
+        "header_only_csv",
+        "missing_file",
+        "not_ct",
+        "bad_key",
+        "missing_config",
+        "bad_steps",
+    ],
+)
+def test_bad_inputs_raise_input_error(ct_folder, config_path, tmp_path, case):
+    data, cfg, steps = ct_folder, config_path, 1
+    if case == "empty_folder":
+        data = tmp_path / "empty"
+        data.mkdir()
+    elif case == "empty_csv":
+        data = tmp_path / "m.csv"
+        data.write_text("")
+    elif case == "header_only_csv":
+        data = tmp_path / "m.csv"
+        data.write_text("path\n")
+    elif case == "missing_file":
+        data = tmp_path / "m.jsonl"
+        data.write_text(json.dumps({"path": str(tmp_path / "nope.nii.gz")}) + "\n")
+    elif case == "not_ct":
+        data = tmp_path / "notes.txt"
+        data.write_text("hello")
+    elif case == "bad_key":
+        cfg = tmp_path / "bad.yaml"
+        cfg.write_text("optim:\n  learning_rate: 0.1\n")
+    elif case == "missing_config":
+        cfg = tmp_path / "nope.yaml"
+    elif case == "bad_steps":
+        steps = 0
+    with pytest.raises(InputError):
+        run_pretraining(data, cfg, tmp_path / "out", steps=steps, show_bar=False)
+
+
+def test_cli_entry_point(ct_folder, config_path, tmp_path, capsys):
+    from voxelfm.cli.main import main
+
+    out = tmp_path / "cli"
+    rc = main(
+        [
+            "pretrain",
+            "--data",
+            str(ct_folder),
+            "--config",
+            str(config_path),
+            "--out",
+            str(out),
+            "--steps",
+            "1",
+            "--no-progress",
+            "--set",
+            "crops.local_crops_number=1",
+        ]
+    )
+    assert rc == 0 and (out / "backbone" / "model.safetensors").is_file()
+    assert load_latest(out)["config"]["crops"]["local_crops_number"] == 1
+    rc = main(["pretrain", "--data", str(tmp_path / "nothing"), "--out", str(out), "--steps", "1"])
+    assert rc == 2 and "not found" in capsys.readouterr().err

@@ -1,0 +1,218 @@
+"""Unit tests of the pretraining building blocks against hand computations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from voxelfm.errors import InputError
+from voxelfm.pretrain.config import PretrainConfig, load_config
+from voxelfm.pretrain.crops import MultiCrop, sample_box
+from voxelfm.pretrain.heads import DINOHead
+from voxelfm.pretrain.losses import CenteredTeacher, dino_loss, ibot_patch_loss, koleo_loss
+from voxelfm.pretrain.masking import block_mask_3d, sample_masks
+from voxelfm.pretrain.optim import build_param_groups
+from voxelfm.pretrain.schedules import Schedules, WarmupCosine
+
+
+# ---- config ---------------------------------------------------------------------------------------------
+def test_reference_config_loads_and_defaults_match_reference(parity_dir):
+    cfg = load_config(parity_dir / "tiny_config.yaml")
+    assert cfg.student.embed_dim == 96 and cfg.dino.head_n_prototypes == 64
+    d = PretrainConfig()
+    assert (d.student.embed_dim, d.student.depth, d.student.num_heads) == (864, 12, 12)
+    assert (d.dino.head_n_prototypes, d.dino.head_bottleneck_dim, d.dino.head_hidden_dim) == (
+        65536,
+        256,
+        2048,
+    )
+    assert d.schedules.lr.peak == 1e-3 and d.schedules.lr.warmup_epochs == 10
+    assert (d.schedules.teacher_temp.start, d.schedules.teacher_temp.peak) == (0.04, 0.07)
+    assert d.optim.layerwise_decay == 0.9 and d.optim.patch_embed_lr_mult == 0.2 and d.optim.clip_grad == 3.0
+    assert d.crops.global_crops_size == [112] * 3 and d.crops.local_crops_size == [56] * 3
+    assert d.crops.local_crops_number == 8 and d.ibot.mask_ratio_min_max == [0.1, 0.5]
+    assert d.total_iterations == 100_000
+
+
+def test_config_overrides_keep_other_defaults():
+    cfg = load_config(None, ["schedules.lr.peak=0.01", "crops.local_crops_number=0"])
+    assert (
+        cfg.schedules.lr.peak == 0.01
+        and cfg.schedules.lr.end == 1e-6
+        and cfg.schedules.lr.warmup_epochs == 10
+    )
+    assert cfg.crops.local_crops_number == 0
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ({"optim": {"epohcs": 3}}, "optim.epohcs"),
+        ({"nonsense": 1}, "nonsense"),
+        ({"crops": {"global_crops_size": [30, 28, 28]}}, "multiple of patch_size"),
+        ({"student": {"embed_dim": 64, "num_heads": 2}}, "divisible by 6"),
+        ({"train": {"batch_size_per_gpu": "two"}}, "train.batch_size_per_gpu"),
+        ({"ibot": {"mask_ratio_min_max": [0.5, 0.1]}}, "mask_ratio_min_max"),
+    ],
+)
+def test_bad_config_raises_input_error(tmp_path, override, words):
+    import yaml
+
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(override))
+    with pytest.raises(InputError, match=words.replace(".", r"\.").replace("[", r"\[")):
+        load_config(p)
+
+
+# ---- losses ---------------------------------------------------------------------------------------------
+def test_dino_loss_hand_computed():
+    temp = 0.1
+    s0 = torch.tensor([[temp * math.log(3.0), 0.0]])  # softmax(s0/T) = [3/4, 1/4]
+    s1 = torch.tensor([[0.0, 0.0]])  # softmax = [1/2, 1/2]
+    t0 = torch.tensor([[0.3, 0.7]])
+    t1 = torch.tensor([[1.0, 0.0]])
+    # pairs (t0, s1) and (t1, s0); (t0, s0) and (t1, s1) are the same crop and skipped
+    expected = 0.5 * (math.log(2.0) + math.log(4.0 / 3.0))
+    got = dino_loss([s0, s1], [t0, t1], temp)
+    assert float(got) == pytest.approx(expected, abs=1e-6)
+    # a local crop adds the two (teacher, local) pairs
+    s2 = torch.tensor([[0.0, 0.0]])
+    got3 = dino_loss([s0, s1, s2], [t0, t1], temp)
+    assert float(got3) == pytest.approx((2 * expected + 2 * math.log(2.0)) / 4, abs=1e-6)
+
+
+def test_centering_update_and_softmax():
+    c = CenteredTeacher(2, momentum=0.9)
+    logits = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    p = c.softmax(logits, temp=0.5)  # centre is zero at first
+    assert torch.allclose(p[0], torch.softmax(torch.tensor([2.0, 4.0]), 0))
+    c.update(logits)
+    assert torch.allclose(c.center, torch.tensor([[0.2, 0.3]]))
+    c.update(logits)
+    assert torch.allclose(c.center, torch.tensor([[0.9 * 0.2 + 0.2, 0.9 * 0.3 + 0.3]]))
+    before = c.center.clone()
+    c.update(torch.zeros(0, 2))  # nothing to average: unchanged
+    assert torch.equal(c.center, before)
+    q = c.softmax(torch.tensor([[0.38, 0.57]]), temp=1.0)  # equals the centre -> uniform
+    assert torch.allclose(q, torch.tensor([[0.5, 0.5]]))
+
+
+def test_koleo_hand_computed_and_scale_invariant():
+    x = torch.tensor([[1.0, 0.0], [0.6, 0.8], [-1.0, 0.0]])
+    # nearest-neighbour distances: sqrt(0.8), sqrt(0.8), sqrt(3.2)
+    expected = -(math.log(math.sqrt(0.8)) * 2 + math.log(math.sqrt(3.2))) / 3
+    assert float(koleo_loss(x)) == pytest.approx(expected, abs=1e-5)
+    assert float(koleo_loss(5 * x)) == pytest.approx(expected, abs=1e-5)
+    assert float(koleo_loss(x[:1])) == 0.0
+
+
+def test_ibot_loss_averages_per_crop():
+    temp = 0.1
+    s = torch.zeros(3, 2)  # uniform student: CE = ln 2 regardless of teacher
+    s[2] = torch.tensor([temp * math.log(3.0), 0.0])  # [3/4, 1/4]
+    t = torch.tensor([[0.5, 0.5], [0.5, 0.5], [1.0, 0.0]])
+    idx = torch.tensor([0, 0, 3])  # crop 0 has two masked tokens, crop 3 one; crops 1, 2 none
+    expected = 0.5 * (math.log(2.0) + math.log(4.0 / 3.0))
+    assert float(ibot_patch_loss(s, t, idx, 4, temp)) == pytest.approx(expected, abs=1e-6)
+    empty = ibot_patch_loss(torch.zeros(0, 2, requires_grad=True), torch.zeros(0, 2), idx[:0], 4, temp)
+    assert float(empty.detach()) == 0.0 and empty.requires_grad
+
+
+# ---- schedules / optimiser ------------------------------------------------------------------------------
+def test_warmup_cosine_values():
+    s = WarmupCosine(start=0.0, peak=1.0, end=0.1, warmup_iters=10, total_iters=110)
+    assert s(0) == 0.0 and s(5) == pytest.approx(0.5) and s(10) == pytest.approx(1.0)
+    assert s(60) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert s(110) == pytest.approx(0.1) and s(500) == pytest.approx(0.1)
+    cfg = load_config(None, {"optim": {"epochs": 2}, "train": {"official_epoch_length": 10}})
+    sch = Schedules(cfg)
+    assert sch.at(0)["last_layer_lr_factor"] == 0.0 and sch.at(10)["last_layer_lr_factor"] == 1.0
+    assert sch.at(0)["teacher_temp"] == pytest.approx(0.04) and sch.at(19)["teacher_temp"] < 0.07
+
+
+def test_param_groups_layer_decay_and_no_wd():
+    from voxelfm.model import BackboneConfig, VoxelFMBackbone
+
+    bb = VoxelFMBackbone(BackboneConfig(embed_dim=48, depth=2, num_heads=2))
+    head = DINOHead(48, 8, 3, 16, 8)
+    cfg = load_config(None)
+    groups = build_param_groups(bb, {"dino_head": head}, 2, cfg.optim)
+    lookup = {id(p): g for g in groups for p in g["params"]}
+    n_params = sum(1 for _ in bb.parameters()) + sum(1 for _ in head.parameters())
+    assert len(lookup) == n_params
+    g = lambda p: lookup[id(p)]  # noqa: E731
+    assert g(bb.patch_embed.proj.weight)["lr_multiplier"] == pytest.approx(0.9**3 * 0.2)
+    assert g(bb.blocks[0].attn.qkv.weight)["lr_multiplier"] == pytest.approx(0.9**2)
+    assert g(bb.blocks[1].mlp.fc1.weight)["lr_multiplier"] == pytest.approx(0.9)
+    assert g(bb.norm.weight)["lr_multiplier"] == pytest.approx(1.0)
+    assert g(head.mlp[0].weight)["lr_multiplier"] == 1.0
+    assert g(bb.blocks[0].attn.qkv.weight)["wd_multiplier"] == 1.0
+    for p in (
+        bb.blocks[0].attn.qkv.bias,
+        bb.norm.weight,
+        bb.cls_token,
+        bb.register_tokens,
+        bb.mask_token,
+        bb.blocks[0].ls1.gamma,
+    ):
+        assert g(p)["wd_multiplier"] == 0.0
+    assert g(head.last_layer.parametrizations.weight.original1)["is_last_layer"]
+
+
+def test_dino_head_keys_match_reference_layout():
+    keys = set(DINOHead(96, 64, 3, 32, 16).state_dict())
+    assert keys == {
+        "mlp.0.weight",
+        "mlp.0.bias",
+        "mlp.2.weight",
+        "mlp.2.bias",
+        "mlp.4.weight",
+        "mlp.4.bias",
+        "last_layer.parametrizations.weight.original0",
+        "last_layer.parametrizations.weight.original1",
+    }
+
+
+# ---- masking / crops ------------------------------------------------------------------------------------
+def test_block_mask_exact_count_and_blocky():
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 7, 40, 100):
+        m = block_mask_3d((4, 5, 6), n, rng)
+        assert m.shape == (4, 5, 6) and int(m.sum()) == n
+    # blocks: masked tokens have far more masked neighbours than random scattering would give
+    m = block_mask_3d((8, 8, 8), 128, np.random.default_rng(1))
+    nb = sum(np.logical_and(m, np.roll(m, 1, axis=a)).sum() for a in range(3)) / m.sum()
+    assert nb > 1.5  # random 25% masking gives ~0.75
+
+
+def test_sample_masks_fraction_and_ratios():
+    masks = sample_masks(8, (4, 4, 4), (0.1, 0.5), 0.5, np.random.default_rng(0))
+    assert masks.shape == (8, 64) and masks.dtype == torch.bool
+    counts = sorted(int(c) for c in masks.sum(1))
+    assert counts[:4] == [0, 0, 0, 0] and all(6 <= c <= 32 for c in counts[4:])
+
+
+def test_multicrop_shapes_normalisation_and_box():
+    cfg = load_config(
+        None,
+        {
+            "crops": {
+                "global_crops_size": [28, 28, 28],
+                "local_crops_size": [14, 14, 14],
+                "local_crops_number": 3,
+            }
+        },
+    )
+    vol = np.full((40, 50, 60), -1000.0, dtype=np.float32)
+    out = MultiCrop(cfg)(vol, np.random.default_rng(0))
+    assert len(out["global_crops"]) == 2 and len(out["local_crops"]) == 3
+    assert out["global_crops"][0].shape == (1, 28, 28, 28) and out["local_crops"][0].shape == (1, 14, 14, 14)
+    assert torch.allclose(out["global_crops"][0], torch.full((1, 28, 28, 28), (-1000 + 573.8) / 461.3))
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        off, ext = sample_box((40, 50, 60), (28, 28, 28), (0.32, 1.0), (0.75, 1.333), rng)
+        assert all(o >= 0 and o + e <= n for o, e, n in zip(off, ext, (40, 50, 60), strict=True))
+        assert 0.1 < np.prod(ext) / (40 * 50 * 60) <= 1.0

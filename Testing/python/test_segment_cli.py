@@ -1,0 +1,184 @@
+"""`voxelfm segment` end to end (tiny random backbone), probe files, folders, bad inputs, real geometry."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from test_segment_core import planted_case
+
+from voxelfm.cli.main import main
+from voxelfm.io import read_volume, write_labelmap, write_volume
+from voxelfm.segment.labels import UNLABELLED, labelled_voxels, select_slices
+from voxelfm.volume import Volume
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from voxelfm.model import BackboneConfig, VoxelFMBackbone
+    from voxelfm.model.checkpoint import save_backbone
+
+    torch.manual_seed(0)
+    return save_backbone(
+        VoxelFMBackbone(BackboneConfig(embed_dim=96, depth=2, num_heads=2)), tmp_path_factory.mktemp("tiny")
+    )
+
+
+@pytest.fixture()
+def case_files(tmp_path):
+    vol, _, truth = planted_case()
+    ct = write_volume(vol, tmp_path / "ct.nii.gz")
+    lab = write_labelmap(select_slices(truth, [14, 20, 26]), vol.ijk_to_ras, tmp_path / "labels.nii.gz")
+    return ct, lab, truth
+
+
+def _sha(p):
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_segment_fit_save_and_apply(tmp_path, tiny_model, case_files):
+    ct, lab, truth = case_files
+    before = _sha(lab)
+    out = tmp_path / "out.nii.gz"
+    rc = main(
+        [
+            "segment",
+            str(ct),
+            "--labels",
+            str(lab),
+            "--out",
+            str(out),
+            "--model",
+            str(tiny_model),
+            "--save-probe",
+            str(tmp_path / "probe"),
+            "--class-names",
+            "left,right",
+        ]
+    )
+    assert rc == 0 and _sha(lab) == before  # the input label file is never modified
+    seg = read_volume(str(out), check_hu=False)
+    assert seg.array.shape == truth.shape
+    assert set(np.unique(seg.array).astype(int)) <= {0, 1, 2}
+    np.testing.assert_allclose(seg.ijk_to_ras, read_volume(str(ct)).ijk_to_ras, atol=1e-5)
+    meta = json.loads((tmp_path / "probe.json").read_text())
+    assert [c["name"] for c in meta["classes"]] == ["left", "right"]
+    assert meta["backbone"]["sha256"] and meta["preprocess"]
+
+    # apply the saved probe: same image -> same labels; .seg.nrrd carries names and colours
+    out2 = tmp_path / "again.seg.nrrd"
+    assert (
+        main(
+            [
+                "segment",
+                str(ct),
+                "--probe",
+                str(tmp_path / "probe"),
+                "--out",
+                str(out2),
+                "--model",
+                str(tiny_model),
+            ]
+        )
+        == 0
+    )
+    img = sitk.ReadImage(str(out2))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(img), seg.array.astype(np.uint8))
+    assert img.GetMetaData("Segment1_Name") == "right" and img.GetMetaData("Segment1_LabelValue") == "2"
+
+    # ... and over a folder of images
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for n in range(2):
+        (folder / f"case{n}.nii.gz").write_bytes(ct.read_bytes())
+    assert (
+        main(
+            [
+                "segment",
+                str(folder),
+                "--probe",
+                str(tmp_path / "probe.json"),
+                "--out",
+                str(tmp_path / "res"),
+                "--model",
+                str(tiny_model),
+            ]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in (tmp_path / "res").iterdir()) == ["case0_seg.nii.gz", "case1_seg.nii.gz"]
+
+
+def test_segment_bad_labels_exit_2(tmp_path, tiny_model, case_files, capsys):
+    ct, _, truth = case_files
+    empty = write_labelmap(
+        np.full(truth.shape, UNLABELLED, np.uint8), read_volume(str(ct)).ijk_to_ras, tmp_path / "empty.nii.gz"
+    )
+    rc = main(
+        [
+            "segment",
+            str(ct),
+            "--labels",
+            str(empty),
+            "--out",
+            str(tmp_path / "o.nii.gz"),
+            "--model",
+            str(tiny_model),
+        ]
+    )
+    assert rc == 2 and "no labelled voxels" in capsys.readouterr().err
+    rc = main(["segment", str(ct), "--labels", str(empty), "--out", str(tmp_path / "o.png")])
+    assert rc == 2 and "--out must end with" in capsys.readouterr().err
+
+
+def test_chest_dicom_flipped_label_grid(data_dir):
+    """The chest labels have a flipped y axis: mapped labels must match an independent SimpleITK resampling."""
+    case = data_dir / "totalseg" / "chest_dicom"
+    vol = read_volume(str(case / "dicom"))
+    lab_img = sitk.ReadImage(str(case / "labels.nii.gz"))
+    lab = read_volume(lab_img, check_hu=False)
+    assert not np.allclose(lab.ijk_to_ras, vol.ijk_to_ras)  # really a different grid
+    sparse = select_slices(lab.array.astype(np.uint8), [4, 10, 15], classes=[52, 32])  # aorta, T12
+    lv = labelled_voxels(sparse, lab.ijk_to_ras, vol.array.shape, vol.ijk_to_ras)
+    from voxelfm.io import volume_to_sitk
+
+    ref = sitk.Resample(
+        lab_img,
+        volume_to_sitk(Volume(vol.array, vol.ijk_to_ras)),
+        sitk.Transform(),
+        sitk.sitkNearestNeighbor,
+        0,
+    )
+    truth = sitk.GetArrayFromImage(ref)
+    got = truth[lv.kji[:, 0], lv.kji[:, 1], lv.kji[:, 2]]
+    mapping = np.array([0, 52, 32])
+    assert (mapping[lv.cls] == np.where(np.isin(got, [52, 32]), got, 0)).mean() > 0.999
+    assert lv.counts[1] == int((lab.array[[4, 10, 15]] == 52).sum())
+
+
+def test_oblique_real_volume_same_result(data_dir, tiny_model):
+    """The abdomen CT given an oblique direction matrix (labels too) segments exactly like the axis-aligned one."""
+    from voxelfm import load_backbone
+    from voxelfm.features import extract_features
+    from voxelfm.segment.api import SegmentationConfig, fit_segmentation
+    from voxelfm.segment.metrics import dice
+
+    case = data_dir / "totalseg" / "abdomen_3mm"
+    vol = read_volume(str(case / "ct.nii.gz"))
+    ref = read_volume(str(case / "labels.nii.gz"), check_hu=False).array.astype(np.uint8)
+    sparse = select_slices(ref, [8, 15, 22], classes=[5])  # liver
+    model = load_backbone(tiny_model)
+    c, s = np.cos(0.4), np.sin(0.4)
+    rot = np.array([[c, 0, s, 0], [0, 1, 0, 0], [-s, 0, c, 0], [0, 0, 0, 1.0]])
+    results = []
+    for m in (vol.ijk_to_ras, rot @ vol.ijk_to_ras):
+        v = Volume(vol.array, m)
+        feats = extract_features(v, model, cache=False, device="cpu")
+        probe = fit_segmentation(v, feats, Volume(sparse, m), SegmentationConfig())
+        results.append(probe.predict(v, feats, with_probabilities=False).labelmap)
+    assert (results[0] == results[1]).mean() > 0.999
+    assert dice(results[1] == 1, ref == 5) > 0.7

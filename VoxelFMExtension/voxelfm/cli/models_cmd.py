@@ -1,0 +1,140 @@
+"""`voxelfm models`: the model registry with cache state and the current default model.
+`voxelfm sample-data`: fetch the sample chest CT (+ nodule label) and print where it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "models",
+        help="list known models, whether their files are here, and the default model",
+        description="List the models in Resources/models.json with their cache state (Hugging Face cache or "
+        "bundled folder) and the model used when none is named.",
+    )
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        help="skip size/sha256 checks of present files (hashes are memoised, so checks are cheap after the first)",
+    )
+    p.set_defaults(func=run_models)
+
+    s = subparsers.add_parser(
+        "sample-data",
+        help="fetch the sample chest CT with a nodule label (pyradiomics 3.0.1 archive from PyPI)",
+        description="Download (once) the pyradiomics 3.0.1 source archive from PyPI, extract its lung CT cases "
+        "and their nodule labels, verify their sha256, and print the file paths.",
+    )
+    s.add_argument(
+        "--out", default=None, help="folder for the files (default: VOXELFM_CACHE_DIR/sample_data)"
+    )
+    s.add_argument("--case", default="lung1", help="lung1 (default), lung2, or all")
+    s.add_argument("--archive", default=None, help="a local copy of pyradiomics-3.0.1.tar.gz (offline use)")
+    s.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    s.set_defaults(func=run_sample_data)
+
+
+def _model_rows(verify: bool) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    from ..hub import cache_state, hf_cache_dir, hub_offline
+    from ..registry import bundled_dir, default_model_id, load_registry
+
+    reg = load_registry()
+    rows = []
+    for entry in reg.models.values():
+        state = cache_state(entry, reg, verify=verify)
+        where = str(bundled_dir(entry, reg)) if entry.source == "bundled" else entry.hub_repo
+        rows.append(
+            {
+                "id": entry.id,
+                "name": entry.name,
+                "source": entry.source,
+                "format": entry.format,
+                "location": where,
+                "revision": entry.revision,
+                "revision_pinned": entry.revision_pinned,
+                "hashes_known": entry.verified,
+                "status": state.status,
+                "present": state.present,
+                "available": state.available,
+                "licence": entry.licence,
+                "files": {
+                    role: {
+                        "path": f.path,
+                        "sha256": f.sha256,
+                        "size": f.size,
+                        "local": str(state.files[role]) if state.files.get(role) else None,
+                    }
+                    for role, f in entry.files.items()
+                },
+            }
+        )
+    mid, reason = default_model_id(reg)
+    info = {"id": mid, "reason": reason, "registry": str(reg.path), "hf_cache": str(hf_cache_dir())}
+    info["offline"] = "yes" if hub_offline() else "no"
+    return rows, info
+
+
+def run_models(args: argparse.Namespace) -> int:
+    rows, default = _model_rows(args.verify)
+    if args.json:
+        print(json.dumps({"models": rows, "default": default}, indent=2))
+        return 0
+    headers = ("id", "source", "format", "revision", "status", "location")
+    table = [
+        (
+            r["id"],
+            r["source"],
+            r["format"],
+            (r["revision"] or "-") + ("" if r["revision_pinned"] or r["source"] != "hub" else " (unpinned)"),
+            r["status"],
+            r["location"] or "-",
+        )
+        for r in rows
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *table, strict=False)]
+    for line in (headers, *table):
+        print("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip())
+    print()
+    print(f"default model: {default['id']} ({default['reason']})")
+    print(f"registry: {default['registry']}")
+    print(f"Hugging Face cache: {default['hf_cache']} (offline: {default['offline']})")
+    return 0
+
+
+def run_sample_data(args: argparse.Namespace) -> int:
+    from ..progress import TqdmProgress
+    from ..sample_data import PYRADIOMICS_301, fetch_sample_data
+
+    cases = list(PYRADIOMICS_301.cases) if args.case == "all" else [args.case]
+    bar = None if args.json else TqdmProgress("sample data")
+    try:
+        fetched = [fetch_sample_data(args.out, case=c, archive=args.archive, progress=bar) for c in cases]
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.json:
+        out = [
+            {
+                "case": c.name,
+                "image": str(c.image),
+                "label": str(c.label),
+                "description": c.description,
+                "source": c.source,
+                "licence": c.licence,
+            }
+            for c in fetched
+        ]
+        print(json.dumps(out, indent=2))
+        return 0
+    for c in fetched:
+        print(f"{c.name}: {c.description}")
+        print(f"  image: {c.image}")
+        print(f"  label: {c.label}")
+    print(f"source: {fetched[0].source}, licence: {fetched[0].licence}")
+    return 0

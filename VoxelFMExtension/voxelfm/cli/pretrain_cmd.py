@@ -1,0 +1,59 @@
+"""`voxelfm pretrain`: self-supervised pretraining (also run by the Slicer script and under torchrun)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "pretrain",
+        help="pretrain a VoxelFM backbone (DINO + iBOT + KoLeo) on CT volumes",
+        description=(
+            "Pretrain on a folder or CSV/JSONL manifest of CT files. Multi-process: "
+            "torchrun --nproc_per_node N -m voxelfm.cli pretrain ... (same arguments)."
+        ),
+    )
+    p.add_argument(
+        "--data", required=True, help="folder of CT files / DICOM folders, or a .csv/.jsonl manifest"
+    )
+    p.add_argument("--config", default=None, help="YAML config (reference schema); defaults if omitted")
+    p.add_argument("--out", required=True, help="run folder: checkpoints, metrics.jsonl, loss.png, backbone/")
+    p.add_argument(
+        "--steps", type=int, default=None, help="stop after this many steps (default: epochs x epoch length)"
+    )
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set optim.epochs=2 (repeatable)",
+    )
+    p.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda, cuda:1")
+    p.add_argument("--export-hub", default=None, metavar="DIR", help="also export a hub-style folder here")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    p.set_defaults(func=_handler)
+
+
+def _handler(args: argparse.Namespace) -> int:
+    from ..pretrain.trainer import run_pretraining
+
+    result = run_pretraining(
+        data=args.data,
+        config=args.config,
+        out=args.out,
+        steps=args.steps,
+        resume=args.resume,
+        overrides=args.overrides,
+        device=args.device,
+        export_hub=args.export_hub,
+        show_bar=not args.no_progress,
+    )
+    if result.backbone_dir is not None:
+        print(
+            f"steps {result.start_step}->{result.final_step}, last loss {result.last_loss:.4f}; "
+            f"backbone: {result.backbone_dir}"
+        )
+    return 0

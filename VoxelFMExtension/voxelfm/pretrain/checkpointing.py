@@ -1,0 +1,108 @@
+"""Resumable training checkpoints: atomic writes, a ``latest.json`` pointer, keep-last-K pruning.
+
+A checkpoint file appears under its final name only after it was fully written and fsynced (temp file +
+``os.replace``), and ``latest.json`` is switched only after that; a crash at any moment therefore leaves
+the previous latest checkpoint intact. Loading falls back to older files if the newest cannot be read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "voxelfm-pretrain-checkpoint"
+_NAME = re.compile(r"^step_(\d{8})\.pt$")
+
+
+def checkpoint_dir(out: Path) -> Path:
+    return out / "checkpoints"
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def list_checkpoints(out: Path) -> list[tuple[int, Path]]:
+    d = checkpoint_dir(out)
+    if not d.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _NAME.match(p.name))]
+    return sorted(found)
+
+
+def save_checkpoint(out: Path, step: int, state: dict[str, Any], max_to_keep: int, keep_every: int) -> Path:
+    """Write step_XXXXXXXX.pt atomically, point latest.json at it, then prune old ones."""
+    d = checkpoint_dir(out)
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"step_{step:08d}.pt"
+    _atomic_torch_save({"format": FORMAT, "version": 1, "step": step, **state}, path)
+    _atomic_json(d / "latest.json", {"step": step, "file": path.name})
+    ckpts = list_checkpoints(out)
+    keep = {s for s, _ in ckpts[-max_to_keep:]} | {s for s, _ in ckpts if keep_every and s % keep_every == 0}
+    for s, p in ckpts:
+        if s not in keep:
+            p.unlink(missing_ok=True)
+    return path
+
+
+def _load(path: Path) -> dict[str, Any]:
+    obj = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a VoxelFM pretraining checkpoint.")
+    return obj
+
+
+def load_latest(out: Path) -> dict[str, Any] | None:
+    """The newest readable checkpoint (the one latest.json names first), or None when there is none."""
+    ckpts = list_checkpoints(out)
+    order = [p for _, p in reversed(ckpts)]
+    pointer = checkpoint_dir(out) / "latest.json"
+    if pointer.is_file():
+        try:
+            named = checkpoint_dir(out) / json.loads(pointer.read_text())["file"]
+            order = [named] + [p for p in order if p != named]
+        except (ValueError, KeyError, OSError):
+            log.warning("%s is unreadable; using the newest checkpoint file instead.", pointer)
+    errors = []
+    for p in order:
+        try:
+            return _load(p)
+        except Exception as exc:  # truncated / foreign file: try the previous one
+            errors.append(f"{p.name}: {type(exc).__name__}")
+            log.warning("Cannot load checkpoint %s (%s); trying an older one.", p, exc)
+    if errors:
+        raise CheckpointError(f"No loadable checkpoint in {checkpoint_dir(out)} ({'; '.join(errors)}).")
+    return None

@@ -1,0 +1,161 @@
+"""Student/teacher pair for DINO + iBOT + KoLeo self-distillation, with the EMA teacher update.
+
+State-dict keys (``student.backbone.*``, ``teacher.backbone.*``, ``teacher.dino_head.*``, centres) follow
+the reference training checkpoint, so ``load_backbone_file`` can read a training checkpoint directly.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import torch
+from torch import nn
+
+from ..model import BackboneConfig, VoxelFMBackbone
+from .config import PretrainConfig, StudentConfig
+from .heads import DINOHead
+from .losses import CenteredTeacher, dino_loss, ibot_patch_loss, koleo_loss
+
+log = logging.getLogger(__name__)
+
+
+def backbone_config(st: StudentConfig, drop_path: float | None = None) -> BackboneConfig:
+    return BackboneConfig(
+        embed_dim=st.embed_dim,
+        depth=st.depth,
+        num_heads=st.num_heads,
+        patch_size=st.patch_size,
+        mlp_ratio=float(st.mlp_ratio),
+        num_register_tokens=st.num_register_tokens,
+        layerscale=float(st.layerscale) if st.layerscale else None,
+        rope_base=float(st.rope_base),
+        qkv_bias=st.qkv_bias,
+        proj_bias=st.proj_bias,
+        ffn_bias=st.ffn_bias,
+        drop_path_rate=st.drop_path_rate if drop_path is None else drop_path,
+    )
+
+
+class Student(nn.Module):
+    """Backbone + heads with one ``forward`` for all crops (what DDP wraps: one forward per backward)."""
+
+    def __init__(self, backbone: VoxelFMBackbone, dino_head: DINOHead, ibot_head: DINOHead | None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.dino_head = dino_head
+        if ibot_head is not None:
+            self.ibot_head = ibot_head
+
+    @property
+    def patch_head(self) -> DINOHead:
+        return getattr(self, "ibot_head", self.dino_head)
+
+    def forward(
+        self, global_crops: torch.Tensor, local_crops: torch.Tensor | None, masks: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        g = self.backbone.forward_features(
+            global_crops, masks
+        )  # masks always given: mask token stays in the graph
+        cls = [g["cls"]]
+        if local_crops is not None:
+            cls.append(self.backbone.forward_features(local_crops)["cls"])
+        dino_logits = self.dino_head(torch.cat(cls))
+        ibot_logits = self.patch_head(g["patch_tokens"][masks])
+        return {"cls_global": g["cls"], "dino_logits": dino_logits, "ibot_logits": ibot_logits}
+
+
+class SSLMetaArch(nn.Module):
+    def __init__(self, cfg: PretrainConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        st, d, ib = cfg.student, cfg.dino, cfg.ibot
+        backbone = VoxelFMBackbone(backbone_config(st))
+        if not st.drop_path_uniform and st.depth > 1:  # linearly increasing stochastic depth
+            for i, blk in enumerate(backbone.blocks):
+                blk.drop_path.p = st.drop_path_rate * i / (st.depth - 1)
+        if st.pretrained_weights:
+            from ..model.checkpoint import load_backbone_file
+
+            pre = load_backbone_file(st.pretrained_weights)
+            backbone.load_state_dict(pre.state_dict(), strict=True)
+            log.info("Student initialised from %s", st.pretrained_weights)
+        dino_head = DINOHead(
+            st.embed_dim, d.head_n_prototypes, d.head_nlayers, d.head_hidden_dim, d.head_bottleneck_dim
+        )
+        ibot_head = (
+            DINOHead(
+                st.embed_dim,
+                ib.head_n_prototypes,
+                ib.head_nlayers,
+                ib.head_hidden_dim,
+                ib.head_bottleneck_dim,
+            )
+            if ib.separate_head
+            else None
+        )
+        self.student = Student(backbone, dino_head, ibot_head)
+        self.teacher = copy.deepcopy(self.student)
+        self.teacher.backbone.cfg = backbone_config(st, drop_path=0.0)
+        for blk in self.teacher.backbone.blocks:
+            blk.drop_path.p = 0.0
+        self.teacher.requires_grad_(False)
+        self.teacher.eval()
+        self.dino_center = CenteredTeacher(d.head_n_prototypes, d.center_momentum)
+        n_ibot = ib.head_n_prototypes if ib.separate_head else d.head_n_prototypes
+        self.ibot_center = CenteredTeacher(n_ibot, d.center_momentum)
+
+    def train(self, mode: bool = True) -> SSLMetaArch:
+        super().train(mode)
+        self.teacher.eval()  # the teacher never uses stochastic depth
+        return self
+
+    @torch.no_grad()
+    def teacher_targets(
+        self, global_crops: torch.Tensor, masks: torch.Tensor, temp: float
+    ) -> dict[str, torch.Tensor]:
+        out = self.teacher.backbone.forward_features(global_crops)
+        dino_logits = self.teacher.dino_head(out["cls"])
+        ibot_logits = self.teacher.patch_head(out["patch_tokens"][masks])
+        targets = {
+            "dino": self.dino_center.softmax(dino_logits, temp),
+            "ibot": self.ibot_center.softmax(ibot_logits, temp),
+        }
+        self.dino_center.update(dino_logits)
+        self.ibot_center.update(ibot_logits)  # collective: called even with no masked tokens
+        return targets
+
+    def losses(
+        self, batch: dict[str, torch.Tensor], teacher_temp: float, student: nn.Module | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Total loss (for backward) and its parts. ``student`` may be the DDP-wrapped ``self.student``."""
+        d, ib = self.cfg.dino, self.cfg.ibot
+        g, masks = batch["global_crops"], batch["masks"]
+        local = batch.get("local_crops")
+        n_g = 2
+        b = g.shape[0] // n_g
+        targets = self.teacher_targets(g, masks, teacher_temp)
+        out = (student or self.student)(g, local, masks)
+        s_chunks = list(out["dino_logits"].split(b))
+        t_chunks = list(targets["dino"].split(b))
+        loss_dino = dino_loss(s_chunks, t_chunks, d.student_temp)
+        sample_index = masks.nonzero()[:, 0]
+        loss_ibot = ibot_patch_loss(
+            out["ibot_logits"], targets["ibot"], sample_index, masks.shape[0], d.student_temp
+        )
+        loss_koleo = sum(koleo_loss(c) for c in out["cls_global"].split(b))
+        total = d.loss_weight * loss_dino + ib.loss_weight * loss_ibot + d.koleo_loss_weight * loss_koleo
+        parts = {
+            "dino": float(loss_dino.detach()),
+            "ibot": float(loss_ibot.detach()),
+            "koleo": float(torch.as_tensor(loss_koleo).detach()),
+        }
+        return total, parts
+
+    @torch.no_grad()
+    def update_teacher(self, momentum: float) -> None:
+        """teacher <- m * teacher + (1 - m) * student, parameter by parameter."""
+        t = [p for p in self.teacher.parameters()]
+        s = [p.detach() for p in self.student.parameters()]
+        torch._foreach_mul_(t, momentum)
+        torch._foreach_add_(t, s, alpha=1.0 - momentum)

@@ -1,0 +1,64 @@
+"""Classic few-shot baseline (ilastik style): a random forest on a multi-scale filter bank, same sparse labels.
+
+Benchmark-only: scikit-learn is imported lazily here and is never needed by the core segmentation path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from ..volume import Volume
+from .labels import balanced_sample, labelled_voxels
+
+SIGMAS_MM = (1.0, 2.0, 4.0, 8.0)
+
+
+def filter_bank(volume: Volume, sigmas_mm=SIGMAS_MM) -> np.ndarray:
+    """[F, k, j, i] float32: raw HU, and per scale Gaussian, gradient magnitude, LoG, Hessian eigenvalues."""
+    x = np.clip(np.asarray(volume.array, dtype=np.float32), -1000, 2000)
+    sp = volume.spacing[::-1]
+    out = [x]
+    for s in sigmas_mm:
+        sig = np.maximum(s / sp, 0.5)
+        out.append(ndimage.gaussian_filter(x, sig, mode="nearest"))
+        out.append(ndimage.gaussian_gradient_magnitude(x, sig, mode="nearest"))
+        out.append(ndimage.gaussian_laplace(x, sig, mode="nearest"))
+        h = np.empty((3, 3, *x.shape), dtype=np.float32)
+        for a in range(3):
+            for b in range(a, 3):
+                order = [0, 0, 0]
+                order[a] += 1
+                order[b] += 1
+                h[a, b] = h[b, a] = ndimage.gaussian_filter(x, sig, order=order, mode="nearest") / (
+                    sp[a] * sp[b]
+                )
+        ev = np.linalg.eigvalsh(np.moveaxis(h, (0, 1), (-2, -1)))  # sorted eigenvalues, [k,j,i,3]
+        out.extend(np.moveaxis(ev, -1, 0).astype(np.float32))
+    return np.stack(out).astype(np.float32)
+
+
+def rf_segment(
+    volume: Volume,
+    labels: Volume,
+    bank: np.ndarray | None = None,
+    max_per_class: int = 4000,
+    seed: int = 0,
+    n_estimators: int = 100,
+) -> np.ndarray:
+    """Fit a class-balanced random forest at labelled voxels; return the labelmap on the volume grid."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    bank = filter_bank(volume) if bank is None else bank
+    lv = labelled_voxels(labels.array, labels.ijk_to_ras, tuple(volume.array.shape), volume.ijk_to_ras)
+    pick = balanced_sample(lv.cls, len(lv.values) + 1, max_per_class, seed)
+    kji = lv.kji[pick]
+    x = bank[:, kji[:, 0], kji[:, 1], kji[:, 2]].T
+    rf = RandomForestClassifier(
+        n_estimators=n_estimators, class_weight="balanced", n_jobs=1, random_state=seed, min_samples_leaf=2
+    )
+    rf.fit(x, lv.cls[pick])
+    flat = bank.reshape(bank.shape[0], -1).T
+    pred = np.concatenate([rf.predict(flat[s : s + 500_000]) for s in range(0, len(flat), 500_000)])
+    values = np.array([0, *lv.values], dtype=np.uint8)
+    return values[pred.astype(np.int64)].reshape(volume.array.shape)
