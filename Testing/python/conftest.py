@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+# VoxelFMLib (Slicer logic layer) sits beside the voxelfm package but is not pip-installed.
+if str(REPO / "VoxelFMExtension") not in sys.path:
+    sys.path.insert(0, str(REPO / "VoxelFMExtension"))
+
+pytest_plugins = ["mrml_scene"]
 SHARED = Path(os.environ.get("VOXELFM_SHARED", REPO.parent / "shared"))
 PARITY = SHARED / "fixtures" / "voxelfm_parity"
 DATA = SHARED / "data"

@@ -81,7 +81,7 @@ def test_prepared_to_ras_oblique_linear_field(oblique_volume, cfg):
     half-voxel align_corners=False offsets and the crop offsets, for an oblique, flipped direction matrix."""
     vol = oblique_volume
     air_i = 0
-    if cfg.crop_background:  # air in the first 30 columns: the background crop must start at i = 30 - 10 + 1
+    if cfg.crop_background:  # air in the first 30 columns
         air_i = 30
         arr = vol.array.copy()
         arr[:, :, :air_i] = -1000.0
@@ -89,6 +89,8 @@ def test_prepared_to_ras_oblique_linear_field(oblique_volume, cfg):
     prep = prepare(vol, cfg)
     assert "after_resize_isotropic_shape" in prep.steps
     if cfg.crop_background:
+        # first kept column i = 31: its window holds 12/21 body columns x 20/21 slices (> 1/2), i = 30 only
+        # 11/21 x 20/21 (< 1/2); minus the 10-voxel margin -> 21
         assert prep.steps["crop_background_offset_zyx"] == [0, 0, 21]
     ras = _ras_grid(prep.prepared_to_ras, prep.array.shape)
     src_idx = _ras_grid(np.linalg.inv(vol.ijk_to_ras) @ prep.prepared_to_ras, prep.array.shape)

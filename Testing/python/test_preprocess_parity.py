@@ -16,6 +16,7 @@ import torch
 
 from voxelfm.io import read_volume
 from voxelfm.preprocess import PreprocessConfig, prepare
+from voxelfm.volume import Volume
 
 NIFTI_VARIANTS = {
     "A_nifti_default": {},
@@ -184,3 +185,20 @@ def test_features_match_reference(variant, tiny_model, nifti_volume, dicom_volum
     assert tuple(out["patch"].shape[1:]) == tuple(ref_patch.shape)
     torch.testing.assert_close(out["cls"], ref_cls, rtol=0, atol=1e-5)
     torch.testing.assert_close(out["patch"][0], ref_patch, rtol=0, atol=1e-5)
+
+
+def test_non_hu_input_warns_and_is_logged():
+    unit = Volume(np.random.default_rng(0).random((20, 30, 30)).astype(np.float32))
+    with pytest.warns(UserWarning, match="0..1"):
+        prep = prepare(unit)
+    assert len(prep.warnings) == 1 and "0..1" in prep.warnings[0]
+
+
+def test_config_dict_round_trip():
+    cfg = PreprocessConfig(clip_hu=(-1000.0, 1000.0), crop_background=True, max_patches=64)
+    d = cfg.to_dict()
+    assert d["clip_hu"] == [-1000.0, 1000.0]
+    assert PreprocessConfig.from_dict(json.loads(json.dumps(d))) == cfg
+    assert (
+        PreprocessConfig.from_dict({**PreprocessConfig(clip_hu=None).to_dict(), "extra": 1}).clip_hu is None
+    )

@@ -208,3 +208,75 @@ def test_cli_entry_point(ct_folder, config_path, tmp_path, capsys):
     assert load_latest(out)["config"]["crops"]["local_crops_number"] == 1
     rc = main(["pretrain", "--data", str(tmp_path / "nothing"), "--out", str(out), "--steps", "1"])
     assert rc == 2 and "not found" in capsys.readouterr().err
+
+
+def test_folder_discovery_dicom_and_label_skipping(data_dir, tmp_path):
+    from voxelfm.pretrain.config import load_config
+    from voxelfm.pretrain.data import build_cache, discover_sources
+
+    d = tmp_path / "mixed"
+    (d / "case1").mkdir(parents=True)
+    os.symlink(data_dir / "totalseg" / "chest_dicom" / "dicom", d / "case1" / "dicom")  # extension-less DICOM
+    os.symlink(data_dir / "totalseg" / "abdomen_3mm" / "labels.nii.gz", d / "case1" / "labels.nii.gz")
+    os.symlink(data_dir / "totalseg" / "pulmonary_1p5mm" / "heart.nii.gz", d / "case1" / "heart.nii.gz")
+    srcs = discover_sources(d)
+    assert [p.name for p in srcs] == ["dicom", "heart.nii.gz"]  # label by name skipped
+    cfg = load_config(None, {"data": {"spacing_mm": 3.0}})
+    vols = build_cache(srcs, cfg)  # the heart mask has no air -> skipped
+    assert [Path(v.source).name for v in vols] == ["dicom"]
+    assert vols[0].shape == (13, 167, 167)  # 20 x 2 mm, 512 x 0.977 mm at 3 mm
+    with pytest.raises(InputError, match="does not look like a CT"):
+        build_cache([srcs[1]], cfg, strict=True)
+
+
+def test_loader_workers_do_not_change_batches(ct_folder, config_path):
+    from torch.utils.data import DataLoader
+
+    from voxelfm.pretrain.config import load_config
+    from voxelfm.pretrain.data import Collate, CropDataset, StepBatchSampler, build_cache, discover_sources
+
+    cfg = load_config(config_path)
+    vols = build_cache(discover_sources(ct_folder), cfg)
+
+    def batches(workers: int, start: int) -> list[dict]:
+        dl = DataLoader(
+            CropDataset(vols, cfg),
+            batch_sampler=StepBatchSampler(2, start),
+            collate_fn=Collate(cfg),
+            num_workers=workers,
+        )
+        it = iter(dl)
+        return [next(it) for _ in range(3 - start)]
+
+    ref, par, late = batches(0, 0), batches(2, 0), batches(0, 1)
+    for a, b in zip(ref, par, strict=True):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(ref[1][k], late[0][k]) for k in ref[1])  # position = step number
+    assert not torch.equal(ref[0]["global_crops"], ref[1]["global_crops"])
+
+
+def test_slicer_script_runs_same_code_path(ct_folder, config_path, tmp_path):
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "VoxelFMTraining" / "voxelfm_cli.py"
+    out = tmp_path / "slicer"
+    cmd = [
+        sys.executable,
+        str(script),
+        "pretrain",
+        "--data",
+        str(ct_folder),
+        "--config",
+        str(config_path),
+        "--out",
+        str(out),
+        "--steps",
+        "1",
+        "--no-progress",
+    ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "backbone" / "config.json").is_file() and load_latest(out)["step"] == 1

@@ -194,4 +194,7 @@ def prepare(volume: Volume, cfg: PreprocessConfig | None = None) -> PreparedVolu
 
     for msg in notes:
         warnings.warn(msg, stacklevel=2)
-    return PreparedVolume(np.ascontiguousarray(arr, dtype=np.float32), to_ras, steps, notes, cfg)
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if np.shares_memory(arr, volume.array):  # never alias the caller's voxels
+        arr = arr.copy()
+    return PreparedVolume(arr, to_ras, steps, notes, cfg)

@@ -34,9 +34,10 @@ def load_model_from_args(args: argparse.Namespace):
 
     model_id = args.model
     if model_id is None:
-        from ..registry import default_model_id
+        from ..hub import resolve_default_model
 
-        model_id, reason = default_model_id()
+        resolved, reason = resolve_default_model()
+        model_id = resolved.id
         log.info("model: %s (%s)", model_id, reason)
     else:
         log.info("model: %s", model_id)

@@ -37,14 +37,31 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 MANIFEST_SUFFIXES = (".csv", ".jsonl")
+LABEL_WORDS = ("label", "mask", "seg")
 
 
 def _is_image(p: Path) -> bool:
     return p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES)
 
 
+def _is_dicom_file(p: Path) -> bool:
+    if p.suffix.lower() == ".dcm":
+        return True
+    try:
+        with open(p, "rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
 def _is_dicom_dir(p: Path) -> bool:
-    return p.is_dir() and any(f.suffix.lower() == ".dcm" for f in p.iterdir() if f.is_file())
+    return p.is_dir() and any(_is_dicom_file(f) for f in sorted(p.iterdir())[:5] if f.is_file())
+
+
+def _looks_like_label(name: str) -> bool:
+    """Folder mode skips masks/label maps that commonly sit beside the CTs (use a manifest to be explicit)."""
+    n = name.lower()
+    return any(w in n for w in LABEL_WORDS)
 
 
 def discover_sources(data: str | Path) -> list[Path]:
@@ -69,14 +86,18 @@ def discover_sources(data: str | Path) -> list[Path]:
                 "Fix the paths (relative paths are relative to the manifest) or remove those rows."
             )
     else:
-        paths = []
+        paths, skipped = [], []
         for root, dirs, files in os.walk(src):
             dirs.sort()
             r = Path(root)
-            if any(f.lower().endswith(".dcm") for f in files):
-                paths.append(r)
-                continue
-            paths += [r / f for f in sorted(files) if f.lower().endswith(IMAGE_SUFFIXES)]
+            images = [f for f in sorted(files) if f.lower().endswith(IMAGE_SUFFIXES)]
+            others = [r / f for f in sorted(files) if not f.lower().endswith(IMAGE_SUFFIXES)]
+            if any(_is_dicom_file(f) for f in others[:5]):
+                paths.append(r)  # a DICOM series folder (the reader keeps its largest CT series)
+            skipped += [f for f in images if _looks_like_label(f)]
+            paths += [r / f for f in images if not _looks_like_label(f)]
+        if skipped:
+            log.info("Skipped %d label/mask file(s) in %s, e.g. %s", len(skipped), src, skipped[:3])
     if not paths:
         raise InputError(
             f"No CT files found in {src}. Supported: {', '.join(IMAGE_SUFFIXES)}, DICOM folders (*.dcm), "
@@ -119,7 +140,7 @@ def read_ct(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     """HU array (z, y, x) float32 and spacing (z, y, x) mm, via the shared reader (InputError if unusable)."""
     from ..io import read_volume
 
-    vol = read_volume(path)
+    vol = read_volume(path, check_hu=False)  # looks_like_ct() decides, with a clearer message
     sx, sy, sz = (float(s) for s in vol.spacing)
     return np.asarray(vol.array, dtype=np.float32), (sz, sy, sx)
 
@@ -169,24 +190,40 @@ def _cache_key(src: Path, cfg: PretrainConfig) -> str:
     return hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:24]
 
 
+def looks_like_ct(arr: np.ndarray) -> bool:
+    """CT contains air (about -1000 HU); label maps and masks (values >= 0) do not."""
+    return float(arr.min()) < -500.0
+
+
 def build_cache(
-    sources: list[Path], cfg: PretrainConfig, progress: ProgressFn = no_progress
+    sources: list[Path], cfg: PretrainConfig, progress: ProgressFn = no_progress, strict: bool = False
 ) -> list[CachedVolume]:
-    """Prepare every source once (skips up-to-date entries); writes are atomic."""
+    """Prepare every source once (skips up-to-date entries); writes are atomic.
+
+    Images without air (label maps, masks) are skipped with a warning, or rejected when ``strict`` (a
+    manifest names its files explicitly).
+    """
     root = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_root()
     root.mkdir(parents=True, exist_ok=True)
     pr = cfg.datasets[0].pixel_range
     out: list[CachedVolume] = []
     for n, src in enumerate(sources):
         progress(n / len(sources), f"preparing {src.name}")
-        target = root / f"{_cache_key(src, cfg)}.npy"
+        key = _cache_key(src, cfg)
+        target, skip = root / f"{key}.npy", root / f"{key}.not_ct"
+        if skip.is_file() and not strict:
+            continue
         if not target.is_file():
             arr, spacing = read_ct(src)
-            if min(arr.shape) < 2:
-                raise InputError(f"{src}: volume shape {arr.shape} is too small to crop; use 3D CT volumes.")
-            arr = np.clip(resample_isotropic(arr, spacing, cfg.data.spacing_mm), pr.lower, pr.upper).astype(
-                np.float32
-            )
+            if not looks_like_ct(arr):
+                msg = f"{src} does not look like a CT (minimum {arr.min():.0f}, no air below -500 HU)"
+                if strict:
+                    raise InputError(msg + "; remove it from the manifest.")
+                log.warning("%s; skipped.", msg)
+                skip.touch()
+                continue
+            arr = resample_isotropic(arr, spacing, cfg.data.spacing_mm)
+            arr = np.clip(arr, pr.lower, pr.upper).astype(np.float32)
             fd, tmp = tempfile.mkstemp(prefix=".tmp.", suffix=".npy", dir=root)
             try:
                 with os.fdopen(fd, "wb") as f:
@@ -197,6 +234,8 @@ def build_cache(
                     os.unlink(tmp)
         shape = np.load(target, mmap_mode="r").shape
         out.append(CachedVolume(str(src), str(target), tuple(int(s) for s in shape)))  # type: ignore[arg-type]
+    if not out:
+        raise InputError(f"None of the {len(sources)} input file(s) looks like a CT volume; check --data.")
     progress(1.0, f"{len(out)} volumes prepared")
     return out
 

@@ -114,10 +114,10 @@ def _run(cfg, data, out, steps, resume, dev, info, export_hub, progress, cancel,
             raise InputError(
                 f"{out} already holds checkpoints; pass --resume to continue, or choose a new --out."
             )
-        volumes = build_cache(sources, cfg, progress=lambda f, m: progress(0.05 * f, m))
+        volumes = build_cache(sources, cfg, progress=lambda f, m: progress(0.05 * f, m), strict=data.is_file())
     dd.barrier(info)
     if not info.is_main:
-        volumes = build_cache(sources, cfg)  # cache hits only
+        volumes = build_cache(sources, cfg, strict=data.is_file())  # cache hits only
 
     torch.manual_seed(cfg.train.seed)  # identical init on every rank
     meta = SSLMetaArch(cfg).to(dev)
