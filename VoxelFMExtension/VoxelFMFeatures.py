@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Annotated
 
 import qt
 import slicer
@@ -22,11 +23,6 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
-
-try:
-    from typing import Annotated
-except ImportError:  # Python < 3.9
-    from typing_extensions import Annotated
 
 DEVICES = ("auto", "cpu", "cuda")
 TORCH_REQUIREMENT = ">=2.2"
@@ -46,7 +42,9 @@ class VoxelFMFeatures(ScriptedLoadableModule):
             "14x14x14-voxel patch) and show their first three principal components as a colour volume. "
             "Features are cached on disk, so other VoxelFM modules reuse them."
         )
-        self.parent.acknowledgementText = "VoxelFM backbone by its authors; see the model card for licence terms."
+        self.parent.acknowledgementText = (
+            "VoxelFM backbone by its authors; see the model card for licence terms."
+        )
 
 
 # ----------------------------------------------------------------------------- shared widget helpers
@@ -93,8 +91,11 @@ def ensureDependencies() -> bool:
         "VoxelFM: install Python packages",
     ):
         return False
-    with slicer.util.WaitCursor():
+    qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
+    try:
         slicer.util.pip_install(" ".join(f'"{m}"' for m in missing))
+    finally:
+        qt.QApplication.restoreOverrideCursor()
     return True
 
 
@@ -120,8 +121,9 @@ class ModelPanel:
 
     def onModelChosen(self, index: int) -> None:
         reference = self.ui.modelComboBox.itemData(index)
-        if reference:
-            self._parameterNode().modelReference = reference
+        node = self._parameterNode()
+        if reference and node is not None:
+            node.modelReference = reference
 
     def onBrowse(self) -> None:
         path = qt.QFileDialog.getOpenFileName(
@@ -130,8 +132,9 @@ class ModelPanel:
             "",
             "VoxelFM checkpoints (*.pth *.safetensors *.json *.yaml);;All files (*)",
         )
-        if path:
-            self._parameterNode().modelReference = path
+        node = self._parameterNode()
+        if path and node is not None:
+            node.modelReference = path
 
     def setDefaultIfEmpty(self) -> None:
         node = self._parameterNode()
@@ -173,8 +176,14 @@ def runInWorker(busy: BusyState, fn, *args, **kwargs):
 
     relay = ProgressRelay()
     return run_pumping(
-        fn, *args, pump=slicer.app.processEvents, on_progress=busy.progress, relay=relay,
-        progress=relay, cancel=busy.cancel, **kwargs,
+        fn,
+        *args,
+        pump=slicer.app.processEvents,
+        on_progress=busy.progress,
+        relay=relay,
+        progress=relay,
+        cancel=busy.cancel,
+        **kwargs,
     )
 
 
@@ -325,7 +334,11 @@ class VoxelFMFeaturesLogic(ScriptedLoadableModuleLogic):
         volumeNode = parameterNode.inputVolume
         volume = volume_from_node(volumeNode)  # main thread: MRML is not thread-safe
         features = runInWorker(
-            busy, self.features.extract, volume, parameterNode.modelReference, parameterNode.device,
+            busy,
+            self.features.extract,
+            volume,
+            parameterNode.modelReference,
+            parameterNode.device,
             cache=parameterNode.useCache,
         )
         if parameterNode.showPCA:
@@ -355,6 +368,7 @@ class VoxelFMFeaturesTest(ScriptedLoadableModuleTest):
     def test_pca_volume_geometry(self):
         """A synthetic feature grid becomes a colour volume on the grid's geometry."""
         import numpy as np
+
         from VoxelFMLib.feature_display import create_rgb_volume_node, pca_rgb
 
         self.delayDisplay("PCA colour volume")

@@ -10,6 +10,7 @@ applied to other volumes. All work is done by VoxelFMLib (Qt-free) and the voxel
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
 import qt
 import slicer
@@ -24,11 +25,6 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 from VoxelFMFeatures import DEVICES, BusyState, ModelPanel, ensureDependencies, runInWorker, userMessage
-
-try:
-    from typing import Annotated
-except ImportError:  # Python < 3.9
-    from typing_extensions import Annotated
 
 MODES = ("slices", "scribbles")
 # Segmentation node events that mean "the user painted / added / removed / renamed a segment".
@@ -54,7 +50,9 @@ class VoxelFMSegment(ScriptedLoadableModule):
             "'Fit and predict'. Predicted structures appear as new segments; your painted segments are "
             "never modified."
         )
-        self.parent.acknowledgementText = "VoxelFM backbone by its authors; see the model card for licence terms."
+        self.parent.acknowledgementText = (
+            "VoxelFM backbone by its authors; see the model card for licence terms."
+        )
 
 
 @parameterNodeWrapper
@@ -159,7 +157,9 @@ class VoxelFMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.fitButton.toolTip = "" if ready else "Select a volume, a painted segmentation and a model."
         self.ui.cancelButton.enabled = self.busy.running
         self.ui.saveProbeButton.enabled = self.logic.lastProbe is not None and not self.busy.running
-        self.ui.loadProbeButton.enabled = bool(node and node.inputVolume and node.modelReference) and not self.busy.running
+        self.ui.loadProbeButton.enabled = (
+            bool(node and node.inputVolume and node.modelReference) and not self.busy.running
+        )
         self.ui.refitDelaySpinBox.enabled = bool(node and node.autoRefit)
         self.ui.segmentEditorButton.enabled = bool(node and node.inputVolume)
 
@@ -232,11 +232,16 @@ class VoxelFMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 item.setFlags(qt.Qt.ItemIsSelectable | qt.Qt.ItemIsEnabled)
                 table.setItem(row, col, item)
         note = (" Warnings: " + " ".join(result.warnings)) if result.warnings else ""
-        self.busy.stop(f"Predicted {len(result.stats)} structures into '{result.output_node.GetName()}'.{note}")
+        self.busy.stop(
+            f"Predicted {len(result.stats)} structures into '{result.output_node.GetName()}'.{note}"
+        )
 
     def onSaveProbe(self) -> None:
         path = qt.QFileDialog.getSaveFileName(
-            slicer.util.mainWindow(), "Save VoxelFM segmentation probe", "probe.json", "VoxelFM probe (*.json)"
+            slicer.util.mainWindow(),
+            "Save VoxelFM segmentation probe",
+            "probe.json",
+            "VoxelFM probe (*.json)",
         )
         if not path:
             return
@@ -341,7 +346,9 @@ class VoxelFMSegmentLogic(ScriptedLoadableModuleLogic):
         volumeNode = parameterNode.inputVolume
         volume = volume_from_node(volumeNode)
         labels = runInWorker(busy, self.predictor(parameterNode).apply, volume, probe)
-        result = apply_labels_to_volume(labels, volumeNode, classes_from_probe(probe), self._outputNode(parameterNode))
+        result = apply_labels_to_volume(
+            labels, volumeNode, classes_from_probe(probe), self._outputNode(parameterNode)
+        )
         self.lastProbe = probe
         return result
 
@@ -357,6 +364,7 @@ class VoxelFMSegmentTest(ScriptedLoadableModuleTest):
     def test_fewshot_glue_with_simple_predictor(self):
         """Painted slices -> labels -> (threshold predictor) -> new segments; painted segments unchanged."""
         import numpy as np
+
         from VoxelFMLib.segment_logic import FewShotSegmentLogic
 
         self.delayDisplay("Few-shot glue")
@@ -375,7 +383,9 @@ class VoxelFMSegmentTest(ScriptedLoadableModuleTest):
             return (volume.array > 50).astype(np.uint8)
 
         result = FewShotSegmentLogic(threshold).run(volumeNode, segmentationNode)
-        predicted = slicer.util.arrayFromSegmentBinaryLabelmap(result.output_node, result.segment_ids[0], volumeNode)
+        predicted = slicer.util.arrayFromSegmentBinaryLabelmap(
+            result.output_node, result.segment_ids[0], volumeNode
+        )
         self.assertEqual(int(predicted.sum()), int((array > 50).sum()))
         painted = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode)
         self.assertEqual(int(painted.sum()), int(paint.sum()))

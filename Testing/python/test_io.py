@@ -231,7 +231,9 @@ def test_unit_range_floats_warn_and_ct_does_not():
     with pytest.warns(UserWarning, match="0..1"):
         read_volume(rng.random((4, 5, 6)).astype(np.float32))
     with pytest.warns(UserWarning, match="does not look like CT"):
-        read_volume(np.full((4, 5, 6), 3000.0, dtype=np.float32))
+        read_volume(np.linspace(3000.0, 4000.0, 120, dtype=np.float32).reshape(4, 5, 6))
+    with pytest.warns(UserWarning, match="same value"):
+        read_volume(np.zeros((4, 5, 6), dtype=np.float32))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         read_volume(_ct_array())

@@ -21,6 +21,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # two fresh interpreters + gloo rendezvous: 10-30 s depending on machine load
 def test_torchrun_two_processes(data_dir, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.exists() and shutil.which("torchrun") is None:

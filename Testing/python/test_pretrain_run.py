@@ -220,13 +220,13 @@ def test_folder_discovery_dicom_and_label_skipping(data_dir, tmp_path):
     os.symlink(data_dir / "totalseg" / "abdomen_3mm" / "labels.nii.gz", d / "case1" / "labels.nii.gz")
     os.symlink(data_dir / "totalseg" / "pulmonary_1p5mm" / "heart.nii.gz", d / "case1" / "heart.nii.gz")
     srcs = discover_sources(d)
-    assert [p.name for p in srcs] == ["dicom", "heart.nii.gz"]  # label by name skipped
+    assert sorted(p.name for p in srcs) == ["dicom", "heart.nii.gz"]  # label by name skipped
     cfg = load_config(None, {"data": {"spacing_mm": 3.0}})
     vols = build_cache(srcs, cfg)  # the heart mask has no air -> skipped
     assert [Path(v.source).name for v in vols] == ["dicom"]
     assert vols[0].shape == (13, 167, 167)  # 20 x 2 mm, 512 x 0.977 mm at 3 mm
     with pytest.raises(InputError, match="does not look like a CT"):
-        build_cache([srcs[1]], cfg, strict=True)
+        build_cache([p for p in srcs if p.name == "heart.nii.gz"], cfg, strict=True)
 
 
 def test_loader_workers_do_not_change_batches(ct_folder, config_path):
@@ -255,6 +255,7 @@ def test_loader_workers_do_not_change_batches(ct_folder, config_path):
     assert not torch.equal(ref[0]["global_crops"], ref[1]["global_crops"])
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch: 5-25 s depending on machine load
 def test_slicer_script_runs_same_code_path(ct_folder, config_path, tmp_path):
     import subprocess
     import sys
@@ -280,3 +281,22 @@ def test_slicer_script_runs_same_code_path(ct_folder, config_path, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (out / "backbone" / "config.json").is_file() and load_latest(out)["step"] == 1
+
+
+def test_cancel_saves_checkpoint_and_resume_continues(ct_folder, config_path, tmp_path):
+    import threading
+
+    from voxelfm.errors import CancelledError
+
+    torch.set_num_threads(1)
+    out, stop = tmp_path / "run", threading.Event()
+
+    def progress(fraction: float, message: str) -> None:
+        if message.startswith("step 3/"):
+            stop.set()  # the GUI's Cancel button, pressed during step 3
+
+    with pytest.raises(CancelledError):
+        run_pretraining(ct_folder, config_path, out, steps=6, progress=progress, cancel=stop, show_bar=False)
+    assert load_latest(out)["step"] == 3  # odd step: saved because of the cancel, not the period (2)
+    res = run_pretraining(ct_folder, config_path, out, steps=4, resume=True, show_bar=False)
+    assert (res.start_step, res.final_step) == (3, 4)

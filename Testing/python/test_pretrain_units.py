@@ -216,3 +216,75 @@ def test_multicrop_shapes_normalisation_and_box():
         off, ext = sample_box((40, 50, 60), (28, 28, 28), (0.32, 1.0), (0.75, 1.333), rng)
         assert all(o >= 0 and o + e <= n for o, e, n in zip(off, ext, (40, 50, 60), strict=True))
         assert 0.1 < np.prod(ext) / (40 * 50 * 60) <= 1.0
+
+
+# ---- meta architecture ----------------------------------------------------------------------------------
+def _tiny_meta(**over):
+    from voxelfm.pretrain.meta_arch import SSLMetaArch
+
+    base = {
+        "student": {"embed_dim": 48, "depth": 2, "num_heads": 2},
+        "dino": {"head_n_prototypes": 32, "head_bottleneck_dim": 8, "head_hidden_dim": 16},
+        "ibot": {"head_n_prototypes": 24, "head_bottleneck_dim": 8, "head_hidden_dim": 16},
+        "crops": {
+            "global_crops_size": [28, 28, 28],
+            "local_crops_size": [14, 14, 14],
+            "local_crops_number": 2,
+        },
+    }
+    from voxelfm.pretrain.config import merge
+
+    cfg = load_config(None, merge(base, over))
+    torch.manual_seed(0)
+    return SSLMetaArch(cfg), cfg
+
+
+def _batch(b: int = 2, masked: bool = True) -> dict[str, torch.Tensor]:
+    g = torch.randn(2 * b, 1, 28, 28, 28)
+    masks = torch.zeros(2 * b, 8, dtype=torch.bool)
+    if masked:
+        masks[0, :3] = True
+        masks[3, 5] = True
+    return {"global_crops": g, "local_crops": torch.randn(2 * b, 1, 14, 14, 14), "masks": masks}
+
+
+def test_losses_backward_reach_mask_token_and_heads():
+    meta, _ = _tiny_meta()
+    meta.train()
+    loss, parts = meta.losses(_batch(), teacher_temp=0.04)
+    assert set(parts) == {"dino", "ibot", "koleo"} and all(math.isfinite(v) for v in parts.values())
+    loss.backward()
+    bb = meta.student.backbone
+    assert bb.mask_token.grad is not None and bb.mask_token.grad.abs().sum() > 0
+    assert meta.student.dino_head.last_layer.parametrizations.weight.original1.grad.abs().sum() > 0
+    assert all(p.grad is None for p in meta.teacher.parameters())
+    assert meta.dino_center.center.abs().sum() > 0 and meta.ibot_center.center.abs().sum() > 0
+    # no masked token anywhere: iBOT is 0, the mask token still gets a (zero) gradient (DDP-safe), no error
+    meta.zero_grad()
+    loss, parts = meta.losses(_batch(masked=False), teacher_temp=0.04)
+    loss.backward()
+    assert parts["ibot"] == 0.0 and bb.mask_token.grad is not None
+
+
+def test_ema_update_formula_and_separate_ibot_head():
+    meta, _ = _tiny_meta(ibot={"separate_head": True})
+    assert "teacher.ibot_head.last_layer.parametrizations.weight.original1" in meta.state_dict()
+    assert meta.ibot_center.center.shape == (1, 24)
+    with torch.no_grad():
+        for p in meta.student.parameters():
+            p.add_(1.0)
+    t_before = [p.clone() for p in meta.teacher.parameters()]
+    s_now = [p.clone() for p in meta.student.parameters()]
+    meta.update_teacher(0.9)
+    for t0, s, t1 in zip(t_before, s_now, meta.teacher.parameters(), strict=True):
+        assert torch.allclose(t1, 0.9 * t0 + 0.1 * s, atol=1e-6)
+    loss, parts = meta.losses(_batch(), teacher_temp=0.05)
+    assert math.isfinite(float(loss.detach()))
+
+
+def test_teacher_has_no_stochastic_depth_and_linear_drop_path():
+    meta, _ = _tiny_meta(student={"drop_path_rate": 0.2, "drop_path_uniform": False})
+    assert [b.drop_path.p for b in meta.student.backbone.blocks] == [0.0, 0.2]
+    assert all(b.drop_path.p == 0.0 for b in meta.teacher.backbone.blocks)
+    meta.train()
+    assert not meta.teacher.training and meta.student.training

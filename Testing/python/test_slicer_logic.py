@@ -22,9 +22,9 @@ _EXT = str(Path(__file__).resolve().parents[2] / "VoxelFMExtension")
 if _EXT not in sys.path:
     sys.path.insert(0, _EXT)  # VoxelFMLib lives beside the voxelfm package (not pip-installed)
 
-from VoxelFMLib import segment_logic, segmentation_nodes, volume_nodes  # noqa: E402
 from voxelfm.errors import CancelledError, InputError  # noqa: E402
 from voxelfm.volume import Volume  # noqa: E402
+from VoxelFMLib import segment_logic, segmentation_nodes, volume_nodes  # noqa: E402
 
 pytestmark = pytest.mark.slicer
 
@@ -235,7 +235,9 @@ def test_segmentation_on_flipped_grid_is_resampled(mrml_scene, volume_node):
 def test_segmentation_on_coarser_grid_is_resampled(mrml_scene):
     """Paint on a 2x coarser grid (half-voxel shifted): each fine voxel takes its containing coarse voxel."""
     fine = np.diag([1.0, 1.0, 1.0, 1.0])
-    vol_node = volume_nodes.create_volume_node(mrml_scene, Volume(np.zeros((8, 8, 8), np.float32), fine, "fine"))
+    vol_node = volume_nodes.create_volume_node(
+        mrml_scene, Volume(np.zeros((8, 8, 8), np.float32), fine, "fine")
+    )
     coarse = np.diag([2.0, 2.0, 2.0, 1.0])
     coarse[:3, 3] = 0.5
     paint = np.zeros((4, 4, 4), bool)
@@ -293,7 +295,9 @@ def test_write_prediction_into_painted_node_keeps_user_segments(mrml_scene, volu
     before_by_id = masks_by_id(seg, volume_node, user_ids)
     few = segmentation_nodes.labels_from_segmentation(seg, volume_node)
     pred = prediction_array()
-    node, ids = segmentation_nodes.write_prediction(pred, volume_node, few.classes, seg, name_suffix=" (VoxelFM)")
+    node, ids = segmentation_nodes.write_prediction(
+        pred, volume_node, few.classes, seg, name_suffix=" (VoxelFM)"
+    )
     assert node is seg and len(ids) == 2
     after = segment_masks(seg, volume_node)
     for name, mask in before.items():
@@ -323,7 +327,10 @@ def test_write_prediction_into_painted_node_keeps_user_segments(mrml_scene, volu
 
 
 def test_write_prediction_new_node_and_stats(mrml_scene, volume_node):
-    classes = [segmentation_nodes.SegmentClass("a", (1.0, 0.0, 0.0)), segmentation_nodes.SegmentClass("b", (0, 1.0, 0))]
+    classes = [
+        segmentation_nodes.SegmentClass("a", (1.0, 0.0, 0.0)),
+        segmentation_nodes.SegmentClass("b", (0, 1.0, 0)),
+    ]
     pred = prediction_array()
     node, ids = segmentation_nodes.write_prediction(pred, volume_node, classes)
     assert node.GetName() == "ct VoxelFM segmentation" and node.GetDisplayNode() is not None
@@ -338,7 +345,9 @@ def test_write_prediction_new_node_and_stats(mrml_scene, volume_node):
 
 def test_write_prediction_into_segmentation_with_other_geometry(mrml_scene):
     """Output node painted on a coarser grid: predicted voxels still land on the right volume voxels."""
-    vol_node = volume_nodes.create_volume_node(mrml_scene, Volume(np.zeros((8, 8, 8), np.float32), np.eye(4), "v"))
+    vol_node = volume_nodes.create_volume_node(
+        mrml_scene, Volume(np.zeros((8, 8, 8), np.float32), np.eye(4), "v")
+    )
     coarse = np.diag([2.0, 2.0, 2.0, 1.0])
     coarse[:3, 3] = 0.5
     paint = np.zeros((4, 4, 4), bool)
@@ -352,6 +361,33 @@ def test_write_prediction_into_segmentation_with_other_geometry(mrml_scene):
     _, ids = segmentation_nodes.write_prediction(pred, vol_node, few.classes, seg)
     np.testing.assert_array_equal(segmentation_nodes.segment_mask_on_volume(seg, ids[0], vol_node), pred == 1)
     np.testing.assert_array_equal(segmentation_nodes.segment_mask_on_volume(seg, user_id, vol_node), before)
+
+
+def test_transforms_are_respected(mrml_scene):
+    """Volume under a linear transform: paint in world space is read, predictions land where they belong."""
+    vol_node = volume_nodes.create_volume_node(
+        mrml_scene, Volume(np.zeros((6, 6, 6), np.float32), np.eye(4), "v")
+    )
+    shift = np.eye(4)
+    shift[0, 3] = 2.0
+    transform = mrml_scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    transform.SetMatrixTransformToParent(volume_nodes.numpy_to_matrix(shift))
+    vol_node.SetAndObserveTransformNodeID(transform.GetID())
+    paint = np.zeros((6, 6, 6), bool)
+    paint[1, 1, 3] = True  # world x = 3 is volume voxel i = 1
+    seg = add_segmentation(mrml_scene, {"a": paint}, np.eye(4))  # segmentation not transformed
+    few = segmentation_nodes.labels_from_segmentation(seg, vol_node, mode="slices")
+    assert few.labels[1, 1, 1] == 1 and few.counts()["a"] == 1
+    pred = np.zeros((6, 6, 6), np.uint8)
+    pred[2:4, 2:4, 0:2] = 1
+    for output in (
+        None,
+        seg,
+    ):  # new node (put under the volume's transform) and the untransformed painted node
+        node, ids = segmentation_nodes.write_prediction(pred, vol_node, few.classes, output)
+        np.testing.assert_array_equal(
+            segmentation_nodes.segment_mask_on_volume(node, ids[0], vol_node), pred == 1
+        )
 
 
 # ---------------------------------------------------------------- the glue with an injected predictor
@@ -389,7 +425,9 @@ def test_few_shot_logic_run(mrml_scene, volume_node):
     assert predictor.calls == [(SHAPE, [0, 1, 2, 255], ["liver", "spleen"])]
     assert fractions[-1] == 1.0
     assert result.output_node is not seg and result.output_node.GetSegmentation().GetNumberOfSegments() == 2
-    liver_pred = segmentation_nodes.segment_mask_on_volume(result.output_node, result.segment_ids[0], volume_node)
+    liver_pred = segmentation_nodes.segment_mask_on_volume(
+        result.output_node, result.segment_ids[0], volume_node
+    )
     # slices 0..3 copy slice 2, slices 4..7 copy slice 5
     expected = np.concatenate([np.repeat(liver[2:3], 4, axis=0), np.repeat(liver[5:6], 4, axis=0)])
     np.testing.assert_array_equal(liver_pred, expected)
@@ -409,9 +447,147 @@ def test_few_shot_logic_cancel_and_bad_predictor(mrml_scene, volume_node):
     bad = segment_logic.FewShotSegmentLogic(lambda v, lab, c, progress, cancel: np.full(SHAPE, 3, np.uint8))
     with pytest.raises(InputError, match="label 3"):
         bad.run(volume_node, seg)
-    wrong_shape = segment_logic.FewShotSegmentLogic(lambda v, lab, c, progress, cancel: np.zeros((2, 2, 2), np.uint8))
+    wrong_shape = segment_logic.FewShotSegmentLogic(
+        lambda v, lab, c, progress, cancel: np.zeros((2, 2, 2), np.uint8)
+    )
     with pytest.raises(InputError, match="shape"):
         wrong_shape.run(volume_node, seg)
     assert mrml_scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == n_nodes  # nothing written
     with pytest.raises(InputError, match="Select"):
         logic.run(None, seg)
+
+
+# ---------------------------------------------------------------- Qt-free helpers used by the widgets
+
+
+def test_worker_runs_off_thread_pumps_and_relays_progress():
+    from VoxelFMLib import background
+
+    main = threading.get_ident()
+    seen = {}
+    pumps = []
+    updates = []
+
+    def job(x, progress, cancel):
+        seen["thread"] = threading.get_ident()
+        for i in range(3):
+            progress((i + 1) / 3, f"step {i}")
+            threading.Event().wait(0.05)
+        return x * 2
+
+    relay = background.ProgressRelay()
+    out = background.run_pumping(
+        job,
+        21,
+        pump=lambda: pumps.append(1),
+        on_progress=lambda f, m: updates.append((f, m)),
+        relay=relay,
+        progress=relay,
+        cancel=None,
+    )
+    assert out == 42 and seen["thread"] != main and pumps
+    assert updates[-1] == (1.0, "step 2")
+    # the same persistent thread serves the next job; exceptions come back to the caller
+    second = {}
+    background.run_pumping(lambda: second.setdefault("t", threading.get_ident()))
+    assert second["t"] == seen["thread"]
+    with pytest.raises(CancelledError):
+        background.run_pumping(lambda: (_ for _ in ()).throw(CancelledError("stop")))
+
+
+def test_pca_colour_volume(mrml_scene):
+    from VoxelFMLib import feature_display
+
+    rng = np.random.default_rng(1)
+    patch = rng.normal(size=(3, 4, 5, 24)).astype(np.float32)
+    patch[:, :, :2] += 5.0  # two groups of cells: the first component must separate them
+    rgb = feature_display.pca_rgb(patch)
+    assert rgb.shape == (3, 4, 5, 3) and rgb.dtype == np.uint8
+    assert abs(float(rgb[:, :, :2, 0].mean()) - float(rgb[:, :, 2:, 0].mean())) > 150
+    grid_to_ras = oblique_flipped_matrix(spacing=(14.0, 14.0, 14.0))
+    node = feature_display.create_rgb_volume_node(mrml_scene, rgb, grid_to_ras)
+    assert node.IsA("vtkMRMLVectorVolumeNode")
+    assert node.GetImageData().GetDimensions() == (5, 4, 3)
+    assert node.GetImageData().GetNumberOfScalarComponents() == 3
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), rgb)
+    np.testing.assert_allclose(volume_nodes.node_ijk_to_ras(node), grid_to_ras, atol=1e-12)
+    with pytest.raises(InputError):
+        feature_display.pca_rgb(patch[0])
+
+
+def test_missing_requirements(tmp_path):
+    from VoxelFMLib import dependencies
+
+    req = tmp_path / "requirements.txt"
+    req.write_text("# comment\nnumpy>=1.0\nnumpy<0.1\nsurely-not-installed-pkg-xyz>=1\n--index-url x\n\n")
+    assert dependencies.read_requirements(req) == [
+        "numpy>=1.0",
+        "numpy<0.1",
+        "surely-not-installed-pkg-xyz>=1",
+    ]
+    assert dependencies.missing_requirements(req) == ["numpy<0.1", "surely-not-installed-pkg-xyz>=1"]
+    shipped = Path(__file__).resolve().parents[2] / "Resources" / "requirements.txt"
+    assert dependencies.missing_requirements(shipped) == []  # the test venv has everything
+
+
+def test_job_command_line(tmp_path):
+    from VoxelFMLib import jobs
+
+    train = Path(__file__).resolve().parents[2] / "VoxelFMTraining"
+    assert jobs.cli_script(train) == train / "voxelfm_cli.py"
+    (tmp_path / "VoxelFMScripts").mkdir()
+    (tmp_path / "VoxelFMScripts" / "voxelfm_cli.py").write_text("")
+    assert jobs.cli_script(tmp_path) == tmp_path / "VoxelFMScripts" / "voxelfm_cli.py"
+    with pytest.raises(InputError):
+        jobs.cli_script(tmp_path / "nowhere")
+    args = jobs.job_arguments("cli.py", "pretrain", "--config 'my run.yaml' --epochs 2")
+    assert args == ["cli.py", "pretrain", "--config", "my run.yaml", "--epochs", "2"]
+    with pytest.raises(InputError, match="quotes"):
+        jobs.job_arguments("cli.py", "pretrain", "--config 'unclosed")
+    with pytest.raises(InputError):
+        jobs.job_arguments("cli.py", "--help")
+
+
+# ---------------------------------------------------------------- the real core behind the glue
+
+
+def test_core_predictor_end_to_end(mrml_scene, tmp_path):
+    """Tiny backbone + the core's segmentation probe through MRML: painted slices -> predicted box."""
+    torch = pytest.importorskip("torch")
+    from voxelfm.model import BackboneConfig, VoxelFMBackbone
+    from voxelfm.model.checkpoint import save_backbone
+    from VoxelFMLib.features_logic import FeaturesLogic
+    from VoxelFMLib.segment_core import CorePredictor, classes_from_probe, load_probe, save_probe
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    save_backbone(VoxelFMBackbone(BackboneConfig(embed_dim=96, depth=2, num_heads=2)), tmp_path / "tiny")
+    rng = np.random.default_rng(0)
+    ct = rng.normal(40.0, 15.0, (20, 40, 40)).astype(np.float32)
+    truth = np.zeros(ct.shape, bool)
+    truth[4:16, 10:30, 12:28] = True
+    ct[truth] += 250.0
+    vol_node = volume_nodes.create_volume_node(
+        mrml_scene, Volume(ct, np.diag([1.5, 1.5, 2.0, 1.0]), "box ct")
+    )
+    paint = np.zeros(ct.shape, bool)
+    paint[[6, 13]] = truth[[6, 13]]
+    seg = add_segmentation(mrml_scene, {"box": paint}, np.diag([1.5, 1.5, 2.0, 1.0]), [(0.9, 0.6, 0.1)])
+
+    predictor = CorePredictor(FeaturesLogic(), str(tmp_path / "tiny"), "cpu")
+    result = segment_logic.FewShotSegmentLogic(predictor).run(vol_node, seg)
+    pred = segmentation_nodes.segment_mask_on_volume(result.output_node, result.segment_ids[0], vol_node)
+    dice = 2 * (pred & truth).sum() / (pred.sum() + truth.sum())
+    assert dice > 0.9, f"dice {dice:.3f}"
+    assert result.stats[0].name == "box" and result.stats[0].voxels == pred.sum()
+    segment = result.output_node.GetSegmentation().GetSegment(result.segment_ids[0])
+    np.testing.assert_allclose(segment.GetColor(), (0.9, 0.6, 0.1), atol=1e-6)
+
+    # save, load and apply the probe to the volume again: same labels
+    save_probe(result.probe, str(tmp_path / "probe"))
+    loaded = load_probe(str(tmp_path / "probe.json"))
+    assert [c.name for c in classes_from_probe(loaded)] == ["box"]
+    labels = predictor.apply(volume_nodes.volume_from_node(vol_node), loaded)
+    np.testing.assert_array_equal(labels == 1, pred)
+    applied = segment_logic.apply_labels_to_volume(labels, vol_node, classes_from_probe(loaded))
+    assert applied.stats[0].voxels == pred.sum()

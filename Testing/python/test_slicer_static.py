@@ -55,7 +55,11 @@ def ui_names_used(py: Path) -> set[str]:
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute):
-            if node.value.attr == "ui" and isinstance(node.value.value, ast.Name) and node.value.value.id == "self":
+            if (
+                node.value.attr == "ui"
+                and isinstance(node.value.value, ast.Name)
+                and node.value.value.id == "self"
+            ):
                 names.add(node.attr)
     return names
 
@@ -63,7 +67,9 @@ def ui_names_used(py: Path) -> set[str]:
 def string_tuple_constant(py: Path, name: str) -> tuple[str, ...] | None:
     tree = ast.parse(py.read_text(encoding="utf-8"))
     for node in tree.body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == name for t in node.targets
+        ):
             return tuple(ast.literal_eval(node.value))
     return None
 
@@ -80,15 +86,16 @@ def _expand(token: str, variables: dict[str, list[str]]) -> list[str]:
     m = re.fullmatch(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", token)
     if m:
         return list(variables.get(m.group(1), []))
-    return [re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", lambda mm: " ".join(variables.get(mm.group(1), [])), token)]
+    return [
+        re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", lambda mm: " ".join(variables.get(mm.group(1), [])), token)
+    ]
 
 
 def cmake_listed_files(cmake: Path) -> dict[str, list[str]]:
     """Interpret the `set(...)` lines of a module CMakeLists in order (enough for our files).
 
     Returns "scripts"/"resources": what each slicerMacroBuildScriptedModule call received (MODULE_*
-    variables at that point), and "other": files listed in other *_SCRIPTS / *_RESOURCES variables that
-    are installed by hand (foreach + install)."""
+    variables at that point), and "other": files of lists installed by hand (`foreach(x IN LISTS VAR)`)."""
     text = _strip_comments(cmake.read_text(encoding="utf-8"))
     variables: dict[str, list[str]] = {}
     result: dict[str, list[str]] = {"scripts": [], "resources": [], "other": [], "modules": []}
@@ -112,9 +119,9 @@ def cmake_listed_files(cmake: Path) -> dict[str, list[str]]:
             result["modules"].append(variables.get("MODULE_NAME", ["?"])[0])
             result["scripts"] += variables.get("MODULE_PYTHON_SCRIPTS", [])
             result["resources"] += variables.get("MODULE_PYTHON_RESOURCES", [])
-    for name, values in variables.items():
-        if name.startswith("VOXELFM_") and name.endswith(("_SCRIPTS", "_RESOURCES")):
-            result["other"] += values
+        elif m.group(1) == "foreach" and len(args) >= 4 and args[1:3] == ["IN", "LISTS"]:
+            for name in args[3:]:
+                result["other"] += variables.get(name, [])
     return result
 
 
@@ -193,7 +200,11 @@ def test_parameter_bindings_name_real_fields(ui):
     fields = set()
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name.endswith("ParameterNode"):
-            fields |= {s.target.id for s in node.body if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)}
+            fields |= {
+                s.target.id
+                for s in node.body
+                if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)
+            }
     root = ET.parse(ui).getroot()
     bound = []
     for w in root.iter("widget"):
@@ -212,8 +223,12 @@ def test_module_shape(py):
     tree = ast.parse(py.read_text(encoding="utf-8"))
     classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
     stem = py.stem
-    for suffix, base in (("", "ScriptedLoadableModule"), ("Widget", "ScriptedLoadableModuleWidget"),
-                         ("Logic", "ScriptedLoadableModuleLogic"), ("Test", "ScriptedLoadableModuleTest")):
+    for suffix, base in (
+        ("", "ScriptedLoadableModule"),
+        ("Widget", "ScriptedLoadableModuleWidget"),
+        ("Logic", "ScriptedLoadableModuleLogic"),
+        ("Test", "ScriptedLoadableModuleTest"),
+    ):
         cls = classes.get(stem + suffix)
         assert cls is not None, f"{py.name}: class {stem + suffix} missing"
         bases = {b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in cls.bases}
@@ -222,12 +237,21 @@ def test_module_shape(py):
 
 
 def test_logic_layer_imports():
-    forbidden_modules = ("qt", "ctk", "slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper", "slicer.i18n")
+    forbidden_modules = (
+        "qt",
+        "ctk",
+        "slicer.ScriptedLoadableModule",
+        "slicer.parameterNodeWrapper",
+        "slicer.i18n",
+    )
     bad = {}
     for py in sorted((EXT / "VoxelFMLib").rglob("*.py")):
         mods = imported_modules(py)
         hits = sorted(m for m in mods if m in forbidden_modules or m.split(".")[0] in ("qt", "ctk"))
-        hits += [f"slicer.{a}" for a in sorted(attribute_uses(py, "slicer") & {"modules", "app", "ScriptedLoadableModule"})]
+        hits += [
+            f"slicer.{a}"
+            for a in sorted(attribute_uses(py, "slicer") & {"modules", "app", "ScriptedLoadableModule"})
+        ]
         if hits:
             bad[py.name] = hits
     assert not bad, f"VoxelFMLib must stay Qt-free and app-free: {bad}"
@@ -242,8 +266,11 @@ def test_core_never_imports_slicer():
     assert not bad, f"the core package must not import Slicer/Qt/VTK: {bad}"
 
 
-@pytest.mark.parametrize("py", sorted(p for d in MODULE_DIRS for p in d.rglob("*.py") if "__pycache__" not in p.parts),
-                         ids=lambda p: str(p.relative_to(REPO)))
+@pytest.mark.parametrize(
+    "py",
+    sorted(p for d in MODULE_DIRS for p in d.rglob("*.py") if "__pycache__" not in p.parts),
+    ids=lambda p: str(p.relative_to(REPO)),
+)
 def test_python_files_parse(py):
     ast.parse(py.read_text(encoding="utf-8"), filename=str(py))
 
@@ -253,11 +280,23 @@ def test_python_files_parse(py):
 
 def test_top_level_cmake_has_extension_calls():
     text = _strip_comments((REPO / "CMakeLists.txt").read_text(encoding="utf-8"))
-    for needed in ("cmake_minimum_required(", "project(VoxelFM)", "EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY",
-                   "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION", "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS",
-                   "EXTENSION_DEPENDS", "find_package(Slicer REQUIRED)", "include(${Slicer_USE_FILE})",
-                   "add_subdirectory(VoxelFMExtension)", "add_subdirectory(VoxelFMTraining)",
-                   "include(${Slicer_EXTENSION_GENERATE_CONFIG})", "include(${Slicer_EXTENSION_CPACK})"):
+    for needed in (
+        "cmake_minimum_required(",
+        "project(VoxelFM)",
+        "EXTENSION_HOMEPAGE",
+        "EXTENSION_CATEGORY",
+        "EXTENSION_CONTRIBUTORS",
+        "EXTENSION_DESCRIPTION",
+        "EXTENSION_ICONURL",
+        "EXTENSION_SCREENSHOTURLS",
+        "EXTENSION_DEPENDS",
+        "find_package(Slicer REQUIRED)",
+        "include(${Slicer_USE_FILE})",
+        "add_subdirectory(VoxelFMExtension)",
+        "add_subdirectory(VoxelFMTraining)",
+        "include(${Slicer_EXTENSION_GENERATE_CONFIG})",
+        "include(${Slicer_EXTENSION_CPACK})",
+    ):
         assert needed in text, f"top-level CMakeLists.txt lacks {needed}"
     assert (REPO / "Resources" / "Icons" / "VoxelFM.png").is_file()
     listed = cmake_listed_files(REPO / "CMakeLists.txt")["other"]
@@ -323,7 +362,11 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONNOUSERSITE="1")
     return subprocess.run(
         [sys.executable, str(TRAIN / "voxelfm_cli.py"), *args],
-        capture_output=True, text=True, timeout=300, cwd=str(REPO.parent), env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=str(REPO.parent),
+        env=env,
     )
 
 

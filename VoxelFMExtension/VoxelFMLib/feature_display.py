@@ -8,38 +8,25 @@ from __future__ import annotations
 
 import numpy as np
 import slicer
+
 from voxelfm.errors import InputError
 
 from .volume_nodes import numpy_to_matrix
 
 
-def pca_rgb(patch: np.ndarray, clip_percentile: float = 1.0, max_fit_tokens: int = 50000, seed: int = 0) -> np.ndarray:
-    """[d, h, w, C] features -> uint8 [d, h, w, 3]: PCA components 1..3 scaled to 0..255 per channel.
-
-    The PCA basis is fitted on at most ``max_fit_tokens`` random cells (enough for 3 components), then
-    applied to all cells. Components are robustly scaled between the given low/high percentiles.
-    """
+def pca_rgb(patch: np.ndarray) -> np.ndarray:
+    """[d, h, w, C] features -> uint8 [d, h, w, 3]: the core's PCA colouring (voxelfm.viz) as 0..255."""
     patch = np.asarray(patch)
-    if patch.ndim != 4:
-        raise InputError(f"Patch features must be [d, h, w, C], got shape {patch.shape}.")
-    d, h, w, c = patch.shape
-    tokens = patch.reshape(-1, c).astype(np.float64)
-    if tokens.shape[0] < 2:
-        raise InputError("Need at least two feature cells to compute a PCA colour map.")
-    rng = np.random.default_rng(seed)
-    fit = tokens if tokens.shape[0] <= max_fit_tokens else tokens[rng.choice(tokens.shape[0], max_fit_tokens, False)]
-    mean = fit.mean(axis=0)
-    _, _, vt = np.linalg.svd(fit - mean, full_matrices=False)
-    n = min(3, vt.shape[0])
-    proj = (tokens - mean) @ vt[:n].T
-    for i in range(n):  # SVD sign is arbitrary: make the largest |value| positive for a stable look
-        if abs(proj[:, i].min()) > abs(proj[:, i].max()):
-            proj[:, i] = -proj[:, i]
-    rgb = np.zeros((tokens.shape[0], 3), dtype=np.float64)
-    for i in range(n):
-        lo, hi = np.percentile(proj[:, i], [clip_percentile, 100.0 - clip_percentile])
-        rgb[:, i] = np.clip((proj[:, i] - lo) / (hi - lo), 0.0, 1.0) if hi > lo else 0.5
-    return np.round(rgb * 255.0).astype(np.uint8).reshape(d, h, w, 3)
+    if patch.ndim != 4 or patch.shape[0] * patch.shape[1] * patch.shape[2] < 3:
+        raise InputError(
+            f"Patch features must be [d, h, w, C] with at least 3 cells, got shape {patch.shape}."
+        )
+    from voxelfm.viz import pca_rgb as core_pca_rgb
+
+    rgb = core_pca_rgb(patch)
+    if rgb.shape[-1] < 3:  # fewer than 3 channels: pad with zeros
+        rgb = np.concatenate([rgb, np.zeros((*rgb.shape[:3], 3 - rgb.shape[-1]), rgb.dtype)], axis=-1)
+    return np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def create_rgb_volume_node(

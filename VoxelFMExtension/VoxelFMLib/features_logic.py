@@ -36,7 +36,10 @@ def registry_models() -> list[ModelChoice]:
     except (FileNotFoundError, OSError, ValueError) as exc:  # InputError is a ValueError
         logging.warning("VoxelFM model registry not available: %s", exc)
         return []
-    return [ModelChoice(mid, f"{entry.name} [{mid}]" if entry.name else mid) for mid, entry in registry.models.items()]
+    return [
+        ModelChoice(mid, f"{entry.name} [{mid}]" if entry.name else mid)
+        for mid, entry in registry.models.items()
+    ]
 
 
 def default_model_reference() -> str:
@@ -55,9 +58,13 @@ def validate_model_reference(reference: str) -> str:
     reference = (reference or "").strip()
     if not reference:
         raise InputError("Choose a VoxelFM model (a registry id or a local checkpoint file/folder).")
-    looks_like_path = any(sep in reference for sep in ("/", "\\")) or reference.endswith((".pth", ".safetensors"))
+    looks_like_path = any(sep in reference for sep in ("/", "\\")) or reference.endswith(
+        (".pth", ".safetensors")
+    )
     if looks_like_path and not Path(reference).expanduser().exists():
-        raise InputError(f"Model path '{reference}' does not exist; pick an existing checkpoint file or folder.")
+        raise InputError(
+            f"Model path '{reference}' does not exist; pick an existing checkpoint file or folder."
+        )
     return str(Path(reference).expanduser()) if looks_like_path else reference
 
 

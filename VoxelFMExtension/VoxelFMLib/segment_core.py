@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from voxelfm.progress import CancelFlag, ProgressFn, check_cancel, no_progress
 from voxelfm.volume import Volume
 
@@ -37,7 +38,9 @@ def classes_from_probe(probe: Any) -> list[SegmentClass]:
 class CorePredictor:
     """Callable predictor: extract (cached) features, fit a segmentation probe, predict the volume."""
 
-    def __init__(self, features: FeaturesLogic, model_reference: str, device: str = "auto", config: Any = None):
+    def __init__(
+        self, features: FeaturesLogic, model_reference: str, device: str = "auto", config: Any = None
+    ):
         self.features = features
         self.model_reference = model_reference
         self.device = device

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from voxelfm.errors import InputError
 from voxelfm.progress import CancelFlag, ProgressFn, check_cancel, no_progress
 from voxelfm.volume import Volume
@@ -68,13 +69,17 @@ def _normalise_prediction(raw: Any, inputs: FewShotInputs) -> FewShotPrediction:
     elif hasattr(raw, "labels"):
         pred = FewShotPrediction(np.asarray(raw.labels), getattr(raw, "probe", None))
     else:
-        raise TypeError(f"predictor returned {type(raw).__name__}; expected an array or an object with .labels")
+        raise TypeError(
+            f"predictor returned {type(raw).__name__}; expected an array or an object with .labels"
+        )
     expected = inputs.volume.array.shape
     if pred.labels.shape != expected:
         raise InputError(f"Prediction has shape {pred.labels.shape}, expected the volume's {expected}.")
     k = len(inputs.labels.classes)
     if pred.labels.size and int(pred.labels.max()) > k:
-        raise InputError(f"Prediction contains label {int(pred.labels.max())} but only {k} classes were painted.")
+        raise InputError(
+            f"Prediction contains label {int(pred.labels.max())} but only {k} classes were painted."
+        )
     pred.labels = pred.labels.astype(np.uint8, copy=False)
     return pred
 

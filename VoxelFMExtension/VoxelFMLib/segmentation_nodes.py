@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import slicer
 import vtk
+
 from voxelfm.errors import InputError
 
-from .volume_nodes import node_ijk_to_ras, numpy_to_matrix
+from .volume_nodes import matrix_to_numpy, node_ijk_to_ras, numpy_to_matrix
 
 UNLABELLED = 255
 BACKGROUND = 0
@@ -142,7 +143,9 @@ def labels_from_segmentation(
             f"Segmentation '{segmentation_node.GetName()}' has no painted segments; add a segment per "
             "structure in the Segment Editor and paint a few slices of each."
         )
-    background_ids = [sid for sid in ids if is_background_name(segment_class(segmentation_node, sid).name, background_names)]
+    background_ids = [
+        sid for sid in ids if is_background_name(segment_class(segmentation_node, sid).name, background_names)
+    ]
     structure_ids = [sid for sid in ids if sid not in background_ids]
     if not structure_ids:
         raise InputError("Only background was painted; add and paint at least one structure segment.")
@@ -177,7 +180,9 @@ def labels_from_segmentation(
         labels[tuple(index)] = BACKGROUND
         painted_slices = [int(i) for i in np.flatnonzero(slice_has_paint)]
     else:
-        painted_slices = [int(i) for i in np.flatnonzero(painted_any.any(axis=tuple(a for a in range(3) if a != axis)))]
+        painted_slices = [
+            int(i) for i in np.flatnonzero(painted_any.any(axis=tuple(a for a in range(3) if a != axis)))
+        ]
     for sid in background_ids:
         labels[masks[sid]] = BACKGROUND
     classes = []
@@ -206,6 +211,24 @@ def _oriented_image(mask: np.ndarray, ijk_to_ras: np.ndarray) -> slicer.vtkOrien
     scalars = numpy_support.numpy_to_vtk(mask.ravel(), deep=True, array_type=vtk.VTK_UNSIGNED_CHAR)
     image.GetPointData().SetScalars(scalars)
     return image
+
+
+def _to_world(node) -> np.ndarray:
+    transform = node.GetParentTransformNode()
+    if transform is None:
+        return np.eye(4)
+    if not transform.IsTransformToWorldLinear():
+        raise InputError(
+            f"'{node.GetName()}' is under a non-linear transform; harden it before writing predictions."
+        )
+    matrix = vtk.vtkMatrix4x4()
+    transform.GetMatrixTransformToWorld(matrix)
+    return matrix_to_numpy(matrix)
+
+
+def _local_to_local(source_node, target_node) -> np.ndarray:
+    """4x4 from the source node's local RAS to the target node's local RAS (parent transforms)."""
+    return np.linalg.inv(_to_world(target_node)) @ _to_world(source_node)
 
 
 def _id_stem(name: str) -> str:
@@ -253,8 +276,10 @@ def write_prediction(
         )
         output_node.CreateDefaultDisplayNodes()
         output_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+        output_node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
     remove_prediction_segments(output_node)
-    ijk_to_ras = node_ijk_to_ras(volume_node)
+    # labels lie on the volume's grid in the volume's local space; express it in the output node's space
+    ijk_to_ras = _local_to_local(volume_node, output_node) @ node_ijk_to_ras(volume_node)
     seg = output_node.GetSegmentation()
     labelmap_name = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
     new_ids = []
@@ -283,10 +308,13 @@ class ClassStats:
     volume_ml: float
 
 
-def class_statistics(labels: np.ndarray, ijk_to_ras: np.ndarray, classes: list[SegmentClass]) -> list[ClassStats]:
+def class_statistics(
+    labels: np.ndarray, ijk_to_ras: np.ndarray, classes: list[SegmentClass]
+) -> list[ClassStats]:
     """Voxel count and volume (mL) per predicted class on a grid with geometry ``ijk_to_ras``."""
     voxel_ml = float(abs(np.linalg.det(np.asarray(ijk_to_ras, dtype=np.float64)[:3, :3]))) / 1000.0
     counts = np.bincount(np.asarray(labels).ravel().astype(np.int64), minlength=len(classes) + 1)
     return [
-        ClassStats(cls.name, int(counts[i]), float(counts[i]) * voxel_ml) for i, cls in enumerate(classes, start=1)
+        ClassStats(cls.name, int(counts[i]), float(counts[i]) * voxel_ml)
+        for i, cls in enumerate(classes, start=1)
     ]

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import slicer
 import vtk
+
 from voxelfm.errors import InputError
 from voxelfm.volume import Volume
 
@@ -103,7 +104,9 @@ def create_labelmap_node(
     return node
 
 
-def load_volume_file(scene: slicer.vtkMRMLScene, path: str, name: str | None = None) -> slicer.vtkMRMLScalarVolumeNode:
+def load_volume_file(
+    scene: slicer.vtkMRMLScene, path: str, name: str | None = None
+) -> slicer.vtkMRMLScalarVolumeNode:
     """Read an image file into a new scalar volume node through Slicer's archetype storage node.
 
     The same reader Slicer's "Add data" uses for .nrrd/.nii.gz/.mha, available without the application.

@@ -21,6 +21,8 @@ def hu_warnings(array: np.ndarray, clipped: bool = False) -> list[str]:
     lo = float(np.min(array))
     hi = float(np.max(array))
     out: list[str] = []
+    if lo == hi:
+        return [f"Every voxel has the same value ({lo:.4g}); the image holds no anatomy to analyse."]
     if lo >= 0.0 and hi <= 1.0 and np.issubdtype(array.dtype, np.floating):
         out.append(
             f"Intensities lie in [{lo:.3g}, {hi:.3g}]: this looks like a normalised (0..1) image, not CT in "

@@ -20,7 +20,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default=None, help="YAML config (reference schema); defaults if omitted")
     p.add_argument("--out", required=True, help="run folder: checkpoints, metrics.jsonl, loss.png, backbone/")
     p.add_argument(
-        "--steps", type=int, default=None, help="stop after this many steps (default: epochs x epoch length)"
+        "--steps",
+        type=int,
+        default=None,
+        help="train until this step number (absolute, also with --resume; default: epochs x epoch length; "
+        "schedules always span epochs x epoch length)",
     )
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.add_argument(
@@ -52,8 +56,6 @@ def _handler(args: argparse.Namespace) -> int:
         show_bar=not args.no_progress,
     )
     if result.backbone_dir is not None:
-        print(
-            f"steps {result.start_step}->{result.final_step}, last loss {result.last_loss:.4f}; "
-            f"backbone: {result.backbone_dir}"
-        )
+        loss = "n/a" if result.last_loss is None else f"{result.last_loss:.4f}"
+        print(f"steps {result.start_step}->{result.final_step}, last loss {loss}; backbone: {result.backbone_dir}")
     return 0

@@ -22,6 +22,7 @@ from ..errors import CheckpointError
 log = logging.getLogger(__name__)
 
 FORMAT = "voxelfm-pretrain-checkpoint"
+_FILE_MODE = 0o644  # mkstemp creates 0600; run outputs are meant to be shared
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
 
 
@@ -36,6 +37,7 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -49,6 +51,7 @@ def _atomic_json(path: Path, obj: Any) -> None:
             json.dump(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -67,6 +70,8 @@ def save_checkpoint(out: Path, step: int, state: dict[str, Any], max_to_keep: in
     """Write step_XXXXXXXX.pt atomically, point latest.json at it, then prune old ones."""
     d = checkpoint_dir(out)
     d.mkdir(parents=True, exist_ok=True)
+    for stale in d.glob(".step_*.tmp"):  # left by a process killed mid-write (only rank 0 writes here)
+        stale.unlink(missing_ok=True)
     path = d / f"step_{step:08d}.pt"
     _atomic_torch_save({"format": FORMAT, "version": 1, "step": step, **state}, path)
     _atomic_json(d / "latest.json", {"step": step, "file": path.name})

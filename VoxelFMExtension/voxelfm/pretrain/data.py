@@ -87,7 +87,7 @@ def discover_sources(data: str | Path) -> list[Path]:
             )
     else:
         paths, skipped = [], []
-        for root, dirs, files in os.walk(src):
+        for root, dirs, files in os.walk(src, followlinks=True):
             dirs.sort()
             r = Path(root)
             images = [f for f in sorted(files) if f.lower().endswith(IMAGE_SUFFIXES)]
@@ -145,7 +145,9 @@ def read_ct(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     return np.asarray(vol.array, dtype=np.float32), (sz, sy, sx)
 
 
-def resample_isotropic(arr: np.ndarray, spacing: tuple[float, float, float], target: float | None) -> np.ndarray:
+def resample_isotropic(
+    arr: np.ndarray, spacing: tuple[float, float, float], target: float | None
+) -> np.ndarray:
     """Trilinear (align_corners=False) to ``target`` mm; None = the inference rule (voxelfm.preprocess)."""
     if target is None:
         from ..preprocess import PreprocessConfig, isotropic_shape
@@ -228,6 +230,7 @@ def build_cache(
             try:
                 with os.fdopen(fd, "wb") as f:
                     np.save(f, arr)
+                os.chmod(tmp, 0o644)
                 os.replace(tmp, target)
             finally:
                 if os.path.exists(tmp):

@@ -28,6 +28,7 @@ class MetricsLog:
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
         with os.fdopen(fd, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in self.records)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, self.path)
 
     def append(self, rec: dict[str, Any]) -> None:
@@ -59,6 +60,7 @@ def plot_loss(records: list[dict[str, Any]], path: Path) -> None:
     os.close(fd)
     try:
         fig.savefig(tmp, format="png")
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

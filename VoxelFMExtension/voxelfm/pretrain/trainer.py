@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..errors import InputError, VoxelFMError
+from ..errors import CancelledError, CheckpointError, InputError, VoxelFMError
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
 from . import distributed as dd
 from .checkpointing import list_checkpoints, load_latest, save_checkpoint
@@ -114,7 +114,9 @@ def _run(cfg, data, out, steps, resume, dev, info, export_hub, progress, cancel,
             raise InputError(
                 f"{out} already holds checkpoints; pass --resume to continue, or choose a new --out."
             )
-        volumes = build_cache(sources, cfg, progress=lambda f, m: progress(0.05 * f, m), strict=data.is_file())
+        volumes = build_cache(
+            sources, cfg, progress=lambda f, m: progress(0.05 * f, m), strict=data.is_file()
+        )
     dd.barrier(info)
     if not info.is_main:
         volumes = build_cache(sources, cfg, strict=data.is_file())  # cache hits only
@@ -135,8 +137,14 @@ def _run(cfg, data, out, steps, resume, dev, info, export_hub, progress, cancel,
     start = 0
     ckpt = load_latest(out) if resume else None
     if ckpt is not None:
-        meta.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
+        try:
+            meta.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(
+                f"The checkpoint in {out} does not match this config ({str(exc).splitlines()[0][:200]}). Resume "
+                f"with the run's own config ({out / 'config.yaml'}) or start a new --out."
+            ) from exc
         rngs = ckpt["rng"]
         if len(rngs) != info.world_size:
             log.warning(
@@ -152,6 +160,9 @@ def _run(cfg, data, out, steps, resume, dev, info, export_hub, progress, cancel,
     elif resume and info.is_main:
         log.info("--resume: no checkpoint in %s yet, starting from step 0", out)
     del ckpt
+    if start >= stop and info.is_main:
+        log.info("Already at step %d (target %d): nothing to train, exporting the teacher.", start, stop)
+    stop = max(stop, start)
 
     student = meta.student
     if info.enabled:
@@ -223,6 +234,13 @@ def _run(cfg, data, out, steps, resume, dev, info, export_hub, progress, cancel,
                 )
             if done % cfg.checkpointing.period == 0 or done == stop:
                 ckpt_path = _checkpoint(meta, opt, cfg, out, done, info, metrics)
+    except CancelledError:
+        if bar is not None:
+            bar.close()
+        saved = ckpt_path is not None and ckpt_path.name == f"step_{step:08d}.pt"
+        if step > start and not saved and not info.enabled:  # keep the finished steps: --resume continues
+            _checkpoint(meta, opt, cfg, out, step, info, metrics)
+        raise
     except BaseException:
         if bar is not None:
             bar.close()

@@ -22,9 +22,11 @@ from .labels import LabelledVoxels, balanced_sample, labelled_voxels
 from .postprocess import PostprocessConfig, postprocess_labelmap
 from .probe import fit_softmax
 from .voxel_features import (
+    FitBasis,
     IntensityConfig,
     IntensityMaps,
     LogitUpsampler,
+    fit_basis,
     grid_index_of_ras,
     sample_patch_features,
 )
@@ -49,7 +51,8 @@ class SegmentationConfig:
     intensity: IntensityConfig = field(default_factory=IntensityConfig)
     weight_decay: float = 1e-3
     max_iter: int = 100
-    max_per_class: int = 4000  # sampled labelled voxels per class for a fit
+    max_per_class: int = 3000  # sampled labelled voxels per class for a fit
+    pca_dim: int | None = 128  # fit on the top principal components when features are wider
     seed: int = 0
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
 
@@ -60,6 +63,7 @@ class SegmentationConfig:
             "weight_decay": self.weight_decay,
             "max_iter": self.max_iter,
             "max_per_class": self.max_per_class,
+            "pca_dim": self.pca_dim,
             "seed": self.seed,
             "postprocess": {
                 "largest_component": self.postprocess.largest_component,
@@ -74,7 +78,8 @@ class SegmentationConfig:
             intensity=IntensityConfig.from_dict(d.get("intensity", {})),
             weight_decay=float(d.get("weight_decay", 1e-3)),
             max_iter=int(d.get("max_iter", 100)),
-            max_per_class=int(d.get("max_per_class", 4000)),
+            max_per_class=int(d.get("max_per_class", 3000)),
+            pca_dim=d.get("pca_dim", 128),
             seed=int(d.get("seed", 0)),
             postprocess=PostprocessConfig(**d.get("postprocess", {})),
         )
@@ -96,6 +101,7 @@ class SegmentationContext:
         self._intensity: dict[str, IntensityMaps] = {}
         self._patch: torch.Tensor | None = None
         self._upsampler: LogitUpsampler | None = None
+        self._basis: dict[int | None, FitBasis] = {}
 
     def patch_cdhw(self) -> torch.Tensor:
         if self._patch is None:
@@ -104,6 +110,11 @@ class SegmentationContext:
                 torch.from_numpy(np.ascontiguousarray(p, dtype=np.float32)).permute(3, 0, 1, 2).contiguous()
             )
         return self._patch
+
+    def fit_basis(self, pca_dim: int | None) -> FitBasis:
+        if pca_dim not in self._basis:
+            self._basis[pca_dim] = fit_basis(self.patch_cdhw(), pca_dim)
+        return self._basis[pca_dim]
 
     def grid_to_ras(self) -> np.ndarray:
         return np.asarray(self.features.grid_to_ras, dtype=np.float64)
@@ -233,6 +244,12 @@ class SegmentationProbe:
         )
 
 
+def _to_feature_space(weight: np.ndarray, basis: FitBasis) -> np.ndarray:
+    """Weights on basis rows -> weights on standardised patch features [K+1, C]."""
+    w = weight if basis.proj is None else weight @ basis.proj.T
+    return np.ascontiguousarray(w, dtype=np.float32)
+
+
 def fit_segmentation(
     volume: Volume,
     features: Any,
@@ -260,13 +277,11 @@ def fit_segmentation(
     blocks: list[torch.Tensor] = []
     feat_mean = feat_std = None
     if cfg.use_patch_features:
-        patch = ctx.patch_cdhw()
-        flat = patch.reshape(patch.shape[0], -1)
-        feat_mean = flat.mean(1).numpy().astype(np.float64)
-        feat_std = np.maximum(flat.std(1).numpy().astype(np.float64), 1e-6)
+        basis = ctx.fit_basis(cfg.pca_dim)
+        feat_mean, feat_std = basis.mean, basis.std
         ras = kji[:, ::-1].astype(np.float64) @ volume.ijk_to_ras[:3, :3].T + volume.ijk_to_ras[:3, 3]
-        xp = sample_patch_features(patch, grid_index_of_ras(ctx.grid_to_ras(), ras))
-        blocks.append((xp - torch.from_numpy(feat_mean).float()) / torch.from_numpy(feat_std).float())
+        grid_ijk = grid_index_of_ras(ctx.grid_to_ras(), ras)
+        blocks.append(sample_patch_features(basis.rows, ctx.patch_cdhw().shape[1:], grid_ijk))
     n_patch = blocks[0].shape[1] if blocks else 0
     if cfg.intensity.enabled:
         blocks.append(torch.from_numpy(ctx.intensity(cfg.intensity).basis_at(kji)))
@@ -280,7 +295,7 @@ def fit_segmentation(
         class_names=[names.get(v, f"structure_{v}") for v in lv.values],
         class_colors=[tuple(colors.get(v, PALETTE[(v - 1) % len(PALETTE)])) for v in lv.values],
         config=cfg,
-        patch_weight=fit.weight[:, :n_patch].astype(np.float32) if cfg.use_patch_features else None,
+        patch_weight=_to_feature_space(fit.weight[:, :n_patch], basis) if cfg.use_patch_features else None,
         feat_mean=feat_mean.astype(np.float32) if feat_mean is not None else None,
         feat_std=feat_std.astype(np.float32) if feat_std is not None else None,
         intensity_coef=fit.weight[:, n_patch:].astype(np.float32) if cfg.intensity.enabled else None,

@@ -141,13 +141,68 @@ def grid_index_of_ras(grid_to_ras: np.ndarray, ras: np.ndarray) -> np.ndarray:
     return ras @ inv[:3, :3].T + inv[:3, 3]
 
 
-def sample_patch_features(patch_cdhw: torch.Tensor, grid_ijk: np.ndarray) -> torch.Tensor:
-    """Trilinear samples of a [C,d,h,w] grid at continuous (i,j,k) indices [N,3]; border-clamped. -> [N,C]."""
-    c, d, h, w = patch_cdhw.shape
+def sample_patch_features(rows: torch.Tensor, grid_shape_dhw, grid_ijk: np.ndarray) -> torch.Tensor:
+    """Trilinear samples at continuous (i,j,k) grid indices [N,3], border-clamped -> [N,C].
+
+    ``rows`` [d*h*w, C] holds the cells row-major (d, h, w). A gather of the 8 neighbouring cells: cheaper than
+    grid_sample for many channels and a few thousand points.
+    """
+    d, h, w = (int(n) for n in grid_shape_dhw)
+    size = np.array([w, h, d], dtype=np.float64)
+    pos = np.clip(np.asarray(grid_ijk, dtype=np.float64), 0.0, size - 1)
+    top = (size - 1).astype(np.int64)
+    lo = np.minimum(np.floor(pos).astype(np.int64), top)
+    hi = np.minimum(lo + 1, top)
+    frac = pos - lo
+    out = torch.zeros(len(pos), rows.shape[1], dtype=rows.dtype)
+    for corner in range(8):
+        pick = np.array([(corner >> a) & 1 for a in range(3)], dtype=bool)  # i, j, k
+        idx = np.where(pick, hi, lo)
+        wgt = np.prod(np.where(pick, frac, 1.0 - frac), axis=1)
+        flat = (idx[:, 2] * h + idx[:, 1]) * w + idx[:, 0]
+        out += rows[torch.from_numpy(flat)] * torch.from_numpy(wgt.astype(np.float32))[:, None]
+    return out
+
+
+@dataclass
+class FitBasis:
+    """Standardised (and, for wide features, PCA-whitened) patch features of one volume, for fitting.
+
+    ``rows`` [cells, P]; a fitted weight ``v`` [P] on these rows equals ``proj @ v`` [C] on standardised features.
+    """
+
+    mean: np.ndarray  # [C]
+    std: np.ndarray  # [C]
+    proj: np.ndarray | None  # [C, P] (includes whitening) or None
+    rows: torch.Tensor  # [cells, P]
+
+
+def fit_basis(patch_cdhw: torch.Tensor, pca_dim: int | None) -> FitBasis:
+    """WHY PCA: with 864-channel features an LBFGS fit is ~7x slower than needed for interactive refits; the top
+    components of one volume keep what a linear probe uses. Deterministic (eigh of the covariance)."""
+    c = patch_cdhw.shape[0]
+    x = patch_cdhw.reshape(c, -1).T.double()
+    mean = x.mean(0)
+    std = x.std(0).clamp_min(1e-6)
+    z = ((x - mean) / std).float()
+    if pca_dim is None or c <= pca_dim:
+        return FitBasis(mean.numpy(), std.numpy(), None, z.contiguous())
+    cov = (z.T @ z).double() / max(len(z) - 1, 1)
+    evals, evecs = torch.linalg.eigh(cov)
+    order = torch.argsort(evals, descending=True)[:pca_dim]
+    vecs = evecs[:, order]
+    vecs = vecs * torch.sign(vecs[vecs.abs().argmax(0), torch.arange(vecs.shape[1])])[None, :]  # fixed signs
+    proj = (vecs / evals[order].clamp_min(1e-8).sqrt()[None, :]).float()
+    return FitBasis(mean.numpy(), std.numpy(), proj.numpy(), (z @ proj).contiguous())
+
+
+def _grid_sample_points(grid_vals: torch.Tensor, grid_ijk: np.ndarray) -> torch.Tensor:
+    """Trilinear samples via grid_sample (for many points, few channels). -> [N,C]."""
+    c, d, h, w = grid_vals.shape
     sizes = np.array([w, h, d], dtype=np.float64)
     norm = np.where(sizes > 1, 2.0 * grid_ijk / np.maximum(sizes - 1, 1) - 1.0, 0.0)
     g = torch.from_numpy(norm.astype(np.float32)).view(1, 1, 1, -1, 3)
-    out = F.grid_sample(patch_cdhw[None], g, mode="bilinear", padding_mode="border", align_corners=True)
+    out = F.grid_sample(grid_vals[None], g, mode="bilinear", padding_mode="border", align_corners=True)
     return out.view(c, -1).T
 
 
@@ -210,5 +265,5 @@ class LogitUpsampler:
         for k in range(nk):
             ijk = np.stack([ii.ravel(), jj.ravel(), np.full(ii.size, k)], axis=1).astype(np.float64)
             g = ijk @ self.vol_to_grid[:3, :3].T + self.vol_to_grid[:3, 3]
-            out[:, k] = sample_patch_features(grid_vals, g).T.reshape(-1, nj, ni).numpy()
+            out[:, k] = _grid_sample_points(grid_vals, g).T.reshape(-1, nj, ni).numpy()
         return out
