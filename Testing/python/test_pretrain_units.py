@@ -252,7 +252,9 @@ def test_losses_backward_reach_mask_token_and_heads():
     meta, _ = _tiny_meta()
     meta.train()
     loss, parts = meta.losses(_batch(), teacher_temp=0.04)
-    assert set(parts) == {"dino", "ibot", "koleo"} and all(math.isfinite(v) for v in parts.values())
+    assert {"dino", "ibot", "koleo", "teacher_entropy"} <= set(parts) and all(
+        math.isfinite(v) for v in parts.values()
+    )
     loss.backward()
     bb = meta.student.backbone
     assert bb.mask_token.grad is not None and bb.mask_token.grad.abs().sum() > 0
@@ -288,3 +290,29 @@ def test_teacher_has_no_stochastic_depth_and_linear_drop_path():
     assert all(b.drop_path.p == 0.0 for b in meta.teacher.backbone.blocks)
     meta.train()
     assert not meta.teacher.training and meta.student.training
+
+
+def test_multicrop_axis_permutation_moves_the_gradient_axis():
+    cfg = load_config(
+        None,
+        {
+            "crops": {
+                "global_crops_size": [14, 14, 14],
+                "global_crops_scale": [1.0, 1.0],
+                "local_crops_number": 0,
+            },
+            "augment": {"flip_prob": 0.0, "window_prob": 0.0, "aspect_ratio_range": [1.0, 1.0]},
+        },
+    )
+    z = np.linspace(-900, 900, 28, dtype=np.float32)
+    vol = np.broadcast_to(z[:, None, None], (28, 28, 28)).copy()  # HU varies along axis 0 only
+    axes = set()
+    for seed in range(12):
+        crop = MultiCrop(cfg).crop(vol, MultiCrop(cfg).global_spec, np.random.default_rng(seed))[0]
+        varying = [a for a in range(3) if float(crop.std(dim=a).max()) > 1e-4]
+        assert len(varying) == 1  # still a pure 1D ramp: a permutation, not a mix of axes
+        a = varying[0]
+        ramp = crop.mean(dim=tuple(b for b in range(3) if b != a))
+        assert torch.all(ramp[1:] > ramp[:-1])  # increasing: no flip
+        axes.add(a)
+    assert axes == {0, 1, 2}

@@ -69,6 +69,30 @@ def test_segment_fit_save_and_apply(tmp_path, tiny_model, case_files):
     assert [c["name"] for c in meta["classes"]] == ["left", "right"]
     assert meta["backbone"]["sha256"] and meta["preprocess"]
 
+    # the painted-slices workflow (0 everywhere unpainted) gives the same labels as the explicit 255 file
+    lab_arr = read_volume(str(lab), check_hu=False).array
+    painted = write_labelmap(
+        np.where(lab_arr == UNLABELLED, 0, lab_arr), seg.ijk_to_ras, tmp_path / "painted.nrrd"
+    )
+    out_p = tmp_path / "out_painted.nii.gz"
+    assert (
+        main(
+            [
+                "segment",
+                str(ct),
+                "--labels",
+                str(painted),
+                "--painted-slices",
+                "--out",
+                str(out_p),
+                "--model",
+                str(tiny_model),
+            ]
+        )
+        == 0
+    )
+    np.testing.assert_array_equal(read_volume(str(out_p), check_hu=False).array, seg.array)
+
     # apply the saved probe: same image -> same labels; .seg.nrrd carries names and colours
     out2 = tmp_path / "again.seg.nrrd"
     assert (
@@ -160,6 +184,7 @@ def test_chest_dicom_flipped_label_grid(data_dir):
     assert lv.counts[1] == int((lab.array[[4, 10, 15]] == 52).sum())
 
 
+@pytest.mark.slow
 def test_oblique_real_volume_same_result(data_dir, tiny_model):
     """The abdomen CT given an oblique direction matrix (labels too) segments exactly like the axis-aligned one."""
     from voxelfm import load_backbone
@@ -182,3 +207,24 @@ def test_oblique_real_volume_same_result(data_dir, tiny_model):
         results.append(probe.predict(v, feats, with_probabilities=False).labelmap)
     assert (results[0] == results[1]).mean() > 0.999
     assert dice(results[1] == 1, ref == 5) > 0.7
+
+
+def test_fewshot_predictor_for_slicer_logic_reuses_features(tiny_model):
+    from types import SimpleNamespace
+
+    from voxelfm import load_backbone
+    from voxelfm.segment.predictor import FewShotPredictor
+
+    vol, _, truth = planted_case()
+    predictor = FewShotPredictor(load_backbone(tiny_model), feature_spacing_mm=2.0, device="cpu")
+    classes = [
+        SimpleNamespace(name="a", color=(1.0, 0.0, 0.0)),
+        SimpleNamespace(name="b", color=(0.0, 1.0, 0.0)),
+    ]
+    seen = []
+    out = predictor(vol, select_slices(truth, [14, 20, 26]), classes, progress=lambda f, m: seen.append(m))
+    ctx = predictor._context
+    assert out.labels.shape == truth.shape and out.probe.class_names == ["a", "b"]
+    assert out.probe.config.feature_spacing_mm == 2.0 and seen[-1] == "done"
+    out2 = predictor(vol, select_slices(truth, [20]), classes)  # repainted: refit only
+    assert predictor._context is ctx and out2.labels.shape == truth.shape

@@ -114,9 +114,12 @@ def test_slices_and_scribbles_workflows_label_counts():
     scribble[20, 38, 8:16] = 0  # ... including across the distractor
     lv = labelled_voxels(scribble, vol.ijk_to_ras, truth.shape, vol.ijk_to_ras)
     assert lv.counts == {0: 35 + 8, 1: 13, 2: 11}
-    _, res = _fit_predict(vol, feats, scribble)
+    probe, res = _fit_predict(vol, feats, scribble)
     for c in (1, 2):
         assert dice(res.labelmap == c, truth == c) > 0.8
+    assert not lv.full_slices and probe.metrics["prior_strength"] == 0.0  # stroke counts are not frequencies
+    probe, _ = _fit_predict(vol, feats, lab)
+    assert probe.metrics["fully_labelled_slices"] and probe.metrics["prior_strength"] == 0.5
 
 
 def _flip_j(arr, m):
@@ -256,3 +259,29 @@ def test_postprocess_largest_component_and_holes():
     out = postprocess_labelmap(lab, PostprocessConfig(largest_component=True, fill_holes=True))
     assert out[0, 0, 0] == 0 and out[4, 4, 4] == 1 and out.sum() == 216
     np.testing.assert_array_equal(postprocess_labelmap(lab, PostprocessConfig()), lab)  # off by default
+
+
+def test_structure_voxels_partly_outside_warn():
+    vol, feats, truth = planted_case()
+    labels = np.full((60, 48, 56), UNLABELLED, np.uint8)  # a taller label grid: slices 40..59 are outside
+    labels[:40] = select_slices(truth, [14, 20, 26])
+    labels[50, 10, 10:15] = 1
+    probe = fit_segmentation(vol, feats, Volume(labels, vol.ijk_to_ras))
+    assert probe.metrics["warnings"] == ["5 structure voxels lie outside the image and were ignored."]
+
+
+def test_random_forest_baseline_runs_on_same_labels():
+    pytest.importorskip("sklearn")
+    from voxelfm.segment.baseline_rf import filter_bank, rf_segment
+
+    vol, _, truth = planted_case()
+    bank = filter_bank(vol, sigmas_mm=(1.0, 3.0))
+    assert bank.shape == (
+        1 + 2 * 6,
+        *truth.shape,
+    )  # HU + per scale: smooth, |grad|, LoG, 3 Hessian eigenvalues
+    pred = rf_segment(
+        vol, Volume(select_slices(truth, [14, 20, 26]), vol.ijk_to_ras), bank=bank, n_estimators=10
+    )
+    assert set(np.unique(pred)) <= {0, 1, 2}
+    assert dice(pred > 0, truth > 0) > 0.6  # intensity finds the bright blobs (and the distractor)

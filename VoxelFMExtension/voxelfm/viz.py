@@ -68,9 +68,10 @@ def label_overlay_png(
 
     k_count = volume.array.shape[0]
     if slices is None:
-        fg = np.flatnonzero(labels.reshape(k_count, -1).any(axis=1))
+        focus = reference if reference is not None else labels
+        fg = np.flatnonzero(focus.reshape(k_count, -1).any(axis=1))
         centre = int(fg[len(fg) // 2]) if fg.size else k_count // 2
-        slices = sorted({max(0, min(k_count - 1, centre + d)) for d in (-4, 0, 4)})
+        slices = sorted({max(0, min(k_count - 1, centre + d)) for d in (-2, 0, 2)})
     palette = np.array(colors or _default_colors(int(labels.max()) + 1), dtype=np.float32) / 255.0
     panels = []
     for k in slices:

@@ -37,12 +37,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda, cuda:1")
     p.add_argument("--export-hub", default=None, metavar="DIR", help="also export a hub-style folder here")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads per process (default: torch's choice; use 1 on a busy machine or per torchrun process)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     p.set_defaults(func=_handler)
 
 
 def _handler(args: argparse.Namespace) -> int:
+    import torch
+
     from ..pretrain.trainer import run_pretraining
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     result = run_pretraining(
         data=args.data,
@@ -57,5 +68,7 @@ def _handler(args: argparse.Namespace) -> int:
     )
     if result.backbone_dir is not None:
         loss = "n/a" if result.last_loss is None else f"{result.last_loss:.4f}"
-        print(f"steps {result.start_step}->{result.final_step}, last loss {loss}; backbone: {result.backbone_dir}")
+        print(
+            f"steps {result.start_step}->{result.final_step}, last loss {loss}; backbone: {result.backbone_dir}"
+        )
     return 0

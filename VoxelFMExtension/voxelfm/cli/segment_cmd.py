@@ -130,7 +130,9 @@ def _fit(args, out: Path) -> int:
     model = load_model_from_args(args)
     feats = _features(volume, model, args)
     cfg = SegmentationConfig(
-        intensity=IntensityConfig(enabled=not args.no_intensity), postprocess=_postprocess(args)
+        intensity=IntensityConfig(enabled=not args.no_intensity),
+        postprocess=_postprocess(args),
+        feature_spacing_mm=args.feature_spacing,
     )
     names = None
     if args.class_names:
@@ -156,6 +158,10 @@ def _apply(args, out: Path) -> int:
     probe = load_segmentation_probe(args.probe)
     if args.model is None and probe.model.get("id"):
         args.model = probe.model["id"]
+    if args.feature_spacing is None:
+        args.feature_spacing = (
+            probe.config.feature_spacing_mm
+        )  # extract features the way the probe was fitted
     image = Path(args.image)
     files = sorted(f for f in image.iterdir() if has_suffix(f, IMAGE_SUFFIXES)) if image.is_dir() else []
     if (

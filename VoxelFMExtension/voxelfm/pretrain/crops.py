@@ -73,9 +73,12 @@ class MultiCrop:
         offset, extent = sample_box(vol.shape, spec.size, spec.scale, tuple(a.aspect_ratio_range), rng)  # type: ignore[arg-type]
         sl = tuple(slice(o, o + e) for o, e in zip(offset, extent, strict=True))
         block = torch.from_numpy(np.array(vol[sl], dtype=np.float32))  # copy: the cache is a read-only memmap
-        if a.permute_axes:
-            block = block.permute(*[int(i) for i in rng.permutation(3)])
-        block = resize(block, spec.size)
+        perm = [int(i) for i in rng.permutation(3)] if a.permute_axes else [0, 1, 2]
+        # Resize first, then permute the small result: transposing the large block costs more than the rest.
+        size = [0, 0, 0]
+        for out_axis, in_axis in enumerate(perm):
+            size[in_axis] = spec.size[out_axis]
+        block = resize(block, tuple(size)).permute(0, *[p + 1 for p in perm]).contiguous()
         flips = [d + 1 for d in range(3) if rng.random() < a.flip_prob]
         if flips:
             block = torch.flip(block, dims=flips)

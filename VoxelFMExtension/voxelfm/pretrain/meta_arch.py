@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 
 import torch
 from torch import nn
@@ -35,6 +36,10 @@ def backbone_config(st: StudentConfig, drop_path: float | None = None) -> Backbo
         ffn_bias=st.ffn_bias,
         drop_path_rate=st.drop_path_rate if drop_path is None else drop_path,
     )
+
+
+def _entropy(p: torch.Tensor) -> torch.Tensor:
+    return -(p * torch.log(p.clamp_min(1e-12))).sum(-1)
 
 
 class Student(nn.Module):
@@ -145,10 +150,15 @@ class SSLMetaArch(nn.Module):
         )
         loss_koleo = sum(koleo_loss(c) for c in out["cls_global"].split(b))
         total = d.loss_weight * loss_dino + ib.loss_weight * loss_ibot + d.koleo_loss_weight * loss_koleo
+        t = targets["dino"]
         parts = {
             "dino": float(loss_dino.detach()),
             "ibot": float(loss_ibot.detach()),
             "koleo": float(torch.as_tensor(loss_koleo).detach()),
+            # Collapse monitor, as fractions of log(K): per-sample teacher entropy near 1 = uniform collapse,
+            # entropy of the batch-mean near 0 = every image mapped to the same prototype.
+            "teacher_entropy": _entropy(t).mean().item() / math.log(t.shape[-1]),
+            "teacher_mean_entropy": _entropy(t.mean(0, keepdim=True)).item() / math.log(t.shape[-1]),
         }
         return total, parts
 

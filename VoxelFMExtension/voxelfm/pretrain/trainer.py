@@ -186,7 +186,9 @@ def _run(cfg, data, out, steps, resume, dev, info, export_hub, progress, cancel,
     if info.is_main:
         import yaml
 
-        (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        from ..atomic import atomic_write_text
+
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     bar = None
     if info.is_main and show_bar:
         from tqdm.auto import tqdm
@@ -275,7 +277,7 @@ def train_step(
     apply_schedule(opt, s["lr"], s["wd"], s["last_layer_lr_factor"])
     opt.zero_grad(set_to_none=True)
     micro = len(batches)
-    parts_sum: dict[str, float] = {"loss": 0.0, "dino": 0.0, "ibot": 0.0, "koleo": 0.0}
+    parts_sum: dict[str, float] = {"loss": 0.0}
     for m, batch in enumerate(batches):
         batch = _to(batch, dev)
         sync = contextlib.nullcontext() if (m == micro - 1 or not info.enabled) else student.no_sync()
@@ -285,7 +287,7 @@ def train_step(
             (loss / micro).backward()
         parts_sum["loss"] += float(loss.detach()) / micro
         for k, v in parts.items():
-            parts_sum[k] += v / micro
+            parts_sum[k] = parts_sum.get(k, 0.0) + v / micro
     parts_sum = dd.all_reduce_mean_dict(info, parts_sum)  # the global-batch mean, identical on all ranks
     if not np.isfinite(parts_sum["loss"]):
         return parts_sum

@@ -17,16 +17,13 @@ class ProbeConfig:
     hidden_dim: int = 256  # mlp
     dropout: float = 0.1  # mlp
     num_heads: int = 4  # attentive
-    lr: float = 1e-3
+    lr: float | None = None  # AdamW; None: 1e-3 (mlp), 3e-3 (attentive)
     weight_decay: float = 1e-4  # AdamW decoupled decay
-    l2: float = 1e-2  # L2 penalty on weight matrices added to the mean loss (AdamW solver)
+    l2: float | None = None  # AdamW: L2 penalty on weight matrices; None: 0.1 (mlp), 0 (attentive)
     solver: str = "auto"  # auto (lbfgs for linear heads, else adamw) | lbfgs | adamw
-    l2_grid: tuple[float, ...] = (
-        1e-3,
-        1e-2,
-        1e-1,
-        1.0,
-    )  # lbfgs: penalty chosen on the inner validation split
+    # lbfgs: L2 penalty (on the mean loss, standardised inputs) chosen on the inner validation split;
+    # 1e-3 .. 1e2 spans "almost unpenalised" to "predict the mean" for typical probe data sizes.
+    l2_grid: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
     max_epochs: int = 300
     patience: int = 30  # early stopping: epochs without validation improvement
     batch_size: int | None = None  # None = full batch (vector heads); attentive defaults to 32
@@ -55,6 +52,11 @@ class ProbeConfig:
             raise InputError(
                 "The lbfgs solver is for linear heads only (convex); use adamw for MLP/attentive heads."
             )
+        if self.lr is None:
+            self.lr = 3e-3 if self.head == "attentive" else 1e-3
+        if self.l2 is None:
+            # a penalty on the key/value maps keeps attention from sharpening onto the few informative tokens
+            self.l2 = 0.0 if self.head == "attentive" else 0.1
         self.l2_grid = tuple(float(v) for v in self.l2_grid)
         if self.class_weights not in ("balanced", "none"):
             raise InputError("class_weights must be 'balanced' or 'none'.")

@@ -45,20 +45,32 @@ def rf_segment(
     max_per_class: int = 4000,
     seed: int = 0,
     n_estimators: int = 100,
+    prior_strength: float | None = None,
 ) -> np.ndarray:
-    """Fit a class-balanced random forest at labelled voxels; return the labelmap on the volume grid."""
+    """Fit a class-balanced random forest at labelled voxels; return the labelmap on the volume grid.
+
+    The same prior correction as our probe (``SegmentationConfig.prior_strength``; None = 0.5 for fully labelled
+    slices, else 0) is applied to the forest's class-balanced probabilities, so the comparison is like for like.
+    """
     from sklearn.ensemble import RandomForestClassifier
 
     bank = filter_bank(volume) if bank is None else bank
     lv = labelled_voxels(labels.array, labels.ijk_to_ras, tuple(volume.array.shape), volume.ijk_to_ras)
-    pick = balanced_sample(lv.cls, len(lv.values) + 1, max_per_class, seed)
+    k1 = len(lv.values) + 1
+    pick = balanced_sample(lv.cls, k1, max_per_class, seed)
     kji = lv.kji[pick]
     x = bank[:, kji[:, 0], kji[:, 1], kji[:, 2]].T
     rf = RandomForestClassifier(
         n_estimators=n_estimators, class_weight="balanced", n_jobs=1, random_state=seed, min_samples_leaf=2
     )
     rf.fit(x, lv.cls[pick])
+    strength = prior_strength if prior_strength is not None else (0.5 if lv.full_slices else 0.0)
+    freq = np.array([lv.counts[v] for v in [0, *lv.values]], dtype=np.float64)
+    log_prior = (strength * np.log(freq / freq.sum()))[rf.classes_.astype(np.int64)]
     flat = bank.reshape(bank.shape[0], -1).T
-    pred = np.concatenate([rf.predict(flat[s : s + 500_000]) for s in range(0, len(flat), 500_000)])
+    pred = np.empty(len(flat), dtype=np.int64)
+    for s in range(0, len(flat), 500_000):
+        proba = rf.predict_proba(flat[s : s + 500_000])
+        pred[s : s + 500_000] = rf.classes_[np.argmax(np.log(proba + 1e-6) + log_prior[None, :], axis=1)]
     values = np.array([0, *lv.values], dtype=np.uint8)
-    return values[pred.astype(np.int64)].reshape(volume.array.shape)
+    return values[pred].reshape(volume.array.shape)

@@ -81,6 +81,19 @@ class LabelledVoxels:
     values: list[int]  # label value of class index 1..K (index 0 = background)
     counts: dict[int, int]  # label value -> labelled voxels inside the image
     warnings: list[str] = field(default_factory=list)
+    full_slices: bool = False  # labels are fully labelled slices (class frequencies are meaningful)
+
+
+def fully_labelled_slices(mask: np.ndarray, min_fraction: float = 0.95) -> bool:
+    """True if, along some axis, every slice touched by labels is (almost) entirely labelled."""
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        per_slice = mask.sum(axis=other)
+        touched = per_slice[per_slice > 0]
+        size = mask.size // mask.shape[axis]
+        if touched.size and np.all(touched >= min_fraction * size):
+            return True
+    return False
 
 
 def _check_values(arr: np.ndarray) -> None:
@@ -190,7 +203,8 @@ def labelled_voxels(
         lut[v] = n
     for w in warnings:
         log.warning(w)
-    return LabelledVoxels(dst_kji.astype(np.int64), lut[cls_values], values, counts, warnings)
+    full = fully_labelled_slices(mask)
+    return LabelledVoxels(dst_kji.astype(np.int64), lut[cls_values], values, counts, warnings, full)
 
 
 def balanced_sample(cls: np.ndarray, num_classes: int, max_per_class: int, seed: int = 0) -> np.ndarray:

@@ -15,10 +15,11 @@ class PostprocessConfig:
 
 
 def postprocess_labelmap(labelmap: np.ndarray, cfg: PostprocessConfig) -> np.ndarray:
-    """Return a cleaned copy of ``labelmap`` [k,j,i]; removed voxels become background (0)."""
-    out = np.array(labelmap, copy=True)
+    """Return a cleaned copy of ``labelmap`` [k,j,i] (the input itself when both steps are off); removed voxels
+    become background (0)."""
     if not (cfg.largest_component or cfg.fill_holes):
-        return out
+        return labelmap
+    out = np.array(labelmap, copy=True)
     values = [int(v) for v in np.unique(out) if v != 0]
     structure = np.ones((3, 3, 3), dtype=bool)
     for v in values:

@@ -38,6 +38,7 @@ def default_channels() -> list[IntensityChannel]:
         IntensityChannel("hu", 0.0, HU_KNOTS),
         IntensityChannel("mean", 3.0, HU_KNOTS),
         IntensityChannel("std", 3.0, STD_KNOTS),
+        IntensityChannel("mean", 8.0, HU_KNOTS),
     ]
 
 
@@ -47,18 +48,19 @@ class IntensityConfig:
 
     enabled: bool = True
     channels: list[IntensityChannel] = field(default_factory=default_channels)
-    levels: int = 48
+    levels: int = 32
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> IntensityConfig:
-        chans = [
-            IntensityChannel(c["kind"], float(c["sigma_mm"]), tuple(c["knots"]))
-            for c in d.get("channels", [])
-        ]
-        return cls(enabled=bool(d.get("enabled", True)), channels=chans, levels=int(d.get("levels", 48)))
+        chans = (
+            [IntensityChannel(c["kind"], float(c["sigma_mm"]), tuple(c["knots"])) for c in d["channels"]]
+            if "channels" in d
+            else default_channels()
+        )
+        return cls(enabled=bool(d.get("enabled", True)), channels=chans, levels=int(d.get("levels", 32)))
 
 
 def _channel_map(array: np.ndarray, spacing_kji: np.ndarray, ch: IntensityChannel) -> np.ndarray:

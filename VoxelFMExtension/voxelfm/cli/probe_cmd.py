@@ -1,0 +1,208 @@
+"""`voxelfm fit-probe` and `voxelfm apply-probe`: probes on frozen features, from a manifest of cases."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from pathlib import Path
+
+from .common import add_feature_args, add_model_args, log
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fit-probe",
+        help="fit a classification / regression / survival probe from a manifest",
+        description="Manifest (CSV/TSV/JSONL): column 'image' (path relative to the manifest) + target columns; "
+        "survival: 'time' + 'event' (1 = event, 0 = censored); optional 'id', 'split' (train/val/test) or "
+        "'fold'. Writes PROBE.safetensors + PROBE.json and PROBE.report.json + PROBE.report.png.",
+    )
+    p.add_argument("--task", required=True, choices=("classification", "regression", "survival"))
+    p.add_argument("--manifest", required=True, help="CSV / TSV / JSONL manifest")
+    p.add_argument(
+        "--out", required=True, help="probe path without suffix (PROBE -> PROBE.json + PROBE.safetensors)"
+    )
+    p.add_argument(
+        "--targets", default=None, help="comma-separated target columns (default: all other columns)"
+    )
+    p.add_argument("--time-column", default="time")
+    p.add_argument("--event-column", default="event")
+    p.add_argument("--head", default="linear", choices=("linear", "mlp", "attentive"))
+    p.add_argument(
+        "--pooling",
+        default=None,
+        help="cls, mean, cls+mean, registers, cls+registers, all; "
+        "attentive: tokens, tokens+cls (default: cls+mean / tokens)",
+    )
+    p.add_argument("--folds", type=int, default=5, help="k for k-fold cross-validation (default 5)")
+    p.add_argument("--epochs", type=int, default=300, help="max epochs (AdamW) / iterations (L-BFGS)")
+    p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default: per head)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--patience", type=int, default=30, help="early-stopping patience in epochs")
+    p.add_argument("--class-weights", default="balanced", choices=("balanced", "none"))
+    p.add_argument("--knn-k", type=int, default=10, help="kNN baseline neighbours (0 = off)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% CIs (0 = off)")
+    p.add_argument("--seed", type=int, default=0)
+    add_model_args(p)
+    add_feature_args(p)
+    p.set_defaults(func=run_fit)
+
+    a = sub.add_parser(
+        "apply-probe",
+        help="apply a probe to CT images; prints a table",
+        description="Prints one row per image (TSV), or writes --out table.csv/.tsv. The model defaults to the "
+        "probe's backbone; a different backbone is refused.",
+    )
+    a.add_argument("probe", help="PROBE, PROBE.json or PROBE.safetensors")
+    a.add_argument("images", nargs="*", help="NIfTI / NRRD / MHA files or DICOM folders")
+    a.add_argument(
+        "--manifest", default=None, help="take the images from a manifest's 'image' column instead"
+    )
+    a.add_argument("--out", default=None, help="write the table to this .csv / .tsv (default: stdout, TSV)")
+    add_model_args(a)
+    add_feature_args(a)
+    a.set_defaults(func=run_apply)
+
+
+def _load_model(args: argparse.Namespace, fallback_id: str | None = None):
+    from ..errors import VoxelFMError
+    from .common import load_model_from_args
+
+    if args.model is None and fallback_id:
+        args.model = fallback_id
+        try:
+            return load_model_from_args(args)
+        except VoxelFMError as exc:
+            raise type(exc)(
+                f"Cannot load the probe's backbone {fallback_id!r} ({exc}). Pass --model with that checkpoint."
+            ) from exc
+    return load_model_from_args(args)
+
+
+def _extraction_kwargs(args: argparse.Namespace) -> dict:
+    from ..progress import TqdmProgress
+
+    return {
+        "max_tokens": args.max_tokens,
+        "overlap": args.overlap,
+        "device": args.device,
+        "cache": not args.no_cache,
+        "progress": TqdmProgress("features"),
+    }
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from ..features import model_identity
+    from ..probes.config import ProbeConfig
+    from ..probes.evaluate import headline
+    from ..probes.fit import fit_probe_inputs
+    from ..probes.manifest import read_manifest
+    from ..probes.pipeline import pooled_inputs
+    from ..probes.probe_file import save_probe
+    from ..probes.report import write_report
+    from ..probes.targets import encode_targets
+    from .common import preprocess_from_args
+
+    config = ProbeConfig(
+        head=args.head,
+        pooling=args.pooling,
+        folds=args.folds,
+        max_epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        patience=args.patience,
+        class_weights=args.class_weights,
+        knn_k=args.knn_k,
+        n_bootstrap=args.bootstrap,
+        seed=args.seed,
+    )
+    targets = [t.strip() for t in args.targets.split(",")] if args.targets else None
+    manifest = read_manifest(args.manifest, args.task, targets, args.time_column, args.event_column)
+    encode_targets(args.task, manifest.targets, manifest.target_names)  # bad targets fail before extraction
+    model = _load_model(args)
+    preprocess = preprocess_from_args(model, args)
+    kw = _extraction_kwargs(args)
+    try:
+        inputs = pooled_inputs(manifest.images, model, config.pooling, preprocess=preprocess, **kw)
+    finally:
+        kw["progress"].close()
+    result = fit_probe_inputs(
+        args.task,
+        inputs,
+        manifest.targets,
+        config,
+        target_names=manifest.target_names,
+        folds=manifest.folds,
+        split=manifest.split,
+        backbone=model_identity(model),
+        preprocess=preprocess.to_dict() if hasattr(preprocess, "to_dict") else dataclasses.asdict(preprocess),
+    )
+    result.probe.training["feature_extraction"] = {"max_tokens": args.max_tokens, "overlap": args.overlap}
+    st, js = save_probe(result.probe, args.out)
+    rj, rp = write_report(result, args.out, manifest.ids)
+    name, value = headline(result.metrics)
+    ci = result.metrics.get(name, {}).get("ci95", [None, None])
+    knn = headline(result.metrics.get("knn_baseline", {}))[1]
+    log.info(
+        "%s (%s): %s = %s, 95%% CI %s; kNN baseline %s",
+        args.task,
+        result.metrics["evaluation"],
+        name,
+        _fmt(value),
+        "-".join(_fmt(c) for c in ci),
+        _fmt(knn),
+    )
+    log.info("wrote %s, %s, %s, %s", js, st, rj, rp)
+    return 0
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def run_apply(args: argparse.Namespace) -> int:
+    from ..errors import InputError
+    from ..probes.manifest import read_manifest
+    from ..probes.pipeline import apply_probe
+    from ..probes.probe_file import load_probe
+
+    probe = load_probe(args.probe)
+    images: list = [Path(p) for p in args.images]
+    ids = [str(p) for p in images]
+    if args.manifest:
+        m = read_manifest(args.manifest, probe.task, need_targets=False)
+        images += m.images
+        ids += m.ids
+    if not images:
+        raise InputError("No images: give image paths or --manifest.")
+    missing = [str(p) for p in images if not Path(p).exists()]
+    if missing:
+        raise InputError(
+            f"Image(s) not found: {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else "")
+        )
+    model = _load_model(args, fallback_id=(probe.backbone or {}).get("id"))
+    kw = _extraction_kwargs(args)
+    try:
+        outputs = apply_probe(probe, images, model, **kw)
+    finally:
+        kw["progress"].close()
+    header = ["image", *probe.output_columns()]
+    rows = [[i, *r] for i, r in zip(ids, probe.table_rows(outputs), strict=True)]
+    delimiter = "," if args.out and args.out.lower().endswith(".csv") else "\t"
+    buf = io.StringIO()
+    w = csv.writer(buf, delimiter=delimiter, lineterminator="\n")
+    w.writerow(header)
+    for r in rows:
+        w.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in r])
+    if args.out:
+        from ..atomic import atomic_write_text
+
+        atomic_write_text(Path(args.out), buf.getvalue())
+        log.info("wrote %s (%d rows)", args.out, len(rows))
+    else:
+        sys.stdout.write(buf.getvalue())
+    return 0
