@@ -93,6 +93,7 @@ def main() -> int:
     )
     ap.add_argument("--rf-trees", type=int, default=50)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--note", default="", help="a line to put under the title (e.g. what the model is)")
     ap.add_argument("--cases", nargs="+", default=None, help="subset: abdomen_3mm torso_3mm lung1")
     ap.add_argument("--out", default=None, help="write the markdown table here")
     args = ap.parse_args()
@@ -247,6 +248,7 @@ def render(rows, methods, args, model, seconds) -> str:
     lines = [
         "# Few-shot segmentation benchmark",
         "",
+        *([args.note, ""] if args.note else []),
         f"Command: `.venv/bin/python {' '.join(sys.argv)}`  ",
         f"Date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='minutes')}; model `{info.get('id')}` "
         f"(sha256 {str(info.get('sha256'))[:12]}…, embed_dim {model.cfg.embed_dim}, depth {model.cfg.depth}); "

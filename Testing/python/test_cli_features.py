@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from conftest import REPO
+
 from voxelfm.cli.main import main
 
 

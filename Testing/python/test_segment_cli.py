@@ -228,3 +228,22 @@ def test_fewshot_predictor_for_slicer_logic_reuses_features(tiny_model):
     assert out.probe.config.feature_spacing_mm == 2.0 and seen[-1] == "done"
     out2 = predictor(vol, select_slices(truth, [20]), classes)  # repainted: refit only
     assert predictor._context is ctx and out2.labels.shape == truth.shape
+
+
+def test_seg_nrrd_reads_in_slicer(tmp_path, mrml_scene):
+    from voxelfm.segment.io_helpers import write_seg_nrrd
+
+    lab = np.zeros((4, 5, 6), np.uint8)
+    lab[1:3, 1:4, 1:5] = 1
+    lab[3, 0, 0] = 2
+    m = np.diag([-0.8, -0.8, 2.0, 1.0])
+    path = write_seg_nrrd(
+        lab, m, tmp_path / "x.seg.nrrd", [(1, "liver", (1.0, 0.0, 0.0)), (2, "aorta", (0, 0, 1.0))]
+    )
+    seg = mrml_scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    storage = mrml_scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(path))
+    assert storage.ReadData(seg)
+    s = seg.GetSegmentation()
+    assert [s.GetNthSegment(i).GetName() for i in range(s.GetNumberOfSegments())] == ["liver", "aorta"]
+    assert s.GetNthSegment(1).GetColor() == (0.0, 0.0, 1.0)

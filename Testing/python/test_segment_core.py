@@ -264,10 +264,13 @@ def test_postprocess_largest_component_and_holes():
 def test_structure_voxels_partly_outside_warn():
     vol, feats, truth = planted_case()
     labels = np.full((60, 48, 56), UNLABELLED, np.uint8)  # a taller label grid: slices 40..59 are outside
-    labels[:40] = select_slices(truth, [14, 20, 26])
+    labels[:40] = select_slices(np.where(truth == 1, 1, 0), [14, 20, 26])
     labels[50, 10, 10:15] = 1
     probe = fit_segmentation(vol, feats, Volume(labels, vol.ijk_to_ras))
     assert probe.metrics["warnings"] == ["5 structure voxels lie outside the image and were ignored."]
+    res = probe.predict(vol, feats)  # binary path: labelmap = argmax of probabilities too
+    np.testing.assert_array_equal(res.probabilities.astype(np.float32).argmax(0), res.labelmap)
+    assert dice(res.labelmap == 1, truth == 1) > 0.9
 
 
 def test_random_forest_baseline_runs_on_same_labels():

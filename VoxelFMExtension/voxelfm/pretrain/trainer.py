@@ -336,6 +336,10 @@ def _export_meta(cfg: PretrainConfig, step: int) -> tuple[dict, dict]:
         "spacing_mm": cfg.data.spacing_mm,
     }
     pre = {"clip_hu": [ds.pixel_range.lower, ds.pixel_range.upper], "mean": ds.norm.mean, "std": ds.norm.std}
+    if cfg.data.spacing_mm is not None:
+        # Trained at this isotropic spacing: inference resamples to it too (PreprocessConfig.min_spacing),
+        # so patch tokens cover the same physical size as in pretraining.
+        pre["min_spacing"] = float(cfg.data.spacing_mm)
     return meta, pre
 
 
@@ -349,7 +353,7 @@ def export_teacher(meta: SSLMetaArch, cfg: PretrainConfig, out_dir: Path, step: 
 
 def export_hub_folder(meta: SSLMetaArch, cfg: PretrainConfig, out_dir: Path, step: int) -> Path:
     """Hub-style folder: model.safetensors + config.json + README.md (model card)."""
-    from ..model.checkpoint import atomic_write_text
+    from ..atomic import atomic_write_text
 
     export_teacher(meta, cfg, out_dir, step)
     st = cfg.student

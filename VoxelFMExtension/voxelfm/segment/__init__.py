@@ -1,4 +1,15 @@
-"""Few-shot segmentation on frozen VoxelFM features (probe fitting, prediction, probe files, baseline)."""
+"""Few-shot segmentation on frozen VoxelFM features (probe fitting, prediction, probe files, baseline).
+
+Design (measured in Testing/Benchmarks/bench_fewshot_segmentation.py and bench_segment_refit.py):
+- a class-balanced linear softmax probe on patch features (PCA-whitened to 128 dims when wider) plus additive
+  piecewise-linear functions of local intensity (HU, mean and std at 3 mm, mean at 8 mm): intensity gives the
+  sharp boundaries a 14-voxel patch grid cannot, the patch features give the "which structure" context;
+- prediction interpolates logits (not features) from the patch grid to the voxel grid, then adds one table
+  lookup per class, so a refit with cached features is well under a second on one core;
+- with fully labelled slices the labelled class frequencies are used as a half-strength prior
+  (prior_strength 0.5), which removes most false positives of small structures; scribbles get no prior;
+- labels are mapped to the image through RAS, so label grids may be flipped, shifted or differently sampled.
+"""
 
 from .api import (
     SegmentationConfig,

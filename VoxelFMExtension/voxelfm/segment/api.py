@@ -214,8 +214,7 @@ class SegmentationProbe:
         if self.intensity_coef is not None:
             maps = ctx.intensity(self.config.intensity)
             for c in range(k):
-                table = maps.table(self.intensity_coef[c + 1] - self.intensity_coef[0])
-                delta[c] += table[maps.index]
+                maps.add_to(delta[c], self.intensity_coef[c + 1] - self.intensity_coef[0])
         return delta
 
     def predict(

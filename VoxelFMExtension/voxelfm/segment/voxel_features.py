@@ -23,12 +23,26 @@ from scipy import ndimage
 from ..errors import InputError
 
 HU_KNOTS = (-1000, -600, -300, -150, -80, -30, 0, 30, 60, 100, 150, 250, 400, 700, 1000)
+BLOB_KNOTS = (
+    -400,
+    -200,
+    -100,
+    -50,
+    -25,
+    0,
+    25,
+    50,
+    100,
+    200,
+    400,
+)  # sigma^2-normalised Hessian eigenvalue, HU
+GROUP = 3  # channels per lookup table (levels**3 entries stay cache-friendly)
 STD_KNOTS = (0, 10, 20, 35, 50, 75, 100, 150, 250, 400)
 
 
 @dataclass
 class IntensityChannel:
-    kind: str  # "hu" (voxel value), "mean" (Gaussian local mean) or "std" (Gaussian local std)
+    kind: str  # "hu" (voxel value), "mean" / "std" (Gaussian local mean / std), "blob" (Hessian, see below)
     sigma_mm: float = 0.0
     knots: tuple[float, ...] = HU_KNOTS
 
@@ -74,7 +88,31 @@ def _channel_map(array: np.ndarray, spacing_kji: np.ndarray, ch: IntensityChanne
     if ch.kind == "std":
         sq = ndimage.gaussian_filter(x * x, sigma, mode="nearest", truncate=3.0)
         return np.sqrt(np.maximum(sq - mean * mean, 0.0))
-    raise InputError(f"Unknown intensity feature kind {ch.kind!r}; use 'hu', 'mean' or 'std'.")
+    if ch.kind == "blob":
+        return _largest_hessian_eigenvalue(x, sigma, spacing_kji) * ch.sigma_mm**2
+    raise InputError(f"Unknown intensity feature kind {ch.kind!r}; use 'hu', 'mean', 'std' or 'blob'.")
+
+
+def _largest_hessian_eigenvalue(x: np.ndarray, sigma: np.ndarray, spacing_kji: np.ndarray) -> np.ndarray:
+    """Largest eigenvalue of the Gaussian-smoothed Hessian (HU/mm^2): < 0 only inside bright blobs, ~0 along
+    bright tubes (vessels) and sheets: the shape cue that separates a nodule from vessels of the same HU."""
+    h = {}
+    for a in range(3):
+        for b in range(a, 3):
+            order = [0, 0, 0]
+            order[a] += 1
+            order[b] += 1
+            h[a, b] = ndimage.gaussian_filter(x, sigma, order=order, mode="nearest", truncate=3.0) / (
+                spacing_kji[a] * spacing_kji[b]
+            )
+    out = np.empty(x.shape, dtype=np.float32)
+    for k0 in range(0, x.shape[0], 8):
+        sl = slice(k0, min(k0 + 8, x.shape[0]))
+        m = np.empty((*out[sl].shape, 3, 3), dtype=np.float32)
+        for (a, b), v in h.items():
+            m[..., a, b] = m[..., b, a] = v[sl]
+        out[sl] = np.linalg.eigvalsh(m)[..., -1]
+    return out
 
 
 def _knot_coordinate(x: np.ndarray, knots: tuple[float, ...]) -> np.ndarray:
@@ -91,47 +129,61 @@ def hat_basis(t: np.ndarray, n_knots: int) -> np.ndarray:
 
 
 class IntensityMaps:
-    """Quantised intensity channels of one volume, combined into one index per voxel (cached per volume)."""
+    """Quantised intensity channels of one volume (cached per volume).
+
+    Channels are combined in groups of up to three into one index per voxel and group, so prediction costs one
+    table gather per group and class. The model is additive over channels, so group tables are outer sums.
+    """
 
     def __init__(self, array_kji: np.ndarray, spacing_kji: np.ndarray, cfg: IntensityConfig) -> None:
         self.cfg = cfg
         q = cfg.levels
-        if q ** len(cfg.channels) > 2**31:
-            raise InputError("Too many intensity channels/levels for one lookup table; reduce levels.")
-        index = np.zeros(array_kji.shape, dtype=np.int32)
+        if q**GROUP > 2**31:
+            raise InputError(f"Too many intensity levels ({q}) for a lookup table; use at most 1000.")
         self.level_t: list[np.ndarray] = []  # knot coordinate of each quantisation level, per channel
+        self.groups: list[tuple[list[int], np.ndarray]] = []  # (channel ids, index [k,j,i] int32)
         for n, ch in enumerate(cfg.channels):
+            if n % GROUP == 0:
+                self.groups.append(([], np.zeros(array_kji.shape, dtype=np.int32)))
+            ids, index = self.groups[-1]
             t = _knot_coordinate(_channel_map(array_kji, spacing_kji, ch), ch.knots)
             step = (len(ch.knots) - 1) / (q - 1)
-            lev = np.rint(t / step).astype(np.int32)
-            index += lev * (q**n)
+            index += np.rint(t / step).astype(np.int32) * (q ** len(ids))
+            ids.append(n)
             self.level_t.append(np.arange(q) * step)
-        self.index = index
 
     def basis_at(self, kji: np.ndarray) -> np.ndarray:
         """Hat-basis features of all channels at voxel indices [N,3] -> [N, sum(n_knots)]."""
-        flat = self.index[kji[:, 0], kji[:, 1], kji[:, 2]].astype(np.int64)
         q = self.cfg.levels
         cols = []
-        for n, ch in enumerate(self.cfg.channels):
-            lev = (flat // (q**n)) % q
-            cols.append(hat_basis(self.level_t[n][lev], len(ch.knots)))
+        for ids, index in self.groups:
+            flat = index[kji[:, 0], kji[:, 1], kji[:, 2]].astype(np.int64)
+            for pos, n in enumerate(ids):
+                lev = (flat // (q**pos)) % q
+                cols.append(hat_basis(self.level_t[n][lev], len(self.cfg.channels[n].knots)))
         return np.concatenate(cols, axis=1).astype(np.float32)
 
-    def table(self, coef: np.ndarray) -> np.ndarray:
-        """Combined lookup table [levels**n_channels] from per-class hat coefficients [sum(n_knots)].
+    def tables(self, coef: np.ndarray) -> list[np.ndarray]:
+        """One lookup table per group from hat coefficients [sum(n_knots)] (channel order).
 
-        Built as nested outer sums with the newest channel leading, so the flat position is sum(level_n * q**n),
-        matching ``self.index``.
+        Built as nested outer sums with the newest channel leading, so the flat position is
+        sum(level_pos * q**pos), matching the group's index.
         """
-        total = np.zeros((1,), dtype=np.float32)
-        offset = 0
-        for n, ch in enumerate(self.cfg.channels):
-            k = len(ch.knots)
-            lut = (hat_basis(self.level_t[n], k) @ coef[offset : offset + k]).astype(np.float32)
-            offset += k
-            total = (lut[:, None] + total[None, :]).reshape(-1) if n else lut
-        return total
+        offsets = np.concatenate([[0], np.cumsum([len(c.knots) for c in self.cfg.channels])])
+        out = []
+        for ids, _ in self.groups:
+            total = None
+            for n in ids:
+                k = len(self.cfg.channels[n].knots)
+                lut = (hat_basis(self.level_t[n], k) @ coef[offsets[n] : offsets[n] + k]).astype(np.float32)
+                total = lut if total is None else (lut[:, None] + total[None, :]).reshape(-1)
+            out.append(total)
+        return out
+
+    def add_to(self, delta: np.ndarray, coef: np.ndarray) -> None:
+        """delta [k,j,i] += the intensity term with coefficients ``coef``."""
+        for table, (_, index) in zip(self.tables(coef), self.groups, strict=True):
+            delta += table[index]
 
 
 # ---------------------------------------------------------------- patch features at points / on the voxel grid
