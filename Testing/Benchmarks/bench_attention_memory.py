@@ -60,13 +60,36 @@ def child(impl: str, tokens: int, embed_dim: int, depth: int, heads: int, thread
         out = model.forward_features(x)
     dt = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"grid": [d, h, w], "tokens": d * h * w, "seconds": dt, "peak_rss_mb": peak / 1024,
-                      "model_rss_mb": base_rss / 1024, "finite": bool(torch.isfinite(out["patch"]).all())}))
+    print(
+        json.dumps(
+            {
+                "grid": [d, h, w],
+                "tokens": d * h * w,
+                "seconds": dt,
+                "peak_rss_mb": peak / 1024,
+                "model_rss_mb": base_rss / 1024,
+                "finite": bool(torch.isfinite(out["patch"]).all()),
+            }
+        )
+    )
 
 
 def run_one(impl: str, tokens: int, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--child", impl, str(tokens), "--embed-dim", str(args.embed_dim),
-           "--depth", str(args.depth), "--heads", str(args.heads), "--threads", str(args.threads)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        impl,
+        str(tokens),
+        "--embed-dim",
+        str(args.embed_dim),
+        "--depth",
+        str(args.depth),
+        "--heads",
+        str(args.heads),
+        "--threads",
+        str(args.threads),
+    ]
 
     def cap() -> None:
         limit = int(args.mem_cap_gb * 2**30)
@@ -75,7 +98,9 @@ def run_one(impl: str, tokens: int, args: argparse.Namespace) -> dict:
     proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=cap)
     if proc.returncode != 0:
         oom = "MemoryError" in proc.stderr or "memory" in proc.stderr.lower() or proc.returncode < 0
-        return {"error": f"OOM (> {args.mem_cap_gb:g} GB cap)" if oom else proc.stderr.strip().splitlines()[-1]}
+        return {
+            "error": f"OOM (> {args.mem_cap_gb:g} GB cap)" if oom else proc.stderr.strip().splitlines()[-1]
+        }
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -98,7 +123,9 @@ def main() -> None:
         res = {impl: run_one(impl, n, args) for impl in args.impl}
         rows.append((n, res))
         print(f"done {n} tokens: {json.dumps(res)}", file=sys.stderr, flush=True)
-    print(f"\nViT dim {args.embed_dim} depth {args.depth} heads {args.heads}, fp32 CPU, {args.threads} threads\n")
+    print(
+        f"\nViT dim {args.embed_dim} depth {args.depth} heads {args.heads}, fp32 CPU, {args.threads} threads\n"
+    )
     print("| tokens | grid | impl | time (s) | peak RSS (MB) |")
     print("|---:|---|---|---:|---:|")
     for n, res in rows:
@@ -116,7 +143,9 @@ def main() -> None:
             if "error" in a or "error" in b:
                 print(f"| {n} | {'inf (explicit OOM)' if 'error' in b else '-'} | - |")
             else:
-                print(f"| {n} | {b['peak_rss_mb'] / a['peak_rss_mb']:.2f} | {b['seconds'] / a['seconds']:.2f} |")
+                print(
+                    f"| {n} | {b['peak_rss_mb'] / a['peak_rss_mb']:.2f} | {b['seconds'] / a['seconds']:.2f} |"
+                )
 
 
 if __name__ == "__main__":

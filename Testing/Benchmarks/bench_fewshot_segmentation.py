@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import math
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -249,7 +250,7 @@ def render(rows, methods, args, model, seconds) -> str:
         "# Few-shot segmentation benchmark",
         "",
         *([args.note, ""] if args.note else []),
-        f"Command: `.venv/bin/python {' '.join(sys.argv)}`  ",
+        f"Command: `.venv/bin/python {shlex.join(sys.argv)}`  ",
         f"Date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='minutes')}; model `{info.get('id')}` "
         f"(sha256 {str(info.get('sha256'))[:12]}…, embed_dim {model.cfg.embed_dim}, depth {model.cfg.depth}); "
         f"feature spacing {args.feature_spacing or 'model default preprocessing'}; total {seconds:.0f} s on CPU.",

@@ -26,9 +26,17 @@ import numpy as np
 import torch
 
 GROUPS = {
-    "liver": r"^liver$", "spleen": r"^spleen$", "stomach": r"^stomach$", "aorta": r"^aorta$",
-    "ivc": r"^inferior_vena_cava$", "vertebra": r"^vertebrae_", "rib": r"^(rib_|costal)", "back_muscle": r"^autochthon_",
-    "spinal_cord": r"^spinal_cord$", "pancreas": r"^pancreas$", "colon": r"^colon$",
+    "liver": r"^liver$",
+    "spleen": r"^spleen$",
+    "stomach": r"^stomach$",
+    "aorta": r"^aorta$",
+    "ivc": r"^inferior_vena_cava$",
+    "vertebra": r"^vertebrae_",
+    "rib": r"^(rib_|costal)",
+    "back_muscle": r"^autochthon_",
+    "spinal_cord": r"^spinal_cord$",
+    "pancreas": r"^pancreas$",
+    "colon": r"^colon$",
 }
 
 
@@ -65,7 +73,9 @@ def sample_points(ct, lab, per_class: int, rng: np.random.Generator):
     """RAS points + group labels: labels resampled (nearest) onto the CT grid, then sampled per class."""
     from voxelfm.resample import resample_to_grid
 
-    on_ct = resample_to_grid(lab.array.astype(np.int16), lab.ijk_to_ras, ct.array.shape, ct.ijk_to_ras, mode="nearest", fill=-1)
+    on_ct = resample_to_grid(
+        lab.array.astype(np.int16), lab.ijk_to_ras, ct.array.shape, ct.ijk_to_ras, mode="nearest", fill=-1
+    )
     pts, ys = [], []
     for g in range(len(GROUPS) + 1):
         idx = np.flatnonzero(on_ct.ravel() == g)
@@ -85,7 +95,9 @@ def features_at(model, ct, ras: np.ndarray, spacing: float, max_tokens: int):
     from voxelfm.segment.voxel_features import grid_index_of_ras, sample_patch_features
 
     src = resample_for_features(ct, spacing)
-    f = extract_features(src, model, preprocess=default_preprocess_for(model), max_tokens=max_tokens, cache=False)
+    f = extract_features(
+        src, model, preprocess=default_preprocess_for(model), max_tokens=max_tokens, cache=False
+    )
     ijk = grid_index_of_ras(f.grid_to_ras, ras)
     d, h, w = f.grid_shape
     inside = np.all((ijk >= -0.5) & (ijk <= np.array([w, h, d]) - 0.5), axis=1)
@@ -109,7 +121,9 @@ def evaluate(model, cases, spacing: float, max_tokens: int) -> dict[str, float]:
         (xtr, ytr), (xte, yte) = feats[tr], feats[te]
         common = np.intersect1d(np.unique(ytr), np.unique(yte))
         mtr, mte = np.isin(ytr, common), np.isin(yte, common)
-        clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000, class_weight="balanced"))
+        clf = make_pipeline(
+            StandardScaler(), LogisticRegression(C=0.1, max_iter=2000, class_weight="balanced")
+        )
         clf.fit(xtr[mtr], ytr[mtr])
         pred = clf.predict(xte[mte])
         res[f"{tr}->{te} bal_acc"] = balanced_accuracy_score(yte[mte], pred)
@@ -142,7 +156,9 @@ def main() -> None:
     pre = load_backbone(args.model)
     rows = []
     t0 = time.perf_counter()
-    rows.append(("pretrained " + Path(str(args.model)).name, evaluate(pre, cases, args.spacing, args.max_tokens)))
+    rows.append(
+        ("pretrained " + Path(str(args.model)).name, evaluate(pre, cases, args.spacing, args.max_tokens))
+    )
     for seed in range(args.seeds):
         torch.manual_seed(seed)
         rnd = VoxelFMBackbone(pre.cfg).eval()
@@ -157,9 +173,17 @@ def main() -> None:
         "|---|" + "---:|" * len(keys),
     ]
     for name, r in rows:
-        lines.append(f"| {name} | " + " | ".join(f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k]) for k in keys) + " |")
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k]) for k in keys)
+            + " |"
+        )
     rnd_means = {k: np.mean([r[k] for n, r in rows[1:]]) for k in keys if "classes" not in k}
-    lines.append("| random init (mean) | " + " | ".join(f"{rnd_means[k]:.3f}" if k in rnd_means else "" for k in keys) + " |")
+    lines.append(
+        "| random init (mean) | "
+        + " | ".join(f"{rnd_means[k]:.3f}" if k in rnd_means else "" for k in keys)
+        + " |"
+    )
     lines.append(f"\n({time.perf_counter() - t0:.0f} s; command: {' '.join(sys.argv)})")
     text = "\n".join(lines)
     print(text)

@@ -103,3 +103,18 @@ def test_masks_replace_tokens():
         changed = model(x, masks)["patch_tokens"]
     assert torch.equal(base, same)
     assert not torch.allclose(changed[0], base[0]) and torch.allclose(changed[1], base[1], atol=1e-6)
+
+
+def test_half_precision_file_loads_as_float32(tmp_path):
+    torch.manual_seed(0)
+    model = VoxelFMBackbone(BackboneConfig(embed_dim=48, depth=1, num_heads=1)).eval()
+    full = save_backbone(model, tmp_path / "fp32")
+    half = save_backbone(model, tmp_path / "fp16", dtype=torch.float16)
+    assert (half / "model.safetensors").stat().st_size < 0.6 * (full / "model.safetensors").stat().st_size
+    loaded = load_backbone(half)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    assert torch.equal(loaded.rope_embed.periods, model.rope_embed.periods)  # buffers kept in float32
+    x = torch.randn(1, 1, 28, 28, 28)
+    with torch.no_grad():
+        a, b = model(x)["patch"], loaded(x)["patch"]
+    assert (a - b).abs().max() < 1e-2

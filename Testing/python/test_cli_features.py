@@ -15,13 +15,28 @@ from voxelfm.cli.main import main
 
 @pytest.fixture()
 def tiny_args(parity_dir):
-    return ["--model", str(parity_dir / "tiny_checkpoint.pth"), "--model-config", str(parity_dir / "tiny_config.yaml")]
+    return [
+        "--model",
+        str(parity_dir / "tiny_checkpoint.pth"),
+        "--model-config",
+        str(parity_dir / "tiny_config.yaml"),
+    ]
 
 
 def test_features_npz_contract(parity_dir, tiny_args, tmp_path):
     out = tmp_path / "f.npz"
     png = tmp_path / "f.png"
-    rc = main(["features", str(parity_dir / "preproc_input.nii.gz"), "--out", str(out), "--png", str(png), *tiny_args])
+    rc = main(
+        [
+            "features",
+            str(parity_dir / "preproc_input.nii.gz"),
+            "--out",
+            str(out),
+            "--png",
+            str(png),
+            *tiny_args,
+        ]
+    )
     assert rc == 0 and png.stat().st_size > 1000
     z = np.load(out)
     assert z["cls"].shape == (96,)
@@ -40,7 +55,10 @@ def test_bad_inputs_exit_2_with_message(tiny_args, tmp_path, capsys):
     sitk.WriteImage(sitk.Image(32, 32, sitk.sitkInt16), str(img2d))
     assert main(["features", str(img2d), "--out", str(tmp_path / "x.npz"), *tiny_args]) == 2
     assert "2" in capsys.readouterr().err.lower()  # names the dimensionality problem
-    assert main(["features", str(tmp_path / "missing.nii.gz"), "--out", str(tmp_path / "x.npz"), *tiny_args]) == 2
+    assert (
+        main(["features", str(tmp_path / "missing.nii.gz"), "--out", str(tmp_path / "x.npz"), *tiny_args])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "missing.nii.gz" in err and "Traceback" not in err
     bad_ckpt = tmp_path / "broken.pth"
@@ -55,9 +73,18 @@ def test_slicer_script_entry_point_same_command(parity_dir, tiny_args, tmp_path)
     """`Slicer --python-script VoxelFMTraining/voxelfm_cli.py features ...` runs the same code path."""
     out = tmp_path / "f.npz"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "VoxelFMTraining" / "voxelfm_cli.py"), "features",
-         str(parity_dir / "preproc_input.nii.gz"), "--out", str(out), *tiny_args],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(REPO / "VoxelFMTraining" / "voxelfm_cli.py"),
+            "features",
+            str(parity_dir / "preproc_input.nii.gz"),
+            "--out",
+            str(out),
+            *tiny_args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     ref = tmp_path / "g.npz"

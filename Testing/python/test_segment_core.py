@@ -288,3 +288,12 @@ def test_random_forest_baseline_runs_on_same_labels():
     )
     assert set(np.unique(pred)) <= {0, 1, 2}
     assert dice(pred > 0, truth > 0) > 0.6  # intensity finds the bright blobs (and the distractor)
+
+
+def test_blob_channel_marks_bright_blobs_not_background():
+    from voxelfm.segment.voxel_features import BLOB_KNOTS, IntensityChannel, _channel_map
+
+    vol, _, truth = planted_case()
+    blob = _channel_map(vol.array, vol.spacing[::-1], IntensityChannel("blob", 3.0, BLOB_KNOTS))
+    inside, outside = np.median(blob[truth == 1]), np.median(blob[truth == 0])
+    assert inside < -2.0 and outside > inside + 3.0  # negative curvature inside bright blobs

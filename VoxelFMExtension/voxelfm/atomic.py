@@ -13,14 +13,19 @@ from pathlib import Path
 import numpy as np
 
 
-def atomic_write(path: Path, writer: Callable[[Path], None], suffix: str = "") -> Path:
-    """Call writer(tmp_path) then move tmp_path over path. ``suffix`` keeps extension-sensitive writers happy."""
+def atomic_write(path: Path, writer: Callable[[Path], None], suffix: str = "", fsync: bool = False) -> Path:
+    """Call writer(tmp_path) then move tmp_path over path. ``suffix`` keeps extension-sensitive writers happy;
+    ``fsync`` flushes the data to disk before the rename (checkpoints: survive a power cut, not only a kill)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     try:
         writer(Path(tmp))
+        if fsync:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -28,8 +33,14 @@ def atomic_write(path: Path, writer: Callable[[Path], None], suffix: str = "") -
     return path
 
 
-def atomic_write_text(path: Path, text: str) -> Path:
-    return atomic_write(path, lambda p: p.write_text(text))
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_text(path: Path, text: str, fsync: bool = False) -> Path:
+    return atomic_write(path, lambda p: p.write_text(text), fsync=fsync)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:

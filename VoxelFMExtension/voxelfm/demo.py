@@ -73,7 +73,9 @@ def run_demo(
     case = fetch_sample_data()
     volume = read_volume(case.image)
     reference = read_volume(case.label, check_hu=False)
-    if reference.array.shape != volume.array.shape or not np.allclose(reference.ijk_to_ras, volume.ijk_to_ras, atol=1e-3):
+    if reference.array.shape != volume.array.shape or not np.allclose(
+        reference.ijk_to_ras, volume.ijk_to_ras, atol=1e-3
+    ):
         raise ValueError("sample label is not on the image grid")
     ref = (reference.array > 0).astype(np.uint8)
     timings: dict[str, float] = {"sample_data_s": time.perf_counter() - t0}
@@ -84,13 +86,17 @@ def run_demo(
     )
     timings["features_s"] = time.perf_counter() - t
     files = {"features": feats.save(out / "features.npz")}
-    files["features_png"] = feature_overview_png(volume, feats.patch, feats.grid_to_ras, out / "features_pca.png")
+    files["features_png"] = feature_overview_png(
+        volume, feats.patch, feats.grid_to_ras, out / "features_pca.png"
+    )
 
     sparse, slices = sparse_slice_labels(ref, n_slices)
     labels = Volume(sparse, volume.ijk_to_ras, name="sparse labels")
     progress(0.7, "fitting the segmentation probe")
     t = time.perf_counter()
-    probe = fit_segmentation(volume, feats, labels, class_names={1: "tumour"}, class_colors={1: (0.9, 0.2, 0.2)})
+    probe = fit_segmentation(
+        volume, feats, labels, class_names={1: "tumour"}, class_colors={1: (0.9, 0.2, 0.2)}
+    )
     timings["fit_s"] = time.perf_counter() - t
     t = time.perf_counter()
     result = probe.predict(volume, feats, with_probabilities=False)
@@ -98,7 +104,9 @@ def run_demo(
     pred = (result.labelmap == 1).astype(np.uint8)
 
     files["segmentation"] = write_labelmap(pred, volume.ijk_to_ras, out / "tumour_seg.nii.gz")
-    files["seg_nrrd"] = write_seg_nrrd(pred, volume.ijk_to_ras, out / "tumour_seg.seg.nrrd", [(1, "tumour", (0.9, 0.2, 0.2))])
+    files["seg_nrrd"] = write_seg_nrrd(
+        pred, volume.ijk_to_ras, out / "tumour_seg.seg.nrrd", [(1, "tumour", (0.9, 0.2, 0.2))]
+    )
     files["overlay_png"] = label_overlay_png(volume, pred, out / "tumour_overlay.png", reference=ref)
     unseen = np.ones(ref.shape[0], dtype=bool)
     unseen[slices] = False

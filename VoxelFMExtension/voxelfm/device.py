@@ -16,7 +16,9 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
         if dev.type == "cuda" and not torch.cuda.is_available():
             from .errors import InputError
 
-            raise InputError("device='cuda' requested but no CUDA GPU is available; use --device cpu or auto.")
+            raise InputError(
+                "device='cuda' requested but no CUDA GPU is available; use --device cpu or auto."
+            )
         return dev
     if torch.cuda.is_available():
         return torch.device("cuda")

@@ -25,7 +25,9 @@ class FeatureCache:
         self.folder = Path(folder) if folder is not None else cache_root() / "features"
 
     @staticmethod
-    def key(volume_hash: str, model: dict[str, Any], preprocess: dict[str, Any], extraction: dict[str, Any]) -> str:
+    def key(
+        volume_hash: str, model: dict[str, Any], preprocess: dict[str, Any], extraction: dict[str, Any]
+    ) -> str:
         from .features import FEATURES_FORMAT_VERSION
 
         payload = {

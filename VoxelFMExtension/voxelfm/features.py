@@ -86,7 +86,9 @@ class VolumeFeatures:
                     extraction=meta.get("extraction", {}),
                 )
         except (OSError, KeyError, ValueError) as exc:
-            raise InputError(f"{path} is not a readable VoxelFM features file ({exc}); extract features again.") from exc
+            raise InputError(
+                f"{path} is not a readable VoxelFM features file ({exc}); extract features again."
+            ) from exc
 
 
 def default_preprocess_for(model: torch.nn.Module):
@@ -135,7 +137,10 @@ def extract_features(
     key = None
     if store is not None:
         key = store.key(
-            volume.content_hash(), ident, dataclasses.asdict(cfg), {"max_tokens": max_tokens, "overlap": overlap}
+            volume.content_hash(),
+            ident,
+            dataclasses.asdict(cfg),
+            {"max_tokens": max_tokens, "overlap": overlap},
         )
         hit = store.get(key)
         if hit is not None:
@@ -145,8 +150,14 @@ def extract_features(
     progress(0.0, "preprocessing")
     prepared = prepare(volume, cfg)
     feats = forward_prepared(
-        model, prepared.normalized(), max_tokens, overlap, device, precision,
-        lambda f, m: progress(0.05 + 0.95 * f, m), cancel,
+        model,
+        prepared.normalized(),
+        max_tokens,
+        overlap,
+        device,
+        precision,
+        lambda f, m: progress(0.05 + 0.95 * f, m),
+        cancel,
     )
     ps = model.patch_size
     feats.grid_to_ras = patch_grid_to_ras(prepared.prepared_to_ras, ps)

@@ -34,7 +34,9 @@ class TqdmProgress:
     def __init__(self, desc: str = "", disable: bool | None = None) -> None:
         from tqdm.auto import tqdm
 
-        self._bar = tqdm(total=1000, desc=desc, disable=disable, bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
+        self._bar = tqdm(
+            total=1000, desc=desc, disable=disable, bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}"
+        )
 
     def __call__(self, fraction: float, message: str) -> None:
         self._bar.n = int(max(0.0, min(1.0, fraction)) * 1000)

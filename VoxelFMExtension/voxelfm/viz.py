@@ -60,8 +60,13 @@ def feature_overview_png(
 
 
 def label_overlay_png(
-    volume: Volume, labels: np.ndarray, out: str | Path, colors: list[tuple[int, int, int]] | None = None,
-    slices: list[int] | None = None, reference: np.ndarray | None = None, alpha: float = 0.5,
+    volume: Volume,
+    labels: np.ndarray,
+    out: str | Path,
+    colors: list[tuple[int, int, int]] | None = None,
+    slices: list[int] | None = None,
+    reference: np.ndarray | None = None,
+    alpha: float = 0.5,
 ) -> Path:
     """Axial slices of the CT with a label map overlaid (and an optional reference label outline)."""
     from scipy import ndimage
@@ -89,7 +94,15 @@ def label_overlay_png(
 
 
 def _default_colors(n: int) -> list[tuple[int, int, int]]:
-    base = [(0, 0, 0), (230, 60, 60), (60, 200, 90), (70, 120, 240), (240, 200, 40), (200, 80, 220), (40, 210, 220)]
+    base = [
+        (0, 0, 0),
+        (230, 60, 60),
+        (60, 200, 90),
+        (70, 120, 240),
+        (240, 200, 40),
+        (200, 80, 220),
+        (40, 210, 220),
+    ]
     return [base[i % len(base)] if i < len(base) else base[1 + i % (len(base) - 1)] for i in range(n)]
 
 

@@ -16,7 +16,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         help="registry id (see `voxelfm models`), checkpoint file or folder; default: official VoxelFM when "
         "cached or reachable, else the bundled offline model voxelfm-tiny",
     )
-    p.add_argument("--model-config", default=None, help="config.yaml for an official .pth not stored beside it")
+    p.add_argument(
+        "--model-config", default=None, help="config.yaml for an official .pth not stored beside it"
+    )
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
 
 

@@ -17,7 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--slices", type=int, default=3, help="number of labelled axial slices (default 3)")
-    p.add_argument("--model", default=None, help="registry id or checkpoint path (default: see `voxelfm models`)")
+    p.add_argument(
+        "--model", default=None, help="registry id or checkpoint path (default: see `voxelfm models`)"
+    )
     p.add_argument("--model-config", default=None, help=argparse.SUPPRESS)
     p.add_argument("--device", default="auto")
     p.add_argument("--max-tokens", type=int, default=8192)
@@ -41,8 +43,12 @@ def run(args: argparse.Namespace) -> int:
     log.info("model: %s", reason)
     log.info(
         "tumour from %d labelled slices %s: Dice %.3f (all slices), %.3f (unlabelled slices); %.2f ml vs %.2f ml",
-        len(s["labelled_axial_slices"]), s["labelled_axial_slices"], s["dice_all_slices"],
-        s["dice_unlabelled_slices"], s["predicted_ml"], s["reference_ml"],
+        len(s["labelled_axial_slices"]),
+        s["labelled_axial_slices"],
+        s["dice_all_slices"],
+        s["dice_unlabelled_slices"],
+        s["predicted_ml"],
+        s["reference_ml"],
     )
     for name, path in res.files.items():
         log.info("wrote %-15s %s", name, path)

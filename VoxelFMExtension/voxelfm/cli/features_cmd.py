@@ -17,7 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("image", help="NIfTI / NRRD / MHA file or a DICOM series folder")
     p.add_argument("--out", required=True, help="output .npz")
-    p.add_argument("--png", default=None, help="also write a picture: CT slices with PCA colours of the features")
+    p.add_argument(
+        "--png", default=None, help="also write a picture: CT slices with PCA colours of the features"
+    )
     add_model_args(p)
     add_feature_args(p)
     p.set_defaults(func=run)
@@ -37,14 +39,25 @@ def run(args: argparse.Namespace) -> int:
     bar = TqdmProgress("features")
     try:
         feats = extract_features(
-            volume, model, preprocess=preprocess_from_args(model, args), max_tokens=args.max_tokens,
-            overlap=args.overlap, device=args.device, progress=bar, cache=not args.no_cache,
+            volume,
+            model,
+            preprocess=preprocess_from_args(model, args),
+            max_tokens=args.max_tokens,
+            overlap=args.overlap,
+            device=args.device,
+            progress=bar,
+            cache=not args.no_cache,
         )
     finally:
         bar.close()
     feats.save(out)
-    log.info("wrote %s: patch grid %s x %d channels, %s tiles", out, feats.grid_shape, feats.patch.shape[-1],
-             feats.extraction.get("tiles", "cached"))
+    log.info(
+        "wrote %s: patch grid %s x %d channels, %s tiles",
+        out,
+        feats.grid_shape,
+        feats.patch.shape[-1],
+        feats.extraction.get("tiles", "cached"),
+    )
     if args.png:
         from ..viz import feature_overview_png
 

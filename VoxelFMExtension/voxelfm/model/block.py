@@ -31,7 +31,9 @@ class Block(nn.Module):
         self.ls2 = LayerScale(dim, layerscale) if layerscale else nn.Identity()
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, n_prefix: int) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, n_prefix: int
+    ) -> torch.Tensor:
         x = x + self.drop_path(self.ls1(self.attn(self.norm1(x), rope, n_prefix)))
         x = x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
         return x

@@ -32,8 +32,12 @@ def extract_backbone_state_dict(obj: Any, source: str = "checkpoint") -> dict[st
         raise CheckpointError(f"{source}: expected a dict of tensors, got {type(obj).__name__}.")
     if "teacher" in obj and isinstance(obj["teacher"], dict):
         sd = obj["teacher"]
-    elif "model" in obj and isinstance(obj["model"], dict) and any(k.startswith("teacher.") for k in obj["model"]):
-        sd = {k[len("teacher."):]: v for k, v in obj["model"].items() if k.startswith("teacher.")}
+    elif (
+        "model" in obj
+        and isinstance(obj["model"], dict)
+        and any(k.startswith("teacher.") for k in obj["model"])
+    ):
+        sd = {k[len("teacher.") :]: v for k, v in obj["model"].items() if k.startswith("teacher.")}
     else:
         sd = obj
     out: dict[str, torch.Tensor] = {}
@@ -44,7 +48,7 @@ def extract_backbone_state_dict(obj: Any, source: str = "checkpoint") -> dict[st
         if k.startswith(_HEAD_PREFIXES):
             continue
         if k.startswith("backbone."):
-            k = k[len("backbone."):]
+            k = k[len("backbone.") :]
         out[k] = value
     if "patch_embed.proj.weight" not in out:
         raise CheckpointError(
@@ -60,7 +64,9 @@ def infer_config(sd: dict[str, torch.Tensor]) -> BackboneConfig:
     embed_dim, patch = int(w.shape[0]), int(w.shape[-1])
     depth = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
     if "rope_embed.periods" not in sd:
-        raise CheckpointError("Checkpoint has no 'rope_embed.periods'; pass the model's config.yaml/config.json.")
+        raise CheckpointError(
+            "Checkpoint has no 'rope_embed.periods'; pass the model's config.yaml/config.json."
+        )
     periods = sd["rope_embed.periods"].double()
     head_dim = 6 * int(periods.numel())
     base = float(periods[1] ** (head_dim // 6)) if periods.numel() > 1 else 100.0
@@ -150,7 +156,9 @@ def load_ours(path: Path) -> VoxelFMBackbone:
     if meta.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{cfg_path}: format {meta.get('format')!r} is not {FORMAT_NAME!r}.")
     if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(f"{cfg_path}: format_version {meta['format_version']} is newer than this code; update.")
+        raise CheckpointError(
+            f"{cfg_path}: format_version {meta['format_version']} is newer than this code; update."
+        )
     try:
         sd = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
@@ -163,7 +171,9 @@ def load_ours(path: Path) -> VoxelFMBackbone:
     return model
 
 
-def load_backbone_file(path: str | Path, config: str | Path | dict | BackboneConfig | None = None) -> VoxelFMBackbone:
+def load_backbone_file(
+    path: str | Path, config: str | Path | dict | BackboneConfig | None = None
+) -> VoxelFMBackbone:
     """Load a backbone from a local file or folder in either format (eval mode, fp32, CPU)."""
     path = Path(path)
     if not path.exists():
@@ -185,13 +195,21 @@ def save_backbone(
     out_dir: str | Path,
     meta: dict[str, Any] | None = None,
     preprocess: dict[str, Any] | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> Path:
-    """Write out_dir/model.safetensors + out_dir/config.json atomically; returns out_dir."""
+    """Write out_dir/model.safetensors + out_dir/config.json atomically; returns out_dir.
+
+    ``dtype=torch.float16`` halves the file (used for the bundled model); loading always gives float32.
+    """
     from safetensors.torch import save_file
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    params = {name for name, _ in model.named_parameters()}  # buffers (RoPE periods) stay float32
+    sd = {
+        k: v.detach().to("cpu", dtype if k in params else torch.float32).contiguous()
+        for k, v in model.state_dict().items()
+    }
     config = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,

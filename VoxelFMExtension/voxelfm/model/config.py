@@ -27,7 +27,9 @@ class BackboneConfig:
 
     def __post_init__(self) -> None:
         if self.embed_dim % self.num_heads:
-            raise CheckpointError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}.")
+            raise CheckpointError(
+                f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}."
+            )
         if self.head_dim % 6:
             raise CheckpointError(
                 f"head_dim {self.head_dim} must be divisible by 6 (3 axes x rotation pairs) for 3D RoPE."

@@ -29,7 +29,12 @@ def load_backbone(
     path = Path(path_or_id)
     if path.exists():
         model = load_backbone_file(path, config)
-        info = {"id": str(path.resolve()), "revision": None, "sha256": _weights_sha256(path), "source": "local-path"}
+        info = {
+            "id": str(path.resolve()),
+            "revision": None,
+            "sha256": _weights_sha256(path),
+            "source": "local-path",
+        }
     else:
         from ..hub import resolve_model_files
 
@@ -41,7 +46,8 @@ def load_backbone(
         info = {
             "id": resolved.id,
             "revision": resolved.revision,
-            "sha256": (resolved.sha256s or {}).get("checkpoint") or (resolved.sha256s or {}).get("weights")
+            "sha256": (resolved.sha256s or {}).get("checkpoint")
+            or (resolved.sha256s or {}).get("weights")
             or _weights_sha256(Path(weights)),
             "source": resolved.source,
         }
@@ -53,7 +59,11 @@ def _weights_sha256(path: Path) -> str:
     from ..integrity import sha256_of
 
     if path.is_dir():
-        cands = [path / "model.safetensors"] if (path / "model.safetensors").is_file() else sorted(path.rglob("*.pth"))
+        cands = (
+            [path / "model.safetensors"]
+            if (path / "model.safetensors").is_file()
+            else sorted(path.rglob("*.pth"))
+        )
         if not cands:
             return ""
         path = cands[-1]

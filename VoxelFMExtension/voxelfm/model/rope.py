@@ -29,7 +29,9 @@ class RopePositionEmbedding3D(nn.Module):
 
     def grid_coords(self, d: int, h: int, w: int, device: torch.device | None = None) -> torch.Tensor:
         """[N, 3] (z, y, x) cell-centre coordinates in (-1, 1), row-major (d, h, w) token order."""
-        axes = [(torch.arange(n, device=device, dtype=torch.float32) + 0.5) * 2.0 / n - 1.0 for n in (d, h, w)]
+        axes = [
+            (torch.arange(n, device=device, dtype=torch.float32) + 0.5) * 2.0 / n - 1.0 for n in (d, h, w)
+        ]
         zz, yy, xx = torch.meshgrid(*axes, indexing="ij")
         return torch.stack([zz, yy, xx], dim=-1).reshape(-1, 3)
 

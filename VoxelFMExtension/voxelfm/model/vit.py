@@ -33,8 +33,17 @@ class VoxelFMBackbone(nn.Module):
         self.rope_embed = RopePositionEmbedding3D(cfg.head_dim, cfg.rope_base)
         dpr = [cfg.drop_path_rate] * cfg.depth  # uniform stochastic depth, as in training
         self.blocks = nn.ModuleList(
-            Block(c, cfg.num_heads, cfg.mlp_hidden_dim, cfg.layerscale, cfg.qkv_bias, cfg.proj_bias,
-                  cfg.ffn_bias, dpr[i], cfg.norm_eps)
+            Block(
+                c,
+                cfg.num_heads,
+                cfg.mlp_hidden_dim,
+                cfg.layerscale,
+                cfg.qkv_bias,
+                cfg.proj_bias,
+                cfg.ffn_bias,
+                dpr[i],
+                cfg.norm_eps,
+            )
             for i in range(cfg.depth)
         )
         self.norm = nn.LayerNorm(c, eps=cfg.norm_eps)

@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..atomic import atomic_write, atomic_write_text
 from ..errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
 FORMAT = "voxelfm-pretrain-checkpoint"
-_FILE_MODE = 0o644  # mkstemp creates 0600; run outputs are meant to be shared
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
 
 
@@ -30,32 +28,9 @@ def checkpoint_dir(out: Path) -> Path:
     return out / "checkpoints"
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _atomic_json(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def _torch_save(obj: Any, path: Path) -> None:
+    with open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def list_checkpoints(out: Path) -> list[tuple[int, Path]]:
@@ -73,8 +48,9 @@ def save_checkpoint(out: Path, step: int, state: dict[str, Any], max_to_keep: in
     for stale in d.glob(".step_*.tmp"):  # left by a process killed mid-write (only rank 0 writes here)
         stale.unlink(missing_ok=True)
     path = d / f"step_{step:08d}.pt"
-    _atomic_torch_save({"format": FORMAT, "version": 1, "step": step, **state}, path)
-    _atomic_json(d / "latest.json", {"step": step, "file": path.name})
+    payload = {"format": FORMAT, "version": 1, "step": step, **state}
+    atomic_write(path, lambda tmp: _torch_save(payload, tmp), fsync=True)
+    atomic_write_text(d / "latest.json", json.dumps({"step": step, "file": path.name}), fsync=True)
     ckpts = list_checkpoints(out)
     keep = {s for s, _ in ckpts[-max_to_keep:]} | {s for s, _ in ckpts if keep_every and s % keep_every == 0}
     for s, p in ckpts:

@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
+from ..atomic import atomic_write
 from ..errors import InputError
 from ..progress import ProgressFn, no_progress
 from .config import PretrainConfig
@@ -226,15 +226,7 @@ def build_cache(
                 continue
             arr = resample_isotropic(arr, spacing, cfg.data.spacing_mm)
             arr = np.clip(arr, pr.lower, pr.upper).astype(np.float32)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp.", suffix=".npy", dir=root)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    np.save(f, arr)
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, target)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            atomic_write(target, lambda tmp, arr=arr: np.save(tmp, arr), suffix=".npy")
         shape = np.load(target, mmap_mode="r").shape
         out.append(CachedVolume(str(src), str(target), tuple(int(s) for s in shape)))  # type: ignore[arg-type]
     if not out:

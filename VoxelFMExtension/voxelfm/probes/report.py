@@ -8,27 +8,16 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..atomic import atomic_write, atomic_write_text
 from .fit import FitResult
 from .metrics import roc_auc, roc_curve
 from .probe_file import _json_safe
 from .survival import kaplan_meier
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _km_groups(result: FitResult, held: np.ndarray) -> dict[str, Any]:
@@ -128,6 +117,6 @@ def write_report(
     json_path = base.with_name(base.name + ".report.json")
     png_path = base.with_name(base.name + ".report.png")
     text = json.dumps(_json_safe(report_dict(result, ids)), indent=2, allow_nan=False) + "\n"
-    _atomic_write(json_path, lambda tmp: Path(tmp).write_text(text))
-    _atomic_write(png_path, lambda tmp: _plot(result, tmp))
+    atomic_write_text(json_path, text)
+    atomic_write(png_path, lambda tmp: _plot(result, str(tmp)), suffix=".png")
     return json_path, png_path

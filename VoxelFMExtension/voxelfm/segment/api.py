@@ -32,6 +32,8 @@ from .voxel_features import (
     sample_patch_features,
 )
 
+SLAB = 4  # slices per prediction slab
+
 PALETTE = [
     (0.90, 0.30, 0.24),
     (0.20, 0.60, 0.86),
@@ -191,10 +193,8 @@ class SegmentationProbe:
                 f"({self.model.get('id', 'unknown')}); re-extract features with that model."
             )
 
-    def delta_logits(
-        self, volume: Volume, features: Any, context: SegmentationContext | None = None
-    ) -> np.ndarray:
-        """Logits minus the background logit for classes 1..K on the volume grid: [K,k,j,i] float32."""
+    def delta_slabs(self, volume: Volume, features: Any, context: SegmentationContext | None = None):
+        """A function (k0, k1) -> logits minus the background logit, classes 1..K: [K, k1-k0, j, i] float32."""
         ctx = context or SegmentationContext(volume, features)
         k = self.num_classes
         shape = tuple(volume.array.shape)
@@ -204,18 +204,32 @@ class SegmentationProbe:
             b = self.bias - w @ self.feat_mean
             dw = torch.from_numpy((w[1:] - w[0:1]).astype(np.float32))
             db = torch.from_numpy((b[1:] - b[0]).astype(np.float32))
-            patch = ctx.patch_cdhw()
-            grid = torch.einsum("kc,cdhw->kdhw", dw, patch) + db[:, None, None, None]
-            delta = ctx.upsampler()(grid)
+            grid = torch.einsum("kc,cdhw->kdhw", dw, ctx.patch_cdhw()) + db[:, None, None, None]
+            base = ctx.upsampler().slabs(grid)
         else:
-            delta = np.broadcast_to(
-                (self.bias[1:] - self.bias[0]).astype(np.float32)[:, None, None, None], (k, *shape)
-            ).copy()
-        if self.intensity_coef is not None:
-            maps = ctx.intensity(self.config.intensity)
+            const = (self.bias[1:] - self.bias[0]).astype(np.float32)[:, None, None, None]
+
+            def base(k0: int, k1: int) -> np.ndarray:
+                return np.broadcast_to(const, (k, k1 - k0, *shape[1:])).copy()
+
+        if self.intensity_coef is None:
+            return base
+        maps = ctx.intensity(self.config.intensity)
+        tables = [maps.tables(self.intensity_coef[c + 1] - self.intensity_coef[0]) for c in range(k)]
+
+        def slab(k0: int, k1: int) -> np.ndarray:
+            d = base(k0, k1)
             for c in range(k):
-                maps.add_to(delta[c], self.intensity_coef[c + 1] - self.intensity_coef[0])
-        return delta
+                maps.add_to(d[c], tables[c], k0)
+            return d
+
+        return slab
+
+    def delta_logits(
+        self, volume: Volume, features: Any, context: SegmentationContext | None = None
+    ) -> np.ndarray:
+        """Logits minus the background logit for classes 1..K on the volume grid: [K,k,j,i] float32."""
+        return self.delta_slabs(volume, features, context)(0, volume.array.shape[0])
 
     def predict(
         self,
@@ -225,26 +239,31 @@ class SegmentationProbe:
         with_probabilities: bool = True,
         postprocess: PostprocessConfig | None = None,
     ) -> SegmentationResult:
-        delta = self.delta_logits(volume, features, context)
-        if delta.shape[0] == 1:  # binary: no running argmax needed
-            best = np.maximum(delta[0], 0.0) if with_probabilities else None
-            labelmap = (delta[0] > 0).view(np.uint8) * np.uint8(self.class_values[0])
-        else:
-            best = np.zeros(delta.shape[1:], dtype=np.float32)
-            idx = np.zeros(delta.shape[1:], dtype=np.uint8)
-            for c in range(delta.shape[0]):
-                m = delta[c] > best
-                idx[m] = c + 1
-                np.maximum(best, delta[c], out=best)
-            labelmap = np.array([0, *self.class_values], dtype=np.uint8)[idx]
-        probs = None
-        if with_probabilities:
-            e = np.exp(delta - best[None])  # classes 1..K, stabilised by the running max (>= 0)
-            e0 = np.exp(-best)
-            z = e.sum(axis=0) + e0
-            probs = np.empty((delta.shape[0] + 1, *delta.shape[1:]), dtype=np.float16)
-            probs[0] = e0 / z
-            probs[1:] = e / z[None]
+        slabs = self.delta_slabs(volume, features, context)
+        shape = tuple(volume.array.shape)
+        k = self.num_classes
+        labelmap = np.empty(shape, dtype=np.uint8)
+        probs = np.empty((k + 1, *shape), dtype=np.float16) if with_probabilities else None
+        values = np.array([0, *self.class_values], dtype=np.uint8)
+        for k0 in range(0, shape[0], SLAB):  # slab by slab: the working set stays in cache
+            k1 = min(shape[0], k0 + SLAB)
+            delta = slabs(k0, k1)
+            if k == 1:  # binary: no running argmax needed
+                best = np.maximum(delta[0], 0.0)
+                labelmap[k0:k1] = (delta[0] > 0).view(np.uint8) * values[1]
+            else:
+                best = np.zeros(delta.shape[1:], dtype=np.float32)
+                idx = np.zeros(delta.shape[1:], dtype=np.uint8)
+                for c in range(k):
+                    np.copyto(idx, np.uint8(c + 1), where=delta[c] > best)
+                    np.maximum(best, delta[c], out=best)
+                labelmap[k0:k1] = values[idx]
+            if probs is not None:
+                e = np.exp(delta - best[None])  # classes 1..K, stabilised by the max (>= 0)
+                e0 = np.exp(-best)
+                z = e.sum(axis=0) + e0
+                probs[0, k0:k1] = e0 / z
+                probs[1:, k0:k1] = e / z[None]
         pp = postprocess if postprocess is not None else self.config.postprocess
         labelmap = postprocess_labelmap(labelmap, pp)
         return SegmentationResult(

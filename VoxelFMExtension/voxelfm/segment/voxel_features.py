@@ -180,10 +180,12 @@ class IntensityMaps:
             out.append(total)
         return out
 
-    def add_to(self, delta: np.ndarray, coef: np.ndarray) -> None:
-        """delta [k,j,i] += the intensity term with coefficients ``coef``."""
-        for table, (_, index) in zip(self.tables(coef), self.groups, strict=True):
-            delta += table[index]
+    def add_to(self, delta: np.ndarray, coef_or_tables, k0: int = 0) -> None:
+        """delta [n,j,i] (slices k0..k0+n) += the intensity term (hat coefficients or their ``tables``)."""
+        tables = self.tables(coef_or_tables) if isinstance(coef_or_tables, np.ndarray) else coef_or_tables
+        sl = slice(k0, k0 + delta.shape[0])
+        for table, (_, index) in zip(tables, self.groups, strict=True):
+            delta += table[index[sl]]
 
 
 # ---------------------------------------------------------------- patch features at points / on the voxel grid
@@ -294,23 +296,32 @@ class LogitUpsampler:
 
     def __call__(self, grid_vals: torch.Tensor) -> np.ndarray:
         """grid_vals [K,d,h,w] float32 -> numpy [K,nk,nj,ni] float32."""
+        return self.slabs(grid_vals)(0, self.shape[0])
+
+    def slabs(self, grid_vals: torch.Tensor):
+        """A function (k0, k1) -> [K, k1-k0, nj, ni] float32: the result slab by slab (cache-friendly)."""
         grid_vals = grid_vals.float()
         if not self.separable:
-            return self._general(grid_vals)
+            full = self._general(grid_vals)
+            return lambda k0, k1: full[:, k0:k1].copy()
         v = grid_vals.permute(0, *(p + 1 for p in self._perm))  # axes now follow k, j, i
-        (k0, k1, kw), (j0, j1, jw), (i0, i1, iw) = (
+        (k0s, k1s, kw), (j0, j1, jw), (i0, i1, iw) = (
             (torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(w)) for a, b, w in self._taps
         )
         v = torch.lerp(v[..., i0], v[..., i1], iw)
-        v = torch.lerp(v[:, :, j0], v[:, :, j1], jw[:, None])
-        out = torch.empty((v.shape[0], *self.shape), dtype=torch.float32)
-        for k in range(self.shape[0]):
-            a, b = int(k0[k]), int(k1[k])
-            if a == b or float(kw[k]) == 0.0:
-                out[:, k] = v[:, a]
-            else:
-                torch.lerp(v[:, a], v[:, b], float(kw[k]), out=out[:, k])
-        return out.numpy()
+        v = torch.lerp(v[:, :, j0], v[:, :, j1], jw[:, None]).contiguous()
+
+        def slab(a: int, b: int) -> np.ndarray:
+            out = torch.empty((v.shape[0], b - a, *self.shape[1:]), dtype=torch.float32)
+            for k in range(a, b):
+                lo, hi, w = int(k0s[k]), int(k1s[k]), float(kw[k])
+                if lo == hi or w == 0.0:
+                    out[:, k - a] = v[:, lo]
+                else:
+                    torch.lerp(v[:, lo], v[:, hi], w, out=out[:, k - a])
+            return out.numpy()
+
+        return slab
 
     def _general(self, grid_vals: torch.Tensor) -> np.ndarray:
         nk, nj, ni = self.shape
