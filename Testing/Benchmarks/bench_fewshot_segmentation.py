@@ -93,6 +93,7 @@ def main() -> int:
         "--feature-spacing", type=float, default=None, help="resample to this spacing for features"
     )
     ap.add_argument("--rf-trees", type=int, default=50)
+    ap.add_argument("--random-seed", type=int, default=1, help="seed of the random-init control backbone")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--note", default="", help="a line to put under the title (e.g. what the model is)")
     ap.add_argument("--cases", nargs="+", default=None, help="subset: abdomen_3mm torso_3mm lung1")
@@ -115,9 +116,12 @@ def main() -> int:
 
         model_id, _ = default_model_id()
     model = load_backbone(model_id)
-    torch.manual_seed(0)
+    # Not seed 0: that is the pretraining run's own starting point, which would make the control the
+    # pretrained model's initial weights rather than an independent random init.
+    torch.manual_seed(args.random_seed)
     random_model = VoxelFMBackbone(model.cfg).eval()
-    random_model.model_info = {"id": f"random-init({model_id})", "sha256": "random-seed-0"}
+    random_model.preprocess_defaults = dict(getattr(model, "preprocess_defaults", {}))  # same preprocessing
+    random_model.model_info = {"id": f"random-init({model_id})", "sha256": f"random-seed-{args.random_seed}"}
     methods = ["ours", "ours random-init", "RF filter bank", "probe intensity-only", "probe patch-only"]
     rows = []  # (case, structure, n, method, dice, hd95, seconds)
     t_start = time.time()

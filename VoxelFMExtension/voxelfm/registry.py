@@ -245,6 +245,7 @@ def pin_bundled_hashes(model_id: str, path: str | Path | None = None) -> dict[st
     Used after (re)training the bundled offline model so later loads verify exactly those bytes.
     Rewrites the file atomically; other entries are kept as they are. Returns the new file specs.
     """
+    from .atomic import atomic_write_text
     from .integrity import sha256_of
 
     reg = load_registry(path)
@@ -261,7 +262,5 @@ def pin_bundled_hashes(model_id: str, path: str | Path | None = None) -> dict[st
     spec["files"] = pinned
     parse_registry(data)  # never write an invalid registry
     assert reg.path is not None
-    tmp = reg.path.with_name(f".{reg.path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, reg.path)
+    atomic_write_text(reg.path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     return pinned
