@@ -9,7 +9,6 @@ is written last: a probe whose JSON exists is complete.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import tempfile
@@ -20,28 +19,14 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, IntegrityError
+from ..integrity import sha256_of
+from ..probe_paths import probe_paths
 from .heads import build_head
 from .probe import Probe
 from .train import TrainedHead
 
 FORMAT_VERSION = 1
 FILE_TYPE = "voxelfm-probe"
-
-
-def probe_paths(path: str | os.PathLike) -> tuple[Path, Path]:
-    """(NAME.safetensors, NAME.json) for NAME, NAME.json or NAME.safetensors."""
-    p = Path(path)
-    if p.suffix in (".json", ".safetensors"):
-        p = p.with_suffix("")
-    return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _tmp_in(directory: Path, suffix: str) -> Path:
@@ -101,7 +86,7 @@ def save_probe(probe: Probe, path: str | os.PathLike) -> tuple[Path, Path]:
     try:
         save_file(tensors, str(tmp_st), metadata={"type": FILE_TYPE, "format_version": str(FORMAT_VERSION)})
         meta = probe_metadata(probe)
-        meta["weights"] = {"file": st_path.name, "sha256": _sha256(tmp_st)}
+        meta["weights"] = {"file": st_path.name, "sha256": sha256_of(tmp_st, memo=False)}
         tmp_json.write_text(json.dumps(_json_safe(meta), indent=2, allow_nan=False) + "\n")
         os.replace(tmp_st, st_path)
         os.replace(tmp_json, json_path)
@@ -142,7 +127,7 @@ def load_probe(path: str | os.PathLike) -> Probe:
     if not st_path.is_file():
         raise CheckpointError(f"Probe weights {st_path} are missing (the JSON {json_path.name} is there).")
     expected = (meta.get("weights") or {}).get("sha256")
-    if expected and _sha256(st_path) != expected:
+    if expected and sha256_of(st_path, memo=False) != expected:
         raise IntegrityError(
             f"Probe weights {st_path} do not match the sha256 in {json_path.name}; re-create the probe."
         )

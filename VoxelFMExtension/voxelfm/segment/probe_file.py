@@ -7,7 +7,6 @@ sha256 of the weights file and is written last, so a probe whose JSON exists is 
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -17,27 +16,13 @@ import numpy as np
 
 from ..atomic import atomic_write, atomic_write_text
 from ..errors import CheckpointError, IntegrityError
+from ..integrity import sha256_of
+from ..probe_paths import probe_paths
 from .api import SegmentationConfig, SegmentationProbe
 
 FORMAT_VERSION = 1
 FILE_TYPE = "voxelfm-segmentation-probe"
 _ARRAYS = ("patch_weight", "feat_mean", "feat_std", "intensity_coef", "bias")
-
-
-def probe_paths(path: str | os.PathLike) -> tuple[Path, Path]:
-    """(NAME.safetensors, NAME.json) for NAME, NAME.json or NAME.safetensors."""
-    p = Path(path)
-    if p.suffix in (".json", ".safetensors"):
-        p = p.with_suffix("")
-    return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_segmentation_probe(probe: SegmentationProbe, path: str | os.PathLike) -> tuple[Path, Path]:
@@ -64,7 +49,7 @@ def save_segmentation_probe(probe: SegmentationProbe, path: str | os.PathLike) -
         "feature_config": probe.config.to_dict(),
         "metrics": probe.metrics,
         "weights_file": st_path.name,
-        "weights_sha256": _sha256(st_path),
+        "weights_sha256": sha256_of(st_path, memo=False),
     }
     atomic_write_text(json_path, json.dumps(meta, indent=1, default=str))
     return st_path, json_path
@@ -88,7 +73,7 @@ def load_segmentation_probe(path: str | os.PathLike) -> SegmentationProbe:
         raise CheckpointError(
             f"{json_path} uses probe format {meta['format_version']}; update VoxelFM to read it."
         )
-    if meta.get("weights_sha256") and _sha256(st_path) != meta["weights_sha256"]:
+    if meta.get("weights_sha256") and sha256_of(st_path, memo=False) != meta["weights_sha256"]:
         raise IntegrityError(
             f"{st_path} does not match the sha256 recorded in {json_path.name}; the file changed."
         )
