@@ -92,3 +92,12 @@ def write_registry(
     path = resources / "models.json"
     path.write_text(json.dumps(data, indent=2))
     return path
+
+
+def isolate_hub_env(tmp_path, monkeypatch) -> None:
+    """Private HF cache and voxelfm cache for one test, offline, with no model/registry overrides."""
+    for var in ("HF_HUB_CACHE", "VOXELFM_MODEL", "VOXELFM_OFFLINE", "VOXELFM_RESOURCES"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("VOXELFM_CACHE_DIR", str(tmp_path / "voxelfm"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -8,7 +8,15 @@ import time
 from pathlib import Path
 
 import pytest
-from hub_fixtures import COMMIT, bundled_entry, hub_entry, make_hub_cache, sha256_bytes, write_registry
+from hub_fixtures import (
+    COMMIT,
+    bundled_entry,
+    hub_entry,
+    isolate_hub_env,
+    make_hub_cache,
+    sha256_bytes,
+    write_registry,
+)
 
 from voxelfm import hub, integrity
 from voxelfm.errors import IntegrityError, ModelNotAvailableError
@@ -23,11 +31,7 @@ CFG_BYTES = b"student:\n  arch: vit_base\n"
 @pytest.fixture()
 def env(tmp_path, monkeypatch):
     """Private HF cache, voxelfm cache and registry for one test; offline by default."""
-    for var in ("HF_HUB_CACHE", "VOXELFM_MODEL", "VOXELFM_OFFLINE", "VOXELFM_RESOURCES"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("VOXELFM_CACHE_DIR", str(tmp_path / "voxelfm"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    isolate_hub_env(tmp_path, monkeypatch)
     entries = [
         hub_entry("fake-hub", REPO, {"checkpoint": (CKPT, CKPT_BYTES), "config": (CFG, CFG_BYTES)}),
         hub_entry("fake-unverified", REPO, {"checkpoint": (CKPT, None), "config": (CFG, None)}),

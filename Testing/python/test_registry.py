@@ -7,7 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
-from hub_fixtures import bundled_entry, hub_entry, make_hub_cache, sha256_bytes, write_registry
+from hub_fixtures import (
+    bundled_entry,
+    hub_entry,
+    isolate_hub_env,
+    make_hub_cache,
+    sha256_bytes,
+    write_registry,
+)
 
 from voxelfm import hub, registry
 from voxelfm.cli.main import main
@@ -20,11 +27,7 @@ CKPT_BYTES, CFG_BYTES = b"ckpt" * 500, b"cfg: 1\n"
 
 @pytest.fixture()
 def env(tmp_path, monkeypatch):
-    for var in ("HF_HUB_CACHE", "VOXELFM_MODEL", "VOXELFM_OFFLINE", "VOXELFM_RESOURCES"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("VOXELFM_CACHE_DIR", str(tmp_path / "voxelfm"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    isolate_hub_env(tmp_path, monkeypatch)
     entries = [
         hub_entry("big", "owner/big", {"checkpoint": (CKPT, CKPT_BYTES), "config": (CFG, CFG_BYTES)}),
         bundled_entry(
