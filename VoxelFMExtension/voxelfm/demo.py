@@ -1,8 +1,8 @@
 """The Quick-start main job: features + few-shot tumour segmentation on the embedded sample chest CT.
 
 Steps: fetch pyradiomics' lung1 CT (sha256-checked) -> default model (official VoxelFM when cached or
-downloadable, else the bundled voxelfm-tiny) -> features (+ PCA picture) -> a probe fitted on 3 fully labelled
-axial slices through the nodule -> the whole volume segmented -> Dice against the full reference label.
+downloadable, else the bundled voxelfm-tiny) -> features (+ PCA picture) -> a probe fitted on fully labelled
+axial slice(s) through the nodule -> the whole volume segmented -> Dice against the full reference label.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class DemoResult:
     files: dict[str, Path]
 
 
-def sparse_slice_labels(reference: np.ndarray, n_slices: int = 3) -> tuple[np.ndarray, list[int]]:
+def sparse_slice_labels(reference: np.ndarray, n_slices: int = 1) -> tuple[np.ndarray, list[int]]:
     """Fully labelled axial slices through the middle of the structure; every other voxel unlabelled."""
     fg_slices = np.flatnonzero(reference.reshape(reference.shape[0], -1).any(axis=1))
     if fg_slices.size == 0:
@@ -53,7 +53,7 @@ def run_demo(
     out_dir: str | Path,
     model: Any,
     model_reason: str = "",
-    n_slices: int = 3,
+    n_slices: int = 1,
     max_tokens: int = 8192,
     device: str = "auto",
     progress: ProgressFn | None = None,
@@ -119,7 +119,8 @@ def run_demo(
         "feature_extraction": feats.extraction,
         "labelled_axial_slices": slices,
         "dice_all_slices": round(dice(pred, ref), 4),
-        "dice_unlabelled_slices": round(dice(pred[unseen], ref[unseen]), 4),
+        # None when the structure lies only on labelled slices (nothing left to find)
+        "dice_unlabelled_slices": round(dice(pred[unseen], ref[unseen]), 4) if ref[unseen].any() else None,
         "predicted_ml": round(float(pred.sum()) * voxel_ml, 3),
         "reference_ml": round(float(ref.sum()) * voxel_ml, 3),
         "timings_s": {k: round(v, 2) for k, v in timings.items()},

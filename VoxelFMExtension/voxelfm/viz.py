@@ -34,6 +34,12 @@ def _slice_geometry(volume: Volume, axis: int, index: int) -> tuple[tuple[int, i
     return tuple(shape), volume.ijk_to_ras @ offset  # type: ignore[return-value]
 
 
+def _stretch_rows(panel: np.ndarray, factor: float) -> np.ndarray:
+    rows = max(1, int(round(panel.shape[0] * factor)))
+    idx = np.minimum((np.arange(rows) / factor).astype(int), panel.shape[0] - 1)
+    return panel[idx]
+
+
 def ct_gray(values: np.ndarray, window: tuple[float, float] = (-1000.0, 400.0)) -> np.ndarray:
     lo, hi = window
     return np.clip((values - lo) / (hi - lo), 0, 1)
@@ -55,7 +61,11 @@ def feature_overview_png(
         inside = (col.sum(-1, keepdims=True) > 0).astype(np.float32)
         blend = gray * (1 - alpha * inside) + col * alpha * inside
         panel = np.concatenate([gray, blend], axis=1)
-        rows.append(panel[::-1] if axis else panel)  # slice index k upwards in coronal/sagittal views
+        if axis:  # coronal / sagittal: slice index k upwards, rows stretched to the physical aspect ratio
+            sp = volume.spacing  # (i, j, k)
+            stretch = float(sp[2] / (sp[0] if axis == 1 else sp[1]))
+            panel = _stretch_rows(panel[::-1], stretch)
+        rows.append(panel)
     return save_panels(rows, out)
 
 

@@ -11,12 +11,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo",
         help="main job on the embedded sample CT: features + PCA picture + few-shot tumour segmentation",
         description="Fetch the sample chest CT (pyradiomics lung1, sha256-checked), extract features with the "
-        "default model, fit a segmentation probe on 3 labelled axial slices of the nodule and segment the "
+        "default model, fit a segmentation probe on labelled axial slices of the nodule (default 1) and segment the "
         "whole volume. Writes features.npz, features_pca.png, tumour_seg.nii.gz/.seg.nrrd, "
         "tumour_overlay.png and summary.json into --out.",
     )
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--slices", type=int, default=3, help="number of labelled axial slices (default 3)")
+    p.add_argument(
+        "--slices",
+        type=int,
+        default=1,
+        help="number of labelled axial slices (default 1: the nodule spans only 3 of the 5 mm slices)",
+    )
     p.add_argument(
         "--model", default=None, help="registry id or checkpoint path (default: see `voxelfm models`)"
     )
@@ -42,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     s = res.summary
     log.info("model: %s", reason)
     log.info(
-        "tumour from %d labelled slices %s: Dice %.3f (all slices), %.3f (unlabelled slices); %.2f ml vs %.2f ml",
+        "tumour from %d labelled slice(s) %s: Dice %.3f (all slices), %s (unlabelled slices); %.2f ml vs %.2f ml",
         len(s["labelled_axial_slices"]),
         s["labelled_axial_slices"],
         s["dice_all_slices"],
