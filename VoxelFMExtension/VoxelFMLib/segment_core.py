@@ -36,28 +36,24 @@ def classes_from_probe(probe: Any) -> list[SegmentClass]:
 
 
 class CorePredictor:
-    """Callable predictor: extract (cached) features, fit a segmentation probe, predict the volume."""
+    """Callable predictor for FewShotSegmentLogic: the core's FewShotPredictor fed by the features panel."""
 
     def __init__(
         self, features: FeaturesLogic, model_reference: str, device: str = "auto", config: Any = None
     ):
+        from voxelfm.segment.predictor import FewShotPredictor
+
         self.features = features
         self.model_reference = model_reference
         self.device = device
-        self.config = config
-        self._context_key: tuple[str, str] | None = None
-        self._context: Any = None
-
-    def _features_and_context(self, volume: Volume, progress: ProgressFn, cancel: CancelFlag | None):
-        from voxelfm.segment.api import SegmentationContext
-
-        feats = self.features.extract(
-            volume, self.model_reference, self.device, lambda f, m: progress(0.7 * f, m), cancel
+        self._core = FewShotPredictor(
+            model=None,
+            config=config,
+            device=device,
+            features_fn=lambda volume, progress, cancel: features.extract(
+                volume, model_reference, device, progress, cancel
+            ),
         )
-        key = (volume.content_hash(), str((getattr(feats, "model", None) or {}).get("sha256", id(feats))))
-        if key != self._context_key:
-            self._context_key, self._context = key, SegmentationContext(volume, feats)
-        return feats, self._context
 
     def __call__(
         self,
@@ -67,37 +63,19 @@ class CorePredictor:
         progress: ProgressFn | None = None,
         cancel: CancelFlag | None = None,
     ) -> CorePrediction:
-        from voxelfm.segment.api import SegmentationConfig, fit_segmentation
-
-        progress = progress or no_progress
-        feats, ctx = self._features_and_context(volume, progress, cancel)
-        check_cancel(cancel)
-        progress(0.75, "Fitting the segmentation probe")
-        probe = fit_segmentation(
-            volume,
-            feats,
-            Volume(labels, volume.ijk_to_ras, "few-shot labels"),
-            self.config or SegmentationConfig(),
-            class_names={i: c.name for i, c in enumerate(classes, start=1)},
-            class_colors={i: tuple(c.color) for i, c in enumerate(classes, start=1)},
-            context=ctx,
-        )
-        check_cancel(cancel)
-        progress(0.85, "Predicting")
-        result = probe.predict(volume, feats, context=ctx, with_probabilities=False)
-        progress(1.0, "Done")
-        warnings = list(result.warnings) + list(probe.metrics.get("warnings", []))
-        return CorePrediction(np.asarray(result.labelmap, dtype=np.uint8), probe, warnings)
+        out = self._core(volume, labels, classes, progress, cancel)
+        warnings = list(out.result.warnings) + list(out.probe.metrics.get("warnings", []))
+        return CorePrediction(np.asarray(out.labels, dtype=np.uint8), out.probe, warnings)
 
     def apply(
         self, volume: Volume, probe: Any, progress: ProgressFn | None = None, cancel: CancelFlag | None = None
     ) -> np.ndarray:
         """Labels of ``volume`` from an existing probe (e.g. loaded from a file), values = probe classes."""
         progress = progress or no_progress
-        feats, ctx = self._features_and_context(volume, progress, cancel)
+        ctx = self._core.context_for(volume, progress, cancel)
         check_cancel(cancel)
         progress(0.85, "Predicting")
-        result = probe.predict(volume, feats, context=ctx, with_probabilities=False)
+        result = probe.predict(volume, ctx.features, context=ctx, with_probabilities=False)
         progress(1.0, "Done")
         labelmap = np.asarray(result.labelmap)
         # map stored label values onto 1..K in class order (a loaded probe may use any values 1..254)

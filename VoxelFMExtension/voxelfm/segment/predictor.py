@@ -7,6 +7,7 @@ caches of the last volume, so repainting and re-running is an interactive refit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,9 @@ class FewShotOutput:
 
 
 class FewShotPredictor:
+    """``features_fn(volume, progress, cancel)`` replaces the built-in extraction (e.g. the Slicer logic's
+    model/feature panel); otherwise features come from ``extract_features`` with ``model``."""
+
     def __init__(
         self,
         model: Any,
@@ -39,8 +43,10 @@ class FewShotPredictor:
         feature_spacing_mm: float | None = None,
         max_tokens: int = 8192,
         device: str = "auto",
+        features_fn: Callable[[Volume, ProgressFn, CancelFlag | None], Any] | None = None,
     ) -> None:
         self.model = model
+        self.features_fn = features_fn
         self.config = config or SegmentationConfig()
         self.preprocess = preprocess
         self.feature_spacing_mm = feature_spacing_mm
@@ -60,15 +66,18 @@ class FewShotPredictor:
             src = (
                 resample_for_features(volume, self.feature_spacing_mm) if self.feature_spacing_mm else volume
             )
-            feats = extract_features(
-                src,
-                self.model,
-                preprocess=self.preprocess,
-                max_tokens=self.max_tokens,
-                device=self.device,
-                progress=lambda f, m: progress(0.8 * f, m),
-                cancel=cancel,
-            )
+            if self.features_fn is not None:
+                feats = self.features_fn(src, lambda f, m: progress(0.8 * f, m), cancel)
+            else:
+                feats = extract_features(
+                    src,
+                    self.model,
+                    preprocess=self.preprocess,
+                    max_tokens=self.max_tokens,
+                    device=self.device,
+                    progress=lambda f, m: progress(0.8 * f, m),
+                    cancel=cancel,
+                )
             self._context, self._key = SegmentationContext(volume, feats), key
         return self._context
 
