@@ -65,7 +65,9 @@ def test_bad_inputs_exit_2_with_message(tiny_args, tmp_path, capsys):
     bad_ckpt.write_bytes(b"not a checkpoint")
     vol = tmp_path / "v.nii.gz"
     sitk.WriteImage(sitk.Image(28, 28, 28, sitk.sitkInt16), str(vol))
-    with pytest.warns(UserWarning, match="same value"):  # an all-zero test image: warned, then the model fails
+    with pytest.warns(
+        UserWarning, match="same value"
+    ):  # an all-zero test image: warned, then the model fails
         assert main(["features", str(vol), "--out", str(tmp_path / "x.npz"), "--model", str(bad_ckpt)]) == 2
     assert "corrupt" in capsys.readouterr().err
 

@@ -27,7 +27,9 @@ def _synthetic_case(folder: Path) -> SampleCase:
     m[:3, 3] = [30.0, -20.0, -100.0]
     write_volume(Volume(ct, m), folder / "img.nrrd")
     write_labelmap(nodule.astype(np.uint8), m, folder / "lab.nrrd")
-    return SampleCase("synthetic", folder / "img.nrrd", folder / "lab.nrrd", "synthetic nodule", "test", "none")
+    return SampleCase(
+        "synthetic", folder / "img.nrrd", folder / "lab.nrrd", "synthetic nodule", "test", "none"
+    )
 
 
 def test_sparse_slice_labels_centre_first():
