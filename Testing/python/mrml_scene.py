@@ -8,6 +8,7 @@ restored after each test. Skips when slicer-core is not installed.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 
@@ -49,3 +50,16 @@ def mrml_scene():
             del slicer.mrmlScene
         else:
             slicer.mrmlScene = previous
+
+
+@pytest.fixture
+def volume_node(mrml_scene):
+    """A small random CT-like volume node on an oblique, flipped (det < 0) grid."""
+    from slicer_builders import SHAPE, oblique_flipped_matrix
+
+    from voxelfm.volume import Volume
+    from VoxelFMLib import volume_nodes
+
+    rng = np.random.default_rng(0)
+    vol = Volume(rng.normal(0, 100, SHAPE).astype(np.float32), oblique_flipped_matrix(), "ct")
+    return volume_nodes.create_volume_node(mrml_scene, vol)

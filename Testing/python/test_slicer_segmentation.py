@@ -1,13 +1,8 @@
-"""VoxelFMLib on real MRML (slicer-core wheel): volumes, painted segmentations, predictions.
-
-Uses the ``mrml_scene`` fixture from Testing/python/mrml_scene.py (a pytest plugin).
-"""
+"""VoxelFMLib on real MRML: painted segmentations -> labels, predictions -> new segments, the few-shot glue."""
 
 from __future__ import annotations
 
-import sys
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,149 +11,21 @@ slicer = pytest.importorskip("slicer")
 if not hasattr(slicer, "vtkMRMLScene"):
     pytest.skip("slicer-core not installed", allow_module_level=True)
 
-import vtk  # noqa: E402
 
-_EXT = str(Path(__file__).resolve().parents[2] / "VoxelFMExtension")
-if _EXT not in sys.path:
-    sys.path.insert(0, _EXT)  # VoxelFMLib lives beside the voxelfm package (not pip-installed)
+from slicer_builders import (  # noqa: E402
+    SHAPE,
+    add_segmentation,
+    masks_by_id,
+    oblique_flipped_matrix,
+    painted_masks,
+    segment_masks,
+)
 
 from voxelfm.errors import CancelledError, InputError  # noqa: E402
 from voxelfm.volume import Volume  # noqa: E402
 from VoxelFMLib import segment_logic, segmentation_nodes, volume_nodes  # noqa: E402
 
 pytestmark = pytest.mark.slicer
-
-SHAPE = (8, 9, 10)  # k, j, i
-
-
-def oblique_flipped_matrix(spacing=(0.8, 1.1, 2.5), origin=(-40.0, 12.5, 7.0)) -> np.ndarray:
-    """Rotation about an oblique axis composed with a flip of j: a det<0 direction matrix."""
-    axis = np.array([1.0, 2.0, 3.0]) / np.linalg.norm([1.0, 2.0, 3.0])
-    angle = 0.4
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    rot = np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
-    direction = rot @ np.diag([1.0, -1.0, 1.0])
-    m = np.eye(4)
-    m[:3, :3] = direction * np.asarray(spacing)
-    m[:3, 3] = origin
-    return m
-
-
-def add_segmentation(scene, masks: dict[str, np.ndarray], ijk_to_ras: np.ndarray, colors=None, node=None):
-    """Build a segmentation like a user would have it: one labelmap import per named segment."""
-    logic = slicer.vtkSlicerSegmentationsModuleLogic
-    if node is None:
-        node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "painted")
-        node.CreateDefaultDisplayNodes()
-    seg = node.GetSegmentation()
-    for n, (name, mask) in enumerate(masks.items()):
-        lab = volume_nodes.create_labelmap_node(scene, mask.astype(np.uint8), ijk_to_ras, name="tmp")
-        before = {seg.GetNthSegmentID(i) for i in range(seg.GetNumberOfSegments())}
-        if mask.any():
-            assert logic.ImportLabelmapToSegmentationNode(lab, node)
-            (new_id,) = {seg.GetNthSegmentID(i) for i in range(seg.GetNumberOfSegments())} - before
-        else:
-            new_id = seg.AddEmptySegment("", name)
-        scene.RemoveNode(lab)
-        segment = seg.GetSegment(new_id)
-        segment.SetName(name)
-        segment.SetColor(*(colors[n] if colors else (0.1 * (n + 1), 0.5, 0.9)))
-    return node
-
-
-def segment_masks(node, volume_node) -> dict[str, np.ndarray]:
-    """Mask per segment NAME on the volume grid."""
-    seg = node.GetSegmentation()
-    out = {}
-    for i in range(seg.GetNumberOfSegments()):
-        sid = seg.GetNthSegmentID(i)
-        out[seg.GetSegment(sid).GetName()] = segmentation_nodes.segment_mask_on_volume(node, sid, volume_node)
-    return out
-
-
-def masks_by_id(node, volume_node, ids) -> dict[str, np.ndarray]:
-    return {sid: segmentation_nodes.segment_mask_on_volume(node, sid, volume_node) for sid in ids}
-
-
-@pytest.fixture
-def volume_node(mrml_scene):
-    rng = np.random.default_rng(0)
-    vol = Volume(rng.normal(0, 100, SHAPE).astype(np.float32), oblique_flipped_matrix(), "ct")
-    return volume_nodes.create_volume_node(mrml_scene, vol)
-
-
-def painted_masks():
-    liver = np.zeros(SHAPE, bool)
-    liver[2, 1:5, 2:6] = True
-    liver[5, 2:6, 3:7] = True
-    spleen = np.zeros(SHAPE, bool)
-    spleen[5, 6:8, 1:3] = True
-    return liver, spleen
-
-
-# ---------------------------------------------------------------- volumes
-
-
-def test_volume_round_trip_oblique_flipped(mrml_scene):
-    m = oblique_flipped_matrix()
-    assert np.linalg.det(m[:3, :3]) < 0
-    arr = np.arange(np.prod(SHAPE), dtype=np.int16).reshape(SHAPE)
-    node = volume_nodes.create_volume_node(mrml_scene, Volume(arr, m, "rt"))
-    assert node.GetName() == "rt"
-    back = volume_nodes.volume_from_node(node)
-    assert back.array.dtype == np.int16 and np.array_equal(back.array, arr)
-    np.testing.assert_allclose(back.ijk_to_ras, m, atol=1e-12)
-    # the copy is detached from the node's memory
-    back.array[0, 0, 0] = -5
-    assert slicer.util.arrayFromVolume(node)[0, 0, 0] == 0
-    # Slicer agrees on the geometry: voxel (i=3, j=4, k=5) maps to m @ (3, 4, 5, 1)
-    ijk_to_ras = vtk.vtkMatrix4x4()
-    node.GetIJKToRASMatrix(ijk_to_ras)
-    np.testing.assert_allclose(ijk_to_ras.MultiplyPoint((3, 4, 5, 1)), m @ [3, 4, 5, 1], atol=1e-9)
-    np.testing.assert_allclose(node.GetSpacing(), back.spacing, atol=1e-12)
-
-
-def test_volume_world_transform(mrml_scene):
-    m = oblique_flipped_matrix()
-    node = volume_nodes.create_volume_node(mrml_scene, Volume(np.zeros(SHAPE, np.float32), m))
-    shift = np.eye(4)
-    shift[:3, 3] = [10, -20, 5]
-    transform = mrml_scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
-    transform.SetMatrixTransformToParent(volume_nodes.numpy_to_matrix(shift))
-    node.SetAndObserveTransformNodeID(transform.GetID())
-    np.testing.assert_allclose(volume_nodes.volume_from_node(node).ijk_to_ras, m)
-    np.testing.assert_allclose(volume_nodes.volume_from_node(node, world=True).ijk_to_ras, shift @ m)
-
-
-def test_labelmap_node_and_errors(mrml_scene):
-    labels = np.zeros(SHAPE, np.uint8)
-    labels[1, 2, 3] = 7
-    node = volume_nodes.create_labelmap_node(mrml_scene, labels, np.eye(4), name="lab")
-    assert node.IsA("vtkMRMLLabelMapVolumeNode")
-    assert slicer.util.arrayFromVolume(node)[1, 2, 3] == 7
-    with pytest.raises(InputError, match="integer"):
-        volume_nodes.create_labelmap_node(mrml_scene, labels.astype(np.float32), np.eye(4))
-    empty = mrml_scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
-    with pytest.raises(InputError, match="no image data"):
-        volume_nodes.volume_from_node(empty)
-
-
-def test_nifti_matches_slicer_reader(mrml_scene, data_dir):
-    io = pytest.importorskip("voxelfm.io")
-    path = data_dir / "totalseg" / "abdomen_3mm" / "ct.nii.gz"
-    ours = io.read_volume(path)
-    node = volume_nodes.load_volume_file(mrml_scene, str(path))
-    theirs = volume_nodes.volume_from_node(node)
-    assert ours.array.shape == theirs.array.shape == (30, 101, 122)
-    np.testing.assert_array_equal(ours.array.astype(np.float64), theirs.array.astype(np.float64))
-    np.testing.assert_allclose(ours.ijk_to_ras, theirs.ijk_to_ras, atol=1e-4)
-
-
-def test_load_volume_file_errors(mrml_scene, tmp_path):
-    bad = tmp_path / "not_an_image.nrrd"
-    bad.write_text("garbage")
-    with pytest.raises(InputError, match="could not read"):
-        volume_nodes.load_volume_file(mrml_scene, str(bad))
 
 
 # ---------------------------------------------------------------- painted segmentations -> labels
@@ -455,97 +322,6 @@ def test_few_shot_logic_cancel_and_bad_predictor(mrml_scene, volume_node):
     assert mrml_scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == n_nodes  # nothing written
     with pytest.raises(InputError, match="Select"):
         logic.run(None, seg)
-
-
-# ---------------------------------------------------------------- Qt-free helpers used by the widgets
-
-
-def test_worker_runs_off_thread_pumps_and_relays_progress():
-    from VoxelFMLib import background
-
-    main = threading.get_ident()
-    seen = {}
-    pumps = []
-    updates = []
-
-    def job(x, progress, cancel):
-        seen["thread"] = threading.get_ident()
-        for i in range(3):
-            progress((i + 1) / 3, f"step {i}")
-            threading.Event().wait(0.05)
-        return x * 2
-
-    relay = background.ProgressRelay()
-    out = background.run_pumping(
-        job,
-        21,
-        pump=lambda: pumps.append(1),
-        on_progress=lambda f, m: updates.append((f, m)),
-        relay=relay,
-        progress=relay,
-        cancel=None,
-    )
-    assert out == 42 and seen["thread"] != main and pumps
-    assert updates[-1] == (1.0, "step 2")
-    # the same persistent thread serves the next job; exceptions come back to the caller
-    second = {}
-    background.run_pumping(lambda: second.setdefault("t", threading.get_ident()))
-    assert second["t"] == seen["thread"]
-    with pytest.raises(CancelledError):
-        background.run_pumping(lambda: (_ for _ in ()).throw(CancelledError("stop")))
-
-
-def test_pca_colour_volume(mrml_scene):
-    from VoxelFMLib import feature_display
-
-    rng = np.random.default_rng(1)
-    patch = rng.normal(size=(3, 4, 5, 24)).astype(np.float32)
-    patch[:, :, :2] += 5.0  # two groups of cells: the first component must separate them
-    rgb = feature_display.pca_rgb(patch)
-    assert rgb.shape == (3, 4, 5, 3) and rgb.dtype == np.uint8
-    assert abs(float(rgb[:, :, :2, 0].mean()) - float(rgb[:, :, 2:, 0].mean())) > 150
-    grid_to_ras = oblique_flipped_matrix(spacing=(14.0, 14.0, 14.0))
-    node = feature_display.create_rgb_volume_node(mrml_scene, rgb, grid_to_ras)
-    assert node.IsA("vtkMRMLVectorVolumeNode")
-    assert node.GetImageData().GetDimensions() == (5, 4, 3)
-    assert node.GetImageData().GetNumberOfScalarComponents() == 3
-    np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), rgb)
-    np.testing.assert_allclose(volume_nodes.node_ijk_to_ras(node), grid_to_ras, atol=1e-12)
-    with pytest.raises(InputError):
-        feature_display.pca_rgb(patch[0])
-
-
-def test_missing_requirements(tmp_path):
-    from VoxelFMLib import dependencies
-
-    req = tmp_path / "requirements.txt"
-    req.write_text("# comment\nnumpy>=1.0\nnumpy<0.1\nsurely-not-installed-pkg-xyz>=1\n--index-url x\n\n")
-    assert dependencies.read_requirements(req) == [
-        "numpy>=1.0",
-        "numpy<0.1",
-        "surely-not-installed-pkg-xyz>=1",
-    ]
-    assert dependencies.missing_requirements(req) == ["numpy<0.1", "surely-not-installed-pkg-xyz>=1"]
-    shipped = Path(__file__).resolve().parents[2] / "Resources" / "requirements.txt"
-    assert dependencies.missing_requirements(shipped) == []  # the test venv has everything
-
-
-def test_job_command_line(tmp_path):
-    from VoxelFMLib import jobs
-
-    train = Path(__file__).resolve().parents[2] / "VoxelFMTraining"
-    assert jobs.cli_script(train) == train / "voxelfm_cli.py"
-    (tmp_path / "VoxelFMScripts").mkdir()
-    (tmp_path / "VoxelFMScripts" / "voxelfm_cli.py").write_text("")
-    assert jobs.cli_script(tmp_path) == tmp_path / "VoxelFMScripts" / "voxelfm_cli.py"
-    with pytest.raises(InputError):
-        jobs.cli_script(tmp_path / "nowhere")
-    args = jobs.job_arguments("cli.py", "pretrain", "--config 'my run.yaml' --epochs 2")
-    assert args == ["cli.py", "pretrain", "--config", "my run.yaml", "--epochs", "2"]
-    with pytest.raises(InputError, match="quotes"):
-        jobs.job_arguments("cli.py", "pretrain", "--config 'unclosed")
-    with pytest.raises(InputError):
-        jobs.job_arguments("cli.py", "--help")
 
 
 # ---------------------------------------------------------------- the real core behind the glue
