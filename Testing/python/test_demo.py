@@ -55,3 +55,11 @@ def test_demo_writes_every_output_and_finds_the_nodule(tmp_path, monkeypatch):
     # a bright sphere in air-like surroundings: the probe must find it on slices it never saw labelled
     assert summary["dice_unlabelled_slices"] is not None and summary["dice_unlabelled_slices"] > 0.5
     assert summary["reference_ml"] > 0
+
+
+def test_demo_rejects_zero_slices(tmp_path):
+    from voxelfm.errors import InputError
+
+    with pytest.raises(InputError, match="at least 1"):
+        demo_mod.run_demo(tmp_path / "out", model=None, n_slices=0)
+    assert not (tmp_path / "out").exists()

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InputError
 from .progress import ProgressFn, no_progress
 from .volume import Volume
 
@@ -34,7 +35,7 @@ def sparse_slice_labels(reference: np.ndarray, n_slices: int = 1) -> tuple[np.nd
     """Fully labelled axial slices through the middle of the structure; every other voxel unlabelled."""
     fg_slices = np.flatnonzero(reference.reshape(reference.shape[0], -1).any(axis=1))
     if fg_slices.size == 0:
-        raise ValueError("reference label is empty")
+        raise InputError("The reference label is empty: nothing to label slices of.")
     centre = int(fg_slices[len(fg_slices) // 2])
     chosen = sorted(fg_slices, key=lambda k: (abs(int(k) - centre), int(k)))[:n_slices]
     sparse = np.full(reference.shape, UNLABELLED, dtype=np.uint8)
@@ -66,6 +67,8 @@ def run_demo(
     from .viz import feature_overview_png, label_overlay_png
 
     progress = progress or no_progress
+    if n_slices < 1:
+        raise InputError(f"--slices must be at least 1, got {n_slices}.")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -76,7 +79,9 @@ def run_demo(
     if reference.array.shape != volume.array.shape or not np.allclose(
         reference.ijk_to_ras, volume.ijk_to_ras, atol=1e-3
     ):
-        raise ValueError("sample label is not on the image grid")
+        raise InputError(
+            f"{case.label} is not on the grid of {case.image}; delete the sample-data folder and fetch it again."
+        )
     ref = (reference.array > 0).astype(np.uint8)
     timings: dict[str, float] = {"sample_data_s": time.perf_counter() - t0}
 
