@@ -316,3 +316,19 @@ def test_multicrop_axis_permutation_moves_the_gradient_axis():
         assert torch.all(ramp[1:] > ramp[:-1])  # increasing: no flip
         axes.add(a)
     assert axes == {0, 1, 2}
+
+
+def test_sinkhorn_centering_option_gives_equipartitioned_targets():
+    meta, cfg = _tiny_meta(train={"centering": "sinkhorn_knopp"})
+    assert cfg.train.centering == "sinkhorn_knopp"
+    batch = _batch(b=4)
+    t = meta.teacher_targets(batch["global_crops"], batch["masks"], temp=0.04)
+    assert torch.allclose(t["dino"].sum(dim=1), torch.ones(8), atol=1e-5)
+    col = t["dino"].sum(dim=0)  # each of the 32 prototypes gets 8/32 of the mass
+    assert torch.allclose(col, torch.full_like(col, 8 / 32), atol=0.05)
+    assert meta.dino_center.center.abs().sum() == 0  # the EMA centre is not used
+    loss, parts = meta.losses(batch, teacher_temp=0.04)
+    loss.backward()
+    assert math.isfinite(float(loss))
+    with pytest.raises(InputError, match="train.centering"):
+        _tiny_meta(train={"centering": "sk"})

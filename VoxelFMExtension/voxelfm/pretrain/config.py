@@ -71,6 +71,9 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 10
     official_epoch_length: int = 1000
+    # ours (DINOv2 key): "centering" = EMA-centred softmax (the reference), "sinkhorn_knopp" = batch
+    # equipartition of the teacher targets, which cannot collapse to uniform at small batch sizes.
+    centering: str = "centering"
 
 
 @dataclass
@@ -302,6 +305,8 @@ def validate(cfg: PretrainConfig) -> None:
         errs.append("optim.epochs must be > 0")
     if cfg.checkpointing.period < 1 or cfg.checkpointing.max_to_keep < 1:
         errs.append("checkpointing.period and checkpointing.max_to_keep must be >= 1")
+    if cfg.train.centering not in ("centering", "sinkhorn_knopp"):
+        errs.append(f"train.centering={cfg.train.centering!r}: use 'centering' or 'sinkhorn_knopp'")
     if cfg.compute_precision not in ("fp32", "bf16", "auto"):
         errs.append(f"compute_precision={cfg.compute_precision!r}: use 'fp32', 'bf16' or 'auto'")
     if (

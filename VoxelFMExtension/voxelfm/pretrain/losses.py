@@ -42,6 +42,43 @@ class CenteredTeacher(nn.Module):
             self.center.mul_(self.momentum).add_(stats[None, :-1] / count, alpha=1 - self.momentum)
 
 
+def _all_reduce_max(x: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        x = x.clone()
+        dist.all_reduce(x, op=dist.ReduceOp.MAX)
+    return x
+
+
+def _global_logsumexp_rows(x: torch.Tensor) -> torch.Tensor:
+    """logsumexp over dim 0 of the row-concatenation of ``x`` over all ranks -> [1, K]."""
+    peak = x.max(dim=0, keepdim=True).values if x.shape[0] else x.new_full((1, x.shape[1]), -torch.inf)
+    peak = _all_reduce_max(peak)
+    safe = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+    total = _all_reduce_sum(torch.exp(x - safe).sum(dim=0, keepdim=True))
+    return torch.log(total.clamp_min(1e-38)) + safe
+
+
+@torch.no_grad()
+def sinkhorn_knopp(teacher_logits: torch.Tensor, temp: float, n_iters: int = 3) -> torch.Tensor:
+    """Teacher targets [N, K] whose prototype marginals are equal over the global batch (all ranks).
+
+    Alternately gives every prototype (column) the same total mass and every sample (row) mass 1, starting
+    from softmax(logits / temp), in log space (sharp temperatures underflow exp in float32). Why: with few
+    samples per step the EMA centre lags and the targets drift to uniform; equipartition makes a uniform
+    (or one-prototype) target impossible. Every rank must call this (collectives), also with N = 0.
+    """
+    log_q = teacher_logits.float() / temp
+    n_local, k = log_q.shape
+    n_total = float(_all_reduce_sum(log_q.new_tensor([n_local]))[0])
+    if n_total == 0:
+        return log_q.softmax(dim=-1)
+    log_share = torch.log(log_q.new_tensor(n_total / k))  # column mass: n_total / K
+    for _ in range(n_iters):
+        log_q = log_q - _global_logsumexp_rows(log_q) + log_share
+        log_q = log_q - torch.logsumexp(log_q, dim=1, keepdim=True)
+    return log_q.exp()
+
+
 def dino_loss(
     student_logits: list[torch.Tensor],
     teacher_probs: list[torch.Tensor],

@@ -16,7 +16,7 @@ from torch import nn
 from ..model import BackboneConfig, VoxelFMBackbone
 from .config import PretrainConfig, StudentConfig
 from .heads import DINOHead
-from .losses import CenteredTeacher, dino_loss, ibot_patch_loss, koleo_loss
+from .losses import CenteredTeacher, dino_loss, ibot_patch_loss, koleo_loss, sinkhorn_knopp
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,8 @@ class SSLMetaArch(nn.Module):
         out = self.teacher.backbone.forward_features(global_crops)
         dino_logits = self.teacher.dino_head(out["cls"])
         ibot_logits = self.teacher.patch_head(out["patch_tokens"][masks])
+        if self.cfg.train.centering == "sinkhorn_knopp":
+            return {"dino": sinkhorn_knopp(dino_logits, temp), "ibot": sinkhorn_knopp(ibot_logits, temp)}
         targets = {
             "dino": self.dino_center.softmax(dino_logits, temp),
             "ibot": self.ibot_center.softmax(ibot_logits, temp),
