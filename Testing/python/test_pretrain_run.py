@@ -77,6 +77,9 @@ def test_few_step_run_writes_everything(ct_folder, config_path, tmp_path):
     }
     exported = load_backbone_file(out / "backbone").state_dict()
     assert all(torch.equal(exported[k], teacher[k]) for k in exported)
+    # an intermediate training checkpoint loads as a backbone too (weights_only: no pickled objects)
+    from_ckpt = load_backbone_file(list_checkpoints(out)[-1][1]).state_dict()
+    assert all(torch.equal(from_ckpt[k], exported[k]) for k in exported)
     # a second run into the same folder without --resume must not clobber it
     with pytest.raises(InputError, match="--resume"):
         run_pretraining(ct_folder, config_path, out, steps=3, show_bar=False)

@@ -60,7 +60,10 @@ def save_checkpoint(out: Path, step: int, state: dict[str, Any], max_to_keep: in
 
 
 def _load(path: Path) -> dict[str, Any]:
-    obj = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # checkpoints written before RNG states were stored as tensors (our own run folder)
+        obj = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a VoxelFM pretraining checkpoint.")
     return obj
