@@ -10,7 +10,7 @@ import torch
 
 from voxelfm.errors import InputError
 from voxelfm.pretrain.config import PretrainConfig, load_config
-from voxelfm.pretrain.crops import MultiCrop, sample_box
+from voxelfm.pretrain.crops import MultiCrop, sample_box, sample_zoom_box
 from voxelfm.pretrain.heads import DINOHead
 from voxelfm.pretrain.losses import CenteredTeacher, dino_loss, ibot_patch_loss, koleo_loss
 from voxelfm.pretrain.masking import block_mask_3d, sample_masks
@@ -216,6 +216,39 @@ def test_multicrop_shapes_normalisation_and_box():
         off, ext = sample_box((40, 50, 60), (28, 28, 28), (0.32, 1.0), (0.75, 1.333), rng)
         assert all(o >= 0 and o + e <= n for o, e, n in zip(off, ext, (40, 50, 60), strict=True))
         assert 0.1 < np.prod(ext) / (40 * 50 * 60) <= 1.0
+
+
+def test_zoom_crops_keep_the_voxel_size_whatever_the_volume_size():
+    """crop_mode 'zoom': a crop spans size x zoom voxels in a small and a large volume alike."""
+    rng = np.random.default_rng(4)
+    for shape in ((60, 60, 60), (300, 400, 400)):
+        for _ in range(30):
+            off, ext = sample_zoom_box(shape, (28, 28, 28), (1.0, 1.5), (1.0, 1.0), rng)
+            assert all(o >= 0 and o + e <= n for o, e, n in zip(off, ext, shape, strict=True))
+            assert all(28 <= e <= 42 for e in ext)
+    off, ext = sample_zoom_box((20, 100, 100), (28, 28, 28), (1.0, 1.0), (1.0, 1.0), rng)
+    assert ext == (20, 28, 28)  # clipped to the volume
+    cfg = load_config(
+        None,
+        {
+            "crops": {"global_crops_size": [28, 28, 28], "local_crops_size": [14, 14, 14]},
+            "augment": {
+                "crop_mode": "zoom",
+                "global_zoom_range": [1.0, 1.0],
+                "window_prob": 0.0,
+                "aspect_ratio_range": [1.0, 1.0],
+            },
+        },
+    )
+    i, j, k = np.indices((200, 200, 200))
+    vol = (((i + j + k) % 2) * 1000 - 500).astype(np.float32)  # voxel-scale checkerboard
+    out = MultiCrop(cfg)(vol, np.random.default_rng(0))
+    assert out["global_crops"][0].shape == (1, 28, 28, 28)
+    assert out["global_crops"][0].std() > 1.0  # a 28-voxel box at full resolution: the pattern survives
+    cfg.augment.crop_mode = "volume_fraction"
+    assert MultiCrop(cfg)(vol, np.random.default_rng(0))["global_crops"][0].std() < 0.2  # averaged away
+    with pytest.raises(InputError, match="crop_mode"):
+        load_config(None, {"augment": {"crop_mode": "mm"}})
 
 
 # ---- meta architecture ----------------------------------------------------------------------------------

@@ -172,6 +172,13 @@ class AugmentConfig:
     window_lower_range: list[float] = field(default_factory=lambda: [-1000.0, -500.0])
     window_upper_range: list[float] = field(default_factory=lambda: [200.0, 1900.0])
     aspect_ratio_range: list[float] = field(default_factory=lambda: [0.75, 1.3333])
+    # "volume_fraction" (the reference): crops.*_crops_scale is the fraction of the whole volume a crop covers,
+    # so a large CT is seen at a far coarser voxel size than at inference. "zoom": a crop's side is its size
+    # in voxels times a factor from *_zoom_range, so crops keep (about) the cached spacing the model will
+    # see at inference; crops.*_crops_scale is then unused.
+    crop_mode: str = "volume_fraction"
+    global_zoom_range: list[float] = field(default_factory=lambda: [1.0, 1.5])
+    local_zoom_range: list[float] = field(default_factory=lambda: [0.8, 1.25])
 
 
 @dataclass
@@ -305,6 +312,12 @@ def validate(cfg: PretrainConfig) -> None:
         errs.append("optim.epochs must be > 0")
     if cfg.checkpointing.period < 1 or cfg.checkpointing.max_to_keep < 1:
         errs.append("checkpointing.period and checkpointing.max_to_keep must be >= 1")
+    if cfg.augment.crop_mode not in ("volume_fraction", "zoom"):
+        errs.append(f"augment.crop_mode={cfg.augment.crop_mode!r}: use 'volume_fraction' or 'zoom'")
+    for name in ("global_zoom_range", "local_zoom_range"):
+        lo, hi = getattr(cfg.augment, name)
+        if not 0 < lo <= hi:
+            errs.append(f"augment.{name}={[lo, hi]}: need 0 < min <= max")
     if cfg.train.centering not in ("centering", "sinkhorn_knopp"):
         errs.append(f"train.centering={cfg.train.centering!r}: use 'centering' or 'sinkhorn_knopp'")
     if cfg.compute_precision not in ("fp32", "bf16", "auto"):

@@ -22,6 +22,7 @@ from .config import PretrainConfig
 class CropSpec:
     size: tuple[int, int, int]
     scale: tuple[float, float]
+    zoom: tuple[float, float] | None = None  # set: side = size x zoom (crop_mode "zoom"), scale unused
 
 
 def sample_box(
@@ -45,6 +46,25 @@ def sample_box(
     return offset, extent  # type: ignore[return-value]
 
 
+def sample_zoom_box(
+    shape: tuple[int, ...],
+    out_size: tuple[int, int, int],
+    zoom: tuple[float, float],
+    aspect_range: tuple[float, float],
+    rng: np.random.Generator,
+) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """(offset, extent) of a box of side ~ out_size x U(zoom) voxels (aspect jittered), inside the volume."""
+    z = math.exp(rng.uniform(math.log(zoom[0]), math.log(zoom[1])))
+    log_ar = rng.uniform(math.log(aspect_range[0]), math.log(aspect_range[1]), size=3)
+    log_ar -= log_ar.mean()
+    extent = tuple(
+        int(min(max(1, round(o * z * math.exp(a))), n))
+        for o, a, n in zip(out_size, log_ar, shape, strict=True)
+    )
+    offset = tuple(int(rng.integers(0, n - e + 1)) for n, e in zip(shape, extent, strict=True))
+    return offset, extent  # type: ignore[return-value]
+
+
 def resize(block: torch.Tensor, out_size: tuple[int, int, int]) -> torch.Tensor:
     """[D,H,W] -> out_size: integer average pooling first (anti-aliasing), then trilinear."""
     x = block[None, None]
@@ -61,8 +81,17 @@ class MultiCrop:
 
     def __init__(self, cfg: PretrainConfig) -> None:
         c, a, ds = cfg.crops, cfg.augment, cfg.datasets[0]
-        self.global_spec = CropSpec(tuple(c.global_crops_size), tuple(c.global_crops_scale))  # type: ignore[arg-type]
-        self.local_spec = CropSpec(tuple(c.local_crops_size), tuple(c.local_crops_scale))  # type: ignore[arg-type]
+        zoom = a.crop_mode == "zoom"
+        self.global_spec = CropSpec(
+            tuple(c.global_crops_size),  # type: ignore[arg-type]
+            tuple(c.global_crops_scale),  # type: ignore[arg-type]
+            tuple(a.global_zoom_range) if zoom else None,  # type: ignore[arg-type]
+        )
+        self.local_spec = CropSpec(
+            tuple(c.local_crops_size),  # type: ignore[arg-type]
+            tuple(c.local_crops_scale),  # type: ignore[arg-type]
+            tuple(a.local_zoom_range) if zoom else None,  # type: ignore[arg-type]
+        )
         self.n_local = c.local_crops_number
         self.aug = a
         self.clip = (ds.pixel_range.lower, ds.pixel_range.upper)
@@ -70,7 +99,11 @@ class MultiCrop:
 
     def crop(self, vol: np.ndarray, spec: CropSpec, rng: np.random.Generator) -> torch.Tensor:
         a = self.aug
-        offset, extent = sample_box(vol.shape, spec.size, spec.scale, tuple(a.aspect_ratio_range), rng)  # type: ignore[arg-type]
+        aspect = tuple(a.aspect_ratio_range)
+        if spec.zoom is not None:
+            offset, extent = sample_zoom_box(vol.shape, spec.size, spec.zoom, aspect, rng)  # type: ignore[arg-type]
+        else:
+            offset, extent = sample_box(vol.shape, spec.size, spec.scale, aspect, rng)  # type: ignore[arg-type]
         sl = tuple(slice(o, o + e) for o, e in zip(offset, extent, strict=True))
         block = torch.from_numpy(np.array(vol[sl], dtype=np.float32))  # copy: the cache is a read-only memmap
         perm = [int(i) for i in rng.permutation(3)] if a.permute_axes else [0, 1, 2]
