@@ -134,7 +134,9 @@ def evaluate(model, cases, spacing: float, max_tokens: int) -> dict[str, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="pretrained model (registry id or path)")
+    p.add_argument(
+        "--model", required=True, nargs="+", help="pretrained model(s): registry id, folder or checkpoint"
+    )
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[3] / "shared" / "data"))
     p.add_argument("--spacing", type=float, default=1.5, help="isotropic mm for feature extraction")
     p.add_argument("--per-class", type=int, default=400)
@@ -153,12 +155,14 @@ def main() -> None:
         ct, lab = load_case(Path(args.data), name)
         ras, y = sample_points(ct, lab, args.per_class, rng)
         cases[name] = (ct, ras, y)
-    pre = load_backbone(args.model)
     rows = []
     t0 = time.perf_counter()
-    rows.append(
-        ("pretrained " + Path(str(args.model)).name, evaluate(pre, cases, args.spacing, args.max_tokens))
-    )
+    for model in args.model:
+        pre = load_backbone(model)
+        rows.append(
+            ("pretrained " + Path(str(model)).name, evaluate(pre, cases, args.spacing, args.max_tokens))
+        )
+    n_pre = len(rows)
     for seed in range(args.seeds):
         torch.manual_seed(seed)
         rnd = VoxelFMBackbone(pre.cfg).eval()
@@ -178,7 +182,7 @@ def main() -> None:
             + " | ".join(f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k]) for k in keys)
             + " |"
         )
-    rnd_means = {k: np.mean([r[k] for n, r in rows[1:]]) for k in keys if "classes" not in k}
+    rnd_means = {k: np.mean([r[k] for n, r in rows[n_pre:]]) for k in keys if "classes" not in k}
     lines.append(
         "| random init (mean) | "
         + " | ".join(f"{rnd_means[k]:.3f}" if k in rnd_means else "" for k in keys)

@@ -285,7 +285,7 @@ def test_losses_backward_reach_mask_token_and_heads():
     meta, _ = _tiny_meta()
     meta.train()
     loss, parts = meta.losses(_batch(), teacher_temp=0.04)
-    assert {"dino", "ibot", "koleo", "teacher_entropy"} <= set(parts) and all(
+    assert {"dino", "ibot", "koleo", "teacher_entropy", "ibot_teacher_entropy"} <= set(parts) and all(
         math.isfinite(v) for v in parts.values()
     )
     loss.backward()

@@ -162,6 +162,9 @@ class SSLMetaArch(nn.Module):
             "teacher_entropy": _entropy(t).mean().item() / math.log(t.shape[-1]),
             "teacher_mean_entropy": _entropy(t.mean(0, keepdim=True)).item() / math.log(t.shape[-1]),
         }
+        ti = targets["ibot"]
+        if ti.shape[0]:  # the patch-level targets: what the patch features (probes, segmentation) learn from
+            parts["ibot_teacher_entropy"] = _entropy(ti).mean().item() / math.log(ti.shape[-1])
         return total, parts
 
     @torch.no_grad()
