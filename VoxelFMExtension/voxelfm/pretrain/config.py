@@ -74,6 +74,8 @@ class TrainConfig:
     # ours (DINOv2 key): "centering" = EMA-centred softmax (the reference), "sinkhorn_knopp" = batch
     # equipartition of the teacher targets, which cannot collapse to uniform at small batch sizes.
     centering: str = "centering"
+    # ours: "ddp" = full replica per rank; "fsdp2" = torch fully_shard of student, teacher and AdamW state.
+    sharding: str = "ddp"
 
 
 @dataclass
@@ -320,6 +322,8 @@ def validate(cfg: PretrainConfig) -> None:
             errs.append(f"augment.{name}={[lo, hi]}: need 0 < min <= max")
     if cfg.train.centering not in ("centering", "sinkhorn_knopp"):
         errs.append(f"train.centering={cfg.train.centering!r}: use 'centering' or 'sinkhorn_knopp'")
+    if cfg.train.sharding not in ("ddp", "fsdp2"):
+        errs.append(f"train.sharding={cfg.train.sharding!r}: use 'ddp' or 'fsdp2'")
     if cfg.compute_precision not in ("fp32", "bf16", "auto"):
         errs.append(f"compute_precision={cfg.compute_precision!r}: use 'fp32', 'bf16' or 'auto'")
     if (

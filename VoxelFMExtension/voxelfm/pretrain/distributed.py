@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -52,15 +53,23 @@ def gather_objects(info: DistInfo, obj: Any) -> list[Any]:
 
 
 def all_reduce_mean_dict(info: DistInfo, values: dict[str, float]) -> dict[str, float]:
-    """Mean of scalar metrics over ranks (a NaN anywhere stays NaN, so every rank stops together)."""
+    """Mean of scalar metrics over ranks (a NaN anywhere stays NaN, so every rank stops together).
+
+    Ranks may report different keys (``ibot_teacher_entropy`` is absent without masked tokens): the key
+    sets are gathered first so every rank reduces a tensor of the same length (else gloo/nccl hang), and
+    each key is averaged over the ranks that have it.
+    """
     if not info.enabled:
         return values
-    keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    keys = sorted(set().union(*gather_objects(info, sorted(values))))
+    t = torch.tensor([[values.get(k, 0.0), float(k in values)] for k in keys], dtype=torch.float64)
     dist.all_reduce(t)
-    return {k: float(v) / info.world_size for k, v in zip(keys, t.tolist(), strict=True)}
+    return {k: float(s) / n for k, (s, n) in zip(keys, t.tolist(), strict=True) if n > 0}
 
 
 def shutdown(info: DistInfo) -> None:
+    """Destroy the process group we created. Collect garbage first: FSDP2 modules sit in reference cycles
+    (hooks) and hold the group; freed only at interpreter exit, after the group, they can abort the process."""
     if info.initialized_here and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()

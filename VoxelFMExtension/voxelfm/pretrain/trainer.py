@@ -8,6 +8,7 @@ checkpoints every ``checkpointing.period`` steps and exports the teacher backbon
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -22,6 +23,7 @@ from torch.utils.data import DataLoader
 from ..errors import CancelledError, CheckpointError, InputError, VoxelFMError
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
 from . import distributed as dd
+from . import sharding
 from .checkpointing import list_checkpoints, load_latest, save_checkpoint
 from .config import PretrainConfig, load_config
 from .data import Collate, CropDataset, StepBatchSampler, build_cache, discover_sources
@@ -128,6 +130,11 @@ def _run(cfg, data, out, steps, resume, dev, info, export_hub, progress, cancel,
 
     torch.manual_seed(cfg.train.seed)  # identical init on every rank
     meta = SSLMetaArch(cfg).to(dev)
+    fsdp = cfg.train.sharding == "fsdp2" and info.enabled
+    if fsdp:  # before the optimizer: it must hold the sharded parameters
+        sharding.shard_meta(meta, dev, info.world_size)
+    elif cfg.train.sharding == "fsdp2" and info.is_main:
+        log.info("train.sharding=fsdp2 with one process: nothing to shard, training unsharded.")
     groups = build_param_groups(
         meta.student.backbone,
         {k: m for k, m in meta.student.named_children() if k != "backbone"},
@@ -143,8 +150,11 @@ def _run(cfg, data, out, steps, resume, dev, info, export_hub, progress, cancel,
     ckpt = load_latest(out) if resume else None
     if ckpt is not None:
         try:
-            meta.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
+            if fsdp:
+                sharding.load_full_state(meta, opt, ckpt["model"], ckpt["optimizer"])
+            else:
+                meta.load_state_dict(ckpt["model"])
+                opt.load_state_dict(ckpt["optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
             raise CheckpointError(
                 f"The checkpoint in {out} does not match this config ({str(exc).splitlines()[0][:200]}). Resume "
@@ -170,7 +180,7 @@ def _run(cfg, data, out, steps, resume, dev, info, export_hub, progress, cancel,
     stop = max(stop, start)
 
     student = meta.student
-    if info.enabled:
+    if info.enabled and not fsdp:
         student = torch.nn.parallel.DistributedDataParallel(
             meta.student, device_ids=[dev.index] if dev.type == "cuda" else None
         )
@@ -255,11 +265,15 @@ def _run(cfg, data, out, steps, resume, dev, info, export_hub, progress, cancel,
     if bar is not None:
         bar.close()
     backbone_dir = None
+    export = meta
+    if fsdp:  # gather the teacher (all ranks) into an unsharded copy that rank 0 exports
+        full, _ = sharding.full_state(meta, opt)
+        export = _unsharded_copy(cfg, full) if info.is_main else meta
     if info.is_main:
         plot_loss(metrics.records, out / "loss.png")
-        backbone_dir = export_teacher(meta, cfg, out / "backbone", step=stop)
+        backbone_dir = export_teacher(export, cfg, out / "backbone", step=stop)
         if export_hub:
-            export_hub_folder(meta, cfg, Path(export_hub), step=stop)
+            export_hub_folder(export, cfg, Path(export_hub), step=stop)
         progress(1.0, f"done: {stop} steps")
     dd.barrier(info)
     return PretrainResult(out, start, stop, last_loss, ckpt_path, backbone_dir)
@@ -277,7 +291,8 @@ def train_step(
 ) -> dict[str, float]:
     """One optimiser step over ``len(batches)`` accumulated micro-batches; returns mean loss parts (all ranks).
 
-    ``student`` is ``meta.student`` or its DDP wrapper. Skips the update when the loss is not finite.
+    ``student`` is ``meta.student`` (FSDP2-sharded or not) or its DDP wrapper. Skips the update when the
+    loss is not finite.
     """
     apply_schedule(opt, s["lr"], s["wd"], s["last_layer_lr_factor"])
     opt.zero_grad(set_to_none=True)
@@ -285,7 +300,12 @@ def train_step(
     parts_sum: dict[str, float] = {"loss": 0.0}
     for m, batch in enumerate(batches):
         batch = _to(batch, dev)
-        sync = contextlib.nullcontext() if (m == micro - 1 or not info.enabled) else student.no_sync()
+        last = m == micro - 1
+        sync = contextlib.nullcontext()
+        if sharding.is_sharded(student):  # FSDP2: accumulate unsharded grads, reduce-scatter on the last
+            student.set_requires_gradient_sync(last)
+        elif info.enabled and not last:
+            sync = student.no_sync()
         with sync:
             with _autocast(cfg, dev):
                 loss, parts = meta.losses(batch, s["teacher_temp"], student)
@@ -296,6 +316,8 @@ def train_step(
     parts_sum = dd.all_reduce_mean_dict(info, parts_sum)  # the global-batch mean, identical on all ranks
     if not np.isfinite(parts_sum["loss"]):
         return parts_sum
+    if sharding.is_sharded(meta.teacher):
+        sharding.reshard(meta.teacher)
     if cfg.optim.clip_grad:
         for mod in meta.student.children():  # per module, as the reference does
             torch.nn.utils.clip_grad_norm_(mod.parameters(), cfg.optim.clip_grad)
@@ -314,11 +336,15 @@ def _checkpoint(
     metrics: MetricsLog | None,
 ) -> Path | None:
     rngs = dd.gather_objects(info, _rng_state())
+    if sharding.is_sharded(meta.student):  # collective: every rank sends its shards, rank 0 gets them all
+        model_sd, optim_sd = sharding.full_state(meta, opt)
+    elif info.is_main:
+        model_sd, optim_sd = meta.state_dict(), opt.state_dict()
     path = None
     if info.is_main:
         state = {
-            "model": meta.state_dict(),
-            "optimizer": opt.state_dict(),
+            "model": model_sd,
+            "optimizer": optim_sd,
             "rng": rngs,
             "config": cfg.to_dict(),
             "world_size": info.world_size,
@@ -346,6 +372,15 @@ def _export_meta(cfg: PretrainConfig, step: int) -> tuple[dict, dict]:
         # so patch tokens cover the same physical size as in pretraining.
         pre["min_spacing"] = float(cfg.data.spacing_mm)
     return meta, pre
+
+
+def _unsharded_copy(cfg: PretrainConfig, full_state: dict[str, torch.Tensor]) -> SSLMetaArch:
+    """A plain CPU SSLMetaArch holding a gathered full state (what the exports read under FSDP2)."""
+    plain = SSLMetaArch(
+        dataclasses.replace(cfg, student=dataclasses.replace(cfg.student, pretrained_weights=""))
+    )
+    plain.load_state_dict(full_state)
+    return plain
 
 
 def export_teacher(meta: SSLMetaArch, cfg: PretrainConfig, out_dir: Path, step: int) -> Path:
