@@ -25,6 +25,24 @@ class CropSpec:
     zoom: tuple[float, float] | None = None  # set: side = size x zoom (crop_mode "zoom"), scale unused
 
 
+def _jittered_box(
+    shape: tuple[int, ...],
+    out_size: tuple[int, int, int],
+    factor: float,
+    aspect_range: tuple[float, float],
+    rng: np.random.Generator,
+) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """(offset, extent): sides out_size x factor with volume-preserving aspect jitter, clipped to the volume."""
+    log_ar = rng.uniform(math.log(aspect_range[0]), math.log(aspect_range[1]), size=3)
+    log_ar -= log_ar.mean()  # keep the volume, only change the proportions
+    extent = tuple(
+        int(min(max(1, round(o * factor * math.exp(a))), n))
+        for o, a, n in zip(out_size, log_ar, shape, strict=True)
+    )
+    offset = tuple(int(rng.integers(0, n - e + 1)) for n, e in zip(shape, extent, strict=True))
+    return offset, extent  # type: ignore[return-value]
+
+
 def sample_box(
     shape: tuple[int, ...],
     out_size: tuple[int, int, int],
@@ -34,16 +52,8 @@ def sample_box(
 ) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     """(offset, extent) of a box holding ~U(scale) of the volume's voxels, aspect ~ out_size x jitter."""
     target = float(np.prod(shape)) * rng.uniform(*scale)
-    log_ar = rng.uniform(math.log(aspect_range[0]), math.log(aspect_range[1]), size=3)
-    log_ar -= log_ar.mean()  # keep the volume, only change the proportions
-    geo = float(np.prod(out_size)) ** (1 / 3)
-    side = target ** (1 / 3)
-    extent = tuple(
-        int(min(max(1, round(side * (o / geo) * math.exp(a))), n))
-        for o, a, n in zip(out_size, log_ar, shape, strict=True)
-    )
-    offset = tuple(int(rng.integers(0, n - e + 1)) for n, e in zip(shape, extent, strict=True))
-    return offset, extent  # type: ignore[return-value]
+    factor = (target / float(np.prod(out_size))) ** (1 / 3)
+    return _jittered_box(shape, out_size, factor, aspect_range, rng)
 
 
 def sample_zoom_box(
@@ -54,15 +64,8 @@ def sample_zoom_box(
     rng: np.random.Generator,
 ) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     """(offset, extent) of a box of side ~ out_size x U(zoom) voxels (aspect jittered), inside the volume."""
-    z = math.exp(rng.uniform(math.log(zoom[0]), math.log(zoom[1])))
-    log_ar = rng.uniform(math.log(aspect_range[0]), math.log(aspect_range[1]), size=3)
-    log_ar -= log_ar.mean()
-    extent = tuple(
-        int(min(max(1, round(o * z * math.exp(a))), n))
-        for o, a, n in zip(out_size, log_ar, shape, strict=True)
-    )
-    offset = tuple(int(rng.integers(0, n - e + 1)) for n, e in zip(shape, extent, strict=True))
-    return offset, extent  # type: ignore[return-value]
+    factor = math.exp(rng.uniform(math.log(zoom[0]), math.log(zoom[1])))
+    return _jittered_box(shape, out_size, factor, aspect_range, rng)
 
 
 def resize(block: torch.Tensor, out_size: tuple[int, int, int]) -> torch.Tensor:
