@@ -56,6 +56,9 @@ def test_config_overrides_keep_other_defaults():
         ({"student": {"embed_dim": 64, "num_heads": 2}}, "divisible by 6"),
         ({"train": {"batch_size_per_gpu": "two"}}, "train.batch_size_per_gpu"),
         ({"ibot": {"mask_ratio_min_max": [0.5, 0.1]}}, "mask_ratio_min_max"),
+        ({"augment": {"local_zoom_range": [0.0, 1.0]}}, "augment.local_zoom_range"),
+        ({"augment": {"global_zoom_range": [2.0, 1.0]}}, "augment.global_zoom_range"),
+        ({"train": {"sharding": "fsdp"}}, "train.sharding"),
     ],
 )
 def test_bad_config_raises_input_error(tmp_path, override, words):

@@ -12,10 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+def _all_reduce(x: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """A reduced copy of ``x`` over all ranks (``op``: "sum" or "max"); ``x`` itself when not distributed."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         x = x.clone()
-        dist.all_reduce(x)
+        dist.all_reduce(x, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
     return x
 
 
@@ -36,25 +37,18 @@ class CenteredTeacher(nn.Module):
         """center <- m * center + (1 - m) * mean over the global batch (all ranks; every rank must call)."""
         flat = teacher_logits.float().reshape(-1, self.center.shape[-1])
         stats = torch.cat([flat.sum(dim=0), flat.new_tensor([flat.shape[0]])])
-        stats = _all_reduce_sum(stats)
+        stats = _all_reduce(stats)
         count = float(stats[-1])
         if count > 0:  # e.g. no masked tokens anywhere in this batch: keep the centre
             self.center.mul_(self.momentum).add_(stats[None, :-1] / count, alpha=1 - self.momentum)
 
 
-def _all_reduce_max(x: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        x = x.clone()
-        dist.all_reduce(x, op=dist.ReduceOp.MAX)
-    return x
-
-
 def _global_logsumexp_rows(x: torch.Tensor) -> torch.Tensor:
     """logsumexp over dim 0 of the row-concatenation of ``x`` over all ranks -> [1, K]."""
     peak = x.max(dim=0, keepdim=True).values if x.shape[0] else x.new_full((1, x.shape[1]), -torch.inf)
-    peak = _all_reduce_max(peak)
+    peak = _all_reduce(peak, "max")
     safe = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
-    total = _all_reduce_sum(torch.exp(x - safe).sum(dim=0, keepdim=True))
+    total = _all_reduce(torch.exp(x - safe).sum(dim=0, keepdim=True))
     return torch.log(total.clamp_min(1e-38)) + safe
 
 
@@ -69,7 +63,7 @@ def sinkhorn_knopp(teacher_logits: torch.Tensor, temp: float, n_iters: int = 3) 
     """
     log_q = teacher_logits.float() / temp
     n_local, k = log_q.shape
-    n_total = float(_all_reduce_sum(log_q.new_tensor([n_local]))[0])
+    n_total = float(_all_reduce(log_q.new_tensor([n_local]))[0])
     if n_total == 0:
         return log_q.softmax(dim=-1)
     log_share = torch.log(log_q.new_tensor(n_total / k))  # column mass: n_total / K
