@@ -172,7 +172,7 @@ class BusyState:
 
 def runInWorker(busy: BusyState, fn, *args, **kwargs):
     """Run fn(*args, progress=..., cancel=..., **kwargs) on the VoxelFM worker thread, GUI kept alive."""
-    from VoxelFMLib.background import ProgressRelay, run_pumping
+    from VoxelFMLib.worker import ProgressRelay, run_pumping
 
     relay = ProgressRelay()
     return run_pumping(

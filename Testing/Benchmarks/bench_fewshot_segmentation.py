@@ -46,7 +46,7 @@ def pick_slices(mask: np.ndarray, n: int) -> list[int]:
 
 
 def load_cases(data: Path, lung1_dir: Path | None):
-    from voxelfm.io import read_volume
+    from voxelfm.imaging.io import read_volume
 
     cases = []
     for folder, ct, lab, structs in TOTALSEG:
@@ -57,7 +57,7 @@ def load_cases(data: Path, lung1_dir: Path | None):
         cases.append((folder, read_volume(str(d / ct)), read_volume(str(d / lab), check_hu=False), structs))
     if lung1_dir is None:
         try:
-            from voxelfm.sample_data import fetch_sample_data
+            from voxelfm.samples.fetch import fetch_sample_data
 
             got = fetch_sample_data(case="lung1")
             lung1 = (got.image, got.label)
@@ -74,7 +74,7 @@ def load_cases(data: Path, lung1_dir: Path | None):
 
 
 def features_for(volume, model, feature_spacing):
-    from voxelfm.features import extract_features
+    from voxelfm.features.extract import extract_features
     from voxelfm.segment.io_helpers import resample_for_features
 
     src = resample_for_features(volume, feature_spacing) if feature_spacing else volume
@@ -102,17 +102,17 @@ def main() -> int:
     torch.set_num_threads(args.threads)
 
     from voxelfm import load_backbone
+    from voxelfm.imaging.volume import Volume
     from voxelfm.model import VoxelFMBackbone
     from voxelfm.segment.api import SegmentationConfig, SegmentationContext, fit_segmentation
     from voxelfm.segment.baseline_rf import filter_bank, rf_segment
     from voxelfm.segment.labels import select_slices
     from voxelfm.segment.metrics import dice, hd95
     from voxelfm.segment.voxel_features import IntensityConfig
-    from voxelfm.volume import Volume
 
     model_id = args.model
     if model_id is None:
-        from voxelfm.registry import default_model_id
+        from voxelfm.hub.registry import default_model_id
 
         model_id, _ = default_model_id()
     model = load_backbone(model_id)
@@ -184,7 +184,7 @@ def main() -> int:
         report += geometry_checks(Path(args.data), model, args.feature_spacing)
     print(report)
     if args.out:
-        from voxelfm.atomic import atomic_write_text
+        from voxelfm.files.atomic import atomic_write_text
 
         atomic_write_text(Path(args.out), report)
     return 0
@@ -194,11 +194,11 @@ def geometry_checks(data: Path, model, feature_spacing) -> str:
     """chest_dicom: labels on a flipped grid; abdomen: the same CT and labels with an oblique direction matrix."""
     import SimpleITK as sitk
 
-    from voxelfm.io import read_volume, volume_to_sitk
+    from voxelfm.imaging.io import read_volume, volume_to_sitk
+    from voxelfm.imaging.volume import Volume
     from voxelfm.segment.api import SegmentationConfig, fit_segmentation
     from voxelfm.segment.labels import select_slices
     from voxelfm.segment.metrics import dice
-    from voxelfm.volume import Volume
 
     lines = ["", "Geometry checks (our probe, 3 labelled slices):", ""]
     chest = data / "totalseg" / "chest_dicom"

@@ -53,7 +53,7 @@ def group_map(names: dict[str, str]) -> dict[int, int]:
 
 
 def load_case(data: Path, name: str):
-    from voxelfm.io import read_volume
+    from voxelfm.imaging.io import read_volume
 
     folder = data / "totalseg" / name
     ct = read_volume(folder / ("dicom" if (folder / "dicom").is_dir() else "ct.nii.gz"))
@@ -71,7 +71,7 @@ def load_case(data: Path, name: str):
 
 def sample_points(ct, lab, per_class: int, rng: np.random.Generator):
     """RAS points + group labels: labels resampled (nearest) onto the CT grid, then sampled per class."""
-    from voxelfm.resample import resample_to_grid
+    from voxelfm.imaging.resample import resample_to_grid
 
     on_ct = resample_to_grid(
         lab.array.astype(np.int16), lab.ijk_to_ras, ct.array.shape, ct.ijk_to_ras, mode="nearest", fill=-1
@@ -90,7 +90,7 @@ def sample_points(ct, lab, per_class: int, rng: np.random.Generator):
 
 
 def features_at(model, ct, ras: np.ndarray, spacing: float, max_tokens: int):
-    from voxelfm.features import default_preprocess_for, extract_features
+    from voxelfm.features.extract import default_preprocess_for, extract_features
     from voxelfm.segment.io_helpers import resample_for_features
     from voxelfm.segment.voxel_features import grid_index_of_ras, sample_patch_features
 

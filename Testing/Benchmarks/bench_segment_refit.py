@@ -37,14 +37,14 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from voxelfm.resample import patch_grid_to_ras
+    from voxelfm.imaging.resample import patch_grid_to_ras
+    from voxelfm.imaging.volume import Volume
     from voxelfm.segment.api import SegmentationConfig, SegmentationContext, fit_segmentation
     from voxelfm.segment.labels import painted_slices_to_labels
-    from voxelfm.volume import Volume
 
     m = np.diag([0.977, 0.977, 2.0, 1.0])
     if args.ct:
-        from voxelfm.io import read_volume
+        from voxelfm.imaging.io import read_volume
 
         v = read_volume(args.ct)
         arr, m = np.ascontiguousarray(v.array[:100, :512, :512]), v.ijk_to_ras

@@ -57,7 +57,7 @@ def volume_node(mrml_scene):
     """A small random CT-like volume node on an oblique, flipped (det < 0) grid."""
     from slicer_builders import SHAPE, oblique_flipped_matrix
 
-    from voxelfm.volume import Volume
+    from voxelfm.imaging.volume import Volume
     from VoxelFMLib import volume_nodes
 
     rng = np.random.default_rng(0)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from voxelfm import load_backbone
-from voxelfm.features import extract_features
-from voxelfm.registry import load_registry
+from voxelfm.features.extract import extract_features
+from voxelfm.hub.registry import load_registry
 
 
 def test_bundled_tiny_model_loads_verified_and_extracts(data_dir):
@@ -16,7 +16,7 @@ def test_bundled_tiny_model_loads_verified_and_extracts(data_dir):
     model = load_backbone("voxelfm-tiny")
     assert model.model_info["id"] == "voxelfm-tiny" and model.model_info["source"] == "bundled"
     assert model.preprocess_defaults["min_spacing"] == pytest.approx(1.5)  # trained at 1.5 mm
-    from voxelfm.io import read_volume
+    from voxelfm.imaging.io import read_volume
 
     vol = read_volume(data_dir / "public_ct" / "elastix_lung_small" / "3DCT_lung_baseline_small.mha")
     f = extract_features(vol, model, cache=False)

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from voxelfm import demo as demo_mod
-from voxelfm.io import write_labelmap, write_volume
+from voxelfm.imaging.io import write_labelmap, write_volume
+from voxelfm.imaging.volume import Volume
 from voxelfm.model import BackboneConfig, VoxelFMBackbone
-from voxelfm.sample_data import SampleCase
-from voxelfm.volume import Volume
+from voxelfm.samples import demo as demo_mod
+from voxelfm.samples.fetch import SampleCase
 
 
 def _synthetic_case(folder: Path) -> SampleCase:
@@ -44,7 +44,7 @@ def test_sparse_slice_labels_centre_first():
 
 def test_demo_writes_every_output_and_finds_the_nodule(tmp_path, monkeypatch):
     case = _synthetic_case(tmp_path)
-    monkeypatch.setattr("voxelfm.sample_data.fetch_sample_data", lambda *a, **k: case)
+    monkeypatch.setattr("voxelfm.samples.fetch.fetch_sample_data", lambda *a, **k: case)
     torch.manual_seed(0)
     model = VoxelFMBackbone(BackboneConfig(embed_dim=48, depth=1, num_heads=1)).eval()
     res = demo_mod.run_demo(tmp_path / "out", model, "test model", n_slices=1)

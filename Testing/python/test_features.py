@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from voxelfm.errors import CancelledError
-from voxelfm.feature_cache import FeatureCache
-from voxelfm.features import VolumeFeatures, extract_features, forward_prepared
+from voxelfm.features.cache import FeatureCache
+from voxelfm.features.extract import VolumeFeatures, extract_features, forward_prepared
+from voxelfm.features.tiling import blend_weights, plan_tiles
+from voxelfm.imaging.volume import Volume
 from voxelfm.model import BackboneConfig, VoxelFMBackbone
-from voxelfm.tiling import blend_weights, plan_tiles
-from voxelfm.volume import Volume
 
 
 @pytest.fixture(scope="module")

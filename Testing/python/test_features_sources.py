@@ -7,8 +7,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from voxelfm.features import extract_features
-from voxelfm.io import read_volume
+from voxelfm.features.extract import extract_features
+from voxelfm.imaging.io import read_volume
 from voxelfm.model.checkpoint import load_backbone_file
 
 

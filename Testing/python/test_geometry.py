@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-import voxelfm.resample as resample_mod
-from voxelfm.background_crop import background_crop
+import voxelfm.imaging.resample as resample_mod
 from voxelfm.errors import InputError
-from voxelfm.io import read_volume
-from voxelfm.preprocess import PreprocessConfig, prepare
-from voxelfm.resample import patch_grid_to_ras, resample_to_grid, resize_matrix, shift_matrix
-from voxelfm.volume import Volume
+from voxelfm.imaging.body_crop import background_crop
+from voxelfm.imaging.io import read_volume
+from voxelfm.imaging.preprocess import PreprocessConfig, prepare
+from voxelfm.imaging.resample import patch_grid_to_ras, resample_to_grid, resize_matrix, shift_matrix
+from voxelfm.imaging.volume import Volume
 
 
 def _affine(rotation: np.ndarray, spacing, origin) -> np.ndarray:

@@ -18,8 +18,9 @@ from hub_fixtures import (
     write_registry,
 )
 
-from voxelfm import hub, integrity
 from voxelfm.errors import IntegrityError, ModelNotAvailableError
+from voxelfm.files import integrity
+from voxelfm.hub import download as hub
 
 REPO = "testowner/fake-voxelfm"
 CKPT = "vitb_3d/checkpoints/99999.pth"
@@ -169,7 +170,7 @@ def test_unverified_model_loads_with_a_logged_warning(env, monkeypatch, caplog):
     make_hub_cache(env / "hf" / "hub", REPO, {CKPT: b"anything goes", CFG: CFG_BYTES})
     _no_network(monkeypatch)
     hub._warned.clear()
-    with caplog.at_level(logging.WARNING, logger="voxelfm.hub"):
+    with caplog.at_level(logging.WARNING, logger="voxelfm.hub.download"):
         r = hub.resolve_model_files("fake-unverified")
     assert not r.verified and r.sha256s["checkpoint"] == sha256_bytes(b"anything goes")
     text = caplog.text

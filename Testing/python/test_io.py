@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
 from voxelfm.errors import InputError
-from voxelfm.io import (
+from voxelfm.imaging.io import (
     ijk_to_ras_to_lps_geometry,
     lps_geometry_to_ijk_to_ras,
     read_volume,
@@ -21,7 +21,7 @@ from voxelfm.io import (
     write_labelmap,
     write_volume,
 )
-from voxelfm.volume import Volume
+from voxelfm.imaging.volume import Volume
 
 
 def _matrix(rotation, spacing, origin):
@@ -271,7 +271,7 @@ def _write_dicom_series(volume: Volume, folder, uid: str, modality: str = "CT") 
 
 @pytest.mark.parametrize("handed", ["right", "left"])
 def test_oblique_shuffled_dicom_series_geometry(tmp_path, handed):
-    from voxelfm.resample import resample_to_grid
+    from voxelfm.imaging.resample import resample_to_grid
 
     arr = np.random.default_rng(0).integers(-1000, 1000, size=(6, 10, 12)).astype(np.int16)
     m = GEOMETRIES["oblique"].copy()  # left-handed (one flipped axis)

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from voxelfm.io import read_volume
-from voxelfm.preprocess import PreprocessConfig, prepare
-from voxelfm.volume import Volume
+from voxelfm.imaging.io import read_volume
+from voxelfm.imaging.preprocess import PreprocessConfig, prepare
+from voxelfm.imaging.volume import Volume
 
 NIFTI_VARIANTS = {
     "A_nifti_default": {},

@@ -96,8 +96,8 @@ def test_fit_and_apply_probe_end_to_end(workspace, capsys):
     assert len(lines) == 4 and all(r.split("\t")[2] in ("0", "1") for r in lines[1:])
 
     # the table agrees with the probe applied in Python to the same (cached) features
-    from voxelfm.features import extract_features
-    from voxelfm.io import read_volume
+    from voxelfm.features.extract import extract_features
+    from voxelfm.imaging.io import read_volume
     from voxelfm.model.loading import load_backbone
     from voxelfm.probes import load_probe
     from voxelfm.probes.pipeline import preprocess_from_dict

@@ -16,9 +16,10 @@ from hub_fixtures import (
     write_registry,
 )
 
-from voxelfm import hub, registry
 from voxelfm.cli.main import main
 from voxelfm.errors import InputError, IntegrityError, ModelNotAvailableError
+from voxelfm.hub import download as hub
+from voxelfm.hub import registry
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CKPT, CFG = "run/checkpoints/99.pth", "run/config.yaml"

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from voxelfm import sample_data as sd
 from voxelfm.cli.main import main
 from voxelfm.errors import InputError, IntegrityError, ModelNotAvailableError
+from voxelfm.samples import fetch as sd
 
 PREFIX = "pyradiomics-3.0.1/data/"
 CONTENT = {

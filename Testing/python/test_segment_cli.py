@@ -12,9 +12,9 @@ import torch
 from test_segment_core import planted_case
 
 from voxelfm.cli.main import main
-from voxelfm.io import read_volume, write_labelmap, write_volume
+from voxelfm.imaging.io import read_volume, write_labelmap, write_volume
+from voxelfm.imaging.volume import Volume
 from voxelfm.segment.labels import UNLABELLED, labelled_voxels, select_slices
-from voxelfm.volume import Volume
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +168,7 @@ def test_chest_dicom_flipped_label_grid(data_dir):
     assert not np.allclose(lab.ijk_to_ras, vol.ijk_to_ras)  # really a different grid
     sparse = select_slices(lab.array.astype(np.uint8), [4, 10, 15], classes=[52, 32])  # aorta, T12
     lv = labelled_voxels(sparse, lab.ijk_to_ras, vol.array.shape, vol.ijk_to_ras)
-    from voxelfm.io import volume_to_sitk
+    from voxelfm.imaging.io import volume_to_sitk
 
     ref = sitk.Resample(
         lab_img,
@@ -188,7 +188,7 @@ def test_chest_dicom_flipped_label_grid(data_dir):
 def test_oblique_real_volume_same_result(data_dir, tiny_model):
     """The abdomen CT given an oblique direction matrix (labels too) segments exactly like the axis-aligned one."""
     from voxelfm import load_backbone
-    from voxelfm.features import extract_features
+    from voxelfm.features.extract import extract_features
     from voxelfm.segment.api import SegmentationConfig, fit_segmentation
     from voxelfm.segment.metrics import dice
 

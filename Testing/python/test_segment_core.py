@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from voxelfm.errors import InputError
+from voxelfm.imaging.volume import Volume
 from voxelfm.segment.api import SegmentationConfig, fit_segmentation
 from voxelfm.segment.labels import UNLABELLED, labelled_voxels, painted_slices_to_labels, select_slices
 from voxelfm.segment.metrics import dice
 from voxelfm.segment.postprocess import PostprocessConfig, postprocess_labelmap
 from voxelfm.segment.voxel_features import IntensityConfig
-from voxelfm.volume import Volume
 
 CELL = 8  # voxels per feature cell (stands in for a 14^3 patch)
 

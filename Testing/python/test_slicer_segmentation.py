@@ -22,7 +22,7 @@ from slicer_builders import (  # noqa: E402
 )
 
 from voxelfm.errors import CancelledError, InputError  # noqa: E402
-from voxelfm.volume import Volume  # noqa: E402
+from voxelfm.imaging.volume import Volume  # noqa: E402
 from VoxelFMLib import segment_logic, segmentation_nodes, volume_nodes  # noqa: E402
 
 pytestmark = pytest.mark.slicer

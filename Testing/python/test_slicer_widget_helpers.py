@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slicer
 
 
 def test_worker_runs_off_thread_pumps_and_relays_progress():
-    from VoxelFMLib import background
+    from VoxelFMLib import worker as background
 
     main = threading.get_ident()
     seen = {}

@@ -15,7 +15,7 @@ _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
 def requirements_path() -> Path:
-    from voxelfm.resources import resources_dir
+    from voxelfm.hub.resources import resources_dir
 
     return resources_dir() / "requirements.txt"
 

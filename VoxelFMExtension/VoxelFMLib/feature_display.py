@@ -15,13 +15,13 @@ from .volume_nodes import numpy_to_matrix
 
 
 def pca_rgb(patch: np.ndarray) -> np.ndarray:
-    """[d, h, w, C] features -> uint8 [d, h, w, 3]: the core's PCA colouring (voxelfm.viz) as 0..255."""
+    """[d, h, w, C] features -> uint8 [d, h, w, 3]: the core's PCA colouring (voxelfm.imaging.pictures) as 0..255."""
     patch = np.asarray(patch)
     if patch.ndim != 4 or patch.shape[0] * patch.shape[1] * patch.shape[2] < 3:
         raise InputError(
             f"Patch features must be [d, h, w, C] with at least 3 cells, got shape {patch.shape}."
         )
-    from voxelfm.viz import pca_rgb as core_pca_rgb
+    from voxelfm.imaging.pictures import pca_rgb as core_pca_rgb
 
     rgb = core_pca_rgb(patch)
     if rgb.shape[-1] < 3:  # fewer than 3 channels: pad with zeros

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from voxelfm.errors import InputError
+from voxelfm.imaging.volume import Volume
 from voxelfm.progress import CancelFlag, ProgressFn, check_cancel, no_progress
-from voxelfm.volume import Volume
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class ModelChoice:
 def registry_models() -> list[ModelChoice]:
     """Models listed in the registry (Resources/models.json); empty if it is not installed or unreadable."""
     try:
-        from voxelfm.registry import load_registry
+        from voxelfm.hub.registry import load_registry
 
         registry = load_registry()
     except (FileNotFoundError, OSError, ValueError) as exc:  # InputError is a ValueError
@@ -45,7 +45,7 @@ def registry_models() -> list[ModelChoice]:
 def default_model_reference() -> str:
     """The model the core would pick with no explicit choice (VOXELFM_MODEL, then registry preference)."""
     try:
-        from voxelfm.registry import default_model_id
+        from voxelfm.hub.registry import default_model_id
 
         return default_model_id()[0]
     except Exception as exc:  # registry missing/broken: let the user type a path
@@ -100,7 +100,7 @@ class FeaturesLogic:
         progress(0.0, "Loading model")
         model = self.model(reference, device)
         check_cancel(cancel)
-        from voxelfm.features import extract_features
+        from voxelfm.features.extract import extract_features
 
         return extract_features(volume, model, device=device, progress=progress, cancel=cancel, cache=cache)
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from voxelfm.imaging.volume import Volume
 from voxelfm.progress import CancelFlag, ProgressFn, check_cancel, no_progress
-from voxelfm.volume import Volume
 
 from .features_logic import FeaturesLogic
 from .segmentation_nodes import SegmentClass

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from voxelfm.errors import InputError
+from voxelfm.imaging.volume import Volume
 from voxelfm.progress import CancelFlag, ProgressFn, check_cancel, no_progress
-from voxelfm.volume import Volume
 
 from .segmentation_nodes import (
     ClassStats,

@@ -1,4 +1,4 @@
-"""Scalar / labelmap volume nodes <-> ``voxelfm.volume.Volume`` with exact geometry.
+"""Scalar / labelmap volume nodes <-> ``voxelfm.imaging.volume.Volume`` with exact geometry.
 
 The node's IJKToRAS matrix (origin, spacing and any direction, oblique or flipped) becomes
 ``Volume.ijk_to_ras`` unchanged, and the voxel array keeps Slicer's [k, j, i] order, so a round trip is
@@ -14,7 +14,7 @@ import slicer
 import vtk
 
 from voxelfm.errors import InputError
-from voxelfm.volume import Volume
+from voxelfm.imaging.volume import Volume
 
 
 def matrix_to_numpy(matrix: vtk.vtkMatrix4x4) -> np.ndarray:

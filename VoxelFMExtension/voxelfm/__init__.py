@@ -6,20 +6,24 @@ start-up) and so that sub-packages can be used without torch where they do not n
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["load_backbone", "Volume", "__version__"]
+_WHERE = {
+    "load_backbone": "voxelfm.model.loading",
+    "Volume": "voxelfm.imaging.volume",
+    "read_volume": "voxelfm.imaging.io",
+    "write_volume": "voxelfm.imaging.io",
+    "extract_features": "voxelfm.features.extract",
+    "VolumeFeatures": "voxelfm.features.volume_features",
+}
+
+__all__ = ["__version__", *_WHERE]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "load_backbone":
-        from .model.loading import load_backbone
-
-        return load_backbone
-    if name == "Volume":
-        from .volume import Volume
-
-        return Volume
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
     raise AttributeError(f"module 'voxelfm' has no attribute {name!r}")

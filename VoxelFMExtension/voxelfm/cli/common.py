@@ -36,7 +36,7 @@ def load_model_from_args(args: argparse.Namespace):
 
     model_id = args.model
     if model_id is None:
-        from ..hub import resolve_default_model
+        from ..hub.download import resolve_default_model
 
         resolved, reason = resolve_default_model()
         model_id = resolved.id
@@ -49,7 +49,7 @@ def load_model_from_args(args: argparse.Namespace):
 def preprocess_from_args(model: Any, args: argparse.Namespace):
     import dataclasses
 
-    from ..features import default_preprocess_for
+    from ..features.extract import default_preprocess_for
 
     cfg = default_preprocess_for(model)
     return dataclasses.replace(cfg, crop_background=bool(args.crop_background), max_patches=args.max_patches)

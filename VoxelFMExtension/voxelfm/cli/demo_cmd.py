@@ -32,8 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
     from ..progress import TqdmProgress
+    from ..samples.demo import run_demo
     from .common import load_model_from_args, log
 
     model = load_model_from_args(args)

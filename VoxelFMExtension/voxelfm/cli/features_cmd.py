@@ -27,8 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
-    from ..features import extract_features
-    from ..io import read_volume
+    from ..features.extract import extract_features
+    from ..imaging.io import read_volume
     from ..progress import TqdmProgress
 
     out = Path(args.out)
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         feats.extraction.get("tiles", "cached"),
     )
     if args.png:
-        from ..viz import feature_overview_png
+        from ..imaging.pictures import feature_overview_png
 
         log.info("wrote %s", feature_overview_png(volume, feats.patch, feats.grid_to_ras, args.png))
     return 0

@@ -41,8 +41,8 @@ def register(subparsers: Any) -> None:
 
 
 def _model_rows(verify: bool) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    from ..hub import cache_state, hf_cache_dir, hub_offline
-    from ..registry import bundled_dir, default_model_id, load_registry
+    from ..hub.download import cache_state, hf_cache_dir, hub_offline
+    from ..hub.registry import bundled_dir, default_model_id, load_registry
 
     reg = load_registry()
     rows = []
@@ -109,7 +109,7 @@ def run_models(args: argparse.Namespace) -> int:
 
 def run_sample_data(args: argparse.Namespace) -> int:
     from ..progress import TqdmProgress
-    from ..sample_data import PYRADIOMICS_301, fetch_sample_data
+    from ..samples.fetch import PYRADIOMICS_301, fetch_sample_data
 
     cases = list(PYRADIOMICS_301.cases) if args.case == "all" else [args.case]
     bar = None if args.json else TqdmProgress("sample data")

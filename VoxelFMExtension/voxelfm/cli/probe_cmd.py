@@ -96,7 +96,7 @@ def _extraction_kwargs(args: argparse.Namespace) -> dict:
 def run_fit(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from ..features import model_identity
+    from ..features.extract import model_identity
     from ..probes.config import ProbeConfig
     from ..probes.evaluate import headline
     from ..probes.fit import fit_probe_inputs
@@ -199,7 +199,7 @@ def run_apply(args: argparse.Namespace) -> int:
     for r in rows:
         w.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in r])
     if args.out:
-        from ..atomic import atomic_write_text
+        from ..files.atomic import atomic_write_text
 
         atomic_write_text(Path(args.out), buf.getvalue())
         log.info("wrote %s (%d rows)", args.out, len(rows))

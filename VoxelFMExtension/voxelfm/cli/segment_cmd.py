@@ -64,7 +64,7 @@ def _output_ok(path: Path) -> None:
 
 
 def _features(volume, model, args):
-    from ..features import extract_features
+    from ..features.extract import extract_features
     from ..progress import TqdmProgress
     from ..segment.io_helpers import resample_for_features
     from .common import preprocess_from_args
@@ -87,7 +87,7 @@ def _features(volume, model, args):
 
 
 def _write(result, probe, out: Path) -> None:
-    from ..io import write_labelmap
+    from ..imaging.io import write_labelmap
     from ..segment.io_helpers import has_suffix, write_seg_nrrd
 
     if has_suffix(out, (".seg.nrrd",)):
@@ -110,13 +110,13 @@ def _postprocess(args):
 
 def _fit(args, out: Path) -> int:
     from ..errors import InputError
-    from ..io import read_volume
+    from ..imaging.io import read_volume
+    from ..imaging.volume import Volume
     from ..segment.api import SegmentationConfig, SegmentationContext, fit_segmentation
     from ..segment.io_helpers import read_label_volume
     from ..segment.labels import painted_slices_to_labels
     from ..segment.probe_file import save_segmentation_probe
     from ..segment.voxel_features import IntensityConfig
-    from ..volume import Volume
     from .common import load_model_from_args
 
     volume = read_volume(args.image)
@@ -150,7 +150,7 @@ def _fit(args, out: Path) -> int:
 
 def _apply(args, out: Path) -> int:
     from ..errors import InputError
-    from ..io import read_volume
+    from ..imaging.io import read_volume
     from ..segment.io_helpers import IMAGE_SUFFIXES, has_suffix
     from ..segment.probe_file import load_segmentation_probe
     from .common import load_model_from_args

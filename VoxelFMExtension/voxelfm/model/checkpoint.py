@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from ..atomic import atomic_write, atomic_write_text
 from ..errors import CheckpointError
+from ..files.atomic import atomic_write, atomic_write_text
 from .config import BackboneConfig, official_preprocess_params
 from .vit import VoxelFMBackbone
 

@@ -36,7 +36,7 @@ def load_backbone(
             "source": "local-path",
         }
     else:
-        from ..hub import resolve_model_files
+        from ..hub.download import resolve_model_files
 
         resolved = resolve_model_files(str(path_or_id))
         weights = resolved.files.get("checkpoint") or resolved.files.get("weights")
@@ -56,7 +56,7 @@ def load_backbone(
 
 
 def _weights_sha256(path: Path) -> str:
-    from ..integrity import sha256_of
+    from ..files.integrity import sha256_of
 
     if path.is_dir():
         cands = (

@@ -74,7 +74,7 @@ class VoxelFMBackbone(nn.Module):
         if bad:
             raise InputError(
                 f"Spatial size {tuple(x.shape[2:])} is not a positive multiple of the patch size "
-                f"{self.patch_size}; crop with voxelfm.preprocess.prepare() first."
+                f"{self.patch_size}; crop with voxelfm.imaging.preprocess.prepare() first."
             )
         return x
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from ..atomic import atomic_write, atomic_write_text
 from ..errors import CheckpointError
+from ..files.atomic import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
-from ..atomic import atomic_write
 from ..errors import InputError
+from ..files.atomic import atomic_write
+from ..files.locations import cache_root
 from ..progress import ProgressFn, no_progress
 from .config import PretrainConfig
 from .crops import MultiCrop
@@ -138,7 +139,7 @@ def _read_manifest(path: Path) -> list[Path]:
 
 def read_ct(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     """HU array (z, y, x) float32 and spacing (z, y, x) mm, via the shared reader (InputError if unusable)."""
-    from ..io import read_volume
+    from ..imaging.io import read_volume
 
     vol = read_volume(path, check_hu=False)  # looks_like_ct() decides, with a clearer message
     sx, sy, sz = (float(s) for s in vol.spacing)
@@ -148,9 +149,9 @@ def read_ct(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
 def resample_isotropic(
     arr: np.ndarray, spacing: tuple[float, float, float], target: float | None
 ) -> np.ndarray:
-    """Trilinear (align_corners=False) to ``target`` mm; None = the inference rule (voxelfm.preprocess)."""
+    """Trilinear (align_corners=False) to ``target`` mm; None = the inference rule (voxelfm.imaging.preprocess)."""
     if target is None:
-        from ..preprocess import PreprocessConfig, isotropic_shape
+        from ..imaging.preprocess import PreprocessConfig, isotropic_shape
 
         iso = isotropic_shape(arr.shape, spacing, PreprocessConfig().min_spacing)
         if iso is None:
@@ -166,8 +167,7 @@ def resample_isotropic(
 
 
 def default_cache_root() -> Path:
-    base = os.environ.get("VOXELFM_CACHE_DIR") or str(Path.home() / ".cache" / "voxelfm")
-    return Path(base) / "pretrain"
+    return cache_root() / "pretrain"
 
 
 @dataclass

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write, atomic_write_text
+from ..files.atomic import atomic_write, atomic_write_text
 
 
 class MetricsLog:

@@ -201,7 +201,7 @@ def _run(cfg, data, out, steps, resume, dev, info, export_hub, progress, cancel,
     if info.is_main:
         import yaml
 
-        from ..atomic import atomic_write_text
+        from ..files.atomic import atomic_write_text
 
         atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     bar = None
@@ -393,7 +393,7 @@ def export_teacher(meta: SSLMetaArch, cfg: PretrainConfig, out_dir: Path, step: 
 
 def export_hub_folder(meta: SSLMetaArch, cfg: PretrainConfig, out_dir: Path, step: int) -> Path:
     """Hub-style folder: model.safetensors + config.json + README.md (model card)."""
-    from ..atomic import atomic_write_text
+    from ..files.atomic import atomic_write_text
 
     export_teacher(meta, cfg, out_dir, step)
     st = cfg.student

@@ -22,7 +22,7 @@ from .probe import Probe
 
 def preprocess_from_dict(d: dict[str, Any] | None):
     """The PreprocessConfig recorded in a probe (unknown keys ignored, lists back to tuples)."""
-    from ..preprocess import PreprocessConfig
+    from ..imaging.preprocess import PreprocessConfig
 
     known = {f.name for f in dataclasses.fields(PreprocessConfig)}
     kw = {k: v for k, v in (d or {}).items() if k in known}
@@ -61,9 +61,9 @@ def pooled_inputs(
     cancel: CancelFlag | None = None,
 ) -> np.ndarray | list[np.ndarray]:
     """Read each image (path or Volume), extract its features (disk-cached) and pool them."""
-    from ..features import extract_features
-    from ..io import read_volume
-    from ..volume import Volume
+    from ..features.extract import extract_features
+    from ..imaging.io import read_volume
+    from ..imaging.volume import Volume
 
     progress = progress or no_progress
     if len(images) == 0:
@@ -101,7 +101,7 @@ def pooled_inputs(
 
 def apply_probe(probe: Probe, images: Sequence[Any], model: Any, **kwargs: Any) -> np.ndarray:
     """Probe outputs for images (paths or Volumes), after checking the model matches the probe."""
-    from ..features import model_identity
+    from ..features.extract import model_identity
 
     check_backbone(probe, model_identity(model))
     kwargs.setdefault("preprocess", preprocess_from_dict(probe.preprocess) if probe.preprocess else None)

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, IntegrityError
-from ..integrity import sha256_of
-from ..probe_paths import probe_paths
+from ..files.integrity import sha256_of
+from ..files.probe_paths import probe_paths
 from .heads import build_head
 from .probe import Probe
 from .train import TrainedHead

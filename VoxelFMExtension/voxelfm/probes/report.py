@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_write, atomic_write_text
+from ..files.atomic import atomic_write, atomic_write_text
 from .fit import FitResult
 from .metrics import roc_auc, roc_curve
 from .probe_file import _json_safe

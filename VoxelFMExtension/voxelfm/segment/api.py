@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..volume import Volume
+from ..imaging.volume import Volume
 from .labels import LabelledVoxels, balanced_sample, labelled_voxels
+from .linear_fit import fit_softmax
 from .postprocess import PostprocessConfig, postprocess_labelmap
-from .probe import fit_softmax
 from .voxel_features import (
     FitBasis,
     IntensityConfig,

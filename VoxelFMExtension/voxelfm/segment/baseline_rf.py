@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..volume import Volume
+from ..imaging.volume import Volume
 from .labels import balanced_sample, labelled_voxels
 
 SIGMAS_MM = (1.0, 2.0, 4.0, 8.0)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..volume import Volume
+from ..imaging.volume import Volume
 
 LABELMAP_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -21,7 +21,7 @@ def has_suffix(path: str | os.PathLike, suffixes) -> bool:
 
 def read_label_volume(path: str | os.PathLike) -> Volume:
     """Read a sparse label image (0 background, 1..254 structures, 255 unlabelled) without touching the file."""
-    from ..io import read_volume
+    from ..imaging.io import read_volume
 
     vol = read_volume(str(path), check_hu=False)
     arr = vol.array
@@ -38,7 +38,7 @@ def resample_for_features(volume: Volume, spacing_mm: float) -> Volume:
     WHY: on coarse CT (e.g. 3 mm) one 14-voxel patch spans 42 mm; extracting features from a finer resampling
     gives a denser feature grid. Prediction stays on the original grid (everything is mapped through RAS).
     """
-    from ..resample import resample_to_grid
+    from ..imaging.resample import resample_to_grid
 
     sp = volume.spacing
     if spacing_mm <= 0:
@@ -58,8 +58,8 @@ def write_seg_nrrd(labelmap: np.ndarray, ijk_to_ras: np.ndarray, path: str | os.
     """Write a Slicer .seg.nrrd (one shared labelmap layer); ``segments`` = [(value, name, (r,g,b))]."""
     import SimpleITK as sitk
 
-    from ..atomic import atomic_write
-    from ..io import array_to_sitk
+    from ..files.atomic import atomic_write
+    from ..imaging.io import array_to_sitk
 
     img = array_to_sitk(np.asarray(labelmap, dtype=np.uint8), ijk_to_ras)
     k, j, i = labelmap.shape

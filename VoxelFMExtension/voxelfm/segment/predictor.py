@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from ..imaging.volume import Volume
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
-from ..volume import Volume
 from .api import (
     SegmentationConfig,
     SegmentationContext,
@@ -60,7 +60,7 @@ class FewShotPredictor:
     ) -> SegmentationContext:
         key = volume.content_hash()
         if self._context is None or key != self._key:
-            from ..features import extract_features
+            from ..features.extract import extract_features
             from .io_helpers import resample_for_features
 
             src = (

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_write, atomic_write_text
 from ..errors import CheckpointError, IntegrityError
-from ..integrity import sha256_of
-from ..probe_paths import probe_paths
+from ..files.atomic import atomic_write, atomic_write_text
+from ..files.integrity import sha256_of
+from ..files.probe_paths import probe_paths
 from .api import SegmentationConfig, SegmentationProbe
 
 FORMAT_VERSION = 1

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from ..errors import InputError
 
 SOURCES = ("hub", "bundled")
 FORMATS = ("official-pth", "voxelfm-safetensors")
@@ -204,7 +204,7 @@ def default_model_id(registry: Registry | None = None) -> tuple[str, str]:
     VOXELFM_MODEL wins. Otherwise the first entry of ``default_preference`` that is available (cached,
     bundled and present, or downloadable because we are not offline); the last entry is the fallback.
     """
-    from . import hub  # hub imports this module; import late to keep the dependency one-way at import time
+    from . import download as hub
 
     env = os.environ.get("VOXELFM_MODEL")
     if env:
@@ -231,7 +231,7 @@ def default_model_id(registry: Registry | None = None) -> tuple[str, str]:
 
 
 def _why_skipped(entry: ModelEntry) -> str:
-    from .hub import hub_offline
+    from .download import hub_offline
 
     if entry.source == "hub":
         why = "HF_HUB_OFFLINE=1" if hub_offline() else "not downloadable"
@@ -245,8 +245,8 @@ def pin_bundled_hashes(model_id: str, path: str | Path | None = None) -> dict[st
     Used after (re)training the bundled offline model so later loads verify exactly those bytes.
     Rewrites the file atomically; other entries are kept as they are. Returns the new file specs.
     """
-    from .atomic import atomic_write_text
-    from .integrity import sha256_of
+    from ..files.atomic import atomic_write_text
+    from ..files.integrity import sha256_of
 
     reg = load_registry(path)
     entry = reg.get(model_id)

@@ -3,7 +3,7 @@
 Conventions (Slicer's): ``array`` is indexed ``[k, j, i]`` = (z, y, x) slices/rows/columns, and
 ``ijk_to_ras`` maps homogeneous (i, j, k, 1) — i along array axis 2 — to RAS millimetres. Any
 direction matrix (oblique, flipped) is allowed; nothing downstream assumes identity direction.
-RAS <-> LPS conversion happens only in ``voxelfm.io``.
+RAS <-> LPS conversion happens only in ``voxelfm.imaging.io``.
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
-from .progress import ProgressFn, no_progress
-from .volume import Volume
+from ..errors import InputError
+from ..imaging.volume import Volume
+from ..progress import ProgressFn, no_progress
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +59,12 @@ def run_demo(
     device: str = "auto",
     progress: ProgressFn | None = None,
 ) -> DemoResult:
-    from .features import extract_features
-    from .io import read_volume, write_labelmap
-    from .sample_data import fetch_sample_data
-    from .segment.api import fit_segmentation
-    from .segment.io_helpers import write_seg_nrrd
-    from .viz import feature_overview_png, label_overlay_png
+    from ..features.extract import extract_features
+    from ..imaging.io import read_volume, write_labelmap
+    from ..imaging.pictures import feature_overview_png, label_overlay_png
+    from ..segment.api import fit_segmentation
+    from ..segment.io_helpers import write_seg_nrrd
+    from .fetch import fetch_sample_data
 
     progress = progress or no_progress
     if n_slices < 1:
@@ -130,7 +130,7 @@ def run_demo(
         "reference_ml": round(float(ref.sum()) * voxel_ml, 3),
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }
-    from .atomic import atomic_write_text
+    from ..files.atomic import atomic_write_text
 
     files["summary"] = atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     progress(1.0, "done")

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError
+from ..errors import InputError
 
 _CHUNK_BYTES = 64 * 2**20  # per-chunk working memory for coordinates + output
 

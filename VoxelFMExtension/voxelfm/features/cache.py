@@ -12,10 +12,10 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .integrity import cache_root
+from ..files.locations import cache_root
 
 if TYPE_CHECKING:
-    from .features import VolumeFeatures
+    from .volume_features import VolumeFeatures
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class FeatureCache:
     def key(
         volume_hash: str, model: dict[str, Any], preprocess: dict[str, Any], extraction: dict[str, Any]
     ) -> str:
-        from .features import FEATURES_FORMAT_VERSION
+        from .volume_features import FEATURES_FORMAT_VERSION
 
         payload = {
             "v": FEATURES_FORMAT_VERSION,
@@ -44,8 +44,8 @@ class FeatureCache:
         return self.folder / f"{key}.npz"
 
     def get(self, key: str) -> VolumeFeatures | None:
-        from .errors import InputError
-        from .features import VolumeFeatures
+        from ..errors import InputError
+        from .volume_features import VolumeFeatures
 
         p = self.path(key)
         if not p.is_file():

@@ -14,13 +14,8 @@ import json
 import os
 from pathlib import Path
 
-from .errors import IntegrityError
-
-
-def cache_root() -> Path:
-    """VOXELFM_CACHE_DIR, else ~/.cache/voxelfm (read at call time so tests can redirect it)."""
-    env = os.environ.get("VOXELFM_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "voxelfm"
+from ..errors import IntegrityError
+from .locations import cache_root
 
 
 def _memo_path(real: Path) -> Path:

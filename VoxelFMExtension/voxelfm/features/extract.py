@@ -11,89 +11,26 @@ import dataclasses
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .device import autocast_for, pick_device
-from .errors import InputError
-from .feature_cache import FeatureCache
-from .progress import CancelFlag, ProgressFn, check_cancel, no_progress
-from .resample import patch_grid_to_ras
+from ..device import autocast_for, pick_device
+from ..errors import InputError
+from ..imaging.resample import patch_grid_to_ras
+from ..imaging.volume import Volume
+from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
+from .cache import FeatureCache
 from .tiling import blend_weights, plan_tiles
-from .volume import Volume
+from .volume_features import VolumeFeatures
 
 log = logging.getLogger(__name__)
-
-FEATURES_FORMAT_VERSION = 1
-
-
-@dataclass
-class VolumeFeatures:
-    cls: np.ndarray  # [C]
-    registers: np.ndarray  # [R, C]
-    patch: np.ndarray  # [D', H', W', C] float32
-    grid_to_ras: np.ndarray  # 4x4: (i, j, k, 1) of a patch-cell centre -> RAS
-    prepared_to_ras: np.ndarray = field(default_factory=lambda: np.eye(4))  # 4x4 of the prepared voxel grid
-    prepared_shape: tuple[int, int, int] = (0, 0, 0)  # (D, H, W) voxels
-    model: dict[str, Any] = field(default_factory=dict)  # id, revision, sha256, source
-    preprocess: dict[str, Any] = field(default_factory=dict)
-    extraction: dict[str, Any] = field(default_factory=dict)  # tiles, max_tokens, device, seconds
-
-    @property
-    def grid_shape(self) -> tuple[int, int, int]:
-        return tuple(int(s) for s in self.patch.shape[:3])  # type: ignore[return-value]
-
-    def save(self, path: str | Path) -> Path:
-        """Write an .npz (atomic): arrays + a JSON ``meta`` entry."""
-        from .atomic import atomic_savez
-
-        meta = {
-            "format_version": FEATURES_FORMAT_VERSION,
-            "prepared_shape": list(self.prepared_shape),
-            "model": self.model,
-            "preprocess": self.preprocess,
-            "extraction": self.extraction,
-        }
-        return atomic_savez(
-            Path(path),
-            cls=self.cls,
-            registers=self.registers,
-            patch=self.patch,
-            grid_to_ras=self.grid_to_ras,
-            prepared_to_ras=self.prepared_to_ras,
-            meta=np.array(json.dumps(meta)),
-        )
-
-    @classmethod
-    def load(cls, path: str | Path) -> VolumeFeatures:
-        path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(str(z["meta"]))
-                return cls(
-                    cls=z["cls"],
-                    registers=z["registers"],
-                    patch=z["patch"],
-                    grid_to_ras=z["grid_to_ras"],
-                    prepared_to_ras=z["prepared_to_ras"],
-                    prepared_shape=tuple(meta.get("prepared_shape", (0, 0, 0))),
-                    model=meta.get("model", {}),
-                    preprocess=meta.get("preprocess", {}),
-                    extraction=meta.get("extraction", {}),
-                )
-        except (OSError, KeyError, ValueError) as exc:
-            raise InputError(
-                f"{path} is not a readable VoxelFM features file ({exc}); extract features again."
-            ) from exc
 
 
 def default_preprocess_for(model: torch.nn.Module):
     """The preprocessing the model was trained with (from its config), else the reference defaults."""
-    from .preprocess import PreprocessConfig
+    from ..imaging.preprocess import PreprocessConfig
 
     known = {f.name for f in dataclasses.fields(PreprocessConfig)}
     overrides = {k: v for k, v in getattr(model, "preprocess_defaults", {}).items() if k in known}
@@ -128,7 +65,7 @@ def extract_features(
     cache: bool | FeatureCache = True,
 ) -> VolumeFeatures:
     """Features of ``volume``; a repeated request with the same inputs is served from the disk cache."""
-    from .preprocess import prepare
+    from ..imaging.preprocess import prepare
 
     progress = progress or no_progress
     cfg = preprocess if preprocess is not None else default_preprocess_for(model)

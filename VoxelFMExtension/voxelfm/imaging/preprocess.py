@@ -11,7 +11,7 @@ Deliberate differences from the reference (all documented in ``PreprocessConfig`
   reproduce its DICOM output exactly.
 * numpy arrays are clipped too (the reference's array path does not clip); ``clip_hu=None`` reproduces it.
 * a failed "looks like HU" check warns instead of raising; a background crop that keeps nothing falls back
-  (see ``voxelfm.background_crop``) instead of raising.
+  (see ``voxelfm.imaging.body_crop``) instead of raising.
 * spacings equal to within 1e-6 (relative) count as equal, so ulp-level differences from direction cosines do
   not trigger a resampling the reference (reading header values) would not do.
 """
@@ -27,9 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .background_crop import background_crop
-from .errors import InputError
-from .intensity_checks import hu_warnings
+from ..errors import InputError
+from .body_crop import background_crop
+from .hu_checks import hu_warnings
 from .resample import patch_grid_to_ras, resize_matrix, shift_matrix
 from .volume import Volume
 

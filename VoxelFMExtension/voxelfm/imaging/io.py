@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .atomic import atomic_write
-from .errors import InputError
-from .intensity_checks import hu_warnings
+from ..errors import InputError
+from ..files.atomic import atomic_write
+from .hu_checks import hu_warnings
 from .volume import Volume
 
 READ_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -171,7 +171,7 @@ def _read_path(path: Path, name: str | None) -> Volume:
     if not path.exists():
         raise InputError(f"Image not found: {path}. Check the path (and that the drive/share is mounted).")
     if path.is_dir():
-        from .dicom_series import read_dicom_series
+        from .dicom import read_dicom_series
 
         image = read_dicom_series(path)
         return volume_from_sitk(image, name or path.name)

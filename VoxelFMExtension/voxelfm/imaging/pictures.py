@@ -120,7 +120,7 @@ def save_panels(rows: list[np.ndarray], out: str | Path, max_width: int = 1400, 
     """Stack RGB float panels vertically (padding to a common width) and write a PNG atomically."""
     from PIL import Image
 
-    from .atomic import atomic_write
+    from ..files.atomic import atomic_write
 
     width = max(r.shape[1] for r in rows)
     padded = [np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0))) for r in rows]

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, ModelNotAvailableError, VoxelFMError
-from .integrity import sha256_of, verify_file
-from .progress import ProgressFn, no_progress
+from ..errors import InputError, ModelNotAvailableError, VoxelFMError
+from ..files.integrity import sha256_of, verify_file
+from ..progress import ProgressFn, no_progress
 from .registry import ModelEntry, Registry, bundled_dir, load_registry
 
 log = logging.getLogger(__name__)

@@ -19,9 +19,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import IntegrityError, ModelNotAvailableError
-from .integrity import cache_root, verify_file
-from .progress import ProgressFn, no_progress
+from ..errors import IntegrityError, ModelNotAvailableError
+from ..files.integrity import verify_file
+from ..files.locations import cache_root
+from ..progress import ProgressFn, no_progress
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def _offline() -> bool:
 
 def _case_files(spec: SampleArchive, case: str, dest: Path) -> tuple[SampleSpec, Path, Path]:
     if case not in spec.cases:
-        from .errors import InputError
+        from ..errors import InputError
 
         raise InputError(f"Unknown sample case {case!r}; available: {', '.join(spec.cases)}.")
     s = spec.cases[case]

@@ -1,0 +1,27 @@
+"""Frozen backbone features of CT volumes: extraction (tiled), the features file, the disk cache.
+
+Public names are loaded lazily so that ``import voxelfm.features`` does not import torch until it is needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "VolumeFeatures": "volume_features",
+    "FEATURES_FORMAT_VERSION": "volume_features",
+    "extract_features": "extract",
+    "forward_prepared": "extract",
+    "default_preprocess_for": "extract",
+    "model_identity": "extract",
+    "FeatureCache": "cache",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module 'voxelfm.features' has no attribute {name!r}")

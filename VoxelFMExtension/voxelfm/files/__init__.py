@@ -1,0 +1,1 @@
+"""Files VoxelFM writes or trusts: atomic writes, sha256 checks, probe file names, cache locations."""

@@ -1,0 +1,1 @@
+"""Models by name: the registry (Resources/models.json), Hugging Face downloads, bundled resources."""
