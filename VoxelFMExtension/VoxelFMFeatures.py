@@ -1,33 +1,28 @@
 """VoxelFM Features: choose a model, extract features of a CT volume, look at them as a PCA colour volume.
 
-Also home of the pieces every VoxelFM module shares: ``ModelPanel`` (the "model" widgets: registry
-combo box, id/path line edit, browse button, device) and ``ensureDependencies`` (torch via the PyTorch
-extension, the rest from Resources/requirements.txt). The work itself lives in VoxelFMLib (Qt-free).
+Also the module that carries the shared packages (voxelfm, VoxelFMLib, VoxelFMWidgets) in the extension.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-from typing import Annotated
-
 import qt
 import slicer
-import vtk
 from slicer import vtkMRMLScalarVolumeNode
-from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
+from slicer.parameterNodeWrapper import parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleTest,
-    ScriptedLoadableModuleWidget,
 )
-from slicer.util import VTKObservationMixin
-
-DEVICES = ("auto", "cpu", "cuda")
-TORCH_REQUIREMENT = ">=2.2"
-# Widgets (by .ui name) that ModelPanel drives; every module .ui that uses the panel must have them.
-MODEL_PANEL_WIDGETS = ("modelComboBox", "modelReferenceLineEdit", "browseModelButton", "deviceComboBox")
+from VoxelFMWidgets import (
+    BusyState,
+    ModelPanel,
+    ModelParameters,
+    VoxelFMModuleWidget,
+    ensureDependencies,
+    modelSpec,
+    runInWorker,
+)
 
 
 class VoxelFMFeatures(ScriptedLoadableModule):
@@ -47,314 +42,90 @@ class VoxelFMFeatures(ScriptedLoadableModule):
         )
 
 
-# ----------------------------------------------------------------------------- shared widget helpers
-
-
-def ensureDependencies() -> bool:
-    """Make torch (PyTorch extension) and Resources/requirements.txt importable; False if the user declined.
-
-    pip runs on the main thread (slicer.util.pip_install creates Qt objects).
-    """
-    from VoxelFMLib import dependencies
-
-    if not dependencies.torch_available():
-        try:
-            import PyTorchUtils
-        except ImportError:
-            slicer.util.errorDisplay(
-                "VoxelFM needs PyTorch. Install the 'PyTorch' extension from the Extensions Manager, "
-                "restart Slicer, and try again."
-            )
-            return False
-        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
-            askConfirmation=True, torchVersionRequirement=TORCH_REQUIREMENT
-        )
-        if torch is None:
-            return False
-    missing = dependencies.missing_requirements()
-    if not missing:
-        return True
-    path = str(dependencies.requirements_path())
-    try:
-        import slicer.pydeps as pydeps  # Slicer >= 5.11
-
-        pydeps.pip_ensure(pydeps.load_requirements(path), requester="VoxelFM")
-        return True
-    except ImportError:
-        pass
-    except RuntimeError as exc:  # user declined in pip_ensure's dialog
-        logging.info("VoxelFM dependencies not installed: %s", exc)
-        return False
-    if not slicer.util.confirmOkCancelDisplay(
-        "VoxelFM needs these Python packages, which will be downloaded and installed now:\n\n"
-        + "\n".join(missing),
-        "VoxelFM: install Python packages",
-    ):
-        return False
-    qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
-    try:
-        slicer.util.pip_install(" ".join(f'"{m}"' for m in missing))
-    finally:
-        qt.QApplication.restoreOverrideCursor()
-    return True
-
-
-class ModelPanel:
-    """Drives the model widgets of a module .ui (names in MODEL_PANEL_WIDGETS).
-
-    The line edit holds the model reference (bound to the parameter node as ``modelReference``); the
-    combo box lists registry models and copies the chosen id into it; the button picks a local file.
-    """
-
-    def __init__(self, ui, parameterNodeGetter):
-        self.ui = ui
-        self._parameterNode = parameterNodeGetter
-        from VoxelFMLib.features_logic import registry_models
-
-        self._choices = registry_models()
-        self.ui.modelComboBox.clear()
-        self.ui.modelComboBox.addItem("(choose a registered model)", "")
-        for choice in self._choices:
-            self.ui.modelComboBox.addItem(choice.label, choice.reference)
-        self.ui.modelComboBox.connect("activated(int)", self.onModelChosen)
-        self.ui.browseModelButton.connect("clicked(bool)", self.onBrowse)
-
-    def onModelChosen(self, index: int) -> None:
-        reference = self.ui.modelComboBox.itemData(index)
-        node = self._parameterNode()
-        if reference and node is not None:
-            node.modelReference = reference
-
-    def onBrowse(self) -> None:
-        path = qt.QFileDialog.getOpenFileName(
-            slicer.util.mainWindow(),
-            "Choose a VoxelFM checkpoint",
-            "",
-            "VoxelFM checkpoints (*.pth *.safetensors *.json *.yaml);;All files (*)",
-        )
-        node = self._parameterNode()
-        if path and node is not None:
-            node.modelReference = path
-
-    def setDefaultIfEmpty(self) -> None:
-        node = self._parameterNode()
-        if node is not None and not node.modelReference:
-            from VoxelFMLib.features_logic import default_model_reference
-
-            node.modelReference = default_model_reference()
-
-
-class BusyState:
-    """Progress bar + status label + cancel event of one long operation, updated on the main thread."""
-
-    def __init__(self, ui):
-        self.ui = ui
-        self.cancel = threading.Event()
-        self.running = False
-
-    def start(self, message: str) -> None:
-        self.cancel.clear()
-        self.running = True
-        self.ui.progressBar.setVisible(True)
-        self.ui.progressBar.setValue(0)
-        self.ui.statusLabel.setText(message)
-
-    def progress(self, fraction: float, message: str) -> None:
-        self.ui.progressBar.setValue(int(round(100 * max(0.0, min(1.0, fraction)))))
-        if message:
-            self.ui.statusLabel.setText(message)
-
-    def stop(self, message: str) -> None:
-        self.running = False
-        self.ui.progressBar.setVisible(False)
-        self.ui.statusLabel.setText(message)
-
-
-def runInWorker(busy: BusyState, fn, *args, **kwargs):
-    """Run fn(*args, progress=..., cancel=..., **kwargs) on the VoxelFM worker thread, GUI kept alive."""
-    from VoxelFMLib.worker import ProgressRelay, run_pumping
-
-    relay = ProgressRelay()
-    return run_pumping(
-        fn,
-        *args,
-        pump=slicer.app.processEvents,
-        on_progress=busy.progress,
-        relay=relay,
-        progress=relay,
-        cancel=busy.cancel,
-        **kwargs,
-    )
-
-
-def userMessage(exc: Exception) -> str:
-    """One line for the user: our errors carry their own advice; others get the type."""
-    from voxelfm.errors import VoxelFMError
-
-    return str(exc) if isinstance(exc, VoxelFMError) else f"{type(exc).__name__}: {exc}"
-
-
-# ----------------------------------------------------------------------------- parameter node
-
-
 @parameterNodeWrapper
 class VoxelFMFeaturesParameterNode:
-    modelReference: str = ""
-    device: Annotated[str, Choice(list(DEVICES))] = "auto"
+    model: ModelParameters
     inputVolume: vtkMRMLScalarVolumeNode
     useCache: bool = True
     showPCA: bool = True
 
 
-# ----------------------------------------------------------------------------- widget
+class VoxelFMFeaturesWidget(VoxelFMModuleWidget):
+    def createLogic(self):
+        return VoxelFMFeaturesLogic()
 
-
-class VoxelFMFeaturesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    def __init__(self, parent=None) -> None:
-        ScriptedLoadableModuleWidget.__init__(self, parent)
-        VTKObservationMixin.__init__(self)
-        self.logic = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
-        self._features = None
-
-    def setup(self) -> None:
-        ScriptedLoadableModuleWidget.setup(self)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/VoxelFMFeatures.ui"))
-        self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = VoxelFMFeaturesLogic()
-        self.busy = BusyState(self.ui)
-        self.ui.progressBar.setVisible(False)
-        self.modelPanel = ModelPanel(self.ui, lambda: self._parameterNode)
-
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+    def setupWidgets(self) -> None:
+        self.features = None
+        self.busy = BusyState(self.ui.progressBar, self.ui.statusLabel, onChange=self.updateGUI)
+        self.modelPanel = ModelPanel(self.ui.modelPanelPlaceholder, lambda: self.parameterNode)
         self.ui.extractButton.connect("clicked(bool)", self.onExtract)
-        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
+        self.ui.cancelButton.connect("clicked(bool)", self.busy.requestCancel)
         self.ui.saveFeaturesButton.connect("clicked(bool)", self.onSaveFeatures)
-        self.initializeParameterNode()
 
-    def cleanup(self) -> None:
+    def cancelWork(self) -> None:
         self.busy.cancel.set()
-        self.removeObservers()
 
-    def enter(self) -> None:
-        self.initializeParameterNode()
-
-    def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
-
-    def onSceneStartClose(self, caller, event) -> None:
-        self.busy.cancel.set()
-        self.setParameterNode(None)
-
-    def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
-    def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.inputVolume:
-            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-            if first:
-                self._parameterNode.inputVolume = first
-        self.modelPanel.setDefaultIfEmpty()
-
-    def setParameterNode(self, inputParameterNode) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
-        self._updateButtons()
-
-    def _updateButtons(self, caller=None, event=None) -> None:
-        node = self._parameterNode
-        ready = bool(node and node.inputVolume and node.modelReference) and not self.busy.running
-        self.ui.extractButton.enabled = ready
-        self.ui.extractButton.toolTip = "" if ready else "Select an input volume and a model."
-        self.ui.cancelButton.enabled = self.busy.running
-        self.ui.saveFeaturesButton.enabled = self._features is not None and not self.busy.running
-
-    def onCancel(self) -> None:
-        self.busy.cancel.set()
-        self.ui.statusLabel.setText("Cancelling...")
+    def updateGUI(self) -> None:
+        node, idle = self.parameterNode, not self.busy.running
+        ready = bool(node and node.inputVolume)
+        self.ui.extractButton.enabled = ready and idle
+        self.ui.extractButton.toolTip = "" if ready else "Select an input volume."
+        self.ui.cancelButton.enabled = not idle
+        self.ui.saveFeaturesButton.enabled = self.features is not None and idle
 
     def onExtract(self) -> None:
         if self.busy.running or not ensureDependencies():
             return
-        node = self._parameterNode
-        self.busy.start("Extracting features...")
-        self._updateButtons()
-        try:
-            self._features = self.logic.extract(node, self.busy)
-            self.busy.stop(self.logic.describe(self._features))
-            self.ui.featuresInfoLabel.setText(self.logic.describe(self._features))
-        except Exception as exc:  # shown to the user; full trace in the log
-            logging.exception("VoxelFM feature extraction failed")
-            self.busy.stop(f"Failed: {userMessage(exc)}")
-        finally:
-            self._updateButtons()
+        with self.busy.operation("Extracting features...", "Feature extraction"):
+            self.features = self.logic.extract(self.parameterNode, self.busy)
+            description = self.logic.describe(self.features)
+            self.ui.featuresInfoLabel.setText(description)
+            self.busy.stop(f"Features ready: {description}")
 
     def onSaveFeatures(self) -> None:
         path = qt.QFileDialog.getSaveFileName(
             slicer.util.mainWindow(), "Save VoxelFM features", "features.npz", "Features (*.npz)"
         )
-        if path and self._features is not None:
-            self._features.save(path)
-            self.ui.statusLabel.setText(f"Saved {path}")
-
-
-# ----------------------------------------------------------------------------- logic
+        if path and self.features is not None:
+            self.ui.statusLabel.setText(f"Saved {self.features.save(path)}")
 
 
 class VoxelFMFeaturesLogic(ScriptedLoadableModuleLogic):
-    """Thin: reads parameters, delegates to VoxelFMLib (extraction on the worker thread)."""
+    """Thin: parameter node -> VoxelFMLib.FeaturesLogic, kept while the model choice stays the same."""
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        from VoxelFMLib.features_logic import FeaturesLogic
-
-        self.features = FeaturesLogic()
+        self._spec = None
+        self._features = None
 
     def getParameterNode(self):
         return VoxelFMFeaturesParameterNode(super().getParameterNode())
 
+    def featuresLogic(self, parameterNode):
+        from VoxelFMLib import FeaturesLogic  # after ensureDependencies: may import torch
+
+        spec = modelSpec(parameterNode.model)
+        if self._features is None or spec != self._spec:
+            self._spec, self._features = spec, FeaturesLogic(spec)
+        return self._features
+
     def extract(self, parameterNode, busy: BusyState):
-        from VoxelFMLib.feature_display import show_features_pca
         from VoxelFMLib.volume_nodes import volume_from_node
 
+        features = self.featuresLogic(parameterNode)
         volumeNode = parameterNode.inputVolume
         volume = volume_from_node(volumeNode)  # main thread: MRML is not thread-safe
-        features = runInWorker(
-            busy,
-            self.features.extract,
-            volume,
-            parameterNode.modelReference,
-            parameterNode.device,
-            cache=parameterNode.useCache,
-        )
+        result = runInWorker(busy, features.extract_volume, volume, cache=parameterNode.useCache)
         if parameterNode.showPCA:
-            name = slicer.mrmlScene.GenerateUniqueName(f"{volumeNode.GetName()} VoxelFM PCA")
-            pcaNode = show_features_pca(slicer.mrmlScene, features, name)
+            pcaNode = features.show_pca(result, volumeNode)
             slicer.util.setSliceViewerLayers(background=volumeNode, foreground=pcaNode, foregroundOpacity=0.5)
-        return features
+        return result
 
     @staticmethod
     def describe(features) -> str:
-        d, h, w, c = features.patch.shape
-        model = (getattr(features, "model", None) or {}).get("id", "?")
-        return f"{d}x{h}x{w} patch grid, {c} channels, model {model}"
+        from VoxelFMLib import FeaturesLogic
 
-
-# ----------------------------------------------------------------------------- test (runs inside Slicer)
+        return FeaturesLogic.describe(features)
 
 
 class VoxelFMFeaturesTest(ScriptedLoadableModuleTest):
@@ -373,8 +144,9 @@ class VoxelFMFeaturesTest(ScriptedLoadableModuleTest):
 
         self.delayDisplay("PCA colour volume")
         patch = np.random.default_rng(0).normal(size=(3, 4, 5, 16)).astype(np.float32)
-        gridToRas = np.diag([14.0, 14.0, 14.0, 1.0])
-        node = create_rgb_volume_node(slicer.mrmlScene, pca_rgb(patch), gridToRas, "pca")
+        node = create_rgb_volume_node(
+            slicer.mrmlScene, pca_rgb(patch), np.diag([14.0, 14.0, 14.0, 1.0]), "pca"
+        )
         self.assertEqual(node.GetImageData().GetDimensions(), (5, 4, 3))
         self.assertEqual(node.GetImageData().GetNumberOfScalarComponents(), 3)
         self.assertEqual(node.GetSpacing(), (14.0, 14.0, 14.0))

@@ -75,7 +75,7 @@ def load_cases(data: Path, lung1_dir: Path | None):
 
 def features_for(volume, model, feature_spacing):
     from voxelfm.features.extract import extract_features
-    from voxelfm.segment.io_helpers import resample_for_features
+    from voxelfm.imaging.resample import resample_isotropic as resample_for_features
 
     src = resample_for_features(volume, feature_spacing) if feature_spacing else volume
     return extract_features(src, model, cache=False, device="cpu", max_tokens=4096)
@@ -101,11 +101,12 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
+    from baselines.random_forest import filter_bank, rf_segment  # beside this script (sys.path[0])
+
     from voxelfm import load_backbone
     from voxelfm.imaging.volume import Volume
     from voxelfm.model import VoxelFMBackbone
-    from voxelfm.segment.api import SegmentationConfig, SegmentationContext, fit_segmentation
-    from voxelfm.segment.baseline_rf import filter_bank, rf_segment
+    from voxelfm.segment import SegmentationConfig, SegmentationContext, fit_segmentation
     from voxelfm.segment.labels import select_slices
     from voxelfm.segment.metrics import dice, hd95
     from voxelfm.segment.voxel_features import IntensityConfig
@@ -196,7 +197,7 @@ def geometry_checks(data: Path, model, feature_spacing) -> str:
 
     from voxelfm.imaging.io import read_volume, volume_to_sitk
     from voxelfm.imaging.volume import Volume
-    from voxelfm.segment.api import SegmentationConfig, fit_segmentation
+    from voxelfm.segment import SegmentationConfig, fit_segmentation
     from voxelfm.segment.labels import select_slices
     from voxelfm.segment.metrics import dice
 

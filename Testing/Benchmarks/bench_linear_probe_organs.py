@@ -91,7 +91,7 @@ def sample_points(ct, lab, per_class: int, rng: np.random.Generator):
 
 def features_at(model, ct, ras: np.ndarray, spacing: float, max_tokens: int):
     from voxelfm.features.extract import default_preprocess_for, extract_features
-    from voxelfm.segment.io_helpers import resample_for_features
+    from voxelfm.imaging.resample import resample_isotropic as resample_for_features
     from voxelfm.segment.voxel_features import grid_index_of_ras, sample_patch_features
 
     src = resample_for_features(ct, spacing)

@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "VoxelFMExtension"))
 
+from voxelfm.device import pick_device  # noqa: E402
 from voxelfm.pretrain import distributed as dd  # noqa: E402
 from voxelfm.pretrain.config import load_config  # noqa: E402
 from voxelfm.pretrain.crops import MultiCrop  # noqa: E402
@@ -31,7 +32,7 @@ from voxelfm.pretrain.data import Collate  # noqa: E402
 from voxelfm.pretrain.meta_arch import SSLMetaArch  # noqa: E402
 from voxelfm.pretrain.optim import build_optimizer, build_param_groups  # noqa: E402
 from voxelfm.pretrain.schedules import Schedules  # noqa: E402
-from voxelfm.pretrain.trainer import _select_device, train_step  # noqa: E402
+from voxelfm.pretrain.step import train_step  # noqa: E402
 
 
 def _rss_mb() -> float:
@@ -49,7 +50,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    dev = _select_device(args.device, 0)
+    dev = pick_device(args.device)
     print(f"device {dev}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     hdr = (
         f"{'config':28s} {'params':>7s} {'E/d/h':>10s} {'glob/loc':>9s} {'tok g/l':>8s} {'B':>2s} {'nL':>3s} "

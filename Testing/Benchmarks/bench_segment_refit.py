@@ -39,7 +39,7 @@ def main() -> int:
 
     from voxelfm.imaging.resample import patch_grid_to_ras
     from voxelfm.imaging.volume import Volume
-    from voxelfm.segment.api import SegmentationConfig, SegmentationContext, fit_segmentation
+    from voxelfm.segment import SegmentationConfig, SegmentationContext, fit_segmentation
     from voxelfm.segment.labels import painted_slices_to_labels
 
     m = np.diag([0.977, 0.977, 2.0, 1.0])

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from voxelfm.features.service import FeatureService, ModelSpec
 from voxelfm.imaging.io import write_labelmap, write_volume
 from voxelfm.imaging.volume import Volume
 from voxelfm.model import BackboneConfig, VoxelFMBackbone
@@ -47,7 +48,8 @@ def test_demo_writes_every_output_and_finds_the_nodule(tmp_path, monkeypatch):
     monkeypatch.setattr("voxelfm.samples.fetch.fetch_sample_data", lambda *a, **k: case)
     torch.manual_seed(0)
     model = VoxelFMBackbone(BackboneConfig(embed_dim=48, depth=1, num_heads=1)).eval()
-    res = demo_mod.run_demo(tmp_path / "out", model, "test model", n_slices=1)
+    service = FeatureService(loader=lambda *a, **k: model)
+    res = demo_mod.run_demo(tmp_path / "out", ModelSpec("test-model"), n_slices=1, service=service)
     for key in ("features", "features_png", "segmentation", "seg_nrrd", "overlay_png", "summary"):
         assert res.files[key].is_file(), key
     summary = json.loads(res.files["summary"].read_text())
@@ -55,11 +57,12 @@ def test_demo_writes_every_output_and_finds_the_nodule(tmp_path, monkeypatch):
     # a bright sphere in air-like surroundings: the probe must find it on slices it never saw labelled
     assert summary["dice_unlabelled_slices"] is not None and summary["dice_unlabelled_slices"] > 0.5
     assert summary["reference_ml"] > 0
+    assert summary["model_choice"] == "chosen by the user" and service.loads == 1
 
 
 def test_demo_rejects_zero_slices(tmp_path):
     from voxelfm.errors import InputError
 
     with pytest.raises(InputError, match="at least 1"):
-        demo_mod.run_demo(tmp_path / "out", model=None, n_slices=0)
+        demo_mod.run_demo(tmp_path / "out", n_slices=0)
     assert not (tmp_path / "out").exists()

@@ -146,6 +146,41 @@ def test_manifest_csv_and_jsonl(ct_folder, config_path, tmp_path):
     assert res.final_step == 1
 
 
+def test_manifest_formats_shared_with_probes(ct_folder, tmp_path):
+    """TSV, a header in any case, bare JSON strings and a BOM: the manifest reader probes use too."""
+    from voxelfm.pretrain.data import discover_sources
+
+    os.symlink(ct_folder / "lung.mha", tmp_path / "lung.mha")
+    (tmp_path / "m.tsv").write_text(
+        f"id\tPath\nA\t{ct_folder / 'abdomen.nii.gz'}\nB\tlung.mha\n", "utf-8-sig"
+    )
+    assert [p.name for p in discover_sources(tmp_path / "m.tsv")] == ["abdomen.nii.gz", "lung.mha"]
+    (tmp_path / "m.jsonl").write_text('"lung.mha"\n\n{"image": "lung.mha"}\n')
+    assert discover_sources(tmp_path / "m.jsonl") == [tmp_path.resolve() / "lung.mha"] * 2
+    bad = {"bad.jsonl": "{oops\n", "bad2.jsonl": '{"file": "lung.mha"}\n', "bad.csv": "file\nlung.mha\n"}
+    for name, text in bad.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(InputError, match="line 1: not valid JSON"):
+        discover_sources(tmp_path / "bad.jsonl")
+    with pytest.raises(InputError, match=r"bad2.jsonl:1 needs a 'path'"):
+        discover_sources(tmp_path / "bad2.jsonl")
+    with pytest.raises(InputError, match="no 'path' column"):
+        discover_sources(tmp_path / "bad.csv")
+
+
+def test_list_images_top_level_and_dicom_switch(data_dir, tmp_path):
+    from voxelfm.imaging.formats import list_images
+
+    (tmp_path / "sub").mkdir()
+    os.symlink(data_dir / "totalseg" / "chest_dicom" / "dicom", tmp_path / "sub" / "dicom")
+    for name in ("b.NII.GZ", "a.mha", "notes.txt", "sub/c.nrrd"):
+        (tmp_path / name).write_bytes(b"x")
+    names = [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)]
+    assert names == ["a.mha", "b.NII.GZ", "sub/c.nrrd", "sub/dicom"]
+    assert [p.name for p in list_images(tmp_path, recursive=False)] == ["a.mha", "b.NII.GZ"]
+    assert "sub/dicom" not in [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path, dicom=False)]
+
+
 @pytest.mark.parametrize(
     "case",
     [

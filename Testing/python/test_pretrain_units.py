@@ -368,3 +368,18 @@ def test_sinkhorn_centering_option_gives_equipartitioned_targets():
     assert math.isfinite(float(loss))
     with pytest.raises(InputError, match="train.centering"):
         _tiny_meta(train={"centering": "sk"})
+
+
+def test_device_choice_is_the_shared_one_with_the_torchrun_gpu(monkeypatch):
+    from voxelfm.pretrain import trainer
+
+    assert trainer._on_local_rank(torch.device("cuda"), 3) == torch.device("cuda", 3)  # torchrun: LOCAL_RANK
+    assert trainer._on_local_rank(torch.device("cuda", 1), 3) == torch.device(
+        "cuda", 1
+    )  # explicit index kept
+    assert trainer._on_local_rank(torch.device("mps"), 3) == torch.device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    dev, info = trainer._setup_device("auto")
+    assert dev.type in ("cpu", "mps") and not info.enabled
+    with pytest.raises(InputError, match="no CUDA GPU"):
+        trainer._setup_device("cuda")

@@ -168,7 +168,8 @@ def test_save_load_identical_predictions_and_json(binary_fit, data, tmp_path):
     st, js = save_probe(probe, tmp_path / "p")
     assert st.name == "p.safetensors" and js.name == "p.json"
     meta = json.loads(js.read_text())
-    assert meta["format_version"] == 1 and meta["task"] == "classification" and meta["pooling"] == "cls"
+    assert meta["format_version"] == 2 and meta["task"] == "classification" and meta["pooling"] == "cls"
+    assert meta["type"] == "voxelfm-probe" and meta["weights"]["file"] == "p.safetensors"
     assert meta["backbone"]["sha256"] == "ab" * 32 and meta["targets"] == ["label"]
     assert meta["metrics"]["auc"]["ci95"][0] is not None
     again = load_probe(tmp_path / "p.json")

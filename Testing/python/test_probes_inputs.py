@@ -48,6 +48,21 @@ def test_jsonl_survival_manifest(tmp_path):
     assert m.target_names == ["time", "event"] and m.targets == [[3.5, 1]] and m.folds == ["2"]
 
 
+def test_tsv_with_bom_home_paths_and_bad_jsonl(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "a.nii").write_bytes(b"x")
+    path = tmp_path / "m.tsv"
+    path.write_text("image\tlabel\n~/a.nii\t1\n\t\n", encoding="utf-8-sig")
+    m = read_manifest(path, "classification")
+    assert m.images == [tmp_path / "a.nii"] and m.targets == [["1"]]
+    with pytest.raises(InputError, match="line 2: each line must be a JSON object"):
+        read_manifest(_write(tmp_path / "m.jsonl", '{"image": "a.nii", "label": 1}\n[1]\n'), "classification")
+    with pytest.raises(InputError, match="line 1: not valid JSON"):
+        read_manifest(_write(tmp_path / "n.jsonl", "{oops\n"), "classification")
+    with pytest.raises(InputError, match="unsupported format"):
+        read_manifest(_write(tmp_path / "m.xlsx", "x"), "classification")
+
+
 def test_empty_manifest(tmp_path):
     with pytest.raises(InputError, match="no cases"):
         read_manifest(_write(tmp_path / "m.csv", "image,label\n"), "classification")

@@ -67,7 +67,7 @@ def test_segment_fit_save_and_apply(tmp_path, tiny_model, case_files):
     np.testing.assert_allclose(seg.ijk_to_ras, read_volume(str(ct)).ijk_to_ras, atol=1e-5)
     meta = json.loads((tmp_path / "probe.json").read_text())
     assert [c["name"] for c in meta["classes"]] == ["left", "right"]
-    assert meta["backbone"]["sha256"] and meta["preprocess"]
+    assert meta["backbone"]["sha256"] and meta["preprocessing"] and meta["task"] == "segmentation"
 
     # the painted-slices workflow (0 everywhere unpainted) gives the same labels as the explicit 255 file
     lab_arr = read_volume(str(lab), check_hu=False).array
@@ -189,7 +189,7 @@ def test_oblique_real_volume_same_result(data_dir, tiny_model):
     """The abdomen CT given an oblique direction matrix (labels too) segments exactly like the axis-aligned one."""
     from voxelfm import load_backbone
     from voxelfm.features.extract import extract_features
-    from voxelfm.segment.api import SegmentationConfig, fit_segmentation
+    from voxelfm.segment import SegmentationConfig, fit_segmentation
     from voxelfm.segment.metrics import dice
 
     case = data_dir / "totalseg" / "abdomen_3mm"
@@ -209,36 +209,41 @@ def test_oblique_real_volume_same_result(data_dir, tiny_model):
     assert dice(results[1] == 1, ref == 5) > 0.7
 
 
-def test_fewshot_predictor_for_slicer_logic_reuses_features(tiny_model):
-    from types import SimpleNamespace
-
-    from voxelfm import load_backbone
-    from voxelfm.segment.predictor import FewShotPredictor
+def test_pipeline_refit_reuses_features_and_records_spacing(tiny_model):
+    from voxelfm.features.service import FeatureService, ModelSpec
+    from voxelfm.segment import SegmentationConfig, SegmentationPipeline, SegmentClass
 
     vol, _, truth = planted_case()
-    predictor = FewShotPredictor(load_backbone(tiny_model), feature_spacing_mm=2.0, device="cpu")
-    classes = [
-        SimpleNamespace(name="a", color=(1.0, 0.0, 0.0)),
-        SimpleNamespace(name="b", color=(0.0, 1.0, 0.0)),
-    ]
+    service = FeatureService()
+    pipeline = SegmentationPipeline(
+        ModelSpec(str(tiny_model), device="cpu"), SegmentationConfig(feature_spacing_mm=2.0), service=service
+    )
+    classes = [SegmentClass(1, "a", (1.0, 0.0, 0.0)), SegmentClass(2, "b", (0.0, 1.0, 0.0))]
     seen = []
-    out = predictor(vol, select_slices(truth, [14, 20, 26]), classes, progress=lambda f, m: seen.append(m))
-    ctx = predictor._context
-    assert out.labels.shape == truth.shape and out.probe.class_names == ["a", "b"]
+    labels = Volume(select_slices(truth, [14, 20, 26]), vol.ijk_to_ras)
+    out = pipeline.fit(vol, labels, classes, progress=lambda f, m: seen.append(m))
+    ctx = pipeline._context
+    assert out.labelmap.shape == truth.shape and out.probe.class_names == ["a", "b"]
     assert out.probe.config.feature_spacing_mm == 2.0 and seen[-1] == "done"
-    out2 = predictor(vol, select_slices(truth, [20]), classes)  # repainted: refit only
-    assert predictor._context is ctx and out2.labels.shape == truth.shape
+    # features were extracted on the 2 mm resampling, not on the 1.5 x 1.5 x 2 mm grid
+    assert np.allclose(np.linalg.norm(ctx.features.prepared_to_ras[:3, :3], axis=0), 2.0, atol=0.05)
+    out2 = pipeline.fit(vol, Volume(select_slices(truth, [20]), vol.ijk_to_ras), classes)  # repainted
+    assert pipeline._context is ctx and out2.labelmap.shape == truth.shape and service.loads == 1
 
 
 def test_seg_nrrd_reads_in_slicer(tmp_path, mrml_scene):
-    from voxelfm.segment.io_helpers import write_seg_nrrd
+    from voxelfm.segment.classes import SegmentClass
+    from voxelfm.segment.files import write_seg_nrrd
 
     lab = np.zeros((4, 5, 6), np.uint8)
     lab[1:3, 1:4, 1:5] = 1
     lab[3, 0, 0] = 2
     m = np.diag([-0.8, -0.8, 2.0, 1.0])
     path = write_seg_nrrd(
-        lab, m, tmp_path / "x.seg.nrrd", [(1, "liver", (1.0, 0.0, 0.0)), (2, "aorta", (0, 0, 1.0))]
+        lab,
+        m,
+        tmp_path / "x.seg.nrrd",
+        [SegmentClass(1, "liver", (1.0, 0.0, 0.0)), SegmentClass(2, "aorta", (0, 0, 1.0), "T^aorta~x")],
     )
     seg = mrml_scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     storage = mrml_scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
@@ -247,3 +252,4 @@ def test_seg_nrrd_reads_in_slicer(tmp_path, mrml_scene):
     s = seg.GetSegmentation()
     assert [s.GetNthSegment(i).GetName() for i in range(s.GetNumberOfSegments())] == ["liver", "aorta"]
     assert s.GetNthSegment(1).GetColor() == (0.0, 0.0, 1.0)
+    assert s.GetNthSegment(1).GetTerminology() == "T^aorta~x"  # terminology survives the file

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from voxelfm.errors import InputError
 from voxelfm.imaging.volume import Volume
-from voxelfm.segment.api import SegmentationConfig, fit_segmentation
+from voxelfm.segment import SegmentationConfig, fit_segmentation
 from voxelfm.segment.labels import UNLABELLED, labelled_voxels, painted_slices_to_labels, select_slices
 from voxelfm.segment.metrics import dice
 from voxelfm.segment.postprocess import PostprocessConfig, postprocess_labelmap
@@ -232,7 +233,7 @@ def test_probe_save_load_identical_predictions(tmp_path):
     vol, feats, truth = planted_case()
     labels = select_slices(truth, [14, 20, 26])
     probe, res = _fit_predict(vol, feats, labels)
-    probe.class_names = ["liver", "spleen"]
+    probe.classes = [dataclasses.replace(c, name=n) for c, n in zip(probe.classes, ["liver", "spleen"])]
     st, js = save_segmentation_probe(probe, tmp_path / "p")
     meta = json.loads(js.read_text())
     assert [c["name"] for c in meta["classes"]] == ["liver", "spleen"]
@@ -271,23 +272,6 @@ def test_structure_voxels_partly_outside_warn():
     res = probe.predict(vol, feats)  # binary path: labelmap = argmax of probabilities too
     np.testing.assert_array_equal(res.probabilities.astype(np.float32).argmax(0), res.labelmap)
     assert dice(res.labelmap == 1, truth == 1) > 0.9
-
-
-def test_random_forest_baseline_runs_on_same_labels():
-    pytest.importorskip("sklearn")
-    from voxelfm.segment.baseline_rf import filter_bank, rf_segment
-
-    vol, _, truth = planted_case()
-    bank = filter_bank(vol, sigmas_mm=(1.0, 3.0))
-    assert bank.shape == (
-        1 + 2 * 6,
-        *truth.shape,
-    )  # HU + per scale: smooth, |grad|, LoG, 3 Hessian eigenvalues
-    pred = rf_segment(
-        vol, Volume(select_slices(truth, [14, 20, 26]), vol.ijk_to_ras), bank=bank, n_estimators=10
-    )
-    assert set(np.unique(pred)) <= {0, 1, 2}
-    assert dice(pred > 0, truth > 0) > 0.6  # intensity finds the bright blobs (and the distractor)
 
 
 def test_blob_channel_marks_bright_blobs_not_background():

@@ -23,6 +23,7 @@ from slicer_builders import (  # noqa: E402
 
 from voxelfm.errors import CancelledError, InputError  # noqa: E402
 from voxelfm.imaging.volume import Volume  # noqa: E402
+from voxelfm.segment import SegmentationResult, SegmentClass  # noqa: E402
 from VoxelFMLib import segment_logic, segmentation_nodes, volume_nodes  # noqa: E402
 
 pytestmark = pytest.mark.slicer
@@ -194,15 +195,14 @@ def test_write_prediction_into_painted_node_keeps_user_segments(mrml_scene, volu
 
 
 def test_write_prediction_new_node_and_stats(mrml_scene, volume_node):
-    classes = [
-        segmentation_nodes.SegmentClass("a", (1.0, 0.0, 0.0)),
-        segmentation_nodes.SegmentClass("b", (0, 1.0, 0)),
-    ]
+    classes = [SegmentClass(1, "a", (1.0, 0.0, 0.0)), SegmentClass(2, "b", (0, 1.0, 0))]
     pred = prediction_array()
     node, ids = segmentation_nodes.write_prediction(pred, volume_node, classes)
     assert node.GetName() == "ct VoxelFM segmentation" and node.GetDisplayNode() is not None
     assert node.GetSegmentation().GetNumberOfSegments() == 2
-    stats = segmentation_nodes.class_statistics(pred, oblique_flipped_matrix(), classes)
+    node2, _ = segmentation_nodes.write_prediction(pred, volume_node, classes)  # "create new" twice
+    assert node2.GetName() != node.GetName()
+    stats = SegmentationResult(pred, oblique_flipped_matrix(), classes).statistics()
     voxel_ml = 0.8 * 1.1 * 2.5 / 1000
     assert [s.voxels for s in stats] == [int((pred == 1).sum()), int((pred == 2).sum())]
     assert stats[0].volume_ml == pytest.approx((pred == 1).sum() * voxel_ml)
@@ -260,38 +260,43 @@ def test_transforms_are_respected(mrml_scene):
 # ---------------------------------------------------------------- the glue with an injected predictor
 
 
-class NearestPaintPredictor:
-    """Fake core: label every voxel with the class painted at the same (j, i) on the nearest painted slice."""
+class NearestPaintPipeline:
+    """Fake core pipeline: label every voxel with the class painted at the same (j, i) on the nearest painted
+    slice (``out`` replaces the result's labelmap, to test how bad predictions are refused)."""
 
-    def __init__(self):
+    def __init__(self, out=None):
         self.calls = []
+        self.out = out
 
-    def __call__(self, volume, labels, classes, progress, cancel):
-        self.calls.append((volume.array.shape, sorted(np.unique(labels).tolist()), [c.name for c in classes]))
-        painted = [k for k in range(labels.shape[0]) if np.any(labels[k] != 255)]
-        out = np.zeros(labels.shape, np.uint8)
-        for k in range(labels.shape[0]):
+    def fit(self, volume, labels, classes, progress=None, cancel=None, volume_key=None, extra_warnings=()):
+        lab = labels.array
+        self.calls.append((volume.array.shape, sorted(np.unique(lab).tolist()), [c.name for c in classes]))
+        painted = [k for k in range(lab.shape[0]) if np.any(lab[k] != 255)]
+        out = np.zeros(lab.shape, np.uint8)
+        for k in range(lab.shape[0]):
             if cancel is not None and cancel.is_set():
-                from voxelfm.errors import CancelledError
-
                 raise CancelledError("Cancelled by the user.")
             src = min(painted, key=lambda p: abs(p - k))
-            out[k] = np.where(labels[src] == 255, 0, labels[src])
-            progress((k + 1) / labels.shape[0], f"slice {k}")
-        return out
+            out[k] = np.where(lab[src] == 255, 0, lab[src])
+            progress((k + 1) / lab.shape[0], f"slice {k}")
+        out = out if self.out is None else self.out
+        return SegmentationResult(out, volume.ijk_to_ras, list(classes), warnings=list(extra_warnings))
 
 
 def test_few_shot_logic_run(mrml_scene, volume_node):
     liver, spleen = painted_masks()
     seg = add_segmentation(mrml_scene, {"liver": liver, "spleen": spleen}, oblique_flipped_matrix())
-    predictor = NearestPaintPredictor()
+    pipeline = NearestPaintPipeline()
     fractions = []
-    result = segment_logic.FewShotSegmentLogic(predictor).run(
+    n_nodes = mrml_scene.GetNumberOfNodes()
+    result = segment_logic.FewShotSegmentLogic(pipeline=pipeline).run(
         volume_node, seg, progress=lambda f, m: fractions.append(f)
     )
-    assert predictor.calls == [(SHAPE, [0, 1, 2, 255], ["liver", "spleen"])]
+    assert pipeline.calls == [(SHAPE, [0, 1, 2, 255], ["liver", "spleen"])]
     assert fractions[-1] == 1.0
     assert result.output_node is not seg and result.output_node.GetSegmentation().GetNumberOfSegments() == 2
+    # the only nodes added: the output segmentation and its display node (no temporary labelmaps or tables)
+    assert mrml_scene.GetNumberOfNodes() == n_nodes + 2
     liver_pred = segmentation_nodes.segment_mask_on_volume(
         result.output_node, result.segment_ids[0], volume_node
     )
@@ -300,6 +305,13 @@ def test_few_shot_logic_run(mrml_scene, volume_node):
     np.testing.assert_array_equal(liver_pred, expected)
     assert result.stats[0].name == "liver" and result.stats[0].voxels == expected.sum()
     assert len(seg.GetSegmentation().GetSegmentIDs()) == 2  # the painted node is untouched
+    # refit into the same output node: no new nodes
+    n_nodes = mrml_scene.GetNumberOfNodes()
+    again = segment_logic.FewShotSegmentLogic(pipeline=pipeline).run(
+        volume_node, seg, output_node=result.output_node
+    )
+    assert again.output_node is result.output_node and mrml_scene.GetNumberOfNodes() == n_nodes
+    assert result.output_node.GetSegmentation().GetNumberOfSegments() == 2
 
 
 def test_few_shot_logic_cancel_and_bad_predictor(mrml_scene, volume_node):
@@ -307,16 +319,14 @@ def test_few_shot_logic_cancel_and_bad_predictor(mrml_scene, volume_node):
     seg = add_segmentation(mrml_scene, {"liver": liver, "spleen": spleen}, oblique_flipped_matrix())
     cancel = threading.Event()
     cancel.set()
-    logic = segment_logic.FewShotSegmentLogic(NearestPaintPredictor())
+    logic = segment_logic.FewShotSegmentLogic(pipeline=NearestPaintPipeline())
     with pytest.raises(CancelledError):
         logic.run(volume_node, seg, cancel=cancel)
     n_nodes = mrml_scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
-    bad = segment_logic.FewShotSegmentLogic(lambda v, lab, c, progress, cancel: np.full(SHAPE, 3, np.uint8))
+    bad = segment_logic.FewShotSegmentLogic(pipeline=NearestPaintPipeline(np.full(SHAPE, 3, np.uint8)))
     with pytest.raises(InputError, match="label 3"):
         bad.run(volume_node, seg)
-    wrong_shape = segment_logic.FewShotSegmentLogic(
-        lambda v, lab, c, progress, cancel: np.zeros((2, 2, 2), np.uint8)
-    )
+    wrong_shape = segment_logic.FewShotSegmentLogic(pipeline=NearestPaintPipeline(np.zeros((2, 2, 2), np.uint8)))
     with pytest.raises(InputError, match="shape"):
         wrong_shape.run(volume_node, seg)
     assert mrml_scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == n_nodes  # nothing written
@@ -327,13 +337,12 @@ def test_few_shot_logic_cancel_and_bad_predictor(mrml_scene, volume_node):
 # ---------------------------------------------------------------- the real core behind the glue
 
 
-def test_core_predictor_end_to_end(mrml_scene, tmp_path):
-    """Tiny backbone + the core's segmentation probe through MRML: painted slices -> predicted box."""
+def test_real_pipeline_end_to_end(mrml_scene, tmp_path):
+    """Tiny backbone + the core pipeline through MRML: painted slices -> predicted box -> probe -> applied."""
     torch = pytest.importorskip("torch")
     from voxelfm.model import BackboneConfig, VoxelFMBackbone
     from voxelfm.model.checkpoint import save_backbone
-    from VoxelFMLib.features_logic import FeaturesLogic
-    from VoxelFMLib.segment_core import CorePredictor, classes_from_probe, load_probe, save_probe
+    from VoxelFMLib import FewShotSegmentLogic
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -350,8 +359,8 @@ def test_core_predictor_end_to_end(mrml_scene, tmp_path):
     paint[[6, 13]] = truth[[6, 13]]
     seg = add_segmentation(mrml_scene, {"box": paint}, np.diag([1.5, 1.5, 2.0, 1.0]), [(0.9, 0.6, 0.1)])
 
-    predictor = CorePredictor(FeaturesLogic(), str(tmp_path / "tiny"), "cpu")
-    result = segment_logic.FewShotSegmentLogic(predictor).run(vol_node, seg)
+    logic = FewShotSegmentLogic(model=str(tmp_path / "tiny"), device="cpu")
+    result = logic.run(vol_node, seg)
     pred = segmentation_nodes.segment_mask_on_volume(result.output_node, result.segment_ids[0], vol_node)
     dice = 2 * (pred & truth).sum() / (pred.sum() + truth.sum())
     assert dice > 0.9, f"dice {dice:.3f}"
@@ -359,11 +368,10 @@ def test_core_predictor_end_to_end(mrml_scene, tmp_path):
     segment = result.output_node.GetSegmentation().GetSegment(result.segment_ids[0])
     np.testing.assert_allclose(segment.GetColor(), (0.9, 0.6, 0.1), atol=1e-6)
 
-    # save, load and apply the probe to the volume again: same labels
-    save_probe(result.probe, str(tmp_path / "probe"))
-    loaded = load_probe(str(tmp_path / "probe.json"))
-    assert [c.name for c in classes_from_probe(loaded)] == ["box"]
-    labels = predictor.apply(volume_nodes.volume_from_node(vol_node), loaded)
-    np.testing.assert_array_equal(labels == 1, pred)
-    applied = segment_logic.apply_labels_to_volume(labels, vol_node, classes_from_probe(loaded))
-    assert applied.stats[0].voxels == pred.sum()
+    # save, load and apply the probe to the volume again: same labels, same class identity
+    saved = logic.save_probe(tmp_path / "probe")
+    applied = FewShotSegmentLogic(device="cpu").apply_probe(vol_node, saved)
+    np.testing.assert_array_equal(
+        segmentation_nodes.segment_mask_on_volume(applied.output_node, applied.segment_ids[0], vol_node), pred
+    )
+    assert applied.stats[0].name == "box" and applied.stats[0].voxels == pred.sum()

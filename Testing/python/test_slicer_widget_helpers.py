@@ -1,7 +1,11 @@
-"""Qt-free helpers the widgets use: worker thread, PCA colour volume, requirements, job command lines."""
+"""Qt-free helpers the widgets use: worker thread, PCA colour volume, requirements and torch floor, job command lines.
+
+The auto-refit state machine and the job runner have their own files (test_widgets_*.py).
+"""
 
 from __future__ import annotations
 
+import sys
 import threading
 from pathlib import Path
 
@@ -36,6 +40,7 @@ def test_worker_runs_off_thread_pumps_and_relays_progress():
 
     def job(x, progress, cancel):
         seen["thread"] = threading.get_ident()
+        seen["thread_object"] = threading.current_thread()
         for i in range(3):
             progress((i + 1) / 3, f"step {i}")
             threading.Event().wait(0.05)
@@ -59,6 +64,11 @@ def test_worker_runs_off_thread_pumps_and_relays_progress():
     assert second["t"] == seen["thread"]
     with pytest.raises(CancelledError):
         background.run_pumping(lambda: (_ for _ in ()).throw(CancelledError("stop")))
+    # after shutdown (module reload) the next job gets a fresh worker thread
+    background.shutdown()
+    third = {}
+    background.run_pumping(lambda: third.setdefault("t", threading.current_thread()))
+    assert third["t"] is not seen["thread_object"] and third["t"].name.startswith("VoxelFM-worker")
 
 
 def test_pca_colour_volume(mrml_scene):
@@ -94,6 +104,32 @@ def test_missing_requirements(tmp_path):
     assert dependencies.missing_requirements(req) == ["numpy<0.1", "surely-not-installed-pkg-xyz>=1"]
     shipped = Path(__file__).resolve().parents[2] / "Resources" / "requirements.txt"
     assert dependencies.missing_requirements(shipped) == []  # the test venv has everything
+
+
+def test_torch_version_floor():
+    from VoxelFMLib import dependencies
+
+    installed = dependencies.installed_version("torch")
+    assert dependencies.torch_available() == (installed is not None)
+    if installed is not None:  # metadata only: an old torch is never imported just to read its version
+        assert dependencies.torch_satisfies(">=0.1")
+        assert dependencies.torch_satisfies(dependencies.TORCH_REQUIREMENT)
+    assert not dependencies.torch_satisfies(">=999")
+    assert dependencies.installed_version("surely-not-installed-pkg-xyz") is None
+
+
+def test_requirement_checks_without_packaging(monkeypatch):
+    """Old Slicer Pythons may lack `packaging`: a >= floor is still enforced, other specifiers need presence."""
+    from VoxelFMLib import dependencies
+
+    monkeypatch.setitem(sys.modules, "packaging.requirements", None)  # makes the import fail
+    assert dependencies.is_satisfied("numpy>=1.0")
+    assert not dependencies.is_satisfied("numpy>=999")
+    assert not dependencies.is_satisfied("surely-not-installed-pkg-xyz>=1")
+    assert dependencies.is_satisfied("numpy<0.1")  # presence only, documented
+    assert dependencies._version_tuple("2.3.1+cu121") == (2, 3, 1)
+    assert dependencies._version_tuple("2.5.0rc1") == (2, 5, 0)
+    assert dependencies._version_tuple("2.10") > dependencies._version_tuple("2.9.1")
 
 
 def test_job_command_line(tmp_path):

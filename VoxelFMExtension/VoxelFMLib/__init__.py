@@ -3,5 +3,27 @@
 Imports MRML classes from ``slicer`` and ``vtk`` only (never qt, ctk, ScriptedLoadableModule,
 parameterNodeWrapper or slicer.modules), so the same code runs inside Slicer and in plain-Python tests
 built on the slicer-core wheel. Functions take nodes and use ``node.GetScene()`` rather than the global
-``slicer.mrmlScene`` where they can.
+``slicer.mrmlScene`` where they can. The public logics are loaded lazily (``from VoxelFMLib import
+FewShotSegmentLogic``) so that importing a small helper here does not import torch.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "FewShotSegmentLogic": "segment_logic",
+    "FewShotResult": "segment_logic",
+    "FeaturesLogic": "features_logic",
+    "ModelSpec": "model_service",
+    "feature_service": "model_service",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module 'VoxelFMLib' has no attribute {name!r}")

@@ -1,116 +1,54 @@
-"""Model choice + feature extraction for a volume node, shared by every VoxelFM module.
+"""Features of a volume node with the shared model service, and their PCA picture as a colour volume.
 
-The model reference is a registry id (Resources/models.json) or a local path (checkpoint file or folder);
-loaded backbones are kept per (reference, device) so repeated runs do not reload weights. Extraction
-itself is the core's ``voxelfm.features.extract_features`` (cached on disk by volume content hash).
-Call ``volume_from_node`` on the main thread, then ``extract`` may run on the worker thread.
+Extraction is the core's (``FeatureService.features``: disk-cached by volume content); this class only turns
+nodes into arrays. Copy the node on the main thread (``volume_from_node``), then ``extract_volume`` may run on
+the worker thread.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from voxelfm.errors import InputError
+from voxelfm.features.service import FeatureService, ModelSpec, feature_service
+from voxelfm.features.volume_features import VolumeFeatures
 from voxelfm.imaging.volume import Volume
-from voxelfm.progress import CancelFlag, ProgressFn, check_cancel, no_progress
+from voxelfm.progress import CancelFlag, ProgressFn
 
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """What the user picked in the model selector."""
-
-    reference: str  # registry id or local path
-    label: str  # text shown in the combo box
-
-
-def registry_models() -> list[ModelChoice]:
-    """Models listed in the registry (Resources/models.json); empty if it is not installed or unreadable."""
-    try:
-        from voxelfm.hub.registry import load_registry
-
-        registry = load_registry()
-    except (FileNotFoundError, OSError, ValueError) as exc:  # InputError is a ValueError
-        logging.warning("VoxelFM model registry not available: %s", exc)
-        return []
-    return [
-        ModelChoice(mid, f"{entry.name} [{mid}]" if entry.name else mid)
-        for mid, entry in registry.models.items()
-    ]
-
-
-def default_model_reference() -> str:
-    """The model the core would pick with no explicit choice (VOXELFM_MODEL, then registry preference)."""
-    try:
-        from voxelfm.hub.registry import default_model_id
-
-        return default_model_id()[0]
-    except Exception as exc:  # registry missing/broken: let the user type a path
-        logging.warning("No default VoxelFM model: %s", exc)
-        return ""
-
-
-def validate_model_reference(reference: str) -> str:
-    """Return a clean reference; a path-looking reference must exist."""
-    reference = (reference or "").strip()
-    if not reference:
-        raise InputError("Choose a VoxelFM model (a registry id or a local checkpoint file/folder).")
-    looks_like_path = any(sep in reference for sep in ("/", "\\")) or reference.endswith(
-        (".pth", ".safetensors")
-    )
-    if looks_like_path and not Path(reference).expanduser().exists():
-        raise InputError(
-            f"Model path '{reference}' does not exist; pick an existing checkpoint file or folder."
-        )
-    return str(Path(reference).expanduser()) if looks_like_path else reference
+from .model_service import checked_spec
+from .volume_nodes import volume_from_node
 
 
 class FeaturesLogic:
-    """Loads backbones (cached) and extracts VolumeFeatures for volumes."""
+    def __init__(self, spec: ModelSpec | None = None, service: FeatureService | None = None) -> None:
+        self.spec = checked_spec(spec or ModelSpec())
+        self.service = service or feature_service()
 
-    def __init__(self) -> None:
-        self._models: dict[tuple[str, str], Any] = {}
-        self._lock = threading.Lock()
-
-    def model(self, reference: str, device: str = "auto") -> Any:
-        reference = validate_model_reference(reference)
-        key = (reference, device)
-        with self._lock:
-            if key not in self._models:
-                from voxelfm import load_backbone
-
-                self._models[key] = load_backbone(reference, device=_resolve_device(device))
-            return self._models[key]
-
-    def extract(
+    def extract_volume(
         self,
         volume: Volume,
-        reference: str,
-        device: str = "auto",
         progress: ProgressFn | None = None,
         cancel: CancelFlag | None = None,
         cache: bool = True,
-    ) -> Any:
-        """VolumeFeatures of ``volume`` with the chosen model (may run on a worker thread)."""
-        progress = progress or no_progress
-        check_cancel(cancel)
-        progress(0.0, "Loading model")
-        model = self.model(reference, device)
-        check_cancel(cancel)
-        from voxelfm.features.extract import extract_features
+    ) -> VolumeFeatures:
+        """Features of an already copied volume (safe on the worker thread)."""
+        return self.service.features(volume, self.spec, cache=cache, progress=progress, cancel=cancel)
 
-        return extract_features(volume, model, device=device, progress=progress, cancel=cancel, cache=cache)
+    def extract(
+        self, volume_node: Any, progress: ProgressFn | None = None, cancel: CancelFlag | None = None, cache=True
+    ) -> VolumeFeatures:
+        """Features of a volume node, all on the calling thread (scripts, tests)."""
+        return self.extract_volume(volume_from_node(volume_node), progress, cancel, cache)
 
-    def clear(self) -> None:
-        """Forget loaded models (frees GPU memory once nothing else holds them)."""
-        with self._lock:
-            self._models.clear()
+    def show_pca(self, features: VolumeFeatures, volume_node: Any, name: str | None = None) -> Any:
+        """A new colour volume of the first 3 principal components, aligned with the CT (uniquely named)."""
+        from .feature_display import show_features_pca
 
+        scene = volume_node.GetScene()
+        name = scene.GenerateUniqueName(name or f"{volume_node.GetName()} VoxelFM PCA")
+        return show_features_pca(scene, features, name)
 
-def _resolve_device(device: str) -> str:
-    from voxelfm.device import pick_device
-
-    return str(pick_device(device))
+    @staticmethod
+    def describe(features: VolumeFeatures) -> str:
+        d, h, w, c = features.patch.shape
+        model = (features.model or {}).get("id", "?")
+        return f"{d}x{h}x{w} patch grid, {c} channels, model {model}"

@@ -1,94 +1,103 @@
-"""Few-shot segmentation glue: painted MRML segments -> labels -> core predictor -> new segments.
+"""Few-shot segmentation in a Slicer scene: painted segments -> the core pipeline -> new segments.
 
-Three steps so a GUI can run the slow middle one on a worker thread while MRML (not thread-safe) is
-touched only on the main thread:
+    logic = FewShotSegmentLogic(model="voxelfm-tiny", device="cpu")
+    result = logic.run(volume_node, segmentation_node, mode="slices", output_node=None)
+    result.output_node, result.segment_ids       # the prediction, written as new segments
 
-1. ``prepare(volume_node, segmentation_node, mode)``  main thread: copy voxels + paint into numpy.
-2. ``predict(inputs, progress, cancel)``              any thread: call the injected core predictor.
-3. ``write(inputs, prediction, output_node)``          main thread: new segments + statistics.
-
-The core is injected (``predictor``), so this module does not depend on how the probe is fitted. A
-predictor is called as ``predictor(volume, labels, classes, progress=..., cancel=...)`` and returns either
-a uint8 label array [k, j, i] on the volume grid (0 = background, i = classes[i-1]) or an object with
-``.labels`` (that array) and optionally ``.probe`` (kept so the GUI can save it).
+All segmentation behaviour (features at the probe's spacing, class identity, post-processing, probe files) is
+the core's ``SegmentationPipeline``, shared with `voxelfm segment`; this class only moves MRML <-> arrays.
+Three steps so a GUI can run the slow middle one on a worker thread while MRML (not thread-safe) is touched
+only on the main thread: ``prepare`` (main) -> ``predict`` (any thread) -> ``write`` (main).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from voxelfm.errors import InputError
+from voxelfm.features.service import FeatureService, ModelSpec
 from voxelfm.imaging.volume import Volume
 from voxelfm.progress import CancelFlag, ProgressFn, check_cancel, no_progress
+from voxelfm.segment.config import SegmentationConfig
+from voxelfm.segment.labels import FewShotLabels
+from voxelfm.segment.pipeline import SegmentationPipeline
+from voxelfm.segment.probe import SegmentationProbe
+from voxelfm.segment.probe_file import load_segmentation_probe, save_segmentation_probe
+from voxelfm.segment.result import ClassStats, SegmentationResult
 
-from .segmentation_nodes import (
-    ClassStats,
-    FewShotLabels,
-    SegmentClass,
-    class_statistics,
-    labels_from_segmentation,
-    write_prediction,
-)
-from .volume_nodes import node_ijk_to_ras, volume_from_node
-
-Predictor = Callable[..., Any]
+from .model_service import checked_spec
+from .segmentation_nodes import labels_from_segmentation, write_prediction
+from .volume_nodes import volume_from_node, volume_key
 
 
 @dataclass
 class FewShotInputs:
-    """Everything the predictor needs, detached from MRML."""
+    """Everything the pipeline needs, detached from MRML."""
 
     volume: Volume
     labels: FewShotLabels
     volume_node_id: str
     segmentation_node_id: str
-
-
-@dataclass
-class FewShotPrediction:
-    labels: np.ndarray  # uint8 [k, j, i] on the volume grid
-    probe: Any = None
+    volume_key: str  # identifies the voxels + geometry cheaply, so a refit reuses the features
 
 
 @dataclass
 class FewShotResult:
-    output_node: Any  # vtkMRMLSegmentationNode
-    segment_ids: list[str]
-    stats: list[ClassStats]
-    probe: Any = None
-    warnings: list[str] = field(default_factory=list)
+    """A segmentation result as written into the scene."""
+
+    output_node: Any  # vtkMRMLSegmentationNode holding the prediction
+    segment_ids: list[str]  # its new segment ids, in class order
+    result: SegmentationResult
+
+    @property
+    def stats(self) -> list[ClassStats]:
+        return self.result.statistics()
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.result.warnings
+
+    @property
+    def probe(self) -> SegmentationProbe | None:
+        return self.result.probe
 
 
-def _normalise_prediction(raw: Any, inputs: FewShotInputs) -> FewShotPrediction:
-    if isinstance(raw, np.ndarray):
-        pred = FewShotPrediction(raw)
-    elif hasattr(raw, "labels"):
-        pred = FewShotPrediction(np.asarray(raw.labels), getattr(raw, "probe", None))
-    else:
-        raise TypeError(
-            f"predictor returned {type(raw).__name__}; expected an array or an object with .labels"
-        )
-    expected = inputs.volume.array.shape
-    if pred.labels.shape != expected:
-        raise InputError(f"Prediction has shape {pred.labels.shape}, expected the volume's {expected}.")
-    k = len(inputs.labels.classes)
-    if pred.labels.size and int(pred.labels.max()) > k:
+def check_result(result: SegmentationResult, volume: Volume) -> SegmentationResult:
+    """A labelmap on the volume's grid whose values all name one of its classes."""
+    labels = np.asarray(result.labelmap)
+    if labels.shape != volume.array.shape:
+        raise InputError(f"Prediction has shape {labels.shape}, expected the volume's {volume.array.shape}.")
+    known = {0, *(c.value for c in result.classes)}
+    found = set(np.unique(labels).tolist())
+    if not found <= known:
         raise InputError(
-            f"Prediction contains label {int(pred.labels.max())} but only {k} classes were painted."
+            f"Prediction contains label {sorted(found - known)[0]} but only classes "
+            f"{sorted(known - {0})} exist."
         )
-    pred.labels = pred.labels.astype(np.uint8, copy=False)
-    return pred
+    result.labelmap = labels.astype(np.uint8, copy=False)
+    return result
 
 
 class FewShotSegmentLogic:
     """Qt-free driver of the few-shot workflow; the module widget only calls these methods."""
 
-    def __init__(self, predictor: Predictor) -> None:
-        self.predictor = predictor
+    def __init__(
+        self,
+        model: str = "",
+        device: str = "auto",
+        precision: str = "auto",
+        max_tokens: int = 8192,
+        config: SegmentationConfig | None = None,
+        service: FeatureService | None = None,
+        pipeline: Any = None,
+    ) -> None:
+        spec = checked_spec(ModelSpec(model, device, precision, max_tokens))
+        self.pipeline = pipeline or SegmentationPipeline(spec, config, service=service)
+        self.last_probe: SegmentationProbe | None = None
 
     def prepare(self, volume_node: Any, segmentation_node: Any, mode: str = "slices") -> FewShotInputs:
         if volume_node is None:
@@ -101,31 +110,33 @@ class FewShotSegmentLogic:
             labels=labels,
             volume_node_id=volume_node.GetID(),
             segmentation_node_id=segmentation_node.GetID(),
+            volume_key=volume_key(volume_node),
         )
 
     def predict(
         self, inputs: FewShotInputs, progress: ProgressFn | None = None, cancel: CancelFlag | None = None
-    ) -> FewShotPrediction:
-        progress = progress or no_progress
+    ) -> SegmentationResult:
+        """Fit on the painted labels and segment the volume (safe on the worker thread)."""
         check_cancel(cancel)
-        raw = self.predictor(
-            inputs.volume, inputs.labels.labels, inputs.labels.classes, progress=progress, cancel=cancel
+        labels = Volume(inputs.labels.labels, inputs.volume.ijk_to_ras)
+        result = self.pipeline.fit(
+            inputs.volume,
+            labels,
+            inputs.labels.classes,
+            progress=progress or no_progress,
+            cancel=cancel,
+            volume_key=inputs.volume_key,
+            extra_warnings=inputs.labels.warnings,
         )
         check_cancel(cancel)
-        return _normalise_prediction(raw, inputs)
+        return check_result(result, inputs.volume)
 
     def write(
-        self,
-        inputs: FewShotInputs,
-        prediction: FewShotPrediction,
-        volume_node: Any,
-        output_node: Any = None,
+        self, inputs: FewShotInputs, result: SegmentationResult, volume_node: Any, output_node: Any = None
     ) -> FewShotResult:
         if volume_node is None or volume_node.GetID() != inputs.volume_node_id:
             raise InputError("The input volume changed while the prediction ran; run it again.")
-        node, ids = write_prediction(prediction.labels, volume_node, inputs.labels.classes, output_node)
-        stats = class_statistics(prediction.labels, inputs.volume.ijk_to_ras, inputs.labels.classes)
-        return FewShotResult(node, ids, stats, prediction.probe, list(inputs.labels.warnings))
+        return self._write(result, volume_node, output_node)
 
     def run(
         self,
@@ -138,14 +149,32 @@ class FewShotSegmentLogic:
     ) -> FewShotResult:
         """All three steps on the calling thread (scripts, tests, headless use)."""
         inputs = self.prepare(volume_node, segmentation_node, mode)
-        prediction = self.predict(inputs, progress, cancel)
-        return self.write(inputs, prediction, volume_node, output_node)
+        return self.write(inputs, self.predict(inputs, progress, cancel), volume_node, output_node)
 
+    def apply_probe(
+        self,
+        volume_node: Any,
+        probe: SegmentationProbe | str | Path,
+        output_node: Any = None,
+        progress: ProgressFn | None = None,
+        cancel: CancelFlag | None = None,
+    ) -> FewShotResult:
+        """Segment a volume node with a saved probe (a file path or a loaded probe), as `voxelfm segment --probe`."""
+        if volume_node is None:
+            raise InputError("Select the CT volume to segment.")
+        if not isinstance(probe, SegmentationProbe):
+            probe = load_segmentation_probe(probe)
+        volume = volume_from_node(volume_node)
+        result = self.pipeline.apply(volume, probe, progress, cancel, volume_key=volume_key(volume_node))
+        return self._write(check_result(result, volume), volume_node, output_node)
 
-def apply_labels_to_volume(
-    labels: np.ndarray, volume_node: Any, classes: list[SegmentClass], output_node: Any = None
-) -> FewShotResult:
-    """Write labels from an already-fitted (loaded) probe as segments, with statistics."""
-    node, ids = write_prediction(labels, volume_node, classes, output_node)
-    stats = class_statistics(labels, node_ijk_to_ras(volume_node), classes)
-    return FewShotResult(node, ids, stats)
+    def save_probe(self, path: str | Path) -> str:
+        if self.last_probe is None:
+            raise InputError("Fit a probe first (Fit and predict), then save it.")
+        _, meta = save_segmentation_probe(self.last_probe, path)
+        return str(meta)
+
+    def _write(self, result: SegmentationResult, volume_node: Any, output_node: Any) -> FewShotResult:
+        node, ids = write_prediction(result.labelmap, volume_node, result.classes, output_node)
+        self.last_probe = result.probe
+        return FewShotResult(node, ids, result)

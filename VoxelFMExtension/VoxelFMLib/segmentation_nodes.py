@@ -12,57 +12,25 @@ new prediction replaces only them, so the user's painted segments are never modi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import slicer
 import vtk
 
 from voxelfm.errors import InputError
+from voxelfm.segment.classes import SegmentClass
+from voxelfm.segment.labels import (
+    BACKGROUND_NAMES,
+    MAX_CLASSES,
+    FewShotLabels,
+    few_shot_labels,
+    is_background_name,
+)
 
+from .scene_guard import temporary_nodes
 from .volume_nodes import matrix_to_numpy, node_ijk_to_ras, numpy_to_matrix
 
-UNLABELLED = 255
-BACKGROUND = 0
-MAX_CLASSES = 254  # 1..254 fit in uint8 next to 255 = unlabelled
 PREDICTION_TAG = "VoxelFM.Prediction"
-CLASS_INDEX_TAG = "VoxelFM.ClassIndex"
-DEFAULT_BACKGROUND_NAMES = ("background", "bg", "bkg", "other", "outside")
-MODES = ("slices", "scribbles")
-
-
-@dataclass
-class SegmentClass:
-    """One structure the user painted: identity carried from input segment to predicted segment."""
-
-    name: str
-    color: tuple[float, float, float]  # RGB 0..1
-    terminology: str = ""  # Slicer terminology entry string ("" if none)
-    segment_id: str = ""  # id in the painted segmentation ("" for classes loaded from a probe)
-
-
-@dataclass
-class FewShotLabels:
-    """A few-shot label image on the volume grid plus what each value means."""
-
-    labels: np.ndarray  # uint8 [k, j, i]: 0 background, 1..K classes[i-1], 255 unlabelled
-    classes: list[SegmentClass]
-    mode: str
-    painted_slices: list[int] = field(default_factory=list)  # indices along `axis` holding paint
-    conflicts: int = 0  # voxels painted in two or more segments (set to unlabelled)
-    warnings: list[str] = field(default_factory=list)
-
-    def counts(self) -> dict[str, int]:
-        """Labelled voxels per class name (plus 'background' and 'unlabelled')."""
-        out = {"background": int(np.count_nonzero(self.labels == BACKGROUND))}
-        for index, cls in enumerate(self.classes, start=1):
-            out[cls.name] = int(np.count_nonzero(self.labels == index))
-        out["unlabelled"] = int(np.count_nonzero(self.labels == UNLABELLED))
-        return out
-
-
-def is_background_name(name: str, background_names: tuple[str, ...] = DEFAULT_BACKGROUND_NAMES) -> bool:
-    return name.strip().lower() in {n.lower() for n in background_names}
+CLASS_VALUE_TAG = "VoxelFM.ClassValue"
 
 
 def _segment_ids(segmentation_node: slicer.vtkMRMLSegmentationNode) -> list[str]:
@@ -74,14 +42,17 @@ def is_prediction_segment(segment: slicer.vtkSegment) -> bool:
     return segment.HasTag(PREDICTION_TAG)
 
 
-def segment_class(segmentation_node: slicer.vtkMRMLSegmentationNode, segment_id: str) -> SegmentClass:
+def segment_class(
+    segmentation_node: slicer.vtkMRMLSegmentationNode, segment_id: str, value: int = 1
+) -> SegmentClass:
+    """The class a painted segment stands for, as label value ``value``."""
     segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
     terminology = segment.GetTerminology() if segment.HasTerminology() else ""
     return SegmentClass(
+        value=value,
         name=segment.GetName(),
         color=tuple(float(c) for c in segment.GetColor()),
         terminology=terminology,
-        segment_id=segment_id,
     )
 
 
@@ -92,8 +63,8 @@ def segment_mask_on_volume(
 ) -> np.ndarray:
     """Boolean [k, j, i] mask of one segment resampled onto the volume's grid (Slicer does the resampling)."""
     scene = segmentation_node.GetScene()
-    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "VoxelFM temporary export")
-    try:
+    with temporary_nodes(scene):  # the labelmap, its display node, any colour table Slicer adds for it
+        labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "VoxelFM temporary export")
         ids = vtk.vtkStringArray()
         ids.InsertNextValue(segment_id)
         ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
@@ -105,8 +76,6 @@ def segment_mask_on_volume(
                 f"'{volume_node.GetName()}'; check that both are loaded and overlap."
             )
         mask = np.array(slicer.util.arrayFromVolume(labelmap)) != 0
-    finally:
-        scene.RemoveNode(labelmap)
     expected = tuple(reversed(volume_node.GetImageData().GetDimensions()))
     if mask.shape != expected:  # ExportSegmentsToLabelmapNode honours the reference grid; guard anyway
         raise InputError(f"Segment export gave shape {mask.shape}, expected the volume's {expected}.")
@@ -123,18 +92,14 @@ def labels_from_segmentation(
     segmentation_node: slicer.vtkMRMLSegmentationNode,
     volume_node: slicer.vtkMRMLScalarVolumeNode,
     mode: str = "slices",
-    background_names: tuple[str, ...] = DEFAULT_BACKGROUND_NAMES,
+    background_names: tuple[str, ...] = BACKGROUND_NAMES,
     axis: int = 0,
 ) -> FewShotLabels:
-    """Turn painted segments into a few-shot label image on the volume grid.
+    """Turn painted segments into a few-shot label image on the volume grid (the core's ``few_shot_labels``).
 
-    mode "slices": every slice (index along array ``axis``, default k) that holds any paint is fully
-    labelled — unpainted voxels there are background. mode "scribbles": only painted voxels are labelled;
-    background must be painted explicitly in a segment named like "background". Voxels painted in more
-    than one segment are set to unlabelled (counted in ``conflicts``).
+    Structure segments become values 1..K in display order; segments named like "background" are explicit
+    background. mode "slices": painted slices are fully labelled; "scribbles": only painted voxels.
     """
-    if mode not in MODES:
-        raise InputError(f"Unknown labelling mode '{mode}'; use one of {', '.join(MODES)}.")
     if segmentation_node is None or volume_node is None:
         raise InputError("Select both a volume and the segmentation painted on it.")
     ids = painted_segment_ids(segmentation_node)
@@ -143,9 +108,8 @@ def labels_from_segmentation(
             f"Segmentation '{segmentation_node.GetName()}' has no painted segments; add a segment per "
             "structure in the Segment Editor and paint a few slices of each."
         )
-    background_ids = [
-        sid for sid in ids if is_background_name(segment_class(segmentation_node, sid).name, background_names)
-    ]
+    names = {sid: segmentation_node.GetSegmentation().GetSegment(sid).GetName() for sid in ids}
+    background_ids = [sid for sid in ids if is_background_name(names[sid], background_names)]
     structure_ids = [sid for sid in ids if sid not in background_ids]
     if not structure_ids:
         raise InputError("Only background was painted; add and paint at least one structure segment.")
@@ -156,48 +120,18 @@ def labels_from_segmentation(
             "The 'scribbles' workflow needs explicit background: add a segment named 'background' and paint "
             "some voxels outside the structures, or use the 'slices' workflow."
         )
-
     masks = {sid: segment_mask_on_volume(segmentation_node, sid, volume_node) for sid in ids}
-    empty = [segment_class(segmentation_node, sid).name for sid in ids if not masks[sid].any()]
+    empty = [names[sid] for sid in ids if not masks[sid].any()]
     if empty:
         raise InputError(
             "These segments have no painted voxels inside the volume: "
             + ", ".join(f"'{n}'" for n in empty)
             + ". Paint them on this volume or delete them."
         )
-
-    shape = next(iter(masks.values())).shape
-    coverage = np.zeros(shape, dtype=np.uint16)
-    for mask in masks.values():
-        coverage += mask
-    labels = np.full(shape, UNLABELLED, dtype=np.uint8)
-    painted_any = coverage > 0
-    if mode == "slices":
-        other_axes = tuple(a for a in range(3) if a != axis)
-        slice_has_paint = painted_any.any(axis=other_axes)
-        index = [slice(None)] * 3
-        index[axis] = slice_has_paint
-        labels[tuple(index)] = BACKGROUND
-        painted_slices = [int(i) for i in np.flatnonzero(slice_has_paint)]
-    else:
-        painted_slices = [
-            int(i) for i in np.flatnonzero(painted_any.any(axis=tuple(a for a in range(3) if a != axis)))
-        ]
-    for sid in background_ids:
-        labels[masks[sid]] = BACKGROUND
-    classes = []
-    for value, sid in enumerate(structure_ids, start=1):
-        labels[masks[sid]] = value
-        classes.append(segment_class(segmentation_node, sid))
-    conflict_mask = coverage > 1
-    conflicts = int(np.count_nonzero(conflict_mask))
-    labels[conflict_mask] = UNLABELLED
-    warnings = []
-    if conflicts:
-        warnings.append(f"{conflicts} voxels are painted in more than one segment and were ignored.")
-    if not np.any(labels == BACKGROUND):
-        warnings.append("No background voxels: paint a 'background' segment or fully paint some slices.")
-    return FewShotLabels(labels, classes, mode, painted_slices, conflicts, warnings)
+    classes = [segment_class(segmentation_node, sid, v) for v, sid in enumerate(structure_ids, start=1)]
+    return few_shot_labels(
+        [masks[sid] for sid in structure_ids], [masks[sid] for sid in background_ids], mode, axis, classes
+    )
 
 
 def _oriented_image(mask: np.ndarray, ijk_to_ras: np.ndarray) -> slicer.vtkOrientedImageData:
@@ -253,12 +187,12 @@ def write_prediction(
     output_name: str | None = None,
     name_suffix: str = "",
 ) -> tuple[slicer.vtkMRMLSegmentationNode, list[str]]:
-    """Write a predicted label image (values 1..K = classes) as NEW segments; returns (node, segment ids).
+    """Write a predicted label image as NEW segments; returns (node, segment ids in class order).
 
-    ``labels`` lies on the volume's grid. With no ``output_node`` a new segmentation node is created;
-    otherwise earlier VoxelFM predictions in it are replaced and every other segment is left untouched.
-    Every class gets a segment (empty if never predicted) with the class name (+ ``name_suffix``), colour
-    and terminology.
+    ``labels`` lies on the volume's grid; voxels with value ``cls.value`` belong to class ``cls``. With no
+    ``output_node`` a new segmentation node (uniquely named) is created; otherwise earlier VoxelFM predictions
+    in it are replaced and every other segment is left untouched. Every class gets a segment (empty if never
+    predicted) with the class name (+ ``name_suffix``), colour and terminology.
     """
     labels = np.asarray(labels)
     dims = volume_node.GetImageData().GetDimensions() if volume_node.GetImageData() else None
@@ -271,9 +205,8 @@ def write_prediction(
         raise InputError(f"{len(classes)} classes; at most {MAX_CLASSES} are supported.")
     scene = volume_node.GetScene()
     if output_node is None:
-        output_node = scene.AddNewNodeByClass(
-            "vtkMRMLSegmentationNode", output_name or f"{volume_node.GetName()} VoxelFM segmentation"
-        )
+        name = scene.GenerateUniqueName(output_name or f"{volume_node.GetName()} VoxelFM segmentation")
+        output_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
         output_node.CreateDefaultDisplayNodes()
         output_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
         output_node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
@@ -283,38 +216,19 @@ def write_prediction(
     seg = output_node.GetSegmentation()
     labelmap_name = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
     new_ids = []
-    for value, cls in enumerate(classes, start=1):
+    for cls in classes:
         # A fresh vtkSegment with its own labelmap layer: editing a shared layer (SetBinaryLabelmapToSegment)
         # can resample the user's segments in it when the grids differ, which must never happen.
         segment = slicer.vtkSegment()
         segment.SetName(cls.name + name_suffix)
         segment.SetColor(*cls.color)
         segment.SetTag(PREDICTION_TAG, "1")
-        segment.SetTag(CLASS_INDEX_TAG, str(value))
+        segment.SetTag(CLASS_VALUE_TAG, str(cls.value))
         if cls.terminology:
             segment.SetTerminology(cls.terminology)
-        segment.AddRepresentation(labelmap_name, _oriented_image(labels == value, ijk_to_ras))
+        segment.AddRepresentation(labelmap_name, _oriented_image(labels == cls.value, ijk_to_ras))
         segment_id = seg.GenerateUniqueSegmentID(_id_stem(cls.name))
         if not seg.AddSegment(segment, segment_id):
             raise InputError(f"Slicer refused to add the predicted segment '{cls.name}'.")
         new_ids.append(segment_id)
     return output_node, new_ids
-
-
-@dataclass
-class ClassStats:
-    name: str
-    voxels: int
-    volume_ml: float
-
-
-def class_statistics(
-    labels: np.ndarray, ijk_to_ras: np.ndarray, classes: list[SegmentClass]
-) -> list[ClassStats]:
-    """Voxel count and volume (mL) per predicted class on a grid with geometry ``ijk_to_ras``."""
-    voxel_ml = float(abs(np.linalg.det(np.asarray(ijk_to_ras, dtype=np.float64)[:3, :3]))) / 1000.0
-    counts = np.bincount(np.asarray(labels).ravel().astype(np.int64), minlength=len(classes) + 1)
-    return [
-        ClassStats(cls.name, int(counts[i]), float(counts[i]) * voxel_ml)
-        for i, cls in enumerate(classes, start=1)
-    ]

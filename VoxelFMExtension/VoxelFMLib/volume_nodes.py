@@ -66,6 +66,18 @@ def volume_from_node(node: slicer.vtkMRMLScalarVolumeNode, world: bool = False) 
     return Volume(array=array, ijk_to_ras=node_ijk_to_ras(node, world=world), name=node.GetName() or "")
 
 
+def volume_key(node: slicer.vtkMRMLVolumeNode) -> str:
+    """Cheap identity of a node's voxels and geometry: node id, image-data modification time, IJKToRAS.
+
+    WHY: hashing a 512x512x300 CT takes about a second; an interactive refit must not pay it each time. Any
+    change of the voxels through Slicer bumps the image data's modification time.
+    """
+    image = node.GetImageData()
+    stamp = image.GetMTime() if image is not None else 0
+    matrix = np.round(node_ijk_to_ras(node), 6).tobytes().hex()
+    return f"{node.GetID()}:{stamp}:{matrix}"
+
+
 def update_node_from_volume(node: slicer.vtkMRMLVolumeNode, volume: Volume) -> None:
     """Overwrite a node's voxels and geometry with ``volume`` (deep copy)."""
     node.SetIJKToRASMatrix(numpy_to_matrix(volume.ijk_to_ras))

@@ -10,7 +10,6 @@ the worker never touches widgets.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout  # not the builtin before Python 3.11
@@ -29,6 +28,15 @@ def worker() -> ThreadPoolExecutor:
         if _executor is None:
             _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="VoxelFM-worker")
         return _executor
+
+
+def shutdown() -> None:
+    """Let the worker thread end once idle; the next ``worker()`` starts a new one (used on module reload)."""
+    global _executor
+    with _lock:
+        if _executor is not None:
+            _executor.shutdown(wait=False)
+            _executor = None
 
 
 class ProgressRelay:
@@ -84,12 +92,3 @@ def run_pumping(
         if value is not None:
             on_progress(*value)
     return result
-
-
-def sleep_pumping(seconds: float, pump: Callable[[], None] | None, interval: float = 0.03) -> None:
-    """Wait while keeping the GUI alive (used by tests and simple polling loops)."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if pump is not None:
-            pump()
-        time.sleep(min(interval, max(0.0, end - time.monotonic())))

@@ -1,10 +1,12 @@
-"""Arguments and helpers shared by several commands (model choice, preprocessing, device)."""
+"""Arguments and helpers shared by several commands (model choice, feature extraction options)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 from typing import Any
+
+from . import options
 
 log = logging.getLogger("voxelfm")
 
@@ -19,31 +21,63 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model-config", default=None, help="config.yaml for an official .pth not stored beside it"
     )
-    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
+    p.add_argument(
+        "--device", type=options.device, default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps"
+    )
+    p.add_argument(
+        "--precision",
+        choices=options.PRECISIONS,
+        default="auto",
+        help="backbone arithmetic: auto (bf16 where the hardware runs it fast, else fp32), fp32 or bf16",
+    )
 
 
 def add_feature_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-tokens", type=int, default=8192, help="tile budget in patch tokens (default 8192)")
-    p.add_argument("--overlap", type=int, default=2, help="tile overlap in patches (default 2)")
+    p.add_argument(
+        "--max-tokens",
+        type=options.int_at_least(64),
+        default=8192,
+        help="tile budget in patch tokens (default 8192)",
+    )
+    p.add_argument(
+        "--overlap", type=options.non_negative_int, default=2, help="tile overlap in patches (default 2)"
+    )
     p.add_argument("--crop-background", action="store_true", help="crop to the body before resampling")
-    p.add_argument("--max-patches", type=int, default=None, help="shrink the volume to at most N patches")
+    p.add_argument(
+        "--max-patches", type=options.positive_int, default=None, help="shrink the volume to at most N patches"
+    )
     p.add_argument("--no-cache", action="store_true", help="do not read/write the feature cache")
 
 
+def spec_from_args(args: argparse.Namespace):
+    """The ModelSpec a command's --model/--device/--precision/--max-tokens describe."""
+    from ..features.service import ModelSpec
+
+    return ModelSpec(
+        model=args.model or "",
+        device=getattr(args, "device", "auto"),
+        precision=getattr(args, "precision", "auto"),
+        max_tokens=getattr(args, "max_tokens", 8192),
+        config=getattr(args, "model_config", None),
+    )
+
+
 def load_model_from_args(args: argparse.Namespace):
-    """Resolve --model (or the default policy), load it, and say which model is used and why."""
-    from ..model.loading import load_backbone
+    """The backbone of --model (or the default policy) from the process-wide service; it logs which and why."""
+    from ..features.service import feature_service
 
-    model_id = args.model
-    if model_id is None:
-        from ..hub.download import resolve_default_model
+    return feature_service().backbone(spec_from_args(args))
 
-        resolved, reason = resolve_default_model()
-        model_id = resolved.id
-        log.info("model: %s (%s)", model_id, reason)
-    else:
-        log.info("model: %s", model_id)
-    return load_backbone(model_id, config=args.model_config, device="cpu")
+
+def feature_options_from_args(args: argparse.Namespace):
+    from ..features.spec import FeatureOptions
+
+    return FeatureOptions(
+        crop_background=bool(args.crop_background),
+        max_patches=args.max_patches,
+        overlap=args.overlap,
+        cache=not args.no_cache,
+    )
 
 
 def preprocess_from_args(model: Any, args: argparse.Namespace):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from . import options
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -18,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
         "--slices",
-        type=int,
+        type=options.positive_int,
         default=1,
         help="number of labelled axial slices (default 1: the nodule spans only 3 of the 5 mm slices)",
     )
@@ -26,26 +28,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--model", default=None, help="registry id or checkpoint path (default: see `voxelfm models`)"
     )
     p.add_argument("--model-config", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--max-tokens", type=int, default=8192)
+    p.add_argument("--device", type=options.device, default="auto")
+    p.add_argument("--precision", choices=options.PRECISIONS, default="auto")
+    p.add_argument("--max-tokens", type=options.int_at_least(64), default=8192)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..progress import TqdmProgress
     from ..samples.demo import run_demo
-    from .common import load_model_from_args, log
+    from .common import log, spec_from_args
 
-    model = load_model_from_args(args)
-    info = getattr(model, "model_info", {})
-    reason = f"{info.get('id')} ({info.get('source')})"
     bar = TqdmProgress("demo")
     try:
-        res = run_demo(args.out, model, reason, args.slices, args.max_tokens, args.device, progress=bar)
+        res = run_demo(args.out, spec_from_args(args), args.slices, progress=bar)
     finally:
         bar.close()
     s = res.summary
-    log.info("model: %s", reason)
+    info = s["model"]
+    log.info("model: %s (%s; %s)", info.get("id"), info.get("source"), s["model_choice"])
     log.info(
         "tumour from %d labelled slice(s) %s: Dice %.3f (all slices), %s (unlabelled slices); %.2f ml vs %.2f ml",
         len(s["labelled_axial_slices"]),

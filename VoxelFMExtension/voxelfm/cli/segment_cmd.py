@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_feature_args, add_model_args, log
+from . import options
+from .common import add_feature_args, add_model_args, feature_options_from_args, log, spec_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fill-holes", action="store_true", help="fill enclosed holes of each class")
     p.add_argument(
         "--feature-spacing",
-        type=float,
+        type=options.float_above(0.0, 20.0),
         default=None,
         help="extract features from an isotropic resampling at this spacing (mm), e.g. 1.5 for 3 mm CT",
     )
@@ -55,141 +56,97 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _output_ok(path: Path) -> None:
-    from ..errors import InputError
-    from ..segment.io_helpers import LABELMAP_SUFFIXES, has_suffix
-
-    if not (has_suffix(path, (".seg.nrrd",)) or has_suffix(path, LABELMAP_SUFFIXES)):
-        raise InputError(f"--out must end with .nii.gz, .nii, .nrrd, .mha or .seg.nrrd; got {path.name}.")
-
-
-def _features(volume, model, args):
-    from ..features.extract import extract_features
-    from ..progress import TqdmProgress
-    from ..segment.io_helpers import resample_for_features
-    from .common import preprocess_from_args
-
-    src = resample_for_features(volume, args.feature_spacing) if args.feature_spacing else volume
-    bar = TqdmProgress("features")
-    try:
-        return extract_features(
-            src,
-            model,
-            preprocess=preprocess_from_args(model, args),
-            max_tokens=args.max_tokens,
-            overlap=args.overlap,
-            device=args.device,
-            progress=bar,
-            cache=not args.no_cache,
-        )
-    finally:
-        bar.close()
-
-
-def _write(result, probe, out: Path) -> None:
-    from ..imaging.io import write_labelmap
-    from ..segment.io_helpers import has_suffix, write_seg_nrrd
-
-    if has_suffix(out, (".seg.nrrd",)):
-        segs = list(zip(probe.class_values, probe.class_names, probe.class_colors, strict=True))
-        write_seg_nrrd(result.labelmap, result.ijk_to_ras, out, segs)
-    else:
-        write_labelmap(result.labelmap, result.ijk_to_ras, out)
-    counts = {
-        n: int((result.labelmap == v).sum())
-        for v, n in zip(probe.class_values, probe.class_names, strict=True)
-    }
-    log.info("wrote %s (voxels per class: %s)", out, counts)
-
-
-def _postprocess(args):
+def _postprocess(args: argparse.Namespace):
     from ..segment.postprocess import PostprocessConfig
 
     return PostprocessConfig(largest_component=args.largest_component, fill_holes=args.fill_holes)
 
 
-def _fit(args, out: Path) -> int:
+def _pipeline(args: argparse.Namespace, config=None):
+    from ..segment.pipeline import SegmentationPipeline
+
+    return SegmentationPipeline(spec_from_args(args), config, feature_options_from_args(args))
+
+
+def _log_written(result, out: Path) -> None:
+    counts = {s.name: s.voxels for s in result.statistics()}
+    log.info("wrote %s (voxels per class: %s)", out, counts)
+    for warning in result.warnings:
+        log.warning("%s", warning)
+
+
+def _fit(args: argparse.Namespace, out: Path) -> int:
+    import numpy as np
+
     from ..errors import InputError
     from ..imaging.io import read_volume
     from ..imaging.volume import Volume
-    from ..segment.api import SegmentationConfig, SegmentationContext, fit_segmentation
-    from ..segment.io_helpers import read_label_volume
-    from ..segment.labels import painted_slices_to_labels
+    from ..segment.classes import classes_from_names
+    from ..segment.config import SegmentationConfig
+    from ..segment.files import read_label_volume, write_segmentation
+    from ..segment.labels import UNLABELLED, painted_slices_to_labels
     from ..segment.probe_file import save_segmentation_probe
     from ..segment.voxel_features import IntensityConfig
-    from .common import load_model_from_args
 
     volume = read_volume(args.image)
     labels = read_label_volume(args.labels)
     if args.painted_slices:
-        if (labels.array == 255).any():
+        if (labels.array == UNLABELLED).any():
             raise InputError(
                 "--painted-slices expects 0 for unpainted voxels, but the label image contains 255."
             )
         labels = Volume(painted_slices_to_labels(labels.array, axis=0), labels.ijk_to_ras, labels.name)
-    model = load_model_from_args(args)
-    feats = _features(volume, model, args)
-    cfg = SegmentationConfig(
+    values = [int(v) for v in np.unique(labels.array) if 0 < v < UNLABELLED]
+    classes = classes_from_names(args.class_names, values)
+    config = SegmentationConfig(
         intensity=IntensityConfig(enabled=not args.no_intensity),
         postprocess=_postprocess(args),
         feature_spacing_mm=args.feature_spacing,
     )
-    names = None
-    if args.class_names:
-        names = {n: s.strip() for n, s in enumerate(args.class_names.split(","), start=1)}
-    ctx = SegmentationContext(volume, feats)
-    probe = fit_segmentation(volume, feats, labels, cfg, class_names=names, context=ctx)
+    result = _pipeline(args, config).fit(volume, labels, classes)
+    probe = result.probe
     log.info("fitted probe: %s", {k: v for k, v in probe.metrics.items() if k != "warnings"})
-    result = probe.predict(volume, feats, context=ctx, with_probabilities=False)
-    _write(result, probe, out)
+    write_segmentation(result, out)
+    _log_written(result, out)
     if args.save_probe:
         st, js = save_segmentation_probe(probe, args.save_probe)
         log.info("saved probe %s + %s", js, st.name)
     return 0
 
 
-def _apply(args, out: Path) -> int:
+def _apply(args: argparse.Namespace, out: Path) -> int:
     from ..errors import InputError
+    from ..imaging.formats import IMAGE_SUFFIXES, has_suffix
     from ..imaging.io import read_volume
-    from ..segment.io_helpers import IMAGE_SUFFIXES, has_suffix
+    from ..segment.files import OUTPUT_SUFFIXES, check_output_name, write_segmentation
     from ..segment.probe_file import load_segmentation_probe
-    from .common import load_model_from_args
 
     probe = load_segmentation_probe(args.probe)
-    if args.model is None and probe.model.get("id"):
-        args.model = probe.model["id"]
-    if args.feature_spacing is None:
-        args.feature_spacing = (
-            probe.config.feature_spacing_mm
-        )  # extract features the way the probe was fitted
     image = Path(args.image)
     files = sorted(f for f in image.iterdir() if has_suffix(f, IMAGE_SUFFIXES)) if image.is_dir() else []
-    if (
-        files
-        and not has_suffix(out, (".seg.nrrd",))
-        and has_suffix(out, (".nii.gz", ".nii", ".nrrd", ".mha"))
-    ):
+    if files and has_suffix(out, OUTPUT_SUFFIXES):
         raise InputError(f"{image} is a folder of images: --out must be a folder, got {out.name}.")
-    model = load_model_from_args(args) if probe.patch_weight is not None else None
-    pairs = [(f, out / (f.name.split(".")[0] + "_seg.nii.gz")) for f in files] if files else [(image, out)]
     if not files:
-        _output_ok(out)
+        check_output_name(out)
+    pipeline = _pipeline(args)
+    # with --largest-component/--fill-holes these replace the probe's own post-processing
+    pp = _postprocess(args) if (args.largest_component or args.fill_holes) else None
+    pairs = [(f, out / (f.name.split(".")[0] + "_seg.nii.gz")) for f in files] if files else [(image, out)]
     for src, dst in pairs:
-        volume = read_volume(str(src))
-        feats = _features(volume, model, args) if model is not None else None
-        pp = _postprocess(args) if (args.largest_component or args.fill_holes) else None
-        result = probe.predict(volume, feats, with_probabilities=False, postprocess=pp)
-        _write(result, probe, dst)
+        result = pipeline.apply(read_volume(str(src)), probe, postprocess=pp)
+        write_segmentation(result, dst)
+        _log_written(result, dst)
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import InputError
+    from ..segment.files import check_output_name
+
     out = Path(args.out)
     if args.labels:
-        _output_ok(out)
+        check_output_name(out)
         if Path(args.labels).resolve() == out.resolve():
-            from ..errors import InputError
-
             raise InputError("--out must not be the --labels file (inputs are never overwritten).")
         return _fit(args, out)
     return _apply(args, out)

@@ -32,11 +32,7 @@ def default_preprocess_for(model: torch.nn.Module):
     """The preprocessing the model was trained with (from its config), else the reference defaults."""
     from ..imaging.preprocess import PreprocessConfig
 
-    known = {f.name for f in dataclasses.fields(PreprocessConfig)}
-    overrides = {k: v for k, v in getattr(model, "preprocess_defaults", {}).items() if k in known}
-    if "clip_hu" in overrides and overrides["clip_hu"] is not None:
-        overrides["clip_hu"] = tuple(overrides["clip_hu"])
-    return PreprocessConfig(**overrides)
+    return PreprocessConfig.from_dict(getattr(model, "preprocess_defaults", {}) or {})
 
 
 def model_identity(model: torch.nn.Module) -> dict[str, Any]:

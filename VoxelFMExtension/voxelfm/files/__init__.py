@@ -1,1 +1,1 @@
-"""Files VoxelFM writes or trusts: atomic writes, sha256 checks, probe file names, cache locations."""
+"""Files VoxelFM reads, writes or trusts: atomic writes, sha256 checks, probe files, manifests, cache locations."""

@@ -43,10 +43,6 @@ def atomic_write_text(path: Path, text: str, fsync: bool = False) -> Path:
     return atomic_write(path, lambda p: p.write_text(text), fsync=fsync)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    return atomic_write(path, lambda p: p.write_bytes(data))
-
-
 def atomic_savez(path: Path, **arrays: np.ndarray) -> Path:
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:  # a file object: np.savez must not append ".npz" to the temp name

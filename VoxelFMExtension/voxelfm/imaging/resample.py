@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from .volume import Volume
 
 _CHUNK_BYTES = 64 * 2**20  # per-chunk working memory for coordinates + output
 
@@ -113,3 +114,23 @@ def resample_to_grid(
             chunk = np.where(inside[..., None], chunk, np.asarray(fill).astype(out_dtype))
         out[k0:k1] = chunk.reshape(k1 - k0, tj, ti, nch)
     return out if channels_last else out[..., 0]
+
+
+def resample_isotropic(volume: Volume, spacing_mm: float) -> Volume:
+    """An isotropic resampling of ``volume`` (same box and directions) used only for feature extraction.
+
+    WHY: on coarse CT (e.g. 3 mm) one 14-voxel patch spans 42 mm; extracting features from a finer resampling
+    gives a denser feature grid. Prediction stays on the original grid (everything is mapped through RAS).
+    """
+    sp = volume.spacing
+    if spacing_mm <= 0:
+        raise InputError(f"The feature spacing must be a positive number of mm, got {spacing_mm}.")
+    extent = np.asarray(volume.shape_ijk, dtype=np.float64) * sp  # mm along i, j, k
+    n_ijk = np.maximum(np.round(extent / spacing_mm).astype(int), 1)
+    new_sp = extent / n_ijk
+    m = np.eye(4)
+    m[:3, :3] = volume.direction * new_sp[None, :]
+    corner = volume.ijk_to_ras @ np.array([-0.5, -0.5, -0.5, 1.0])
+    m[:3, 3] = corner[:3] + m[:3, :3] @ np.full(3, 0.5)
+    arr = resample_to_grid(volume.array, volume.ijk_to_ras, tuple(n_ijk[::-1]), m, mode="linear")
+    return Volume(arr.astype(np.float32), m, volume.name)

@@ -11,11 +11,9 @@ exact and independent of worker count and scheduling.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,8 @@ from torch.utils.data import Dataset, Sampler
 from ..errors import InputError
 from ..files.atomic import atomic_write
 from ..files.locations import cache_root
+from ..files.manifest_table import JSONL_SUFFIXES, read_manifest_rows, resolve_path
+from ..imaging.formats import IMAGE_SUFFIXES, has_suffix, is_dicom_dir, is_image_file, list_images
 from ..progress import ProgressFn, no_progress
 from .config import PretrainConfig
 from .crops import MultiCrop
@@ -36,27 +36,8 @@ from .masking import sample_masks
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-MANIFEST_SUFFIXES = (".csv", ".jsonl")
+MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")  # not .txt: a stray notes.txt is no manifest
 LABEL_WORDS = ("label", "mask", "seg")
-
-
-def _is_image(p: Path) -> bool:
-    return p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES)
-
-
-def _is_dicom_file(p: Path) -> bool:
-    if p.suffix.lower() == ".dcm":
-        return True
-    try:
-        with open(p, "rb") as f:
-            return f.read(132)[128:] == b"DICM"
-    except OSError:
-        return False
-
-
-def _is_dicom_dir(p: Path) -> bool:
-    return p.is_dir() and any(_is_dicom_file(f) for f in sorted(p.iterdir())[:5] if f.is_file())
 
 
 def _looks_like_label(name: str) -> bool:
@@ -73,30 +54,23 @@ def discover_sources(data: str | Path) -> list[Path]:
             f"Training data not found: {src}. Pass a folder of CT files or a CSV/JSONL manifest."
         )
     if src.is_file():
-        if not src.name.lower().endswith(MANIFEST_SUFFIXES):
-            if _is_image(src):
+        if not has_suffix(src, MANIFEST_SUFFIXES):
+            if is_image_file(src):
                 return [src]
             raise InputError(
                 f"{src} is neither a CT image nor a manifest (.csv with a 'path' column, or .jsonl)."
             )
         paths = _read_manifest(src)
-        missing = [str(p) for p in paths if not (_is_image(p) or _is_dicom_dir(p))]
+        missing = [str(p) for p in paths if not (is_image_file(p) or is_dicom_dir(p))]
         if missing:
             raise InputError(
                 f"Manifest {src} lists {len(missing)} missing or unreadable file(s), e.g. {missing[:3]}. "
                 "Fix the paths (relative paths are relative to the manifest) or remove those rows."
             )
     else:
-        paths, skipped = [], []
-        for root, dirs, files in os.walk(src, followlinks=True):
-            dirs.sort()
-            r = Path(root)
-            images = [f for f in sorted(files) if f.lower().endswith(IMAGE_SUFFIXES)]
-            others = [r / f for f in sorted(files) if not f.lower().endswith(IMAGE_SUFFIXES)]
-            if any(_is_dicom_file(f) for f in others[:5]):
-                paths.append(r)  # a DICOM series folder (the reader keeps its largest CT series)
-            skipped += [f for f in images if _looks_like_label(f)]
-            paths += [r / f for f in images if not _looks_like_label(f)]
+        found = list_images(src)
+        skipped = [p.name for p in found if not p.is_dir() and _looks_like_label(p.name)]
+        paths = [p for p in found if p.is_dir() or not _looks_like_label(p.name)]
         if skipped:
             log.info("Skipped %d label/mask file(s) in %s, e.g. %s", len(skipped), src, skipped[:3])
     if not paths:
@@ -108,33 +82,32 @@ def discover_sources(data: str | Path) -> list[Path]:
 
 
 def _read_manifest(path: Path) -> list[Path]:
-    rows: list[str] = []
-    text = path.read_text()
-    if path.suffix.lower() == ".jsonl":
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{n} is not valid JSON ({exc}).") from exc
-            value = obj.get("path") or obj.get("image") if isinstance(obj, dict) else obj
-            if not isinstance(value, str):
-                raise InputError(f"{path}:{n} needs a 'path' (or 'image') string.")
-            rows.append(value)
+    """The CT paths of a manifest: a 'path' (or 'image') column, or JSON lines holding one or a bare string."""
+    table = read_manifest_rows(path)
+    if table.columns is None and not table.rows and not has_suffix(path, JSONL_SUFFIXES):
+        raise InputError(f"Manifest {path} is empty; add a 'path' column with one CT per row.")
+    if table.columns is None:
+        rows = [_json_line_path(path, n, obj) for n, obj in table.rows]
     else:
-        reader = csv.reader(text.splitlines())
-        header = next(reader, None)
-        if header is None:
-            raise InputError(f"Manifest {path} is empty; add a 'path' column with one CT per row.")
-        names = [h.strip().lower() for h in header]
-        col = names.index("path") if "path" in names else names.index("image") if "image" in names else None
+        col = _path_column(table.columns)
         if col is None:
-            raise InputError(f"Manifest {path} has no 'path' column (header: {header}).")
-        rows = [r[col].strip() for r in reader if len(r) > col and r[col].strip()]
+            raise InputError(f"Manifest {path} has no 'path' column (header: {table.columns}).")
+        rows = [v.strip() for _, r in table.rows if isinstance(v := r.get(col), str) and v.strip()]
     if not rows:
         raise InputError(f"Manifest {path} lists no files; add one CT path per row.")
-    return [p if p.is_absolute() else (path.parent / p) for p in map(Path, rows)]
+    return [resolve_path(path, p) for p in rows]
+
+
+def _path_column(columns: list[str]) -> str | None:
+    names = {c.lower(): c for c in reversed(columns)}  # the first of equal names (case-insensitive) wins
+    return names.get("path") or names.get("image")
+
+
+def _json_line_path(path: Path, n: int, obj: Any) -> str:
+    value = obj.get("path") or obj.get("image") if isinstance(obj, dict) else obj
+    if not isinstance(value, str):
+        raise InputError(f"{path}:{n} needs a 'path' (or 'image') string.")
+    return value
 
 
 def read_ct(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:

@@ -1,14 +1,14 @@
-"""The pretraining loop shared by ``voxelfm pretrain``, the Slicer script and torchrun (one code path).
+"""The pretraining run shared by ``voxelfm pretrain``, the Slicer script and torchrun (one code path).
 
-Per step: schedules -> teacher targets -> student forward/backward (grad accumulation, DDP) -> per-module
-gradient clipping -> AdamW -> EMA teacher. Rank 0 logs (tqdm, metrics.jsonl, loss.png), writes atomic
-checkpoints every ``checkpointing.period`` steps and exports the teacher backbone at the end.
+A run goes through named phases: device and process group, data cache, model + optimizer, resume, the
+step loop, export, teardown. Per step (``step.train_step``): schedules -> teacher targets -> student
+forward/backward (grad accumulation, DDP or FSDP2) -> per-module gradient clipping -> AdamW -> EMA teacher.
+Rank 0 logs (tqdm, metrics.jsonl, loss.png), writes atomic checkpoints every ``checkpointing.period``
+steps and exports the teacher backbone at the end.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import logging
 import random
 import time
@@ -20,19 +20,41 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..errors import CancelledError, CheckpointError, InputError, VoxelFMError
+from ..device import pick_device
+from ..errors import CancelledError, InputError, VoxelFMError
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
 from . import distributed as dd
 from . import sharding
-from .checkpointing import list_checkpoints, load_latest, save_checkpoint
+from .checkpointing import list_checkpoints, load_latest
 from .config import PretrainConfig, load_config
-from .data import Collate, CropDataset, StepBatchSampler, build_cache, discover_sources
+from .data import CachedVolume, Collate, CropDataset, StepBatchSampler, build_cache, discover_sources
+from .export import export_hub_folder, export_teacher, unsharded_copy
 from .meta_arch import SSLMetaArch
-from .metrics import MetricsLog, plot_loss
-from .optim import apply_schedule, build_optimizer, build_param_groups
+from .metrics import plot_loss
+from .optim import build_optimizer, build_param_groups
 from .schedules import Schedules
+from .step import train_step
+from .step_log import DATA_SHARE, StepLog
+from .train_state import restore_train_state, save_train_state
 
 log = logging.getLogger(__name__)
+
+__all__ = ["PretrainResult", "RunOptions", "run", "run_pretraining", "train_step"]
+
+
+@dataclass
+class RunOptions:
+    """What a run is asked to do, apart from the model/optimisation config."""
+
+    data: Path  # folder of CTs, one CT file, or a CSV/JSONL manifest
+    out: Path  # run folder: checkpoints/, metrics.jsonl, loss.png, config.yaml, backbone/
+    steps: int | None = None  # absolute target step; None = optim.epochs * train.official_epoch_length
+    resume: bool = False
+    device: str = "auto"
+    export_hub: Path | None = None
+    progress: ProgressFn = no_progress
+    cancel: CancelFlag | None = None
+    show_bar: bool = True
 
 
 @dataclass
@@ -45,43 +67,30 @@ class PretrainResult:
     backbone_dir: Path | None
 
 
-def _select_device(device: str, dist_local_rank: int) -> torch.device:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", dist_local_rank)
-    return dev
+@dataclass
+class _Context:
+    """What every phase reads: the config, the options, this process's device and its place in the group."""
+
+    cfg: PretrainConfig
+    opts: RunOptions
+    dev: torch.device
+    info: dd.DistInfo
 
 
-def _rng_state() -> dict[str, Any]:
-    """All RNG states, as plain types and tensors so the checkpoint loads with ``weights_only=True``."""
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    numpy_state = (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss))
-    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+@dataclass
+class _Model:
+    """The SSL pair and its optimizer; ``student`` is what forward/backward goes through (DDP wrapper or not)."""
+
+    meta: SSLMetaArch
+    opt: torch.optim.Optimizer
+    fsdp: bool
+    student: torch.nn.Module
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    name, keys, pos, has_gauss, gauss = state["numpy"]
-    keys = keys.numpy() if isinstance(keys, torch.Tensor) else np.asarray(keys)
-    np.random.set_state((name, keys.astype(np.uint32), pos, has_gauss, gauss))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _autocast(cfg: PretrainConfig, dev: torch.device) -> contextlib.AbstractContextManager:
-    if dev.type == "cuda" and cfg.compute_precision in ("auto", "bf16"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def _to(batch: dict[str, torch.Tensor], dev: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+@dataclass
+class _LoopResult:
+    last_loss: float | None
+    checkpoint: Path | None
 
 
 def run_pretraining(
@@ -99,40 +108,112 @@ def run_pretraining(
 ) -> PretrainResult:
     """Pretrain until ``steps`` (default: optim.epochs * train.official_epoch_length); see module docstring."""
     cfg = config if isinstance(config, PretrainConfig) else load_config(config, overrides)
-    out = Path(out)
-    dev = _select_device(device, 0)
-    info = dd.init_from_env(dev.type)
-    dev = _select_device(device, info.local_rank)
+    opts = RunOptions(
+        data=Path(data),
+        out=Path(out),
+        steps=steps,
+        resume=resume,
+        device=device,
+        export_hub=Path(export_hub) if export_hub else None,
+        progress=progress,
+        cancel=cancel,
+        show_bar=show_bar,
+    )
+    return run(cfg, opts)
+
+
+def run(cfg: PretrainConfig, opts: RunOptions) -> PretrainResult:
+    """One run: join the process group, train, and always leave the group again."""
+    dev, info = _setup_device(opts.device)
     try:
-        return _run(cfg, Path(data), out, steps, resume, dev, info, export_hub, progress, cancel, show_bar)
+        return _train(_Context(cfg, opts, dev, info))
     finally:
         dd.shutdown(info)
 
 
-def _run(cfg, data, out, steps, resume, dev, info, export_hub, progress, cancel, show_bar) -> PretrainResult:
+def _train(ctx: _Context) -> PretrainResult:
+    stop = _target_step(ctx.cfg, ctx.opts.steps)
+    volumes = _prepare_data(ctx)
+    model = _build_model(ctx)
+    start = _resume(ctx, model)
+    if start >= stop and ctx.info.is_main:
+        log.info("Already at step %d (target %d): nothing to train, exporting the teacher.", start, stop)
+    stop = max(stop, start)
+    _wrap_student(ctx, model)
+    loader = _make_loader(ctx, volumes, start)
+    _write_run_config(ctx)
+    step_log = StepLog(
+        ctx.opts.out,
+        start,
+        stop,
+        _samples_per_step(ctx),
+        ctx.opts.progress,
+        enabled=ctx.info.is_main,
+        show_bar=ctx.opts.show_bar,
+    )
+    try:
+        loop = _step_loop(ctx, model, loader, start, stop, step_log)
+    finally:
+        step_log.close()
+    backbone_dir = _export(ctx, model, stop, step_log)
+    dd.barrier(ctx.info)
+    return PretrainResult(ctx.opts.out, start, stop, loop.last_loss, loop.checkpoint, backbone_dir)
+
+
+# --- set-up -------------------------------------------------------------------------------------------
+
+
+def _setup_device(device: str) -> tuple[torch.device, dd.DistInfo]:
+    """The device choice shared with inference, then the process group torchrun set up (if any)."""
+    dev = pick_device(device)
+    info = dd.init_from_env(dev.type)
+    return _on_local_rank(dev, info.local_rank), info
+
+
+def _on_local_rank(dev: torch.device, local_rank: int) -> torch.device:
+    """torchrun starts one process per GPU: a bare ``cuda`` means this process's GPU, ``LOCAL_RANK``."""
+    if dev.type == "cuda" and dev.index is None:
+        return torch.device("cuda", local_rank)
+    return dev
+
+
+def _target_step(cfg: PretrainConfig, steps: int | None) -> int:
     total = cfg.total_iterations
     stop = min(int(steps), total) if steps is not None else total
     if stop < 1:
         raise InputError(f"--steps must be >= 1 (got {steps}).")
+    return stop
+
+
+def _prepare_data(ctx: _Context) -> list[CachedVolume]:
+    """Rank 0 fills the volume cache (and guards the run folder); the other ranks then read cache hits."""
+    data, out, info = ctx.opts.data, ctx.opts.out, ctx.info
     sources = discover_sources(data)
+    strict = data.is_file()  # a manifest names its files: a non-CT among them is an error
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        if list_checkpoints(out) and not resume:
+        if list_checkpoints(out) and not ctx.opts.resume:
             raise InputError(
                 f"{out} already holds checkpoints; pass --resume to continue, or choose a new --out."
             )
+        progress = ctx.opts.progress
         volumes = build_cache(
-            sources, cfg, progress=lambda f, m: progress(0.05 * f, m), strict=data.is_file()
+            sources, ctx.cfg, progress=lambda f, m: progress(DATA_SHARE * f, m), strict=strict
         )
     dd.barrier(info)
     if not info.is_main:
-        volumes = build_cache(sources, cfg, strict=data.is_file())  # cache hits only
+        volumes = build_cache(sources, ctx.cfg, strict=strict)  # cache hits only
+    return volumes
 
-    torch.manual_seed(cfg.train.seed)  # identical init on every rank
-    meta = SSLMetaArch(cfg).to(dev)
+
+def _build_model(ctx: _Context) -> _Model:
+    """Identical initial weights on every rank, then per-rank RNG streams (stochastic depth differs)."""
+    cfg, info = ctx.cfg, ctx.info
+    torch.manual_seed(cfg.train.seed)
+    meta = SSLMetaArch(cfg).to(ctx.dev)
     fsdp = cfg.train.sharding == "fsdp2" and info.enabled
     if fsdp:  # before the optimizer: it must hold the sharded parameters
-        sharding.shard_meta(meta, dev, info.world_size)
+        sharding.shard_meta(meta, ctx.dev, info.world_size)
     elif cfg.train.sharding == "fsdp2" and info.is_main:
         log.info("train.sharding=fsdp2 with one process: nothing to shard, training unsharded.")
     groups = build_param_groups(
@@ -142,267 +223,135 @@ def _run(cfg, data, out, steps, resume, dev, info, export_hub, progress, cancel,
         cfg.optim,
     )
     opt = build_optimizer(groups, cfg.optim)
-    random.seed(cfg.train.seed + info.rank)
-    np.random.seed(cfg.train.seed + info.rank)
-    torch.manual_seed(cfg.train.seed + info.rank)  # stochastic depth differs per rank
+    seed = cfg.train.seed + info.rank
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return _Model(meta, opt, fsdp, student=meta.student)
 
-    start = 0
-    ckpt = load_latest(out) if resume else None
-    if ckpt is not None:
-        try:
-            if fsdp:
-                sharding.load_full_state(meta, opt, ckpt["model"], ckpt["optimizer"])
-            else:
-                meta.load_state_dict(ckpt["model"])
-                opt.load_state_dict(ckpt["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise CheckpointError(
-                f"The checkpoint in {out} does not match this config ({str(exc).splitlines()[0][:200]}). Resume "
-                f"with the run's own config ({out / 'config.yaml'}) or start a new --out."
-            ) from exc
-        rngs = ckpt["rng"]
-        if len(rngs) != info.world_size:
-            log.warning(
-                "Checkpoint from %d process(es), resuming on %d: RNG streams restart.",
-                len(rngs),
-                info.world_size,
-            )
-        else:
-            _set_rng_state(rngs[info.rank])
-        start = int(ckpt["step"])
-        if info.is_main:
-            log.info("Resuming from step %d", start)
-    elif resume and info.is_main:
-        log.info("--resume: no checkpoint in %s yet, starting from step 0", out)
-    del ckpt
-    if start >= stop and info.is_main:
-        log.info("Already at step %d (target %d): nothing to train, exporting the teacher.", start, stop)
-    stop = max(stop, start)
 
-    student = meta.student
-    if info.enabled and not fsdp:
-        student = torch.nn.parallel.DistributedDataParallel(
-            meta.student, device_ids=[dev.index] if dev.type == "cuda" else None
+def _resume(ctx: _Context, model: _Model) -> int:
+    """The step to continue from: the latest checkpoint's with --resume (state restored), else 0."""
+    out, info = ctx.opts.out, ctx.info
+    ckpt = load_latest(out) if ctx.opts.resume else None
+    if ckpt is None:
+        if ctx.opts.resume and info.is_main:
+            log.info("--resume: no checkpoint in %s yet, starting from step 0", out)
+        return 0
+    start = restore_train_state(ckpt, model.meta, model.opt, info, out)
+    if info.is_main:
+        log.info("Resuming from step %d", start)
+    return start
+
+
+def _wrap_student(ctx: _Context, model: _Model) -> None:
+    """DDP wraps the student after resume (it broadcasts rank 0's weights); FSDP2 already shards it."""
+    if ctx.info.enabled and not model.fsdp:
+        dev = ctx.dev
+        model.student = torch.nn.parallel.DistributedDataParallel(
+            model.meta.student, device_ids=[dev.index] if dev.type == "cuda" else None
         )
-    sched = Schedules(cfg)
-    micro = cfg.train.grad_accum_steps
-    bs = cfg.train.batch_size_per_gpu
-    loader = DataLoader(
+
+
+def _samples_per_step(ctx: _Context) -> int:
+    t = ctx.cfg.train
+    return t.batch_size_per_gpu * t.grad_accum_steps * ctx.info.world_size
+
+
+def _make_loader(ctx: _Context, volumes: list[CachedVolume], start: int) -> DataLoader:
+    """Batches of step ``start`` onwards for this rank (the loader position is the step number)."""
+    cfg, info = ctx.cfg, ctx.info
+    return DataLoader(
         CropDataset(volumes, cfg),
-        batch_sampler=StepBatchSampler(bs, start, info.rank, info.world_size, micro),
+        batch_sampler=StepBatchSampler(
+            cfg.train.batch_size_per_gpu, start, info.rank, info.world_size, cfg.train.grad_accum_steps
+        ),
         collate_fn=Collate(cfg),
         num_workers=cfg.train.num_workers,
-        pin_memory=dev.type == "cuda",
+        pin_memory=ctx.dev.type == "cuda",
         persistent_workers=False,
         # Own generator: creating the iterator must not consume the global torch RNG (exact resume).
         generator=torch.Generator().manual_seed(cfg.train.seed + info.rank),
     )
-    metrics = MetricsLog(out / "metrics.jsonl", start) if info.is_main else None
-    if info.is_main:
-        import yaml
 
-        from ..files.atomic import atomic_write_text
 
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    bar = None
-    if info.is_main and show_bar:
-        from tqdm.auto import tqdm
+def _write_run_config(ctx: _Context) -> None:
+    """config.yaml in the run folder: what --resume should be given."""
+    if not ctx.info.is_main:
+        return
+    import yaml
 
-        bar = tqdm(total=stop, initial=start, desc="pretrain", dynamic_ncols=True)
+    from ..files.atomic import atomic_write_text
 
-    meta.train()
+    atomic_write_text(ctx.opts.out / "config.yaml", yaml.safe_dump(ctx.cfg.to_dict(), sort_keys=False))
+
+
+# --- the step loop ------------------------------------------------------------------------------------
+
+
+def _step_loop(
+    ctx: _Context, model: _Model, loader: DataLoader, start: int, stop: int, step_log: StepLog
+) -> _LoopResult:
+    """Steps ``start`` .. ``stop - 1``, checkpointing every period and at the end.
+
+    A cancel keeps the finished steps (single process: a checkpoint at the cancelled step) so --resume
+    continues from there.
+    """
+    cfg = ctx.cfg
+    sched = Schedules(cfg)
+    model.meta.train()
     it = iter(loader)
-    last_loss, ckpt_path = None, None
-    samples_per_step = bs * micro * info.world_size
+    result = _LoopResult(None, None)
     step = start
     try:
         for step in range(start, stop):
-            check_cancel(cancel)
+            check_cancel(ctx.opts.cancel)
             t0 = time.perf_counter()
             s = sched.at(step)
-            parts_sum = train_step(meta, student, opt, s, [next(it) for _ in range(micro)], cfg, dev, info)
-            if not np.isfinite(parts_sum["loss"]):
-                raise VoxelFMError(
-                    f"Loss became non-finite at step {step}; lower schedules.lr.peak or optim.clip_grad and resume."
-                )
+            parts = _one_step(ctx, model, s, it, step)
             done = step + 1
-            dt = time.perf_counter() - t0
-            last_loss = parts_sum["loss"]
-            if info.is_main:
-                rec = {
-                    "step": done,
-                    **{k: round(v, 6) for k, v in parts_sum.items()},
-                    "lr": s["lr"],
-                    "wd": s["wd"],
-                    "momentum": s["momentum"],
-                    "teacher_temp": s["teacher_temp"],
-                    "step_time_s": round(dt, 4),
-                    "samples_per_s": round(samples_per_step / dt, 3),
-                }
-                metrics.append(rec)
-                if bar is not None:
-                    bar.set_postfix(
-                        loss=f"{last_loss:.4f}", lr=f"{s['lr']:.2e}", vol_s=f"{samples_per_step / dt:.2f}"
-                    )
-                    bar.update(1)
-                progress(
-                    0.05 + 0.9 * (done - start) / max(stop - start, 1),
-                    f"step {done}/{stop} loss {last_loss:.4f}",
-                )
+            result.last_loss = parts["loss"]
+            step_log.step(done, parts, s, time.perf_counter() - t0)
             if done % cfg.checkpointing.period == 0 or done == stop:
-                ckpt_path = _checkpoint(meta, opt, cfg, out, done, info, metrics)
+                result.checkpoint = _save(ctx, model, done, step_log)
     except CancelledError:
-        if bar is not None:
-            bar.close()
-        saved = ckpt_path is not None and ckpt_path.name == f"step_{step:08d}.pt"
-        if step > start and not saved and not info.enabled:  # keep the finished steps: --resume continues
-            _checkpoint(meta, opt, cfg, out, step, info, metrics)
+        step_log.close()
+        saved = result.checkpoint is not None and result.checkpoint.name == f"step_{step:08d}.pt"
+        if step > start and not saved and not ctx.info.enabled:
+            _save(ctx, model, step, step_log)
         raise
-    except BaseException:
-        if bar is not None:
-            bar.close()
-        raise
-    if bar is not None:
-        bar.close()
-    backbone_dir = None
-    export = meta
-    if fsdp:  # gather the teacher (all ranks) into an unsharded copy that rank 0 exports
-        full, _ = sharding.full_state(meta, opt)
-        export = _unsharded_copy(cfg, full) if info.is_main else meta
-    if info.is_main:
-        plot_loss(metrics.records, out / "loss.png")
-        backbone_dir = export_teacher(export, cfg, out / "backbone", step=stop)
-        if export_hub:
-            export_hub_folder(export, cfg, Path(export_hub), step=stop)
-        progress(1.0, f"done: {stop} steps")
-    dd.barrier(info)
-    return PretrainResult(out, start, stop, last_loss, ckpt_path, backbone_dir)
+    return result
 
 
-def train_step(
-    meta: SSLMetaArch,
-    student: torch.nn.Module,
-    opt: torch.optim.Optimizer,
-    s: dict[str, float],
-    batches: list[dict[str, torch.Tensor]],
-    cfg: PretrainConfig,
-    dev: torch.device,
-    info: dd.DistInfo,
-) -> dict[str, float]:
-    """One optimiser step over ``len(batches)`` accumulated micro-batches; returns mean loss parts (all ranks).
-
-    ``student`` is ``meta.student`` (FSDP2-sharded or not) or its DDP wrapper. Skips the update when the
-    loss is not finite.
-    """
-    apply_schedule(opt, s["lr"], s["wd"], s["last_layer_lr_factor"])
-    opt.zero_grad(set_to_none=True)
-    micro = len(batches)
-    parts_sum: dict[str, float] = {"loss": 0.0}
-    for m, batch in enumerate(batches):
-        batch = _to(batch, dev)
-        last = m == micro - 1
-        sync = contextlib.nullcontext()
-        if sharding.is_sharded(student):  # FSDP2: accumulate unsharded grads, reduce-scatter on the last
-            student.set_requires_gradient_sync(last)
-        elif info.enabled and not last:
-            sync = student.no_sync()
-        with sync:
-            with _autocast(cfg, dev):
-                loss, parts = meta.losses(batch, s["teacher_temp"], student)
-            (loss / micro).backward()
-        parts_sum["loss"] += float(loss.detach()) / micro
-        for k, v in parts.items():
-            parts_sum[k] = parts_sum.get(k, 0.0) + v / micro
-    parts_sum = dd.all_reduce_mean_dict(info, parts_sum)  # the global-batch mean, identical on all ranks
-    if not np.isfinite(parts_sum["loss"]):
-        return parts_sum
-    if sharding.is_sharded(meta.teacher):
-        sharding.reshard(meta.teacher)
-    if cfg.optim.clip_grad:
-        for mod in meta.student.children():  # per module, as the reference does
-            torch.nn.utils.clip_grad_norm_(mod.parameters(), cfg.optim.clip_grad)
-    opt.step()
-    meta.update_teacher(s["momentum"])
-    return parts_sum
+def _one_step(ctx: _Context, model: _Model, s: dict[str, float], it: Any, step: int) -> dict[str, float]:
+    batches = [next(it) for _ in range(ctx.cfg.train.grad_accum_steps)]
+    parts = train_step(model.meta, model.student, model.opt, s, batches, ctx.cfg, ctx.dev, ctx.info)
+    if not np.isfinite(parts["loss"]):
+        raise VoxelFMError(
+            f"Loss became non-finite at step {step}; lower schedules.lr.peak or optim.clip_grad and resume."
+        )
+    return parts
 
 
-def _checkpoint(
-    meta: SSLMetaArch,
-    opt,
-    cfg: PretrainConfig,
-    out: Path,
-    step: int,
-    info: dd.DistInfo,
-    metrics: MetricsLog | None,
-) -> Path | None:
-    rngs = dd.gather_objects(info, _rng_state())
-    if sharding.is_sharded(meta.student):  # collective: every rank sends its shards, rank 0 gets them all
-        model_sd, optim_sd = sharding.full_state(meta, opt)
-    elif info.is_main:
-        model_sd, optim_sd = meta.state_dict(), opt.state_dict()
-    path = None
-    if info.is_main:
-        state = {
-            "model": model_sd,
-            "optimizer": optim_sd,
-            "rng": rngs,
-            "config": cfg.to_dict(),
-            "world_size": info.world_size,
-        }
-        path = save_checkpoint(out, step, state, cfg.checkpointing.max_to_keep, cfg.checkpointing.keep_every)
-        try:
-            plot_loss(metrics.records if metrics else [], out / "loss.png")
-        except Exception as exc:  # plotting must never stop training
-            log.warning("Could not update loss.png: %s", exc)
-    dd.barrier(info)
-    return path
+def _save(ctx: _Context, model: _Model, step: int, step_log: StepLog) -> Path | None:
+    return save_train_state(model.meta, model.opt, ctx.cfg, ctx.opts.out, step, ctx.info, step_log.records)
 
 
-def _export_meta(cfg: PretrainConfig, step: int) -> tuple[dict, dict]:
-    ds = cfg.datasets[0]
-    meta = {
-        "source": "voxelfm pretrain",
-        "step": step,
-        "crops": cfg.to_dict()["crops"],
-        "spacing_mm": cfg.data.spacing_mm,
-    }
-    pre = {"clip_hu": [ds.pixel_range.lower, ds.pixel_range.upper], "mean": ds.norm.mean, "std": ds.norm.std}
-    if cfg.data.spacing_mm is not None:
-        # Trained at this isotropic spacing: inference resamples to it too (PreprocessConfig.min_spacing),
-        # so patch tokens cover the same physical size as in pretraining.
-        pre["min_spacing"] = float(cfg.data.spacing_mm)
-    return meta, pre
+# --- export -------------------------------------------------------------------------------------------
 
 
-def _unsharded_copy(cfg: PretrainConfig, full_state: dict[str, torch.Tensor]) -> SSLMetaArch:
-    """A plain CPU SSLMetaArch holding a gathered full state (what the exports read under FSDP2)."""
-    plain = SSLMetaArch(
-        dataclasses.replace(cfg, student=dataclasses.replace(cfg.student, pretrained_weights=""))
-    )
-    plain.load_state_dict(full_state)
-    return plain
-
-
-def export_teacher(meta: SSLMetaArch, cfg: PretrainConfig, out_dir: Path, step: int) -> Path:
-    """The EMA teacher's backbone in our safetensors format (loadable by ``load_backbone``)."""
-    from ..model.checkpoint import save_backbone
-
-    m, pre = _export_meta(cfg, step)
-    return save_backbone(meta.teacher.backbone, out_dir, meta=m, preprocess=pre)
-
-
-def export_hub_folder(meta: SSLMetaArch, cfg: PretrainConfig, out_dir: Path, step: int) -> Path:
-    """Hub-style folder: model.safetensors + config.json + README.md (model card)."""
-    from ..files.atomic import atomic_write_text
-
-    export_teacher(meta, cfg, out_dir, step)
-    st = cfg.student
-    card = (
-        "---\nlibrary_name: voxelfm\ntags: [ct, 3d, self-supervised, dinov2]\n---\n"
-        f"# VoxelFM backbone (pretrained {step} steps)\n\n"
-        f"3D ViT: embed_dim {st.embed_dim}, depth {st.depth}, heads {st.num_heads}, patch {st.patch_size}, "
-        f"{st.num_register_tokens} registers, 3D RoPE. Teacher (EMA) weights from DINO + iBOT + KoLeo pretraining.\n\n"
-        "Load with `voxelfm.load_backbone(path)`.\n"
-    )
-    atomic_write_text(out_dir / "README.md", card)
-    return out_dir
+def _export(ctx: _Context, model: _Model, stop: int, step_log: StepLog) -> Path | None:
+    """Rank 0 writes loss.png and the teacher backbone (and the hub folder); FSDP2 gathers it first."""
+    cfg, info = ctx.cfg, ctx.info
+    export = model.meta
+    if model.fsdp:  # gather the teacher (all ranks) into an unsharded copy that rank 0 exports
+        full, _ = sharding.full_state(model.meta, model.opt)
+        export = unsharded_copy(cfg, full) if info.is_main else model.meta
+    if not info.is_main:
+        return None
+    plot_loss(step_log.records, ctx.opts.out / "loss.png")
+    backbone_dir = export_teacher(export, cfg, ctx.opts.out / "backbone", step=stop)
+    if ctx.opts.export_hub:
+        export_hub_folder(export, cfg, ctx.opts.export_hub, step=stop)
+    ctx.opts.progress(1.0, f"done: {stop} steps")
+    return backbone_dir

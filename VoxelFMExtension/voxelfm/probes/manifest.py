@@ -7,13 +7,12 @@ survival ``time`` + ``event``; optional ``id`` (row name in tables), ``split`` (
 
 from __future__ import annotations
 
-import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..files.manifest_table import read_manifest_rows, resolve_path
 
 RESERVED = ("image", "id", "split", "fold")
 
@@ -33,30 +32,11 @@ class Manifest:
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise InputError(f"Manifest {path} not found.")
-    text = path.read_text(encoding="utf-8-sig")
-    if path.suffix.lower() in (".jsonl", ".ndjson"):
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}, line {n}: not valid JSON ({exc.msg}).") from exc
-            if not isinstance(row, dict):
-                raise InputError(f"{path}, line {n}: each line must be a JSON object.")
-            rows.append(row)
-        return rows
-    if path.suffix.lower() not in (".csv", ".tsv", ".txt"):
-        raise InputError(f"Manifest {path}: unsupported format; use .csv, .tsv or .jsonl.")
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    reader = csv.DictReader(text.splitlines(), delimiter=delimiter)
-    if reader.fieldnames is None:
-        return []
-    reader.fieldnames = [f.strip() for f in reader.fieldnames]
-    return [row for row in reader if any((v or "").strip() for v in row.values() if isinstance(v, str))]
+    table = read_manifest_rows(path)
+    for n, row in table.rows:
+        if not isinstance(row, dict):
+            raise InputError(f"{path}, line {n}: each line must be a JSON object.")
+    return [row for _, row in table.rows]
 
 
 def read_manifest(
@@ -93,14 +73,12 @@ def read_manifest(
             f"Manifest {path} lacks column(s) {missing_cols} in some or all rows (columns: {columns})."
         )
 
-    base = path.resolve().parent
     images, ids, bad = [], [], []
     for n, row in enumerate(rows):
         raw = str(row.get("image") or "").strip()
         if not raw:
             raise InputError(f"Manifest {path}, case {n}: empty 'image' path.")
-        p = Path(raw).expanduser()
-        p = p if p.is_absolute() else base / p
+        p = resolve_path(path, raw)
         if check_files and not p.exists():
             bad.append(str(p))
         images.append(p)

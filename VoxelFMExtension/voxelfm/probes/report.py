@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from ..files.atomic import atomic_write, atomic_write_text
+from ..files.probe_file import json_safe
 from .fit import FitResult
 from .metrics import roc_auc, roc_curve
-from .probe_file import _json_safe
 from .survival import kaplan_meier
 
 
@@ -116,7 +116,7 @@ def write_report(
     base.parent.mkdir(parents=True, exist_ok=True)
     json_path = base.with_name(base.name + ".report.json")
     png_path = base.with_name(base.name + ".report.png")
-    text = json.dumps(_json_safe(report_dict(result, ids)), indent=2, allow_nan=False) + "\n"
+    text = json.dumps(json_safe(report_dict(result, ids)), indent=2, allow_nan=False) + "\n"
     atomic_write_text(json_path, text)
     atomic_write(png_path, lambda tmp: _plot(result, str(tmp)), suffix=".png")
     return json_path, png_path

@@ -17,12 +17,19 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..features.service import FeatureService, ModelSpec, feature_service
+from ..files.atomic import atomic_write_text
 from ..imaging.volume import Volume
 from ..progress import ProgressFn, no_progress
+from ..segment.classes import SegmentClass
+from ..segment.config import SegmentationConfig
+from ..segment.labels import UNLABELLED
+from ..segment.metrics import dice
+from ..segment.pipeline import SegmentationPipeline
 
 log = logging.getLogger(__name__)
 
-UNLABELLED = 255
+TUMOUR = SegmentClass(1, "tumour", (0.9, 0.2, 0.2))
 
 
 @dataclass
@@ -44,31 +51,23 @@ def sparse_slice_labels(reference: np.ndarray, n_slices: int = 1) -> tuple[np.nd
     return sparse, sorted(int(k) for k in chosen)
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0, b > 0
-    denom = a.sum() + b.sum()
-    return float(2.0 * (a & b).sum() / denom) if denom else 1.0
-
-
 def run_demo(
     out_dir: str | Path,
-    model: Any,
-    model_reason: str = "",
+    spec: ModelSpec | None = None,
     n_slices: int = 1,
-    max_tokens: int = 8192,
-    device: str = "auto",
     progress: ProgressFn | None = None,
+    service: FeatureService | None = None,
 ) -> DemoResult:
-    from ..features.extract import extract_features
-    from ..imaging.io import read_volume, write_labelmap
+    from ..imaging.io import read_volume
     from ..imaging.pictures import feature_overview_png, label_overlay_png
-    from ..segment.api import fit_segmentation
-    from ..segment.io_helpers import write_seg_nrrd
+    from ..segment.files import write_seg_nrrd, write_segmentation
     from .fetch import fetch_sample_data
 
     progress = progress or no_progress
     if n_slices < 1:
         raise InputError(f"--slices must be at least 1, got {n_slices}.")
+    spec = spec or ModelSpec()
+    service = service or feature_service()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -86,9 +85,9 @@ def run_demo(
     timings: dict[str, float] = {"sample_data_s": time.perf_counter() - t0}
 
     t = time.perf_counter()
-    feats = extract_features(
-        volume, model, max_tokens=max_tokens, device=device, progress=lambda f, m: progress(0.05 + 0.6 * f, m)
-    )
+    _, reason = service.resolve(spec)
+    pipeline = SegmentationPipeline(spec, SegmentationConfig(), service=service)
+    feats = pipeline.context(volume, None, progress=lambda f, m: progress(0.05 + 0.6 * f / 0.8, m)).features
     timings["features_s"] = time.perf_counter() - t
     files = {"features": feats.save(out / "features.npz")}
     files["features_png"] = feature_overview_png(
@@ -99,19 +98,12 @@ def run_demo(
     labels = Volume(sparse, volume.ijk_to_ras, name="sparse labels")
     progress(0.7, "fitting the segmentation probe")
     t = time.perf_counter()
-    probe = fit_segmentation(
-        volume, feats, labels, class_names={1: "tumour"}, class_colors={1: (0.9, 0.2, 0.2)}
-    )
-    timings["fit_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    result = probe.predict(volume, feats, with_probabilities=False)
-    timings["predict_s"] = time.perf_counter() - t
-    pred = (result.labelmap == 1).astype(np.uint8)
+    result = pipeline.fit(volume, labels, [TUMOUR])
+    timings["fit_and_predict_s"] = time.perf_counter() - t
+    pred = (result.labelmap == TUMOUR.value).astype(np.uint8)
 
-    files["segmentation"] = write_labelmap(pred, volume.ijk_to_ras, out / "tumour_seg.nii.gz")
-    files["seg_nrrd"] = write_seg_nrrd(
-        pred, volume.ijk_to_ras, out / "tumour_seg.seg.nrrd", [(1, "tumour", (0.9, 0.2, 0.2))]
-    )
+    files["segmentation"] = write_segmentation(result, out / "tumour_seg.nii.gz")
+    files["seg_nrrd"] = write_seg_nrrd(pred, volume.ijk_to_ras, out / "tumour_seg.seg.nrrd", [TUMOUR])
     files["overlay_png"] = label_overlay_png(volume, pred, out / "tumour_overlay.png", reference=ref)
     unseen = np.ones(ref.shape[0], dtype=bool)
     unseen[slices] = False
@@ -119,7 +111,7 @@ def run_demo(
     summary = {
         "case": f"{case.name}: {case.description} ({case.source}, {case.licence})",
         "model": feats.model,
-        "model_choice": model_reason,
+        "model_choice": reason,
         "feature_grid": list(feats.grid_shape),
         "feature_extraction": feats.extraction,
         "labelled_axial_slices": slices,
@@ -130,8 +122,6 @@ def run_demo(
         "reference_ml": round(float(ref.sum()) * voxel_ml, 3),
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }
-    from ..files.atomic import atomic_write_text
-
     files["summary"] = atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     progress(1.0, "done")
     return DemoResult(summary, files)

@@ -18,10 +18,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError
+from .classes import SegmentClass, classes_for
 
 UNLABELLED = 255
 BACKGROUND = 0
+MAX_CLASSES = 254  # 1..254 fit in uint8 next to 255 = unlabelled
 MIN_VOXELS_PER_CLASS = 3
+LABEL_MODES = ("slices", "scribbles")
+BACKGROUND_NAMES = ("background", "bg", "bkg", "other", "outside")
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,83 @@ def painted_slices_to_labels(
     index[axis] = painted
     out[tuple(index)] = arr[tuple(index)]
     return out
+
+
+def is_background_name(name: str, background_names: tuple[str, ...] = BACKGROUND_NAMES) -> bool:
+    """True for a painted segment that means "background" in the scribbles workflow (by its name)."""
+    return name.strip().lower() in {n.lower() for n in background_names}
+
+
+@dataclass
+class FewShotLabels:
+    """A few-shot label image built from painted masks, with what happened on the way."""
+
+    labels: np.ndarray  # uint8 [k, j, i]: 0 background, 1..K structures (mask order), 255 unlabelled
+    mode: str
+    classes: list[SegmentClass] = field(default_factory=list)  # what values 1..K mean
+    painted_slices: list[int] = field(default_factory=list)  # indices along `axis` holding paint
+    conflicts: int = 0  # voxels painted in two or more masks (set to unlabelled)
+    warnings: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        """Labelled voxels per class name (plus 'background' and 'unlabelled')."""
+        hist = np.bincount(self.labels.ravel(), minlength=256)
+        out = {"background": int(hist[BACKGROUND])}
+        for cls in self.classes:
+            out[cls.name] = int(hist[cls.value])
+        out["unlabelled"] = int(hist[UNLABELLED])
+        return out
+
+
+def few_shot_labels(
+    structure_masks: list[np.ndarray],
+    background_masks: list[np.ndarray] | None = None,
+    mode: str = "slices",
+    axis: int = 0,
+    classes: list[SegmentClass] | None = None,
+) -> FewShotLabels:
+    """Label image from painted masks: structure i gets value i+1 (``classes[i]``); background paint gets 0.
+
+    mode "slices": every slice (along array ``axis``) holding any paint is fully labelled, unpainted voxels there
+    being background (``painted_slices_to_labels``); mode "scribbles": only painted voxels are labelled.
+    Voxels painted in more than one mask become unlabelled.
+    """
+    if mode not in LABEL_MODES:
+        raise InputError(f"Unknown labelling mode '{mode}'; use one of {', '.join(LABEL_MODES)}.")
+    if not structure_masks:
+        raise InputError("No structure was painted; paint at least one structure.")
+    if len(structure_masks) > MAX_CLASSES:
+        raise InputError(f"{len(structure_masks)} structures; at most {MAX_CLASSES} are supported.")
+    background_masks = background_masks or []
+    shape = structure_masks[0].shape
+    coverage = np.zeros(shape, dtype=np.uint16)
+    paint = np.zeros(shape, dtype=np.uint8)
+    for value, mask in enumerate(structure_masks, start=1):
+        coverage += mask
+        paint[mask] = value
+    explicit_bg = np.zeros(shape, dtype=bool)
+    for mask in background_masks:
+        coverage += mask
+        explicit_bg |= mask
+    painted_any = coverage > 0
+    other = tuple(a for a in range(3) if a != axis)
+    slices = [int(i) for i in np.flatnonzero(painted_any.any(axis=other))]
+    if mode == "slices":
+        labels = painted_slices_to_labels(paint, axis=axis, slices=slices)
+    else:
+        labels = np.full(shape, UNLABELLED, dtype=np.uint8)
+        labels[paint > 0] = paint[paint > 0]
+    labels[explicit_bg] = BACKGROUND
+    conflict = coverage > 1
+    conflicts = int(np.count_nonzero(conflict))
+    labels[conflict] = UNLABELLED
+    warnings = []
+    if conflicts:
+        warnings.append(f"{conflicts} voxels are painted in more than one segment and were ignored.")
+    if not np.any(labels == BACKGROUND):
+        warnings.append("No background voxels: paint a 'background' segment or fully paint some slices.")
+    named = classes_for(range(1, len(structure_masks) + 1), classes)
+    return FewShotLabels(labels, mode, named, slices, conflicts, warnings)
 
 
 def select_slices(full_labels: np.ndarray, slices: list[int], classes: list[int] | None = None) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Classic few-shot baseline (ilastik style): a random forest on a multi-scale filter bank, same sparse labels.
 
-Benchmark-only: scikit-learn is imported lazily here and is never needed by the core segmentation path.
+Benchmark-only, so it lives beside the benchmarks rather than in the installed package; scikit-learn is
+imported lazily and is never needed by voxelfm itself.
 """
 
 from __future__ import annotations
@@ -8,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..imaging.volume import Volume
-from .labels import balanced_sample, labelled_voxels
+from voxelfm.imaging.volume import Volume
+from voxelfm.segment.labels import balanced_sample, labelled_voxels
 
 SIGMAS_MM = (1.0, 2.0, 4.0, 8.0)
 

@@ -1,0 +1,106 @@
+"""When to refit the few-shot probe automatically: a small Qt-free state machine.
+
+The Segment module restarts a countdown on every CONTENT change of the painted segmentation and fits when
+painting pauses. Only ``SourceRepresentationModified``, ``SegmentAdded`` and ``SegmentRemoved`` count:
+``SegmentModified`` and ``RepresentationModified`` also fire on rename, colour change and 3D surface
+generation, which must not start a fit. Our own writes are ignored (``writing()``), paint that arrives
+during a fit starts exactly one more fit after it ends, and closing the scene forgets everything pending.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import slicer
+
+from VoxelFMLib.timer import Timer
+
+# Events of vtkMRMLSegmentationNode (it forwards its vtkSegmentation's events) that mean "the labels changed".
+CONTENT_EVENTS: tuple[int, ...] = (
+    slicer.vtkSegmentation.SourceRepresentationModified,
+    slicer.vtkSegmentation.SegmentAdded,
+    slicer.vtkSegmentation.SegmentRemoved,
+)
+DEFAULT_DELAY_S = 1.5
+
+
+@dataclass
+class AutoRefit:
+    """Debounced refit: ``content_changed()`` per event, ``timeout()`` when the timer fires.
+
+    The owner reports every fit it runs (automatic or not) with ``fit_started()`` / ``fit_finished()``,
+    so a manual fit also absorbs pending paint and paint during any fit is not lost.
+    """
+
+    timer: Timer
+    fit: Callable[[], None]
+    enabled: bool = False
+    delay_s: float = DEFAULT_DELAY_S
+    busy: bool = field(default=False, init=False)
+    pending: bool = field(default=False, init=False)  # content changed during a fit
+    _writing: int = field(default=0, init=False)
+
+    def configure(self, enabled: bool, delay_s: float) -> None:
+        """Apply the user's settings; turning auto-refit off drops anything pending."""
+        self.enabled = bool(enabled)
+        self.delay_s = float(delay_s)
+        if not self.enabled:
+            self.timer.stop()
+            self.pending = False
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Changes made inside this block are our own (prediction written, temporary nodes): ignore them."""
+        self._writing += 1
+        try:
+            yield
+        finally:
+            self._writing -= 1
+
+    def content_changed(self, *_event) -> None:
+        """A content event of the observed segmentation (extra arguments: VTK's caller, event)."""
+        if self._writing or not self.enabled:
+            return
+        if self.busy:
+            self.pending = True
+            return
+        self.timer.start(self._delay_ms())
+
+    def timeout(self) -> None:
+        """The countdown elapsed: fit now, or once the running fit ends."""
+        if not self.enabled:
+            return
+        if self.busy:
+            self.pending = True
+            return
+        self.fit()
+
+    @contextmanager
+    def fitting(self) -> Iterator[None]:
+        """``fit_started()`` ... ``fit_finished()`` around any fit or probe application, even one that fails."""
+        self.fit_started()
+        try:
+            yield
+        finally:
+            self.fit_finished()
+
+    def fit_started(self) -> None:
+        self.busy = True
+        self.pending = False
+        self.timer.stop()
+
+    def fit_finished(self) -> None:
+        """A fit ended (success or failure): one more fit if the labels changed meanwhile."""
+        self.busy = False
+        if self.pending and self.enabled:
+            self.pending = False
+            self.timer.start(self._delay_ms())
+
+    def scene_closed(self) -> None:
+        self.timer.stop()
+        self.pending = False
+
+    def _delay_ms(self) -> int:
+        return max(0, int(round(self.delay_s * 1000)))

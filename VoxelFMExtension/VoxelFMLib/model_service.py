@@ -1,0 +1,86 @@
+"""The model choices a module offers and the process-wide model/feature service every module shares.
+
+Every VoxelFM module (features, segment, ...) asks the same core service: a backbone is loaded once per
+(model, device, precision) in the Slicer process. Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from voxelfm.errors import InputError
+from voxelfm.features.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from voxelfm.features.service import FeatureService
+
+__all__ = [
+    "ModelChoice",
+    "ModelSpec",
+    "default_model_reference",
+    "feature_service",
+    "registry_models",
+    "validate_model_reference",
+]
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """One entry of the model selector."""
+
+    reference: str  # registry id or local path
+    label: str  # text shown in the combo box
+
+
+def feature_service() -> FeatureService:
+    """The process-wide model/feature service (imports torch on first use only)."""
+    from voxelfm.features.service import feature_service as core_service
+
+    return core_service()
+
+
+def registry_models() -> list[ModelChoice]:
+    """Models listed in the registry (Resources/models.json); empty if it is not installed or unreadable."""
+    try:
+        from voxelfm.hub.registry import load_registry
+
+        registry = load_registry()
+    except (FileNotFoundError, OSError, ValueError) as exc:  # InputError is a ValueError
+        logging.warning("VoxelFM model registry not available: %s", exc)
+        return []
+    return [
+        ModelChoice(mid, f"{entry.name} [{mid}]" if entry.name else mid)
+        for mid, entry in registry.models.items()
+    ]
+
+
+def default_model_reference() -> str:
+    """The model the core would pick with no explicit choice (VOXELFM_MODEL, then registry preference)."""
+    try:
+        from voxelfm.hub.registry import default_model_id
+
+        return default_model_id()[0]
+    except Exception as exc:  # registry missing/broken: let the user type a path
+        logging.warning("No default VoxelFM model: %s", exc)
+        return ""
+
+
+def validate_model_reference(reference: str) -> str:
+    """A clean reference ("" = the default policy); a path-looking reference must exist."""
+    reference = (reference or "").strip()
+    looks_like_path = any(sep in reference for sep in ("/", "\\")) or reference.endswith(
+        (".pth", ".safetensors")
+    )
+    if looks_like_path and not Path(reference).expanduser().exists():
+        raise InputError(
+            f"Model path '{reference}' does not exist; pick an existing checkpoint file or folder."
+        )
+    return str(Path(reference).expanduser()) if looks_like_path else reference
+
+
+def checked_spec(spec: ModelSpec) -> ModelSpec:
+    """``spec`` with its model reference validated (a missing path fails here, before any work)."""
+    return spec.with_model(validate_model_reference(spec.model))

@@ -1,0 +1,147 @@
+"""One model and feature service per process: a backbone is loaded once and shared by every command and module.
+
+WHY: a ViT-B checkpoint is ~440 MB and takes seconds to load and verify; the Slicer modules (features,
+segmentation, retrieval, ...) and the CLI pipelines all ask for "this model on this device at this precision".
+The service keys loaded backbones by (resolved model, device, precision) and releases them on request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..imaging.volume import Volume
+from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
+from .spec import ModelSpec
+from .volume_features import VolumeFeatures
+
+log = logging.getLogger(__name__)
+
+
+def _is_path(reference: str) -> bool:
+    return any(sep in reference for sep in ("/", "\\")) or reference.endswith((".pth", ".pt", ".safetensors"))
+
+
+def resolve_reference(model: str) -> tuple[str, str]:
+    """(registry id or absolute path, why): the default policy for "", a normalised path for a path."""
+    reference = (model or "").strip()
+    if not reference:
+        from ..hub.download import resolve_default_model
+
+        resolved, why = resolve_default_model()
+        return resolved.id, why
+    path = Path(reference).expanduser()
+    if path.exists() or _is_path(reference):
+        return str(path.resolve()), "chosen by the user"
+    return reference, "chosen by the user"
+
+
+Loader = Callable[..., torch.nn.Module]
+
+
+class FeatureService:
+    """Loaded backbones (shared) + feature extraction with the disk cache behind it."""
+
+    def __init__(self, loader: Loader | None = None) -> None:
+        self._loader = loader
+        self._models: dict[tuple[str, str, str, str | None], torch.nn.Module] = {}
+        self._lock = threading.Lock()
+        self.loads = 0  # backbones actually loaded from disk by this service
+        self._default: tuple[str, str] | None = None  # the default policy's answer, until release()
+
+    def resolve(self, spec: ModelSpec) -> tuple[str, str]:
+        """(model reference, why it was chosen); the default policy's answer is kept until ``release()``."""
+        if not spec.model and self._default is not None:
+            return self._default
+        reference, why = resolve_reference(spec.model)
+        if not spec.model:
+            self._default = (reference, why)
+        return reference, why
+
+    def _key(self, spec: ModelSpec) -> tuple[tuple[str, str, str, str | None], str]:
+        from ..device import pick_device
+
+        reference, why = self.resolve(spec)
+        return (reference, str(pick_device(spec.device)), spec.precision, spec.config), why
+
+    def backbone(self, spec: ModelSpec) -> torch.nn.Module:
+        """The backbone for ``spec``, loaded on first use only."""
+        key, why = self._key(spec)
+        with self._lock:
+            model = self._models.get(key)
+            if model is None:
+                loader = self._loader
+                if loader is None:
+                    from ..model.loading import load_backbone as loader
+                log.info("model: %s (%s)", key[0], why)
+                model = loader(key[0], config=key[3], device=key[1])
+                self._models[key] = model
+                self.loads += 1
+            return model
+
+    def features(
+        self,
+        volume: Volume,
+        spec: ModelSpec,
+        preprocess: Any = None,
+        overlap: int = 2,
+        cache: bool = True,
+        progress: ProgressFn | None = None,
+        cancel: CancelFlag | None = None,
+    ) -> VolumeFeatures:
+        """Features of ``volume`` (served from the disk cache when the same request was made before)."""
+        from .extract import extract_features
+
+        progress = progress or no_progress
+        check_cancel(cancel)
+        progress(0.0, "loading the model")
+        model = self.backbone(spec)
+        check_cancel(cancel)
+        return extract_features(
+            volume,
+            model,
+            preprocess=preprocess,
+            max_tokens=spec.max_tokens,
+            overlap=overlap,
+            device=spec.device,
+            precision=spec.precision,
+            progress=progress,
+            cancel=cancel,
+            cache=cache,
+        )
+
+    def release(self, spec: ModelSpec | None = None) -> int:
+        """Forget one loaded backbone (or all): frees its memory once nothing else holds it. Returns how many."""
+        with self._lock:
+            if spec is None:
+                n = len(self._models)
+                self._models.clear()
+                self._default = None
+            else:
+                n = int(self._models.pop(self._key(spec)[0], None) is not None)
+        if n and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return n
+
+    def loaded(self) -> list[tuple[str, str, str]]:
+        """(model, device, precision) of every backbone held now."""
+        with self._lock:
+            return [k[:3] for k in self._models]
+
+
+_service: FeatureService | None = None
+_service_lock = threading.Lock()
+
+
+def feature_service() -> FeatureService:
+    """The process-wide service (created on first use)."""
+    global _service
+    with _service_lock:
+        if _service is None:
+            _service = FeatureService()
+        return _service

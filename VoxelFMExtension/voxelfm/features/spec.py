@@ -1,0 +1,32 @@
+"""What a caller asks of the model service: which backbone where and how, and how features are extracted.
+
+Torch-free on purpose: the Slicer model panel builds these before torch is installed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which backbone, where and how: the one parameter set every pipeline, command and model panel uses."""
+
+    model: str = ""  # registry id, checkpoint file or folder; "" = the default-model policy
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    precision: str = "auto"  # auto | fp32 | bf16
+    max_tokens: int = 8192  # tile budget in patch tokens
+    config: str | None = None  # config.yaml for an official .pth not stored beside it
+
+    def with_model(self, model: str) -> ModelSpec:
+        return ModelSpec(model, self.device, self.precision, self.max_tokens, self.config)
+
+
+@dataclass(frozen=True)
+class FeatureOptions:
+    """How features are extracted beyond the model spec (the CLI's --crop-background, --max-patches, ...)."""
+
+    crop_background: bool = False
+    max_patches: int | None = None
+    overlap: int = 2
+    cache: bool = True

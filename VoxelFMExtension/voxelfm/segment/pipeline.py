@@ -1,0 +1,165 @@
+"""Few-shot segmentation end to end, the one implementation behind `voxelfm segment` and the Slicer logic.
+
+    pipeline = SegmentationPipeline(ModelSpec("voxelfm-tiny"), SegmentationConfig(feature_spacing_mm=1.5))
+    result = pipeline.fit(volume, labels, classes)       # features (cached) -> probe -> labelmap on volume's grid
+    save_segmentation_probe(result.probe, "liver")
+    again = pipeline.apply(other_volume, load_segmentation_probe("liver"))
+
+The pipeline owns everything that must agree between fitting and applying: the model (a probe is applied with
+the backbone it was fitted on unless another is named), the feature spacing and preprocessing recorded in the
+probe, class identity and post-processing. It keeps the per-volume caches of the last volume, so repainting
+and fitting again (interactive refit) only redoes sampling, the small fit and one interpolation pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from ..features.service import FeatureService, feature_service
+from ..features.spec import FeatureOptions, ModelSpec
+from ..imaging.preprocess import PreprocessConfig
+from ..imaging.resample import resample_isotropic
+from ..imaging.volume import Volume
+from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
+from .classes import SegmentClass
+from .config import SegmentationConfig
+from .context import SegmentationContext
+from .fit import fit_segmentation
+from .postprocess import PostprocessConfig
+from .probe import SegmentationProbe
+from .result import SegmentationResult
+
+FEATURES_SHARE = 0.8  # progress fraction spent on features when they are not cached
+
+
+class SegmentationPipeline:
+    def __init__(
+        self,
+        spec: ModelSpec | None = None,
+        config: SegmentationConfig | None = None,
+        options: FeatureOptions | None = None,
+        service: FeatureService | None = None,
+    ) -> None:
+        self.spec = spec or ModelSpec()
+        self.config = config or SegmentationConfig()
+        self.options = options or FeatureOptions()
+        self.service = service or feature_service()
+        self._key: tuple[Any, ...] | None = None
+        self._context: SegmentationContext | None = None
+
+    # ---- features
+
+    def _preprocess(self, spec: ModelSpec, recorded: dict[str, Any] | None) -> PreprocessConfig:
+        """The probe's recorded preprocessing when applying, else the model's own with our options."""
+        if recorded:
+            return PreprocessConfig.from_dict(recorded)
+        from ..features.extract import default_preprocess_for
+
+        cfg = default_preprocess_for(self.service.backbone(spec))
+        return dataclasses.replace(
+            cfg, crop_background=self.options.crop_background, max_patches=self.options.max_patches
+        )
+
+    def context(
+        self,
+        volume: Volume,
+        feature_spacing_mm: float | None,
+        spec: ModelSpec | None = None,
+        recorded_preprocess: dict[str, Any] | None = None,
+        progress: ProgressFn | None = None,
+        cancel: CancelFlag | None = None,
+        volume_key: str | None = None,
+    ) -> SegmentationContext:
+        """Features of ``volume`` (extracted at ``feature_spacing_mm`` when set) and the per-volume caches."""
+        progress = progress or no_progress
+        spec = spec or self.spec
+        key = (volume_key or volume.content_hash(), feature_spacing_mm, spec, repr(recorded_preprocess))
+        if self._context is None or key != self._key:
+            check_cancel(cancel)
+            source = resample_isotropic(volume, feature_spacing_mm) if feature_spacing_mm else volume
+            feats = self.service.features(
+                source,
+                spec,
+                preprocess=self._preprocess(spec, recorded_preprocess),
+                overlap=self.options.overlap,
+                cache=self.options.cache,
+                progress=lambda f, m: progress(FEATURES_SHARE * f, m),
+                cancel=cancel,
+            )
+            self._context, self._key = SegmentationContext(volume, feats), key
+        return self._context
+
+    def release(self) -> None:
+        """Drop the per-volume caches (the backbone stays with the feature service)."""
+        self._context = self._key = None
+
+    # ---- fit and apply
+
+    def fit(
+        self,
+        volume: Volume,
+        labels: Volume,
+        classes: Sequence[SegmentClass] | None = None,
+        progress: ProgressFn | None = None,
+        cancel: CancelFlag | None = None,
+        volume_key: str | None = None,
+        extra_warnings: Sequence[str] = (),
+    ) -> SegmentationResult:
+        """Fit a probe on sparse ``labels`` (any grid aligned with ``volume``) and segment the whole volume."""
+        progress = progress or no_progress
+        cfg = self.config
+        ctx = (
+            self.context(volume, cfg.feature_spacing_mm, progress=progress, cancel=cancel, volume_key=volume_key)
+            if cfg.use_patch_features
+            else SegmentationContext(volume, None)
+        )
+        check_cancel(cancel)
+        progress(0.85, "fitting the segmentation probe")
+        probe = fit_segmentation(volume, ctx.features, labels, cfg, classes, context=ctx)
+        check_cancel(cancel)
+        return self._predict(volume, probe, ctx, None, progress, [*extra_warnings, *probe.metrics["warnings"]])
+
+    def apply(
+        self,
+        volume: Volume,
+        probe: SegmentationProbe,
+        progress: ProgressFn | None = None,
+        cancel: CancelFlag | None = None,
+        postprocess: PostprocessConfig | None = None,
+        volume_key: str | None = None,
+    ) -> SegmentationResult:
+        """Segment ``volume`` with a saved probe: its model (unless the pipeline names one), its feature spacing,
+        its preprocessing and its post-processing (unless ``postprocess`` overrides it)."""
+        progress = progress or no_progress
+        ctx = SegmentationContext(volume, None)
+        if probe.patch_weight is not None:
+            spec = self.spec if self.spec.model else self.spec.with_model(probe.model.get("id") or "")
+            ctx = self.context(
+                volume,
+                probe.config.feature_spacing_mm,
+                spec,
+                probe.preprocess or None,
+                progress,
+                cancel,
+                volume_key,
+            )
+        check_cancel(cancel)
+        return self._predict(volume, probe, ctx, postprocess, progress, [])
+
+    def _predict(
+        self,
+        volume: Volume,
+        probe: SegmentationProbe,
+        ctx: SegmentationContext,
+        postprocess: PostprocessConfig | None,
+        progress: ProgressFn,
+        warnings: list[str],
+    ) -> SegmentationResult:
+        progress(0.92, "predicting")
+        result = probe.predict(volume, ctx.features, context=ctx, with_probabilities=False, postprocess=postprocess)
+        result.warnings = [*warnings, *result.warnings]
+        progress(1.0, "done")
+        return result
+

@@ -1,0 +1,136 @@
+"""VoxelFM Jobs: launch and watch any voxelfm command (pretraining, probe fitting, batch features, ...).
+
+Each job runs ``voxelfm_cli.py COMMAND ARGS`` in a separate PythonSlicer process whose output streams into
+the log, so long runs neither freeze nor crash Slicer and can be stopped (VoxelFMLib.jobs.JobRunner: tqdm
+lines, terminate-then-kill, final status). The same jobs run without any GUI:
+
+    Slicer --no-splash --no-main-window --python-script <...>/voxelfm_cli.py COMMAND ARGS
+    voxelfm COMMAND ARGS                                   (the console script, same parser)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import qt
+import slicer
+from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+)
+from VoxelFMWidgets import QtJobProcess, VoxelFMModuleWidget, userMessage
+
+from VoxelFMLib.jobs import JOB_COMMANDS, JobRunner, JobState, JobUpdate, display_command_line
+
+
+class VoxelFMJobs(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "VoxelFM Jobs"
+        self.parent.categories = ["VoxelFM"]
+        self.parent.dependencies = ["VoxelFMFeatures"]  # it carries VoxelFMLib and VoxelFMWidgets
+        self.parent.contributors = ["VoxelFM Slicer extension contributors"]
+        self.parent.helpText = (
+            "Run VoxelFM jobs (pretraining, probe fitting, batch feature extraction, ...) as separate processes "
+            "and watch their output. The same commands work headless: "
+            "Slicer --no-main-window --python-script voxelfm_cli.py COMMAND ARGS, or `voxelfm COMMAND ARGS`."
+        )
+        self.parent.acknowledgementText = (
+            "VoxelFM backbone by its authors; see the model card for licence terms."
+        )
+
+
+@parameterNodeWrapper
+class VoxelFMJobsParameterNode:
+    command: Annotated[str, Choice(list(JOB_COMMANDS))] = "pretrain"
+    arguments: str = ""
+
+
+class VoxelFMJobsWidget(VoxelFMModuleWidget):
+    defaultVolumeParameter = None
+
+    def createLogic(self):
+        return VoxelFMJobsLogic()
+
+    def setupWidgets(self) -> None:
+        self.ui.logTextEdit.setMaximumBlockCount(20000)
+        self.stopTimer = qt.QTimer()
+        self.stopTimer.setSingleShot(True)
+        self.runner = JobRunner(QtJobProcess(self.onOutput, self.onFinished), self.stopTimer)
+        self.stopTimer.connect("timeout()", lambda: self.showUpdate(self.runner.grace_expired()))
+        self.ui.launchButton.connect("clicked(bool)", self.onLaunch)
+        self.ui.stopButton.connect("clicked(bool)", lambda checked: self.showUpdate(self.runner.stop()))
+
+    def cleanup(self) -> None:
+        if self.ui is not None and self.runner.running:  # a scene close leaves the job running; unloading not
+            self.runner.process.kill()
+        super().cleanup()
+
+    def updateGUI(self) -> None:
+        node = self.parameterNode
+        self.ui.launchButton.enabled = node is not None and not self.runner.running
+        self.ui.stopButton.enabled = self.runner.state is JobState.RUNNING
+        if node is not None:
+            try:
+                self.ui.commandLineLabel.setText(display_command_line(*self.logic.commandLine(node)))
+            except Exception as exc:
+                self.ui.commandLineLabel.setText(userMessage(exc))
+
+    def onLaunch(self) -> None:
+        try:
+            program, args = self.logic.commandLine(self.parameterNode)
+        except Exception as exc:
+            slicer.util.errorDisplay(userMessage(exc))
+            return
+        self.ui.logTextEdit.clear()
+        self.ui.logTextEdit.appendPlainText("$ " + display_command_line(program, args))
+        self.showUpdate(self.runner.start(program, args))
+
+    def onOutput(self, data: bytes) -> None:
+        self.showUpdate(self.runner.output(data))
+
+    def onFinished(self, exitCode: int, crashed: bool) -> None:
+        self.showUpdate(self.runner.finished(exitCode, crashed))
+
+    def showUpdate(self, update: JobUpdate) -> None:
+        for line in update.lines:
+            self.ui.logTextEdit.appendPlainText(line)
+        self.ui.progressLabel.setText(update.live_line)
+        self.ui.statusLabel.setText(update.status)
+        self.updateGUI()
+
+
+class VoxelFMJobsLogic(ScriptedLoadableModuleLogic):
+    def getParameterNode(self):
+        return VoxelFMJobsParameterNode(super().getParameterNode())
+
+    def commandLine(self, parameterNode) -> tuple[str, list[str]]:
+        """(program, arguments) of the job described by the parameter node."""
+        from VoxelFMLib.jobs import cli_script, job_arguments, python_executable
+
+        script = cli_script(os.path.dirname(os.path.abspath(__file__)))
+        return python_executable(), job_arguments(script, parameterNode.command, parameterNode.arguments)
+
+
+class VoxelFMJobsTest(ScriptedLoadableModuleTest):
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_cli_help_runs_headless()
+
+    def test_cli_help_runs_headless(self):
+        """The launcher's command line for `models --help` runs and exits 0."""
+        import subprocess
+
+        node = VoxelFMJobsLogic().getParameterNode()
+        node.command = "models"
+        node.arguments = "--help"
+        program, args = VoxelFMJobsLogic().commandLine(node)
+        proc = subprocess.run([program, *args], capture_output=True, text=True, timeout=300)
+        self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
+        self.delayDisplay("Test passed")
