@@ -95,19 +95,21 @@ class VoxelFMFeaturesLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self._spec = None
-        self._features = None
+        from VoxelFMLib.model_service import PerModel
+
+        self._features = PerModel(self._create)
+
+    @staticmethod
+    def _create(spec):
+        from VoxelFMLib import FeaturesLogic  # after ensureDependencies: may import torch
+
+        return FeaturesLogic(spec)
 
     def getParameterNode(self):
         return VoxelFMFeaturesParameterNode(super().getParameterNode())
 
     def featuresLogic(self, parameterNode):
-        from VoxelFMLib import FeaturesLogic  # after ensureDependencies: may import torch
-
-        spec = modelSpec(parameterNode.model)
-        if self._features is None or spec != self._spec:
-            self._spec, self._features = spec, FeaturesLogic(spec)
-        return self._features
+        return self._features.get(modelSpec(parameterNode.model))
 
     def extract(self, parameterNode, busy: BusyState):
         from VoxelFMLib.volume_nodes import volume_from_node

@@ -179,22 +179,23 @@ class VoxelFMSegmentLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self._spec = None
-        self._segmenter = None
+        from VoxelFMLib.model_service import PerModel
+
+        self._segmenters = PerModel(self._create)
+
+    @staticmethod
+    def _create(spec):
+        from VoxelFMLib import FewShotSegmentLogic  # after ensureDependencies: may import torch
+
+        return FewShotSegmentLogic(
+            model=spec.model, device=spec.device, precision=spec.precision, max_tokens=spec.max_tokens
+        )
 
     def getParameterNode(self):
         return VoxelFMSegmentParameterNode(super().getParameterNode())
 
     def segmenter(self, parameterNode):
-        from VoxelFMLib import FewShotSegmentLogic  # after ensureDependencies: may import torch
-
-        spec = modelSpec(parameterNode.model)
-        if self._segmenter is None or spec != self._spec:
-            self._spec = spec
-            self._segmenter = FewShotSegmentLogic(
-                model=spec.model, device=spec.device, precision=spec.precision, max_tokens=spec.max_tokens
-            )
-        return self._segmenter
+        return self._segmenters.get(modelSpec(parameterNode.model))
 
     def fitAndPredict(self, parameterNode, busy: BusyState, writing=nullcontext):
         """prepare (main thread) -> predict (worker thread) -> write (main thread), with one segmenter.
@@ -220,12 +221,13 @@ class VoxelFMSegmentLogic(ScriptedLoadableModuleLogic):
         )
 
     def hasProbe(self) -> bool:
-        return self._segmenter is not None and self._segmenter.last_probe is not None
+        current = self._segmenters.current
+        return current is not None and current.last_probe is not None
 
     def saveProbe(self, path: str) -> str:
         if not self.hasProbe():
             raise RuntimeError("Fit a probe first.")
-        return self._segmenter.save_probe(path)
+        return self._segmenters.current.save_probe(path)
 
 
 class _RecordingTimer:

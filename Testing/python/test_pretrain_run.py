@@ -222,26 +222,17 @@ def test_bad_inputs_raise_input_error(ct_folder, config_path, tmp_path, case):
         run_pretraining(data, cfg, tmp_path / "out", steps=steps, show_bar=False)
 
 
+def _one_step_args(ct_folder, config_path, out) -> list[str]:
+    """`pretrain` arguments for one quick step (shared by the console-script and Slicer-script tests)."""
+    args = ["pretrain", "--data", str(ct_folder), "--config", str(config_path), "--out", str(out)]
+    return [*args, "--steps", "1", "--no-progress"]
+
+
 def test_cli_entry_point(ct_folder, config_path, tmp_path, capsys):
     from voxelfm.cli.main import main
 
     out = tmp_path / "cli"
-    rc = main(
-        [
-            "pretrain",
-            "--data",
-            str(ct_folder),
-            "--config",
-            str(config_path),
-            "--out",
-            str(out),
-            "--steps",
-            "1",
-            "--no-progress",
-            "--set",
-            "crops.local_crops_number=1",
-        ]
-    )
+    rc = main([*_one_step_args(ct_folder, config_path, out), "--set", "crops.local_crops_number=1"])
     assert rc == 0 and (out / "backbone" / "model.safetensors").is_file()
     assert load_latest(out)["config"]["crops"]["local_crops_number"] == 1
     rc = main(["pretrain", "--data", str(tmp_path / "nothing"), "--out", str(out), "--steps", "1"])
@@ -300,20 +291,7 @@ def test_slicer_script_runs_same_code_path(ct_folder, config_path, tmp_path):
 
     script = Path(__file__).resolve().parents[2] / "VoxelFMTraining" / "voxelfm_cli.py"
     out = tmp_path / "slicer"
-    cmd = [
-        sys.executable,
-        str(script),
-        "pretrain",
-        "--data",
-        str(ct_folder),
-        "--config",
-        str(config_path),
-        "--out",
-        str(out),
-        "--steps",
-        "1",
-        "--no-progress",
-    ]
+    cmd = [sys.executable, str(script), *_one_step_args(ct_folder, config_path, out)]
     proc = subprocess.run(
         cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
     )

@@ -132,58 +132,34 @@ def test_fit_and_apply_probe_end_to_end(workspace, capsys):
     assert len(table) == 8 and table[0]["image"] == "case0"
 
 
+def _fit_probe(root, task: str, manifest, name: str, *extra: str) -> int:
+    """`fit-probe` with the tiny model, 2 folds and no bootstrap (quick)."""
+    args = ["fit-probe", "--task", task, "--manifest", str(manifest), "--out", str(root / "out" / name)]
+    return main(
+        [*args, *extra, "--model", str(root / "tiny"), "--folds", "2", "--bootstrap", "0", "--device", "cpu"]
+    )
+
+
 def test_regression_and_survival_cli(workspace):
     root = workspace
-    rc = main(
-        [
-            "fit-probe",
-            "--task",
-            "regression",
-            "--manifest",
-            str(root / "manifest.csv"),
-            "--targets",
-            "size",
-            "--head",
-            "mlp",
-            "--epochs",
-            "20",
-            "--out",
-            str(root / "out" / "size"),
-            "--model",
-            str(root / "tiny"),
-            "--folds",
-            "2",
-            "--bootstrap",
-            "0",
-            "--device",
-            "cpu",
-        ]
+    rc = _fit_probe(
+        root,
+        "regression",
+        root / "manifest.csv",
+        "size",
+        "--targets",
+        "size",
+        "--head",
+        "mlp",
+        "--epochs",
+        "20",
     )
     assert rc == 0 and (root / "out" / "size.report.png").is_file()
     surv = root / "surv.csv"
     surv.write_text(
         "image,time,event\n" + "".join(f"ct/case{n}.nii.gz,{5 + n},{n % 3 != 0:d}\n" for n in range(8))
     )
-    rc = main(
-        [
-            "fit-probe",
-            "--task",
-            "survival",
-            "--manifest",
-            str(surv),
-            "--out",
-            str(root / "out" / "surv"),
-            "--model",
-            str(root / "tiny"),
-            "--folds",
-            "2",
-            "--bootstrap",
-            "0",
-            "--device",
-            "cpu",
-        ]
-    )
-    assert rc == 0
+    assert _fit_probe(root, "survival", surv, "surv") == 0
     assert "kaplan_meier" in json.loads((root / "out" / "surv.report.json").read_text())
 
 

@@ -233,7 +233,9 @@ def test_probe_save_load_identical_predictions(tmp_path):
     vol, feats, truth = planted_case()
     labels = select_slices(truth, [14, 20, 26])
     probe, res = _fit_predict(vol, feats, labels)
-    probe.classes = [dataclasses.replace(c, name=n) for c, n in zip(probe.classes, ["liver", "spleen"])]
+    probe.classes = [
+        dataclasses.replace(c, name=n) for c, n in zip(probe.classes, ["liver", "spleen"], strict=True)
+    ]
     st, js = save_segmentation_probe(probe, tmp_path / "p")
     meta = json.loads(js.read_text())
     assert [c["name"] for c in meta["classes"]] == ["liver", "spleen"]

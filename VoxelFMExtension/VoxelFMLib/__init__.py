@@ -9,21 +9,16 @@ FewShotSegmentLogic``) so that importing a small helper here does not import tor
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from voxelfm.lazy import lazy_getattr
 
 _WHERE = {
-    "FewShotSegmentLogic": "segment_logic",
-    "FewShotResult": "segment_logic",
-    "FeaturesLogic": "features_logic",
-    "ModelSpec": "model_service",
-    "feature_service": "model_service",
+    "FewShotSegmentLogic": ".segment_logic",
+    "FewShotResult": ".segment_logic",
+    "FeaturesLogic": ".features_logic",
+    "ModelSpec": ".model_service",
+    "feature_service": ".model_service",
 }
 
 __all__ = sorted(_WHERE)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-    raise AttributeError(f"module 'VoxelFMLib' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _WHERE)

@@ -7,9 +7,10 @@ Every VoxelFM module (features, segment, ...) asks the same core service: a back
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from voxelfm.errors import InputError
 from voxelfm.features.spec import ModelSpec
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ModelChoice",
+    "PerModel",
     "ModelSpec",
     "default_model_reference",
     "feature_service",
@@ -79,6 +81,31 @@ def validate_model_reference(reference: str) -> str:
             f"Model path '{reference}' does not exist; pick an existing checkpoint file or folder."
         )
     return str(Path(reference).expanduser()) if looks_like_path else reference
+
+
+T = TypeVar("T")
+
+
+class PerModel(Generic[T]):
+    """One logic object for the current model choice, rebuilt only when the choice changes.
+
+    WHY: a module's logic holds state worth keeping between clicks (a segmenter's per-volume features, a
+    library handle), but must not keep using a model the user has since changed in the model panel.
+    """
+
+    def __init__(self, factory: Callable[[ModelSpec], T]) -> None:
+        self._factory = factory
+        self._spec: ModelSpec | None = None
+        self._logic: T | None = None
+
+    def get(self, spec: ModelSpec) -> T:
+        if self._logic is None or spec != self._spec:
+            self._spec, self._logic = spec, self._factory(spec)
+        return self._logic
+
+    @property
+    def current(self) -> T | None:
+        return self._logic
 
 
 def checked_spec(spec: ModelSpec) -> ModelSpec:

@@ -6,8 +6,7 @@ start-up) and so that sub-packages can be used without torch where they do not n
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -22,8 +21,4 @@ _WHERE = {
 
 __all__ = ["__version__", *_WHERE]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'voxelfm' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _WHERE)

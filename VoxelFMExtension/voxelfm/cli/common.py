@@ -32,6 +32,15 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_series_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--series",
+        default=None,
+        metavar="UID",
+        help="the series to read when a DICOM folder holds several (the error lists their UIDs)",
+    )
+
+
 def add_feature_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-tokens",

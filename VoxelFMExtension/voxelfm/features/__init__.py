@@ -5,23 +5,18 @@ Public names are loaded lazily so that ``import voxelfm.features`` does not impo
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..lazy import lazy_getattr
 
 _WHERE = {
-    "VolumeFeatures": "volume_features",
-    "FEATURES_FORMAT_VERSION": "volume_features",
-    "extract_features": "extract",
-    "forward_prepared": "extract",
-    "default_preprocess_for": "extract",
-    "model_identity": "extract",
-    "FeatureCache": "cache",
+    "VolumeFeatures": ".volume_features",
+    "FEATURES_FORMAT_VERSION": ".volume_features",
+    "extract_features": ".extract",
+    "forward_prepared": ".extract",
+    "default_preprocess_for": ".extract",
+    "model_identity": ".extract",
+    "FeatureCache": ".cache",
 }
 
 __all__ = sorted(_WHERE)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-    raise AttributeError(f"module 'voxelfm.features' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _WHERE)

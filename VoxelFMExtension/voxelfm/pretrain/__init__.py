@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from ..lazy import lazy_getattr
 
 __all__ = ["PretrainConfig", "load_config", "run_pretraining"]
 
+_WHERE = {"PretrainConfig": ".config", "load_config": ".config", "run_pretraining": ".trainer"}
 
-def __getattr__(name: str) -> Any:  # lazy: keep `import voxelfm.pretrain` cheap
-    if name in ("PretrainConfig", "load_config"):
-        from . import config
-
-        return getattr(config, name)
-    if name == "run_pretraining":
-        from .trainer import run_pretraining
-
-        return run_pretraining
-    raise AttributeError(name)
+__getattr__ = lazy_getattr(__name__, _WHERE)  # keep `import voxelfm.pretrain` cheap

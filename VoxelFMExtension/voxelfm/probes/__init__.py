@@ -5,24 +5,18 @@ Imports are lazy so ``import voxelfm.probes`` does not pull in torch until a pro
 
 from __future__ import annotations
 
-from typing import Any
+from ..lazy import lazy_getattr
 
 __all__ = ["ProbeConfig", "FitResult", "Probe", "fit_probe", "fit_probe_inputs", "save_probe", "load_probe"]
 
 _WHERE = {
-    "ProbeConfig": "config",
-    "FitResult": "fit",
-    "fit_probe": "fit",
-    "fit_probe_inputs": "fit",
-    "Probe": "probe",
-    "save_probe": "probe_file",
-    "load_probe": "probe_file",
+    "ProbeConfig": ".config",
+    "FitResult": ".fit",
+    "fit_probe": ".fit",
+    "fit_probe_inputs": ".fit",
+    "Probe": ".probe",
+    "save_probe": ".probe_file",
+    "load_probe": ".probe_file",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-    raise AttributeError(f"module 'voxelfm.probes' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _WHERE)
