@@ -10,7 +10,7 @@ from scipy.spatial.transform import Rotation
 
 import voxelfm.imaging.resample as resample_mod
 from voxelfm.errors import InputError
-from voxelfm.imaging.body_crop import background_crop
+from voxelfm.imaging.body_crop import crop_to_body
 from voxelfm.imaging.io import read_volume
 from voxelfm.imaging.preprocess import PreprocessConfig, prepare
 from voxelfm.imaging.resample import patch_grid_to_ras, resample_to_grid, resize_matrix, shift_matrix
@@ -223,19 +223,19 @@ def _phantom(n_slices: int, body_slices: slice | None = None) -> np.ndarray:
 
 
 def test_background_crop_reference_rule_on_thick_phantom():
-    crop = background_crop(_phantom(40, slice(5, 35)))
+    crop = crop_to_body(_phantom(40, slice(5, 35)))
     assert crop.rule == "reference"
     # a window centred on a face voxel of the body is 11/21 > 1/2 inside, one voxel out 10/21 < 1/2: the kept
     # region is the body (z 5:35, y 15:45, x 20:55); +- 10 voxels margin, clamped to the volume
     assert crop.offset_kji == (0, 5, 10) and crop.shape_kji == (40, 50, 55)
     small = _phantom(40, slice(14, 24))  # 10 body slices: nothing reaches 11 -> the reference would raise
-    thin = background_crop(small)
+    thin = crop_to_body(small)
     assert thin.rule == "clipped_kernel" and thin.offset_kji == (4, 5, 10) and thin.shape_kji == (30, 50, 55)
 
 
 def test_background_crop_thin_volume_falls_back():
     """8 slices: the reference rule keeps nothing (it raises); we use a kernel clipped to the volume size."""
-    crop = background_crop(_phantom(8))
+    crop = crop_to_body(_phantom(8))
     assert crop.rule == "clipped_kernel" and crop.warning is None
     assert crop.offset_kji[0] == 0 and crop.shape_kji[0] == 8
     assert crop.offset_kji[1:] == (5, 10) and crop.shape_kji[1:] == (50, 55)  # body 15:45 / 20:55 +- 10
@@ -248,7 +248,7 @@ def test_background_crop_thin_volume_falls_back():
 def test_background_crop_no_foreground_keeps_volume_with_warning():
     arr = np.full((30, 30, 30), -1000.0, dtype=np.float32)
     arr[0, 0, 0] = 0.0  # a lone voxel is not a body
-    crop = background_crop(arr)
+    crop = crop_to_body(arr)
     assert crop.rule == "none" and crop.shape_kji == (30, 30, 30) and "whole volume" in crop.warning
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

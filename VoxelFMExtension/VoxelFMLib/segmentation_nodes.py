@@ -1,6 +1,6 @@
 """User-painted segmentations -> few-shot label images, and predictions -> new segments.
 
-Label convention (ARCHITECTURE.md): 0 = background, 1..K = structures, 255 = unlabelled. Everything is
+Label convention (docs/ARCHITECTURE.md): 0 = background, 1..K = structures, 255 = unlabelled. Everything is
 computed on the VOLUME's voxel grid: each segment is exported through
 ``vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode`` with the volume as reference, so a
 segmentation painted on another geometry (other spacing, flipped axes, a cropped labelmap) is resampled by

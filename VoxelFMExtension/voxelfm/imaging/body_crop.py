@@ -1,4 +1,4 @@
-"""Background crop: the reference rule, plus fall-backs where the reference fails.
+"""Crop to the body (the reference's "background crop"): the reference rule, plus fall-backs where it fails.
 
 Reference rule (on the loaded grid, before resampling): foreground = voxels > -800 HU; count foreground voxels in a
 21x21x21 box around each voxel, zero padding outside the volume; keep voxels whose count is strictly greater than
@@ -84,7 +84,7 @@ def _kept_bbox(fg: np.ndarray, kernel: tuple[int, int, int], margin: int) -> tup
     return tuple(start), tuple(size)
 
 
-def background_crop(array: np.ndarray, threshold: float = FOREGROUND_HU) -> CropResult:
+def crop_to_body(array: np.ndarray, threshold: float = FOREGROUND_HU) -> CropResult:
     """Bounding box of the body in ``array`` [k, j, i] (HU); see the module docstring for the rules."""
     fg = array > threshold
     box = _kept_bbox(fg, (KERNEL,) * 3, MARGIN)

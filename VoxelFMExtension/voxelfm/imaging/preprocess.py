@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from .body_crop import background_crop
+from .body_crop import crop_to_body
 from .hu_checks import hu_warnings
 from .resample import patch_grid_to_ras, resize_matrix, shift_matrix
 from .volume import Volume
@@ -151,7 +151,7 @@ def prepare(volume: Volume, cfg: PreprocessConfig | None = None) -> PreparedVolu
     notes += hu_warnings(arr, clipped=cfg.clip_hu is not None)
 
     if cfg.crop_background:
-        crop = background_crop(arr)
+        crop = crop_to_body(arr)
         arr = np.ascontiguousarray(crop.apply(arr))
         to_ras = to_ras @ shift_matrix(crop.offset_kji)
         steps["after_crop_background_shape"] = list(arr.shape)

@@ -1,6 +1,6 @@
 """Sparse label images for few-shot segmentation: conventions, workflows, validation, physical mapping.
 
-Convention (ARCHITECTURE.md): 0 = background, 1..254 = structures, 255 = unlabelled. Two workflows produce
+Convention (docs/ARCHITECTURE.md): 0 = background, 1..254 = structures, 255 = unlabelled. Two workflows produce
 such images: *painted slices* (the user fully labels some slices; unpainted voxels on those slices are
 background, every other slice is unlabelled) and *scribbles* (explicit background strokes, everything else
 255). Labels may live on any grid aligned in physical space with the image (e.g. a flipped axis): labelled
