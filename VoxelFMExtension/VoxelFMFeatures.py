@@ -8,6 +8,8 @@ from __future__ import annotations
 import qt
 import slicer
 from slicer import vtkMRMLScalarVolumeNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.parameterNodeWrapper import parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -21,6 +23,7 @@ from VoxelFMWidgets import (
     VoxelFMModuleWidget,
     ensureDependencies,
     modelSpec,
+    registerSampleData,
     runInWorker,
 )
 
@@ -28,18 +31,21 @@ from VoxelFMWidgets import (
 class VoxelFMFeatures(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "VoxelFM Features"
-        self.parent.categories = ["VoxelFM"]
+        self.parent.title = _("VoxelFM Features")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "VoxelFM")]
         self.parent.dependencies = []
         self.parent.contributors = ["VoxelFM Slicer extension contributors"]
-        self.parent.helpText = (
+        self.parent.helpText = _(
             "Extract VoxelFM foundation-model features of a CT volume (a frozen 3D ViT, one feature vector per "
             "14x14x14-voxel patch) and show their first three principal components as a colour volume. "
-            "Features are cached on disk, so other VoxelFM modules reuse them."
+            "Features are cached on disk, so other VoxelFM modules reuse them. Needs 3D Slicer 5.10 or newer."
         )
-        self.parent.acknowledgementText = (
-            "VoxelFM backbone by its authors; see the model card for licence terms."
+        self.parent.acknowledgementText = _(
+            "VoxelFM backbone by its authors; see the model card for licence terms. Sample CT: pyradiomics "
+            "(BSD-3-Clause)."
         )
+        # the sample chest CT in the Sample Data module (this module carries the shared packages)
+        slicer.app.connect("startupCompleted()", registerSampleData)
 
 
 @parameterNodeWrapper
@@ -57,7 +63,12 @@ class VoxelFMFeaturesWidget(VoxelFMModuleWidget):
     def setupWidgets(self) -> None:
         self.features = None
         self.busy = BusyState(self.ui.progressBar, self.ui.statusLabel, onChange=self.updateGUI)
-        self.modelPanel = ModelPanel(self.ui.modelPanelPlaceholder, lambda: self.parameterNode)
+        self.modelPanel = ModelPanel(
+            self.ui.modelPanelPlaceholder,
+            lambda: self.parameterNode,
+            lambda: self.parameterNode.inputVolume if self.parameterNode else None,
+            self.busy,
+        )
         self.ui.extractButton.connect("clicked(bool)", self.onExtract)
         self.ui.cancelButton.connect("clicked(bool)", self.busy.requestCancel)
         self.ui.saveFeaturesButton.connect("clicked(bool)", self.onSaveFeatures)
@@ -74,7 +85,7 @@ class VoxelFMFeaturesWidget(VoxelFMModuleWidget):
         self.ui.saveFeaturesButton.enabled = self.features is not None and idle
 
     def onExtract(self) -> None:
-        if self.busy.running or not ensureDependencies():
+        if self.busy.running or not ensureDependencies() or not self.modelPanel.ensureModelReady():
             return
         with self.busy.operation("Extracting features...", "Feature extraction"):
             self.features = self.logic.extract(self.parameterNode, self.busy)
@@ -137,6 +148,8 @@ class VoxelFMFeaturesTest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_pca_volume_geometry()
+        self.setUp()
+        self.test_features_of_sample_ct()
 
     def test_pca_volume_geometry(self):
         """A synthetic feature grid becomes a colour volume on the grid's geometry."""
@@ -152,4 +165,33 @@ class VoxelFMFeaturesTest(ScriptedLoadableModuleTest):
         self.assertEqual(node.GetImageData().GetDimensions(), (5, 4, 3))
         self.assertEqual(node.GetImageData().GetNumberOfScalarComponents(), 3)
         self.assertEqual(node.GetSpacing(), (14.0, 14.0, 14.0))
+        self.delayDisplay("Test passed")
+
+    def test_features_of_sample_ct(self):
+        """Sample Data lung1 CT -> features with the bundled model -> a PCA volume over the CT, nothing else."""
+        import importlib.util
+
+        import numpy as np
+
+        if importlib.util.find_spec("torch") is None:
+            self.delayDisplay("torch not installed: feature test skipped")
+            return
+        from VoxelFMWidgets import loadSampleVolume
+
+        from VoxelFMLib import FeaturesLogic, ModelSpec
+        from VoxelFMLib.volume_nodes import node_ijk_to_ras
+
+        volumeNode = loadSampleVolume()
+        logic = FeaturesLogic(ModelSpec("voxelfm-tiny", "cpu"))
+        features = logic.extract(volumeNode)
+        nodes = slicer.mrmlScene.GetNumberOfNodes()
+        pca = logic.show_pca(features, volumeNode)
+        self.assertEqual(
+            slicer.mrmlScene.GetNumberOfNodes(), nodes + 2
+        )  # the colour volume + its display node
+        self.assertEqual(pca.GetImageData().GetDimensions(), tuple(reversed(features.patch.shape[:3])))
+        centre = features.grid_to_ras @ np.array([*(np.array(features.patch.shape[2::-1]) - 1) / 2, 1.0])
+        ijk = np.linalg.inv(node_ijk_to_ras(volumeNode)) @ centre
+        dims = np.array(volumeNode.GetImageData().GetDimensions())
+        self.assertTrue(np.all(ijk[:3] > -0.5) and np.all(ijk[:3] < dims - 0.5), "features off the CT")
         self.delayDisplay("Test passed")

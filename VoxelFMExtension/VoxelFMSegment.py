@@ -15,6 +15,8 @@ from typing import Annotated
 import qt
 import slicer
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -28,10 +30,12 @@ from VoxelFMWidgets import (
     VoxelFMModuleWidget,
     ensureDependencies,
     modelSpec,
+    openSegmentEditor,
     runInWorker,
+    segmentEditorUndoSaver,
 )
 
-from VoxelFMLib.auto_refit import CONTENT_EVENTS, AutoRefit
+from VoxelFMLib.auto_refit import OBSERVED_EVENTS, AutoRefit
 
 MODES = ("slices", "scribbles")
 PROBE_FILTER = "VoxelFM probe (*.json)"
@@ -40,18 +44,18 @@ PROBE_FILTER = "VoxelFM probe (*.json)"
 class VoxelFMSegment(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "VoxelFM Segment"
-        self.parent.categories = ["VoxelFM"]
+        self.parent.title = _("VoxelFM Segment")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "VoxelFM")]
         self.parent.dependencies = ["VoxelFMFeatures"]
         self.parent.contributors = ["VoxelFM Slicer extension contributors"]
-        self.parent.helpText = (
+        self.parent.helpText = _(
             "Few-shot segmentation with VoxelFM features. Create one segment per structure and paint it on a "
             "few slices (workflow 'slices': the rest of each painted slice counts as background) or as "
             "scribbles (workflow 'scribbles': also paint a segment named 'background'). Then press "
             "'Fit and predict'. Predicted structures appear as new segments; your painted segments are "
-            "never modified."
+            "never modified, and Undo in the Segment Editor removes a prediction without your last stroke."
         )
-        self.parent.acknowledgementText = (
+        self.parent.acknowledgementText = _(
             "VoxelFM backbone by its authors; see the model card for licence terms."
         )
 
@@ -74,7 +78,9 @@ class VoxelFMSegmentWidget(VoxelFMModuleWidget):
     def setupWidgets(self) -> None:
         self.observedSegmentation = None
         self.busy = BusyState(self.ui.progressBar, self.ui.statusLabel, onChange=self.updateGUI)
-        self.modelPanel = ModelPanel(self.ui.modelPanelPlaceholder, lambda: self.parameterNode)
+        self.modelPanel = ModelPanel(
+            self.ui.modelPanelPlaceholder, lambda: self.parameterNode, self.currentVolume, self.busy
+        )
         self.refitTimer = qt.QTimer()
         self.refitTimer.setSingleShot(True)
         self.autoRefit = AutoRefit(self.refitTimer, fit=lambda: self.onFit(auto=True))
@@ -108,22 +114,28 @@ class VoxelFMSegmentWidget(VoxelFMModuleWidget):
         self.ui.refitDelaySpinBox.enabled = bool(node and node.autoRefit)
         self.ui.segmentEditorButton.enabled = hasVolume
 
+    def currentVolume(self):
+        return self.parameterNode.inputVolume if self.parameterNode else None
+
     def observeSegmentation(self, segmentationNode) -> None:
-        """Watch the painted segmentation's CONTENT events only (not renames, colours, 3D surfaces)."""
+        """Watch the painted segmentation; AutoRefit keeps only content changes (its content stamp)."""
         if segmentationNode is self.observedSegmentation:
             return
-        for event in CONTENT_EVENTS:
+        for event in OBSERVED_EVENTS:
             if self.observedSegmentation is not None:
-                self.removeObserver(self.observedSegmentation, event, self.onSegmentationContentChanged)
+                self.removeObserver(self.observedSegmentation, event, self.onSegmentationEvent)
             if segmentationNode is not None:
-                self.addObserver(segmentationNode, event, self.onSegmentationContentChanged)
+                self.addObserver(segmentationNode, event, self.onSegmentationEvent)
         self.observedSegmentation = segmentationNode
+        self.autoRefit.watch(segmentationNode)
 
-    def onSegmentationContentChanged(self, caller, event) -> None:
-        self.autoRefit.content_changed()
+    def onSegmentationEvent(self, caller, event) -> None:
+        self.autoRefit.segmentation_event()
 
     def onFit(self, auto: bool = False) -> None:
         if self.parameterNode is None or self.busy.running or not ensureDependencies():
+            return
+        if not self.modelPanel.ensureModelReady():
             return
         message = "Refitting..." if auto else "Fitting and predicting..."
         with self.autoRefit.fitting(), self.busy.operation(message, "Few-shot segmentation"):
@@ -133,7 +145,12 @@ class VoxelFMSegmentWidget(VoxelFMModuleWidget):
         path = qt.QFileDialog.getOpenFileName(
             slicer.util.mainWindow(), "Load VoxelFM segmentation probe", "", PROBE_FILTER
         )
-        if not path or self.busy.running or not ensureDependencies():
+        if (
+            not path
+            or self.busy.running
+            or not ensureDependencies()
+            or not self.modelPanel.ensureModelReady()
+        ):
             return
         with self.autoRefit.fitting(), self.busy.operation(f"Applying {path}...", "Applying the probe"):
             self.showResult(self.logic.applyProbe(self.parameterNode, path, self.busy))
@@ -163,14 +180,12 @@ class VoxelFMSegmentWidget(VoxelFMModuleWidget):
     def onOpenSegmentEditor(self) -> None:
         node = self.parameterNode
         if not node.paintedSegmentation:
-            segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "VoxelFM examples")
+            name = slicer.mrmlScene.GenerateUniqueName("VoxelFM examples")
+            segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
             segmentation.CreateDefaultDisplayNodes()
             segmentation.SetReferenceImageGeometryParameterFromVolumeNode(node.inputVolume)
             node.paintedSegmentation = segmentation
-        slicer.util.selectModule("SegmentEditor")
-        editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
-        editor.setSegmentationNode(node.paintedSegmentation)
-        editor.setSourceVolumeNode(node.inputVolume)
+        openSegmentEditor(node.paintedSegmentation, node.inputVolume)
 
 
 class VoxelFMSegmentLogic(ScriptedLoadableModuleLogic):
@@ -207,8 +222,10 @@ class VoxelFMSegmentLogic(ScriptedLoadableModuleLogic):
         with writing():
             inputs = segmenter.prepare(volumeNode, parameterNode.paintedSegmentation, parameterNode.mode)
         prediction = runInWorker(busy, segmenter.predict, inputs)
-        with writing():
-            return segmenter.write(inputs, prediction, volumeNode, parameterNode.outputSegmentation)
+        with writing():  # an undo state first, so the Segment Editor's Undo keeps the user's last stroke
+            return segmenter.write(
+                inputs, prediction, volumeNode, parameterNode.outputSegmentation, segmentEditorUndoSaver()
+            )
 
     def applyProbe(self, parameterNode, path: str, busy: BusyState):
         """Runs on the main thread (it reads and writes nodes); progress keeps the GUI and Cancel alive."""
@@ -218,6 +235,7 @@ class VoxelFMSegmentLogic(ScriptedLoadableModuleLogic):
             parameterNode.outputSegmentation,
             busy.pumpingProgress,
             busy.cancel,
+            segmentEditorUndoSaver(),
         )
 
     def hasProbe(self) -> bool:
@@ -242,6 +260,9 @@ class _RecordingTimer:
 
 
 class VoxelFMSegmentTest(ScriptedLoadableModuleTest):
+    """Runs in Slicer (slicer_add_python_unittest). The logic's own tests run in pytest, in a bare MRML scene and
+    in trame-slicer's SlicerApp scene (Testing/python)."""
+
     def setUp(self):
         slicer.mrmlScene.Clear()
 
@@ -249,13 +270,13 @@ class VoxelFMSegmentTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_auto_refit_follows_content_only()
         self.setUp()
-        self.test_fewshot_with_bundled_model()
+        self.test_fewshot_on_sample_ct()
 
-    def _paintedBox(self):
+    def test_auto_refit_follows_content_only(self):
+        """Renaming or recolouring a segment starts no refit; painting does."""
         import numpy as np
 
         array = np.zeros((10, 20, 20), np.float32)
-        array[:, 5:15, 5:15] = 100.0
         volumeNode = slicer.util.addVolumeFromArray(array, np.diag([1.5, 1.5, 3.0, 1.0]), "synthetic")
         segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "painted")
         segmentationNode.CreateDefaultDisplayNodes()
@@ -264,17 +285,14 @@ class VoxelFMSegmentTest(ScriptedLoadableModuleTest):
         paint = np.zeros(array.shape, np.uint8)
         paint[4, 6:14, 6:14] = 1
         slicer.util.updateSegmentBinaryLabelmapFromArray(paint, segmentationNode, segmentId, volumeNode)
-        return volumeNode, segmentationNode, segmentId, paint
-
-    def test_auto_refit_follows_content_only(self):
-        """Renaming or recolouring a segment starts no refit; painting does."""
-        volumeNode, segmentationNode, segmentId, paint = self._paintedBox()
         timer = _RecordingTimer()
         refit = AutoRefit(timer, fit=lambda: None, enabled=True)
-        tags = [segmentationNode.AddObserver(e, lambda c, e: refit.content_changed()) for e in CONTENT_EVENTS]
+        refit.watch(segmentationNode)
+        tags = [segmentationNode.AddObserver(e, refit.segmentation_event) for e in OBSERVED_EVENTS]
         segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
         segment.SetName("renamed")
         segment.SetColor(0.2, 0.4, 0.6)
+        segmentationNode.CreateClosedSurfaceRepresentation()
         self.assertEqual(timer.starts, [])
         paint[5, 6:14, 6:14] = 1
         slicer.util.updateSegmentBinaryLabelmapFromArray(paint, segmentationNode, segmentId, volumeNode)
@@ -283,20 +301,38 @@ class VoxelFMSegmentTest(ScriptedLoadableModuleTest):
             segmentationNode.RemoveObserver(tag)
         self.delayDisplay("Test passed")
 
-    def test_fewshot_with_bundled_model(self):
-        """Painted slices -> new segments with the bundled offline model; painted segments unchanged."""
+    def test_fewshot_on_sample_ct(self):
+        """Sample Data lung1 CT, one painted slice of the nodule -> the bundled model segments the rest."""
         import importlib.util
+
+        import numpy as np
 
         if importlib.util.find_spec("torch") is None:
             self.delayDisplay("torch not installed: few-shot test skipped")
             return
-        from VoxelFMLib import FewShotSegmentLogic
+        from VoxelFMWidgets.sample_data import loadSampleVolume
 
-        volumeNode, segmentationNode, segmentId, paint = self._paintedBox()
-        segmenter = FewShotSegmentLogic(model="voxelfm-tiny", device="cpu")
-        inputs = segmenter.prepare(volumeNode, segmentationNode, "slices")
-        result = segmenter.write(inputs, segmenter.predict(inputs, None, None), volumeNode, None)
-        self.assertTrue(result.segment_ids)
-        painted = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode)
-        self.assertEqual(int(painted.sum()), int(paint.sum()))
+        from VoxelFMLib import FewShotSegmentLogic
+        from VoxelFMLib.sample_data import prepare_files, sample_source
+
+        volumeNode = loadSampleVolume()  # through the Sample Data module (sha256-checked)
+        truthNode = slicer.util.loadLabelVolume(str(prepare_files(sample_source()).label))
+        truth = slicer.util.arrayFromVolume(truthNode) > 0
+        painted = np.zeros(truth.shape, np.uint8)
+        k = int(np.argmax(truth.sum(axis=(1, 2))))
+        painted[k] = truth[k]
+        segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "painted")
+        segmentationNode.CreateDefaultDisplayNodes()
+        segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+        segmentId = segmentationNode.GetSegmentation().AddEmptySegment("", "nodule")
+        slicer.util.updateSegmentBinaryLabelmapFromArray(painted, segmentationNode, segmentId, volumeNode)
+        nodes = slicer.mrmlScene.GetNumberOfNodes()
+        result = FewShotSegmentLogic(model="voxelfm-tiny", device="cpu").run(volumeNode, segmentationNode)
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes + 2)  # the output node + its display node
+        predicted = slicer.util.arrayFromSegmentBinaryLabelmap(
+            result.output_node, result.segment_ids[0], volumeNode
+        ).astype(bool)
+        self.assertTrue((predicted & truth).any(), "the prediction misses the nodule")
+        kept = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode)
+        self.assertEqual(int(kept.sum()), int(painted.sum()))  # the painted segment is unchanged
         self.delayDisplay("Test passed")

@@ -15,6 +15,8 @@ from typing import Annotated
 
 import qt
 import slicer
+from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -29,16 +31,16 @@ from VoxelFMLib.jobs import JOB_COMMANDS, JobRunner, JobState, JobUpdate, displa
 class VoxelFMJobs(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "VoxelFM Jobs"
-        self.parent.categories = ["VoxelFM"]
+        self.parent.title = _("VoxelFM Jobs")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "VoxelFM")]
         self.parent.dependencies = ["VoxelFMFeatures"]  # it carries VoxelFMLib and VoxelFMWidgets
         self.parent.contributors = ["VoxelFM Slicer extension contributors"]
-        self.parent.helpText = (
+        self.parent.helpText = _(
             "Run VoxelFM jobs (pretraining, probe fitting, batch feature extraction, ...) as separate processes "
             "and watch their output. The same commands work headless: "
             "Slicer --no-main-window --python-script voxelfm_cli.py COMMAND ARGS, or `voxelfm COMMAND ARGS`."
         )
-        self.parent.acknowledgementText = (
+        self.parent.acknowledgementText = _(
             "VoxelFM backbone by its authors; see the model card for licence terms."
         )
 
@@ -122,15 +124,43 @@ class VoxelFMJobsTest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_cli_help_runs_headless()
+        self.setUp()
+        self.test_features_job_on_sample_ct()
 
-    def test_cli_help_runs_headless(self):
-        """The launcher's command line for `models --help` runs and exits 0."""
+    def _run(self, command: str, arguments: str, timeout: float):
         import subprocess
 
         node = VoxelFMJobsLogic().getParameterNode()
-        node.command = "models"
-        node.arguments = "--help"
+        node.command = command
+        node.arguments = arguments
         program, args = VoxelFMJobsLogic().commandLine(node)
-        proc = subprocess.run([program, *args], capture_output=True, text=True, timeout=300)
+        return subprocess.run([program, *args], capture_output=True, text=True, timeout=timeout)
+
+    def test_cli_help_runs_headless(self):
+        """The launcher's command line for `models --help` runs and exits 0."""
+        proc = self._run("models", "--help", 300)
         self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
+        self.delayDisplay("Test passed")
+
+    def test_features_job_on_sample_ct(self):
+        """The launcher's `features` job on the sample CT writes a features file (bundled model, CPU)."""
+        import importlib.util
+        import shlex
+        import tempfile
+        from pathlib import Path
+
+        if importlib.util.find_spec("torch") is None:
+            self.delayDisplay("torch not installed: job test skipped")
+            return
+        from VoxelFMLib.sample_data import prepare_files, sample_source
+
+        image = prepare_files(sample_source()).image
+        with tempfile.TemporaryDirectory() as folder:
+            out = Path(folder) / "features.npz"
+            arguments = (
+                f"{shlex.quote(str(image))} --out {shlex.quote(str(out))} --model voxelfm-tiny --device cpu"
+            )
+            proc = self._run("features", arguments, 1800)
+            self.assertEqual(proc.returncode, 0, proc.stdout[-2000:] + proc.stderr[-2000:])
+            self.assertTrue(out.is_file() and out.stat().st_size > 0)
         self.delayDisplay("Test passed")

@@ -42,3 +42,6 @@ def _isolated_caches(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("VOXELFM_CACHE_DIR", str(root / "voxelfm"))
     monkeypatch.setenv("HF_HOME", str(root / "hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # the Hub reachability probe (a TCP connect before downloading) must not reach the network either; tests of
+    # the probe itself put back voxelfm.hub.download.connect_probe with a loopback endpoint
+    monkeypatch.setattr("voxelfm.hub.download.probe", lambda host, port, timeout: "")

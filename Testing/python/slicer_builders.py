@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import slicer
 
@@ -66,3 +68,44 @@ def painted_masks():
     spleen = np.zeros(SHAPE, bool)
     spleen[5, 6:8, 1:3] = True
     return liver, spleen
+
+
+@contextlib.contextmanager
+def added_nodes(scene):
+    """``with added_nodes(scene) as added:`` -> ``added`` lists the ids of nodes the block left in the scene."""
+    from VoxelFMLib.scene_guard import node_ids
+
+    before = node_ids(scene)
+    added: list[str] = []
+    yield added
+    added.extend(sorted(node_ids(scene) - before))
+
+
+class CopyPaintPipeline:
+    """Fake core pipeline: predicts each labelled voxel's painted class (0 elsewhere), with a real probe object.
+
+    Enough to drive the Slicer logic (prepare -> predict -> write, apply_probe) without a backbone."""
+
+    def fit(self, volume, labels, classes, progress=None, cancel=None, volume_key=None, extra_warnings=()):
+        from voxelfm.segment import SegmentationResult
+
+        lab = np.asarray(labels.array)
+        out = np.where(lab == 255, 0, lab).astype(np.uint8)
+        return SegmentationResult(out, volume.ijk_to_ras, list(classes), probe=_probe(classes))
+
+    def apply(self, volume, probe, progress=None, cancel=None, volume_key=None):
+        from voxelfm.segment import SegmentationResult
+
+        out = np.zeros(volume.array.shape, np.uint8)
+        out[: out.shape[0] // 2] = probe.classes[0].value
+        return SegmentationResult(out, volume.ijk_to_ras, list(probe.classes), probe=probe)
+
+
+def _probe(classes):
+    from voxelfm.segment.config import SegmentationConfig
+    from voxelfm.segment.probe import SegmentationProbe
+
+    k = len(classes)
+    return SegmentationProbe(
+        list(classes), SegmentationConfig(), None, None, None, None, np.zeros(k + 1, np.float32)
+    )

@@ -326,7 +326,9 @@ def test_few_shot_logic_cancel_and_bad_predictor(mrml_scene, volume_node):
     bad = segment_logic.FewShotSegmentLogic(pipeline=NearestPaintPipeline(np.full(SHAPE, 3, np.uint8)))
     with pytest.raises(InputError, match="label 3"):
         bad.run(volume_node, seg)
-    wrong_shape = segment_logic.FewShotSegmentLogic(pipeline=NearestPaintPipeline(np.zeros((2, 2, 2), np.uint8)))
+    wrong_shape = segment_logic.FewShotSegmentLogic(
+        pipeline=NearestPaintPipeline(np.zeros((2, 2, 2), np.uint8))
+    )
     with pytest.raises(InputError, match="shape"):
         wrong_shape.run(volume_node, seg)
     assert mrml_scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == n_nodes  # nothing written

@@ -209,3 +209,25 @@ def test_adding_and_removing_segments_refits(observed):
     assert len(timer.starts) == 1
     node.GetSegmentation().RemoveSegment(new_id)
     assert len(timer.starts) >= 2
+
+
+def test_observed_events_count_only_when_the_content_stamp_changes(machine, monkeypatch):
+    """SegmentModified (Undo/Redo, but also rename or colour) is judged by the content stamp."""
+    from VoxelFMLib import auto_refit
+
+    refit, timer, _ = machine
+    stamps = {"value": ("a", 1)}
+    monkeypatch.setattr(auto_refit, "content_stamp", lambda node: stamps["value"])
+    refit.watch(object())
+    refit.segmentation_event("caller", "event")  # e.g. a rename: same stamp
+    assert timer.starts == []
+    stamps["value"] = ("a", 2)  # e.g. Undo restored other voxels
+    refit.segmentation_event()
+    refit.segmentation_event()  # the same change reported twice counts once
+    assert timer.starts == [1500]
+    refit.watch(None)  # no segmentation: events are ignored
+    stamps["value"] = ("b", 3)
+    refit.segmentation_event()
+    assert timer.starts == [1500]
+    assert set(auto_refit.CONTENT_EVENTS) < set(auto_refit.OBSERVED_EVENTS)
+    assert slicer.vtkSegmentation.SegmentModified in auto_refit.OBSERVED_EVENTS

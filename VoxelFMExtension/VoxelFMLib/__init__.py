@@ -15,6 +15,9 @@ _WHERE = {
     "FewShotSegmentLogic": ".segment_logic",
     "FewShotResult": ".segment_logic",
     "FeaturesLogic": ".features_logic",
+    "ReportLogic": ".report_logic",
+    "LocalisationLogic": ".localize_logic",
+    "RetrievalLogic": ".retrieval_logic",
     "ModelSpec": ".model_service",
     "feature_service": ".model_service",
 }

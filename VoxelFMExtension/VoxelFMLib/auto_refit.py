@@ -1,20 +1,25 @@
 """When to refit the few-shot probe automatically: a small Qt-free state machine.
 
 The Segment module restarts a countdown on every CONTENT change of the painted segmentation and fits when
-painting pauses. Only ``SourceRepresentationModified``, ``SegmentAdded`` and ``SegmentRemoved`` count:
-``SegmentModified`` and ``RepresentationModified`` also fire on rename, colour change and 3D surface
-generation, which must not start a fit. Our own writes are ignored (``writing()``), paint that arrives
-during a fit starts exactly one more fit after it ends, and closing the scene forgets everything pending.
+painting pauses. ``SourceRepresentationModified``, ``SegmentAdded`` and ``SegmentRemoved`` mean content;
+``SegmentModified`` is ambiguous: the Segment Editor's Undo/Redo raise only it (and they restore voxels), but
+so do rename, colour change and 3D surface generation (which must not start a fit). So every observed event
+is checked against ``segment_tags.content_stamp`` (``watch(node)``): only a changed stamp counts.
+``RepresentationModified`` is not observed (it accompanies the others). Our own writes are ignored
+(``writing()``), paint that arrives during a fit starts exactly one more fit after it ends, and closing the
+scene forgets everything pending.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import slicer
 
+from VoxelFMLib.segment_tags import content_stamp
 from VoxelFMLib.timer import Timer
 
 # Events of vtkMRMLSegmentationNode (it forwards its vtkSegmentation's events) that mean "the labels changed".
@@ -23,6 +28,8 @@ CONTENT_EVENTS: tuple[int, ...] = (
     slicer.vtkSegmentation.SegmentAdded,
     slicer.vtkSegmentation.SegmentRemoved,
 )
+# What the Segment module observes: the content events + SegmentModified, filtered by the content stamp.
+OBSERVED_EVENTS: tuple[int, ...] = (*CONTENT_EVENTS, slicer.vtkSegmentation.SegmentModified)
 DEFAULT_DELAY_S = 1.5
 
 
@@ -41,6 +48,23 @@ class AutoRefit:
     busy: bool = field(default=False, init=False)
     pending: bool = field(default=False, init=False)  # content changed during a fit
     _writing: int = field(default=0, init=False)
+    _stamp: Callable[[], Hashable] | None = field(default=None, init=False)
+    _last_stamp: Hashable = field(default=None, init=False)
+
+    def watch(self, segmentation_node: Any) -> None:
+        """Judge later ``segmentation_event`` calls by the content stamp of this node (None: stop)."""
+        self._stamp = (lambda: content_stamp(segmentation_node)) if segmentation_node is not None else None
+        self._last_stamp = self._stamp() if self._stamp else None
+
+    def segmentation_event(self, *_event) -> None:
+        """Any observed event of the watched segmentation: a content change only if the stamp changed."""
+        if self._stamp is None:
+            return
+        stamp = self._stamp()
+        if stamp == self._last_stamp:
+            return
+        self._last_stamp = stamp
+        self.content_changed()
 
     def configure(self, enabled: bool, delay_s: float) -> None:
         """Apply the user's settings; turning auto-refit off drops anything pending."""

@@ -34,7 +34,11 @@ class FeaturesLogic:
         return self.service.features(volume, self.spec, cache=cache, progress=progress, cancel=cancel)
 
     def extract(
-        self, volume_node: Any, progress: ProgressFn | None = None, cancel: CancelFlag | None = None, cache=True
+        self,
+        volume_node: Any,
+        progress: ProgressFn | None = None,
+        cancel: CancelFlag | None = None,
+        cache=True,
     ) -> VolumeFeatures:
         """Features of a volume node, all on the calling thread (scripts, tests)."""
         return self.extract_volume(volume_from_node(volume_node), progress, cancel, cache)

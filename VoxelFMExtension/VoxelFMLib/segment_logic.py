@@ -20,6 +20,7 @@ import numpy as np
 
 from voxelfm.errors import InputError
 from voxelfm.features.service import FeatureService, ModelSpec
+from voxelfm.files.outputs import OutputPlan
 from voxelfm.imaging.volume import Volume
 from voxelfm.progress import CancelFlag, ProgressFn, check_cancel, no_progress
 from voxelfm.segment.config import SegmentationConfig
@@ -29,8 +30,9 @@ from voxelfm.segment.probe import SegmentationProbe
 from voxelfm.segment.probe_file import load_segmentation_probe, save_segmentation_probe
 from voxelfm.segment.result import ClassStats, SegmentationResult
 
-from .model_service import checked_spec
+from .capability_logic import CapabilityLogic
 from .segmentation_nodes import labels_from_segmentation, write_prediction
+from .undo import SaveUndoState
 from .volume_nodes import volume_from_node, volume_key
 
 
@@ -82,22 +84,18 @@ def check_result(result: SegmentationResult, volume: Volume) -> SegmentationResu
     return result
 
 
-class FewShotSegmentLogic:
+class FewShotSegmentLogic(CapabilityLogic):
     """Qt-free driver of the few-shot workflow; the module widget only calls these methods."""
 
-    def __init__(
-        self,
-        model: str = "",
-        device: str = "auto",
-        precision: str = "auto",
-        max_tokens: int = 8192,
-        config: SegmentationConfig | None = None,
-        service: FeatureService | None = None,
-        pipeline: Any = None,
-    ) -> None:
-        spec = checked_spec(ModelSpec(model, device, precision, max_tokens))
-        self.pipeline = pipeline or SegmentationPipeline(spec, config, service=service)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """``FewShotSegmentLogic(model, device, precision, max_tokens, config=SegmentationConfig(...))``."""
+        super().__init__(*args, **kwargs)
         self.last_probe: SegmentationProbe | None = None
+
+    def build_pipeline(
+        self, spec: ModelSpec, service: FeatureService | None, config: SegmentationConfig | None = None
+    ) -> SegmentationPipeline:
+        return SegmentationPipeline(spec, config, service=service)
 
     def prepare(self, volume_node: Any, segmentation_node: Any, mode: str = "slices") -> FewShotInputs:
         if volume_node is None:
@@ -132,11 +130,17 @@ class FewShotSegmentLogic:
         return check_result(result, inputs.volume)
 
     def write(
-        self, inputs: FewShotInputs, result: SegmentationResult, volume_node: Any, output_node: Any = None
+        self,
+        inputs: FewShotInputs,
+        result: SegmentationResult,
+        volume_node: Any,
+        output_node: Any = None,
+        save_undo_state: SaveUndoState | None = None,
     ) -> FewShotResult:
+        """Write the prediction (main thread). ``save_undo_state``: see ``undo`` (the Segment Editor's Undo)."""
         if volume_node is None or volume_node.GetID() != inputs.volume_node_id:
             raise InputError("The input volume changed while the prediction ran; run it again.")
-        return self._write(result, volume_node, output_node)
+        return self._write(result, volume_node, output_node, save_undo_state)
 
     def run(
         self,
@@ -146,10 +150,12 @@ class FewShotSegmentLogic:
         output_node: Any = None,
         progress: ProgressFn | None = None,
         cancel: CancelFlag | None = None,
+        save_undo_state: SaveUndoState | None = None,
     ) -> FewShotResult:
         """All three steps on the calling thread (scripts, tests, headless use)."""
         inputs = self.prepare(volume_node, segmentation_node, mode)
-        return self.write(inputs, self.predict(inputs, progress, cancel), volume_node, output_node)
+        prediction = self.predict(inputs, progress, cancel)
+        return self.write(inputs, prediction, volume_node, output_node, save_undo_state)
 
     def apply_probe(
         self,
@@ -158,6 +164,7 @@ class FewShotSegmentLogic:
         output_node: Any = None,
         progress: ProgressFn | None = None,
         cancel: CancelFlag | None = None,
+        save_undo_state: SaveUndoState | None = None,
     ) -> FewShotResult:
         """Segment a volume node with a saved probe (a file path or a loaded probe), as `voxelfm segment --probe`."""
         if volume_node is None:
@@ -166,15 +173,24 @@ class FewShotSegmentLogic:
             probe = load_segmentation_probe(probe)
         volume = volume_from_node(volume_node)
         result = self.pipeline.apply(volume, probe, progress, cancel, volume_key=volume_key(volume_node))
-        return self._write(check_result(result, volume), volume_node, output_node)
+        return self._write(check_result(result, volume), volume_node, output_node, save_undo_state)
 
-    def save_probe(self, path: str | Path) -> str:
+    def save_probe(self, path: str | Path, overwrite: bool = False) -> str:
+        """Save NAME.json + NAME.safetensors; a file VoxelFM did not write is replaced only with ``overwrite``."""
         if self.last_probe is None:
             raise InputError("Fit a probe first (Fit and predict), then save it.")
+        plan = OutputPlan(overwrite=overwrite, by="VoxelFM Segment", hint="delete it first")
+        plan.probe_outputs(path, "The probe file")
+        plan.check()
         _, meta = save_segmentation_probe(self.last_probe, path)
+        plan.done()
         return str(meta)
 
-    def _write(self, result: SegmentationResult, volume_node: Any, output_node: Any) -> FewShotResult:
-        node, ids = write_prediction(result.labelmap, volume_node, result.classes, output_node)
+    def _write(
+        self, result: SegmentationResult, volume_node: Any, output_node: Any, save_undo_state=None
+    ) -> FewShotResult:
+        node, ids = write_prediction(
+            result.labelmap, volume_node, result.classes, output_node, save_undo_state=save_undo_state
+        )
         self.last_probe = result.probe
         return FewShotResult(node, ids, result)

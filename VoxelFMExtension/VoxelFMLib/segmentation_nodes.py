@@ -27,19 +27,15 @@ from voxelfm.segment.labels import (
 )
 
 from .scene_guard import temporary_nodes
+from .segment_tags import (
+    CLASS_VALUE_TAG,
+    PREDICTION_TAG,
+    _segment_ids,
+    is_prediction_segment,
+    painted_segment_ids,
+)
+from .undo import SaveUndoState
 from .volume_nodes import matrix_to_numpy, node_ijk_to_ras, numpy_to_matrix
-
-PREDICTION_TAG = "VoxelFM.Prediction"
-CLASS_VALUE_TAG = "VoxelFM.ClassValue"
-
-
-def _segment_ids(segmentation_node: slicer.vtkMRMLSegmentationNode) -> list[str]:
-    seg = segmentation_node.GetSegmentation()
-    return [seg.GetNthSegmentID(i) for i in range(seg.GetNumberOfSegments())]
-
-
-def is_prediction_segment(segment: slicer.vtkSegment) -> bool:
-    return segment.HasTag(PREDICTION_TAG)
 
 
 def segment_class(
@@ -80,12 +76,6 @@ def segment_mask_on_volume(
     if mask.shape != expected:  # ExportSegmentsToLabelmapNode honours the reference grid; guard anyway
         raise InputError(f"Segment export gave shape {mask.shape}, expected the volume's {expected}.")
     return mask
-
-
-def painted_segment_ids(segmentation_node: slicer.vtkMRMLSegmentationNode) -> list[str]:
-    """Segments the user painted (predictions written by VoxelFM excluded), in display order."""
-    seg = segmentation_node.GetSegmentation()
-    return [sid for sid in _segment_ids(segmentation_node) if not is_prediction_segment(seg.GetSegment(sid))]
 
 
 def labels_from_segmentation(
@@ -186,13 +176,16 @@ def write_prediction(
     output_node: slicer.vtkMRMLSegmentationNode | None = None,
     output_name: str | None = None,
     name_suffix: str = "",
+    save_undo_state: SaveUndoState | None = None,
 ) -> tuple[slicer.vtkMRMLSegmentationNode, list[str]]:
     """Write a predicted label image as NEW segments; returns (node, segment ids in class order).
 
     ``labels`` lies on the volume's grid; voxels with value ``cls.value`` belong to class ``cls``. With no
     ``output_node`` a new segmentation node (uniquely named) is created; otherwise earlier VoxelFM predictions
-    in it are replaced and every other segment is left untouched. Every class gets a segment (empty if never
-    predicted) with the class name (+ ``name_suffix``), colour and terminology.
+    in it are replaced and every other segment is left untouched, after ``save_undo_state(output_node)`` (see
+    ``undo``: the Segment Editor's Undo then removes only the prediction, never the user's last stroke).
+    Every class gets a segment (empty if never predicted) with the class name (+ ``name_suffix``), colour and
+    terminology.
     """
     labels = np.asarray(labels)
     dims = volume_node.GetImageData().GetDimensions() if volume_node.GetImageData() else None
@@ -210,6 +203,8 @@ def write_prediction(
         output_node.CreateDefaultDisplayNodes()
         output_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
         output_node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
+    elif save_undo_state is not None:
+        save_undo_state(output_node)
     remove_prediction_segments(output_node)
     # labels lie on the volume's grid in the volume's local space; express it in the output node's space
     ijk_to_ras = _local_to_local(volume_node, output_node) @ node_ijk_to_ras(volume_node)

@@ -9,7 +9,9 @@ from VoxelFMWidgets.dependencies import ensureDependencies
 from VoxelFMWidgets.job_process import QtJobProcess
 from VoxelFMWidgets.messages import userMessage
 from VoxelFMWidgets.model_panel import ModelPanel, ModelParameters, modelSpec
-from VoxelFMWidgets.module_widget import VoxelFMModuleWidget
+from VoxelFMWidgets.module_widget import VoxelFMModuleWidget, unsupportedVersionMessage
+from VoxelFMWidgets.sample_data import loadSampleVolume, registerSampleData
+from VoxelFMWidgets.segment_editor import openSegmentEditor, segmentEditorUndoSaver
 
 __all__ = [
     "BusyState",
@@ -18,7 +20,12 @@ __all__ = [
     "QtJobProcess",
     "VoxelFMModuleWidget",
     "ensureDependencies",
+    "loadSampleVolume",
     "modelSpec",
+    "openSegmentEditor",
+    "registerSampleData",
     "runInWorker",
+    "segmentEditorUndoSaver",
+    "unsupportedVersionMessage",
     "userMessage",
 ]

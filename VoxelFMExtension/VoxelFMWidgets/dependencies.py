@@ -1,7 +1,10 @@
 """Install what VoxelFM needs before the first torch call, with the user's consent (main thread only).
 
 - torch: through the PyTorch extension (PyTorchUtils), which picks the build matching the user's CUDA; the
-  version floor (VoxelFMLib.dependencies.TORCH_REQUIREMENT) is enforced also when an older torch is there.
+  version floor (VoxelFMLib.dependencies.TORCH_REQUIREMENT) is enforced also when an older torch is there
+  (``installTorch(torchVersionRequirement=">=X")`` runs ``ltt install torch>=X``, which upgrades it; a torch
+  already imported needs a restart). Not in testing mode: PyTorchUtils skips its confirmation there and would
+  install unasked, so self-tests skip what needs torch instead.
 - Resources/requirements.txt: ``slicer.packaging.pip_ensure`` on Slicer >= 5.12 (it prompts, raises
   RuntimeError when declined, skips in testing mode); on 5.10/5.11 ``slicer.util.confirmOkCancelDisplay``
   then ``slicer.util.pip_install([...])`` (list form: one argument per requirement, no shell quoting).
@@ -33,6 +36,9 @@ def ensureTorch() -> bool:
     requirement = dependencies.TORCH_REQUIREMENT
     if dependencies.torch_satisfies(requirement):
         return True
+    if slicer.app.testingEnabled():  # self-tests never change Python; they skip what needs torch
+        logging.info("Testing mode: not installing PyTorch %s", requirement)
+        return False
     try:
         import PyTorchUtils
     except ImportError:
@@ -42,9 +48,13 @@ def ensureTorch() -> bool:
         )
         return False
     oldTorchLoaded = "torch" in sys.modules  # an upgrade cannot replace a torch already imported
-    torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
-        askConfirmation=True, torchVersionRequirement=requirement
-    )
+    try:  # also upgrades a torch below the floor: light-the-torch installs "torch>=floor"
+        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+            askConfirmation=True, torchVersionRequirement=requirement
+        )
+    except (subprocess.CalledProcessError, OSError, ImportError) as exc:
+        slicer.util.errorDisplay(f"Installing PyTorch {requirement} failed: {exc}")
+        return False
     if torch is None:  # the user declined
         return False
     importlib.invalidate_caches()

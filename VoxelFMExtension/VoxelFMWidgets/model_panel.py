@@ -5,8 +5,10 @@ Its id/path line edit, device and precision combo boxes and token-budget spin bo
 ``SlicerParameterName`` = ``model.<member>``: parameterNodeWrapper resolves such dotted names into the
 parameterPack member (``_checkParamName`` / ``splitPossiblyDottedName`` in Slicer's
 Base/Python/slicer/parameterNodeWrapper), so ``connectGui`` on the module's top widget binds them like any
-other field. Only the registry combo box is driven here: choosing an entry writes its id into ``model.model``
-(empty: the core's default-model policy).
+other field. The rest is drawn from ``VoxelFMLib.model_panel_state`` (Qt-free, tested): the registry combo box
+(choosing an entry writes its id into ``model.model``; empty: the default-model policy), the chosen model's
+state, the download button (consent, progress, cancel; sha256 checked), the offline instructions and the token
+budget's estimated time and memory for the module's current volume.
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ import qt
 import slicer
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterPack
 
+from VoxelFMWidgets.busy import BusyState, runInWorker
+from VoxelFMWidgets.messages import userMessage
+
 if TYPE_CHECKING:
     from VoxelFMLib.model_service import ModelSpec
 
 UI_FILE = "ModelPanel.ui"  # the .ui this file's self.ui names come from (checked by test_slicer_static)
-DEVICES = ["auto", "cpu", "cuda", "mps"]
+DEVICES = ["auto", "cpu", "cuda", "mps"]  # = VoxelFMLib.model_panel_state.DEVICES (a test checks it)
 PRECISIONS = ["auto", "fp32", "bf16"]
 CHECKPOINT_FILTER = "VoxelFM checkpoints (*.safetensors *.pth *.json *.yaml);;All files (*)"
 
@@ -55,52 +60,114 @@ def modelPanelUiPath() -> Path:
 
 
 class ModelPanel:
-    """Loads ModelPanel.ui into ``placeholder``; the registry combo box writes the ``model`` pack of the node.
+    """Loads ModelPanel.ui into ``placeholder`` and keeps it in step with the ``model`` pack of the node.
 
-    An empty model reference means the core's default-model policy (the official model when cached or
-    reachable, else the bundled offline one), so nothing is filled in for the user.
+    ``volumeNode()``: the module's current input volume (for the budget estimate); ``busy``: the module's
+    BusyState, so a download shows in its progress bar and its Cancel button stops it.
     """
 
-    DEFAULT_ITEM, CUSTOM_ITEM = 0, 1
+    CUSTOM_ITEM = 1  # combo box row of "Custom (id or file below)", right after the default entry
 
-    def __init__(self, placeholder, parameterNode: Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        placeholder,
+        parameterNode: Callable[[], Any],
+        volumeNode: Callable[[], Any] | None = None,
+        busy: BusyState | None = None,
+    ) -> None:
         self._parameterNode = parameterNode  # the module's current parameter node (or None)
-        self._registryFilled = False
+        self._volumeNode = volumeNode or (lambda: None)
+        self.busy = busy
+        self._state = None
+        self._status = None
         self.widget = slicer.util.loadUI(str(modelPanelUiPath()))
         layout = placeholder.layout()
         if layout is None:
             layout = qt.QVBoxLayout(placeholder)
         layout.addWidget(self.widget)
         self.ui = slicer.util.childWidgetVariables(self.widget)
-        self.refreshRegistry()
         self.ui.modelComboBox.connect("activated(int)", self.onRegistryChosen)
         self.ui.browseModelButton.connect("clicked(bool)", self.onBrowse)
+        self.ui.downloadModelButton.connect("clicked(bool)", lambda checked: self.ensureModelReady())
+        self.ui.downloadModelButton.visible = False
 
-    def refreshRegistry(self) -> None:
-        """(Re)fill the combo box from the registry; retried later if the model service cannot load yet."""
-        try:
-            from VoxelFMLib.model_service import default_model_reference, registry_models
-        except ImportError as exc:  # the model service needs torch, installed on the first run
-            logging.debug("VoxelFM model registry not listed yet: %s", exc)
-            return
+    def state(self):
+        """The Qt-free panel state, or None while its Python packages are not installed yet."""
+        if self._state is None:
+            try:
+                from VoxelFMLib.model_panel_state import ModelPanelState
+
+                self._state = ModelPanelState()
+                self._fillRegistry()
+            except (ImportError, OSError, ValueError) as exc:
+                logging.debug("VoxelFM model panel not ready yet: %s", exc)
+                self.ui.modelStatusLabel.setText(
+                    "Models are listed once VoxelFM's Python packages are installed."
+                )
+                return None
+        return self._state
+
+    def _fillRegistry(self) -> None:
         combo = self.ui.modelComboBox
         combo.clear()
-        default = default_model_reference()
-        combo.addItem(f"Default model ({default})" if default else "Default model", "")
-        combo.addItem("Custom (id or file below)")  # no data: shown for a path or an unregistered id
-        for choice in registry_models():
-            combo.addItem(choice.label, choice.reference)
-        self.ui.modelLineEdit.placeholderText = f"empty: {default or 'the default model'}"
-        self._registryFilled = True
+        for reference, label in self._state.choices():
+            combo.addItem(label, reference)
+            if reference == "":
+                combo.addItem("Custom (id or file below)")  # no data: shown for a path or an unregistered id
 
     def updateGUI(self, parameters: ModelParameters | None) -> None:
-        """Show the registry entry matching the current reference (no "activated": not a user choice)."""
-        if not self._registryFilled:
-            self.refreshRegistry()
-        if parameters is None or not self._registryFilled:
+        """Show the entry, state and budget for the current parameters (no "activated": not a user choice)."""
+        state = self.state()
+        if parameters is None or state is None:
             return
-        index = self.ui.modelComboBox.findData(parameters.model.strip())
+        reference = parameters.model.strip()
+        index = self.ui.modelComboBox.findData(reference)
         self.ui.modelComboBox.setCurrentIndex(index if index >= 0 else self.CUSTOM_ITEM)
+        try:
+            self._status = state.status(reference)
+        except Exception as exc:  # a broken registry must not break the module
+            self._status = None
+            self.ui.modelStatusLabel.setText(userMessage(exc))
+            return
+        self.ui.modelStatusLabel.setText(self._status.text)
+        self.ui.modelStatusLabel.toolTip = self._status.instructions or self._status.text
+        self.ui.downloadModelButton.visible = self._status.needs_download
+        self.ui.downloadModelButton.enabled = self.busy is None or not self.busy.running
+        self.ui.budgetLabel.setText(self._budgetText(parameters))
+
+    def _budgetText(self, parameters: ModelParameters) -> str:
+        volume = self._volumeNode()
+        if volume is None or volume.GetImageData() is None:
+            return "Select a volume to see the estimated time and memory."
+        shape = tuple(reversed(volume.GetImageData().GetDimensions()))
+        spacing = tuple(reversed(volume.GetSpacing()))
+        estimate = self._state.budget(
+            shape, spacing, parameters.maxTokens, parameters.model, parameters.device
+        )
+        return f"{volume.GetName()}: {estimate.summary()}"
+
+    def ensureModelReady(self) -> bool:
+        """True when the chosen model can be used now; downloads it first if the user agrees."""
+        state = self.state()
+        node = self._parameterNode()
+        if state is None or node is None:
+            return state is not None
+        status = state.status(node.model.model)
+        if status.ready:
+            return True
+        if not status.needs_download:
+            slicer.util.errorDisplay(status.text, detailedText=status.instructions or None)
+            return False
+        if not slicer.util.confirmOkCancelDisplay(state.consent_text(status), "VoxelFM: download the model"):
+            return False
+        if self.busy is None:
+            state.download(status)
+        else:
+            with self.busy.operation(f"Downloading {status.model_id}...", "Model download"):
+                runInWorker(self.busy, state.download, status)
+                self.busy.stop(f"{status.model_id} downloaded and verified.")
+        self.updateGUI(node.model)
+        return state.status(node.model.model).ready
 
     def onRegistryChosen(self, index: int) -> None:
         reference = self.ui.modelComboBox.itemData(index)

@@ -10,14 +10,17 @@ GUI (``connectGui`` on the top widget, so widgets loaded into placeholders are b
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
+import qt
 import slicer
 import vtk
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
+from VoxelFMLib.slicer_version import app_version, unsupported_reason
 from VoxelFMWidgets.model_panel import ModelPanel
 
 # Packages that onReload drops from sys.modules, so the module's re-import loads all of them fresh.
@@ -34,6 +37,14 @@ def forgetPackages(packages: tuple[str, ...] = RELOADED_PACKAGES) -> list[str]:
     for name in names:
         del sys.modules[name]
     return names
+
+
+def unsupportedVersionMessage() -> str:
+    """ "" on a supported Slicer, else the message (also logged once) for this Slicer and Python."""
+    message = unsupported_reason(app_version(slicer.app), tuple(sys.version_info[:3]))
+    if message:
+        logging.error(message)
+    return message
 
 
 class VoxelFMModuleWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -75,6 +86,13 @@ class VoxelFMModuleWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
+        problem = unsupportedVersionMessage()
+        if problem:  # an older Slicer: one clear message instead of a GUI that fails later
+            label = qt.QLabel(problem)
+            label.wordWrap = True
+            self.layout.addWidget(label)
+            self.layout.addStretch(1)
+            return
         self.uiWidget = slicer.util.loadUI(self.resourcePath(f"UI/{self.moduleName}.ui"))
         self.layout.addWidget(self.uiWidget)
         self.ui = slicer.util.childWidgetVariables(self.uiWidget)
@@ -91,7 +109,8 @@ class VoxelFMModuleWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removeObservers()
 
     def enter(self) -> None:
-        self.initializeParameterNode()
+        if self.ui is not None:  # None: unsupported Slicer version, no GUI was built
+            self.initializeParameterNode()
 
     def exit(self) -> None:
         self._unbindParameterNode()

@@ -6,6 +6,7 @@ import argparse
 import logging
 from typing import Any
 
+from ..features.tiling import default_max_tokens
 from . import options
 
 log = logging.getLogger("voxelfm")
@@ -22,7 +23,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "--model-config", default=None, help="config.yaml for an official .pth not stored beside it"
     )
     p.add_argument(
-        "--device", type=options.device, default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps"
+        "--device",
+        type=options.device,
+        default="auto",
+        help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps",
     )
     p.add_argument(
         "--precision",
@@ -45,15 +49,19 @@ def add_feature_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-tokens",
         type=options.int_at_least(64),
-        default=8192,
-        help="tile budget in patch tokens (default 8192)",
+        default=default_max_tokens(),
+        help="tile budget in patch tokens (default: what this machine's memory allows, 4096-32768; "
+        f"here {default_max_tokens()})",
     )
     p.add_argument(
         "--overlap", type=options.non_negative_int, default=2, help="tile overlap in patches (default 2)"
     )
     p.add_argument("--crop-background", action="store_true", help="crop to the body before resampling")
     p.add_argument(
-        "--max-patches", type=options.positive_int, default=None, help="shrink the volume to at most N patches"
+        "--max-patches",
+        type=options.positive_int,
+        default=None,
+        help="shrink the volume to at most N patches",
     )
     p.add_argument("--no-cache", action="store_true", help="do not read/write the feature cache")
 
@@ -96,3 +104,12 @@ def preprocess_from_args(model: Any, args: argparse.Namespace):
 
     cfg = default_preprocess_for(model)
     return dataclasses.replace(cfg, crop_background=bool(args.crop_background), max_patches=args.max_patches)
+
+
+def add_command(
+    sub: argparse._SubParsersAction, name: str, help_text: str, doc: str | None, **kwargs: Any
+) -> argparse.ArgumentParser:
+    """A sub-command whose --help shows its module docstring as written (one style for every command)."""
+    return sub.add_parser(
+        name, help=help_text, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs
+    )

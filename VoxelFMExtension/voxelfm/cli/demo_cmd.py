@@ -6,6 +6,17 @@ import argparse
 import json
 
 from . import options
+from .outputs import add_overwrite_arg, output_plan
+
+# What a demo run writes into --out (files.run_folder refuses a folder holding anything else).
+DEMO_FILES = (
+    "features.npz",
+    "features_pca.png",
+    "tumour_seg.nii.gz",
+    "tumour_seg.seg.nrrd",
+    "tumour_overlay.png",
+    "summary.json",
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", type=options.device, default="auto")
     p.add_argument("--precision", choices=options.PRECISIONS, default="auto")
     p.add_argument("--max-tokens", type=options.int_at_least(64), default=8192)
+    add_overwrite_arg(p)
     p.set_defaults(func=run)
 
 
@@ -39,11 +51,15 @@ def run(args: argparse.Namespace) -> int:
     from ..samples.demo import run_demo
     from .common import log, spec_from_args
 
+    plan = output_plan(args)
+    plan.run_folder(args.out, "demo", DEMO_FILES)
+    plan.check().claim_folders()
     bar = TqdmProgress("demo")
     try:
         res = run_demo(args.out, spec_from_args(args), args.slices, progress=bar)
     finally:
         bar.close()
+    plan.written(*res.files.values())
     s = res.summary
     info = s["model"]
     log.info("model: %s (%s; %s)", info.get("id"), info.get("source"), s["model_choice"])

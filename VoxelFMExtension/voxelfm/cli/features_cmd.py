@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from .common import add_feature_args, add_model_args, load_model_from_args, log, preprocess_from_args
+from .common import (
+    add_feature_args,
+    add_model_args,
+    add_series_arg,
+    load_model_from_args,
+    log,
+    preprocess_from_args,
+)
+from .outputs import add_overwrite_arg, output_plan
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,21 +27,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--png", default=None, help="also write a picture: CT slices with PCA colours of the features"
     )
+    add_series_arg(p)
+    add_overwrite_arg(p)
     add_model_args(p)
     add_feature_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import InputError
     from ..features.extract import extract_features
     from ..imaging.io import read_volume
     from ..progress import TqdmProgress
 
-    out = Path(args.out)
-    if out.suffix != ".npz":
-        raise InputError(f"--out must end with .npz, got {out.name}")
-    volume = read_volume(args.image)
+    plan = output_plan(args).input(args.image)
+    out = plan.output(args.out, "--out", suffixes=(".npz",))
+    png = plan.output(args.png, "--png", suffixes=(".png",)) if args.png else None
+    plan.check()
+    volume = read_volume(args.image, series=args.series)
     model = load_model_from_args(args)
     bar = TqdmProgress("features")
     try:
@@ -45,12 +54,13 @@ def run(args: argparse.Namespace) -> int:
             max_tokens=args.max_tokens,
             overlap=args.overlap,
             device=args.device,
+            precision=args.precision,
             progress=bar,
             cache=not args.no_cache,
         )
     finally:
         bar.close()
-    feats.save(out)
+    plan.written(feats.save(out))
     log.info(
         "wrote %s: patch grid %s x %d channels, %s tiles",
         out,
@@ -58,8 +68,9 @@ def run(args: argparse.Namespace) -> int:
         feats.patch.shape[-1],
         feats.extraction.get("tiles", "cached"),
     )
-    if args.png:
+    if png is not None:
         from ..imaging.pictures import feature_overview_png
 
-        log.info("wrote %s", feature_overview_png(volume, feats.patch, feats.grid_to_ras, args.png))
+        log.info("wrote %s", feature_overview_png(volume, feats.patch, feats.grid_to_ras, png))
+    plan.done()
     return 0

@@ -22,6 +22,12 @@ COMMAND_MODULES = (
     "voxelfm.cli.probe_cmd",  # voxelfm fit-probe / apply-probe
     "voxelfm.cli.pretrain_cmd",  # voxelfm pretrain
     "voxelfm.cli.demo_cmd",  # voxelfm demo (README main job)
+    "voxelfm.cli.index_cmd",  # voxelfm index add/list/remove/rebuild (case library)
+    "voxelfm.cli.query_cmd",  # voxelfm query (similar-case retrieval)
+    "voxelfm.cli.report_cmd",  # voxelfm report
+    "voxelfm.cli.report_train_cmd",  # voxelfm report-train
+    "voxelfm.cli.report_eval_cmd",  # voxelfm report-eval
+    "voxelfm.cli.localize_cmd",  # voxelfm localize / box (landmarks, ROIs)
 )
 
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
+
+from .outputs import add_overwrite_arg, output_plan
 
 
 def register(subparsers: Any) -> None:
@@ -34,9 +37,12 @@ def register(subparsers: Any) -> None:
     s.add_argument(
         "--out", default=None, help="folder for the files (default: VOXELFM_CACHE_DIR/sample_data)"
     )
-    s.add_argument("--case", default="lung1", help="lung1 (default), lung2, or all")
+    s.add_argument(
+        "--case", default="lung1", choices=("lung1", "lung2", "all"), help="lung1 (default), lung2, or all"
+    )
     s.add_argument("--archive", default=None, help="a local copy of pyradiomics-3.0.1.tar.gz (offline use)")
     s.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    add_overwrite_arg(s)
     s.set_defaults(func=run_sample_data)
 
 
@@ -112,12 +118,14 @@ def run_sample_data(args: argparse.Namespace) -> int:
     from ..samples.fetch import PYRADIOMICS_301, fetch_sample_data
 
     cases = list(PYRADIOMICS_301.cases) if args.case == "all" else [args.case]
+    plan = _sample_outputs(args)
     bar = None if args.json else TqdmProgress("sample data")
     try:
         fetched = [fetch_sample_data(args.out, case=c, archive=args.archive, progress=bar) for c in cases]
     finally:
         if bar is not None:
             bar.close()
+    plan.done()
     if args.json:
         out = [
             {
@@ -138,3 +146,16 @@ def run_sample_data(args: argparse.Namespace) -> int:
         print(f"  label: {c.label}")
     print(f"source: {fetched[0].source}, licence: {fetched[0].licence}")
     return 0
+
+
+def _sample_outputs(args: argparse.Namespace):
+    """The files extraction writes into --out: a file already holding the right bytes is left as it is; any
+    other file of the same name is the user's and is not replaced (without --overwrite)."""
+    from ..samples.fetch import PYRADIOMICS_301, sample_data_dir
+
+    dest = Path(args.out).expanduser() if args.out else sample_data_dir()
+    plan = output_plan(args).input(args.archive)
+    for case in PYRADIOMICS_301.cases.values():
+        for member in (case.image, case.label):
+            plan.output(dest / member.filename, "--out", same_sha256=member.sha256)
+    return plan.check()

@@ -63,6 +63,17 @@ def device(text: str) -> str:
     return value
 
 
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def key_value(text: str) -> str:
+    """KEY=VALUE with a dotted config key (the value's type and range are checked with the whole config)."""
+    key, sep, _ = text.partition("=")
+    if not sep or not _KEY.match(key.strip()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE with a dotted key, e.g. optim.epochs=2")
+    return text
+
+
 positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
 positive_float = float_above(0.0)

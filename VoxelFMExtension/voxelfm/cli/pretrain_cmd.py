@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from . import options
+from .outputs import add_overwrite_arg, output_plan
+
+# What a pretraining run and a hub export write at the top of their folders (files.run_folder).
+RUN_ENTRIES = ("config.yaml", "metrics.jsonl", "loss.png", "checkpoints", "backbone")
+HUB_ENTRIES = ("model.safetensors", "config.json", "README.md")
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -21,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run folder: checkpoints, metrics.jsonl, loss.png, backbone/")
     p.add_argument(
         "--steps",
-        type=int,
+        type=options.positive_int,
         default=None,
         help="train until this step number (absolute, also with --resume; default: epochs x epoch length; "
         "schedules always span epochs x epoch length)",
@@ -30,21 +37,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--set",
         dest="overrides",
+        type=options.key_value,
         action="append",
         default=[],
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set optim.epochs=2 (repeatable)",
     )
-    p.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda, cuda:1")
+    p.add_argument(
+        "--device", type=options.device, default="auto", help="auto (GPU if available), cpu, cuda, cuda:1"
+    )
     p.add_argument("--export-hub", default=None, metavar="DIR", help="also export a hub-style folder here")
     p.add_argument(
         "--threads",
-        type=int,
+        type=options.positive_int,
         default=None,
         help="torch CPU threads per process (default: torch's choice; use 1 on a busy machine or per torchrun process)",
     )
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    add_overwrite_arg(p)
     p.set_defaults(func=_handler)
+
+
+def _checked_plan(args: argparse.Namespace):
+    """The config (validated) and the run folders (refusing foreign files), before any data or model work."""
+    from ..pretrain.config import load_config
+    from ..pretrain.data import discover_sources
+
+    config = load_config(args.config, args.overrides)
+    plan = output_plan(args).input(args.data, args.config, *discover_sources(args.data))
+    plan.run_folder(args.out, "pretrain", RUN_ENTRIES, "--out")
+    if args.export_hub:
+        plan.run_folder(args.export_hub, "hub-export", HUB_ENTRIES, "--export-hub")
+    plan.check()
+    return config, plan
 
 
 def _handler(args: argparse.Namespace) -> int:
@@ -52,16 +77,16 @@ def _handler(args: argparse.Namespace) -> int:
 
     from ..pretrain.trainer import run_pretraining
 
+    config, plan = _checked_plan(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-
+    plan.claim_folders()
     result = run_pretraining(
         data=args.data,
-        config=args.config,
+        config=config,
         out=args.out,
         steps=args.steps,
         resume=args.resume,
-        overrides=args.overrides,
         device=args.device,
         export_hub=args.export_hub,
         show_bar=not args.no_progress,

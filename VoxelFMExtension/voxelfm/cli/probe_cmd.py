@@ -8,7 +8,12 @@ import io
 import sys
 from pathlib import Path
 
+from . import options
 from .common import add_feature_args, add_model_args, log
+from .outputs import add_overwrite_arg, output_plan
+
+POOLINGS = ("cls", "mean", "cls+mean", "registers", "cls+registers", "all", "tokens", "tokens+cls")
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "survival: 'time' + 'event' (1 = event, 0 = censored); optional 'id', 'split' (train/val/test) or "
         "'fold'. Writes PROBE.safetensors + PROBE.json and PROBE.report.json + PROBE.report.png.",
     )
-    p.add_argument("--task", required=True, choices=("classification", "regression", "survival"))
+    p.add_argument(
+        "--task", required=True, choices=("classification", "regression", "survival", "localisation")
+    )
     p.add_argument("--manifest", required=True, help="CSV / TSV / JSONL manifest")
     p.add_argument(
         "--out", required=True, help="probe path without suffix (PROBE -> PROBE.json + PROBE.safetensors)"
@@ -33,18 +40,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--pooling",
         default=None,
+        choices=POOLINGS,
         help="cls, mean, cls+mean, registers, cls+registers, all; "
         "attentive: tokens, tokens+cls (default: cls+mean / tokens)",
     )
-    p.add_argument("--folds", type=int, default=5, help="k for k-fold cross-validation (default 5)")
-    p.add_argument("--epochs", type=int, default=300, help="max epochs (AdamW) / iterations (L-BFGS)")
-    p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default: per head)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--patience", type=int, default=30, help="early-stopping patience in epochs")
+    p.add_argument(
+        "--folds", type=options.int_at_least(2), default=5, help="k for k-fold cross-validation (default 5)"
+    )
+    p.add_argument(
+        "--epochs", type=options.positive_int, default=300, help="max epochs (AdamW) / iterations (L-BFGS)"
+    )
+    p.add_argument(
+        "--lr", type=options.positive_float, default=None, help="AdamW learning rate (default: per head)"
+    )
+    p.add_argument("--batch-size", type=options.positive_int, default=None)
+    p.add_argument(
+        "--patience", type=options.positive_int, default=30, help="early-stopping patience in epochs"
+    )
     p.add_argument("--class-weights", default="balanced", choices=("balanced", "none"))
-    p.add_argument("--knn-k", type=int, default=10, help="kNN baseline neighbours (0 = off)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% CIs (0 = off)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--knn-k", type=options.non_negative_int, default=10, help="kNN baseline neighbours (0 = off)"
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=options.non_negative_int,
+        default=1000,
+        help="bootstrap resamples for 95%% CIs (0 = off)",
+    )
+    p.add_argument("--seed", type=options.non_negative_int, default=0)
+    add_overwrite_arg(p)
     add_model_args(p)
     add_feature_args(p)
     p.set_defaults(func=run_fit)
@@ -61,6 +85,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--manifest", default=None, help="take the images from a manifest's 'image' column instead"
     )
     a.add_argument("--out", default=None, help="write the table to this .csv / .tsv (default: stdout, TSV)")
+    add_overwrite_arg(a)
     add_model_args(a)
     add_feature_args(a)
     a.set_defaults(func=run_apply)
@@ -88,12 +113,17 @@ def _extraction_kwargs(args: argparse.Namespace) -> dict:
         "max_tokens": args.max_tokens,
         "overlap": args.overlap,
         "device": args.device,
+        "precision": args.precision,
         "cache": not args.no_cache,
         "progress": TqdmProgress("features"),
     }
 
 
 def run_fit(args: argparse.Namespace) -> int:
+    if args.task == "localisation":  # landmarks (manifest: image, points): voxelfm.cli.localize_cmd
+        from .localize_cmd import run_fit_localisation
+
+        return run_fit_localisation(args)
     import dataclasses
 
     from ..features.extract import model_identity
@@ -122,6 +152,7 @@ def run_fit(args: argparse.Namespace) -> int:
     )
     targets = [t.strip() for t in args.targets.split(",")] if args.targets else None
     manifest = read_manifest(args.manifest, args.task, targets, args.time_column, args.event_column)
+    plan = _fit_outputs(args, manifest)
     encode_targets(args.task, manifest.targets, manifest.target_names)  # bad targets fail before extraction
     model = _load_model(args)
     preprocess = preprocess_from_args(model, args)
@@ -138,6 +169,7 @@ def run_fit(args: argparse.Namespace) -> int:
         target_names=manifest.target_names,
         folds=manifest.folds,
         split=manifest.split,
+        groups=manifest.groups,
         backbone=model_identity(model),
         preprocess=preprocess.to_dict() if hasattr(preprocess, "to_dict") else dataclasses.asdict(preprocess),
     )
@@ -157,7 +189,18 @@ def run_fit(args: argparse.Namespace) -> int:
         _fmt(knn),
     )
     log.info("wrote %s, %s, %s, %s", js, st, rj, rp)
+    plan.done()
     return 0
+
+
+def _fit_outputs(args: argparse.Namespace, manifest):
+    """PROBE.safetensors/.json and PROBE.report.json/.png, checked against the manifest and its images."""
+    plan = output_plan(args).input(args.manifest, *manifest.images)
+    st, js = plan.probe_outputs(args.out, "--out")
+    base = js.with_suffix("")
+    plan.output(base.with_name(base.name + ".report.json"), "--out (report)")
+    plan.output(base.with_name(base.name + ".report.png"), "--out (report picture)")
+    return plan.check()
 
 
 def _fmt(v) -> str:
@@ -166,6 +209,7 @@ def _fmt(v) -> str:
 
 def run_apply(args: argparse.Namespace) -> int:
     from ..errors import InputError
+    from ..files.probe_paths import probe_paths
     from ..probes.manifest import read_manifest
     from ..probes.pipeline import apply_probe
     from ..probes.probe_file import load_probe
@@ -184,6 +228,10 @@ def run_apply(args: argparse.Namespace) -> int:
         raise InputError(
             f"Image(s) not found: {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else "")
         )
+    plan = output_plan(args).input(*probe_paths(args.probe), args.manifest, *images)
+    if args.out:
+        plan.output(args.out, "--out", suffixes=TABLE_SUFFIXES)
+    plan.check()
     model = _load_model(args, fallback_id=(probe.backbone or {}).get("id"))
     kw = _extraction_kwargs(args)
     try:
@@ -201,7 +249,7 @@ def run_apply(args: argparse.Namespace) -> int:
     if args.out:
         from ..files.atomic import atomic_write_text
 
-        atomic_write_text(Path(args.out), buf.getvalue())
+        plan.written(atomic_write_text(Path(args.out), buf.getvalue()))
         log.info("wrote %s (%d rows)", args.out, len(rows))
     else:
         sys.stdout.write(buf.getvalue())

@@ -12,15 +12,24 @@ import argparse
 from pathlib import Path
 
 from . import options
-from .common import add_feature_args, add_model_args, feature_options_from_args, log, spec_from_args
+from .common import (
+    add_command,
+    add_feature_args,
+    add_model_args,
+    add_series_arg,
+    feature_options_from_args,
+    log,
+    spec_from_args,
+)
+from .outputs import add_overwrite_arg, output_plan
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "segment",
-        help="few-shot segmentation from sparse labels, or apply a saved segmentation probe",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "few-shot segmentation from sparse labels, or apply a saved segmentation probe",
+        __doc__,
     )
     p.add_argument("image", help="CT file, DICOM series folder, or (with --probe) a folder of CT files")
     src = p.add_mutually_exclusive_group(required=True)
@@ -51,6 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="extract features from an isotropic resampling at this spacing (mm), e.g. 1.5 for 3 mm CT",
     )
+    add_series_arg(p)
+    add_overwrite_arg(p)
     add_model_args(p)
     add_feature_args(p)
     p.set_defaults(func=run)
@@ -75,7 +86,7 @@ def _log_written(result, out: Path) -> None:
         log.warning("%s", warning)
 
 
-def _fit(args: argparse.Namespace, out: Path) -> int:
+def _fit(args: argparse.Namespace, plan) -> int:
     import numpy as np
 
     from ..errors import InputError
@@ -88,7 +99,8 @@ def _fit(args: argparse.Namespace, out: Path) -> int:
     from ..segment.probe_file import save_segmentation_probe
     from ..segment.voxel_features import IntensityConfig
 
-    volume = read_volume(args.image)
+    out = Path(args.out)
+    volume = read_volume(args.image, series=args.series)
     labels = read_label_volume(args.labels)
     if args.painted_slices:
         if (labels.array == UNLABELLED).any():
@@ -106,47 +118,69 @@ def _fit(args: argparse.Namespace, out: Path) -> int:
     result = _pipeline(args, config).fit(volume, labels, classes)
     probe = result.probe
     log.info("fitted probe: %s", {k: v for k, v in probe.metrics.items() if k != "warnings"})
-    write_segmentation(result, out)
+    plan.written(write_segmentation(result, out))
     _log_written(result, out)
     if args.save_probe:
         st, js = save_segmentation_probe(probe, args.save_probe)
         log.info("saved probe %s + %s", js, st.name)
+    plan.done()
     return 0
 
 
-def _apply(args: argparse.Namespace, out: Path) -> int:
-    from ..errors import InputError
-    from ..imaging.formats import IMAGE_SUFFIXES, has_suffix
+def _apply(args: argparse.Namespace, plan, pairs: list[tuple[Path, Path]]) -> int:
     from ..imaging.io import read_volume
-    from ..segment.files import OUTPUT_SUFFIXES, check_output_name, write_segmentation
+    from ..segment.files import write_segmentation
     from ..segment.probe_file import load_segmentation_probe
 
     probe = load_segmentation_probe(args.probe)
-    image = Path(args.image)
-    files = sorted(f for f in image.iterdir() if has_suffix(f, IMAGE_SUFFIXES)) if image.is_dir() else []
-    if files and has_suffix(out, OUTPUT_SUFFIXES):
-        raise InputError(f"{image} is a folder of images: --out must be a folder, got {out.name}.")
-    if not files:
-        check_output_name(out)
     pipeline = _pipeline(args)
     # with --largest-component/--fill-holes these replace the probe's own post-processing
     pp = _postprocess(args) if (args.largest_component or args.fill_holes) else None
-    pairs = [(f, out / (f.name.split(".")[0] + "_seg.nii.gz")) for f in files] if files else [(image, out)]
     for src, dst in pairs:
-        result = pipeline.apply(read_volume(str(src)), probe, postprocess=pp)
-        write_segmentation(result, dst)
+        result = pipeline.apply(read_volume(str(src), series=args.series), probe, postprocess=pp)
+        plan.written(write_segmentation(result, dst))  # one by one: an interrupted run's outputs stay ours
         _log_written(result, dst)
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
+def _apply_pairs(args: argparse.Namespace, plan) -> list[tuple[Path, Path]]:
+    """(image, output) of each case; a folder of images gives OUT/<name>_seg.nii.gz per image."""
     from ..errors import InputError
-    from ..segment.files import check_output_name
+    from ..files.output_ledger import is_own_output
+    from ..files.probe_paths import probe_paths
+    from ..imaging.formats import IMAGE_SUFFIXES, has_suffix
+    from ..segment.files import OUTPUT_SUFFIXES
 
-    out = Path(args.out)
+    image, out = Path(args.image), Path(args.out)
+    plan.input(image, *probe_paths(args.probe))
+    if not image.is_dir() or args.series:
+        return [(image, plan.output(out, "--out", suffixes=OUTPUT_SUFFIXES))]
+    files = sorted(f for f in image.iterdir() if has_suffix(f, IMAGE_SUFFIXES))
+    if not files:
+        return [(image, plan.output(out, "--out", suffixes=OUTPUT_SUFFIXES))]  # a DICOM folder
+    if has_suffix(out, OUTPUT_SUFFIXES):
+        raise InputError(f"{image} is a folder of images: --out must be a folder, got {out.name}.")
+    ours = [f for f in files if is_own_output(f)]
+    for f in ours:
+        log.warning("skipping %s: a segmentation VoxelFM wrote, not a CT", f)
+    return [
+        (f, plan.output(out / (f.name.split(".")[0] + "_seg.nii.gz"), f"the output for {f.name}"))
+        for f in files
+        if f not in ours
+    ]
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..segment.files import OUTPUT_SUFFIXES
+
+    plan = output_plan(args)
     if args.labels:
-        check_output_name(out)
-        if Path(args.labels).resolve() == out.resolve():
-            raise InputError("--out must not be the --labels file (inputs are never overwritten).")
-        return _fit(args, out)
-    return _apply(args, out)
+        plan.input(args.image, args.labels)
+        plan.output(args.out, "--out", suffixes=OUTPUT_SUFFIXES)
+        if args.save_probe:
+            plan.probe_outputs(args.save_probe, "--save-probe")
+        plan.check()
+        return _fit(args, plan)
+    pairs = _apply_pairs(args, plan)
+    plan.check()
+    return _apply(args, plan, pairs)

@@ -2,6 +2,10 @@
 
 Location: ``$VOXELFM_CACHE_DIR/features`` (default ``~/.cache/voxelfm/features``). Entries are plain .npz
 files, written atomically, so several Slicer/CLI processes can share the cache safely.
+
+Self-healing: an entry that cannot be read (truncated by a full disk, a copied-over cache, bit rot; numpy
+raises BadZipFile, EOFError, ValueError, ...) is a miss: logged, removed, and recomputed by the caller, never
+a crash. Entries are also checked for the arrays and finite values a features file must hold.
 """
 
 from __future__ import annotations
@@ -44,17 +48,22 @@ class FeatureCache:
         return self.folder / f"{key}.npz"
 
     def get(self, key: str) -> VolumeFeatures | None:
-        from ..errors import InputError
+        """The cached features, or None (a miss) when absent or unreadable; an unreadable entry is removed."""
         from .volume_features import VolumeFeatures
 
         p = self.path(key)
         if not p.is_file():
             return None
         try:
-            return VolumeFeatures.load(p)
-        except InputError:
-            log.warning("Ignoring unreadable feature cache entry %s", p)
+            feats = VolumeFeatures.load(p)
+            _check_entry(feats)
+        except Exception as exc:  # any failure to read an entry is a miss, never a crash
+            log.warning(
+                "Feature cache entry %s is unreadable (%s); removed, the features are recomputed.", p, exc
+            )
+            p.unlink(missing_ok=True)
             return None
+        return feats
 
     def put(self, key: str, feats: VolumeFeatures) -> Path:
         return feats.save(self.path(key))
@@ -65,3 +74,16 @@ class FeatureCache:
             p.unlink()
             n += 1
         return n
+
+
+def _check_entry(feats: VolumeFeatures) -> None:
+    """ValueError unless the entry has the shapes and finite values features always have."""
+    import numpy as np
+
+    c = feats.cls.shape[-1] if feats.cls.ndim == 1 else -1
+    if c < 1 or feats.patch.ndim != 4 or feats.patch.shape[-1] != c or feats.registers.shape[-1:] != (c,):
+        raise ValueError("inconsistent array shapes")
+    if feats.grid_to_ras.shape != (4, 4):
+        raise ValueError("grid_to_ras is not 4x4")
+    if not all(np.isfinite(a).all() for a in (feats.cls, feats.registers, feats.patch, feats.grid_to_ras)):
+        raise ValueError("non-finite values")

@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..device import autocast_for, pick_device
+from ..device import autocast_for, pick_device, resolve_precision
 from ..errors import InputError
 from ..imaging.resample import patch_grid_to_ras
 from ..imaging.volume import Volume
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
 from .cache import FeatureCache
-from .tiling import blend_weights, plan_tiles
+from .tiling import blend_weights, default_max_tokens, plan_tiles
 from .volume_features import VolumeFeatures
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def extract_features(
     volume: Volume,
     model: torch.nn.Module,
     preprocess: Any = None,
-    max_tokens: int = 8192,
+    max_tokens: int | None = None,
     overlap: int = 2,
     device: str | torch.device = "auto",
     precision: str = "auto",
@@ -60,10 +60,17 @@ def extract_features(
     cancel: CancelFlag | None = None,
     cache: bool | FeatureCache = True,
 ) -> VolumeFeatures:
-    """Features of ``volume``; a repeated request with the same inputs is served from the disk cache."""
+    """Features of ``volume``; a repeated request with the same inputs is served from the disk cache.
+
+    ``precision`` (auto | fp32 | bf16) is resolved for the device first (``device.resolve_precision``) and the
+    resolved value is part of the cache key and of ``extraction``: fp32 and bf16 features never mix.
+    """
     from ..imaging.preprocess import prepare
 
     progress = progress or no_progress
+    dev = pick_device(device)
+    resolved = resolve_precision(precision, dev)
+    max_tokens = default_max_tokens() if max_tokens is None else int(max_tokens)
     cfg = preprocess if preprocess is not None else default_preprocess_for(model)
     ident = model_identity(model)
     store = cache if isinstance(cache, FeatureCache) else (FeatureCache() if cache else None)
@@ -73,7 +80,7 @@ def extract_features(
             volume.content_hash(),
             ident,
             dataclasses.asdict(cfg),
-            {"max_tokens": max_tokens, "overlap": overlap},
+            {"max_tokens": max_tokens, "overlap": overlap, "precision": resolved},
         )
         hit = store.get(key)
         if hit is not None:
@@ -87,8 +94,8 @@ def extract_features(
         prepared.normalized(),
         max_tokens,
         overlap,
-        device,
-        precision,
+        dev,
+        resolved,
         lambda f, m: progress(0.05 + 0.95 * f, m),
         cancel,
     )
@@ -108,19 +115,22 @@ def extract_features(
 def forward_prepared(
     model: torch.nn.Module,
     normalized: np.ndarray,
-    max_tokens: int = 8192,
+    max_tokens: int | None = None,
     overlap: int = 2,
     device: str | torch.device = "auto",
     precision: str = "auto",
     progress: ProgressFn | None = None,
     cancel: CancelFlag | None = None,
 ) -> VolumeFeatures:
-    """Run the backbone over a prepared, normalised [D,H,W] array (tiled when over ``max_tokens``)."""
+    """Run the backbone over a prepared, normalised [D,H,W] array (tiled when over ``max_tokens``; None = the
+    machine's default budget, ``tiling.default_max_tokens``)."""
     import time
 
     progress = progress or no_progress
     dev = pick_device(device)
     model = model.to(dev).eval()
+    resolved = resolve_precision(precision, dev)
+    max_tokens = default_max_tokens() if max_tokens is None else int(max_tokens)
     ps = model.patch_size
     arr = np.asarray(normalized, dtype=np.float32)
     if arr.ndim != 3 or any(s % ps or s == 0 for s in arr.shape):
@@ -142,7 +152,7 @@ def forward_prepared(
             check_cancel(cancel)
             progress((ti + i / n) / len(tiles), f"tile {ti + 1}/{len(tiles)}, block {i}/{n}")
 
-        with autocast_for(dev, precision):
+        with autocast_for(dev, resolved):
             out = model.forward_features(sub, on_block=on_block)
         patch = out["patch"][0].float().cpu().numpy()
         n_tok = int(np.prod(tile.size))
@@ -167,6 +177,7 @@ def forward_prepared(
             "max_tokens": max_tokens,
             "overlap": overlap,
             "device": str(dev),
+            "precision": resolved,
             "seconds": round(time.perf_counter() - t0, 3),
         },
     )

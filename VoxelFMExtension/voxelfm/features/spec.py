@@ -5,7 +5,9 @@ Torch-free on purpose: the Slicer model panel builds these before torch is insta
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from .tiling import default_max_tokens
 
 
 @dataclass(frozen=True)
@@ -15,7 +17,7 @@ class ModelSpec:
     model: str = ""  # registry id, checkpoint file or folder; "" = the default-model policy
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "auto"  # auto | fp32 | bf16
-    max_tokens: int = 8192  # tile budget in patch tokens
+    max_tokens: int = field(default_factory=default_max_tokens)  # tile budget in patch tokens (per machine)
     config: str | None = None  # config.yaml for an official .pth not stored beside it
 
     def with_model(self, model: str) -> ModelSpec:

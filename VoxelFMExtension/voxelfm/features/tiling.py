@@ -6,9 +6,48 @@ has no seams and cells near a tile edge (which see less context) count less.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 
 import numpy as np
+
+# The default token budget (see ``default_max_tokens``): one pass, no tiles, for any chest CT at 0.75-1 mm
+# (20-30k tokens) where memory allows. Measured ViT-B/14 fp32 forward peak RSS on CPU (one pass, SDPA):
+# ~0.7 GB + ~60 KB per token (0.94 / 1.41 / 1.88 GB at 4k / 8k / 16k tokens; the whole `voxelfm features`
+# command 1.7 / 2.0 / see results/speed_table.md at 8k / 16k / 25.9k), so 32k tokens need ~2.7 GB.
+MAX_DEFAULT_TOKENS = 32768
+MIN_DEFAULT_TOKENS = 4096
+BASE_BYTES = 0.7 * 2**30  # model + activations that do not grow with the token count (ViT-B fp32)
+BYTES_PER_TOKEN = 60 * 2**10
+MEMORY_SHARE = 0.25  # of physical memory: Slicer, the CT and its segmentations live beside the forward
+
+
+def physical_memory_bytes() -> int | None:
+    """Total physical memory, or None where the platform does not say (then the fixed default applies)."""
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    with contextlib.suppress(ImportError, AttributeError):
+        import psutil  # type: ignore[import-not-found]  # Windows; often present in Slicer's Python
+
+        return int(psutil.virtual_memory().total)
+    return None
+
+
+def default_max_tokens(memory_bytes: int | None = None) -> int:
+    """The token budget the measured memory cost allows on this machine, in [4096, 32768] (multiples of 1024).
+
+    Rule: the largest N with BASE_BYTES + N * BYTES_PER_TOKEN <= MEMORY_SHARE * physical memory. Memory, not
+    time, sets it: a one-pass 25.9k-token forward costs 1.9x the FLOPs of the four 8k tiles that cover it
+    (attention is quadratic; results/speed_table.md has the measured times), but tiles see less context and
+    blend seams, so one pass is preferred wherever it fits; a caller who wants speed passes a smaller budget.
+    8 GB of RAM -> 22528 tokens (tiles only for the largest chest CTs), 16 GB or more -> 32768.
+    """
+    mem = physical_memory_bytes() if memory_bytes is None else memory_bytes
+    if not mem:
+        return 16384
+    fit = int((MEMORY_SHARE * mem - BASE_BYTES) // BYTES_PER_TOKEN) // 1024 * 1024
+    return max(MIN_DEFAULT_TOKENS, min(MAX_DEFAULT_TOKENS, fit))
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,9 @@
 """Atomic file writes: write a temporary file in the destination folder, then os.replace.
 
 A crash or kill mid-write leaves the previous file intact (never a half-written one under the real name).
+File modes are the same for everything we write: a new file gets 0666 minus the umask (0644 under the
+usual umask 022), as a plain ``open()`` would; a replaced file keeps its own mode, so a result the user made
+private (0600) stays private.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ def atomic_write(path: Path, writer: Callable[[Path], None], suffix: str = "", f
         if fsync:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
+        os.chmod(tmp, file_mode(path))  # mkstemp creates 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -33,8 +36,25 @@ def atomic_write(path: Path, writer: Callable[[Path], None], suffix: str = "", f
     return path
 
 
+def file_mode(path: Path) -> int:
+    """The mode a write to ``path`` gives the file: the existing file's, else 0666 minus the umask."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except OSError:
+        return 0o666 & ~_umask()
+
+
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process umask, read without changing it where the OS allows (os.umask is process-wide, and a
+    worker thread creating a file in between would get the wrong mode)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 

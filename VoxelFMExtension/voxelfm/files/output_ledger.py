@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 
 from .locations import cache_root
@@ -57,7 +58,7 @@ def record_output(path: str | os.PathLike, by: str = "voxelfm") -> None:
     target = _record_path(entry)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_text(json.dumps(record))
         os.replace(tmp, target)
     except OSError as exc:

@@ -253,6 +253,41 @@ def check_fields(
             )
 
 
+def check_choice(
+    meta: Mapping[str, Any], name: str, choices: tuple[str, ...], where: str | os.PathLike, prefix: str = ""
+) -> None:
+    """CheckpointError naming the field when ``meta[name]`` is not one of ``choices`` (an edited or foreign
+    value, e.g. kind "astrology", must not fall through to some default behaviour)."""
+    check_fields(meta, {name: str}, where, prefix)
+    if meta[name] not in choices:
+        raise CheckpointError(
+            f"{where}: field '{prefix}{name}' is {_describe(meta[name])}; expected one of {', '.join(choices)}."
+        )
+
+
+def check_number(
+    meta: Mapping[str, Any],
+    name: str,
+    where: str | os.PathLike,
+    minimum: float | None = None,
+    positive: bool = False,
+    optional: bool = False,
+    prefix: str = "",
+) -> None:
+    """CheckpointError naming the field unless ``meta[name]`` is a finite number in range (or null/absent when
+    ``optional``)."""
+    value = meta.get(name)
+    if optional and value is None:
+        return
+    check_fields(meta, {name: float}, where, prefix)
+    bad = not np.isfinite(value) or (positive and value <= 0) or (minimum is not None and value < minimum)
+    if bad:
+        rule = "> 0" if positive else (f">= {minimum:g}" if minimum is not None else "finite")
+        raise CheckpointError(
+            f"{where}: field '{prefix}{name}' is {_describe(value)}; expected a number {rule}."
+        )
+
+
 def _is_a(value: Any, want: type) -> bool:
     if isinstance(value, bool):  # JSON true/false are not numbers here
         return want is bool

@@ -14,9 +14,8 @@ import json
 import os
 import re
 from collections.abc import Iterable
+from fnmatch import fnmatchcase
 from pathlib import Path
-
-from .atomic import atomic_write_text
 
 MARKER = ".voxelfm-run.json"
 # Temporary names our atomic writes use (``.NAME.<random>.tmp<suffix>``): left only by a killed process.
@@ -34,18 +33,21 @@ def run_kind(folder: str | os.PathLike) -> str | None:
 
 
 def foreign_entries(folder: str | os.PathLike, kind: str, names: Iterable[str]) -> list[str]:
-    """Entries of an existing, non-empty ``folder`` that a run of ``kind`` did not write (all, without our marker)."""
+    """Entries of an existing, non-empty ``folder`` that a run of ``kind`` did not write (all, without our
+    marker). ``names``: the entries such runs write, as exact names or patterns (``hit*.png``)."""
     folder = Path(folder)
     entries = sorted(p.name for p in folder.iterdir())
     if run_kind(folder) != kind:
         return [e for e in entries if e != MARKER] or entries
-    allowed = set(names) | {MARKER}
-    return [e for e in entries if e not in allowed and not _OUR_TEMP.match(e)]
+    patterns = [*names, MARKER]
+    return [e for e in entries if not any(fnmatchcase(e, p) for p in patterns) and not _OUR_TEMP.match(e)]
 
 
 def claim_run_folder(folder: str | os.PathLike, kind: str) -> Path:
     """Create ``folder`` (if needed) and write its marker before anything else goes in; returns the folder."""
     import voxelfm
+
+    from .atomic import atomic_write_text  # numpy: not at CLI parse time
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

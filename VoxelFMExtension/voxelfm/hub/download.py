@@ -9,15 +9,19 @@ from where, where to put it, and which bundled model works without it.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
+import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from ..errors import InputError, ModelNotAvailableError, VoxelFMError
+from ..errors import CancelledError, InputError, ModelNotAvailableError, VoxelFMError
 from ..files.integrity import sha256_of, verify_file
-from ..progress import ProgressFn, no_progress
+from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
 from .registry import ModelEntry, Registry, bundled_dir, load_registry
 
 log = logging.getLogger(__name__)
@@ -25,6 +29,11 @@ log = logging.getLogger(__name__)
 FALLBACK_MODEL = "voxelfm-tiny"
 _TRUE = ("1", "true", "yes", "on")
 _warned: set[tuple[str, str]] = set()
+PROBE_TIMEOUT_S = 3.0  # one TCP connect to the Hub (or the proxy) before any download
+PROBE_MEMO_S = 60.0  # a probe result is reused this long (the default policy may ask several times)
+DOWNLOAD_SHARE = 0.9  # of a download's progress bar; sha256 verification takes the rest
+_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+_probe_memo: dict[tuple[str, int], tuple[float, str]] = {}
 
 
 @dataclass
@@ -81,6 +90,58 @@ def hf_cache_dir() -> Path:
         return Path(os.environ["HF_HOME"]).expanduser() / "hub"
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "huggingface" / "hub"
+
+
+def hub_endpoint() -> str:
+    """The Hub URL huggingface_hub would use (HF_ENDPOINT read at call time)."""
+    endpoint = os.environ.get("HF_ENDPOINT", "").strip()
+    if endpoint:
+        return endpoint.rstrip("/")
+    from huggingface_hub import constants
+
+    return str(constants.ENDPOINT).rstrip("/")
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def connect_probe(host: str, port: int, timeout: float) -> str:
+    """ "" if ``host:port`` accepts a TCP connection within ``timeout`` s, else what went wrong."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return ""
+    except OSError as exc:
+        what = "timed out" if isinstance(exc, socket.timeout) else (exc.strerror or type(exc).__name__)
+        return what.lower()
+
+
+probe = connect_probe  # tests replace this one name (they never reach the network)
+
+
+def hub_unreachable_reason(endpoint: str | None = None, timeout: float = PROBE_TIMEOUT_S) -> str:
+    """ "" if the Hub (or the HTTPS proxy) accepts a TCP connection within ``timeout`` s, else why not (one line).
+
+    WHY: huggingface_hub retries a refused or timed-out request five times with backoff (about 25 s and a
+    warning per retry and per file); one short connect first lets an offline machine say so at once.
+    """
+    endpoint = endpoint or hub_endpoint()
+    proxy = next((os.environ[v] for v in _PROXY_VARS if os.environ.get(v, "").strip()), "")
+    host, port = _host_port(proxy or endpoint)
+    now = time.monotonic()
+    memo = _probe_memo.get((host, port))
+    if memo is not None and now - memo[0] < PROBE_MEMO_S:
+        return memo[1]
+    failure = probe(host, port, timeout)
+    via = f" (through the proxy {host}:{port})" if proxy else ""
+    reason = (
+        f"the Hugging Face Hub {endpoint}{via} is unreachable ({failure} within {timeout:g} s)"
+        if failure
+        else ""
+    )
+    _probe_memo[(host, port)] = (now, reason)
+    return reason
 
 
 def repo_cache_folder(repo_id: str) -> Path:
@@ -183,7 +244,7 @@ def _warn_unverified(entry_id: str, filename: str, digest: str, why: str) -> str
     return msg
 
 
-def _resolve_hub(entry: ModelEntry, progress: ProgressFn) -> ResolvedModel:
+def _resolve_hub(entry: ModelEntry, progress: ProgressFn, cancel: CancelFlag | None = None) -> ResolvedModel:
     files: dict[str, Path] = {}
     downloaded = False
     missing = [f.path for f in entry.files.values() if _cached_path(entry, f.path) is None]
@@ -191,21 +252,70 @@ def _resolve_hub(entry: ModelEntry, progress: ProgressFn) -> ResolvedModel:
         raise ModelNotAvailableError(
             not_available_message(entry, missing, "HF_HUB_OFFLINE=1 forbids downloading")
         )
+    unreachable = hub_unreachable_reason() if missing else ""
+    if unreachable:
+        raise ModelNotAvailableError(not_available_message(entry, missing, unreachable))
     n = len(entry.files)
     for i, (role, f) in enumerate(entry.files.items()):
         cached = _cached_path(entry, f.path)
         if cached is not None:
             files[role] = cached
             continue
-        progress(i / n, f"downloading {f.path} from {entry.hub_repo}")
-        files[role] = _download(entry, f.path, missing)
+        check_cancel(cancel)
+        progress(DOWNLOAD_SHARE * i / n, f"downloading {f.path} from {entry.hub_repo}")
+        files[role] = _download(entry, f.path, missing, _file_progress(progress, i, n, f.path), cancel)
         downloaded = True
+    if downloaded:  # downloads took [0, DOWNLOAD_SHARE] of the bar; verification takes the rest
+        progress = _scaled(progress, DOWNLOAD_SHARE, 1.0)
     return _verify(entry, files, "hub-download" if downloaded else "hub-cache", progress, _fix_hint_hub)
 
 
-def _download(entry: ModelEntry, filename: str, missing: list[str]) -> Path:
+def _scaled(progress: ProgressFn, low: float, high: float) -> ProgressFn:
+    return lambda fraction, message="": progress(low + (high - low) * fraction, message)
+
+
+def _file_progress(progress: ProgressFn, index: int, count: int, name: str) -> ProgressFn:
+    """Progress of one file's download as its share of the download part of the bar."""
+    scaled = _scaled(progress, DOWNLOAD_SHARE * index / count, DOWNLOAD_SHARE * (index + 1) / count)
+    return lambda fraction, message="": scaled(fraction, message or f"downloading {name}")
+
+
+def _tqdm_reporting(progress: ProgressFn, cancel: CancelFlag | None):
+    """A tqdm class for huggingface_hub that reports bytes as progress and stops when ``cancel`` is set."""
+    from tqdm.auto import tqdm
+
+    class Reporting(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = False
+            super().__init__(*args, **kwargs)
+
+        def update(self, n=1):
+            check_cancel(
+                cancel
+            )  # raises CancelledError inside the download; the partial file is kept to resume
+            out = super().update(n)
+            if self.total:
+                progress(
+                    min(1.0, self.n / self.total),
+                    f"downloaded {self.n / 1e6:.0f} of {self.total / 1e6:.0f} MB",
+                )
+            return out
+
+    return Reporting
+
+
+def _download(
+    entry: ModelEntry,
+    filename: str,
+    missing: list[str],
+    progress: ProgressFn = no_progress,
+    cancel: CancelFlag | None = None,
+) -> Path:
     from huggingface_hub import hf_hub_download
 
+    extra = {}
+    if "tqdm_class" in inspect.signature(hf_hub_download).parameters:  # huggingface_hub >= 0.25
+        extra["tqdm_class"] = _tqdm_reporting(progress, cancel)
     try:
         path = hf_hub_download(
             entry.hub_repo,
@@ -213,8 +323,9 @@ def _download(entry: ModelEntry, filename: str, missing: list[str]) -> Path:
             revision=entry.revision,
             cache_dir=hf_cache_dir(),
             local_files_only=hub_offline(),
+            **extra,
         )
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, CancelledError):
         raise
     except Exception as exc:  # connection, DNS, proxy, 401/404, gated repo...: all mean "not available here"
         detail = (str(exc).strip().splitlines() or ["no details"])[0][:300]
@@ -326,6 +437,7 @@ def resolve_model_files(
     model: str | Path | ModelEntry,
     progress: ProgressFn | None = None,
     registry: Registry | None = None,
+    cancel: CancelFlag | None = None,
 ) -> ResolvedModel:
     """Local, verified files for a registry id / entry, or for a checkpoint file or model folder path.
 
@@ -343,7 +455,7 @@ def resolve_model_files(
         entry = reg.get(str(model))
     if entry.source == "bundled":
         return _resolve_bundled(entry, reg, progress)
-    return _resolve_hub(entry, progress)
+    return _resolve_hub(entry, progress, cancel)
 
 
 def resolve_default_model(

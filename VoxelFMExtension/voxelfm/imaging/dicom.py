@@ -1,9 +1,11 @@
 """Find and read the CT series in a DICOM folder with SimpleITK/GDCM.
 
 Why our own series selection: a study folder often holds several series (scouts, dose reports, other
-reconstructions). Like the reference we keep the largest CT series; unlike it we sort slices along the true slice
-normal (ImageOrientationPatient cross product), so oblique and feet-first series stack correctly, and we keep the
-full 3D geometry instead of only the z spacing.
+reconstructions). Non-CT series and localizers (CT series of at most ``LOCALIZER_SLICES`` images) are skipped;
+when more than one CT volume remains, guessing (the reference keeps the largest) could silently analyse the
+wrong reconstruction, so the error lists them and the caller names one (``--series UID``). Slices are sorted
+along the true slice normal (ImageOrientationPatient cross product), so oblique and feet-first series stack
+correctly, and the full 3D geometry is kept instead of only the z spacing.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from ..errors import InputError
 _MODALITY = "0008|0060"
 _IPP = "0020|0032"
 _IOP = "0020|0037"
+_DESCRIPTION = "0008|103e"
+LOCALIZER_SLICES = 3  # scouts/localizers: one to three images, never the volume meant
 
 
 @dataclass
@@ -29,6 +33,7 @@ class SeriesInfo:
     series_id: str
     files: list[str]
     modality: str
+    description: str = ""
 
 
 def _header(path: str) -> sitk.ImageFileReader | None:
@@ -68,17 +73,23 @@ def find_series(folder: str | Path) -> list[SeriesInfo]:
                 continue
             head = _header(files[0])
             modality = _tag(head, _MODALITY).upper() if head is not None else ""
-            found.append(SeriesInfo(root, sid, files, modality))
+            description = _tag(head, _DESCRIPTION) if head is not None else ""
+            found.append(SeriesInfo(root, sid, files, modality, description))
     return found
 
 
-def choose_ct_series(series: list[SeriesInfo], folder: str | Path) -> SeriesInfo:
-    """Largest series whose modality is CT (or unset, as in some anonymised exports)."""
+def choose_ct_series(series: list[SeriesInfo], folder: str | Path, uid: str | None = None) -> SeriesInfo:
+    """The series ``uid``, else the one CT volume (CT or unset modality, as in some anonymised exports)."""
     if not series:
         raise InputError(
             f"No DICOM series found in folder {folder}. Select the folder that contains the CT slice files "
             "(or a parent of it), or load a NIfTI/NRRD file instead."
         )
+    if uid:
+        match = [s for s in series if s.series_id == uid.strip()]
+        if not match:
+            raise InputError(f"The DICOM folder {folder} has no series {uid}. {_listing(series)}")
+        return max(match, key=lambda s: len(s.files))
     ct = [s for s in series if s.modality in ("CT", "")]
     if not ct:
         mods = sorted({s.modality for s in series})
@@ -86,7 +97,23 @@ def choose_ct_series(series: list[SeriesInfo], folder: str | Path) -> SeriesInfo
             f"The DICOM folder {folder} holds no CT series (modalities found: {', '.join(mods)}). "
             "VoxelFM works on CT only; select a CT series."
         )
-    return max(ct, key=lambda s: len(s.files))
+    volumes = [s for s in ct if len(s.files) > LOCALIZER_SLICES] or ct
+    if len(volumes) > 1:
+        raise InputError(
+            f"The DICOM folder {folder} holds {len(volumes)} CT series; say which one to use with --series UID "
+            f"(or select a folder holding only that series). {_listing(volumes)}"
+        )
+    return volumes[0]
+
+
+def _listing(series: list[SeriesInfo]) -> str:
+    rows = [
+        f"  {s.series_id or '(no SeriesInstanceUID: select its folder)'}  {s.modality or '?'}, {len(s.files)} images"
+        + (f", {s.description!r}" if s.description else "")
+        + f"  ({s.folder})"
+        for s in series
+    ]
+    return "Series found:\n" + "\n".join(rows)
 
 
 def _sort_along_normal(files: list[str]) -> tuple[list[str], np.ndarray | None]:
@@ -108,9 +135,10 @@ def _sort_along_normal(files: list[str]) -> tuple[list[str], np.ndarray | None]:
     return [f for _, f in keyed], np.array([p for p, _ in keyed])
 
 
-def read_dicom_series(folder: str | Path) -> sitk.Image:
-    """Read the largest CT series below ``folder`` as one 3D SimpleITK image (rescale applied by GDCM)."""
-    info = choose_ct_series(find_series(folder), folder)
+def read_dicom_series(folder: str | Path, series: str | None = None) -> sitk.Image:
+    """Read the CT series below ``folder`` (``series``: its SeriesInstanceUID, needed when there are several)
+    as one 3D SimpleITK image (rescale applied by GDCM)."""
+    info = choose_ct_series(find_series(folder), folder, series)
     files, positions = _sort_along_normal(info.files)
     if positions is not None and len(positions) > 2:
         steps = np.diff(positions)

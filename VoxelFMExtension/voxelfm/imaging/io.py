@@ -16,7 +16,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
-from ..files.atomic import atomic_write
+from ..files.atomic import atomic_write, file_mode
+from .file_checks import check_image_file, non_finite_message
 from .hu_checks import hu_warnings
 from .volume import Volume
 
@@ -24,6 +25,8 @@ READ_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 WRITE_EXTENSIONS = READ_EXTENSIONS
 _DETACHED = (".nhdr", ".mhd")  # header + separate data file
 _LPS_RAS = np.diag([-1.0, -1.0, 1.0])
+# Voxel sizes outside this range (mm) are not clinical CT: usually a header in metres/cm or a lost spacing.
+PLAUSIBLE_SPACING_MM = (0.05, 30.0)
 
 
 # ---------------------------------------------------------------- LPS <-> RAS (the only place) ---------------
@@ -115,23 +118,42 @@ def _extension(path: Path) -> str:
 
 def _check_finite(array: np.ndarray, what: str) -> None:
     if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
-        bad = int(np.count_nonzero(~np.isfinite(array)))
-        raise InputError(
-            f"{what} contains {bad} NaN/infinite voxel value(s). Fix or replace them (e.g. by -1000 HU) before "
-            "running VoxelFM."
-        )
+        raise InputError(non_finite_message(what, int(np.count_nonzero(~np.isfinite(array)))))
+
+
+def spacing_warnings(volume: Volume) -> list[str]:
+    """Warnings for voxel sizes no CT scanner produces (the image is still used)."""
+    spacing = volume.spacing
+    lo, hi = PLAUSIBLE_SPACING_MM
+    if np.all((spacing >= lo) & (spacing <= hi)):
+        return []
+    text = " x ".join(f"{s:.4g}" for s in spacing)
+    return [
+        f"{volume.name or 'The image'} has voxel spacing {text} mm, outside the {lo:g}..{hi:g} mm of CT scans: "
+        "the header may be in metres or centimetres, or the spacing was lost (exported as 1 or 0). "
+        "Features and volumes will be wrong unless the spacing is fixed."
+    ]
 
 
 def read_volume(
-    source, ijk_to_ras: np.ndarray | None = None, name: str | None = None, check_hu: bool = True
+    source,
+    ijk_to_ras: np.ndarray | None = None,
+    name: str | None = None,
+    check_hu: bool = True,
+    series: str | None = None,
 ) -> Volume:
     """Read a CT volume as float32 HU with exact RAS geometry.
 
-    ``source``: a file path (.nii/.nii.gz/.nrrd/.nhdr/.mha/.mhd), a DICOM folder (largest CT series), a
-    ``SimpleITK.Image``, or a numpy array [k, j, i] (geometry from ``ijk_to_ras``, default identity = 1 mm
-    isotropic, the reference's array path). Raises InputError for unusable input; warns (``warnings``) when the
-    values do not look like HU (disable with ``check_hu=False``, e.g. for non-CT images).
+    ``source``: a file path (.nii/.nii.gz/.nrrd/.nhdr/.mha/.mhd), a DICOM folder (its CT series; ``series``:
+    the SeriesInstanceUID when it holds several), a ``SimpleITK.Image``, or a numpy array [k, j, i] (geometry
+    from ``ijk_to_ras``, default identity = 1 mm isotropic, the reference's array path). Raises InputError for
+    unusable input (truncated or corrupt files, non-finite voxels); warns (``warnings``) when the values do not
+    look like HU (disable with ``check_hu=False``, e.g. for non-CT images) or the spacing is implausible.
     """
+    if series is not None and not (isinstance(source, (str, os.PathLike)) and Path(source).is_dir()):
+        raise InputError(
+            f"--series {series} selects a series of a DICOM folder, but {source} is not a folder."
+        )
     if isinstance(source, np.ndarray):
         arr = np.asarray(source)
         if arr.ndim != 3:
@@ -147,7 +169,7 @@ def read_volume(
         if ijk_to_ras is not None:
             vol.ijk_to_ras = np.asarray(ijk_to_ras, dtype=np.float64)
     elif isinstance(source, (str, os.PathLike)):
-        vol = _read_path(Path(source), name)
+        vol = _read_path(Path(source), name, series)
         if ijk_to_ras is not None:
             raise InputError("ijk_to_ras can only be given with an in-memory array or SimpleITK image.")
     else:
@@ -161,19 +183,18 @@ def read_volume(
             f"{vol.name or 'The image'} has shape {vol.array.shape} (k, j, i): a 2D slice is not a volume. "
             "VoxelFM needs a 3D CT volume."
         )
-    if check_hu:
-        for msg in hu_warnings(vol.array):
-            warnings.warn(msg, stacklevel=2)
+    for msg in spacing_warnings(vol) + (hu_warnings(vol.array) if check_hu else []):
+        warnings.warn(msg, stacklevel=2)
     return vol
 
 
-def _read_path(path: Path, name: str | None) -> Volume:
+def _read_path(path: Path, name: str | None, series: str | None = None) -> Volume:
     if not path.exists():
         raise InputError(f"Image not found: {path}. Check the path (and that the drive/share is mounted).")
     if path.is_dir():
         from .dicom import read_dicom_series
 
-        image = read_dicom_series(path)
+        image = read_dicom_series(path, series)
         return volume_from_sitk(image, name or path.name)
     ext = _extension(path)
     if ext not in READ_EXTENSIONS and ext not in (".dcm", ""):
@@ -185,6 +206,7 @@ def _read_path(path: Path, name: str | None) -> Volume:
         raise InputError(
             f"{path.name} looks like a single DICOM file; select the folder holding the whole series instead."
         )
+    check_image_file(path)  # truncation, CRC errors and NIfTI NaNs, which ITK would turn into zeros
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -213,6 +235,7 @@ def _atomic_write(image: sitk.Image, path: Path, compress: bool, overwrite: bool
         try:
             sitk.WriteImage(image, str(tmpdir / path.name), compress)
             for f in sorted(tmpdir.iterdir(), key=lambda p: p.name == path.name):
+                os.chmod(f, file_mode(path.parent / f.name))
                 os.replace(f, path.parent / f.name)
         finally:
             for f in tmpdir.iterdir():

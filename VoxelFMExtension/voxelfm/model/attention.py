@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .rope import apply_rope
+from .rope import apply_rope_tables
 
 
 class Attention(nn.Module):
@@ -28,9 +28,9 @@ class Attention(nn.Module):
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # [B, heads, N, head_dim]
-        if rope is not None:
+        if rope is not None:  # (signed sin, cos) [N_patches, head_dim] from RopePositionEmbedding3D.tables
             sin, cos = rope
-            q = torch.cat([q[:, :, :n_prefix], apply_rope(q[:, :, n_prefix:], sin, cos)], dim=2)
-            k = torch.cat([k[:, :, :n_prefix], apply_rope(k[:, :, n_prefix:], sin, cos)], dim=2)
+            q = torch.cat([q[:, :, :n_prefix], apply_rope_tables(q[:, :, n_prefix:], sin, cos)], dim=2)
+            k = torch.cat([k[:, :, :n_prefix], apply_rope_tables(k[:, :, n_prefix:], sin, cos)], dim=2)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))

@@ -19,7 +19,8 @@ from .rope import RopePositionEmbedding3D
 
 
 class VoxelFMBackbone(nn.Module):
-    def __init__(self, cfg: BackboneConfig) -> None:
+    def __init__(self, cfg: BackboneConfig, init: bool = True) -> None:
+        """``init=False`` skips the random init (the caller loads weights; see checkpoint.build_and_load)."""
         super().__init__()
         self.cfg = cfg
         c = cfg.embed_dim
@@ -47,7 +48,8 @@ class VoxelFMBackbone(nn.Module):
             for i in range(cfg.depth)
         )
         self.norm = nn.LayerNorm(c, eps=cfg.norm_eps)
-        self.init_weights()
+        if init:
+            self.init_weights()
 
     def init_weights(self) -> None:
         """Random init for pretraining from scratch (truncated normal, small token inits)."""
@@ -92,7 +94,7 @@ class VoxelFMBackbone(nn.Module):
             tokens = torch.where(masks.reshape(b, -1, 1), self.mask_token.to(tokens.dtype)[None], tokens)
         prefix = torch.cat([self.cls_token.expand(b, -1, -1), self.register_tokens.expand(b, -1, -1)], dim=1)
         seq = torch.cat([prefix.to(tokens.dtype), tokens], dim=1)
-        rope = self.rope_embed.sin_cos(d, h, w)
+        rope = self.rope_embed.tables(d, h, w)
         n_prefix = 1 + self.num_register_tokens
         for i, blk in enumerate(self.blocks):
             seq = blk(seq, rope, n_prefix)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -269,7 +270,7 @@ def _coerce(value: Any, current: Any, key: str, ftype: str) -> Any:
                 raise TypeError
             return int(value)
         if ftype.startswith("float"):
-            if isinstance(value, bool):
+            if isinstance(value, bool) or not math.isfinite(float(value)):
                 raise TypeError
             return float(value)
         if ftype.startswith("str"):
@@ -281,9 +282,79 @@ def _coerce(value: Any, current: Any, key: str, ftype: str) -> Any:
     return value
 
 
+# Numbers the trainer needs in range: key -> (rule, test). A negative learning rate would train "uphill" and a
+# zero head count divides by zero, so they are refused here (exit 2 naming the key) instead of mid-run.
+_POSITIVE = ("> 0", lambda v: v > 0)
+_NON_NEGATIVE = (">= 0", lambda v: v >= 0)
+_FRACTION = ("in [0, 1]", lambda v: 0 <= v <= 1)
+_OPEN_FRACTION = ("in [0, 1)", lambda v: 0 <= v < 1)
+_RANGES: dict[str, tuple[str, Any]] = {
+    **{f"student.{k}": _POSITIVE for k in ("embed_dim", "depth", "num_heads", "patch_size", "mlp_ratio")},
+    "student.rope_base": _POSITIVE,
+    "student.drop_path_rate": _OPEN_FRACTION,
+    "student.num_register_tokens": _NON_NEGATIVE,
+    **{f"{h}.loss_weight": _NON_NEGATIVE for h in ("dino", "ibot")},
+    **{
+        f"{h}.head_{k}": _POSITIVE
+        for h in ("dino", "ibot")
+        for k in ("n_prototypes", "bottleneck_dim", "nlayers", "hidden_dim")
+    },
+    "dino.koleo_loss_weight": _NON_NEGATIVE,
+    "dino.student_temp": _POSITIVE,
+    "dino.center_momentum": _FRACTION,
+    "train.num_workers": _NON_NEGATIVE,
+    "train.seed": _NON_NEGATIVE,
+    "train.print_freq": _POSITIVE,
+    "train.total_batch_size": _POSITIVE,
+    "evaluation.eval_period_iterations": _POSITIVE,
+    "optim.clip_grad": _NON_NEGATIVE,
+    "optim.patch_embed_lr_mult": _NON_NEGATIVE,
+    "optim.layerwise_decay": ("in (0, 1]", lambda v: 0 < v <= 1),
+    "optim.adamw_beta1": _OPEN_FRACTION,
+    "optim.adamw_beta2": _OPEN_FRACTION,
+    "checkpointing.keep_every": _NON_NEGATIVE,
+    "schedules.lr.start": _NON_NEGATIVE,
+    "schedules.lr.peak": _POSITIVE,
+    "schedules.lr.end": _NON_NEGATIVE,
+    **{f"schedules.weight_decay.{k}": _NON_NEGATIVE for k in ("start", "peak", "end")},
+    **{f"schedules.momentum.{k}": _FRACTION for k in ("start", "peak", "end")},
+    **{f"schedules.teacher_temp.{k}": _POSITIVE for k in ("start", "peak", "end")},
+    **{
+        f"schedules.{s}.{k}": _NON_NEGATIVE
+        for s in ("lr", "weight_decay", "momentum", "teacher_temp")
+        for k in ("warmup_epochs", "freeze_last_layer_epochs")
+    },
+    "crops.crop_pairs_ratios": _POSITIVE,
+    "augment.flip_prob": _FRACTION,
+    "augment.window_prob": _FRACTION,
+}
+
+
+def _range_errors(cfg: PretrainConfig) -> list[str]:
+    errs = []
+    for key, (rule, ok) in _RANGES.items():
+        value: Any = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        if value is not None and not ok(value):
+            errs.append(f"{key}={value!r}: must be {rule}")
+    for i, ds in enumerate(cfg.datasets):
+        if ds.weight <= 0:
+            errs.append(f"datasets[{i}].weight={ds.weight!r}: must be > 0")
+    for name in ("window_lower_range", "window_upper_range", "aspect_ratio_range"):
+        lo, hi = getattr(cfg.augment, name)
+        if lo > hi or (name == "aspect_ratio_range" and lo <= 0):
+            errs.append(
+                f"augment.{name}={[lo, hi]}: need min <= max" + (" and min > 0" if "aspect" in name else "")
+            )
+    return errs
+
+
 def validate(cfg: PretrainConfig) -> None:
-    """Check values the trainer relies on; messages say what to change."""
-    errs: list[str] = []
+    """Check values the trainer relies on; messages name the key and say what to change."""
+    errs = _range_errors(cfg)
+    if errs:  # the checks below divide by these numbers
+        raise InputError("Invalid pretraining config: " + "; ".join(errs) + ".")
     st = cfg.student
     p = st.patch_size
     if st.embed_dim % st.num_heads or (st.embed_dim // st.num_heads) % 6:

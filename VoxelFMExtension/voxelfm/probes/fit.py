@@ -46,6 +46,12 @@ def _out_shape(t: EncodedTargets) -> tuple[int, ...]:
     return (t.out_dim,)
 
 
+def _grouping_note(groups: np.ndarray | None) -> str:
+    if groups is None:
+        return ""
+    return f", grouped by patient ({np.unique(groups).size} patients, none in both training and test)"
+
+
 def _vectors(inputs: Inputs) -> np.ndarray:
     """kNN works on vectors: token inputs are mean-pooled."""
     return inputs if isinstance(inputs, np.ndarray) else np.stack([m.mean(0) for m in inputs])
@@ -74,6 +80,7 @@ def fit_probe_inputs(
     target_names: list[str] | None = None,
     folds: Sequence[Any] | None = None,
     split: Sequence[str] | None = None,
+    groups: Sequence[Any] | None = None,
     backbone: dict[str, Any] | None = None,
     preprocess: dict[str, Any] | None = None,
     progress: ProgressFn | None = None,
@@ -83,8 +90,9 @@ def fit_probe_inputs(
 
     targets: classification labels [N] (binary/multi-class) or 0/1 matrix [N, L] (multi-label);
     regression values [N] or [N, T]; survival [N, 2] = (time, event). ``split`` (train/val/test per case)
-    or ``folds`` (fold id per case) replace the default stratified k-fold. Metrics are measured on
-    held-out cases only; with k-fold the final head is refitted on all cases.
+    or ``folds`` (fold id per case) replace the default stratified k-fold; ``groups`` (patient per case)
+    keeps each patient's cases within one part of every split. Metrics are measured on held-out cases only;
+    with k-fold the final head is refitted on all cases.
     """
     config = config or ProbeConfig()
     progress = progress or no_progress
@@ -96,12 +104,13 @@ def fit_probe_inputs(
     enc = encode_targets(task, targets, target_names)
     if enc.n != n:
         raise InputError(f"{n} feature sets but {enc.n} targets; they must correspond one to one.")
-    for name, extra in (("folds", folds), ("split", split)):
+    for name, extra in (("folds", folds), ("split", split), ("groups", groups)):
         if extra is not None and len(extra) != n:
             raise InputError(f"'{name}' has {len(extra)} entries for {n} cases.")
     splits, fold_of_case = make_splits(
-        n, enc.strata, config.folds, config.seed, config.val_fraction, folds, split
+        n, enc.strata, config.folds, config.seed, config.val_fraction, folds, split, groups
     )
+    group_arr = None if groups is None else np.array([str(g) for g in groups])
     n_steps = len(splits) + (1 if fold_of_case is not None else 0)
     histories: dict[str, Any] = {}
     trained_last = None
@@ -124,7 +133,9 @@ def fit_probe_inputs(
         f"{len(splits)}-fold cross-validation, out-of-fold predictions"
         if fold_of_case is not None
         else "test split"
-    )
+    ) + _grouping_note(group_arr)
+    if group_arr is not None:
+        metrics["grouping"] = {"groups": int(np.unique(group_arr).size), "cases": n, "kept_apart": True}
     per_fold = {}
     for sp in splits:
         key, value = headline(evaluate(subset_targets(enc, sp.test), oof[sp.test], 0))
@@ -147,7 +158,7 @@ def fit_probe_inputs(
 
         progress(step / n_steps, f"fitting the final probe on all {n} cases")
         all_idx = np.arange(n)
-        train, val = inner_split(all_idx, enc.strata, config.val_fraction, config.seed)
+        train, val = inner_split(all_idx, enc.strata, config.val_fraction, config.seed, group_arr)
         final = train_head(inputs, enc, train, val, config, config.seed + 10_000, cancel)
         histories["final"] = {k: v for k, v in final.history.items() if k != "val_loss"}
     else:

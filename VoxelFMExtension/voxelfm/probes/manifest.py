@@ -2,11 +2,17 @@
 
 Columns: ``image`` (path, relative to the manifest's folder unless absolute), target columns, for
 survival ``time`` + ``event``; optional ``id`` (row name in tables), ``split`` (train/val/test) or
-``fold`` (any fold id). Every other column is a target unless ``targets`` names them explicitly.
+``fold`` (any fold id), ``patient`` or ``group`` (cases of one patient stay together in every split). Every
+other column is a target unless ``targets`` names them explicitly.
+
+For fitting, one image is one row: a repeated row would count twice in cross-validation (and could sit in
+training and test at once, inflating the metrics), and one image with two different targets is a
+contradiction; both are refused, naming the rows.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +20,8 @@ from typing import Any
 from ..errors import InputError
 from ..files.manifest_table import read_manifest_rows, resolve_path
 
-RESERVED = ("image", "id", "split", "fold")
+RESERVED = ("image", "id", "split", "fold", "patient", "group")
+GROUP_COLUMNS = ("patient", "group")
 
 
 @dataclass
@@ -26,17 +33,19 @@ class Manifest:
     target_names: list[str]
     split: list[str] | None = None
     folds: list[str] | None = None
+    groups: list[str] | None = None  # patient (or group) per case, from the 'patient' or 'group' column
 
     def __len__(self) -> int:
         return len(self.images)
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
+def _read_rows(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """The rows and their line numbers in the file."""
     table = read_manifest_rows(path)
     for n, row in table.rows:
         if not isinstance(row, dict):
             raise InputError(f"{path}, line {n}: each line must be a JSON object.")
-    return [row for _, row in table.rows]
+    return [row for _, row in table.rows], [n for n, _ in table.rows]
 
 
 def read_manifest(
@@ -50,7 +59,7 @@ def read_manifest(
 ) -> Manifest:
     """Parse and validate a manifest (columns, image paths); target values are validated by ``targets.py``."""
     path = Path(path)
-    rows = _read_rows(path)
+    rows, lines = _read_rows(path)
     if not rows:
         raise InputError(f"Manifest {path} has no cases; add one row per image (column 'image' + targets).")
     columns = list(rows[0].keys())
@@ -88,11 +97,55 @@ def read_manifest(
         raise InputError(
             f"Manifest {path}: {len(bad)} image(s) not found (paths are relative to the manifest's folder):\n  {shown}"
         )
-    split = [str(r.get("split") or "").strip() for r in rows] if "split" in columns else None
-    folds = [str(r.get("fold") or "").strip() for r in rows] if "fold" in columns else None
-    for name, col in (("split", split), ("fold", folds)):
-        if col is not None and any(v == "" for v in col):
-            raise InputError(
-                f"Manifest {path}: column '{name}' is empty for some cases; fill it for every case."
-            )
-    return Manifest(path, images, ids, [[r.get(c) for c in names] for r in rows], names, split, folds)
+    split, folds, groups = (
+        _column(path, rows, columns, c) for c in ("split", "fold", _group_column(path, columns))
+    )
+    targets = [[r.get(c) for c in names] for r in rows]
+    if need_targets:
+        _check_one_row_per_image(path, images, targets, lines)
+    return Manifest(path, images, ids, targets, names, split, folds, groups)
+
+
+def _group_column(path: Path, columns: list[str]) -> str | None:
+    found = [c for c in GROUP_COLUMNS if c in columns]
+    if len(found) > 1:
+        raise InputError(f"Manifest {path} has both 'patient' and 'group' columns; keep one.")
+    return found[0] if found else None
+
+
+def _column(path: Path, rows: list[dict[str, Any]], columns: list[str], name: str | None) -> list[str] | None:
+    if name is None or name not in columns:
+        return None
+    values = [str(r.get(name) or "").strip() for r in rows]
+    if any(v == "" for v in values):
+        raise InputError(f"Manifest {path}: column '{name}' is empty for some cases; fill it for every case.")
+    return values
+
+
+def _check_one_row_per_image(
+    path: Path, images: list[Path], targets: list[list[Any]], lines: list[int]
+) -> None:
+    """InputError for an image listed twice: a duplicate row, or (worse) two different targets."""
+    rows: dict[str, list[int]] = {}
+    for n, image in enumerate(images):
+        rows.setdefault(os.path.realpath(image), []).append(n)
+    repeated = [r for r in rows.values() if len(r) > 1]
+    if not repeated:
+        return
+    conflicts = [r for r in repeated if len({repr(targets[i]) for i in r}) > 1]
+    if conflicts:
+        shown = "; ".join(
+            f"{images[r[0]].name}: " + ", ".join(f"line {lines[i]} says {targets[i]}" for i in r)
+            for r in conflicts[:3]
+        )
+        raise InputError(
+            f"Manifest {path}: {len(conflicts)} image(s) have conflicting targets ({shown}). One image has one "
+            "label; fix or remove the wrong rows."
+        )
+    shown = "; ".join(
+        f"{images[r[0]].name} (lines {', '.join(str(lines[i]) for i in r)})" for r in repeated[:3]
+    )
+    raise InputError(
+        f"Manifest {path}: {len(repeated)} image(s) are listed more than once ({shown}). Repeated rows count "
+        "twice in cross-validation and inflate its metrics; keep one row per image."
+    )

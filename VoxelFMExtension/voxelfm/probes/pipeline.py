@@ -59,6 +59,7 @@ def pooled_inputs(
     cache: bool = True,
     progress: ProgressFn | None = None,
     cancel: CancelFlag | None = None,
+    precision: str = "auto",
 ) -> np.ndarray | list[np.ndarray]:
     """Read each image (path or Volume), extract its features (disk-cached) and pool them."""
     from ..features.extract import extract_features
@@ -85,6 +86,7 @@ def pooled_inputs(
             max_tokens=max_tokens,
             overlap=overlap,
             device=device,
+            precision=precision,
             progress=sub,
             cancel=cancel,
             cache=cache,

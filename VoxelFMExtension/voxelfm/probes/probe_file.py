@@ -16,15 +16,41 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from ..files.probe_file import check_fields, read_probe_files, read_probe_header, write_probe_files
+from ..files.probe_file import (
+    check_choice,
+    check_fields,
+    read_probe_files,
+    read_probe_header,
+    write_probe_files,
+)
 from ..files.probe_paths import probe_paths
-from .heads import build_head
+from .heads import HEAD_TYPES, build_head
+from .pooling import POOLINGS
 from .probe import Probe
 from .train import TrainedHead
 
 TASKS = ("classification", "regression", "survival")
 # Fields of this probe family (beside the shared header) that loading needs.
 _FIELDS: dict[str, type] = {"kind": str, "targets": list, "pooling": str, "head": dict}
+KINDS = {
+    "classification": ("binary", "multiclass", "multilabel"),
+    "regression": ("regression",),
+    "survival": ("survival",),
+}
+
+
+def _check_values(meta: dict[str, Any], where: Path) -> None:
+    """The fields loading relies on, by value: an unknown kind/pooling/head must not fall back to a default."""
+    check_fields(meta, _FIELDS, where)
+    check_choice(meta, "kind", KINDS[meta["task"]], where)
+    check_choice(meta, "pooling", POOLINGS, where)
+    check_choice(meta["head"], "type", HEAD_TYPES, where, prefix="head.")
+    if not meta["targets"] or not all(isinstance(t, str) for t in meta["targets"]):
+        raise CheckpointError(f"{where}: field 'targets' must be a non-empty list of column names.")
+    names = meta.get("class_names")
+    if meta["kind"] == "multiclass" or (meta["kind"] == "binary" and names is not None):
+        if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names):
+            raise CheckpointError(f"{where}: field 'class_names' must be a list of at least two names.")
 
 
 def probe_metadata(probe: Probe) -> dict[str, Any]:
@@ -57,7 +83,7 @@ def save_probe(probe: Probe, path: str | os.PathLike) -> tuple[Path, Path]:
 def read_probe_json(path: str | os.PathLike) -> dict[str, Any]:
     """The validated JSON of a classification/regression/survival probe (weights not read)."""
     meta = read_probe_header(path, TASKS)
-    check_fields(meta, _FIELDS, probe_paths(path)[1])
+    _check_values(meta, probe_paths(path)[1])
     return meta
 
 
@@ -65,7 +91,7 @@ def load_probe(path: str | os.PathLike) -> Probe:
     """Load a probe saved by ``save_probe`` (or format 1); checks the weights against the JSON's sha256."""
     st_path, json_path = probe_paths(path)
     meta, tensors = read_probe_files(path, TASKS)
-    check_fields(meta, _FIELDS, json_path)
+    _check_values(meta, json_path)
     head = _head(meta["head"], tensors, st_path, json_path)
     t_mean = tensors["target.mean"].numpy() if "target.mean" in tensors else None
     t_std = tensors["target.std"].numpy() if "target.std" in tensors else None

@@ -226,7 +226,9 @@ def labelled_voxels(
             "The label image has no labelled voxels (all 255 = unlabelled). Paint at least one structure (1..254) "
             "and some background (0), or use painted-slices mode."
         )
-    present = np.unique(arr[mask]).astype(int)
+    src_kji = np.argwhere(mask)  # [N, 3] (k, j, i): the one pass over the whole volume (refit time)
+    cls_values = arr[tuple(src_kji.T)].astype(np.int64)
+    present = np.unique(cls_values).astype(int)
     if BACKGROUND not in present:
         raise InputError(
             "No background (0) labels. Paint background strokes, or label whole slices so unpainted voxels on them "
@@ -243,8 +245,6 @@ def labelled_voxels(
             "The label image does not overlap the image in physical space (compare origins/directions); "
             "labels must be on a grid aligned with the image in RAS/LPS coordinates."
         )
-    src_kji = np.argwhere(mask)  # [N, 3] (k, j, i)
-    cls_values = arr[mask].astype(np.int64)
     same = lab_shape == tuple(image_shape_kji) and np.allclose(src_m, dst_m, atol=1e-4)
     if same:
         dst_kji = src_kji

@@ -93,6 +93,27 @@ class SegmentationProbe:
 
         return slab
 
+    @staticmethod
+    def _argmax_into(
+        delta: np.ndarray, out: np.ndarray, mask: np.ndarray, values: np.ndarray
+    ) -> np.ndarray | None:
+        """out = value of the arg max over {background: 0, class c: delta[c]} (ties: the lower class wins).
+
+        Returns the running max (>= 0) for K > 1, None for K = 1 (a threshold, no max needed).
+        """
+        if len(delta) == 1:
+            np.greater(delta[0], 0.0, out=out.view(bool))
+            if values[1] != 1:
+                out *= values[1]
+            return None
+        best = np.zeros(delta.shape[1:], dtype=np.float32)
+        out[...] = values[0]
+        for c in range(len(delta)):
+            np.greater(delta[c], best, out=mask)
+            np.copyto(out, values[c + 1], where=mask)
+            np.maximum(best, delta[c], out=best)
+        return best
+
     def predict(
         self,
         volume: Volume,
@@ -107,20 +128,14 @@ class SegmentationProbe:
         labelmap = np.empty(shape, dtype=np.uint8)
         probs = np.empty((k + 1, *shape), dtype=np.float16) if with_probabilities else None
         values = np.array([0, *self.class_values], dtype=np.uint8)
+        mask = np.empty((min(SLAB, shape[0]), *shape[1:]), dtype=bool)
         for k0 in range(0, shape[0], SLAB):  # slab by slab: the working set stays in cache
             k1 = min(shape[0], k0 + SLAB)
             delta = slabs(k0, k1)
-            if k == 1:  # binary: no running argmax needed
-                best = np.maximum(delta[0], 0.0)
-                labelmap[k0:k1] = (delta[0] > 0).view(np.uint8) * values[1]
-            else:
-                best = np.zeros(delta.shape[1:], dtype=np.float32)
-                idx = np.zeros(delta.shape[1:], dtype=np.uint8)
-                for c in range(k):
-                    np.copyto(idx, np.uint8(c + 1), where=delta[c] > best)
-                    np.maximum(best, delta[c], out=best)
-                labelmap[k0:k1] = values[idx]
+            best = self._argmax_into(delta, labelmap[k0:k1], mask[: k1 - k0], values)
             if probs is not None:
+                if best is None:
+                    best = np.maximum(delta[0], 0.0)
                 e = np.exp(delta - best[None])  # classes 1..K, stabilised by the max (>= 0)
                 e0 = np.exp(-best)
                 z = e.sum(axis=0) + e0

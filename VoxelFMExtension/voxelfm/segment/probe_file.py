@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CheckpointError, InputError
-from ..files.probe_file import check_fields, read_probe_files, write_probe_files
+from ..files.probe_file import check_fields, check_number, read_probe_files, write_probe_files
 from ..files.probe_paths import probe_paths
 from .classes import SegmentClass
 from .config import SegmentationConfig
@@ -45,6 +45,14 @@ def load_segmentation_probe(path: str | os.PathLike) -> SegmentationProbe:
     meta, tensors = read_probe_files(path, (TASK,), as_numpy=True)
     json_path = probe_paths(path)[1]
     check_fields(meta, {"classes": list, "feature_config": dict}, json_path)
+    check_number(
+        meta["feature_config"],
+        "feature_spacing_mm",
+        json_path,
+        positive=True,
+        optional=True,
+        prefix="feature_config.",
+    )
     if "bias" not in tensors:
         raise CheckpointError(f"{probe_paths(path)[0]} holds no 'bias' tensor; re-create the probe.")
     try:

@@ -131,8 +131,10 @@ def hat_basis(t: np.ndarray, n_knots: int) -> np.ndarray:
 class IntensityMaps:
     """Quantised intensity channels of one volume (cached per volume).
 
-    Channels are combined in groups of up to three into one index per voxel and group, so prediction costs one
-    table gather per group and class. The model is additive over channels, so group tables are outer sums.
+    Channels are combined in groups of up to three into one index per voxel and group; the group indices are
+    then numbered compactly over the combinations that occur in the volume (``codes``, one int32 per voxel).
+    The model is additive over channels, so a refit builds one small table per class over the occurring
+    combinations (``tables``) and prediction costs one gather per class and voxel (``add_to``).
     """
 
     def __init__(self, array_kji: np.ndarray, spacing_kji: np.ndarray, cfg: IntensityConfig) -> None:
@@ -141,37 +143,41 @@ class IntensityMaps:
         if q**GROUP > 2**31:
             raise InputError(f"Too many intensity levels ({q}) for a lookup table; use at most 1000.")
         self.level_t: list[np.ndarray] = []  # knot coordinate of each quantisation level, per channel
-        self.groups: list[tuple[list[int], np.ndarray]] = []  # (channel ids, index [k,j,i] int32)
+        self.groups: list[list[int]] = []  # channel ids of each group
+        indices: list[np.ndarray] = []  # per group: combined level index [k,j,i] int32
         for n, ch in enumerate(cfg.channels):
             if n % GROUP == 0:
-                self.groups.append(([], np.zeros(array_kji.shape, dtype=np.int32)))
-            ids, index = self.groups[-1]
+                self.groups.append([])
+                indices.append(np.zeros(array_kji.shape, dtype=np.int32))
+            ids = self.groups[-1]
             t = _knot_coordinate(_channel_map(array_kji, spacing_kji, ch), ch.knots)
             step = (len(ch.knots) - 1) / (q - 1)
-            index += np.rint(t / step).astype(np.int32) * (q ** len(ids))
+            indices[-1] += np.rint(t / step).astype(np.int32) * (q ** len(ids))
             ids.append(n)
             self.level_t.append(np.arange(q) * step)
+        self.codes, self.code_index = _compact_codes(indices, [q ** len(ids) for ids in self.groups])
 
     def basis_at(self, kji: np.ndarray) -> np.ndarray:
         """Hat-basis features of all channels at voxel indices [N,3] -> [N, sum(n_knots)]."""
         q = self.cfg.levels
+        rows = self.code_index[self.codes[kji[:, 0], kji[:, 1], kji[:, 2]]]
         cols = []
-        for ids, index in self.groups:
-            flat = index[kji[:, 0], kji[:, 1], kji[:, 2]].astype(np.int64)
+        for g, ids in enumerate(self.groups):
+            flat = rows[:, g].astype(np.int64)
             for pos, n in enumerate(ids):
                 lev = (flat // (q**pos)) % q
                 cols.append(hat_basis(self.level_t[n][lev], len(self.cfg.channels[n].knots)))
         return np.concatenate(cols, axis=1).astype(np.float32)
 
-    def tables(self, coef: np.ndarray) -> list[np.ndarray]:
-        """One lookup table per group from hat coefficients [sum(n_knots)] (channel order).
+    def group_tables(self, coef: np.ndarray) -> list[np.ndarray]:
+        """One lookup table per group (over its q**len(group) level combinations) from hat coefficients.
 
         Built as nested outer sums with the newest channel leading, so the flat position is
         sum(level_pos * q**pos), matching the group's index.
         """
         offsets = np.concatenate([[0], np.cumsum([len(c.knots) for c in self.cfg.channels])])
         out = []
-        for ids, _ in self.groups:
+        for ids in self.groups:
             total = None
             for n in ids:
                 k = len(self.cfg.channels[n].knots)
@@ -180,12 +186,49 @@ class IntensityMaps:
             out.append(total)
         return out
 
-    def add_to(self, delta: np.ndarray, coef_or_tables, k0: int = 0) -> None:
+    def tables(self, coef: np.ndarray) -> torch.Tensor:
+        """The intensity term of every occurring code [n_codes] float32 (the group tables summed in order)."""
+        total = None
+        for g, table in enumerate(self.group_tables(coef)):
+            part = table[self.code_index[:, g]]
+            total = part if total is None else total + part
+        return torch.from_numpy(np.ascontiguousarray(total, dtype=np.float32))
+
+    def add_to(self, delta: np.ndarray, coef_or_table, k0: int = 0) -> None:
         """delta [n,j,i] (slices k0..k0+n) += the intensity term (hat coefficients or their ``tables``)."""
-        tables = self.tables(coef_or_tables) if isinstance(coef_or_tables, np.ndarray) else coef_or_tables
-        sl = slice(k0, k0 + delta.shape[0])
-        for table, (_, index) in zip(tables, self.groups, strict=True):
-            delta += table[index[sl]]
+        table = self.tables(coef_or_table) if isinstance(coef_or_table, np.ndarray) else coef_or_table
+        if not delta.flags.c_contiguous:
+            raise ValueError("add_to needs a C-contiguous delta (it is updated in place)")
+        codes = torch.from_numpy(self.codes[k0 : k0 + delta.shape[0]]).view(-1)
+        torch.from_numpy(delta).view(-1).add_(torch.index_select(table, 0, codes))
+
+
+def _compact_codes(indices: list[np.ndarray], sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Number the occurring combinations of the group indices: (codes [k,j,i] int32, group indices [n, groups]).
+
+    A volume holds far fewer combinations than the q**channels possible ones (tens of thousands of a million),
+    so per-class tables over them stay cache-sized and one gather replaces one per group.
+    """
+    total = int(np.prod(sizes, dtype=np.float64))
+    combined = indices[0].astype(np.int64)
+    stride = sizes[0]
+    for index, size in zip(indices[1:], sizes[1:], strict=True):
+        combined += index.astype(np.int64) * stride
+        stride *= size
+    if total <= 2**25:  # dense: a presence table beats sorting 10^7-10^8 voxels
+        present = np.bincount(combined.ravel(), minlength=total) > 0
+        values = np.flatnonzero(present)
+        remap = np.cumsum(present, dtype=np.int64) - 1
+        codes = remap[combined].astype(np.int32)
+    else:
+        values, inverse = np.unique(combined.ravel(), return_inverse=True)
+        codes = inverse.reshape(combined.shape).astype(np.int32)
+    code_index = np.empty((len(values), len(sizes)), dtype=np.int64)
+    rest = values.astype(np.int64)
+    for g, size in enumerate(sizes):
+        code_index[:, g] = rest % size
+        rest //= size
+    return codes, code_index
 
 
 # ---------------------------------------------------------------- patch features at points / on the voxel grid
@@ -293,6 +336,20 @@ class LogitUpsampler:
                 i0 = np.floor(pos).astype(np.int64)
                 i1 = np.minimum(i0 + 1, gsize_ijk[row] - 1)
                 self._taps.append((i0, i1, (pos - i0).astype(np.float32)))
+            # j and i as [n, grid] interpolation matrices (two taps a row): two matmuls upsample a whole
+            # [K, d, h, w] grid to [K, d, nj, ni], several times faster than gathering both taps.
+            self._mj, self._mi = (
+                self._tap_matrix(self._taps[a], gsize_ijk[2 - self._perm[a]]) for a in (1, 2)
+            )
+
+    @staticmethod
+    def _tap_matrix(taps, n_grid: int) -> torch.Tensor:
+        i0, i1, w = taps
+        m = np.zeros((len(i0), n_grid), dtype=np.float32)
+        rows = np.arange(len(i0))
+        np.add.at(m, (rows, i0), 1.0 - w)
+        np.add.at(m, (rows, i1), w)
+        return torch.from_numpy(m)
 
     def __call__(self, grid_vals: torch.Tensor) -> np.ndarray:
         """grid_vals [K,d,h,w] float32 -> numpy [K,nk,nj,ni] float32."""
@@ -305,11 +362,8 @@ class LogitUpsampler:
             full = self._general(grid_vals)
             return lambda k0, k1: full[:, k0:k1].copy()
         v = grid_vals.permute(0, *(p + 1 for p in self._perm))  # axes now follow k, j, i
-        (k0s, k1s, kw), (j0, j1, jw), (i0, i1, iw) = (
-            (torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(w)) for a, b, w in self._taps
-        )
-        v = torch.lerp(v[..., i0], v[..., i1], iw)
-        v = torch.lerp(v[:, :, j0], v[:, :, j1], jw[:, None]).contiguous()
+        k0s, k1s, kw = self._taps[0]
+        v = torch.matmul(self._mj, torch.matmul(v, self._mi.T)).contiguous()  # [K, d', nj, ni]
 
         def slab(a: int, b: int) -> np.ndarray:
             out = torch.empty((v.shape[0], b - a, *self.shape[1:]), dtype=torch.float32)

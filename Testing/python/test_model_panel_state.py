@@ -1,0 +1,248 @@
+"""The model panel's Qt-free state (VoxelFMLib.model_panel_state), the token-budget estimate and the Hub probe.
+
+Hub models come from a Hugging Face cache built by hand in tmp (hub_fixtures); downloads are a fake
+``hf_hub_download`` that drives huggingface_hub's ``tqdm_class`` hook like the real one; the reachability
+probe is tried only against a closed loopback port. Nothing here reaches the network.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hub_fixtures import COMMIT, bundled_entry, hub_entry, isolate_hub_env, make_hub_cache, write_registry
+
+from voxelfm.errors import CancelledError, IntegrityError
+from voxelfm.hub import download as hub
+from voxelfm.hub.registry import load_registry
+from VoxelFMLib import token_budget
+from VoxelFMLib.model_panel_state import ModelPanelState, effective_device
+
+REPO = "testowner/fake-voxelfm"
+CKPT, CFG = "vitb_3d/checkpoints/99999.pth", "vitb_3d/config.yaml"
+CKPT_BYTES, CFG_BYTES = b"fake checkpoint " * 5000, b"student:\n  arch: vit_base\n"
+TINY_CONFIG = b'{"architecture": {"embed_dim": 216, "depth": 6}, "preprocess": {"min_spacing": 1.5}}'
+
+
+@pytest.fixture
+def registry(tmp_path, monkeypatch):
+    isolate_hub_env(tmp_path, monkeypatch)
+    entries = [
+        hub_entry("big", REPO, {"checkpoint": (CKPT, CKPT_BYTES), "config": (CFG, CFG_BYTES)}),
+        bundled_entry(
+            "small",
+            "models/small",
+            {"weights": ("model.safetensors", b"w" * 64), "config": ("config.json", TINY_CONFIG)},
+        ),
+    ]
+    path = write_registry(tmp_path / "Resources", entries, preference=["big", "small"])
+    folder = tmp_path / "Resources" / "models" / "small"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"w" * 64)
+    (folder / "config.json").write_bytes(TINY_CONFIG)
+    monkeypatch.setenv("VOXELFM_MODELS_JSON", str(path))
+    return load_registry(path)
+
+
+def _online(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+
+
+def fake_hub_download(content, seen_progress=None, chunks=4):
+    """Like hf_hub_download: streams through ``tqdm_class`` (if given), then stores the file in the cache."""
+
+    def download(
+        repo_id, filename, revision=None, cache_dir=None, local_files_only=False, tqdm_class=None, **kw
+    ):
+        data = content[filename]
+        if tqdm_class is not None:
+            bar = tqdm_class(total=len(data), unit="B")
+            for _ in range(chunks):
+                bar.update(len(data) // chunks)
+            bar.close()
+        repo = make_hub_cache(Path(cache_dir), repo_id, {filename: data})
+        return str(repo / "snapshots" / COMMIT / filename)
+
+    return download
+
+
+# ---------------------------------------------------------------- states the panel shows
+
+
+def test_choices_and_states_of_registry_and_local_models(registry, tmp_path, monkeypatch):
+    state = ModelPanelState(registry, unreachable=lambda: "")
+    assert [r for r, _ in state.choices()] == ["", "big", "small"]
+    small = state.status("small")
+    assert small.ready and not small.needs_download and "bundled" in small.text and "verified" in small.text
+    offline = state.status("big")  # HF_HUB_OFFLINE=1 (the test default)
+    assert not offline.ready and not offline.needs_download
+    assert "HF_HUB_OFFLINE=1" in offline.text and "\n" not in offline.text  # one line ...
+    assert f"hf download {REPO}" in offline.instructions  # ... then how to install by hand
+    _online(monkeypatch)
+    online = state.status("big")
+    assert online.needs_download and not online.ready and "asks first" in online.text
+    local = tmp_path / "mine"
+    local.mkdir()
+    (local / "model.safetensors").write_bytes(b"x")
+    assert state.status(str(local)).ready and "safetensors" in state.status(str(local)).text
+    missing = state.status(str(tmp_path / "nothing.pth"))
+    assert not missing.ready and "does not exist" in missing.text
+
+
+def test_default_policy_says_which_model_it_will_use(registry, monkeypatch):
+    _online(monkeypatch)
+    reachable = ModelPanelState(registry, unreachable=lambda: "").status("")
+    assert reachable.model_id == "big" and reachable.needs_download
+    down = ModelPanelState(registry, unreachable=lambda: "the Hugging Face Hub x is unreachable (refused)")
+    fallback = down.status("")
+    assert fallback.model_id == "small" and fallback.ready
+    assert "big is not available" in fallback.text and "unreachable" in fallback.text
+
+
+def test_unreachable_hub_is_one_line_and_the_instructions(registry, monkeypatch):
+    _online(monkeypatch)
+    state = ModelPanelState(
+        registry, unreachable=lambda: "the Hugging Face Hub http://127.0.0.1:9 is unreachable"
+    )
+    status = state.status("big")
+    assert not status.needs_download and "unreachable" in status.text and "\n" not in status.text
+    assert "hf download" in status.instructions and str(hub.repo_cache_folder(REPO)) in status.instructions
+
+
+# ---------------------------------------------------------------- download: consent, progress, cancel, sha256
+
+
+def test_download_after_consent_reports_progress_and_is_verified(registry, monkeypatch):
+    _online(monkeypatch)
+    monkeypatch.setattr(
+        "huggingface_hub.hf_hub_download", fake_hub_download({CKPT: CKPT_BYTES, CFG: CFG_BYTES})
+    )
+    state = ModelPanelState(registry, unreachable=lambda: "")
+    status = state.status("big")
+    consent = state.consent_text(status)
+    assert (
+        REPO in consent
+        and CKPT in consent
+        and f"{(len(CKPT_BYTES) + len(CFG_BYTES)) / 1e6:.0f} MB" in consent
+    )
+    fractions: list[float] = []
+    resolved = state.download(status, progress=lambda f, m="": fractions.append(f))
+    assert resolved.verified and resolved.source == "hub-download"
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(fractions) > 4  # byte progress
+    assert state.status("big").ready  # cached now
+
+
+def test_cancel_stops_the_download(registry, monkeypatch):
+    _online(monkeypatch)
+    monkeypatch.setattr(
+        "huggingface_hub.hf_hub_download", fake_hub_download({CKPT: CKPT_BYTES, CFG: CFG_BYTES})
+    )
+    state = ModelPanelState(registry, unreachable=lambda: "")
+    cancel = threading.Event()
+
+    def progress(fraction, message=""):
+        if fraction > 0.1:
+            cancel.set()  # the user pressed Cancel while bytes arrive
+
+    with pytest.raises(CancelledError):
+        state.download(state.status("big"), progress=progress, cancel=cancel)
+    assert not state.status("big").ready
+
+
+def test_a_download_with_wrong_content_is_refused(registry, monkeypatch):
+    _online(monkeypatch)
+    tampered = {CKPT: b"X" + CKPT_BYTES[1:], CFG: CFG_BYTES}
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_hub_download(tampered))
+    state = ModelPanelState(registry, unreachable=lambda: "")
+    with pytest.raises(IntegrityError, match="sha256"):
+        state.download(state.status("big"))
+
+
+# ---------------------------------------------------------------- the Hub probe: fast and one line
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when the block ends: connections are refused
+
+
+def test_unreachable_hub_fails_fast_with_one_line(registry, monkeypatch, caplog):
+    monkeypatch.setattr(hub, "probe", hub.connect_probe)  # the real TCP probe (conftest disables it)
+    monkeypatch.setattr(hub, "_probe_memo", {})
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    _online(monkeypatch)
+    calls = []
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", lambda *a, **k: calls.append(1))
+    start = time.monotonic()
+    with pytest.raises(hub.ModelNotAvailableError) as info:
+        hub.resolve_model_files("big")
+    assert time.monotonic() - start < hub.PROBE_TIMEOUT_S + 1  # no retries with backoff
+    assert calls == []  # huggingface_hub was never asked (its retries print a warning each)
+    first = str(info.value).splitlines()[0]
+    assert "127.0.0.1" in first and "unreachable" in first and "refused" in first
+    resolved, reason = hub.resolve_default_model()
+    assert resolved.id == "small" and "unreachable" in reason and "\n" not in reason
+    assert len([r for r in caplog.records if r.levelname == "WARNING"]) <= 1
+
+
+def test_probe_goes_through_a_configured_proxy(monkeypatch):
+    seen = []
+    monkeypatch.setattr(hub, "probe", lambda host, port, timeout: seen.append((host, port)) or "refused")
+    monkeypatch.setattr(hub, "_probe_memo", {})
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    reason = hub.hub_unreachable_reason("https://hub.invalid")
+    assert seen == [("127.0.0.1", 3128)] and "through the proxy 127.0.0.1:3128" in reason
+    assert hub.hub_unreachable_reason("https://hub.invalid") == reason and len(seen) == 1  # memoised
+
+
+# ---------------------------------------------------------------- token budget: tokens, time, memory
+
+
+def test_prepared_grid_follows_the_preprocessing_rule():
+    assert token_budget.prepared_grid((48, 512, 512), (5.0, 0.57, 0.57), 0.75) == (22, 27, 27)
+    assert token_budget.prepared_grid((28, 28, 28), (1.0, 1.0, 1.0), 1.5) == (2, 2, 2)  # isotropic: kept
+    torch = pytest.importorskip("torch")  # the core rule (imports torch) must agree with the copy
+    from voxelfm.imaging.preprocess import isotropic_shape
+
+    torch.set_num_threads(1)
+    for shape, spacing, floor in [
+        ((48, 512, 512), (5.0, 0.57, 0.57), 0.75),
+        ((30, 101, 122), (3, 2, 2), 1.5),
+    ]:
+        new, _ = isotropic_shape(shape, spacing, floor)
+        assert token_budget.prepared_grid(shape, spacing, floor) == tuple(n // 14 for n in new)
+
+
+def test_estimate_scales_with_budget_and_model():
+    shape, spacing = (48, 512, 512), (5.0, 0.57, 0.57)
+    one = token_budget.estimate(shape, spacing, 65536)
+    tiled = token_budget.estimate(shape, spacing, 4096)
+    assert one.tiles == 1 and one.tokens_per_tile == one.tokens == 22 * 27 * 27
+    assert tiled.tiles > 1 and tiled.tokens_per_tile <= 4096 and tiled.peak_mb < one.peak_mb
+    assert tiled.seconds < one.seconds  # attention grows faster than linearly in the tile size
+    # at a measured point the estimate is the measurement
+    assert token_budget.reference_seconds(8192) == pytest.approx(42.8)
+    tiny = token_budget.Architecture(216, 6, 3_400_000, 1.5)
+    small = token_budget.estimate(shape, spacing, 8192, tiny)
+    assert small.tokens < one.tokens and small.seconds < one.seconds / 10 and small.peak_mb < 600
+    assert token_budget.estimate(shape, spacing, 8192, device="cuda").seconds is None  # not measured
+    assert "not measured for cuda" in token_budget.estimate(shape, spacing, 8192, device="cuda").summary()
+    assert "peak memory about" in one.summary() and "min" in one.summary()
+
+
+def test_panel_budget_uses_the_chosen_models_architecture(registry):
+    state = ModelPanelState(registry, unreachable=lambda: "")
+    assert state.architecture("small").embed_dim == 216 and state.architecture("small").min_spacing == 1.5
+    assert state.architecture("big") == token_budget.VIT_B  # no config in the registry: ViT-B assumed
+    a = state.budget((48, 512, 512), (5.0, 0.57, 0.57), 8192, "small", "cpu")
+    b = state.budget((48, 512, 512), (5.0, 0.57, 0.57), 8192, "big", "cpu")
+    assert a.tokens < b.tokens and a.seconds < b.seconds
+    assert effective_device("cpu") == "cpu" and effective_device("auto") in ("cpu", "cuda")
+    assert np.isfinite(a.peak_mb)

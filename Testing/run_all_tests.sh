@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Install and run every test: the README's second Quick-start command, and what .ci/run does.
+#   1. the whole suite in .venv (slicer-core: the bare MRML scene);
+#   2. the Slicer-logic tests again in a Slicer application scene (trame-slicer's SlicerApp) in .venv-slicerapp,
+#      a venv of its own because trame-slicer's standalone extra pins slicer-core 5.11 / vtk 9.6.0.
+# torch is pinned in each install command on purpose: an unpinned torch pulls a multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/pip install -q torch==2.13.0 -e ".[test]"
+.venv/bin/python -m pytest -p no:cacheprovider "$@"
+python3 -m venv .venv-slicerapp
+.venv-slicerapp/bin/pip install -q torch==2.13.0 -e ".[test,slicerapp]"
+.venv-slicerapp/bin/python -m pytest -p no:cacheprovider -k slicer_app "$@"

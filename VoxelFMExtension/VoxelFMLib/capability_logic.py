@@ -1,0 +1,42 @@
+"""What every capability's Slicer logic shares: a checked model choice and its one core pipeline.
+
+A logic is built from the same four model settings the model panel shows (``model``, ``device``,
+``precision``, ``max_tokens``; ``max_tokens=None`` = the machine's budget); its pipeline is built from them,
+or injected (tests pass a fake pipeline, so the MRML side is tested without a backbone).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from voxelfm.features.spec import ModelSpec
+
+from .model_service import checked_spec
+
+
+class CapabilityLogic:
+    def __init__(
+        self,
+        model: str = "",
+        device: str = "auto",
+        precision: str = "auto",
+        max_tokens: int | None = None,
+        *,
+        service: Any = None,
+        pipeline: Any = None,
+        **options: Any,
+    ) -> None:
+        budget = {"max_tokens": max_tokens} if max_tokens else {}
+        self.spec = checked_spec(ModelSpec(model, device, precision, **budget))
+        self.pipeline = (
+            pipeline if pipeline is not None else self.build_pipeline(self.spec, service, **options)
+        )
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, **kwargs: Any):
+        """The logic for a model panel's choice."""
+        return cls(spec.model, spec.device, spec.precision, spec.max_tokens, **kwargs)
+
+    def build_pipeline(self, spec: ModelSpec, service: Any, **options: Any) -> Any:
+        """The capability's core pipeline (``options`` are its own settings, e.g. a segmentation config)."""
+        raise NotImplementedError(f"{type(self).__name__} must build its pipeline")

@@ -1,0 +1,164 @@
+"""Landmark localisation in a Slicer scene: reference scans + point lists -> the core pipeline -> a new point list.
+
+    logic = LocalisationLogic(model="voxelfm-tiny", device="cpu")
+    out = logic.run(target_node, [(ref_volume_node, ref_points_node)], compare_node=None)
+    out.node, out.result.confidence, out.distances       # the predictions, written as a NEW point list
+
+All localisation behaviour (patient-aligned grids, matching, geometry, refinement, probes) is the core's
+``LocalisationPipeline``, shared with `voxelfm localize`; this class only moves MRML <-> arrays. Three steps so a
+GUI can run the slow middle one on a worker thread: ``prepare`` (main) -> ``predict`` (any) -> ``write`` (main).
+Reference templates are kept per (volume, points, model), so finding the same landmarks in several targets
+extracts the references' features once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from voxelfm.errors import InputError
+from voxelfm.features.service import FeatureService
+from voxelfm.features.spec import ModelSpec
+from voxelfm.imaging.volume import Volume
+from voxelfm.localize.boxes import box_from_mask, box_from_points
+from voxelfm.localize.config import TransferConfig
+from voxelfm.localize.pipeline import LocalisationPipeline, Reference
+from voxelfm.localize.probe import LocalisationProbe
+from voxelfm.localize.probe_file import load_localisation_probe
+from voxelfm.localize.result import LocalisationResult
+from voxelfm.localize.template import LandmarkTemplate
+from voxelfm.progress import CancelFlag, ProgressFn, check_cancel, no_progress
+
+from .capability_logic import CapabilityLogic
+from .markups_nodes import distances_to_node, points_from_node, write_points_node, write_roi_node
+from .segmentation_nodes import segment_mask_on_volume
+from .volume_nodes import node_ijk_to_ras, volume_from_node, volume_key
+
+
+@dataclass
+class LocalisationInputs:
+    """Everything the pipeline needs, detached from MRML."""
+
+    target: Volume
+    references: list[Reference | LandmarkTemplate]
+    reference_keys: list[str]
+    target_node_id: str
+    input_node_ids: list[str] = field(default_factory=list)  # nodes we read: never written
+
+
+@dataclass
+class LocalisationOutput:
+    node: Any  # vtkMRMLMarkupsFiducialNode holding the predictions (created by us)
+    result: LocalisationResult
+    distances: dict[str, float] = field(default_factory=dict)  # to same-named points of ``compare_node``
+
+
+def _points_key(node) -> str:
+    return f"{node.GetID()}:{node.GetMTime()}"
+
+
+class LocalisationLogic(CapabilityLogic):
+    """Qt-free driver of one-shot and probe localisation; the module widget only calls these methods."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """``LocalisationLogic(model, device, precision, max_tokens, config=TransferConfig(...))``."""
+        super().__init__(*args, **kwargs)
+        self._templates: dict[str, LandmarkTemplate] = {}
+
+    def build_pipeline(
+        self, spec: ModelSpec, service: FeatureService | None, config: TransferConfig | None = None
+    ) -> LocalisationPipeline:
+        return LocalisationPipeline(spec, config, service=service)
+
+    def prepare(self, target_node: Any, references: list[tuple[Any, Any]]) -> LocalisationInputs:
+        """Copy the target and every (reference volume, reference points) pair out of the scene."""
+        if target_node is None:
+            raise InputError("Select the volume in which to find the landmarks.")
+        if not references:
+            raise InputError("Add at least one reference: a scan and the point list placed on it.")
+        refs: list[Reference | LandmarkTemplate] = []
+        keys, ids = [], [target_node.GetID()]
+        for volume_node, points_node in references:
+            if volume_node is None:
+                raise InputError("Each reference needs its scan (volume).")
+            points = points_from_node(points_node)
+            key = f"{volume_key(volume_node)}|{_points_key(points_node)}|{self.pipeline.spec}"
+            cached = self._templates.get(key)
+            refs.append(cached or Reference(volume_from_node(volume_node, world=True), points))
+            keys.append(key)
+            ids += [volume_node.GetID(), points_node.GetID()]
+        target = volume_from_node(target_node, world=True)
+        return LocalisationInputs(target, refs, keys, target_node.GetID(), ids)
+
+    def predict(
+        self, inputs: LocalisationInputs, progress: ProgressFn | None = None, cancel: CancelFlag | None = None
+    ) -> LocalisationResult:
+        """Templates (cached) then transfer (safe on the worker thread)."""
+        progress = progress or no_progress
+        check_cancel(cancel)
+        templates = self.pipeline.templates(inputs.references, lambda f, m: progress(0.5 * f, m), cancel)
+        self._templates.update(zip(inputs.reference_keys, templates, strict=True))
+        return self.pipeline.transfer(
+            inputs.target, templates, lambda f, m: progress(0.5 + 0.5 * f, m), cancel
+        )
+
+    def write(
+        self,
+        inputs: LocalisationInputs,
+        result: LocalisationResult,
+        scene: Any,
+        output_node: Any = None,
+        compare_node: Any = None,
+    ) -> LocalisationOutput:
+        """Predictions into a new point list (or ``output_node`` if it is an earlier prediction of ours)."""
+        return self._write(result, scene, output_node, compare_node, inputs.input_node_ids)
+
+    def _write(self, result, scene, output_node, compare_node, protected_ids) -> LocalisationOutput:
+        if output_node is not None and output_node.GetID() in protected_ids:
+            output_node = None  # a node we read from is never written
+        node = write_points_node(scene, result.points, "VoxelFM landmarks", output_node)
+        return LocalisationOutput(node, result, distances_to_node(result.points, compare_node))
+
+    def run(
+        self,
+        target_node: Any,
+        references: list[tuple[Any, Any]],
+        output_node: Any = None,
+        compare_node: Any = None,
+        progress: ProgressFn | None = None,
+        cancel: CancelFlag | None = None,
+    ) -> LocalisationOutput:
+        """All three steps on the calling thread (scripts, tests, headless use)."""
+        inputs = self.prepare(target_node, references)
+        result = self.predict(inputs, progress, cancel)
+        return self.write(inputs, result, target_node.GetScene(), output_node, compare_node)
+
+    def apply_probe(
+        self,
+        target_node: Any,
+        probe: LocalisationProbe | str | Path,
+        output_node: Any = None,
+        compare_node: Any = None,
+        progress: ProgressFn | None = None,
+        cancel: CancelFlag | None = None,
+    ) -> LocalisationOutput:
+        """Landmarks of a saved localisation probe in a volume node (as `voxelfm localize --probe`)."""
+        if target_node is None:
+            raise InputError("Select the volume in which to find the landmarks.")
+        if not isinstance(probe, LocalisationProbe):
+            probe = load_localisation_probe(probe)
+        result = self.pipeline.apply_probe(volume_from_node(target_node, world=True), probe, progress, cancel)
+        return self._write(result, target_node.GetScene(), output_node, compare_node, [target_node.GetID()])
+
+    def box_from_points(self, points_node: Any, name: str, corner_names: list[str] | None = None) -> Any:
+        """A new ROI node spanned by corner landmarks of a point list (e.g. a prediction)."""
+        box = box_from_points(points_from_node(points_node), name, corner_names)
+        return write_roi_node(points_node.GetScene(), box)
+
+    def box_from_segment(self, segmentation_node: Any, segment_id: str, volume_node: Any) -> Any:
+        """A new ROI node around one segment (e.g. a few-shot prediction), along the volume's axes."""
+        mask = segment_mask_on_volume(segmentation_node, segment_id, volume_node)
+        name = segmentation_node.GetSegmentation().GetSegment(segment_id).GetName()
+        box = box_from_mask(mask, node_ijk_to_ras(volume_node, world=True), f"{name} box")
+        return write_roi_node(segmentation_node.GetScene(), box)

@@ -1,0 +1,279 @@
+"""Similar-case retrieval in a Slicer scene: volumes / ROIs / segments / points -> the core pipeline -> hits.
+
+    logic = RetrievalLogic(device="cpu")
+    logic.add_volume_nodes("cases/", [volume_node])               # build or extend a library
+    result = logic.run_query("cases/", volume_node, k=5, roi_node=roi)
+    view = logic.load_hit(scene, result.hits[0])                   # the case as a volume node + where to look
+    jump_slices(scene, view.ras)
+
+All retrieval behaviour (embeddings, the library, the index, thumbnails) is the core's ``RetrievalPipeline``,
+shared with `voxelfm index` / `voxelfm query`; this class only turns nodes into arrays and regions. As in the
+other logics, ``prepare_*`` run on the main thread (MRML), ``add`` / ``predict`` on any thread, and loading a
+hit on the main thread. Query regions are taken in world coordinates (parent transforms applied), so an ROI
+drawn on a transformed volume means what the user sees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import slicer
+
+from voxelfm.errors import InputError
+from voxelfm.features.service import FeatureService
+from voxelfm.features.spec import ModelSpec
+from voxelfm.imaging.volume import Volume
+from voxelfm.progress import CancelFlag, ProgressFn, check_cancel
+from voxelfm.retrieval.library import CaseLibrary
+from voxelfm.retrieval.pipeline import RetrievalPipeline
+from voxelfm.retrieval.records import CaseRecord, CaseSource
+from voxelfm.retrieval.regions import BoxRegion, MaskRegion, Region, SphereRegion
+from voxelfm.retrieval.result import QueryResult, RetrievalHit
+from voxelfm.retrieval.sources import expand_inputs
+
+from .capability_logic import CapabilityLogic
+from .scene_guard import temporary_nodes
+from .segmentation_nodes import segment_mask_on_volume
+from .volume_nodes import (
+    create_volume_node,
+    load_volume_file,
+    matrix_to_numpy,
+    node_ijk_to_ras,
+    volume_from_node,
+)
+
+
+@dataclass
+class QueryInputs:
+    """A query detached from MRML: the volume (world geometry) and an optional region."""
+
+    volume: Volume
+    region: Region | None
+    volume_node_id: str
+
+
+@dataclass
+class HitView:
+    """A hit loaded into the scene: its volume node and the RAS point to look at (None: whole volume)."""
+
+    node: Any
+    ras: np.ndarray | None
+    hit: RetrievalHit
+
+
+def node_file(node: Any) -> str:
+    """The file a volume node was loaded from ("" when it has none)."""
+    storage = node.GetStorageNode() if node is not None else None
+    name = storage.GetFileName() if storage is not None else ""
+    return str(name or "")
+
+
+def roi_region(roi_node: Any) -> BoxRegion:
+    """A markups ROI node as an oriented box in world RAS."""
+    size = tuple(float(s) for s in roi_node.GetSize())
+    if min(size) <= 0:
+        raise InputError(
+            f"The ROI '{roi_node.GetName()}' has zero size {list(size)}; place and size it on the image first."
+        )
+    return BoxRegion(matrix_to_numpy(roi_node.GetObjectToWorldMatrix()), size)  # type: ignore[arg-type]
+
+
+def point_region(point_node: Any, radius_mm: float, index: int = 0) -> SphereRegion:
+    if point_node.GetNumberOfControlPoints() <= index:
+        raise InputError(
+            f"The point list '{point_node.GetName()}' has no point {index + 1}; place one first."
+        )
+    pos = [0.0, 0.0, 0.0]
+    point_node.GetNthControlPointPositionWorld(index, pos)
+    return SphereRegion(tuple(pos), float(radius_mm))  # type: ignore[arg-type]
+
+
+def jump_slices(scene: Any, ras: np.ndarray | None) -> None:
+    """Centre every slice view on ``ras`` (nothing when it is None)."""
+    if ras is not None:
+        r, a, s = (float(v) for v in ras)
+        slicer.vtkMRMLSliceNode.JumpAllSlices(scene, r, a, s, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
+
+
+class RetrievalLogic(CapabilityLogic):
+    """Qt-free driver of case libraries in Slicer; the module widget only calls these methods."""
+
+    def build_pipeline(self, spec: ModelSpec, service: FeatureService | None) -> RetrievalPipeline:
+        return RetrievalPipeline(spec, service=service)
+
+    # ---- libraries
+
+    @staticmethod
+    def cases(library: str | Path) -> list[CaseRecord]:
+        with CaseLibrary.open(library) as lib:
+            return lib.cases()
+
+    @staticmethod
+    def describe(library: str | Path) -> str:
+        """One line about a library (for the status label); raises InputError when there is none."""
+        with CaseLibrary.open(library) as lib:
+            ident = lib.identity or {}
+            return f"{lib.count()} case(s), model {ident.get('id') or '-'}, {lib.dim or '-'}-d embeddings"
+
+    # ---- adding cases
+
+    def prepare_volumes(
+        self, volume_nodes: list[Any], report: str | None = None, findings: Any = None
+    ) -> list[CaseSource]:
+        """CaseSources of volume nodes (voxels copied now, on the main thread); a node loaded from a file keeps
+        that file as its path, so adding the same file from the CLI later is recognised."""
+        nodes = [n for n in volume_nodes if n is not None]
+        if not nodes:
+            raise InputError("Select at least one volume to add to the library.")
+        if (report or findings) and len(nodes) > 1:
+            raise InputError(
+                "A report and findings describe one volume; add volumes one by one to attach them."
+            )
+        out = []
+        for node in nodes:
+            path = node_file(node)
+            if path and not Path(path).exists():
+                path = ""
+            out.append(
+                CaseSource(
+                    path=path,
+                    volume=volume_from_node(node),
+                    case_id=node.GetName() or "",
+                    report=report,
+                    findings=findings,
+                )
+            )
+        return out
+
+    def add(
+        self,
+        library: str | Path,
+        sources: list[CaseSource],
+        progress: ProgressFn | None = None,
+        cancel: CancelFlag | None = None,
+    ):
+        """Add prepared sources (any thread); an AddReport (failures listed in it, not raised)."""
+        return self.pipeline.add_sources(library, sources, progress, cancel)
+
+    def add_volume_nodes(
+        self, library: str | Path, volume_nodes: list[Any], progress=None, cancel=None, **kw
+    ):
+        return self.add(library, self.prepare_volumes(volume_nodes, **kw), progress, cancel)
+
+    def add_folder(self, library: str | Path, folder: str | Path, progress=None, cancel=None):
+        """Add every CT below a folder (or the cases of a manifest); resumable like `voxelfm index add`."""
+        return self.add(library, expand_inputs([str(folder)]), progress, cancel)
+
+    # ---- queries
+
+    def prepare_query(
+        self,
+        volume_node: Any,
+        roi_node: Any = None,
+        segmentation_node: Any = None,
+        segment_id: str | None = None,
+        point_node: Any = None,
+        radius_mm: float = 15.0,
+    ) -> QueryInputs:
+        """The query volume and region (at most one of ROI, segment, point), on the main thread."""
+        if volume_node is None:
+            raise InputError("Select the volume to search with.")
+        if sum(x is not None for x in (roi_node, segmentation_node, point_node)) > 1:
+            raise InputError("Query by one region at a time: an ROI, a segment or a point.")
+        volume = volume_from_node(volume_node, world=True)
+        region: Region | None = None
+        if roi_node is not None:
+            region = roi_region(roi_node)
+        elif point_node is not None:
+            region = point_region(point_node, radius_mm)
+        elif segmentation_node is not None:
+            if not segment_id:
+                raise InputError(f"Select a segment of '{segmentation_node.GetName()}' to search with.")
+            with temporary_nodes(volume_node.GetScene()):
+                mask = segment_mask_on_volume(segmentation_node, segment_id, volume_node)
+            name = segmentation_node.GetSegmentation().GetSegment(segment_id).GetName()
+            region = MaskRegion(mask, node_ijk_to_ras(volume_node, world=True), name)
+        return QueryInputs(volume, region, volume_node.GetID())
+
+    def predict(
+        self,
+        library: str | Path,
+        inputs: QueryInputs,
+        k: int = 10,
+        embedding: str = "mean",
+        thumbnails: str | Path | None = None,
+        progress: ProgressFn | None = None,
+        cancel: CancelFlag | None = None,
+    ) -> QueryResult:
+        """Search the library (any thread); with ``thumbnails`` a folder, a PNG per hit is written there."""
+        result = self.pipeline.query(
+            library, inputs.volume, k, inputs.region, embedding, None, progress, cancel
+        )
+        check_cancel(cancel)
+        if thumbnails:
+            self.pipeline.thumbnails(result, inputs.volume, thumbnails)
+        return result
+
+    def run_query(
+        self,
+        library: str | Path,
+        volume_node: Any,
+        k: int = 10,
+        embedding: str = "mean",
+        thumbnails: str | Path | None = None,
+        progress=None,
+        cancel=None,
+        **region,
+    ) -> QueryResult:
+        """prepare + predict on the calling thread (scripts, tests)."""
+        return self.predict(
+            library, self.prepare_query(volume_node, **region), k, embedding, thumbnails, progress, cancel
+        )
+
+    # ---- hits
+
+    def load_hit(self, scene: Any, hit: RetrievalHit) -> HitView:
+        """The hit's case as a volume node (a node already holding it is reused) and the RAS to look at."""
+        record = hit.case
+        node = self._find_loaded(scene, record)
+        if node is None:
+            path = record.abs_path
+            if not path or not Path(path).exists():
+                raise InputError(
+                    f"Case '{record.case_id}' cannot be opened: its image {path or '(a scene volume)'} is not "
+                    "available; load it yourself to look at it."
+                )
+            if Path(path).is_dir():  # a DICOM series: read by the core, shown as a new node
+                from voxelfm.imaging.io import read_volume
+
+                node = create_volume_node(scene, read_volume(path), name=record.case_id)
+            else:
+                node = load_volume_file(scene, path, name=record.case_id)
+        return HitView(node, None if hit.ras is None else np.asarray(hit.ras, dtype=np.float64), hit)
+
+    @staticmethod
+    def _find_loaded(scene: Any, record: CaseRecord) -> Any:
+        """A scalar volume node of the scene that holds this case (its file, or its voxels for scene cases)."""
+        nodes = scene.GetNodesByClass("vtkMRMLScalarVolumeNode")
+        nodes.InitTraversal()
+        found = []
+        for _ in range(nodes.GetNumberOfItems()):
+            node = nodes.GetNextItemAsObject()
+            path = node_file(node)
+            if record.abs_path and path and Path(path).resolve() == Path(record.abs_path).resolve():
+                return node
+            found.append(node)
+        if record.source_key.startswith("volume:"):
+            for node in found:
+                if (
+                    node.GetImageData() is not None
+                    and "volume:" + volume_from_node(node).content_hash() == record.source_key
+                ):
+                    return node
+        return None
+
+
+__all__ = ["HitView", "QueryInputs", "RetrievalLogic", "jump_slices", "point_region", "roi_region"]

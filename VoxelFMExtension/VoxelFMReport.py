@@ -1,0 +1,290 @@
+"""VoxelFM Report: a first draft of the report of the current CT, where every sentence says where it came from.
+
+Sources (each optional): findings probes (fit-probe), the segments of a segmentation node (volume, largest
+diameter, centroid), similar cases of a case library with reports, a trained report model (report-train).
+The draft goes into a NEW text node (saved with the scene) shown in the editor below; edit it freely, a new
+draft never overwrites edited text. Put the cursor in a sentence to see its evidence; double-click an item
+to jump to the segment or open the similar case. Save writes REPORT.txt and REPORT.json.
+"""
+
+from __future__ import annotations
+
+import qt
+import slicer
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTextNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+)
+from VoxelFMWidgets import (
+    BusyState,
+    ModelPanel,
+    ModelParameters,
+    VoxelFMModuleWidget,
+    ensureDependencies,
+    modelSpec,
+    runInWorker,
+    userMessage,
+)
+
+PROBE_FILTER = "VoxelFM findings probe (*.json)"
+LIBRARY_FILTER = "VoxelFM case library (*)"
+
+
+class VoxelFMReport(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("VoxelFM Report")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "VoxelFM")]
+        self.parent.dependencies = ["VoxelFMFeatures"]
+        self.parent.contributors = ["VoxelFM Slicer extension contributors"]
+        self.parent.helpText = _(
+            "Draft a structured CT report from findings probes, segment measurements and similar cases with "
+            "reports. Every sentence carries its evidence; select a sentence to see it. The draft is stored in "
+            "a new text node and never overwrites text you edited."
+        )
+        self.parent.acknowledgementText = _(
+            "VoxelFM backbone by its authors; see the model card for licence terms."
+        )
+
+
+@parameterNodeWrapper
+class VoxelFMReportParameterNode:
+    model: ModelParameters
+    inputVolume: vtkMRMLScalarVolumeNode
+    segmentation: vtkMRMLSegmentationNode
+    probePaths: str = ""  # one probe file per line
+    libraryPath: str = ""
+    vlmRun: str = ""
+    template: str = ""
+    reportNode: vtkMRMLTextNode
+
+
+class VoxelFMReportWidget(VoxelFMModuleWidget):
+    def createLogic(self):
+        return VoxelFMReportLogic()
+
+    def setupWidgets(self) -> None:
+        self.busy = BusyState(self.ui.progressBar, self.ui.statusLabel, onChange=self.updateGUI)
+        self.modelPanel = ModelPanel(self.ui.modelPanelPlaceholder, lambda: self.parameterNode)
+        self.targets = []
+        self.ui.addProbeButton.connect("clicked(bool)", self.onAddProbe)
+        self.ui.clearProbesButton.connect("clicked(bool)", self.onClearProbes)
+        self.ui.browseLibraryButton.connect("clicked(bool)", self.onBrowseLibrary)
+        self.ui.draftButton.connect("clicked(bool)", self.onDraft)
+        self.ui.cancelButton.connect("clicked(bool)", self.busy.requestCancel)
+        self.ui.saveButton.connect("clicked(bool)", self.onSave)
+        self.ui.reportTextEdit.connect("textChanged()", self.onTextEdited)
+        self.ui.reportTextEdit.connect("cursorPositionChanged()", self.onCursorMoved)
+        self.ui.evidenceList.connect("itemDoubleClicked(QListWidgetItem*)", self.onEvidenceChosen)
+
+    def cancelWork(self) -> None:
+        self.busy.cancel.set()
+
+    def updateGUI(self) -> None:
+        node, idle = self.parameterNode, not self.busy.running
+        self.ui.draftButton.enabled = bool(node and node.inputVolume) and idle
+        self.ui.cancelButton.enabled = not idle
+        self.ui.saveButton.enabled = bool(node and node.reportNode) and idle
+        self.ui.probeList.clear()
+        for path in self.logic.probes(node):
+            self.ui.probeList.addItem(path)
+        self.showReportNode(node.reportNode if node else None)
+
+    def showReportNode(self, textNode) -> None:
+        text = textNode.GetText() if textNode else ""
+        if self.ui.reportTextEdit.toPlainText() != text:
+            wasBlocked = self.ui.reportTextEdit.blockSignals(True)
+            self.ui.reportTextEdit.setPlainText(text)
+            self.ui.reportTextEdit.blockSignals(wasBlocked)
+
+    def onAddProbe(self) -> None:
+        paths = qt.QFileDialog.getOpenFileNames(
+            slicer.util.mainWindow(), "Add findings probes", "", PROBE_FILTER
+        )
+        if paths:
+            self.parameterNode.probePaths = "\n".join([*self.logic.probes(self.parameterNode), *paths])
+
+    def onClearProbes(self) -> None:
+        self.parameterNode.probePaths = ""
+
+    def onBrowseLibrary(self) -> None:
+        path = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Open a VoxelFM case library")
+        if path:
+            self.parameterNode.libraryPath = path
+
+    def onDraft(self) -> None:
+        if self.busy.running or not ensureDependencies():
+            return
+        with self.busy.operation("Drafting the report...", "Report drafting"):
+            result = self.logic.draft(self.parameterNode, self.busy)
+            self.parameterNode.reportNode = result.text_node
+            kept = f" Your edited '{result.kept_node.GetName()}' was kept." if result.kept_node else ""
+            warned = (" Notes: " + " ".join(result.draft.warnings)) if result.draft.warnings else ""
+            self.busy.stop(
+                f"Drafted {len(result.draft.sentences)} sentences into '{result.text_node.GetName()}'.{kept}{warned}"
+            )
+
+    def onTextEdited(self) -> None:
+        node = self.parameterNode.reportNode if self.parameterNode else None
+        if node is not None:
+            node.SetText(self.ui.reportTextEdit.toPlainText())  # the user's edit lives in the text node
+
+    def onCursorMoved(self) -> None:
+        node = self.parameterNode.reportNode if self.parameterNode else None
+        self.ui.evidenceList.clear()
+        self.targets = self.logic.evidenceAt(node, self.ui.reportTextEdit.textCursor().position())
+        for line, _ in self.targets:
+            self.ui.evidenceList.addItem(line)
+
+    def onEvidenceChosen(self, item) -> None:
+        row = self.ui.evidenceList.row(item)
+        target = self.targets[row][1] if 0 <= row < len(self.targets) else None
+        if target is None:
+            return
+        try:
+            self.logic.goTo(target)
+        except Exception as exc:
+            slicer.util.errorDisplay(userMessage(exc))
+
+    def onSave(self) -> None:
+        node = self.parameterNode.reportNode
+        path = qt.QFileDialog.getSaveFileName(
+            slicer.util.mainWindow(), "Save report", f"{node.GetName()}.txt", "Text (*.txt)"
+        )
+        if path:
+            with self.busy.operation("Saving...", "Saving the report"):
+                txt, js = self.logic.save(node, path)
+                self.busy.stop(f"Saved {txt} and {js}")
+
+
+class VoxelFMReportLogic(ScriptedLoadableModuleLogic):
+    """Thin: parameter node -> VoxelFMLib.ReportLogic, kept while the model choice stays the same."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self._spec = None
+        self._drafter = None
+
+    def getParameterNode(self):
+        return VoxelFMReportParameterNode(super().getParameterNode())
+
+    @staticmethod
+    def probes(parameterNode) -> list[str]:
+        return [
+            p.strip() for p in (parameterNode.probePaths if parameterNode else "").splitlines() if p.strip()
+        ]
+
+    def drafter(self, parameterNode):
+        from VoxelFMLib.report_logic import ReportLogic  # after ensureDependencies: imports torch
+
+        spec = (modelSpec(parameterNode.model), parameterNode.template.strip())
+        if self._drafter is None or spec != self._spec:
+            self._spec = spec
+            self._drafter = ReportLogic(
+                model=spec[0].model,
+                device=spec[0].device,
+                precision=spec[0].precision,
+                max_tokens=spec[0].max_tokens,
+                template=spec[1] or None,
+            )
+        return self._drafter
+
+    def draft(self, parameterNode, busy: BusyState):
+        """prepare (main thread) -> predict (worker thread) -> write (main thread)."""
+        drafter = self.drafter(parameterNode)
+        volumeNode = parameterNode.inputVolume
+        segmentations = [parameterNode.segmentation] if parameterNode.segmentation else []
+        inputs = drafter.prepare(
+            volumeNode,
+            self.probes(parameterNode),
+            segmentations,
+            parameterNode.libraryPath.strip() or None,
+            parameterNode.vlmRun.strip() or None,
+        )
+        draft = runInWorker(busy, drafter.predict, inputs)
+        return drafter.write(inputs, draft, volumeNode, parameterNode.reportNode)
+
+    def evidenceAt(self, textNode, position: int) -> list:
+        """(line shown, jump target or None) for the sentence at the cursor."""
+        from VoxelFMLib.report_logic import ReportLogic
+        from VoxelFMLib.report_nodes import draft_of, is_report_node
+
+        if not is_report_node(textNode):
+            return []
+        index = ReportLogic.sentence_index(textNode, position)
+        if index is None:
+            return []
+        return [
+            (_evidenceLine(e), ReportLogic.target_of(e)) for e in draft_of(textNode).sentences[index].evidence
+        ]
+
+    def goTo(self, target) -> None:
+        from VoxelFMLib.report_logic import ReportLogic
+
+        if target.kind == "segment":
+            ReportLogic.jump_to_segment(slicer.mrmlScene, target)
+        else:
+            slicer.util.setSliceViewerLayers(background=ReportLogic.open_case(slicer.mrmlScene, target))
+
+    def save(self, textNode, path: str):
+        from VoxelFMLib.report_logic import ReportLogic
+
+        return ReportLogic.save(textNode, path)
+
+
+def _evidenceLine(e: dict) -> str:
+    kind = e.get("kind")
+    if kind == "probe":
+        return f"probe {e['probe']}: {e['finding']} {e['call']} (p = {e['probability']:.2f})"
+    if kind == "measurement":
+        value = e["value"]
+        shown = ", ".join(f"{v:.1f}" for v in value) if isinstance(value, list) else f"{value:.2f}"
+        return f"segment {e['segment']}: {e['quantity']} {shown} {e['unit']}"
+    if kind == "neighbour":
+        return (
+            f"similar case {e['case_id']} (score {e['score']:.3f}, weight {e['weight']:.2f}): {e['sentence']}"
+        )
+    return f"{kind}: {e.get('run', '')}"
+
+
+class VoxelFMReportTest(ScriptedLoadableModuleTest):
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_draft_from_a_segmentation_keeps_edits()
+
+    def test_draft_from_a_segmentation_keeps_edits(self):
+        """Segment measurements -> a draft in a new text node; an edited draft is never overwritten."""
+        import importlib.util
+
+        import numpy as np
+
+        if importlib.util.find_spec("torch") is None:
+            self.delayDisplay("torch not installed: report test skipped")
+            return
+        from VoxelFMLib.report_logic import ReportLogic
+
+        array = np.full((10, 20, 20), -700.0, np.float32)
+        volumeNode = slicer.util.addVolumeFromArray(array, np.diag([1.5, 1.5, 3.0, 1.0]), "synthetic")
+        segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "findings")
+        segmentation.CreateDefaultDisplayNodes()
+        segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+        segmentId = segmentation.GetSegmentation().AddEmptySegment("", "nodule")
+        paint = np.zeros(array.shape, np.uint8)
+        paint[4:6, 8:12, 8:12] = 1
+        slicer.util.updateSegmentBinaryLabelmapFromArray(paint, segmentation, segmentId, volumeNode)
+        logic = ReportLogic(device="cpu")
+        first = logic.run(volumeNode, segmentation_nodes=[segmentation])
+        self.assertIn("nodule: volume", first.text_node.GetText())
+        first.text_node.SetText(first.text_node.GetText() + "\nMy own impression.")
+        second = logic.run(volumeNode, segmentation_nodes=[segmentation], text_node=first.text_node)
+        self.assertIsNot(second.text_node, first.text_node)
+        self.assertTrue(first.text_node.GetText().endswith("My own impression."))
+        self.delayDisplay("Test passed")

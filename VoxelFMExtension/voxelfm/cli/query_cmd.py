@@ -1,0 +1,92 @@
+"""`voxelfm query LIBRARY IMAGE [--roi REGION] -k K [--json]`: the cases of a library most similar to a CT.
+
+Whole volume by default (cosine of mean-pooled patch tokens; --embedding cls for the cls token). With --roi
+the query is a region and every hit carries the RAS location (mm) of the matching place in that case:
+    --roi box:R,A,S,SIZE_R,SIZE_A,SIZE_S     RAS-aligned box: centre and size (mm), like Slicer's ROI
+    --roi point:R,A,S,RADIUS                 a ball around a point
+    --roi mask:FILE[:LABEL]                  a label image (any grid aligned in physical space)
+    --roi ROI.mrk.json                       a Slicer markups ROI file
+With --json, stdout is a JSON list of {"case_id", "path", "score"} (+ "ras" for region hits), best first;
+"path" is the path the case was added from. Messages go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import options
+from .common import (
+    add_command,
+    add_feature_args,
+    add_model_args,
+    add_series_arg,
+    feature_options_from_args,
+    log,
+    spec_from_args,
+)
+from .outputs import add_overwrite_arg, output_plan
+
+
+def region_spec(text: str):
+    from ..errors import InputError
+    from ..retrieval.region_specs import parse_region_spec
+
+    try:
+        return parse_region_spec(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_command(
+        sub, "query", "find the most similar cases of a library (whole volume or a region)", __doc__
+    )
+    p.add_argument("library", help="case library folder (see `voxelfm index add`)")
+    p.add_argument("image", help="query CT: NIfTI / NRRD / MHA file or DICOM series folder")
+    p.add_argument("--roi", type=region_spec, default=None, help="query a region (see above)")
+    p.add_argument("-k", type=options.positive_int, default=10, help="number of cases (default 10)")
+    p.add_argument("--json", action="store_true", help="print the hits as JSON on stdout")
+    p.add_argument(
+        "--embedding", choices=("mean", "cls"), default="mean", help="whole-volume embedding (default mean)"
+    )
+    p.add_argument("--with-reports", action="store_true", help="only cases that carry a report")
+    p.add_argument("--thumbnails", default=None, help="folder for PNGs: the query region beside each hit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_series_arg(p)
+    add_overwrite_arg(p)
+    add_model_args(p)
+    add_feature_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..imaging.io import read_volume
+    from ..progress import TqdmProgress
+    from ..retrieval.pipeline import RetrievalPipeline
+
+    plan = output_plan(args).input(args.library, args.image)
+    if args.thumbnails:
+        plan.run_folder(args.thumbnails, "query-thumbnails", ("hit*.png",), "--thumbnails")
+    plan.check().claim_folders()
+    volume = read_volume(args.image, series=args.series)
+    region = args.roi.region() if args.roi is not None else None
+    pipeline = RetrievalPipeline(spec_from_args(args), feature_options_from_args(args))
+    where = (lambda rec: rec.has_report) if args.with_reports else None
+    bar = TqdmProgress("query", disable=args.no_progress or None)
+    try:
+        result = pipeline.query(args.library, volume, args.k, region, args.embedding, where, progress=bar)
+    finally:
+        bar.close()
+    if args.thumbnails:
+        written = pipeline.thumbnails(result, volume, args.thumbnails)
+        log.info("wrote %d thumbnail(s) to %s", len(written), args.thumbnails)
+    for warning in result.warnings:
+        log.warning("%s", warning)
+    if args.json:
+        sys.stdout.write(json.dumps(result.to_json()) + "\n")
+    else:
+        sys.stdout.write(result.table() + "\n")
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,122 @@
+"""`voxelfm report-train MANIFEST --lm LM --out RUN`: train the report model (resampler + projector + LoRA).
+
+MANIFEST (CSV/TSV/JSONL): column 'image' (path relative to the manifest) and the report text in 'report' (or
+a text file in 'report_file'); reports are best rewritten as short abnormal-findings sections ("Lungs: ...").
+LM: any causal LM `transformers` loads (a local folder or a cached hub id); it stays frozen in stage 1 and
+gets LoRA adapters in stage 2. Needs the optional extra: pip install voxelfm[vlm].
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from . import options
+from .common import (
+    add_command,
+    add_feature_args,
+    add_model_args,
+    feature_options_from_args,
+    log,
+    spec_from_args,
+)
+from .outputs import add_overwrite_arg, output_plan
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_command(
+        sub,
+        "report-train",
+        "train the report model (perceiver resampler + projector + LoRA) from images and reports",
+        __doc__,
+    )
+    p.add_argument("manifest", help="CSV / TSV / JSONL with 'image' and 'report' (or 'report_file')")
+    p.add_argument("--lm", required=True, help="causal LM: a save_pretrained folder or a cached hub id")
+    p.add_argument("--tokenizer", default=None, help="tokenizer folder / id (default: the LM's)")
+    p.add_argument(
+        "--out", required=True, help="new run folder (run.json, head.safetensors, adapter/, tokenizer/)"
+    )
+    p.add_argument(
+        "--stage1-steps", type=options.non_negative_int, default=1000, help="resampler+projector steps"
+    )
+    p.add_argument(
+        "--stage2-steps", type=options.non_negative_int, default=1000, help="+ LoRA steps (0 = none)"
+    )
+    p.add_argument("--batch-size", type=options.positive_int, default=4)
+    p.add_argument("--lr-stage1", type=options.positive_float, default=1e-4)
+    p.add_argument("--lr-stage2", type=options.positive_float, default=5e-5)
+    p.add_argument(
+        "--queries", type=options.positive_int, default=128, help="resampler queries (visual tokens)"
+    )
+    p.add_argument("--latent", type=options.positive_int, default=2048, help="resampler latent size")
+    p.add_argument("--heads", type=options.positive_int, default=8, help="cross-attention heads")
+    p.add_argument("--lora-r", type=options.positive_int, default=16)
+    p.add_argument("--lora-alpha", type=options.positive_int, default=32)
+    p.add_argument("--max-report-tokens", type=options.positive_int, default=256)
+    p.add_argument("--prompt", default="Findings:", help="text between the visual tokens and the report")
+    p.add_argument("--seed", type=options.non_negative_int, default=0)
+    add_model_args(p)
+    add_feature_args(p)
+    add_overwrite_arg(p)
+    p.set_defaults(func=run)
+
+
+def _configs(args: argparse.Namespace):
+    from ..errors import InputError
+    from ..report.vlm.config import HeadConfig, TrainConfig
+
+    if args.latent % args.heads:
+        raise InputError(f"--latent {args.latent} must be a multiple of --heads {args.heads}.")
+    head = HeadConfig(
+        num_queries=args.queries,
+        latent_dim=args.latent,
+        num_heads=args.heads,
+        prompt=args.prompt,
+        max_report_tokens=args.max_report_tokens,
+    )
+    train = TrainConfig(
+        stage1_steps=args.stage1_steps,
+        stage2_steps=args.stage2_steps,
+        batch_size=args.batch_size,
+        lr_stage1=args.lr_stage1,
+        lr_stage2=args.lr_stage2,
+        lora_r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        seed=args.seed,
+    )
+    return head, train
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..progress import TqdmProgress
+    from ..report.manifest import read_report_manifest
+    from ..report.vlm.deps import require_vlm
+    from ..report.vlm.pipeline import train_report_run
+    from ..report.vlm.run_files import RUN_ENTRIES, RUN_KIND
+
+    head, train = _configs(args)
+    require_vlm()
+    rows = read_report_manifest(args.manifest, texts=("report",), images=("image",))
+    plan = output_plan(args).input(args.manifest, *(r["image"] for r in rows))
+    out = plan.run_folder(args.out, RUN_KIND, RUN_ENTRIES)
+    plan.check()
+    plan.claim_folders()
+    bar = TqdmProgress("report-train")
+    try:
+        run_dir, history = train_report_run(
+            [r["image"] for r in rows],
+            [r["report"] for r in rows],
+            args.lm,
+            out,
+            spec_from_args(args),
+            head,
+            train,
+            tokenizer=args.tokenizer,
+            options=feature_options_from_args(args),
+            progress=bar,
+        )
+    finally:
+        bar.close()
+    for stage, losses in history.items():
+        log.info("%s: loss %.4f -> %.4f over %d steps", stage, losses[0], losses[-1], len(losses))
+    log.info("wrote run %s", run_dir)
+    return 0

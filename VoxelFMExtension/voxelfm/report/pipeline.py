@@ -1,0 +1,198 @@
+"""Report drafting end to end, the one implementation behind `voxelfm report` and the Slicer logic.
+
+    pipeline = ReportPipeline(ModelSpec("voxelfm-tiny"))
+    draft = pipeline.draft(volume, probes=["findings.json"], segmentation=read_segmentation("seg.nrrd"),
+                           neighbours=LibraryNeighbours(library))
+    draft.text, draft.to_dict()      # every sentence with its section and evidence
+
+Sources, each optional (none at all is an error): findings probes (features from the shared FeatureService,
+with each probe's recorded preprocessing, after checking the probe's backbone is the loaded one),
+segmentation measurements, similar cases with reports (sentence-level consensus) and a report generator (the
+VLM head of ``voxelfm.report.vlm``). ``combine.compose`` turns them into sentences through the template.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from ..errors import InputError
+from ..features.service import FeatureService, feature_service
+from ..features.spec import FeatureOptions, ModelSpec
+from ..imaging.volume import Volume
+from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
+from .combine import compose
+from .draft import ReportDraft, Sentence
+from .extract import FindingsExtractor, RuleExtractor
+from .measurements import SegmentMeasurement
+from .neighbours import ConsensusConfig, Neighbour, NeighbourSource, consensus
+from .probe_findings import FindingCall, FindingsProbe, as_findings_probe, call_findings
+from .sections import section_of_text, split_report
+from .segmentation_files import SegmentationData
+from .template import ReportTemplate
+from .template_files import load_template
+
+NO_SOURCES = (
+    "Nothing to draft a report from: give findings probes (--probe), a segmentation (--segmentation), a case "
+    "library with reports and/or a trained report model (--vlm)."
+)
+
+
+@runtime_checkable
+class ReportGenerator(Protocol):
+    """Free-text report for a volume (the VLM head); ``evidence()`` describes it for each sentence."""
+
+    def generate(
+        self, volume: Volume, progress: ProgressFn | None = None, cancel: CancelFlag | None = None
+    ) -> str: ...
+
+    def evidence(self) -> dict[str, Any]: ...
+
+
+class ReportPipeline:
+    def __init__(
+        self,
+        spec: ModelSpec | None = None,
+        template: ReportTemplate | str | None = None,
+        consensus_config: ConsensusConfig | None = None,
+        options: FeatureOptions | None = None,
+        service: FeatureService | None = None,
+        extractor: FindingsExtractor | None = None,
+    ) -> None:
+        self.spec = spec or ModelSpec()
+        self.template = template if isinstance(template, ReportTemplate) else load_template(template)
+        self.consensus = consensus_config or ConsensusConfig()
+        self.options = options or FeatureOptions()
+        self.service = service or feature_service()
+        self.extractor = extractor or RuleExtractor()
+
+    # ---- sources
+
+    def _probe_spec(self, probes: Sequence[FindingsProbe]) -> ModelSpec:
+        """The pipeline's model, else the first probe's backbone (as `apply-probe` does)."""
+        if self.spec.model or not probes:
+            return self.spec
+        return self.spec.with_model(str(probes[0].backbone.get("id") or ""))
+
+    def probe_calls(
+        self, volume: Volume, probes: Sequence[Any], progress: ProgressFn, cancel: CancelFlag | None
+    ) -> tuple[list[FindingCall], dict[str, Any]]:
+        from ..features.extract import model_identity
+        from ..probes.pipeline import check_backbone, preprocess_from_dict
+
+        loaded = [as_findings_probe(p) for p in probes]
+        spec = self._probe_spec(loaded)
+        identity = model_identity(self.service.backbone(spec))
+        for p in loaded:
+            check_backbone(p.probe, identity)
+        calls: list[FindingCall] = []
+        for n, p in enumerate(loaded):
+            check_cancel(cancel)
+            preprocess = preprocess_from_dict(p.probe.preprocess) if p.probe.preprocess else None
+            feats = self.service.features(
+                volume,
+                spec,
+                preprocess=preprocess,
+                overlap=self.options.overlap,
+                cache=self.options.cache,
+                progress=lambda f, m, n=n: progress((n + f) / len(loaded), m),
+                cancel=cancel,
+            )
+            calls += call_findings(p, feats, self.template.thresholds)
+        info = {
+            "model": identity.get("id"),
+            "probes": [{"name": p.name, "path": p.path, "findings": p.findings} for p in loaded],
+        }
+        return calls, info
+
+    @staticmethod
+    def measurements(segmentation: Any) -> tuple[list[SegmentMeasurement], str]:
+        if isinstance(segmentation, SegmentationData):
+            return segmentation.measurements(), segmentation.source
+        items = list(segmentation)
+        if not all(isinstance(m, SegmentMeasurement) for m in items):
+            raise InputError(
+                "A segmentation source must be segmentation data or a list of SegmentMeasurement."
+            )
+        return items, ""
+
+    def neighbour_sentences(
+        self, volume: Volume, source: Any, warnings: list[str]
+    ) -> tuple[list[Sentence], list[dict[str, Any]]]:
+        """Consensus sentences of the k nearest cases (a warning when none reaches the support)."""
+        found = source.neighbours(volume, self.consensus.k) if isinstance(source, NeighbourSource) else source
+        found = [n for n in found if isinstance(n, Neighbour)] if found is not None else []
+        if not found:
+            raise InputError("The case library returned no similar cases; add cases to it first.")
+        sentences = consensus(found, self.consensus, self.extractor, self.template.section_names)
+        if not sentences:
+            warnings.append(
+                f"No sentence of the {len(found)} similar cases reached the support threshold "
+                f"({self.consensus.min_support:.2f} of their weight); their similarity scores are too alike "
+                "or their reports disagree. Use fewer neighbours, a lower support or a lower temperature."
+            )
+        return sentences, [{"case_id": n.case_id, "score": n.score} for n in found]
+
+    def generated_sentences(
+        self, volume: Volume, generator: ReportGenerator, progress: ProgressFn, cancel: CancelFlag | None
+    ) -> list[Sentence]:
+        text = generator.generate(volume, progress, cancel)
+        sections = self.template.section_names
+        out = []
+        for heading, sentence in split_report(text, sections):
+            labels = self.extractor.extract(sentence)
+            section = heading or section_of_text(sentence, list(labels), sections)
+            out.append(Sentence(sentence, section, [dict(generator.evidence())]))
+        return out
+
+    # ---- the draft
+
+    def draft(
+        self,
+        volume: Volume,
+        probes: Sequence[Any] = (),
+        segmentation: Any = None,
+        neighbours: NeighbourSource | Sequence[Neighbour] | None = None,
+        generator: ReportGenerator | None = None,
+        progress: ProgressFn | None = None,
+        cancel: CancelFlag | None = None,
+    ) -> ReportDraft:
+        """A draft from whichever sources are given (InputError when none is)."""
+        progress = progress or no_progress
+        if not probes and segmentation is None and neighbours is None and generator is None:
+            raise InputError(NO_SOURCES)
+        sources: dict[str, Any] = {"template": self.template.source}
+        warnings: list[str] = []
+        calls: list[FindingCall] = []
+        if probes:
+            calls, info = self.probe_calls(volume, probes, lambda f, m: progress(0.5 * f, m), cancel)
+            sources.update(info)
+        measured: list[SegmentMeasurement] = []
+        if segmentation is not None:
+            progress(0.5, "measuring segments")
+            measured, sources["segmentation"] = self.measurements(segmentation)
+        texts: list[Sentence] = []
+        if neighbours is not None:
+            check_cancel(cancel)
+            progress(0.6, "finding similar cases")
+            consensus_sentences, sources["neighbours"] = self.neighbour_sentences(
+                volume, neighbours, warnings
+            )
+            texts += consensus_sentences
+        if generator is not None:
+            check_cancel(cancel)
+            texts += self.generated_sentences(
+                volume, generator, lambda f, m: progress(0.7 + 0.25 * f, m), cancel
+            )
+            sources["vlm"] = generator.evidence()
+        composed = compose(self.template, self.extractor, calls, measured, texts)
+        progress(1.0, "draft ready")
+        return ReportDraft(
+            composed.sentences,
+            list(self.template.section_names),
+            self.template.title,
+            self.template.heading,
+            self.template.name,
+            sources,
+            [*warnings, *composed.warnings],
+        )

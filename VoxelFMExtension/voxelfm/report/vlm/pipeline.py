@@ -1,0 +1,180 @@
+"""Train the report model from a manifest, and draft with a trained run (the ``ReportGenerator`` of the draft).
+
+Features come from the shared FeatureService like every other pipeline; the run records the backbone and
+the preprocessing so that drafting uses the same ones (a different backbone is refused).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from ...features.service import FeatureService, feature_service
+from ...features.spec import FeatureOptions, ModelSpec
+from ...imaging.volume import Volume
+from ...progress import CancelFlag, ProgressFn, check_cancel, no_progress
+from .config import GenerationConfig, HeadConfig, TrainConfig
+from .inputs import VisualTokens, visual_tokens
+
+FEATURES_SHARE = 0.3  # progress spent on features before training
+
+
+def _device(spec: ModelSpec) -> str:
+    from ...device import pick_device
+
+    return str(pick_device(spec.device))
+
+
+def _features(
+    service: FeatureService,
+    volume: Volume,
+    spec: ModelSpec,
+    preprocess: Any,
+    options: FeatureOptions,
+    progress: ProgressFn,
+    cancel: CancelFlag | None,
+) -> VisualTokens:
+    feats = service.features(
+        volume,
+        spec,
+        preprocess=preprocess,
+        overlap=options.overlap,
+        cache=options.cache,
+        progress=progress,
+        cancel=cancel,
+    )
+    return visual_tokens(feats)
+
+
+def training_tokens(
+    images: list[str | os.PathLike | Volume],
+    spec: ModelSpec,
+    options: FeatureOptions,
+    service: FeatureService,
+    progress: ProgressFn,
+    cancel: CancelFlag | None,
+) -> tuple[list[VisualTokens], Any, Any]:
+    """(visual tokens of every image, the backbone, the preprocessing used): what training reads."""
+    from ...features.extract import default_preprocess_for
+    from ...imaging.io import read_volume
+
+    backbone = service.backbone(spec)
+    preprocess = dataclasses.replace(
+        default_preprocess_for(backbone),
+        crop_background=options.crop_background,
+        max_patches=options.max_patches,
+    )
+    visual = []
+    for n, image in enumerate(images):
+        check_cancel(cancel)
+        volume = image if isinstance(image, Volume) else read_volume(str(image))
+        sub = lambda f, m, n=n: progress(FEATURES_SHARE * (n + f) / len(images), m)  # noqa: E731
+        visual.append(_features(service, volume, spec, preprocess, options, sub, cancel))
+    return visual, backbone, preprocess
+
+
+def train_report_run(
+    images: list[str | os.PathLike | Volume],
+    reports: list[str],
+    lm: str | os.PathLike,
+    out: str | os.PathLike,
+    spec: ModelSpec | None = None,
+    head: HeadConfig | None = None,
+    train: TrainConfig | None = None,
+    tokenizer: str | os.PathLike | None = None,
+    options: FeatureOptions | None = None,
+    service: FeatureService | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFlag | None = None,
+) -> tuple[Path, dict[str, list[float]]]:
+    """Features of every image -> two-stage training -> a saved run at ``out``; returns (run, loss history)."""
+    from ...features.extract import model_identity
+    from .language_model import hidden_size, load_language_model
+    from .model import ReportModel
+    from .resampler import ReportHead
+    from .run_files import save_run
+    from .train import train_report_model
+
+    spec, options, service = spec or ModelSpec(), options or FeatureOptions(), service or feature_service()
+    head, train = head or HeadConfig(), train or TrainConfig()
+    progress = progress or no_progress
+    device = _device(spec)
+    language_model, tok, reference = load_language_model(lm, tokenizer, device)  # fail before any features
+    visual, backbone, preprocess = training_tokens(images, spec, options, service, progress, cancel)
+    dim = int(visual[0].tokens.shape[1])
+    model = ReportModel(
+        ReportHead(dim, hidden_size(language_model), head).to(device), language_model, tok, head
+    )
+    rest = lambda f, m: progress(FEATURES_SHARE + (1 - FEATURES_SHARE) * f, m)  # noqa: E731
+    history = train_report_model(model, visual, reports, train, rest, cancel)
+    meta = {
+        "head": head.to_dict(),
+        "train": train.to_dict(),
+        "lm": {"source": reference, "class": type(language_model).__name__},
+        "feature_dim": dim,
+        "backbone": model_identity(backbone),
+        "preprocess": dataclasses.asdict(preprocess),
+        "n_cases": len(reports),
+        "history": history,
+    }
+    return save_run(model, out, meta), history
+
+
+class VLMReporter:
+    """A trained run as the draft's ``ReportGenerator``: features of a volume -> generated report text."""
+
+    def __init__(
+        self,
+        run: str | os.PathLike,
+        spec: ModelSpec | None = None,
+        generation: GenerationConfig | None = None,
+        options: FeatureOptions | None = None,
+        service: FeatureService | None = None,
+    ) -> None:
+        from .run_files import load_run
+
+        self.run = Path(run)
+        spec = spec or ModelSpec()
+        self.model, self.meta = load_run(self.run, _device(spec))
+        backbone_id = str((self.meta.get("backbone") or {}).get("id") or "")
+        self.spec = spec if spec.model else spec.with_model(backbone_id)
+        self.generation = generation or GenerationConfig()
+        self.options = options or FeatureOptions()
+        self.service = service or feature_service()
+
+    def generate(
+        self, volume: Volume, progress: ProgressFn | None = None, cancel: CancelFlag | None = None
+    ) -> str:
+        from ...features.extract import model_identity
+        from ...imaging.preprocess import PreprocessConfig
+        from ...probes.pipeline import check_backbone
+
+        progress = progress or no_progress
+        check_backbone(
+            SimpleNamespace(backbone=self.meta.get("backbone") or {}),
+            model_identity(self.service.backbone(self.spec)),
+        )
+        preprocess = PreprocessConfig.from_dict(self.meta.get("preprocess") or {})
+        tokens = _features(
+            self.service,
+            volume,
+            self.spec,
+            preprocess,
+            self.options,
+            lambda f, m: progress(0.7 * f, m),
+            cancel,
+        )
+        check_cancel(cancel)
+        progress(0.7, "generating the report")
+        return self.model.generate(tokens, self.generation)
+
+    def evidence(self) -> dict[str, Any]:
+        return {
+            "kind": "vlm",
+            "run": str(self.run),
+            "lm": (self.meta.get("lm") or {}).get("source", ""),
+            "strategy": self.generation.strategy,
+        }

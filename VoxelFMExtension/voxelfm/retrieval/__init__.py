@@ -1,0 +1,40 @@
+"""Similar-case retrieval: a case library (SQLite + FAISS), whole-volume and region queries, thumbnails.
+
+- ``RetrievalPipeline`` (pipeline.py): the one implementation behind `voxelfm index` / `voxelfm query` and
+  the Slicer logic; ``CaseLibrary`` (library.py): the library on disk (cases, reports, findings).
+- Embeddings (embeddings.py): cls and mean-pooled patch tokens per case, patch tokens pooled over small blocks
+  with their RAS centres for region queries; all L2-normalised, compared by inner product (cosine).
+- Index (vector_index.py, index_set.py): exact for small libraries, IVF + 8-bit scalar quantisation above a
+  measured size (Testing/Benchmarks/results/retrieval_index.md); files beside the SQLite file, rebuildable.
+
+Public names are loaded lazily so that importing this package does not import torch or faiss.
+"""
+
+from __future__ import annotations
+
+from ..lazy import lazy_getattr
+
+_WHERE = {
+    "RetrievalPipeline": ".pipeline",
+    "CaseLibrary": ".library",
+    "CaseSource": ".records",
+    "CaseRecord": ".records",
+    "CaseEmbeddings": ".embeddings",
+    "RetrievalConfig": ".config",
+    "IndexPolicy": ".vector_index",
+    "QueryResult": ".result",
+    "RetrievalHit": ".result",
+    "BoxRegion": ".regions",
+    "SphereRegion": ".regions",
+    "MaskRegion": ".regions",
+    "parse_region_spec": ".region_specs",
+    "expand_inputs": ".sources",
+    "AddReport": ".indexing",
+    "LibraryLockedError": ".lock",
+    "IndexDamagedError": ".index_set",
+}
+
+__all__ = sorted(_WHERE)
+
+
+__getattr__ = lazy_getattr(__name__, _WHERE)

@@ -1,0 +1,320 @@
+"""A case library on disk: LIBRARY/library.sqlite (cases + embeddings) and the FAISS index files beside it.
+
+    with CaseLibrary.open("cases/", create=True, writer=True) as lib:   # takes the writer lock
+        lib.add_case(source, embeddings, identity=..., info=...)
+    with CaseLibrary.open("cases/") as lib:                              # readers need no lock
+        lib.cases(); lib.report("case-12"); lib.findings("case-12")
+
+Every change is one SQLite transaction; the index files are brought up to date after it (``IndexSet``) and a
+reader merges what they lack, so a query always answers from exactly the committed cases. One writer at a
+time (``WriterLock``); embeddings of another backbone, dimension, preprocessing or pooling are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from . import store
+from .config import RetrievalConfig
+from .embeddings import CaseEmbeddings
+from .lock import WriterLock
+from .records import CaseRecord, CaseSource, check_findings
+from .vector_index import IndexPolicy
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "library.sqlite"
+IDENTITY_KEYS = ("id", "revision", "sha256")
+
+
+def backbone_identity(model_info: dict[str, Any]) -> dict[str, Any]:
+    return {k: (model_info or {}).get(k) for k in IDENTITY_KEYS}
+
+
+def _describe(identity: dict[str, Any]) -> str:
+    sha = str(identity.get("sha256") or "?")[:12]
+    return f"{identity.get('id')} (revision {identity.get('revision') or '-'}, sha256 {sha}...)"
+
+
+class CaseLibrary:
+    def __init__(self, folder: Path, con: sqlite3.Connection, lock: WriterLock | None) -> None:
+        self.folder = folder
+        self.con = con
+        self.lock = lock
+        self._indexes = None
+
+    # ---- opening
+
+    @classmethod
+    def open(cls, folder: str | Path, create: bool = False, writer: bool = False) -> CaseLibrary:
+        """Open (or with ``create`` make) the library in ``folder``; ``writer`` takes the writer lock."""
+        folder = Path(folder)
+        db = folder / DB_NAME
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"{folder} is a file; a case library is a folder (it holds {DB_NAME}).")
+        if not db.is_file():
+            if not create:
+                raise InputError(
+                    f"No case library at {folder} (no {DB_NAME}); create one with `voxelfm index add {folder} "
+                    "IMAGE...`."
+                )
+            if folder.is_dir() and any(folder.iterdir()):
+                raise InputError(
+                    f"{folder} is a folder with other files but no {DB_NAME}; choose a new or empty folder for "
+                    "the case library (its files are never touched)."
+                )
+            folder.mkdir(parents=True, exist_ok=True)
+        lock = WriterLock(folder).acquire() if writer else None
+        try:
+            con = store.connect(db)
+            if writer and create:
+                store.create_schema(con)
+            cls._check_format(con, db)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        return cls(folder, con, lock)
+
+    @staticmethod
+    def _check_format(con: sqlite3.Connection, db: Path) -> None:
+        try:
+            version = store.get_meta(con, "format_version")
+        except sqlite3.DatabaseError as exc:
+            raise InputError(f"{db} is not a VoxelFM case library ({exc}).") from exc
+        if version is None:
+            raise InputError(f"{db} is not a VoxelFM case library (no format version).")
+        if int(version) > store.FORMAT_VERSION:
+            raise InputError(
+                f"{db} was written by a newer VoxelFM (library format {version}); update VoxelFM to read it."
+            )
+
+    def close(self) -> None:
+        self.con.close()
+        if self.lock is not None:
+            self.lock.release()
+
+    def __enter__(self) -> CaseLibrary:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def writable(self) -> bool:
+        return self.lock is not None and self.lock.held
+
+    def _need_writer(self) -> None:
+        if not self.writable:
+            raise InputError("The library was opened read-only; open it with writer=True to change it.")
+
+    # ---- what the library holds
+
+    def meta(self, key: str, default: Any = None) -> Any:
+        return store.get_meta(self.con, key, default)
+
+    @property
+    def generation(self) -> int:
+        return int(self.meta("generation", 0))
+
+    @property
+    def identity(self) -> dict[str, Any] | None:
+        return self.meta("backbone")
+
+    @property
+    def dim(self) -> int | None:
+        dim = self.meta("dim")
+        return int(dim) if dim is not None else None
+
+    @property
+    def model_reference(self) -> str:
+        return str(self.meta("model_reference", "") or "")
+
+    @property
+    def config(self) -> RetrievalConfig:
+        return RetrievalConfig.from_dict(self.meta("config", {}))
+
+    @property
+    def preprocess(self) -> dict[str, Any]:
+        return dict(self.meta("preprocess", {}) or {})
+
+    @property
+    def policy(self) -> IndexPolicy:
+        return IndexPolicy.from_dict(self.meta("policy", {}))
+
+    def count(self) -> int:
+        return int(self.con.execute("SELECT COUNT(*) FROM cases").fetchone()[0])
+
+    def cases(self) -> list[CaseRecord]:
+        rows = self.con.execute(f"SELECT {store.CASE_COLUMNS} FROM cases ORDER BY id").fetchall()
+        return [store.record_from_row(r) for r in rows]
+
+    def records(self, rows: list[int]) -> dict[int, CaseRecord]:
+        got = store._select_in(self.con, f"SELECT {store.CASE_COLUMNS} FROM cases WHERE id IN ({{}})", rows)
+        return {int(r[0]): store.record_from_row(r) for r in got}
+
+    def case(self, case_id: str) -> CaseRecord:
+        row = self.con.execute(
+            f"SELECT {store.CASE_COLUMNS} FROM cases WHERE case_id = ?", (case_id,)
+        ).fetchone()
+        if row is None:
+            hint = ", ".join(r.case_id for r in self.cases()[:8]) or "the library is empty"
+            raise InputError(
+                f"No case '{case_id}' in the library {self.folder} (cases: {hint}); see `voxelfm index list`."
+            )
+        return store.record_from_row(row)
+
+    def case_by_source(self, key: str) -> CaseRecord:
+        row = self.con.execute(
+            f"SELECT {store.CASE_COLUMNS} FROM cases WHERE source_key = ?", (key,)
+        ).fetchone()
+        if row is None:
+            raise InputError(f"No case from {key} in the library {self.folder}.")
+        return store.record_from_row(row)
+
+    def done_sources(self) -> set[str]:
+        return {r[0] for r in self.con.execute("SELECT source_key FROM cases")}
+
+    def report(self, case_id: str) -> str | None:
+        """The report text stored with a case (None when it has none)."""
+        return self.case(case_id).report
+
+    def findings(self, case_id: str) -> Any:
+        """The findings JSON stored with a case (None when it has none)."""
+        return self.case(case_id).findings
+
+    # ---- compatibility
+
+    def check_compatible(
+        self, identity: dict[str, Any], dim: int, preprocess: dict[str, Any], config: RetrievalConfig
+    ) -> None:
+        """InputError unless embeddings made this way may join this library."""
+        have = self.identity
+        if have is None:
+            return
+        ident = backbone_identity(identity)
+        if any(ident.get(k) != have.get(k) for k in IDENTITY_KEYS):
+            raise InputError(
+                f"The library {self.folder} holds embeddings of backbone {_describe(have)}, not "
+                f"{_describe(ident)}. Use --model {self.model_reference or have.get('id')} (the library's model) "
+                "or a new library folder for this model."
+            )
+        if int(dim) != self.dim:
+            raise InputError(f"The library {self.folder} holds {self.dim}-d embeddings, not {dim}-d ones.")
+        if json.dumps(preprocess, sort_keys=True) != json.dumps(self.preprocess, sort_keys=True):
+            raise InputError(
+                f"The library {self.folder} was built with other preprocessing ({self.preprocess}); "
+                "use the same options (e.g. --crop-background, --max-patches) or a new library."
+            )
+        if config != self.config:
+            raise InputError(
+                f"The library {self.folder} was built with other embedding settings ({self.config}); use the "
+                f"same --feature-spacing or a new library."
+            )
+
+    def _initialise(
+        self,
+        identity: dict[str, Any],
+        model_reference: str,
+        dim: int,
+        preprocess: dict,
+        config: RetrievalConfig,
+    ) -> None:
+        store.set_meta(self.con, "backbone", backbone_identity(identity))
+        store.set_meta(self.con, "model_reference", model_reference)
+        store.set_meta(self.con, "dim", int(dim))
+        store.set_meta(self.con, "preprocess", preprocess)
+        store.set_meta(self.con, "config", config.to_dict())
+        if store.get_meta(self.con, "policy") is None:
+            store.set_meta(self.con, "policy", IndexPolicy().to_dict())
+
+    def set_policy(self, policy: IndexPolicy) -> None:
+        """Change when the compressed index is used (takes effect at the next index update or rebuild)."""
+        self._need_writer()
+        with store.transaction(self.con):
+            store.set_meta(self.con, "policy", policy.to_dict())
+
+    # ---- changes (writer only)
+
+    def _unique_id(self, source: CaseSource) -> str:
+        wanted = source.wanted_ids()
+        for cid in wanted:
+            if self.con.execute("SELECT 1 FROM cases WHERE case_id = ?", (cid,)).fetchone() is None:
+                return cid
+        if source.case_id:
+            raise InputError(f"Case id '{source.case_id}' is already used in the library {self.folder}.")
+        n = 2
+        while self.con.execute("SELECT 1 FROM cases WHERE case_id = ?", (f"{wanted[-1]}-{n}",)).fetchone():
+            n += 1
+        return f"{wanted[-1]}-{n}"
+
+    def add_case(
+        self,
+        source: CaseSource,
+        emb: CaseEmbeddings,
+        identity: dict[str, Any],
+        model_reference: str = "",
+        preprocess: dict[str, Any] | None = None,
+        config: RetrievalConfig | None = None,
+        info: dict[str, Any] | None = None,
+        content_sha256: str = "",
+    ) -> CaseRecord | None:
+        """Add one case in one transaction; None when its source is already in the library (resume)."""
+        self._need_writer()
+        preprocess, config = preprocess or {}, config or RetrievalConfig()
+        with store.transaction(self.con):
+            if self.con.execute("SELECT 1 FROM cases WHERE source_key = ?", (source.key,)).fetchone():
+                return None
+            if self.identity is None:
+                self._initialise(identity, model_reference, emb.dim, preprocess, config)
+            self.check_compatible(identity, emb.dim, preprocess, config)
+            emb.check(self.dim, len(self.config.block_mm))
+            case_id = self._unique_id(source)
+            generation = store.bump_generation(self.con)
+            info = {
+                **(info or {}),
+                "blocks": [int(len(b)) for b in emb.blocks],
+                "block_mm": [round(float(b), 3) for b in emb.block_mm],
+            }
+            row = store.insert_case(self.con, source, case_id, emb, info, content_sha256, generation)
+        return self.records([row])[row]
+
+    def remove_case(self, case_id: str) -> CaseRecord:
+        """Remove a case and its embeddings (its files are never touched); InputError for an unknown id."""
+        self._need_writer()
+        record = self.case(case_id)
+        with store.transaction(self.con):
+            generation = store.bump_generation(self.con)
+            self.con.execute("DELETE FROM cases WHERE id = ?", (record.row,))
+            self.con.execute(
+                "INSERT OR REPLACE INTO removed (row, generation) VALUES (?, ?)", (record.row, generation)
+            )
+        return record
+
+    def set_report(self, case_id: str, report: str | None = None, findings: Any = None) -> CaseRecord:
+        """Attach (or replace) a case's report text and findings JSON."""
+        self._need_writer()
+        record = self.case(case_id)
+        check_findings(findings)
+        with store.transaction(self.con):
+            self.con.execute(
+                "UPDATE cases SET report = ?, findings = ? WHERE id = ?",
+                (report, json.dumps(findings) if findings is not None else None, record.row),
+            )
+        return self.case(case_id)
+
+    # ---- the FAISS indexes
+
+    @property
+    def indexes(self):
+        """The index files of this library (loaded lazily, kept in step with the database)."""
+        if self._indexes is None:
+            from .index_set import IndexSet
+
+            self._indexes = IndexSet(self)
+        return self._indexes

@@ -1,0 +1,123 @@
+"""Nearest cases of a query embedding in a library: index candidates + exact re-scoring from stored vectors.
+
+The FAISS index only proposes candidates (4k of them, more when filters or stale entries remove some); every
+candidate is re-scored exactly with its stored embedding, so reported scores are exact cosines whatever the
+index kind, and cases added since the index file was last written are scored exactly too. Region queries
+re-score all blocks of each candidate case and report the best block's centre as the location.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from . import store
+from .config import region_kind
+from .index_set import IndexDamagedError, IndexSet, is_region, split_region_id
+from .records import CaseRecord
+from .result import RetrievalHit
+from .vector_index import normalise
+
+Filter = Callable[[CaseRecord], bool] | None
+OVERSAMPLE = 4
+REGION_OVERSAMPLE = 64  # blocks fetched per wanted case before grouping by case
+
+
+def _retrying(fn):
+    """Run ``fn`` in a read snapshot; once more if a writer replaced an index file meanwhile."""
+
+    def run(lib, *args, **kwargs):
+        for attempt in (0, 1):
+            try:
+                with store.snapshot(lib.con):
+                    return fn(lib, *args, **kwargs)
+            except IndexDamagedError as exc:
+                if attempt or "is missing" not in str(exc):
+                    raise
+        raise AssertionError("unreachable")
+
+    return run
+
+
+def _block_mm(record: CaseRecord, scale: int) -> float | None:
+    sizes = record.info.get("block_mm") or []
+    return float(sizes[scale]) if scale < len(sizes) else None
+
+
+def _live(lib, rows: list[int], where: Filter) -> dict[int, CaseRecord]:
+    records = lib.records(rows)
+    return {r: rec for r, rec in records.items() if where is None or where(rec)}
+
+
+def _index_candidates(
+    lib, indexes: IndexSet, kind: str, query: np.ndarray, want: int, where: Filter
+) -> list[int]:
+    """Live case rows the index proposes (best first), at least ``want`` of them when the index has them."""
+    state, index = indexes.load(kind)
+    if index is None or index.ntotal == 0:
+        return []
+    per_case = REGION_OVERSAMPLE if is_region(kind) else 1
+    stale = len(indexes.removed_after(state.generation)) * per_case
+    k = min(index.ntotal, want * OVERSAMPLE * per_case + stale)
+    while True:
+        _, ids = index.search(query, k)
+        ids = ids[0][ids[0] >= 0]
+        rows = split_region_id(ids)[0] if is_region(kind) else ids
+        ordered = list(dict.fromkeys(int(r) for r in rows))
+        live = _live(lib, ordered, where)
+        found = [r for r in ordered if r in live]
+        if len(found) >= want * OVERSAMPLE or k >= index.ntotal:
+            return found
+        k = min(index.ntotal, k * 4)
+
+
+def _delta_rows(lib, indexes: IndexSet, kind: str, where: Filter) -> list[int]:
+    state = indexes.state(kind)
+    rows = indexes.rows_after(state.generation if state is not None else 0)
+    return list(_live(lib, rows, where)) if where is not None else rows
+
+
+@_retrying
+def search_global(lib, vector: np.ndarray, kind: str, k: int, where: Filter = None) -> list[RetrievalHit]:
+    """The ``k`` cases whose ``kind`` (mean | cls) embedding is closest to ``vector``."""
+    indexes = lib.indexes
+    q = normalise(vector)
+    rows = _index_candidates(lib, indexes, kind, q, k, where)
+    rows += [r for r in _delta_rows(lib, indexes, kind, where) if r not in set(rows)]
+    scored: list[tuple[float, int]] = []
+    for mat, ids in indexes.vectors(kind, rows):
+        scores = mat @ q[0]
+        scored += [(float(s), int(i)) for s, i in zip(scores, ids, strict=True)]
+    scored.sort(key=lambda t: -t[0])
+    top = scored[:k]
+    records = lib.records([r for _, r in top])
+    return [RetrievalHit(records[r], s) for s, r in top if r in records]
+
+
+@_retrying
+def search_region(lib, vector: np.ndarray, scale: int, k: int, where: Filter = None) -> list[RetrievalHit]:
+    """The ``k`` cases holding the block (of block scale ``scale``) closest to ``vector``, each with that
+    block's RAS centre."""
+    indexes = lib.indexes
+    kind = region_kind(scale)
+    q = normalise(vector)[0]
+    rows = _index_candidates(lib, indexes, kind, q[None], k, where)[: max(2 * k, k + 8)]
+    rows += [r for r in _delta_rows(lib, indexes, kind, where) if r not in set(rows)]
+    best: list[tuple[float, int, np.ndarray]] = []
+    dim = int(lib.dim)
+    for start in range(0, len(rows), 200):
+        for row, (vectors, centres) in store.region_blocks(
+            lib.con, rows[start : start + 200], dim, scale
+        ).items():
+            scores = vectors @ q
+            b = int(np.argmax(scores))
+            best.append((float(scores[b]), row, centres[b].astype(np.float64)))
+    best.sort(key=lambda t: -t[0])
+    top = best[:k]
+    records = lib.records([r for _, r, _ in top])
+    return [
+        RetrievalHit(records[r], s, ras=c, block_mm=_block_mm(records[r], scale))
+        for s, r, c in top
+        if r in records
+    ]
