@@ -27,6 +27,8 @@ from VoxelFMWidgets import (
     runInWorker,
 )
 
+from VoxelFMLib.model_service import PerModel
+
 
 class VoxelFMFeatures(ScriptedLoadableModule):
     def __init__(self, parent):
@@ -106,8 +108,6 @@ class VoxelFMFeaturesLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        from VoxelFMLib.model_service import PerModel
-
         self._features = PerModel(self._create)
 
     @staticmethod

@@ -31,6 +31,8 @@ from VoxelFMWidgets import (
     runInWorker,
 )
 
+from VoxelFMLib.model_service import PerModel
+
 PROBE_FILTER = "VoxelFM localisation probe (*.json)"
 COLUMNS = ("Landmark", "Confidence", "Distance (mm)", "R", "A", "S")
 
@@ -75,7 +77,9 @@ class VoxelFMLocalizeWidget(VoxelFMModuleWidget):
     def setupWidgets(self) -> None:
         self.rows = []
         self.busy = BusyState(self.ui.progressBar, self.ui.statusLabel, onChange=self.updateGUI)
-        self.modelPanel = ModelPanel(self.ui.modelPanelPlaceholder, lambda: self.parameterNode)
+        self.modelPanel = ModelPanel(
+            self.ui.modelPanelPlaceholder, lambda: self.parameterNode, self.currentVolume, self.busy
+        )
         table = self.ui.resultsTable
         table.setColumnCount(len(COLUMNS))
         table.setHorizontalHeaderLabels(list(COLUMNS))
@@ -100,8 +104,13 @@ class VoxelFMLocalizeWidget(VoxelFMModuleWidget):
         self.ui.loadProbeButton.enabled = bool(node and node.targetVolume) and idle
         self.ui.boxButton.enabled = bool(node and node.outputPoints) and idle
 
+    def currentVolume(self):
+        return self.parameterNode.targetVolume if self.parameterNode else None
+
     def onFind(self) -> None:
-        if self.busy.running or not ensureDependencies():
+        if self.parameterNode is None or self.busy.running or not ensureDependencies():
+            return
+        if not self.modelPanel.ensureModelReady():
             return
         with self.busy.operation(_("Finding landmarks..."), _("Landmark localisation")):
             self.showResult(self.logic.findLandmarks(self.parameterNode, self.busy))
@@ -110,7 +119,12 @@ class VoxelFMLocalizeWidget(VoxelFMModuleWidget):
         path = qt.QFileDialog.getOpenFileName(
             slicer.util.mainWindow(), _("Load localisation probe"), "", PROBE_FILTER
         )
-        if not path or self.busy.running or not ensureDependencies():
+        if (
+            not path
+            or self.busy.running
+            or not ensureDependencies()
+            or not self.modelPanel.ensureModelReady()
+        ):
             return
         with self.busy.operation(_("Applying {path}...").format(path=path), _("Applying the probe")):
             self.showResult(self.logic.applyProbe(self.parameterNode, path, self.busy))
@@ -157,22 +171,13 @@ class VoxelFMLocalizeLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self._spec = None
-        self._localizer = None
+        self._localizers = PerModel.of("LocalisationLogic")
 
     def getParameterNode(self):
         return VoxelFMLocalizeParameterNode(super().getParameterNode())
 
     def localizer(self, parameterNode):
-        from VoxelFMLib import LocalisationLogic  # after ensureDependencies: imports torch
-
-        spec = modelSpec(parameterNode.model)
-        if self._localizer is None or spec != self._spec:
-            self._spec = spec
-            self._localizer = LocalisationLogic(
-                model=spec.model, device=spec.device, precision=spec.precision, max_tokens=spec.max_tokens
-            )
-        return self._localizer
+        return self._localizers.get(modelSpec(parameterNode.model))
 
     @staticmethod
     def references(parameterNode) -> list:
@@ -206,15 +211,20 @@ class VoxelFMLocalizeLogic(ScriptedLoadableModuleLogic):
 
 
 class VoxelFMLocalizeTest(ScriptedLoadableModuleTest):
+    """Runs in Slicer (slicer_add_python_unittest). The logic's own tests run in pytest on real MRML, in a bare
+    scene and in trame-slicer's SlicerApp scene (Testing/python/test_slicer_localize.py)."""
+
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
         self.setUp()
-        self.test_landmarks_with_bundled_model()
+        self.test_sample_ct_landmarks_found_in_a_shifted_copy()
 
-    def test_landmarks_with_bundled_model(self):
-        """Points of a synthetic scan found in a shifted copy; the reference point list is unchanged."""
+    def test_sample_ct_landmarks_found_in_a_shifted_copy(self):
+        """Three points placed on the Sample Data chest CT (the nodule, the centre of the bone and of the body on
+        the middle slices) -> the bundled model (cpu) finds them in a noisy copy moved 25 mm within 3 mm each,
+        in a NEW point list; the reference point list is unchanged."""
         import importlib.util
 
         import numpy as np
@@ -223,20 +233,45 @@ class VoxelFMLocalizeTest(ScriptedLoadableModuleTest):
         if importlib.util.find_spec("torch") is None:
             self.delayDisplay("torch not installed: localisation test skipped")
             return
-        from VoxelFMLib import LocalisationLogic
+        from VoxelFMWidgets.sample_data import loadSampleVolume
 
-        rng = np.random.default_rng(0)
-        array = rng.normal(0, 50, (40, 48, 48)).astype(np.float32)
-        array[15:25, 10:20, 10:20] += 600.0
-        ijk_to_ras = np.diag([-1.5, -1.5, 1.5, 1.0])
-        reference = slicer.util.addVolumeFromArray(array, ijk_to_ras, "reference")
-        ijk_to_ras[2, 3] = 6.0
-        target = slicer.util.addVolumeFromArray(array, ijk_to_ras, "target")
+        from VoxelFMLib import LocalisationLogic
+        from VoxelFMLib.sample_data import prepare_files, sample_source
+        from VoxelFMLib.volume_nodes import node_ijk_to_ras
+
+        reference = loadSampleVolume()  # lung1 through the Sample Data module (sha256-checked)
+        nodule = slicer.util.loadLabelVolume(str(prepare_files(sample_source()).label))
+        array = slicer.util.arrayFromVolume(reference).astype(np.float32)
+        ijkToRas = node_ijk_to_ras(reference)
+
+        def ras(kji) -> np.ndarray:
+            return (ijkToRas @ np.array([kji[2], kji[1], kji[0], 1.0]))[:3]
+
+        middle = array.shape[0] // 2
+        slab = np.zeros(array.shape, bool)
+        slab[middle - 3 : middle + 3] = True
+        truth = {
+            "nodule": ras(np.argwhere(slicer.util.arrayFromVolume(nodule) > 0).mean(axis=0)),
+            "bone centre": ras(np.argwhere(slab & (array > 300)).mean(axis=0)),
+            "body centre": ras(np.argwhere(slab & (array > -300)).mean(axis=0)),
+        }
         points = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "landmarks")
-        points.AddControlPoint(vtk.vtkVector3d(-22.5, -22.5, 30.0), "corner")
-        before = points.GetNthControlPointPositionVector(0)
+        for name, position in truth.items():
+            points.AddControlPoint(vtk.vtkVector3d(*position), name)
+        placed = [tuple(points.GetNthControlPointPosition(n)) for n in range(len(truth))]
+
+        shift = np.array([12.5, -7.5, 20.0])  # mm: a landmark left where it was misses by 25 mm
+        moved = ijkToRas.copy()
+        moved[:3, 3] += shift
+        noisy = array + np.random.default_rng(1).normal(0.0, 10.0, array.shape).astype(np.float32)
+        target = slicer.util.addVolumeFromArray(noisy, moved, "lung1 shifted")
         out = LocalisationLogic(model="voxelfm-tiny", device="cpu").run(target, [(reference, points)])
         self.assertNotEqual(out.node.GetID(), points.GetID())
-        self.assertEqual(out.node.GetNthControlPointLabel(0), "corner")
-        self.assertEqual(points.GetNthControlPointPositionVector(0), before)
+        self.assertEqual(out.node.GetNumberOfControlPoints(), len(truth))
+        for n in range(out.node.GetNumberOfControlPoints()):
+            name = out.node.GetNthControlPointLabel(n)
+            found = np.array(out.node.GetNthControlPointPosition(n))
+            error = float(np.linalg.norm(found - (truth[name] + shift)))
+            self.assertLess(error, 3.0, f"{name} found {error:.1f} mm from where it moved to")
+        self.assertEqual([tuple(points.GetNthControlPointPosition(n)) for n in range(len(truth))], placed)
         self.delayDisplay("Test passed")

@@ -31,6 +31,8 @@ from VoxelFMWidgets import (
     userMessage,
 )
 
+from VoxelFMLib.model_service import PerModel
+
 PROBE_FILTER = "VoxelFM findings probe (*.json)"
 LIBRARY_FILTER = "VoxelFM case library (*)"
 
@@ -70,7 +72,9 @@ class VoxelFMReportWidget(VoxelFMModuleWidget):
 
     def setupWidgets(self) -> None:
         self.busy = BusyState(self.ui.progressBar, self.ui.statusLabel, onChange=self.updateGUI)
-        self.modelPanel = ModelPanel(self.ui.modelPanelPlaceholder, lambda: self.parameterNode)
+        self.modelPanel = ModelPanel(
+            self.ui.modelPanelPlaceholder, lambda: self.parameterNode, self.currentVolume, self.busy
+        )
         self.targets = []
         self.ui.addProbeButton.connect("clicked(bool)", self.onAddProbe)
         self.ui.clearProbesButton.connect("clicked(bool)", self.onClearProbes)
@@ -95,6 +99,9 @@ class VoxelFMReportWidget(VoxelFMModuleWidget):
             self.ui.probeList.addItem(path)
         self.showReportNode(node.reportNode if node else None)
 
+    def currentVolume(self):
+        return self.parameterNode.inputVolume if self.parameterNode else None
+
     def showReportNode(self, textNode) -> None:
         text = textNode.GetText() if textNode else ""
         if self.ui.reportTextEdit.toPlainText() != text:
@@ -118,8 +125,10 @@ class VoxelFMReportWidget(VoxelFMModuleWidget):
             self.parameterNode.libraryPath = path
 
     def onDraft(self) -> None:
-        if self.busy.running or not ensureDependencies():
+        if self.parameterNode is None or self.busy.running or not ensureDependencies():
             return
+        if self.logic.needsModel(self.parameterNode) and not self.modelPanel.ensureModelReady():
+            return  # probes, a case library and a report model need the backbone; measurements do not
         with self.busy.operation("Drafting the report...", "Report drafting"):
             result = self.logic.draft(self.parameterNode, self.busy)
             self.parameterNode.reportNode = result.text_node
@@ -138,7 +147,7 @@ class VoxelFMReportWidget(VoxelFMModuleWidget):
         node = self.parameterNode.reportNode if self.parameterNode else None
         self.ui.evidenceList.clear()
         self.targets = self.logic.evidenceAt(node, self.ui.reportTextEdit.textCursor().position())
-        for line, _ in self.targets:
+        for line, _target in self.targets:
             self.ui.evidenceList.addItem(line)
 
     def onEvidenceChosen(self, item) -> None:
@@ -163,12 +172,13 @@ class VoxelFMReportWidget(VoxelFMModuleWidget):
 
 
 class VoxelFMReportLogic(ScriptedLoadableModuleLogic):
-    """Thin: parameter node -> VoxelFMLib.ReportLogic, kept while the model choice stays the same."""
+    """Thin: parameter node -> VoxelFMLib.ReportLogic, kept while the model choice and the template stay the
+    same."""
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self._spec = None
-        self._drafter = None
+        self._template = ""
+        self._drafters = PerModel.of("ReportLogic")
 
     def getParameterNode(self):
         return VoxelFMReportParameterNode(super().getParameterNode())
@@ -179,20 +189,17 @@ class VoxelFMReportLogic(ScriptedLoadableModuleLogic):
             p.strip() for p in (parameterNode.probePaths if parameterNode else "").splitlines() if p.strip()
         ]
 
-    def drafter(self, parameterNode):
-        from VoxelFMLib.report_logic import ReportLogic  # after ensureDependencies: imports torch
+    def needsModel(self, parameterNode) -> bool:
+        """Findings probes, a case library and a report model run the backbone; segment measurements do not."""
+        return bool(
+            self.probes(parameterNode) or parameterNode.libraryPath.strip() or parameterNode.vlmRun.strip()
+        )
 
-        spec = (modelSpec(parameterNode.model), parameterNode.template.strip())
-        if self._drafter is None or spec != self._spec:
-            self._spec = spec
-            self._drafter = ReportLogic(
-                model=spec[0].model,
-                device=spec[0].device,
-                precision=spec[0].precision,
-                max_tokens=spec[0].max_tokens,
-                template=spec[1] or None,
-            )
-        return self._drafter
+    def drafter(self, parameterNode):
+        template = parameterNode.template.strip()
+        if template != self._template:  # another template: a new drafter (the pipeline holds its template)
+            self._template, self._drafters = template, PerModel.of("ReportLogic", template=template or None)
+        return self._drafters.get(modelSpec(parameterNode.model))
 
     def draft(self, parameterNode, busy: BusyState):
         """prepare (main thread) -> predict (worker thread) -> write (main thread)."""
@@ -253,15 +260,19 @@ def _evidenceLine(e: dict) -> str:
 
 
 class VoxelFMReportTest(ScriptedLoadableModuleTest):
+    """Runs in Slicer (slicer_add_python_unittest). The logic's own tests run in pytest on real MRML, in a bare
+    scene and in trame-slicer's SlicerApp scene (Testing/python/test_slicer_report.py)."""
+
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
         self.setUp()
-        self.test_draft_from_a_segmentation_keeps_edits()
+        self.test_measurements_of_a_painted_segment_are_its_segment_statistics()
 
-    def test_draft_from_a_segmentation_keeps_edits(self):
-        """Segment measurements -> a draft in a new text node; an edited draft is never overwritten."""
+    def test_measurements_of_a_painted_segment_are_its_segment_statistics(self):
+        """The sample CT's nodule painted as a segment -> a draft (bundled model, cpu) whose volume, largest
+        diameter and centroid are Slicer's Segment Statistics of that segment; an edited draft is kept."""
         import importlib.util
 
         import numpy as np
@@ -269,20 +280,49 @@ class VoxelFMReportTest(ScriptedLoadableModuleTest):
         if importlib.util.find_spec("torch") is None:
             self.delayDisplay("torch not installed: report test skipped")
             return
-        from VoxelFMLib.report_logic import ReportLogic
+        import SegmentStatistics
+        from VoxelFMWidgets.sample_data import loadSampleVolume
 
-        array = np.full((10, 20, 20), -700.0, np.float32)
-        volumeNode = slicer.util.addVolumeFromArray(array, np.diag([1.5, 1.5, 3.0, 1.0]), "synthetic")
+        from VoxelFMLib import ReportLogic
+        from VoxelFMLib.sample_data import prepare_files, sample_source
+
+        volumeNode = loadSampleVolume()  # lung1 through the Sample Data module (sha256-checked)
+        labelNode = slicer.util.loadLabelVolume(str(prepare_files(sample_source()).label))
+        painted = (slicer.util.arrayFromVolume(labelNode) > 0).astype(np.uint8)
         segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "findings")
         segmentation.CreateDefaultDisplayNodes()
         segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
         segmentId = segmentation.GetSegmentation().AddEmptySegment("", "nodule")
-        paint = np.zeros(array.shape, np.uint8)
-        paint[4:6, 8:12, 8:12] = 1
-        slicer.util.updateSegmentBinaryLabelmapFromArray(paint, segmentation, segmentId, volumeNode)
-        logic = ReportLogic(device="cpu")
+        slicer.util.updateSegmentBinaryLabelmapFromArray(painted, segmentation, segmentId, volumeNode)
+
+        nodes = slicer.mrmlScene.GetNumberOfNodes()
+        logic = ReportLogic(model="voxelfm-tiny", device="cpu")
         first = logic.run(volumeNode, segmentation_nodes=[segmentation])
-        self.assertIn("nodule: volume", first.text_node.GetText())
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes + 1)  # the text node only
+        measured = {
+            e["quantity"]: e["value"]
+            for s in first.draft.sentences
+            for e in s.evidence
+            if e.get("kind") == "measurement" and e.get("segment_id") == segmentId
+        }
+
+        statistics = SegmentStatistics.SegmentStatisticsLogic()
+        parameters = statistics.getParameterNode()
+        parameters.SetParameter("Segmentation", segmentation.GetID())
+        for key in ("centroid_ras", "feret_diameter_mm"):
+            parameters.SetParameter(f"LabelmapSegmentStatisticsPlugin.{key}.enabled", "True")
+        statistics.computeStatistics()
+        stats = statistics.getStatistics()
+
+        def stat(key):
+            return stats[segmentId, f"LabelmapSegmentStatisticsPlugin.{key}"]
+
+        self.assertEqual(int(stat("voxel_count")), int(painted.sum()))
+        self.assertAlmostEqual(measured["volume"], stat("volume_cm3"), places=6)  # mL = cm3
+        self.assertAlmostEqual(measured["largest_diameter"], stat("feret_diameter_mm"), delta=0.01)
+        np.testing.assert_allclose(measured["centroid"], stat("centroid_ras"), atol=0.01)
+        self.assertIn(f"volume {measured['volume']:.1f} mL", first.text_node.GetText())
+
         first.text_node.SetText(first.text_node.GetText() + "\nMy own impression.")
         second = logic.run(volumeNode, segmentation_nodes=[segmentation], text_node=first.text_node)
         self.assertIsNot(second.text_node, first.text_node)

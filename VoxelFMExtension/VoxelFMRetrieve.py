@@ -19,6 +19,8 @@ from slicer import (
     vtkMRMLScalarVolumeNode,
     vtkMRMLSegmentationNode,
 )
+from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -36,6 +38,8 @@ from VoxelFMWidgets import (
     userMessage,
 )
 
+from VoxelFMLib.model_service import PerModel
+
 QUERY_MODES = ["volume", "roi", "segment", "point"]
 THUMBNAIL_PX = 160
 
@@ -43,17 +47,18 @@ THUMBNAIL_PX = 160
 class VoxelFMRetrieve(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "VoxelFM Retrieve"
-        self.parent.categories = ["VoxelFM"]
+        self.parent.title = _("VoxelFM Retrieve")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "VoxelFM")]
         self.parent.dependencies = ["VoxelFMFeatures"]
         self.parent.contributors = ["VoxelFM Slicer extension contributors"]
-        self.parent.helpText = (
+        self.parent.helpText = _(
             "Similar-case retrieval with frozen VoxelFM embeddings. Choose a case library folder, add the loaded "
             "volumes or a folder of CTs, then find the cases most similar to the query volume or to an ROI, a "
             "segment or a point in it. Double-click a result to load that case and jump to the matching place."
         )
-        self.parent.acknowledgementText = (
-            "VoxelFM backbone by its authors; see the model card for licence terms."
+        self.parent.acknowledgementText = _(
+            "VoxelFM backbone by its authors; see the model card for licence terms. Sample CT: pyradiomics "
+            "(BSD-3-Clause)."
         )
 
 
@@ -77,7 +82,9 @@ class VoxelFMRetrieveWidget(VoxelFMModuleWidget):
 
     def setupWidgets(self) -> None:
         self.busy = BusyState(self.ui.progressBar, self.ui.statusLabel, onChange=self.updateGUI)
-        self.modelPanel = ModelPanel(self.ui.modelPanelPlaceholder, lambda: self.parameterNode)
+        self.modelPanel = ModelPanel(
+            self.ui.modelPanelPlaceholder, lambda: self.parameterNode, self.currentVolume, self.busy
+        )
         self.hits = []
         table = self.ui.resultsTable
         table.setColumnCount(4)
@@ -120,10 +127,13 @@ class VoxelFMRetrieveWidget(VoxelFMModuleWidget):
         self.ui.loadHitButton.enabled = bool(self.hits) and idle
         self.ui.libraryStatusLabel.text = self.logic.describe(node.libraryPath) if library else ""
 
+    def currentVolume(self):
+        return self.parameterNode.inputVolume if self.parameterNode else None
+
     def fillSegments(self, segmentationNode) -> None:
         combo = self.ui.segmentComboBox
         wanted = [] if segmentationNode is None else self.logic.segments(segmentationNode)
-        if [combo.itemData(i) for i in range(combo.count)] != [sid for sid, _ in wanted]:
+        if [combo.itemData(i) for i in range(combo.count)] != [sid for sid, name in wanted]:
             combo.clear()
             for sid, name in wanted:
                 combo.addItem(name, sid)
@@ -133,21 +143,32 @@ class VoxelFMRetrieveWidget(VoxelFMModuleWidget):
         if path:
             self.parameterNode.libraryPath = path
 
+    def ensureReady(self) -> bool:
+        """Dependencies installed and the model this library loads available (asks before a download)."""
+        if self.parameterNode is None or self.busy.running or not ensureDependencies():
+            return False
+        try:
+            libraryModel = self.logic.libraryModel(self.parameterNode)
+        except Exception as exc:  # an unreadable library: say why, never raise into Qt
+            slicer.util.errorDisplay(userMessage(exc))
+            return False
+        return self.modelPanel.ensureModelReady(libraryModel)
+
     def onAdd(self, allVolumes: bool) -> None:
-        if self.busy.running or not ensureDependencies():
+        if not self.ensureReady():
             return
         with self.busy.operation("Adding volumes to the library...", "Adding cases"):
             self.busy.stop(self.logic.addVolumes(self.parameterNode, allVolumes, self.busy))
 
     def onAddFolder(self) -> None:
         folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Folder of CTs to add")
-        if not folder or self.busy.running or not ensureDependencies():
+        if not folder or not self.ensureReady():
             return
         with self.busy.operation(f"Adding {folder}...", "Adding cases"):
             self.busy.stop(self.logic.addFolder(self.parameterNode, folder, self.busy))
 
     def onSearch(self) -> None:
-        if self.busy.running or not ensureDependencies():
+        if not self.ensureReady():
             return
         segmentId = self.ui.segmentComboBox.currentData
         with self.busy.operation("Searching similar cases...", "Similar-case search"):
@@ -188,24 +209,25 @@ class VoxelFMRetrieveWidget(VoxelFMModuleWidget):
 
 
 class VoxelFMRetrieveLogic(ScriptedLoadableModuleLogic):
-    """Thin: parameter node -> VoxelFMLib.RetrievalLogic (kept while the model choice stays the same)."""
+    """Thin: parameter node -> VoxelFMLib.RetrievalLogic, kept while the model choice stays the same."""
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self._spec = None
-        self._retriever = None
+        self._retrievers = PerModel.of("RetrievalLogic")
 
     def getParameterNode(self):
         return VoxelFMRetrieveParameterNode(super().getParameterNode())
 
     def retriever(self, parameterNode):
-        from VoxelFMLib.retrieval_logic import RetrievalLogic  # after ensureDependencies: imports torch
+        return self._retrievers.get(modelSpec(parameterNode.model))
 
-        spec = modelSpec(parameterNode.model)
-        if self._retriever is None or spec != self._spec:
-            self._spec = spec
-            self._retriever = RetrievalLogic(spec.model, spec.device, spec.precision, spec.max_tokens)
-        return self._retriever
+    @staticmethod
+    def libraryModel(parameterNode) -> str:
+        """The model an existing library loads when the panel names none ("" = the default policy)."""
+        from VoxelFMLib.retrieval_logic import RetrievalLogic
+
+        path = parameterNode.libraryPath.strip()
+        return RetrievalLogic.library_model(path) if path else ""
 
     @staticmethod
     def describe(path: str) -> str:
@@ -271,44 +293,60 @@ class VoxelFMRetrieveLogic(ScriptedLoadableModuleLogic):
     def loadHit(self, hit) -> None:
         from VoxelFMLib.retrieval_logic import jump_slices
 
-        view = self._retriever.load_hit(slicer.mrmlScene, hit)
+        view = self._retrievers.current.load_hit(slicer.mrmlScene, hit)  # the logic that found the hit
         slicer.util.setSliceViewerLayers(background=view.node)
         jump_slices(slicer.mrmlScene, view.ras)
 
 
 class VoxelFMRetrieveTest(ScriptedLoadableModuleTest):
+    """Runs in Slicer (slicer_add_python_unittest). The logic's own tests run in pytest on real MRML, in a bare
+    scene and in trame-slicer's SlicerApp scene (Testing/python/test_slicer_retrieval.py)."""
+
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
         self.setUp()
-        self.test_library_from_scene_volumes_finds_the_copy()
+        self.test_altered_sample_ct_retrieves_its_source()
 
-    def test_library_from_scene_volumes_finds_the_copy(self):
-        """Two synthetic volumes -> a library; a noisy copy of one finds it first; loading the hit reuses it."""
+    def test_altered_sample_ct_retrieves_its_source(self):
+        """The two sample chest CTs -> a temporary library (bundled model, cpu); a cropped, noisy copy of the
+        first finds it at rank 1, loading that hit shows its node again, and the query leaves no nodes behind."""
         import importlib.util
+        from pathlib import Path
 
         import numpy as np
 
         if importlib.util.find_spec("torch") is None or importlib.util.find_spec("faiss") is None:
             self.delayDisplay("torch or faiss not installed: retrieval test skipped")
             return
-        from VoxelFMLib.retrieval_logic import RetrievalLogic
+        from VoxelFMWidgets.sample_data import loadSampleVolume
 
-        rng = np.random.default_rng(0)
-        a = np.full((40, 48, 48), -1000.0, np.float32)
-        a[5:35, 8:40, 10:38] = rng.normal(40, 30, (30, 32, 28))
-        b = np.full_like(a, -1000.0)
-        b[2:38, 4:44, 4:44] = rng.normal(300, 200, (36, 40, 40))
-        geometry = np.diag([1.5, 1.5, 2.0, 1.0])
-        nodes = [slicer.util.addVolumeFromArray(x, geometry, name) for x, name in ((a, "soft"), (b, "bone"))]
-        library = tempfile.mkdtemp(prefix="VoxelFMRetrieveTest-", dir=slicer.app.temporaryPath) + "/cases"
+        from VoxelFMLib import RetrievalLogic
+        from VoxelFMLib.sample_data import prepare_files, sample_source
+        from VoxelFMLib.volume_nodes import node_ijk_to_ras
+
+        volumeNode = loadSampleVolume()  # lung1 through the Sample Data module (sha256-checked)
+        otherNode = slicer.util.loadVolume(str(prepare_files(sample_source(case="lung2")).image))
+        folder = tempfile.mkdtemp(prefix="VoxelFMRetrieveTest-", dir=slicer.app.temporaryPath)
+        library = Path(folder) / "cases"
         logic = RetrievalLogic(model="voxelfm-tiny", device="cpu")
-        self.assertEqual(len(logic.add_volume_nodes(library, nodes).added), 2)
-        query = slicer.util.addVolumeFromArray(
-            a + rng.normal(0, 20, a.shape).astype(np.float32), geometry, "q"
-        )
+        report = logic.add_volume_nodes(library, [volumeNode, otherNode])
+        self.assertEqual((len(report.added), len(report.failed)), (2, 0))
+        self.assertEqual(RetrievalLogic.library_model(library), "voxelfm-tiny")
+
+        # the altered copy: 2 slices and 24 columns / rows cut off each side, 25 HU of noise, same place
+        array = slicer.util.arrayFromVolume(volumeNode).astype(np.float32)[2:-2, 24:-24, 24:-24]
+        array += np.random.default_rng(0).normal(0.0, 25.0, array.shape).astype(np.float32)
+        crop = np.eye(4)
+        crop[:3, 3] = (24, 24, 2)  # (i, j, k) of the copy's first voxel in the original grid
+        query = slicer.util.addVolumeFromArray(array, node_ijk_to_ras(volumeNode) @ crop, "lung1 altered")
+        nodes = slicer.mrmlScene.GetNumberOfNodes()
         result = logic.run_query(library, query, k=2)
-        self.assertEqual(result.hits[0].case_id, "soft")
-        self.assertIs(logic.load_hit(slicer.mrmlScene, result.hits[0]).node, nodes[0])
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes)  # no stray nodes
+        self.assertEqual(len(result.hits), 2)
+        self.assertGreater(result.hits[0].score, result.hits[1].score)
+        self.assertIs(logic.load_hit(slicer.mrmlScene, result.hits[0]).node, volumeNode)  # rank 1: lung1
+        self.assertIs(logic.load_hit(slicer.mrmlScene, result.hits[1]).node, otherNode)
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes)  # both were shown already
         self.delayDisplay("Test passed")

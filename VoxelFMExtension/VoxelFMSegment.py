@@ -36,6 +36,7 @@ from VoxelFMWidgets import (
 )
 
 from VoxelFMLib.auto_refit import OBSERVED_EVENTS, AutoRefit
+from VoxelFMLib.model_service import PerModel
 
 MODES = ("slices", "scribbles")
 PROBE_FILTER = "VoxelFM probe (*.json)"
@@ -194,17 +195,7 @@ class VoxelFMSegmentLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        from VoxelFMLib.model_service import PerModel
-
-        self._segmenters = PerModel(self._create)
-
-    @staticmethod
-    def _create(spec):
-        from VoxelFMLib import FewShotSegmentLogic  # after ensureDependencies: may import torch
-
-        return FewShotSegmentLogic(
-            model=spec.model, device=spec.device, precision=spec.precision, max_tokens=spec.max_tokens
-        )
+        self._segmenters = PerModel.of("FewShotSegmentLogic")
 
     def getParameterNode(self):
         return VoxelFMSegmentParameterNode(super().getParameterNode())

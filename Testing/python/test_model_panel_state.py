@@ -227,14 +227,85 @@ def test_estimate_scales_with_budget_and_model():
     assert one.tiles == 1 and one.tokens_per_tile == one.tokens == 22 * 27 * 27
     assert tiled.tiles > 1 and tiled.tokens_per_tile <= 4096 and tiled.peak_mb < one.peak_mb
     assert tiled.seconds < one.seconds  # attention grows faster than linearly in the tile size
-    # at a measured point the estimate is the measurement
-    assert token_budget.reference_seconds(8192) == pytest.approx(42.8)
     tiny = token_budget.Architecture(216, 6, 3_400_000, 1.5)
     small = token_budget.estimate(shape, spacing, 8192, tiny)
     assert small.tokens < one.tokens and small.seconds < one.seconds / 10 and small.peak_mb < 600
     assert token_budget.estimate(shape, spacing, 8192, device="cuda").seconds is None  # not measured
     assert "not measured for cuda" in token_budget.estimate(shape, spacing, 8192, device="cuda").summary()
     assert "peak memory about" in one.summary() and "min" in one.summary()
+
+
+def test_costs_are_the_speed_table_and_overhead_measurements():
+    """The constants reproduce Testing/Benchmarks/results/speed_table.md and features_overhead.md."""
+    # forward: the quieter run's two rows, exactly, and the FLOP rates the table reports (66 / 51 GFLOP/s)
+    assert token_budget.forward_seconds(3971) == pytest.approx(23.0)
+    assert token_budget.forward_seconds(8064) == pytest.approx(87.2)
+    assert token_budget.forward_rate(3971) / 1e9 == pytest.approx(66.5, abs=0.1)
+    assert token_budget.forward_rate(8064) / 1e9 == pytest.approx(51.3, abs=0.1)
+    assert token_budget.VIT_B.forward_flops(25920) / 1e12 == pytest.approx(33.6, abs=0.1)  # "33.6 TFLOP"
+    # 25.9k tokens at the quieter rate: the table's own reading, "5-11 minutes"
+    assert 5 * 60 <= token_budget.forward_seconds(25920) <= 11 * 60
+    # time outside the forward that Slicer still pays: features_overhead.md stages scaled to the quieter run
+    assert token_budget.OVERHEAD_SECONDS == pytest.approx(10.17 * 87.2 / 447.71)
+    # peak memory: runtime + weights + the POPI CT's copies + activations give every SDPA fp32 row within 10 %
+    fixed = token_budget.RUNTIME_MB + 4 * token_budget.VIT_B.parameters / 2**20
+    ct_mb = token_budget.CT_BYTES_PER_VOXEL * token_budget.MEASURED_CT_VOXELS / 2**20
+    for tokens, measured_mb in token_budget.MEASURED_PEAK_MB:
+        predicted = fixed + ct_mb + token_budget.ACTIVATION_MB * 864 * tokens
+        assert predicted == pytest.approx(measured_mb, rel=0.1), tokens
+    assert 6e-5 < token_budget.ACTIVATION_MB < 6.5e-5 and 10 < token_budget.CT_BYTES_PER_VOXEL < 14
+    # the POPI CT itself (512x512x141, 0.98 x 0.98 x 2 mm: 25,920 tokens) in one pass: its 2488 MB row
+    popi = token_budget.estimate((141, 512, 512), (2.0, 0.98, 0.98), 32768)
+    assert popi.tokens == 25920 and popi.tiles == 1
+    assert popi.peak_mb == pytest.approx(2488, rel=0.05)
+
+
+def test_auto_budget_is_the_machines_budget():
+    from voxelfm.features.tiling import default_max_tokens
+
+    eight_gb = 8 * 2**30
+    assert token_budget.resolve_max_tokens(0) == default_max_tokens()
+    assert token_budget.resolve_max_tokens(0, eight_gb) == default_max_tokens(eight_gb) == 22528
+    assert token_budget.resolve_max_tokens(4096, eight_gb) == 4096  # an explicit budget is kept
+    assert token_budget.resolve_max_tokens(10) == token_budget.MIN_TOKENS
+    assert token_budget.budget_text(0, eight_gb) == "auto (22528 tokens: this machine's budget)"
+    assert token_budget.budget_text(8192) == "8192 tokens"
+    shape, spacing = (141, 512, 512), (2.0, 0.98, 0.98)  # the POPI CT: 25,920 tokens
+    auto = token_budget.estimate(shape, spacing, 0, memory_bytes=eight_gb)
+    assert auto.auto and auto.max_tokens == 22528 and auto.tiles > 1  # 25.9k > 22.5k: tiles on 8 GB
+    assert "auto budget 22528 tokens (this machine's)" in auto.summary()
+    big = token_budget.estimate(shape, spacing, 0, memory_bytes=64 * 2**30)
+    assert big.max_tokens == 32768 and big.tiles == 1 and big.tokens == 25920  # one pass on 64 GB
+    explicit = token_budget.estimate(shape, spacing, 8192)
+    assert not explicit.auto and "auto" not in explicit.summary()
+
+
+def test_panel_default_budget_is_auto():
+    """The model panel's parameter pack defaults to AUTO and accepts it (static: the pack needs Slicer)."""
+    import ast
+
+    panel = Path(__file__).resolve().parents[2] / "VoxelFMExtension" / "VoxelFMWidgets" / "model_panel.py"
+    pack = next(
+        n
+        for n in ast.parse(panel.read_text()).body
+        if isinstance(n, ast.ClassDef) and n.name == "ModelParameters"
+    )
+    field = next(s for s in pack.body if isinstance(s, ast.AnnAssign) and s.target.id == "maxTokens")
+    assert ast.literal_eval(field.value) == token_budget.AUTO
+    within = next(a for a in field.annotation.slice.elts[1:] if a.func.id == "WithinRange")
+    assert [ast.literal_eval(a) for a in within.args] == [token_budget.AUTO, token_budget.MAX_TOKENS]
+
+
+def test_status_of_a_fallback_model(registry, monkeypatch):
+    """What a capability loads when the panel names none (a case library's own model) is checked instead."""
+    _online(monkeypatch)
+    state = ModelPanelState(registry, unreachable=lambda: "")
+    assert state.status("").model_id == "big" and state.status("").needs_download  # the default policy
+    fallback = state.status("", fallback="small")
+    assert fallback.model_id == "small" and fallback.ready and not fallback.needs_download
+    assert state.status("big", fallback="small").model_id == "big"  # the panel's choice wins
+    monkeypatch.setenv("VOXELFM_MODEL", "big")
+    assert state.status("", fallback="small").model_id == "small"  # as RetrievalPipeline.spec_for
 
 
 def test_panel_budget_uses_the_chosen_models_architecture(registry):

@@ -73,7 +73,10 @@ def test_cli_and_slicer_logic_apply_a_probe_identically(tmp_path, tiny_model, mr
     assert meta["feature_config"]["postprocess"] == {"largest_component": True, "fill_holes": True}
 
     # the CLI applies the probe with its own model, spacing and post-processing (no options given)
-    assert main(["segment", str(ct), "--probe", str(tmp_path / "probe"), "--out", str(tmp_path / "cli.nrrd")]) == 0
+    assert (
+        main(["segment", str(ct), "--probe", str(tmp_path / "probe"), "--out", str(tmp_path / "cli.nrrd")])
+        == 0
+    )
     cli = read_volume(str(tmp_path / "cli.nrrd"), check_hu=False).array.astype(np.uint8)
     np.testing.assert_array_equal(cli, read_volume(str(tmp_path / "fit.nii.gz"), check_hu=False).array)
 

@@ -264,7 +264,10 @@ BAD_FIELDS = [
     (lambda m: m["weights"].update(sha256="abc"), r"field 'weights.sha256' is 'abc'; expected 64"),
     (_set("head", _DELETE), r"field 'head' is missing"),
     (_set("targets", "age"), r"field 'targets' is 'age' \(a string\); expected a list"),
-    (_set("head", {"type": "transformer", "in_dim": 4, "out_dim": 1}), r"field 'head.type' is 'transformer' \(a string\); expected one of linear"),
+    (
+        _set("head", {"type": "transformer", "in_dim": 4, "out_dim": 1}),
+        r"field 'head.type' is 'transformer' \(a string\); expected one of linear",
+    ),
 ]
 
 

@@ -86,6 +86,15 @@ def test_library_records_nodes_with_their_files(scene_library, tmp_path):
     assert not again.added and len(again.skipped) == 2
 
 
+def test_library_model_is_what_a_run_without_a_model_choice_loads(library, tmp_path):
+    """The model panel checks (and offers to download) this model when the panel names none."""
+    logic, folder, _ = library
+    assert logic.library_model(folder) == logic.spec.model  # the tiny backbone the library was built with
+    assert RetrievalLogic.library_model(tmp_path / "new library") == ""  # none yet: the panel's choice
+    (tmp_path / "not a library").mkdir()
+    assert RetrievalLogic.library_model(tmp_path / "not a library") == ""
+
+
 @pytest.mark.parametrize("name, kind", [("torso", "crop"), ("pulmonary", "flip"), ("chest", "noise")])
 def test_altered_copy_nodes_retrieve_their_source(scene_library, mrml_scene, name, kind):
     logic, lib, nodes = scene_library

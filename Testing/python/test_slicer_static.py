@@ -665,8 +665,12 @@ def test_missing_imported_name_is_reported(tree):
 
 def test_moved_lazy_name_is_reported(tree):
     """A name imported inside a function (after the dependency check) is checked too."""
-    _edit(tree / EXT_NAME / "VoxelFMLib" / "model_panel_state.py", "class ModelPanelState:", "class PanelState:")
-    assert _reports(check_internal_imports(tree), "model_panel.py", "model_panel_state has no ModelPanelState")
+    _edit(
+        tree / EXT_NAME / "VoxelFMLib" / "model_panel_state.py", "class ModelPanelState:", "class PanelState:"
+    )
+    assert _reports(
+        check_internal_imports(tree), "model_panel.py", "model_panel_state has no ModelPanelState"
+    )
 
 
 def test_missing_lazy_public_name_is_reported(tree):

@@ -6,7 +6,7 @@
   with progress and cancel, sha256/size checked (``voxelfm.hub.download.resolve_model_files``);
 - offline or with the Hub unreachable: one line saying so, then the instructions for an offline install;
 - device and precision choices, and the token budget's estimated time and memory for the current volume
-  (``token_budget``).
+  (``token_budget``; a budget of 0 is "auto": the machine's budget, ``features.tiling.default_max_tokens``).
 Torch is never imported here: the panel works before the PyTorch extension has installed it.
 """
 
@@ -74,8 +74,11 @@ class ModelPanelState:
         out += [(mid, f"{e.name} [{mid}]" if e.name else mid) for mid, e in self.registry.models.items()]
         return out
 
-    def status(self, reference: str) -> ModelStatus:
-        reference = (reference or "").strip()
+    def status(self, reference: str, fallback: str = "") -> ModelStatus:
+        """State of the model a run will load: ``reference`` (the panel's choice), else ``fallback`` (what the
+        capability loads when the panel names none, e.g. a case library's own model), else the default policy
+        (VOXELFM_MODEL, then the registry's preference)."""
+        reference = (reference or "").strip() or (fallback or "").strip()
         if not reference and not os.environ.get("VOXELFM_MODEL"):
             return self._default_status()
         model_id = reference or default_model_id(self.registry)[0]
@@ -129,6 +132,7 @@ class ModelPanelState:
         return VIT_B
 
     def budget(self, shape_kji, spacing_kji, max_tokens: int, reference: str, device: str) -> BudgetEstimate:
+        """The estimate for the panel's values (``max_tokens`` 0: the machine's budget)."""
         return estimate(
             shape_kji, spacing_kji, max_tokens, self.architecture(reference), effective_device(device)
         )

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from voxelfm.errors import InputError
 from voxelfm.features.spec import ModelSpec
@@ -106,6 +106,18 @@ class PerModel(Generic[T]):
     @property
     def current(self) -> T | None:
         return self._logic
+
+    @classmethod
+    def of(cls, logic_name: str, **options: Any) -> PerModel:
+        """A holder of ``VoxelFMLib.<logic_name>.from_spec(spec, **options)``, imported on first use (after the
+        module's dependency check: the logics import torch)."""
+
+        def create(spec: ModelSpec):
+            import VoxelFMLib
+
+            return getattr(VoxelFMLib, logic_name).from_spec(spec, **options)
+
+        return cls(create)
 
 
 def checked_spec(spec: ModelSpec) -> ModelSpec:

@@ -27,7 +27,7 @@ from voxelfm.features.service import FeatureService
 from voxelfm.features.spec import ModelSpec
 from voxelfm.imaging.volume import Volume
 from voxelfm.progress import CancelFlag, ProgressFn, check_cancel
-from voxelfm.retrieval.library import CaseLibrary
+from voxelfm.retrieval.library import DB_NAME, CaseLibrary
 from voxelfm.retrieval.pipeline import RetrievalPipeline
 from voxelfm.retrieval.records import CaseRecord, CaseSource
 from voxelfm.retrieval.regions import BoxRegion, MaskRegion, Region, SphereRegion
@@ -117,6 +117,16 @@ class RetrievalLogic(CapabilityLogic):
         with CaseLibrary.open(library) as lib:
             ident = lib.identity or {}
             return f"{lib.count()} case(s), model {ident.get('id') or '-'}, {lib.dim or '-'}-d embeddings"
+
+    @staticmethod
+    def library_model(library: str | Path) -> str:
+        """The model a library's adds and queries load when none is chosen (the one it was built with, as
+        ``RetrievalPipeline.spec_for`` picks it); "" when there is no library there yet (the first add records
+        the chosen or the default model)."""
+        if not (Path(library) / DB_NAME).is_file():
+            return ""
+        with CaseLibrary.open(library) as lib:
+            return lib.model_reference
 
     # ---- adding cases
 

@@ -8,7 +8,10 @@ Base/Python/slicer/parameterNodeWrapper), so ``connectGui`` on the module's top 
 other field. The rest is drawn from ``VoxelFMLib.model_panel_state`` (Qt-free, tested): the registry combo box
 (choosing an entry writes its id into ``model.model``; empty: the default-model policy), the chosen model's
 state, the download button (consent, progress, cancel; sha256 checked), the offline instructions and the token
-budget's estimated time and memory for the module's current volume.
+budget's estimated time and memory for the module's current volume. A token budget of 0 (the default) means
+"auto": the machine's budget, ``voxelfm.features.tiling.default_max_tokens()``, the core's and the CLI's default
+(``VoxelFMLib.token_budget.resolve_max_tokens``); the spin box shows it as "auto (N)", so a scene saved on one
+computer uses the budget of the computer it is opened on.
 """
 
 from __future__ import annotations
@@ -39,18 +42,19 @@ class ModelParameters:
     model: str = ""  # registry id or local checkpoint file / folder
     device: Annotated[str, Choice(DEVICES)] = "auto"
     precision: Annotated[str, Choice(PRECISIONS)] = "auto"
-    maxTokens: Annotated[int, WithinRange(64, 65536)] = 8192  # tile budget in patch tokens
+    maxTokens: Annotated[int, WithinRange(0, 65536)] = 0  # tile budget in patch tokens; 0 = auto (machine's)
 
 
 def modelSpec(parameters: ModelParameters) -> ModelSpec:
     """The Qt-free description of the chosen model that VoxelFMLib's logic classes take."""
     from VoxelFMLib.model_service import ModelSpec
+    from VoxelFMLib.token_budget import resolve_max_tokens
 
     return ModelSpec(
         model=parameters.model.strip(),
         device=parameters.device,
         precision=parameters.precision,
-        max_tokens=int(parameters.maxTokens),
+        max_tokens=resolve_max_tokens(parameters.maxTokens),  # 0: the machine's budget
     )
 
 
@@ -90,6 +94,16 @@ class ModelPanel:
         self.ui.browseModelButton.connect("clicked(bool)", self.onBrowse)
         self.ui.downloadModelButton.connect("clicked(bool)", lambda checked: self.ensureModelReady())
         self.ui.downloadModelButton.visible = False
+        self._showAutoBudget()
+
+    def _showAutoBudget(self) -> None:
+        """The spin box's value 0 reads "auto (N)": N is this machine's budget (the core's default)."""
+        try:
+            from VoxelFMLib.token_budget import resolve_max_tokens
+        except ImportError as exc:  # an incomplete install: the spin box still says "auto"
+            logging.debug("VoxelFM token budget not available yet: %s", exc)
+            return
+        self.ui.maxTokensSpinBox.specialValueText = f"auto ({resolve_max_tokens(0)})"
 
     def state(self):
         """The Qt-free panel state, or None while its Python packages are not installed yet."""
@@ -141,18 +155,22 @@ class ModelPanel:
             return "Select a volume to see the estimated time and memory."
         shape = tuple(reversed(volume.GetImageData().GetDimensions()))
         spacing = tuple(reversed(volume.GetSpacing()))
-        estimate = self._state.budget(
+        estimate = self._state.budget(  # maxTokens 0: the machine's budget, named in the summary
             shape, spacing, parameters.maxTokens, parameters.model, parameters.device
         )
         return f"{volume.GetName()}: {estimate.summary()}"
 
-    def ensureModelReady(self) -> bool:
-        """True when the chosen model can be used now; downloads it first if the user agrees."""
+    def ensureModelReady(self, fallback: str = "") -> bool:
+        """True when the chosen model can be used now; downloads it first if the user agrees.
+
+        ``fallback``: the model the work loads when the panel names none (e.g. an existing case library's own
+        model), checked instead of the default-model policy; "" = the default policy.
+        """
         state = self.state()
         node = self._parameterNode()
         if state is None or node is None:
             return state is not None
-        status = state.status(node.model.model)
+        status = state.status(node.model.model, fallback)
         if status.ready:
             return True
         if not status.needs_download:
@@ -167,7 +185,7 @@ class ModelPanel:
                 runInWorker(self.busy, state.download, status)
                 self.busy.stop(f"{status.model_id} downloaded and verified.")
         self.updateGUI(node.model)
-        return state.status(node.model.model).ready
+        return state.status(node.model.model, fallback).ready
 
     def onRegistryChosen(self, index: int) -> None:
         reference = self.ui.modelComboBox.itemData(index)

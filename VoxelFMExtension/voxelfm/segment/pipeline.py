@@ -111,7 +111,9 @@ class SegmentationPipeline:
         progress = progress or no_progress
         cfg = self.config
         ctx = (
-            self.context(volume, cfg.feature_spacing_mm, progress=progress, cancel=cancel, volume_key=volume_key)
+            self.context(
+                volume, cfg.feature_spacing_mm, progress=progress, cancel=cancel, volume_key=volume_key
+            )
             if cfg.use_patch_features
             else SegmentationContext(volume, None)
         )
@@ -119,7 +121,9 @@ class SegmentationPipeline:
         progress(0.85, "fitting the segmentation probe")
         probe = fit_segmentation(volume, ctx.features, labels, cfg, classes, context=ctx)
         check_cancel(cancel)
-        return self._predict(volume, probe, ctx, None, progress, [*extra_warnings, *probe.metrics["warnings"]])
+        return self._predict(
+            volume, probe, ctx, None, progress, [*extra_warnings, *probe.metrics["warnings"]]
+        )
 
     def apply(
         self,
@@ -158,8 +162,9 @@ class SegmentationPipeline:
         warnings: list[str],
     ) -> SegmentationResult:
         progress(0.92, "predicting")
-        result = probe.predict(volume, ctx.features, context=ctx, with_probabilities=False, postprocess=postprocess)
+        result = probe.predict(
+            volume, ctx.features, context=ctx, with_probabilities=False, postprocess=postprocess
+        )
         result.warnings = [*warnings, *result.warnings]
         progress(1.0, "done")
         return result
-

@@ -27,7 +27,9 @@ class PostprocessConfig:
     def from_dict(cls, d: dict[str, Any]) -> PostprocessConfig:
         unknown = sorted(set(d) - {"largest_component", "fill_holes"})
         if unknown:
-            raise InputError(f"postprocess: unknown setting(s) {unknown}; known: largest_component, fill_holes.")
+            raise InputError(
+                f"postprocess: unknown setting(s) {unknown}; known: largest_component, fill_holes."
+            )
         return cls(bool(d.get("largest_component", False)), bool(d.get("fill_holes", False)))
 
 

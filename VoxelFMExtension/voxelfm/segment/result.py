@@ -23,7 +23,9 @@ class ClassStats:
 
 @dataclass
 class SegmentationResult:
-    labelmap: np.ndarray  # uint8 [k,j,i] on the volume grid; value v = the class whose .value is v, 0 = background
+    labelmap: (
+        np.ndarray
+    )  # uint8 [k,j,i] on the volume grid; value v = the class whose .value is v, 0 = background
     ijk_to_ras: np.ndarray  # 4x4 of that grid
     classes: list[SegmentClass]
     probabilities: np.ndarray | None = None  # [K+1,k,j,i] float16: background, then the classes in order
