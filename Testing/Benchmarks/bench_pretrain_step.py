@@ -30,7 +30,7 @@ from voxelfm.pretrain.config import load_config  # noqa: E402
 from voxelfm.pretrain.crops import MultiCrop  # noqa: E402
 from voxelfm.pretrain.data import Collate  # noqa: E402
 from voxelfm.pretrain.meta_arch import SSLMetaArch  # noqa: E402
-from voxelfm.pretrain.optim import build_optimizer, build_param_groups  # noqa: E402
+from voxelfm.pretrain.optim import build_student_optimizer  # noqa: E402
 from voxelfm.pretrain.schedules import Schedules  # noqa: E402
 from voxelfm.pretrain.step import train_step  # noqa: E402
 
@@ -66,13 +66,7 @@ def main() -> None:
 def row(cfg, cfg_path, dev: torch.device, steps: int, warmup: int) -> None:
     torch.manual_seed(0)
     meta = SSLMetaArch(cfg).to(dev)
-    groups = build_param_groups(
-        meta.student.backbone,
-        {k: m for k, m in meta.student.named_children() if k != "backbone"},
-        cfg.student.depth,
-        cfg.optim,
-    )
-    opt = build_optimizer(groups, cfg.optim)
+    opt = build_student_optimizer(meta, cfg)
     sched = Schedules(cfg)
     info = dd.DistInfo()
     b, nl = cfg.train.batch_size_per_gpu, cfg.crops.local_crops_number

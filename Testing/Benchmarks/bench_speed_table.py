@@ -41,20 +41,10 @@ def forward_flops(tokens: int, embed_dim: int, depth: int, mlp_ratio: float = 4.
 def matmul_gflops(dtype: str, size: int, threads: int, budget_s: float = 20.0) -> float:
     import torch
 
+    from voxelfm.device import matmul_gflops as measure
+
     torch.set_num_threads(threads)
-    dt = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
-    x, w = torch.randn(size, size).to(dt), torch.randn(size, size).to(dt)
-    with torch.inference_mode():
-        torch.nn.functional.linear(x, w)
-        best, spent = float("inf"), 0.0
-        for _ in range(5):
-            t0 = time.perf_counter()
-            torch.nn.functional.linear(x, w)
-            d = time.perf_counter() - t0
-            best, spent = min(best, d), spent + d
-            if spent > budget_s:
-                break
-    return 2 * size**3 / best / 1e9
+    return measure({"fp32": torch.float32, "bf16": torch.bfloat16}[dtype], size, budget_s=budget_s)
 
 
 def patch_explicit_attention() -> None:

@@ -119,6 +119,13 @@ def _time_linear(x: torch.Tensor, w: torch.Tensor, reps: int, budget_s: float) -
     return best
 
 
+def matmul_gflops(dtype: torch.dtype, size: int, reps: int = 5, budget_s: float = 20.0) -> float:
+    """Achieved GFLOP/s of a [size x size] @ [size x size] linear in ``dtype`` (the machine's matmul ceiling)."""
+    x, w = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    with torch.inference_mode():
+        return 2 * size**3 / _time_linear(x, w, reps, budget_s) / 1e9
+
+
 def measure_bf16_speedup(size: int = 512, reps: int = 5) -> float:
     """bf16 / fp32 throughput of a [size x size] @ [size x size] linear (>1: bf16 faster). About 0.1-2 s."""
     g = torch.Generator().manual_seed(0)

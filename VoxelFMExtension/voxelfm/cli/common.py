@@ -107,9 +107,15 @@ def preprocess_from_args(model: Any, args: argparse.Namespace):
 
 
 def add_command(
-    sub: argparse._SubParsersAction, name: str, help_text: str, doc: str | None, **kwargs: Any
+    sub: argparse._SubParsersAction,
+    name: str,
+    help_text: str,
+    doc: str | None,
+    raw: bool = True,
+    **kwargs: Any,
 ) -> argparse.ArgumentParser:
-    """A sub-command whose --help shows its module docstring as written (one style for every command)."""
-    return sub.add_parser(
-        name, help=help_text, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs
-    )
+    """A sub-command: ``doc`` is its --help description, shown as written (a module docstring) when ``raw``,
+    else wrapped (a one-paragraph string)."""
+    if raw:
+        kwargs["formatter_class"] = argparse.RawDescriptionHelpFormatter
+    return sub.add_parser(name, help=help_text, description=doc, **kwargs)

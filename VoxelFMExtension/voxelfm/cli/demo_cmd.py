@@ -6,6 +6,7 @@ import argparse
 import json
 
 from . import options
+from .common import add_command
 from .outputs import add_overwrite_arg, output_plan
 
 # What a demo run writes into --out (files.run_folder refuses a folder holding anything else).
@@ -20,13 +21,15 @@ DEMO_FILES = (
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "demo",
-        help="main job on the embedded sample CT: features + PCA picture + few-shot tumour segmentation",
-        description="Fetch the sample chest CT (pyradiomics lung1, sha256-checked), extract features with the "
+        "main job on the embedded sample CT: features + PCA picture + few-shot tumour segmentation",
+        "Fetch the sample chest CT (pyradiomics lung1, sha256-checked), extract features with the "
         "default model, fit a segmentation probe on labelled axial slices of the nodule (default 1) and segment the "
         "whole volume. Writes features.npz, features_pca.png, tumour_seg.nii.gz/.seg.nrrd, "
         "tumour_overlay.png and summary.json into --out.",
+        raw=False,
     )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(

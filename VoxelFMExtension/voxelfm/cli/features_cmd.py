@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .common import (
+    add_command,
     add_feature_args,
     add_model_args,
     add_series_arg,
@@ -16,11 +17,13 @@ from .outputs import add_overwrite_arg, output_plan
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "features",
-        help="extract VoxelFM features of a CT",
-        description="Write cls [C], registers [R,C], patch [D',H',W',C] and grid_to_ras (4x4, patch-cell "
+        "extract VoxelFM features of a CT",
+        "Write cls [C], registers [R,C], patch [D',H',W',C] and grid_to_ras (4x4, patch-cell "
         "(i,j,k,1) -> RAS mm, i along W') to an .npz.",
+        raw=False,
     )
     p.add_argument("image", help="NIfTI / NRRD / MHA file or a DICOM series folder")
     p.add_argument("--out", required=True, help="output .npz")

@@ -9,15 +9,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .common import add_command
 from .outputs import add_overwrite_arg, output_plan
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "models",
-        help="list known models, whether their files are here, and the default model",
-        description="List the models in Resources/models.json with their cache state (Hugging Face cache or "
+        "list known models, whether their files are here, and the default model",
+        "List the models in Resources/models.json with their cache state (Hugging Face cache or "
         "bundled folder) and the model used when none is named.",
+        raw=False,
     )
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.add_argument(
@@ -28,11 +31,13 @@ def register(subparsers: Any) -> None:
     )
     p.set_defaults(func=run_models)
 
-    s = subparsers.add_parser(
+    s = add_command(
+        subparsers,
         "sample-data",
-        help="fetch the sample chest CT with a nodule label (pyradiomics 3.0.1 archive from PyPI)",
-        description="Download (once) the pyradiomics 3.0.1 source archive from PyPI, extract its lung CT cases "
+        "fetch the sample chest CT with a nodule label (pyradiomics 3.0.1 archive from PyPI)",
+        "Download (once) the pyradiomics 3.0.1 source archive from PyPI, extract its lung CT cases "
         "and their nodule labels, verify their sha256, and print the file paths.",
+        raw=False,
     )
     s.add_argument(
         "--out", default=None, help="folder for the files (default: VOXELFM_CACHE_DIR/sample_data)"

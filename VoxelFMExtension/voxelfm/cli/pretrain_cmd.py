@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from . import options
+from .common import add_command
 from .outputs import add_overwrite_arg, output_plan
 
 # What a pretraining run and a hub export write at the top of their folders (files.run_folder).
@@ -13,13 +14,15 @@ HUB_ENTRIES = ("model.safetensors", "config.json", "README.md")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "pretrain",
-        help="pretrain a VoxelFM backbone (DINO + iBOT + KoLeo) on CT volumes",
-        description=(
+        "pretrain a VoxelFM backbone (DINO + iBOT + KoLeo) on CT volumes",
+        (
             "Pretrain on a folder or CSV/JSONL manifest of CT files. Multi-process: "
             "torchrun --nproc_per_node N -m voxelfm.cli pretrain ... (same arguments)."
         ),
+        raw=False,
     )
     p.add_argument(
         "--data", required=True, help="folder of CT files / DICOM folders, or a .csv/.jsonl manifest"

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from . import options
-from .common import add_feature_args, add_model_args, log
+from .common import add_command, add_feature_args, add_model_args, log
 from .outputs import add_overwrite_arg, output_plan
 
 POOLINGS = ("cls", "mean", "cls+mean", "registers", "cls+registers", "all", "tokens", "tokens+cls")
@@ -17,12 +17,14 @@ TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "fit-probe",
-        help="fit a classification / regression / survival probe from a manifest",
-        description="Manifest (CSV/TSV/JSONL): column 'image' (path relative to the manifest) + target columns; "
+        "fit a classification / regression / survival probe from a manifest",
+        "Manifest (CSV/TSV/JSONL): column 'image' (path relative to the manifest) + target columns; "
         "survival: 'time' + 'event' (1 = event, 0 = censored); optional 'id', 'split' (train/val/test) or "
         "'fold'. Writes PROBE.safetensors + PROBE.json and PROBE.report.json + PROBE.report.png.",
+        raw=False,
     )
     p.add_argument(
         "--task", required=True, choices=("classification", "regression", "survival", "localisation")
@@ -73,11 +75,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_feature_args(p)
     p.set_defaults(func=run_fit)
 
-    a = sub.add_parser(
+    a = add_command(
+        sub,
         "apply-probe",
-        help="apply a probe to CT images; prints a table",
-        description="Prints one row per image (TSV), or writes --out table.csv/.tsv. The model defaults to the "
+        "apply a probe to CT images; prints a table",
+        "Prints one row per image (TSV), or writes --out table.csv/.tsv. The model defaults to the "
         "probe's backbone; a different backbone is refused.",
+        raw=False,
     )
     a.add_argument("probe", help="PROBE, PROBE.json or PROBE.safetensors")
     a.add_argument("images", nargs="*", help="NIfTI / NRRD / MHA files or DICOM folders")

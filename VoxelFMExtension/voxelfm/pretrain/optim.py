@@ -7,6 +7,7 @@ gets a further multiplier because it sees raw intensities and destabilises train
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 import torch
 from torch import nn
@@ -71,3 +72,10 @@ def apply_schedule(opt: torch.optim.Optimizer, lr: float, wd: float, last_layer_
     for g in opt.param_groups:
         g["lr"] = lr * g["lr_multiplier"] * (last_layer_lr_factor if g["is_last_layer"] else 1.0)
         g["weight_decay"] = wd * g["wd_multiplier"]
+
+
+def build_student_optimizer(meta: Any, cfg: Any) -> torch.optim.AdamW:
+    """AdamW over the student's backbone and heads with the layer-wise lr decay groups (``cfg``: PretrainConfig)."""
+    heads = {k: m for k, m in meta.student.named_children() if k != "backbone"}
+    groups = build_param_groups(meta.student.backbone, heads, cfg.student.depth, cfg.optim)
+    return build_optimizer(groups, cfg.optim)

@@ -31,7 +31,7 @@ from .data import CachedVolume, Collate, CropDataset, StepBatchSampler, build_ca
 from .export import export_hub_folder, export_teacher, unsharded_copy
 from .meta_arch import SSLMetaArch
 from .metrics import plot_loss
-from .optim import build_optimizer, build_param_groups
+from .optim import build_student_optimizer
 from .schedules import Schedules
 from .step import train_step
 from .step_log import DATA_SHARE, StepLog
@@ -216,13 +216,7 @@ def _build_model(ctx: _Context) -> _Model:
         sharding.shard_meta(meta, ctx.dev, info.world_size)
     elif cfg.train.sharding == "fsdp2" and info.is_main:
         log.info("train.sharding=fsdp2 with one process: nothing to shard, training unsharded.")
-    groups = build_param_groups(
-        meta.student.backbone,
-        {k: m for k, m in meta.student.named_children() if k != "backbone"},
-        cfg.student.depth,
-        cfg.optim,
-    )
-    opt = build_optimizer(groups, cfg.optim)
+    opt = build_student_optimizer(meta, cfg)
     seed = cfg.train.seed + info.rank
     random.seed(seed)
     np.random.seed(seed)
