@@ -9,43 +9,27 @@ import qt
 import slicer
 from slicer import vtkMRMLScalarVolumeNode
 from slicer.i18n import tr as _
-from slicer.i18n import translate
 from slicer.parameterNodeWrapper import parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (
-    ScriptedLoadableModule,
-    ScriptedLoadableModuleLogic,
-    ScriptedLoadableModuleTest,
-)
-from VoxelFMWidgets import (
-    BusyState,
-    ModelPanel,
-    ModelParameters,
-    VoxelFMModuleWidget,
-    ensureDependencies,
-    modelSpec,
-    registerSampleData,
-    runInWorker,
-)
-
-from VoxelFMLib.model_service import PerModel
+from VoxelFMWidgets import ModelParameters, VoxelFMModuleWidget, registerSampleData, runInWorker
+from VoxelFMWidgets.module import VoxelFMModule, VoxelFMModuleLogic, VoxelFMModuleTest
 
 
-class VoxelFMFeatures(ScriptedLoadableModule):
+class VoxelFMFeatures(VoxelFMModule):
+    TITLE = _("VoxelFM Features")
+    HELP = _(
+        "Extract VoxelFM foundation-model features of a CT volume (a frozen 3D ViT, one feature "
+        "vector per 14x14x14-voxel patch) and show their first three principal components as a "
+        "colour volume. Features are cached on disk, so other VoxelFM modules reuse them. Needs 3D "
+        "Slicer 5.10 or newer."
+    )
+    DEPENDENCIES = ()
+    ACKNOWLEDGEMENT = _(
+        "VoxelFM backbone by its authors; see the model card for licence terms. Sample CT: "
+        "pyradiomics (BSD-3-Clause)."
+    )
+
     def __init__(self, parent):
-        ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = _("VoxelFM Features")
-        self.parent.categories = [translate("qSlicerAbstractCoreModule", "VoxelFM")]
-        self.parent.dependencies = []
-        self.parent.contributors = ["VoxelFM Slicer extension contributors"]
-        self.parent.helpText = _(
-            "Extract VoxelFM foundation-model features of a CT volume (a frozen 3D ViT, one feature vector per "
-            "14x14x14-voxel patch) and show their first three principal components as a colour volume. "
-            "Features are cached on disk, so other VoxelFM modules reuse them. Needs 3D Slicer 5.10 or newer."
-        )
-        self.parent.acknowledgementText = _(
-            "VoxelFM backbone by its authors; see the model card for licence terms. Sample CT: pyradiomics "
-            "(BSD-3-Clause)."
-        )
+        super().__init__(parent)
         # the sample chest CT in the Sample Data module (this module carries the shared packages)
         slicer.app.connect("startupCompleted()", registerSampleData)
 
@@ -64,30 +48,18 @@ class VoxelFMFeaturesWidget(VoxelFMModuleWidget):
 
     def setupWidgets(self) -> None:
         self.features = None
-        self.busy = BusyState(self.ui.progressBar, self.ui.statusLabel, onChange=self.updateGUI)
-        self.modelPanel = ModelPanel(
-            self.ui.modelPanelPlaceholder,
-            lambda: self.parameterNode,
-            lambda: self.parameterNode.inputVolume if self.parameterNode else None,
-            self.busy,
-        )
         self.ui.extractButton.connect("clicked(bool)", self.onExtract)
-        self.ui.cancelButton.connect("clicked(bool)", self.busy.requestCancel)
         self.ui.saveFeaturesButton.connect("clicked(bool)", self.onSaveFeatures)
-
-    def cancelWork(self) -> None:
-        self.busy.cancel.set()
 
     def updateGUI(self) -> None:
         node, idle = self.parameterNode, not self.busy.running
         ready = bool(node and node.inputVolume)
         self.ui.extractButton.enabled = ready and idle
         self.ui.extractButton.toolTip = "" if ready else "Select an input volume."
-        self.ui.cancelButton.enabled = not idle
         self.ui.saveFeaturesButton.enabled = self.features is not None and idle
 
     def onExtract(self) -> None:
-        if self.busy.running or not ensureDependencies() or not self.modelPanel.ensureModelReady():
+        if not self.readyToRun():
             return
         with self.busy.operation("Extracting features...", "Feature extraction"):
             self.features = self.logic.extract(self.parameterNode, self.busy)
@@ -103,29 +75,16 @@ class VoxelFMFeaturesWidget(VoxelFMModuleWidget):
             self.ui.statusLabel.setText(f"Saved {self.features.save(path)}")
 
 
-class VoxelFMFeaturesLogic(ScriptedLoadableModuleLogic):
-    """Thin: parameter node -> VoxelFMLib.FeaturesLogic, kept while the model choice stays the same."""
+class VoxelFMFeaturesLogic(VoxelFMModuleLogic):
+    """Thin: parameter node -> VoxelFMLib.FeaturesLogic."""
 
-    def __init__(self) -> None:
-        ScriptedLoadableModuleLogic.__init__(self)
-        self._features = PerModel(self._create)
+    parameterNodeClass = VoxelFMFeaturesParameterNode
+    capability = "FeaturesLogic"
 
-    @staticmethod
-    def _create(spec):
-        from VoxelFMLib import FeaturesLogic  # after ensureDependencies: may import torch
-
-        return FeaturesLogic(spec)
-
-    def getParameterNode(self):
-        return VoxelFMFeaturesParameterNode(super().getParameterNode())
-
-    def featuresLogic(self, parameterNode):
-        return self._features.get(modelSpec(parameterNode.model))
-
-    def extract(self, parameterNode, busy: BusyState):
+    def extract(self, parameterNode, busy):
         from VoxelFMLib.volume_nodes import volume_from_node
 
-        features = self.featuresLogic(parameterNode)
+        features = self.capabilityLogic(parameterNode)
         volumeNode = parameterNode.inputVolume
         volume = volume_from_node(volumeNode)  # main thread: MRML is not thread-safe
         result = runInWorker(busy, features.extract_volume, volume, cache=parameterNode.useCache)
@@ -141,16 +100,7 @@ class VoxelFMFeaturesLogic(ScriptedLoadableModuleLogic):
         return FeaturesLogic.describe(features)
 
 
-class VoxelFMFeaturesTest(ScriptedLoadableModuleTest):
-    def setUp(self):
-        slicer.mrmlScene.Clear()
-
-    def runTest(self):
-        self.setUp()
-        self.test_pca_volume_geometry()
-        self.setUp()
-        self.test_features_of_sample_ct()
-
+class VoxelFMFeaturesTest(VoxelFMModuleTest):
     def test_pca_volume_geometry(self):
         """A synthetic feature grid becomes a colour volume on the grid's geometry."""
         import numpy as np
@@ -169,12 +119,9 @@ class VoxelFMFeaturesTest(ScriptedLoadableModuleTest):
 
     def test_features_of_sample_ct(self):
         """Sample Data lung1 CT -> features with the bundled model -> a PCA volume over the CT, nothing else."""
-        import importlib.util
-
         import numpy as np
 
-        if importlib.util.find_spec("torch") is None:
-            self.delayDisplay("torch not installed: feature test skipped")
+        if self.missing("torch"):
             return
         from VoxelFMWidgets import loadSampleVolume
 

@@ -14,45 +14,23 @@ import qt
 import slicer
 from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode
 from slicer.i18n import tr as _
-from slicer.i18n import translate
 from slicer.parameterNodeWrapper import parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (
-    ScriptedLoadableModule,
-    ScriptedLoadableModuleLogic,
-    ScriptedLoadableModuleTest,
-)
-from VoxelFMWidgets import (
-    BusyState,
-    ModelPanel,
-    ModelParameters,
-    VoxelFMModuleWidget,
-    ensureDependencies,
-    modelSpec,
-    runInWorker,
-)
-
-from VoxelFMLib.model_service import PerModel
+from VoxelFMWidgets import ModelParameters, VoxelFMModuleWidget, runInWorker
+from VoxelFMWidgets.module import VoxelFMModule, VoxelFMModuleLogic, VoxelFMModuleTest
+from VoxelFMWidgets.tables import setColumns, setRow
 
 PROBE_FILTER = "VoxelFM localisation probe (*.json)"
 COLUMNS = ("Landmark", "Confidence", "Distance (mm)", "R", "A", "S")
 
 
-class VoxelFMLocalize(ScriptedLoadableModule):
-    def __init__(self, parent):
-        ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = _("VoxelFM Localize")
-        self.parent.categories = [translate("qSlicerAbstractCoreModule", "VoxelFM")]
-        self.parent.dependencies = ["VoxelFMFeatures"]
-        self.parent.contributors = ["VoxelFM Slicer extension contributors"]
-        self.parent.helpText = _(
-            "Landmarks from one example. Place a point list on a reference scan (control point labels are the "
-            "landmark names), choose the target volume and press 'Find landmarks'. Found points go into a new "
-            "point list with a confidence (0-1) in each point's description; your point lists are never "
-            "modified. Double-click a row to jump to the point."
-        )
-        self.parent.acknowledgementText = _(
-            "VoxelFM backbone by its authors; see the model card for licence terms."
-        )
+class VoxelFMLocalize(VoxelFMModule):
+    TITLE = _("VoxelFM Localize")
+    HELP = _(
+        "Landmarks from one example. Place a point list on a reference scan (control point labels "
+        "are the landmark names), choose the target volume and press 'Find landmarks'. Found points "
+        "go into a new point list with a confidence (0-1) in each point's description; your point "
+        "lists are never modified. Double-click a row to jump to the point."
+    )
 
 
 @parameterNodeWrapper
@@ -76,22 +54,11 @@ class VoxelFMLocalizeWidget(VoxelFMModuleWidget):
 
     def setupWidgets(self) -> None:
         self.rows = []
-        self.busy = BusyState(self.ui.progressBar, self.ui.statusLabel, onChange=self.updateGUI)
-        self.modelPanel = ModelPanel(
-            self.ui.modelPanelPlaceholder, lambda: self.parameterNode, self.currentVolume, self.busy
-        )
-        table = self.ui.resultsTable
-        table.setColumnCount(len(COLUMNS))
-        table.setHorizontalHeaderLabels(list(COLUMNS))
-        table.horizontalHeader().setStretchLastSection(True)
-        table.connect("cellDoubleClicked(int,int)", self.onJumpToRow)
+        setColumns(self.ui.resultsTable, COLUMNS)
+        self.ui.resultsTable.connect("cellDoubleClicked(int,int)", self.onJumpToRow)
         self.ui.findButton.connect("clicked(bool)", lambda checked: self.onFind())
-        self.ui.cancelButton.connect("clicked(bool)", self.busy.requestCancel)
         self.ui.loadProbeButton.connect("clicked(bool)", lambda checked: self.onLoadProbe())
         self.ui.boxButton.connect("clicked(bool)", lambda checked: self.onMakeBox())
-
-    def cancelWork(self) -> None:
-        self.busy.cancel.set()
 
     def updateGUI(self) -> None:
         node, idle = self.parameterNode, not self.busy.running
@@ -100,17 +67,11 @@ class VoxelFMLocalizeWidget(VoxelFMModuleWidget):
         self.ui.findButton.toolTip = (
             "" if ready else _("Select the target, a reference scan and its point list.")
         )
-        self.ui.cancelButton.enabled = not idle
         self.ui.loadProbeButton.enabled = bool(node and node.targetVolume) and idle
         self.ui.boxButton.enabled = bool(node and node.outputPoints) and idle
 
-    def currentVolume(self):
-        return self.parameterNode.targetVolume if self.parameterNode else None
-
     def onFind(self) -> None:
-        if self.parameterNode is None or self.busy.running or not ensureDependencies():
-            return
-        if not self.modelPanel.ensureModelReady():
+        if not self.readyToRun():
             return
         with self.busy.operation(_("Finding landmarks..."), _("Landmark localisation")):
             self.showResult(self.logic.findLandmarks(self.parameterNode, self.busy))
@@ -119,12 +80,7 @@ class VoxelFMLocalizeWidget(VoxelFMModuleWidget):
         path = qt.QFileDialog.getOpenFileName(
             slicer.util.mainWindow(), _("Load localisation probe"), "", PROBE_FILTER
         )
-        if (
-            not path
-            or self.busy.running
-            or not ensureDependencies()
-            or not self.modelPanel.ensureModelReady()
-        ):
+        if not path or not self.readyToRun():
             return
         with self.busy.operation(_("Applying {path}...").format(path=path), _("Applying the probe")):
             self.showResult(self.logic.applyProbe(self.parameterNode, path, self.busy))
@@ -138,8 +94,7 @@ class VoxelFMLocalizeWidget(VoxelFMModuleWidget):
         self.parameterNode.outputPoints = output.node
         points = output.result.points
         self.rows = [points.ras[n].copy() for n in range(len(points))]
-        table = self.ui.resultsTable
-        table.setRowCount(len(points))
+        self.ui.resultsTable.setRowCount(len(points))
         for row, name in enumerate(points.names):
             dist = output.distances.get(name)
             cells = (
@@ -148,10 +103,7 @@ class VoxelFMLocalizeWidget(VoxelFMModuleWidget):
                 "" if dist is None else f"{dist:.1f}",
                 *(f"{v:.1f}" for v in points.ras[row]),
             )
-            for col, text in enumerate(cells):
-                item = qt.QTableWidgetItem(text)
-                item.setFlags(qt.Qt.ItemIsSelectable | qt.Qt.ItemIsEnabled)
-                table.setItem(row, col, item)
+            setRow(self.ui.resultsTable, row, cells)
         self.busy.stop(
             _("Found {n} landmarks in '{name}' ({s:.1f} s).").format(
                 n=len(points), name=output.node.GetName(), s=output.result.seconds
@@ -165,19 +117,12 @@ class VoxelFMLocalizeWidget(VoxelFMModuleWidget):
             jump_slices_to(slicer.mrmlScene, self.rows[row])
 
 
-class VoxelFMLocalizeLogic(ScriptedLoadableModuleLogic):
-    """Thin: parameter node -> VoxelFMLib.LocalisationLogic, kept while the model choice stays the same (it
-    keeps the references' templates, so finding the landmarks in another target is fast)."""
+class VoxelFMLocalizeLogic(VoxelFMModuleLogic):
+    """Thin: parameter node -> VoxelFMLib.LocalisationLogic (it keeps the references' templates, so finding
+    the landmarks in another target is fast)."""
 
-    def __init__(self) -> None:
-        ScriptedLoadableModuleLogic.__init__(self)
-        self._localizers = PerModel.of("LocalisationLogic")
-
-    def getParameterNode(self):
-        return VoxelFMLocalizeParameterNode(super().getParameterNode())
-
-    def localizer(self, parameterNode):
-        return self._localizers.get(modelSpec(parameterNode.model))
+    parameterNodeClass = VoxelFMLocalizeParameterNode
+    capability = "LocalisationLogic"
 
     @staticmethod
     def references(parameterNode) -> list:
@@ -186,17 +131,17 @@ class VoxelFMLocalizeLogic(ScriptedLoadableModuleLogic):
             pairs.append((parameterNode.secondReferenceVolume, parameterNode.secondReferencePoints))
         return pairs
 
-    def findLandmarks(self, parameterNode, busy: BusyState):
+    def findLandmarks(self, parameterNode, busy):
         """prepare (main thread) -> predict (worker thread) -> write (main thread)."""
-        localizer = self.localizer(parameterNode)
+        localizer = self.capabilityLogic(parameterNode)
         inputs = localizer.prepare(parameterNode.targetVolume, self.references(parameterNode))
         result = runInWorker(busy, localizer.predict, inputs)
         return localizer.write(
             inputs, result, slicer.mrmlScene, parameterNode.outputPoints, parameterNode.comparePoints
         )
 
-    def applyProbe(self, parameterNode, path: str, busy: BusyState):
-        return self.localizer(parameterNode).apply_probe(
+    def applyProbe(self, parameterNode, path: str, busy):
+        return self.capabilityLogic(parameterNode).apply_probe(
             parameterNode.targetVolume,
             path,
             parameterNode.outputPoints,
@@ -207,40 +152,31 @@ class VoxelFMLocalizeLogic(ScriptedLoadableModuleLogic):
 
     def makeBox(self, parameterNode):
         names = [n.strip() for n in (parameterNode.boxCorners or "").split(",") if n.strip()] or None
-        return self.localizer(parameterNode).box_from_points(parameterNode.outputPoints, "VoxelFM box", names)
+        return self.capabilityLogic(parameterNode).box_from_points(
+            parameterNode.outputPoints, "VoxelFM box", names
+        )
 
 
-class VoxelFMLocalizeTest(ScriptedLoadableModuleTest):
+class VoxelFMLocalizeTest(VoxelFMModuleTest):
     """Runs in Slicer (slicer_add_python_unittest). The logic's own tests run in pytest on real MRML, in a bare
     scene and in trame-slicer's SlicerApp scene (Testing/python/test_slicer_localize.py)."""
-
-    def setUp(self):
-        slicer.mrmlScene.Clear()
-
-    def runTest(self):
-        self.setUp()
-        self.test_sample_ct_landmarks_found_in_a_shifted_copy()
 
     def test_sample_ct_landmarks_found_in_a_shifted_copy(self):
         """Three points placed on the Sample Data chest CT (the nodule, the centre of the bone and of the body on
         the middle slices) -> the bundled model (cpu) finds them in a noisy copy moved 25 mm within 3 mm each,
         in a NEW point list; the reference point list is unchanged."""
-        import importlib.util
-
         import numpy as np
         import vtk
 
-        if importlib.util.find_spec("torch") is None:
-            self.delayDisplay("torch not installed: localisation test skipped")
+        if self.missing("torch"):
             return
         from VoxelFMWidgets.sample_data import loadSampleVolume
 
         from VoxelFMLib import LocalisationLogic
-        from VoxelFMLib.sample_data import prepare_files, sample_source
         from VoxelFMLib.volume_nodes import node_ijk_to_ras
 
         reference = loadSampleVolume()  # lung1 through the Sample Data module (sha256-checked)
-        nodule = slicer.util.loadLabelVolume(str(prepare_files(sample_source()).label))
+        nodule = self.sampleLabel()
         array = slicer.util.arrayFromVolume(reference).astype(np.float32)
         ijkToRas = node_ijk_to_ras(reference)
 

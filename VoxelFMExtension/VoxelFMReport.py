@@ -13,23 +13,9 @@ import qt
 import slicer
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTextNode
 from slicer.i18n import tr as _
-from slicer.i18n import translate
 from slicer.parameterNodeWrapper import parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (
-    ScriptedLoadableModule,
-    ScriptedLoadableModuleLogic,
-    ScriptedLoadableModuleTest,
-)
-from VoxelFMWidgets import (
-    BusyState,
-    ModelPanel,
-    ModelParameters,
-    VoxelFMModuleWidget,
-    ensureDependencies,
-    modelSpec,
-    runInWorker,
-    userMessage,
-)
+from VoxelFMWidgets import ModelParameters, VoxelFMModuleWidget, runInWorker, userMessage
+from VoxelFMWidgets.module import VoxelFMModule, VoxelFMModuleLogic, VoxelFMModuleTest
 
 from VoxelFMLib.model_service import PerModel
 
@@ -37,21 +23,13 @@ PROBE_FILTER = "VoxelFM findings probe (*.json)"
 LIBRARY_FILTER = "VoxelFM case library (*)"
 
 
-class VoxelFMReport(ScriptedLoadableModule):
-    def __init__(self, parent):
-        ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = _("VoxelFM Report")
-        self.parent.categories = [translate("qSlicerAbstractCoreModule", "VoxelFM")]
-        self.parent.dependencies = ["VoxelFMFeatures"]
-        self.parent.contributors = ["VoxelFM Slicer extension contributors"]
-        self.parent.helpText = _(
-            "Draft a structured CT report from findings probes, segment measurements and similar cases with "
-            "reports. Every sentence carries its evidence; select a sentence to see it. The draft is stored in "
-            "a new text node and never overwrites text you edited."
-        )
-        self.parent.acknowledgementText = _(
-            "VoxelFM backbone by its authors; see the model card for licence terms."
-        )
+class VoxelFMReport(VoxelFMModule):
+    TITLE = _("VoxelFM Report")
+    HELP = _(
+        "Draft a structured CT report from findings probes, segment measurements and similar cases "
+        "with reports. Every sentence carries its evidence; select a sentence to see it. The draft "
+        "is stored in a new text node and never overwrites text you edited."
+    )
 
 
 @parameterNodeWrapper
@@ -71,36 +49,24 @@ class VoxelFMReportWidget(VoxelFMModuleWidget):
         return VoxelFMReportLogic()
 
     def setupWidgets(self) -> None:
-        self.busy = BusyState(self.ui.progressBar, self.ui.statusLabel, onChange=self.updateGUI)
-        self.modelPanel = ModelPanel(
-            self.ui.modelPanelPlaceholder, lambda: self.parameterNode, self.currentVolume, self.busy
-        )
         self.targets = []
         self.ui.addProbeButton.connect("clicked(bool)", self.onAddProbe)
         self.ui.clearProbesButton.connect("clicked(bool)", self.onClearProbes)
         self.ui.browseLibraryButton.connect("clicked(bool)", self.onBrowseLibrary)
         self.ui.draftButton.connect("clicked(bool)", self.onDraft)
-        self.ui.cancelButton.connect("clicked(bool)", self.busy.requestCancel)
         self.ui.saveButton.connect("clicked(bool)", self.onSave)
         self.ui.reportTextEdit.connect("textChanged()", self.onTextEdited)
         self.ui.reportTextEdit.connect("cursorPositionChanged()", self.onCursorMoved)
         self.ui.evidenceList.connect("itemDoubleClicked(QListWidgetItem*)", self.onEvidenceChosen)
 
-    def cancelWork(self) -> None:
-        self.busy.cancel.set()
-
     def updateGUI(self) -> None:
         node, idle = self.parameterNode, not self.busy.running
         self.ui.draftButton.enabled = bool(node and node.inputVolume) and idle
-        self.ui.cancelButton.enabled = not idle
         self.ui.saveButton.enabled = bool(node and node.reportNode) and idle
         self.ui.probeList.clear()
         for path in self.logic.probes(node):
             self.ui.probeList.addItem(path)
         self.showReportNode(node.reportNode if node else None)
-
-    def currentVolume(self):
-        return self.parameterNode.inputVolume if self.parameterNode else None
 
     def showReportNode(self, textNode) -> None:
         text = textNode.GetText() if textNode else ""
@@ -125,9 +91,8 @@ class VoxelFMReportWidget(VoxelFMModuleWidget):
             self.parameterNode.libraryPath = path
 
     def onDraft(self) -> None:
-        if self.parameterNode is None or self.busy.running or not ensureDependencies():
-            return
-        if self.logic.needsModel(self.parameterNode) and not self.modelPanel.ensureModelReady():
+        node = self.parameterNode
+        if node is None or not self.readyToRun(needsModel=self.logic.needsModel(node)):
             return  # probes, a case library and a report model need the backbone; measurements do not
         with self.busy.operation("Drafting the report...", "Report drafting"):
             result = self.logic.draft(self.parameterNode, self.busy)
@@ -171,17 +136,15 @@ class VoxelFMReportWidget(VoxelFMModuleWidget):
                 self.busy.stop(f"Saved {txt} and {js}")
 
 
-class VoxelFMReportLogic(ScriptedLoadableModuleLogic):
-    """Thin: parameter node -> VoxelFMLib.ReportLogic, kept while the model choice and the template stay the
-    same."""
+class VoxelFMReportLogic(VoxelFMModuleLogic):
+    """Thin: parameter node -> VoxelFMLib.ReportLogic, kept while the template stays the same too."""
+
+    parameterNodeClass = VoxelFMReportParameterNode
+    capability = "ReportLogic"
 
     def __init__(self) -> None:
-        ScriptedLoadableModuleLogic.__init__(self)
+        super().__init__()
         self._template = ""
-        self._drafters = PerModel.of("ReportLogic")
-
-    def getParameterNode(self):
-        return VoxelFMReportParameterNode(super().getParameterNode())
 
     @staticmethod
     def probes(parameterNode) -> list[str]:
@@ -198,10 +161,10 @@ class VoxelFMReportLogic(ScriptedLoadableModuleLogic):
     def drafter(self, parameterNode):
         template = parameterNode.template.strip()
         if template != self._template:  # another template: a new drafter (the pipeline holds its template)
-            self._template, self._drafters = template, PerModel.of("ReportLogic", template=template or None)
-        return self._drafters.get(modelSpec(parameterNode.model))
+            self._template, self.perModel = template, PerModel.of(self.capability, template=template or None)
+        return self.capabilityLogic(parameterNode)
 
-    def draft(self, parameterNode, busy: BusyState):
+    def draft(self, parameterNode, busy):
         """prepare (main thread) -> predict (worker thread) -> write (main thread)."""
         drafter = self.drafter(parameterNode)
         volumeNode = parameterNode.inputVolume
@@ -259,41 +222,25 @@ def _evidenceLine(e: dict) -> str:
     return f"{kind}: {e.get('run', '')}"
 
 
-class VoxelFMReportTest(ScriptedLoadableModuleTest):
+class VoxelFMReportTest(VoxelFMModuleTest):
     """Runs in Slicer (slicer_add_python_unittest). The logic's own tests run in pytest on real MRML, in a bare
     scene and in trame-slicer's SlicerApp scene (Testing/python/test_slicer_report.py)."""
-
-    def setUp(self):
-        slicer.mrmlScene.Clear()
-
-    def runTest(self):
-        self.setUp()
-        self.test_measurements_of_a_painted_segment_are_its_segment_statistics()
 
     def test_measurements_of_a_painted_segment_are_its_segment_statistics(self):
         """The sample CT's nodule painted as a segment -> a draft (bundled model, cpu) whose volume, largest
         diameter and centroid are Slicer's Segment Statistics of that segment; an edited draft is kept."""
-        import importlib.util
-
         import numpy as np
 
-        if importlib.util.find_spec("torch") is None:
-            self.delayDisplay("torch not installed: report test skipped")
+        if self.missing("torch"):
             return
         import SegmentStatistics
         from VoxelFMWidgets.sample_data import loadSampleVolume
 
         from VoxelFMLib import ReportLogic
-        from VoxelFMLib.sample_data import prepare_files, sample_source
 
         volumeNode = loadSampleVolume()  # lung1 through the Sample Data module (sha256-checked)
-        labelNode = slicer.util.loadLabelVolume(str(prepare_files(sample_source()).label))
-        painted = (slicer.util.arrayFromVolume(labelNode) > 0).astype(np.uint8)
-        segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "findings")
-        segmentation.CreateDefaultDisplayNodes()
-        segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
-        segmentId = segmentation.GetSegmentation().AddEmptySegment("", "nodule")
-        slicer.util.updateSegmentBinaryLabelmapFromArray(painted, segmentation, segmentId, volumeNode)
+        painted = (slicer.util.arrayFromVolume(self.sampleLabel()) > 0).astype(np.uint8)
+        segmentation, segmentId = self.paintedSegmentation(volumeNode, painted, "nodule", "findings")
 
         nodes = slicer.mrmlScene.GetNumberOfNodes()
         logic = ReportLogic(model="voxelfm-tiny", device="cpu")

@@ -20,46 +20,27 @@ from slicer import (
     vtkMRMLSegmentationNode,
 )
 from slicer.i18n import tr as _
-from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (
-    ScriptedLoadableModule,
-    ScriptedLoadableModuleLogic,
-    ScriptedLoadableModuleTest,
-)
-from VoxelFMWidgets import (
-    BusyState,
-    ModelPanel,
-    ModelParameters,
-    VoxelFMModuleWidget,
-    ensureDependencies,
-    modelSpec,
-    runInWorker,
-    userMessage,
-)
-
-from VoxelFMLib.model_service import PerModel
+from VoxelFMWidgets import ModelParameters, VoxelFMModuleWidget, runInWorker, userMessage
+from VoxelFMWidgets.module import VoxelFMModule, VoxelFMModuleLogic, VoxelFMModuleTest
+from VoxelFMWidgets.tables import setColumns, setRow
 
 QUERY_MODES = ["volume", "roi", "segment", "point"]
 THUMBNAIL_PX = 160
 
 
-class VoxelFMRetrieve(ScriptedLoadableModule):
-    def __init__(self, parent):
-        ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = _("VoxelFM Retrieve")
-        self.parent.categories = [translate("qSlicerAbstractCoreModule", "VoxelFM")]
-        self.parent.dependencies = ["VoxelFMFeatures"]
-        self.parent.contributors = ["VoxelFM Slicer extension contributors"]
-        self.parent.helpText = _(
-            "Similar-case retrieval with frozen VoxelFM embeddings. Choose a case library folder, add the loaded "
-            "volumes or a folder of CTs, then find the cases most similar to the query volume or to an ROI, a "
-            "segment or a point in it. Double-click a result to load that case and jump to the matching place."
-        )
-        self.parent.acknowledgementText = _(
-            "VoxelFM backbone by its authors; see the model card for licence terms. Sample CT: pyradiomics "
-            "(BSD-3-Clause)."
-        )
+class VoxelFMRetrieve(VoxelFMModule):
+    TITLE = _("VoxelFM Retrieve")
+    HELP = _(
+        "Similar-case retrieval with frozen VoxelFM embeddings. Choose a case library folder, add "
+        "the loaded volumes or a folder of CTs, then find the cases most similar to the query "
+        "volume or to an ROI, a segment or a point in it. Double-click a result to load that case "
+        "and jump to the matching place."
+    )
+    ACKNOWLEDGEMENT = _(
+        "VoxelFM backbone by its authors; see the model card for licence terms. Sample CT: "
+        "pyradiomics (BSD-3-Clause)."
+    )
 
 
 @parameterNodeWrapper
@@ -81,17 +62,11 @@ class VoxelFMRetrieveWidget(VoxelFMModuleWidget):
         return VoxelFMRetrieveLogic()
 
     def setupWidgets(self) -> None:
-        self.busy = BusyState(self.ui.progressBar, self.ui.statusLabel, onChange=self.updateGUI)
-        self.modelPanel = ModelPanel(
-            self.ui.modelPanelPlaceholder, lambda: self.parameterNode, self.currentVolume, self.busy
-        )
         self.hits = []
         table = self.ui.resultsTable
-        table.setColumnCount(4)
-        table.setHorizontalHeaderLabels(["Thumbnail", "Case", "Score", "Location (RAS)"])
+        setColumns(table, ("Thumbnail", "Case", "Score", "Location (RAS)"))
         table.setIconSize(qt.QSize(2 * THUMBNAIL_PX, THUMBNAIL_PX))
         table.setSelectionBehavior(qt.QAbstractItemView.SelectRows)
-        table.horizontalHeader().setStretchLastSection(True)
         table.connect("cellDoubleClicked(int,int)", lambda row, col: self.onLoadHit(row))
         self.ui.loadHitButton.connect("clicked(bool)", lambda checked: self.onLoadHit(table.currentRow()))
         self.ui.browseLibraryButton.connect("clicked(bool)", self.onBrowseLibrary)
@@ -99,10 +74,6 @@ class VoxelFMRetrieveWidget(VoxelFMModuleWidget):
         self.ui.addAllVolumesButton.connect("clicked(bool)", lambda checked: self.onAdd(allVolumes=True))
         self.ui.addFolderButton.connect("clicked(bool)", self.onAddFolder)
         self.ui.searchButton.connect("clicked(bool)", self.onSearch)
-        self.ui.cancelButton.connect("clicked(bool)", self.busy.requestCancel)
-
-    def cancelWork(self) -> None:
-        self.busy.cancel.set()
 
     def updateGUI(self) -> None:
         node, idle = self.parameterNode, not self.busy.running
@@ -123,12 +94,8 @@ class VoxelFMRetrieveWidget(VoxelFMModuleWidget):
         self.ui.addAllVolumesButton.enabled = library and idle
         self.ui.addFolderButton.enabled = library and idle
         self.ui.searchButton.enabled = library and hasVolume and idle
-        self.ui.cancelButton.enabled = not idle
         self.ui.loadHitButton.enabled = bool(self.hits) and idle
         self.ui.libraryStatusLabel.text = self.logic.describe(node.libraryPath) if library else ""
-
-    def currentVolume(self):
-        return self.parameterNode.inputVolume if self.parameterNode else None
 
     def fillSegments(self, segmentationNode) -> None:
         combo = self.ui.segmentComboBox
@@ -145,14 +112,15 @@ class VoxelFMRetrieveWidget(VoxelFMModuleWidget):
 
     def ensureReady(self) -> bool:
         """Dependencies installed and the model this library loads available (asks before a download)."""
-        if self.parameterNode is None or self.busy.running or not ensureDependencies():
-            return False
+        return self.readyToRun(fallbackModel=self.libraryModel)
+
+    def libraryModel(self) -> str | None:
+        """The model the chosen library loads; None for an unreadable library (said why, never raised into Qt)."""
         try:
-            libraryModel = self.logic.libraryModel(self.parameterNode)
-        except Exception as exc:  # an unreadable library: say why, never raise into Qt
+            return self.logic.libraryModel(self.parameterNode)
+        except Exception as exc:
             slicer.util.errorDisplay(userMessage(exc))
-            return False
-        return self.modelPanel.ensureModelReady(libraryModel)
+            return None
 
     def onAdd(self, allVolumes: bool) -> None:
         if not self.ensureReady():
@@ -184,16 +152,8 @@ class VoxelFMRetrieveWidget(VoxelFMModuleWidget):
             if hit.thumbnail:
                 icon.setIcon(qt.QIcon(hit.thumbnail))
             where = ", ".join(f"{v:.1f}" for v in hit.ras) if hit.ras is not None else "whole volume"
-            items = [
-                icon,
-                qt.QTableWidgetItem(hit.case_id),
-                qt.QTableWidgetItem(f"{hit.score:.4f}"),
-                qt.QTableWidgetItem(where),
-            ]
-            for col, item in enumerate(items):
-                item.setFlags(qt.Qt.ItemIsSelectable | qt.Qt.ItemIsEnabled)
-                item.setToolTip(hit.path or "added from a scene volume")
-                table.setItem(row, col, item)
+            cells = (icon, hit.case_id, f"{hit.score:.4f}", where)
+            setRow(table, row, cells, toolTip=hit.path or "added from a scene volume")
             table.setRowHeight(row, THUMBNAIL_PX + 4)
         table.setColumnWidth(0, 2 * THUMBNAIL_PX + 8)
         notes = (" " + " ".join(result.warnings)) if result.warnings else ""
@@ -208,18 +168,11 @@ class VoxelFMRetrieveWidget(VoxelFMModuleWidget):
             slicer.util.errorDisplay(userMessage(exc))
 
 
-class VoxelFMRetrieveLogic(ScriptedLoadableModuleLogic):
-    """Thin: parameter node -> VoxelFMLib.RetrievalLogic, kept while the model choice stays the same."""
+class VoxelFMRetrieveLogic(VoxelFMModuleLogic):
+    """Thin: parameter node -> VoxelFMLib.RetrievalLogic."""
 
-    def __init__(self) -> None:
-        ScriptedLoadableModuleLogic.__init__(self)
-        self._retrievers = PerModel.of("RetrievalLogic")
-
-    def getParameterNode(self):
-        return VoxelFMRetrieveParameterNode(super().getParameterNode())
-
-    def retriever(self, parameterNode):
-        return self._retrievers.get(modelSpec(parameterNode.model))
+    parameterNodeClass = VoxelFMRetrieveParameterNode
+    capability = "RetrievalLogic"
 
     @staticmethod
     def libraryModel(parameterNode) -> str:
@@ -248,9 +201,9 @@ class VoxelFMRetrieveLogic(ScriptedLoadableModuleLogic):
         ids = [seg.GetNthSegmentID(i) for i in range(seg.GetNumberOfSegments())]
         return [(sid, seg.GetSegment(sid).GetName()) for sid in ids]
 
-    def addVolumes(self, parameterNode, allVolumes: bool, busy: BusyState) -> str:
+    def addVolumes(self, parameterNode, allVolumes: bool, busy) -> str:
         """prepare (main thread: copy voxels) -> add (worker thread)."""
-        retriever = self.retriever(parameterNode)
+        retriever = self.capabilityLogic(parameterNode)
         nodes = (
             slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
             if allVolumes
@@ -261,15 +214,15 @@ class VoxelFMRetrieveLogic(ScriptedLoadableModuleLogic):
         report.raise_failures()
         return report.summary()
 
-    def addFolder(self, parameterNode, folder: str, busy: BusyState) -> str:
-        retriever = self.retriever(parameterNode)
+    def addFolder(self, parameterNode, folder: str, busy) -> str:
+        retriever = self.capabilityLogic(parameterNode)
         report = runInWorker(busy, retriever.add_folder, parameterNode.libraryPath.strip(), folder)
         report.raise_failures()
         return report.summary()
 
-    def search(self, parameterNode, segmentId, busy: BusyState):
+    def search(self, parameterNode, segmentId, busy):
         """prepare (main thread: nodes -> volume + region) -> predict + thumbnails (worker thread)."""
-        retriever = self.retriever(parameterNode)
+        retriever = self.capabilityLogic(parameterNode)
         mode = parameterNode.queryMode
         inputs = retriever.prepare_query(
             parameterNode.inputVolume,
@@ -293,32 +246,23 @@ class VoxelFMRetrieveLogic(ScriptedLoadableModuleLogic):
     def loadHit(self, hit) -> None:
         from VoxelFMLib.retrieval_logic import jump_slices
 
-        view = self._retrievers.current.load_hit(slicer.mrmlScene, hit)  # the logic that found the hit
+        view = self.current.load_hit(slicer.mrmlScene, hit)  # the logic that found the hit
         slicer.util.setSliceViewerLayers(background=view.node)
         jump_slices(slicer.mrmlScene, view.ras)
 
 
-class VoxelFMRetrieveTest(ScriptedLoadableModuleTest):
+class VoxelFMRetrieveTest(VoxelFMModuleTest):
     """Runs in Slicer (slicer_add_python_unittest). The logic's own tests run in pytest on real MRML, in a bare
     scene and in trame-slicer's SlicerApp scene (Testing/python/test_slicer_retrieval.py)."""
-
-    def setUp(self):
-        slicer.mrmlScene.Clear()
-
-    def runTest(self):
-        self.setUp()
-        self.test_altered_sample_ct_retrieves_its_source()
 
     def test_altered_sample_ct_retrieves_its_source(self):
         """The two sample chest CTs -> a temporary library (bundled model, cpu); a cropped, noisy copy of the
         first finds it at rank 1, loading that hit shows its node again, and the query leaves no nodes behind."""
-        import importlib.util
         from pathlib import Path
 
         import numpy as np
 
-        if importlib.util.find_spec("torch") is None or importlib.util.find_spec("faiss") is None:
-            self.delayDisplay("torch or faiss not installed: retrieval test skipped")
+        if self.missing("torch", "faiss"):
             return
         from VoxelFMWidgets.sample_data import loadSampleVolume
 

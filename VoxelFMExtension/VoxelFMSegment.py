@@ -16,49 +16,28 @@ import qt
 import slicer
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
-from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (
-    ScriptedLoadableModule,
-    ScriptedLoadableModuleLogic,
-    ScriptedLoadableModuleTest,
-)
-from VoxelFMWidgets import (
-    BusyState,
-    ModelPanel,
-    ModelParameters,
-    VoxelFMModuleWidget,
-    ensureDependencies,
-    modelSpec,
-    openSegmentEditor,
-    runInWorker,
-    segmentEditorUndoSaver,
-)
+from VoxelFMWidgets import ModelParameters, VoxelFMModuleWidget, openSegmentEditor, runInWorker
+from VoxelFMWidgets.module import VoxelFMModule, VoxelFMModuleLogic, VoxelFMModuleTest
+from VoxelFMWidgets.segment_editor import segmentEditorUndoSaver
+from VoxelFMWidgets.tables import setColumns, setRow
 
 from VoxelFMLib.auto_refit import OBSERVED_EVENTS, AutoRefit
-from VoxelFMLib.model_service import PerModel
 
 MODES = ("slices", "scribbles")
 PROBE_FILTER = "VoxelFM probe (*.json)"
 
 
-class VoxelFMSegment(ScriptedLoadableModule):
-    def __init__(self, parent):
-        ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = _("VoxelFM Segment")
-        self.parent.categories = [translate("qSlicerAbstractCoreModule", "VoxelFM")]
-        self.parent.dependencies = ["VoxelFMFeatures"]
-        self.parent.contributors = ["VoxelFM Slicer extension contributors"]
-        self.parent.helpText = _(
-            "Few-shot segmentation with VoxelFM features. Create one segment per structure and paint it on a "
-            "few slices (workflow 'slices': the rest of each painted slice counts as background) or as "
-            "scribbles (workflow 'scribbles': also paint a segment named 'background'). Then press "
-            "'Fit and predict'. Predicted structures appear as new segments; your painted segments are "
-            "never modified, and Undo in the Segment Editor removes a prediction without your last stroke."
-        )
-        self.parent.acknowledgementText = _(
-            "VoxelFM backbone by its authors; see the model card for licence terms."
-        )
+class VoxelFMSegment(VoxelFMModule):
+    TITLE = _("VoxelFM Segment")
+    HELP = _(
+        "Few-shot segmentation with VoxelFM features. Create one segment per structure and paint it "
+        "on a few slices (workflow 'slices': the rest of each painted slice counts as background) "
+        "or as scribbles (workflow 'scribbles': also paint a segment named 'background'). Then "
+        "press 'Fit and predict'. Predicted structures appear as new segments; your painted "
+        "segments are never modified, and Undo in the Segment Editor removes a prediction without "
+        "your last stroke."
+    )
 
 
 @parameterNodeWrapper
@@ -78,25 +57,18 @@ class VoxelFMSegmentWidget(VoxelFMModuleWidget):
 
     def setupWidgets(self) -> None:
         self.observedSegmentation = None
-        self.busy = BusyState(self.ui.progressBar, self.ui.statusLabel, onChange=self.updateGUI)
-        self.modelPanel = ModelPanel(
-            self.ui.modelPanelPlaceholder, lambda: self.parameterNode, self.currentVolume, self.busy
-        )
         self.refitTimer = qt.QTimer()
         self.refitTimer.setSingleShot(True)
         self.autoRefit = AutoRefit(self.refitTimer, fit=lambda: self.onFit(auto=True))
         self.refitTimer.connect("timeout()", self.autoRefit.timeout)
-        self.ui.statsTable.setColumnCount(3)
-        self.ui.statsTable.setHorizontalHeaderLabels(["Structure", "Voxels", "Volume (mL)"])
-        self.ui.statsTable.horizontalHeader().setStretchLastSection(True)
+        setColumns(self.ui.statsTable, ("Structure", "Voxels", "Volume (mL)"))
         self.ui.fitButton.connect("clicked(bool)", lambda checked: self.onFit())
-        self.ui.cancelButton.connect("clicked(bool)", self.busy.requestCancel)
         self.ui.saveProbeButton.connect("clicked(bool)", self.onSaveProbe)
         self.ui.loadProbeButton.connect("clicked(bool)", self.onLoadProbe)
         self.ui.segmentEditorButton.connect("clicked(bool)", self.onOpenSegmentEditor)
 
     def cancelWork(self) -> None:
-        self.busy.cancel.set()
+        super().cancelWork()
         self.autoRefit.scene_closed()
 
     def updateGUI(self) -> None:
@@ -109,14 +81,10 @@ class VoxelFMSegmentWidget(VoxelFMModuleWidget):
         ready = hasVolume and bool(node.paintedSegmentation)
         self.ui.fitButton.enabled = ready and idle
         self.ui.fitButton.toolTip = "" if ready else "Select a volume and a painted segmentation."
-        self.ui.cancelButton.enabled = not idle
         self.ui.saveProbeButton.enabled = self.logic.hasProbe() and idle
         self.ui.loadProbeButton.enabled = hasVolume and idle
         self.ui.refitDelaySpinBox.enabled = bool(node and node.autoRefit)
         self.ui.segmentEditorButton.enabled = hasVolume
-
-    def currentVolume(self):
-        return self.parameterNode.inputVolume if self.parameterNode else None
 
     def observeSegmentation(self, segmentationNode) -> None:
         """Watch the painted segmentation; AutoRefit keeps only content changes (its content stamp)."""
@@ -134,9 +102,7 @@ class VoxelFMSegmentWidget(VoxelFMModuleWidget):
         self.autoRefit.segmentation_event()
 
     def onFit(self, auto: bool = False) -> None:
-        if self.parameterNode is None or self.busy.running or not ensureDependencies():
-            return
-        if not self.modelPanel.ensureModelReady():
+        if not self.readyToRun():
             return
         message = "Refitting..." if auto else "Fitting and predicting..."
         with self.autoRefit.fitting(), self.busy.operation(message, "Few-shot segmentation"):
@@ -146,12 +112,7 @@ class VoxelFMSegmentWidget(VoxelFMModuleWidget):
         path = qt.QFileDialog.getOpenFileName(
             slicer.util.mainWindow(), "Load VoxelFM segmentation probe", "", PROBE_FILTER
         )
-        if (
-            not path
-            or self.busy.running
-            or not ensureDependencies()
-            or not self.modelPanel.ensureModelReady()
-        ):
+        if not path or not self.readyToRun():
             return
         with self.autoRefit.fitting(), self.busy.operation(f"Applying {path}...", "Applying the probe"):
             self.showResult(self.logic.applyProbe(self.parameterNode, path, self.busy))
@@ -166,13 +127,9 @@ class VoxelFMSegmentWidget(VoxelFMModuleWidget):
 
     def showResult(self, result) -> None:
         self.parameterNode.outputSegmentation = result.output_node
-        table = self.ui.statsTable
-        table.setRowCount(len(result.stats))
+        self.ui.statsTable.setRowCount(len(result.stats))
         for row, stat in enumerate(result.stats):
-            for col, text in enumerate((stat.name, str(stat.voxels), f"{stat.volume_ml:.2f}")):
-                item = qt.QTableWidgetItem(text)
-                item.setFlags(qt.Qt.ItemIsSelectable | qt.Qt.ItemIsEnabled)
-                table.setItem(row, col, item)
+            setRow(self.ui.statsTable, row, (stat.name, str(stat.voxels), f"{stat.volume_ml:.2f}"))
         note = (" Warnings: " + " ".join(result.warnings)) if result.warnings else ""
         self.busy.stop(
             f"Predicted {len(result.stats)} structures into '{result.output_node.GetName()}'.{note}"
@@ -189,26 +146,19 @@ class VoxelFMSegmentWidget(VoxelFMModuleWidget):
         openSegmentEditor(node.paintedSegmentation, node.inputVolume)
 
 
-class VoxelFMSegmentLogic(ScriptedLoadableModuleLogic):
-    """Thin: parameter node -> VoxelFMLib.FewShotSegmentLogic, kept while the model choice stays the same
-    (it holds the per-volume context, so refits are fast)."""
+class VoxelFMSegmentLogic(VoxelFMModuleLogic):
+    """Thin: parameter node -> VoxelFMLib.FewShotSegmentLogic (it holds the per-volume context, so refits
+    are fast)."""
 
-    def __init__(self) -> None:
-        ScriptedLoadableModuleLogic.__init__(self)
-        self._segmenters = PerModel.of("FewShotSegmentLogic")
+    parameterNodeClass = VoxelFMSegmentParameterNode
+    capability = "FewShotSegmentLogic"
 
-    def getParameterNode(self):
-        return VoxelFMSegmentParameterNode(super().getParameterNode())
-
-    def segmenter(self, parameterNode):
-        return self._segmenters.get(modelSpec(parameterNode.model))
-
-    def fitAndPredict(self, parameterNode, busy: BusyState, writing=nullcontext):
+    def fitAndPredict(self, parameterNode, busy, writing=nullcontext):
         """prepare (main thread) -> predict (worker thread) -> write (main thread), with one segmenter.
 
         ``writing``: context manager factory around our own changes to segmentations (auto-refit ignores them).
         """
-        segmenter = self.segmenter(parameterNode)
+        segmenter = self.capabilityLogic(parameterNode)
         volumeNode = parameterNode.inputVolume
         with writing():
             inputs = segmenter.prepare(volumeNode, parameterNode.paintedSegmentation, parameterNode.mode)
@@ -218,9 +168,9 @@ class VoxelFMSegmentLogic(ScriptedLoadableModuleLogic):
                 inputs, prediction, volumeNode, parameterNode.outputSegmentation, segmentEditorUndoSaver()
             )
 
-    def applyProbe(self, parameterNode, path: str, busy: BusyState):
+    def applyProbe(self, parameterNode, path: str, busy):
         """Runs on the main thread (it reads and writes nodes); progress keeps the GUI and Cancel alive."""
-        return self.segmenter(parameterNode).apply_probe(
+        return self.capabilityLogic(parameterNode).apply_probe(
             parameterNode.inputVolume,
             path,
             parameterNode.outputSegmentation,
@@ -230,13 +180,12 @@ class VoxelFMSegmentLogic(ScriptedLoadableModuleLogic):
         )
 
     def hasProbe(self) -> bool:
-        current = self._segmenters.current
-        return current is not None and current.last_probe is not None
+        return self.current is not None and self.current.last_probe is not None
 
     def saveProbe(self, path: str) -> str:
         if not self.hasProbe():
             raise RuntimeError("Fit a probe first.")
-        return self._segmenters.current.save_probe(path)
+        return self.current.save_probe(path)
 
 
 class _RecordingTimer:
@@ -250,18 +199,9 @@ class _RecordingTimer:
         pass
 
 
-class VoxelFMSegmentTest(ScriptedLoadableModuleTest):
+class VoxelFMSegmentTest(VoxelFMModuleTest):
     """Runs in Slicer (slicer_add_python_unittest). The logic's own tests run in pytest, in a bare MRML scene and
     in trame-slicer's SlicerApp scene (Testing/python)."""
-
-    def setUp(self):
-        slicer.mrmlScene.Clear()
-
-    def runTest(self):
-        self.setUp()
-        self.test_auto_refit_follows_content_only()
-        self.setUp()
-        self.test_fewshot_on_sample_ct()
 
     def test_auto_refit_follows_content_only(self):
         """Renaming or recolouring a segment starts no refit; painting does."""
@@ -269,13 +209,9 @@ class VoxelFMSegmentTest(ScriptedLoadableModuleTest):
 
         array = np.zeros((10, 20, 20), np.float32)
         volumeNode = slicer.util.addVolumeFromArray(array, np.diag([1.5, 1.5, 3.0, 1.0]), "synthetic")
-        segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "painted")
-        segmentationNode.CreateDefaultDisplayNodes()
-        segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
-        segmentId = segmentationNode.GetSegmentation().AddEmptySegment("", "box")
         paint = np.zeros(array.shape, np.uint8)
         paint[4, 6:14, 6:14] = 1
-        slicer.util.updateSegmentBinaryLabelmapFromArray(paint, segmentationNode, segmentId, volumeNode)
+        segmentationNode, segmentId = self.paintedSegmentation(volumeNode, paint, "box")
         timer = _RecordingTimer()
         refit = AutoRefit(timer, fit=lambda: None, enabled=True)
         refit.watch(segmentationNode)
@@ -294,29 +230,20 @@ class VoxelFMSegmentTest(ScriptedLoadableModuleTest):
 
     def test_fewshot_on_sample_ct(self):
         """Sample Data lung1 CT, one painted slice of the nodule -> the bundled model segments the rest."""
-        import importlib.util
-
         import numpy as np
 
-        if importlib.util.find_spec("torch") is None:
-            self.delayDisplay("torch not installed: few-shot test skipped")
+        if self.missing("torch"):
             return
         from VoxelFMWidgets.sample_data import loadSampleVolume
 
         from VoxelFMLib import FewShotSegmentLogic
-        from VoxelFMLib.sample_data import prepare_files, sample_source
 
         volumeNode = loadSampleVolume()  # through the Sample Data module (sha256-checked)
-        truthNode = slicer.util.loadLabelVolume(str(prepare_files(sample_source()).label))
-        truth = slicer.util.arrayFromVolume(truthNode) > 0
+        truth = slicer.util.arrayFromVolume(self.sampleLabel()) > 0
         painted = np.zeros(truth.shape, np.uint8)
         k = int(np.argmax(truth.sum(axis=(1, 2))))
         painted[k] = truth[k]
-        segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "painted")
-        segmentationNode.CreateDefaultDisplayNodes()
-        segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
-        segmentId = segmentationNode.GetSegmentation().AddEmptySegment("", "nodule")
-        slicer.util.updateSegmentBinaryLabelmapFromArray(painted, segmentationNode, segmentId, volumeNode)
+        segmentationNode, segmentId = self.paintedSegmentation(volumeNode, painted, "nodule")
         nodes = slicer.mrmlScene.GetNumberOfNodes()
         result = FewShotSegmentLogic(model="voxelfm-tiny", device="cpu").run(volumeNode, segmentationNode)
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes + 2)  # the output node + its display node

@@ -16,33 +16,20 @@ from typing import Annotated
 import qt
 import slicer
 from slicer.i18n import tr as _
-from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (
-    ScriptedLoadableModule,
-    ScriptedLoadableModuleLogic,
-    ScriptedLoadableModuleTest,
-)
 from VoxelFMWidgets import QtJobProcess, VoxelFMModuleWidget, userMessage
+from VoxelFMWidgets.module import VoxelFMModule, VoxelFMModuleLogic, VoxelFMModuleTest
 
 from VoxelFMLib.jobs import JOB_COMMANDS, JobRunner, JobState, JobUpdate, display_command_line
 
 
-class VoxelFMJobs(ScriptedLoadableModule):
-    def __init__(self, parent):
-        ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = _("VoxelFM Jobs")
-        self.parent.categories = [translate("qSlicerAbstractCoreModule", "VoxelFM")]
-        self.parent.dependencies = ["VoxelFMFeatures"]  # it carries VoxelFMLib and VoxelFMWidgets
-        self.parent.contributors = ["VoxelFM Slicer extension contributors"]
-        self.parent.helpText = _(
-            "Run VoxelFM jobs (pretraining, probe fitting, batch feature extraction, ...) as separate processes "
-            "and watch their output. The same commands work headless: "
-            "Slicer --no-main-window --python-script voxelfm_cli.py COMMAND ARGS, or `voxelfm COMMAND ARGS`."
-        )
-        self.parent.acknowledgementText = _(
-            "VoxelFM backbone by its authors; see the model card for licence terms."
-        )
+class VoxelFMJobs(VoxelFMModule):
+    TITLE = _("VoxelFM Jobs")
+    HELP = _(
+        "Run VoxelFM jobs (pretraining, probe fitting, batch feature extraction, ...) as separate "
+        "processes and watch their output. The same commands work headless: Slicer --no-main-window "
+        "--python-script voxelfm_cli.py COMMAND ARGS, or `voxelfm COMMAND ARGS`."
+    )
 
 
 @parameterNodeWrapper
@@ -105,9 +92,8 @@ class VoxelFMJobsWidget(VoxelFMModuleWidget):
         self.updateGUI()
 
 
-class VoxelFMJobsLogic(ScriptedLoadableModuleLogic):
-    def getParameterNode(self):
-        return VoxelFMJobsParameterNode(super().getParameterNode())
+class VoxelFMJobsLogic(VoxelFMModuleLogic):
+    parameterNodeClass = VoxelFMJobsParameterNode  # no capability: the jobs run in their own processes
 
     def commandLine(self, parameterNode) -> tuple[str, list[str]]:
         """(program, arguments) of the job described by the parameter node."""
@@ -117,16 +103,7 @@ class VoxelFMJobsLogic(ScriptedLoadableModuleLogic):
         return python_executable(), job_arguments(script, parameterNode.command, parameterNode.arguments)
 
 
-class VoxelFMJobsTest(ScriptedLoadableModuleTest):
-    def setUp(self):
-        slicer.mrmlScene.Clear()
-
-    def runTest(self):
-        self.setUp()
-        self.test_cli_help_runs_headless()
-        self.setUp()
-        self.test_features_job_on_sample_ct()
-
+class VoxelFMJobsTest(VoxelFMModuleTest):
     def _run(self, command: str, arguments: str, timeout: float):
         import subprocess
 
@@ -144,13 +121,11 @@ class VoxelFMJobsTest(ScriptedLoadableModuleTest):
 
     def test_features_job_on_sample_ct(self):
         """The launcher's `features` job on the sample CT writes a features file (bundled model, CPU)."""
-        import importlib.util
         import shlex
         import tempfile
         from pathlib import Path
 
-        if importlib.util.find_spec("torch") is None:
-            self.delayDisplay("torch not installed: job test skipped")
+        if self.missing("torch"):
             return
         from VoxelFMLib.sample_data import prepare_files, sample_source
 

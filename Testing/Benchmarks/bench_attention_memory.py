@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
+
+from child_runs import child_argv, patch_explicit_attention, run_child
 
 
 def grid_for(tokens: int) -> tuple[int, int, int]:
@@ -35,21 +36,12 @@ def grid_for(tokens: int) -> tuple[int, int, int]:
 
 def child(impl: str, tokens: int, embed_dim: int, depth: int, heads: int, threads: int) -> None:
     import torch
-    import torch.nn.functional as F
 
     from voxelfm.model import BackboneConfig, VoxelFMBackbone
-    from voxelfm.model import attention as attn_mod
 
     torch.set_num_threads(threads)
     if impl == "explicit":
-
-        def explicit_sdpa(q, k, v, *args, **kwargs):
-            logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
-            return logits.softmax(dim=-1) @ v
-
-        attn_mod.F = type("F", (), {"scaled_dot_product_attention": staticmethod(explicit_sdpa)})
-    else:
-        attn_mod.F = F
+        patch_explicit_attention()
     torch.manual_seed(0)
     model = VoxelFMBackbone(BackboneConfig(embed_dim=embed_dim, depth=depth, num_heads=heads)).eval()
     d, h, w = grid_for(tokens)
@@ -75,33 +67,8 @@ def child(impl: str, tokens: int, embed_dim: int, depth: int, heads: int, thread
 
 
 def run_one(impl: str, tokens: int, args: argparse.Namespace) -> dict:
-    cmd = [
-        sys.executable,
-        __file__,
-        "--child",
-        impl,
-        str(tokens),
-        "--embed-dim",
-        str(args.embed_dim),
-        "--depth",
-        str(args.depth),
-        "--heads",
-        str(args.heads),
-        "--threads",
-        str(args.threads),
-    ]
-
-    def cap() -> None:
-        limit = int(args.mem_cap_gb * 2**30)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-    proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=cap)
-    if proc.returncode != 0:
-        oom = "MemoryError" in proc.stderr or "memory" in proc.stderr.lower() or proc.returncode < 0
-        return {
-            "error": f"OOM (> {args.mem_cap_gb:g} GB cap)" if oom else proc.stderr.strip().splitlines()[-1]
-        }
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    dims = {"embed_dim": args.embed_dim, "depth": args.depth, "heads": args.heads}
+    return run_child(child_argv(__file__, impl, tokens, **dims, threads=args.threads), args.mem_cap_gb)
 
 
 def main() -> None:

@@ -154,33 +154,39 @@ def set_param(faiss, index, name: str, value: int) -> None:
         index.hnsw.efSearch = value
 
 
-def measure(n: int, gen: Generator, args) -> list[dict]:
-    import faiss
-
-    rows = []
+def flat_index(faiss, gen: Generator, n: int) -> tuple[object, float]:
+    """The exact index over the first n vectors, and its build time in seconds."""
     t = time.perf_counter()
     flat = faiss.IndexFlatIP(gen.dim)
     for _, chunk in gen.chunks(n):
         flat.add(chunk)
-    build_s = time.perf_counter() - t
+    return flat, time.perf_counter() - t
+
+
+def timed_row(
+    searched, latency_queries: np.ndarray, batch_queries: np.ndarray, truth: np.ndarray | None, **fields
+) -> tuple[dict, np.ndarray]:
+    """One table row for the index ``searched`` (``fields`` + single-query latency, batch time per query,
+    Recall@10 against ``truth``; 1.0 for the exact index itself: truth None), printed as soon as measured,
+    and the batch's top-10 ids."""
+    lat, p95 = latency_ms(searched, latency_queries)
+    per_q, found = batch_ms(searched, batch_queries)
+    recall = 1.0 if truth is None else recall_at_k(found, truth)
+    row = dict(**fields, lat=lat, p95=p95, batch=per_q, recall=recall)
+    print(_row(row), flush=True)
+    return row, found
+
+
+def measure(n: int, gen: Generator, args) -> list[dict]:
+    import faiss
+
+    flat, build_s = flat_index(faiss, gen, n)
     data = faiss.rev_swig_ptr(flat.get_xb(), n * gen.dim).reshape(n, gen.dim)  # a view, no copy
     queries = gen.chunk(0, max(args.recall_queries, args.latency_queries), stream=2)
-    lat, p95 = latency_ms(flat, queries[: args.latency_queries])
-    per_q, truth = batch_ms(flat, queries[: args.recall_queries])
-    rows.append(
-        dict(
-            n=n,
-            index="Flat (exact)",
-            param="",
-            build_s=build_s,
-            bytes=file_bytes(faiss, flat),
-            lat=lat,
-            p95=p95,
-            batch=per_q,
-            recall=1.0,
-        )
-    )
-    print(_row(rows[-1]), flush=True)
+    lat_q, batch_q = queries[: args.latency_queries], queries[: args.recall_queries]
+    fields = dict(n=n, index="Flat (exact)", param="", build_s=build_s, bytes=file_bytes(faiss, flat))
+    row, truth = timed_row(flat, lat_q, batch_q, None, **fields)
+    rows = [row]
     for name, factory, params in candidates(n, args.small_max):
         from voxelfm.retrieval.vector_index import IndexPolicy
 
@@ -190,22 +196,8 @@ def measure(n: int, gen: Generator, args) -> list[dict]:
         size = file_bytes(faiss, index)
         for pname, value in params:
             set_param(faiss, index, pname, value)
-            lat, p95 = latency_ms(index, queries[: args.latency_queries])
-            per_q, found = batch_ms(index, queries[: args.recall_queries])
-            rows.append(
-                dict(
-                    n=n,
-                    index=name,
-                    param=f"{pname}={value}",
-                    build_s=build_s,
-                    bytes=size,
-                    lat=lat,
-                    p95=p95,
-                    batch=per_q,
-                    recall=recall_at_k(found, truth),
-                )
-            )
-            print(_row(rows[-1]), flush=True)
+            fields = dict(n=n, index=name, param=f"{pname}={value}", build_s=build_s, bytes=size)
+            rows.append(timed_row(index, lat_q, batch_q, truth, **fields)[0])
         del index
     del flat, data
     return rows
@@ -218,25 +210,9 @@ def exact_latency(sizes: list[int], gen: Generator, queries: int) -> list[dict]:
     rows = []
     q = gen.chunk(0, queries, stream=2)
     for n in sizes:
-        flat = faiss.IndexFlatIP(gen.dim)
-        for _, chunk in gen.chunks(n):
-            flat.add(chunk)
-        lat, p95 = latency_ms(flat, q)
-        per_q, _ = batch_ms(flat, q)
-        rows.append(
-            dict(
-                n=n,
-                index="Flat (exact)",
-                param="",
-                build_s=0.0,
-                bytes=file_bytes(faiss, flat),
-                lat=lat,
-                p95=p95,
-                batch=per_q,
-                recall=1.0,
-            )
-        )
-        print(_row(rows[-1]), flush=True)
+        flat, _ = flat_index(faiss, gen, n)
+        fields = dict(n=n, index="Flat (exact)", param="", build_s=0.0, bytes=file_bytes(faiss, flat))
+        rows.append(timed_row(flat, q, q, None, **fields)[0])
     return rows
 
 

@@ -20,11 +20,12 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from child_runs import child_argv, patch_explicit_attention, run_child
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CT = REPO.parent / "shared" / "data" / "public_ct" / "popi_phase00_chest.nii.gz"
@@ -45,17 +46,6 @@ def matmul_gflops(dtype: str, size: int, threads: int, budget_s: float = 20.0) -
 
     torch.set_num_threads(threads)
     return measure({"fp32": torch.float32, "bf16": torch.bfloat16}[dtype], size, budget_s=budget_s)
-
-
-def patch_explicit_attention() -> None:
-    """Swap SDPA for attention that materialises the logits (what the reference implementation does)."""
-    from voxelfm.model import attention as attn_mod
-
-    def explicit_sdpa(q, k, v, *args, **kwargs):
-        logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
-        return logits.softmax(dim=-1) @ v
-
-    attn_mod.F = type("F", (), {"scaled_dot_product_attention": staticmethod(explicit_sdpa)})
 
 
 def child(impl: str, ct: str, tokens: int, model_dir: str, out: str, threads: int) -> None:
@@ -99,39 +89,14 @@ def child(impl: str, ct: str, tokens: int, model_dir: str, out: str, threads: in
 
 def run_one(impl: str, tokens: int, args: argparse.Namespace, model_dir: str, work: Path) -> dict:
     out = work / f"{impl}_{tokens}.npz"
-    cmd = [
-        sys.executable,
-        __file__,
-        "--child",
-        impl,
-        str(tokens),
-        "--ct",
-        args.ct,
-        "--model-dir",
-        model_dir,
-        "--out-npz",
-        str(out),
-        "--threads",
-        str(args.threads),
-    ]
-
-    def cap() -> None:
-        if impl == "explicit":
-            limit = int(args.mem_cap_gb * 2**30)
-            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
+    argv = child_argv(
+        __file__, impl, tokens, ct=args.ct, model_dir=model_dir, out_npz=out, threads=args.threads
+    )
     t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=cap, timeout=args.timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"> {args.timeout} s (stopped)"}
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        err = proc.stderr.strip().splitlines()[-1:] or ["?"]
-        oom = "memory" in proc.stderr.lower() or proc.returncode < 0
-        return {"error": f"OOM (> {args.mem_cap_gb:g} GB cap)" if oom else err[0][:80]}
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
-    res["command_s"] = wall
+    res = run_child(argv, args.mem_cap_gb, capped=impl == "explicit", timeout=args.timeout)
+    if "error" in res:
+        return res
+    res["command_s"] = time.perf_counter() - t0
     res["npz"] = str(out)
     return res
 

@@ -144,12 +144,26 @@ def torso_case(data: Path) -> Case:
     )
 
 
-def abdomen_case(data: Path, names=ORGANS) -> Case:
-    root = data / "totalseg" / "abdomen_3mm"
-    vol = read_volume(root / "ct.nii.gz", check_hu=False)
+# the TotalSegmentator cases with a full label map (labels.nii.gz + labels.json) -> their CT in the folder
+_LABELLED_CT = {"abdomen_3mm": "ct.nii.gz", "chest_dicom": "dicom"}
+
+
+def _labelled(data: Path, sub: str) -> tuple[Volume, Volume, dict[str, int]]:
+    """CT, label map and label ids (name -> value) of data/totalseg/SUB."""
+    root = data / "totalseg" / sub
+    vol = read_volume(root / _LABELLED_CT[sub], check_hu=False)
     lab = read_volume(root / "labels.nii.gz", check_hu=False)
-    ids = {k: v for k, v in _names(root / "labels.json").items() if k in names}
-    return Case("abdomen_3mm", vol, _points("organs", _centroids(lab, ids)))
+    return vol, lab, _names(root / "labels.json")
+
+
+def _organ_case(data: Path, sub: str, names) -> Case:
+    """The centroids of the structures ``names`` of a labelled case."""
+    vol, lab, ids = _labelled(data, sub)
+    return Case(sub, vol, _points("organs", _centroids(lab, {k: v for k, v in ids.items() if k in names})))
+
+
+def abdomen_case(data: Path, names=ORGANS) -> Case:
+    return _organ_case(data, "abdomen_3mm", names)
 
 
 def pulmonary_case(data: Path) -> Case:
@@ -180,23 +194,15 @@ def elastix_case(data: Path) -> Case:
 
 
 def chest_case(data: Path, names=ORGANS) -> Case:
-    root = data / "totalseg" / "chest_dicom"
-    vol = read_volume(root / "dicom", check_hu=False)
-    lab = read_volume(root / "labels.nii.gz", check_hu=False)
-    ids = {k: v for k, v in _names(root / "labels.json").items() if k in names}
-    return Case("chest_dicom", vol, _points("organs", _centroids(lab, ids)))
+    return _organ_case(data, "chest_dicom", names)
 
 
 def slab_pair(data: Path) -> tuple[Case, Case]:
     """abdomen_3mm and chest_dicom with the centroids of each structure's part in the T12-aligned common slab."""
     cases = []
     volumes = []
-    for sub, lab_name in (("abdomen_3mm", "labels"), ("chest_dicom", "labels")):
-        root = data / "totalseg" / sub
-        src = root / ("dicom" if sub == "chest_dicom" else "ct.nii.gz")
-        vol = read_volume(src, check_hu=False)
-        lab = read_volume(root / f"{lab_name}.nii.gz", check_hu=False)
-        ids = _names(root / "labels.json")
+    for sub in ("abdomen_3mm", "chest_dicom"):
+        vol, lab, ids = _labelled(data, sub)
         t12 = _centroids(lab, {"vertebrae_T12": ids["vertebrae_T12"]})["vertebrae_T12"][2]
         lo, hi = ras_bounds(vol)
         volumes.append((sub, vol, lab, ids, t12, lo[2] - t12, hi[2] - t12))

@@ -101,3 +101,13 @@ def isolate_hub_env(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("VOXELFM_CACHE_DIR", str(tmp_path / "voxelfm"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def isolated_registry(
+    tmp_path: Path, monkeypatch, entries: list[dict[str, Any]], preference: list[str] | None = None
+) -> Path:
+    """``isolate_hub_env``, then a registry of ``entries`` in tmp_path/Resources that VOXELFM_MODELS_JSON names."""
+    isolate_hub_env(tmp_path, monkeypatch)
+    path = write_registry(tmp_path / "Resources", entries, preference)
+    monkeypatch.setenv("VOXELFM_MODELS_JSON", str(path))
+    return path

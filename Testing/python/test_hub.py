@@ -12,7 +12,7 @@ from hub_fixtures import (
     COMMIT,
     bundled_entry,
     hub_entry,
-    isolate_hub_env,
+    isolated_registry,
     make_hub_cache,
     sha256_bytes,
     write_registry,
@@ -32,7 +32,6 @@ CFG_BYTES = b"student:\n  arch: vit_base\n"
 @pytest.fixture()
 def env(tmp_path, monkeypatch):
     """Private HF cache, voxelfm cache and registry for one test; offline by default."""
-    isolate_hub_env(tmp_path, monkeypatch)
     entries = [
         hub_entry("fake-hub", REPO, {"checkpoint": (CKPT, CKPT_BYTES), "config": (CFG, CFG_BYTES)}),
         hub_entry("fake-unverified", REPO, {"checkpoint": (CKPT, None), "config": (CFG, None)}),
@@ -42,8 +41,7 @@ def env(tmp_path, monkeypatch):
             {"weights": ("model.safetensors", b"w" * 100), "config": ("config.json", b"{}")},
         ),
     ]
-    reg = write_registry(tmp_path / "Resources", entries)
-    monkeypatch.setenv("VOXELFM_MODELS_JSON", str(reg))
+    isolated_registry(tmp_path, monkeypatch, entries)
     return tmp_path
 
 

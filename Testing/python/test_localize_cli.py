@@ -203,48 +203,15 @@ def test_fit_probe_localisation_then_localize_with_it(files, tiny_model, tmp_pat
     manifest = tmp_path / "cases.csv"
     manifest.write_text(f"image,points\n{d / 'ref.nii.gz'},{d / 'ref.mrk.json'}\n")
     probe = tmp_path / "landmarks"
-    assert (
-        main(
-            [
-                "fit-probe",
-                "--task",
-                "localisation",
-                "--manifest",
-                str(manifest),
-                "--out",
-                str(probe),
-                "--model",
-                str(tiny_model),
-                "--device",
-                "cpu",
-                "--epochs",
-                "3",
-            ]
-        )
-        == 0
-    )
+    fit = ["fit-probe", "--task", "localisation", "--manifest", str(manifest), "--out", str(probe)]
+    assert main([*fit, "--model", str(tiny_model), "--device", "cpu", "--epochs", "3"]) == 0
     meta = json.loads((tmp_path / "landmarks.json").read_text())
     assert meta["task"] == "localisation" and meta["landmarks"] == NAMES
     out = tmp_path / "probe.mrk.json"
     assert main(["localize", str(d / "target.nrrd"), "--probe", str(probe), "--out", str(out)]) == 0
     assert read_point_list(out).names == NAMES
     manifest.write_text("image,points\nmissing.nii.gz,ref.mrk.json\n")
-    assert (
-        main(
-            [
-                "fit-probe",
-                "--task",
-                "localisation",
-                "--manifest",
-                str(manifest),
-                "--out",
-                str(probe),
-                "--model",
-                str(tiny_model),
-            ]
-        )
-        == 2
-    )
+    assert main([*fit, "--model", str(tiny_model)]) == 2
 
 
 def test_box_from_labels_and_from_corner_points(tmp_path):
@@ -252,20 +219,8 @@ def test_box_from_labels_and_from_corner_points(tmp_path):
     lab[2:6, 3:7, 4:9] = 2
     m = np.diag([1.0, 1.0, 2.0, 1.0])
     write_labelmap(lab, m, tmp_path / "seg.nii.gz")
-    assert (
-        main(
-            [
-                "box",
-                "--labels",
-                str(tmp_path / "seg.nii.gz"),
-                "--label",
-                "2",
-                "--out",
-                str(tmp_path / "a.mrk.json"),
-            ]
-        )
-        == 0
-    )
+    from_labels = ["box", "--labels", str(tmp_path / "seg.nii.gz"), "--label"]
+    assert main([*from_labels, "2", "--out", str(tmp_path / "a.mrk.json")]) == 0
     roi = json.loads((tmp_path / "a.mrk.json").read_text())["markups"][0]
     assert roi["type"] == "ROI" and roi["coordinateSystem"] == "LPS"
     np.testing.assert_allclose(roi["size"], [5.0, 4.0, 8.0])
@@ -273,17 +228,4 @@ def test_box_from_labels_and_from_corner_points(tmp_path):
     assert main(["box", "--points", str(tmp_path / "c.mrk.json"), "--out", str(tmp_path / "b.mrk.json")]) == 0
     roi = json.loads((tmp_path / "b.mrk.json").read_text())["markups"][0]
     np.testing.assert_allclose(roi["center"], [-5.0, -10.0, 15.0])
-    assert (
-        main(
-            [
-                "box",
-                "--labels",
-                str(tmp_path / "seg.nii.gz"),
-                "--label",
-                "9",
-                "--out",
-                str(tmp_path / "x.mrk.json"),
-            ]
-        )
-        == 2
-    )
+    assert main([*from_labels, "9", "--out", str(tmp_path / "x.mrk.json")]) == 2

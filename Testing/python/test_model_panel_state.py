@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hub_fixtures import COMMIT, bundled_entry, hub_entry, isolate_hub_env, make_hub_cache, write_registry
+from hub_fixtures import COMMIT, bundled_entry, hub_entry, isolated_registry, make_hub_cache
 
 from voxelfm.errors import CancelledError, IntegrityError
 from voxelfm.hub import download as hub
@@ -30,7 +30,6 @@ TINY_CONFIG = b'{"architecture": {"embed_dim": 216, "depth": 6}, "preprocess": {
 
 @pytest.fixture
 def registry(tmp_path, monkeypatch):
-    isolate_hub_env(tmp_path, monkeypatch)
     entries = [
         hub_entry("big", REPO, {"checkpoint": (CKPT, CKPT_BYTES), "config": (CFG, CFG_BYTES)}),
         bundled_entry(
@@ -39,12 +38,11 @@ def registry(tmp_path, monkeypatch):
             {"weights": ("model.safetensors", b"w" * 64), "config": ("config.json", TINY_CONFIG)},
         ),
     ]
-    path = write_registry(tmp_path / "Resources", entries, preference=["big", "small"])
+    path = isolated_registry(tmp_path, monkeypatch, entries, preference=["big", "small"])
     folder = tmp_path / "Resources" / "models" / "small"
     folder.mkdir(parents=True)
     (folder / "model.safetensors").write_bytes(b"w" * 64)
     (folder / "config.json").write_bytes(TINY_CONFIG)
-    monkeypatch.setenv("VOXELFM_MODELS_JSON", str(path))
     return load_registry(path)
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -181,45 +183,36 @@ def test_list_images_top_level_and_dicom_switch(data_dir, tmp_path):
     assert "sub/dicom" not in [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path, dicom=False)]
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        "empty_folder",
-        "empty_csv",
-        "header_only_csv",
-        "missing_file",
-        "not_ct",
-        "bad_key",
-        "missing_config",
-        "bad_steps",
-    ],
-)
+def _written(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _folder(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+# case -> the run_pretraining arguments it replaces (data, cfg, steps), made in tmp_path
+BAD_INPUTS: dict[str, Callable[[Path], dict[str, Any]]] = {
+    "empty_folder": lambda tmp: {"data": _folder(tmp / "empty")},
+    "empty_csv": lambda tmp: {"data": _written(tmp / "m.csv", "")},
+    "header_only_csv": lambda tmp: {"data": _written(tmp / "m.csv", "path\n")},
+    "missing_file": lambda tmp: {
+        "data": _written(tmp / "m.jsonl", json.dumps({"path": str(tmp / "nope.nii.gz")}) + "\n")
+    },
+    "not_ct": lambda tmp: {"data": _written(tmp / "notes.txt", "hello")},
+    "bad_key": lambda tmp: {"cfg": _written(tmp / "bad.yaml", "optim:\n  learning_rate: 0.1\n")},
+    "missing_config": lambda tmp: {"cfg": tmp / "nope.yaml"},
+    "bad_steps": lambda tmp: {"steps": 0},
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_inputs_raise_input_error(ct_folder, config_path, tmp_path, case):
-    data, cfg, steps = ct_folder, config_path, 1
-    if case == "empty_folder":
-        data = tmp_path / "empty"
-        data.mkdir()
-    elif case == "empty_csv":
-        data = tmp_path / "m.csv"
-        data.write_text("")
-    elif case == "header_only_csv":
-        data = tmp_path / "m.csv"
-        data.write_text("path\n")
-    elif case == "missing_file":
-        data = tmp_path / "m.jsonl"
-        data.write_text(json.dumps({"path": str(tmp_path / "nope.nii.gz")}) + "\n")
-    elif case == "not_ct":
-        data = tmp_path / "notes.txt"
-        data.write_text("hello")
-    elif case == "bad_key":
-        cfg = tmp_path / "bad.yaml"
-        cfg.write_text("optim:\n  learning_rate: 0.1\n")
-    elif case == "missing_config":
-        cfg = tmp_path / "nope.yaml"
-    elif case == "bad_steps":
-        steps = 0
+    given = {"data": ct_folder, "cfg": config_path, "steps": 1, **BAD_INPUTS[case](tmp_path)}
     with pytest.raises(InputError):
-        run_pretraining(data, cfg, tmp_path / "out", steps=steps, show_bar=False)
+        run_pretraining(given["data"], given["cfg"], tmp_path / "out", steps=given["steps"], show_bar=False)
 
 
 def _one_step_args(ct_folder, config_path, out) -> list[str]:

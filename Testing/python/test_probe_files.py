@@ -19,7 +19,7 @@ from voxelfm.errors import CheckpointError, IntegrityError
 from voxelfm.files import probe_file as pf
 from voxelfm.probes.heads import build_head
 from voxelfm.probes.probe import Probe
-from voxelfm.probes.probe_file import load_probe, read_probe_json, save_probe
+from voxelfm.probes.probe_file import load_probe, probe_metadata, read_probe_json, save_probe
 from voxelfm.probes.train import TrainedHead
 
 SPEC = {"type": "linear", "in_dim": 4, "out_dim": 1}
@@ -64,16 +64,9 @@ def _write_v1_probe(probe: Probe, name: Path) -> None:
         "created": "2024-05-01T10:00:00+00:00",
         "voxelfm_version": "0.3.0",
         "task": probe.task,
-        "kind": probe.kind,
-        "targets": probe.target_names,
-        "class_names": probe.class_names,
-        "pooling": probe.pooling,
-        "head": probe.trained.spec,
-        "backbone": probe.backbone,
-        "preprocessing": probe.preprocess,
+        # format 1 had the same probe fields as format 2, in the same order; only NaN metrics became null
+        **probe_metadata(probe),
         "metrics": {"r2": 0.5, "auc": None},
-        "training": probe.training,
-        "outputs": probe.output_columns(),
         "weights": {"file": st.name, "sha256": _sha(st)},
     }
     js.write_text(json.dumps(meta, indent=2, allow_nan=False) + "\n")

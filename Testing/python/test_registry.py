@@ -10,10 +10,9 @@ import pytest
 from hub_fixtures import (
     bundled_entry,
     hub_entry,
-    isolate_hub_env,
+    isolated_registry,
     make_hub_cache,
     sha256_bytes,
-    write_registry,
 )
 
 from voxelfm.cli.main import main
@@ -28,15 +27,13 @@ CKPT_BYTES, CFG_BYTES = b"ckpt" * 500, b"cfg: 1\n"
 
 @pytest.fixture()
 def env(tmp_path, monkeypatch):
-    isolate_hub_env(tmp_path, monkeypatch)
     entries = [
         hub_entry("big", "owner/big", {"checkpoint": (CKPT, CKPT_BYTES), "config": (CFG, CFG_BYTES)}),
         bundled_entry(
             "small", "models/small", {"weights": ("model.safetensors", None), "config": ("config.json", None)}
         ),
     ]
-    path = write_registry(tmp_path / "Resources", entries, preference=["big", "small"])
-    monkeypatch.setenv("VOXELFM_MODELS_JSON", str(path))
+    isolated_registry(tmp_path, monkeypatch, entries, preference=["big", "small"])
     return tmp_path
 
 

@@ -175,56 +175,19 @@ def test_report_train_and_report_with_the_run(tiny_lm, tmp_path, capsys):
         rows.append(f'ct{n}.nii.gz,"{text}"')
     (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
     model = ["--model", str(backbone), "--device", "cpu"]
-    train = [
-        "report-train",
-        str(tmp_path / "train.csv"),
-        "--lm",
-        str(tiny_lm),
-        "--out",
-        str(tmp_path / "run"),
-    ]
-    train += [
-        "--stage1-steps",
-        "5",
-        "--stage2-steps",
-        "10",
-        "--batch-size",
-        "2",
-        "--queries",
-        "4",
-        "--latent",
-        "32",
-    ]
-    train += ["--heads", "2", "--lr-stage1", "1e-2", "--lr-stage2", "1e-2", *model]
+    csv, run = str(tmp_path / "train.csv"), str(tmp_path / "run")
+    report_train = ["report-train", csv, "--lm", str(tiny_lm), "--out", run]
+    train = [*report_train, "--stage1-steps", "5", "--stage2-steps", "10", "--batch-size", "2"]
+    train += ["--queries", "4", "--latent", "32", "--heads", "2"]
+    train += ["--lr-stage1", "1e-2", "--lr-stage2", "1e-2", *model]
     assert main(train) == 0
     meta = json.loads((tmp_path / "run" / "run.json").read_text())
     assert meta["lora"] and meta["head"]["num_queries"] == 4 and len(meta["history"]["stage2"]) == 10
     capsys.readouterr()
     image = str(tmp_path / "ct0.nii.gz")
-    assert (
-        main(["report", image, "--vlm", str(tmp_path / "run"), "--json", "--max-new-tokens", "30", *model])
-        == 0
-    )
+    assert main(["report", image, "--vlm", run, "--json", "--max-new-tokens", "30", *model]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["sentences"] and all(s["evidence"][0]["kind"] == "vlm" for s in data["sentences"])
-    assert (
-        main(["report", image, "--vlm", str(tmp_path / "run"), "--model", str(other), "--device", "cpu"]) == 2
-    )
+    assert main(["report", image, "--vlm", run, "--model", str(other), "--device", "cpu"]) == 2
     assert "fitted on" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "report-train",
-                str(tmp_path / "train.csv"),
-                "--lm",
-                str(tiny_lm),
-                "--out",
-                str(tmp_path / "run"),
-                "--latent",
-                "30",
-                "--heads",
-                "4",
-            ]
-        )
-        == 2
-    )
+    assert main([*report_train, "--latent", "30", "--heads", "4"]) == 2

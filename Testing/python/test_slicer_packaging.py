@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_slicer_static import EXT_NAME, TRAIN_NAME, module_files, parse
+from test_slicer_static import EXT_NAME, TRAIN_NAME, checks_by_name, edit_text, module_files, parse
 
 REPO = Path(__file__).resolve().parents[2]
 RAW_PREFIX = "https://raw.githubusercontent.com/voxelfm/SlicerVoxelFM/main/"
@@ -31,6 +31,7 @@ SCHEMA_TYPES = {
     "tier": int,
 }
 TRANSLATED = ("title", "helpText", "acknowledgementText")
+CLASS_FIELDS = {"TITLE": "title", "HELP": "helpText", "ACKNOWLEDGEMENT": "acknowledgementText"}
 
 
 def _parent_assignments(py: Path) -> dict[str, ast.expr]:
@@ -52,23 +53,57 @@ def _is_call(node: ast.expr, names: set[str]) -> bool:
     return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in names
 
 
+def _class_assignments(py: Path) -> dict[str, ast.expr]:
+    """Values of the upper-case class attributes of the classes of a module file (TITLE = _("..."), ...)."""
+    return {
+        target.id: node.value
+        for cls in parse(py).body
+        if isinstance(cls, ast.ClassDef)
+        for node in cls.body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name) and target.id in CLASS_FIELDS
+    }
+
+
+def _translated(value: ast.expr) -> bool:
+    """_("...") or, in the shared base, a class attribute (checked where it is set) or an ``or`` of those."""
+    if isinstance(value, ast.BoolOp):
+        return all(_translated(v) for v in value.values)
+    is_own_attribute = isinstance(value, ast.Attribute) and value.attr in CLASS_FIELDS
+    return _is_call(value, {"_"}) or is_own_attribute
+
+
 def check_translations(root: Path) -> list[str]:
-    """Titles, help and acknowledgements in _() (slicer.i18n.tr), categories in translate(context, text)."""
+    """Titles, help and acknowledgements in _() (slicer.i18n.tr), categories in translate(context, text).
+
+    A module sets them on its parent, or as TITLE / HELP / ACKNOWLEDGEMENT of a VoxelFMModule subclass,
+    whose base (VoxelFMWidgets/module.py) sets the parent fields and the category."""
     problems = []
-    for py in module_files(root):
+    base = root / EXT_NAME / "VoxelFMWidgets" / "module.py"
+    for py in [*module_files(root), base]:
         imports = {
             (n.module, a.name, a.asname)
             for n in ast.walk(parse(py))
             if isinstance(n, ast.ImportFrom)
             for a in n.names
         }
-        if ("slicer.i18n", "tr", "_") not in imports or ("slicer.i18n", "translate", None) not in imports:
-            problems.append(f"{py.name}: needs `from slicer.i18n import tr as _` and `import translate`")
+        if ("slicer.i18n", "tr", "_") not in imports:
+            problems.append(f"{py.name}: needs `from slicer.i18n import tr as _`")
         values = _parent_assignments(py)
+        if py != base:
+            own = _class_assignments(py)
+            values.update({CLASS_FIELDS[name]: value for name, value in own.items()})
+            if "title" not in values:
+                problems.append(f"{py.name}: sets neither parent.title nor a VoxelFMModule TITLE")
         for field in TRANSLATED:
-            if field in values and not _is_call(values[field], {"_"}):
+            if field in values and not _translated(values[field]):
                 problems.append(f"{py.name}: parent.{field} is not wrapped in _() for translation")
         categories = values.get("categories")
+        if categories is None and py != base:
+            continue  # set by the shared base
+        if ("slicer.i18n", "translate", None) not in imports:
+            problems.append(f"{py.name}: needs `from slicer.i18n import translate` for the category")
         if not isinstance(categories, ast.List) or not all(
             _is_call(c, {"translate"}) for c in categories.elts
         ):
@@ -143,11 +178,7 @@ def check_model_panel_choices(root: Path) -> list[str]:
     return problems
 
 
-CHECKS = {
-    "translations": check_translations,
-    "extension_metadata": check_extension_metadata,
-    "model_panel_choices": check_model_panel_choices,
-}
+CHECKS = checks_by_name(check_translations, check_extension_metadata, check_model_panel_choices)
 
 
 @pytest.mark.parametrize("check", sorted(CHECKS))
@@ -166,26 +197,31 @@ def tree(tmp_path) -> Path:
     return tmp_path
 
 
-def _edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text(encoding="utf-8")
-    assert old in text, f"{old!r} not in {path}"
-    path.write_text(text.replace(old, new), encoding="utf-8")
-
-
 def test_copy_of_tree_is_clean(tree):
     for name, check in CHECKS.items():
         assert not check(tree), name
 
 
 def test_untranslated_title_is_reported(tree):
-    _edit(tree / EXT_NAME / "VoxelFMSegment.py", '_("VoxelFM Segment")', '"VoxelFM Segment"')
+    edit_text(tree / EXT_NAME / "VoxelFMSegment.py", '_("VoxelFM Segment")', '"VoxelFM Segment"')
     assert any("VoxelFMSegment.py: parent.title" in p for p in check_translations(tree))
 
 
+def test_untranslated_help_is_reported(tree):
+    edit_text(tree / TRAIN_NAME / "VoxelFMJobs.py", "HELP = _(", "HELP = (")
+    assert any("VoxelFMJobs.py: parent.helpText" in p for p in check_translations(tree))
+
+
 def test_untranslated_category_is_reported(tree):
-    py = tree / TRAIN_NAME / "VoxelFMJobs.py"
-    _edit(py, '[translate("qSlicerAbstractCoreModule", "VoxelFM")]', '["VoxelFM"]')
-    assert any("VoxelFMJobs.py: parent.categories" in p for p in check_translations(tree))
+    py = tree / EXT_NAME / "VoxelFMWidgets" / "module.py"
+    edit_text(py, '[translate("qSlicerAbstractCoreModule", "VoxelFM")]', '["VoxelFM"]')
+    assert any("module.py: parent.categories" in p for p in check_translations(tree))
+
+
+def test_untranslated_default_acknowledgement_is_reported(tree):
+    py = tree / EXT_NAME / "VoxelFMWidgets" / "module.py"
+    edit_text(py, "self.ACKNOWLEDGEMENT or _(", "self.ACKNOWLEDGEMENT or (")
+    assert any("module.py: parent.acknowledgementText" in p for p in check_translations(tree))
 
 
 def test_missing_screenshot_is_reported(tree):
@@ -194,7 +230,7 @@ def test_missing_screenshot_is_reported(tree):
 
 
 def test_other_slicer_floor_in_cmake_is_reported(tree):
-    _edit(
+    edit_text(
         tree / "CMakeLists.txt",
         'VOXELFM_MINIMUM_SLICER_VERSION "5.10"',
         'VOXELFM_MINIMUM_SLICER_VERSION "5.8"',
@@ -214,5 +250,5 @@ def test_bad_index_entry_is_reported(tree):
 
 
 def test_model_panel_choice_drift_is_reported(tree):
-    _edit(tree / EXT_NAME / "VoxelFMLib" / "model_panel_state.py", '"mps")', '"mps", "xpu")')
+    edit_text(tree / EXT_NAME / "VoxelFMLib" / "model_panel_state.py", '"mps")', '"mps", "xpu")')
     assert check_model_panel_choices(tree)

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,19 @@ NOT_MODULES = {"voxelfm_cli.py"}  # top-level scripts of a module folder that ar
 QT_ONLY = ("qt", "ctk", "slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper", "slicer.i18n")
 APP_ONLY_ATTRIBUTES = {"modules", "app", "ScriptedLoadableModule"}  # slicer.<x> that exist only in the app
 WIDGET_BASES = {"ScriptedLoadableModuleWidget", "VoxelFMModuleWidget"}
+# module class suffix -> (Slicer base, VoxelFM base in VoxelFMWidgets/module.py or module_widget.py)
+MODULE_CLASSES = {
+    "": ("ScriptedLoadableModule", "VoxelFMModule"),
+    "Widget": ("ScriptedLoadableModuleWidget", "VoxelFMModuleWidget"),
+    "Logic": ("ScriptedLoadableModuleLogic", "VoxelFMModuleLogic"),
+    "Test": ("ScriptedLoadableModuleTest", "VoxelFMModuleTest"),
+}
+# what voxelfm_add_module (top-level CMakeLists.txt) installs for NAME, besides its SCRIPTS and RESOURCES
+ADD_MODULE_FILES = {
+    "scripts": ("{name}.py",),
+    "resources": ("Resources/Icons/{name}.png", "Resources/UI/{name}.ui"),
+}
+Check = Callable[[Path], list[str]]  # a tree root -> the problems found in it
 
 
 # ---------------------------------------------------------------- tree helpers
@@ -246,12 +260,14 @@ def check_parameter_bindings(root: Path) -> list[str]:
     """Every SlicerParameterName names a field of the parameter node of each module showing that widget."""
     classes = parameter_classes(module_files(root) + widget_files(root))
     # shared panels: a widget file with UI_FILE; a module embeds it when it calls one of the file's classes
+    # or when its .ui has the file's PLACEHOLDER widget (the module widget base loads the panel there)
     panels = []
     for py in widget_files(root):
         ui_name = string_constant(py, "UI_FILE")
         if ui_name and (root / EXT_NAME / "Resources" / "UI" / ui_name).is_file():
             defined = {n.name for n in parse(py).body if isinstance(n, ast.ClassDef)}
-            panels.append((root / EXT_NAME / "Resources" / "UI" / ui_name, defined))
+            placeholder = string_constant(py, "PLACEHOLDER")
+            panels.append((root / EXT_NAME / "Resources" / "UI" / ui_name, defined, placeholder))
     problems = []
     for py in module_files(root):
         ui = py.parent / "Resources" / "UI" / f"{py.stem}.ui"
@@ -261,7 +277,12 @@ def check_parameter_bindings(root: Path) -> list[str]:
             continue
         shown = [(ui, ui_bindings(ui))]
         calls = _called_names(py)
-        shown += [(panel, ui_bindings(panel)) for panel, defined in panels if defined & calls]
+        own_widgets = set(ui_widgets(ui))
+        shown += [
+            (panel, ui_bindings(panel))
+            for panel, defined, placeholder in panels
+            if defined & calls or placeholder in own_widgets
+        ]
         if not shown[0][1]:
             problems.append(f"{ui.name}: no widget is bound to the parameter node")
         for shown_ui, bound in shown:
@@ -278,32 +299,34 @@ def check_parameter_bindings(root: Path) -> list[str]:
     return problems
 
 
+def _class_bases(py: Path) -> dict[str, set[str]]:
+    return {n.name: {_name_of(b) for b in n.bases} for n in parse(py).body if isinstance(n, ast.ClassDef)}
+
+
 def check_module_shape(root: Path) -> list[str]:
+    """Each module file has its four classes on Slicer's bases (directly or through VoxelFMWidgets' bases)."""
     problems = []
-    for py in module_files(root):
-        classes = {n.name: n for n in parse(py).body if isinstance(n, ast.ClassDef)}
-        for suffix, allowed in (
-            ("", {"ScriptedLoadableModule"}),
-            ("Widget", WIDGET_BASES),
-            ("Logic", {"ScriptedLoadableModuleLogic"}),
-            ("Test", {"ScriptedLoadableModuleTest"}),
-        ):
-            cls = classes.get(py.stem + suffix)
-            if cls is None:
-                problems.append(f"{py.name}: class {py.stem + suffix} missing")
-            elif not {_name_of(b) for b in cls.bases} & allowed:
-                problems.append(f"{py.name}: {py.stem + suffix} must derive from one of {sorted(allowed)}")
-        if '"VoxelFM"' not in py.read_text(encoding="utf-8"):
-            problems.append(f"{py.name}: category 'VoxelFM' not set")
-    base = root / EXT_NAME / "VoxelFMWidgets" / "module_widget.py"
-    found = [n for n in parse(base).body if isinstance(n, ast.ClassDef) and n.name == "VoxelFMModuleWidget"]
-    if not found or {"ScriptedLoadableModuleWidget", "VTKObservationMixin"} - {
-        _name_of(b) for b in found[0].bases
-    }:
+    widgets = root / EXT_NAME / "VoxelFMWidgets"
+    shared = _class_bases(widgets / "module.py") | _class_bases(widgets / "module_widget.py")
+    for slicer_base, ours in MODULE_CLASSES.values():
+        if slicer_base not in shared.get(ours, set()):
+            problems.append(f"VoxelFMWidgets: {ours} must derive from {slicer_base}")
+    if "VTKObservationMixin" not in shared.get("VoxelFMModuleWidget", set()):
         problems.append(
-            "VoxelFMWidgets/module_widget.py: VoxelFMModuleWidget must derive from "
-            "ScriptedLoadableModuleWidget and VTKObservationMixin"
+            "VoxelFMWidgets/module_widget.py: VoxelFMModuleWidget must derive from VTKObservationMixin"
         )
+    category_set = '"VoxelFM"' in (widgets / "module.py").read_text(encoding="utf-8")
+    for py in module_files(root):
+        classes = _class_bases(py)
+        for suffix, allowed in MODULE_CLASSES.items():
+            bases = classes.get(py.stem + suffix)
+            if bases is None:
+                problems.append(f"{py.name}: class {py.stem + suffix} missing")
+            elif not bases & set(allowed):
+                problems.append(f"{py.name}: {py.stem + suffix} must derive from one of {sorted(allowed)}")
+        own_category = '"VoxelFM"' in py.read_text(encoding="utf-8")
+        if not own_category and not ("VoxelFMModule" in classes.get(py.stem, set()) and category_set):
+            problems.append(f"{py.name}: category 'VoxelFM' not set")
     return problems
 
 
@@ -339,8 +362,44 @@ def check_layering(root: Path) -> list[str]:
 OUR_PACKAGES = {"voxelfm", "VoxelFMLib", "VoxelFMWidgets"}
 
 
+def lazy_exports(node: ast.stmt) -> dict[str, list[str]]:
+    """module -> names of an ``_EXPORTS = {".module": ("Name", ...)}`` table (voxelfm.lazy.lazy_exports)."""
+    if not (
+        isinstance(node, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "_EXPORTS" for t in node.targets)
+        and isinstance(node.value, ast.Dict)
+    ):
+        return {}
+    return {
+        key.value: [e.value for e in value.elts if isinstance(e, ast.Constant)]
+        for key, value in zip(node.value.keys, node.value.values, strict=True)
+        if isinstance(key, ast.Constant) and isinstance(value, (ast.Tuple, ast.List))
+    }
+
+
+def check_lazy_exports(root: Path) -> list[str]:
+    """Every name of a package's lazy ``_EXPORTS`` table is defined in the module the table names."""
+    ext = root / EXT_NAME
+    problems = []
+    for init in [*python_files(ext / "voxelfm"), *python_files(ext / "VoxelFMLib")]:
+        if init.name != "__init__.py":
+            continue
+        package = ".".join(init.parent.relative_to(ext).parts)
+        for node in parse(init).body:
+            for module, names in lazy_exports(node).items():
+                dotted = package + module if module.startswith(".") else module
+                target = _module_file(ext, dotted)
+                if target is None:
+                    problems.append(f"{package}: lazy table names {module}, which does not exist")
+                    continue
+                missing = sorted(set(names) - defined_names(target))
+                if missing:
+                    problems.append(f"{package}: {module} does not define {missing}")
+    return problems
+
+
 def defined_names(py: Path) -> set[str]:
-    """Top-level names of a module (also inside if/try blocks), plus the keys of a lazy ``_WHERE`` table."""
+    """Top-level names of a module (also inside if/try blocks), plus the names of a lazy ``_EXPORTS`` table."""
     names: set[str] = set()
 
     def visit(body: list[ast.stmt]) -> None:
@@ -350,9 +409,7 @@ def defined_names(py: Path) -> set[str]:
             elif isinstance(node, ast.Assign):
                 for target in node.targets:
                     names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
-                if any(isinstance(t, ast.Name) and t.id == "_WHERE" for t in node.targets):
-                    if isinstance(node.value, ast.Dict):
-                        names.update(k.value for k in node.value.keys if isinstance(k, ast.Constant))
+                names.update(n for names_of_module in lazy_exports(node).values() for n in names_of_module)
             elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
                 names.add(node.target.id)
             elif isinstance(node, (ast.Import, ast.ImportFrom)):
@@ -402,7 +459,7 @@ def check_internal_imports(root: Path) -> list[str]:
     return problems
 
 
-_CALL_RE = re.compile(r"\b(set|slicerMacroBuildScriptedModule|foreach)\s*\(", re.S)
+_CALL_RE = re.compile(r"\b(set|slicerMacroBuildScriptedModule|voxelfm_add_module|foreach)\s*\(", re.S)
 
 
 def _strip_comments(text: str) -> str:
@@ -453,10 +510,41 @@ def cmake_listed_files(cmake: Path) -> dict[str, list[str]]:
             result["modules"].append(variables.get("MODULE_NAME", ["?"])[0])
             result["scripts"] += variables.get("MODULE_PYTHON_SCRIPTS", [])
             result["resources"] += variables.get("MODULE_PYTHON_RESOURCES", [])
+        elif m.group(1) == "voxelfm_add_module":
+            _add_module_call([v for tok in args for v in _expand(tok, variables)], result)
         elif m.group(1) == "foreach" and len(args) >= 4 and args[1:3] == ["IN", "LISTS"]:
             for name in args[3:]:
                 result["other"] += variables.get(name, [])
     return result
+
+
+def _add_module_call(args: list[str], result: dict[str, list[str]]) -> None:
+    """``voxelfm_add_module(NAME n [SCRIPTS ...] [RESOURCES ...] [TEST_ARGS ...])`` into ``result``."""
+    groups: dict[str, list[str]] = {"NAME": [], "SCRIPTS": [], "RESOURCES": [], "TEST_ARGS": []}
+    current = None
+    for arg in args:
+        if arg in groups and current != "TEST_ARGS":
+            current = arg
+        elif current is not None:
+            groups[current].append(arg)
+    name = groups["NAME"][0] if groups["NAME"] else "?"
+    result["modules"].append(name)
+    for kind, files in ADD_MODULE_FILES.items():
+        result[kind] += [f.format(name=name) for f in files]
+    result["scripts"] += groups["SCRIPTS"]
+    result["resources"] += groups["RESOURCES"]
+
+
+def check_add_module_function(root: Path) -> list[str]:
+    """voxelfm_add_module in the top-level CMakeLists installs what the checker assumes, with both tests."""
+    text = _strip_comments((root / "CMakeLists.txt").read_text(encoding="utf-8"))
+    m = re.search(r"function\(voxelfm_add_module\)(.*?)endfunction\(\)", text, re.S)
+    if m is None:
+        return ["CMakeLists.txt: no function(voxelfm_add_module)"]
+    body = m.group(1)
+    needed = [f.format(name="${VOXELFM_NAME}") for files in ADD_MODULE_FILES.values() for f in files]
+    needed += ["slicerMacroBuildScriptedModule(", "WITH_GENERIC_TESTS", "slicer_add_python_unittest("]
+    return [f"CMakeLists.txt: voxelfm_add_module lacks {n}" for n in needed if n not in body]
 
 
 def files_on_disk(folder: Path) -> set[str]:
@@ -479,7 +567,10 @@ def check_cmake_lists(root: Path) -> list[str]:
         if not listed["modules"]:
             problems.append(f"{where} builds no scripted module")
         text = cmake.read_text(encoding="utf-8")
-        if "WITH_GENERIC_TESTS" not in text or "slicer_add_python_unittest" not in text:
+        uses_function = "voxelfm_add_module(" in text
+        if not uses_function and (
+            "WITH_GENERIC_TESTS" not in text or "slicer_add_python_unittest" not in text
+        ):
             problems.append(f"{where} lacks WITH_GENERIC_TESTS or slicer_add_python_unittest")
         all_listed = listed["scripts"] + listed["resources"] + listed["other"]
         dupes = sorted({f for f in all_listed if all_listed.count(f) > 1})
@@ -496,18 +587,24 @@ def check_cmake_lists(root: Path) -> list[str]:
             ):
                 if needed not in listed[kind]:
                     problems.append(f"{where}: module {module} does not install {needed}")
-    return problems
+    return problems + check_add_module_function(root)
 
 
-CHECKS = {
-    "ui_files_parse": check_ui_files_parse,
-    "ui_names": check_ui_names,
-    "parameter_bindings": check_parameter_bindings,
-    "module_shape": check_module_shape,
-    "layering": check_layering,
-    "cmake_lists": check_cmake_lists,
-    "internal_imports": check_internal_imports,
-}
+def checks_by_name(*checks: Check) -> dict[str, Check]:
+    """Each check under its function name less "check_" (the test ids)."""
+    return {check.__name__.removeprefix("check_"): check for check in checks}
+
+
+CHECKS = checks_by_name(
+    check_ui_files_parse,
+    check_ui_names,
+    check_parameter_bindings,
+    check_module_shape,
+    check_layering,
+    check_cmake_lists,
+    check_internal_imports,
+    check_lazy_exports,
+)
 
 
 # ---------------------------------------------------------------- the real tree passes every check
@@ -540,10 +637,12 @@ def tree(tmp_path) -> Path:
     ignore = shutil.ignore_patterns(*SKIP_DIRS, "*.egg-info")
     for name in (EXT_NAME, TRAIN_NAME):
         shutil.copytree(REPO / name, tmp_path / name, ignore=ignore)
+    shutil.copy(REPO / "CMakeLists.txt", tmp_path / "CMakeLists.txt")
     return tmp_path
 
 
-def _edit(path: Path, old: str, new: str) -> None:
+def edit_text(path: Path, old: str, new: str) -> None:
+    """Break one thing in a copied tree: replace ``old`` (which must be there) by ``new`` in ``path``."""
     text = path.read_text(encoding="utf-8")
     assert old in text, f"{old!r} not in {path}"
     path.write_text(text.replace(old, new), encoding="utf-8")
@@ -564,13 +663,13 @@ def test_broken_ui_file_is_reported(tree):
 
 
 def test_widget_removed_from_module_ui_is_reported(tree):
-    _edit(tree / EXT_NAME / "Resources" / "UI" / "VoxelFMSegment.ui", 'name="fitButton"', 'name="fit"')
+    edit_text(tree / EXT_NAME / "Resources" / "UI" / "VoxelFMSegment.ui", 'name="fitButton"', 'name="fit"')
     assert _reports(check_ui_names(tree), "VoxelFMSegment.py", "fitButton")
 
 
 def test_widget_removed_from_model_panel_ui_is_reported(tree):
     ui = tree / EXT_NAME / "Resources" / "UI" / "ModelPanel.ui"
-    _edit(ui, 'name="browseModelButton"', 'name="browse"')
+    edit_text(ui, 'name="browseModelButton"', 'name="browse"')
     assert _reports(check_ui_names(tree), "model_panel.py", "browseModelButton")
 
 
@@ -580,7 +679,7 @@ def test_module_without_ui_file_is_reported(tree):
 
 
 def test_unknown_binding_in_module_ui_is_reported(tree):
-    _edit(
+    edit_text(
         tree / EXT_NAME / "Resources" / "UI" / "VoxelFMSegment.ui",
         "<string>autoRefit<",
         "<string>autoRefitt<",
@@ -589,20 +688,20 @@ def test_unknown_binding_in_module_ui_is_reported(tree):
 
 
 def test_unknown_pack_member_in_model_panel_is_reported(tree):
-    _edit(tree / EXT_NAME / "Resources" / "UI" / "ModelPanel.ui", "model.device", "model.devise")
+    edit_text(tree / EXT_NAME / "Resources" / "UI" / "ModelPanel.ui", "model.device", "model.devise")
     problems = check_parameter_bindings(tree)
     assert _reports(problems, "ModelPanel.ui in VoxelFMFeatures", "model.devise")
     assert _reports(problems, "ModelPanel.ui in VoxelFMSegment", "model.devise")
 
 
 def test_renamed_pack_member_is_reported(tree):
-    _edit(tree / EXT_NAME / "VoxelFMWidgets" / "model_panel.py", "    maxTokens:", "    maxTokenz:")
+    edit_text(tree / EXT_NAME / "VoxelFMWidgets" / "model_panel.py", "    maxTokens:", "    maxTokenz:")
     assert _reports(check_parameter_bindings(tree), "ModelPanel.ui", "model.maxTokens")
 
 
 def test_widget_that_cannot_show_its_field_is_reported(tree):
     ui = tree / EXT_NAME / "Resources" / "UI" / "ModelPanel.ui"
-    _edit(
+    edit_text(
         ui,
         '<widget class="QSpinBox" name="maxTokensSpinBox">',
         '<widget class="QLineEdit" name="maxTokensSpinBox">',
@@ -613,19 +712,21 @@ def test_widget_that_cannot_show_its_field_is_reported(tree):
 
 
 def test_combo_box_without_choice_is_reported(tree):
-    _edit(tree / EXT_NAME / "VoxelFMWidgets" / "model_panel.py", "Annotated[str, Choice(PRECISIONS)]", "str")
+    edit_text(
+        tree / EXT_NAME / "VoxelFMWidgets" / "model_panel.py", "Annotated[str, Choice(PRECISIONS)]", "str"
+    )
     assert _reports(
         check_parameter_bindings(tree), "no GUI connector from QComboBox to model.precision (str)"
     )
 
 
 def test_module_without_model_field_is_reported(tree):
-    _edit(tree / EXT_NAME / "VoxelFMFeatures.py", "    model: ModelParameters\n", "")
+    edit_text(tree / EXT_NAME / "VoxelFMFeatures.py", "    model: ModelParameters\n", "")
     assert _reports(check_parameter_bindings(tree), "ModelPanel.ui in VoxelFMFeatures", "model.model")
 
 
 def test_missing_test_class_is_reported(tree):
-    _edit(tree / TRAIN_NAME / "VoxelFMJobs.py", "class VoxelFMJobsTest(", "class JobsTest(")
+    edit_text(tree / TRAIN_NAME / "VoxelFMJobs.py", "class VoxelFMJobsTest(", "class JobsTest(")
     assert _reports(check_module_shape(tree), "VoxelFMJobsTest missing")
 
 
@@ -650,7 +751,7 @@ def test_slicer_import_in_core_is_reported(tree):
 
 
 def test_module_importing_a_module_is_reported(tree):
-    _edit(
+    edit_text(
         tree / EXT_NAME / "VoxelFMSegment.py",
         "import qt\n",
         "import qt\nfrom VoxelFMFeatures import BusyState\n",
@@ -659,13 +760,13 @@ def test_module_importing_a_module_is_reported(tree):
 
 
 def test_missing_imported_name_is_reported(tree):
-    _edit(tree / EXT_NAME / "VoxelFMLib" / "jobs.py", "class JobRunner:", "class Runner:")
+    edit_text(tree / EXT_NAME / "VoxelFMLib" / "jobs.py", "class JobRunner:", "class Runner:")
     assert _reports(check_internal_imports(tree), "VoxelFMJobs.py", "VoxelFMLib.jobs has no JobRunner")
 
 
 def test_moved_lazy_name_is_reported(tree):
     """A name imported inside a function (after the dependency check) is checked too."""
-    _edit(
+    edit_text(
         tree / EXT_NAME / "VoxelFMLib" / "model_panel_state.py", "class ModelPanelState:", "class PanelState:"
     )
     assert _reports(
@@ -674,10 +775,20 @@ def test_moved_lazy_name_is_reported(tree):
 
 
 def test_missing_lazy_public_name_is_reported(tree):
-    _edit(tree / EXT_NAME / "VoxelFMLib" / "__init__.py", '"FewShotSegmentLogic":', '"FewShotLogic":')
+    edit_text(tree / EXT_NAME / "VoxelFMLib" / "__init__.py", '("FewShotSegmentLogic",', '("FewShotLogic",')
     assert _reports(
         check_internal_imports(tree), "VoxelFMSegment.py", "VoxelFMLib has no FewShotSegmentLogic"
     )
+
+
+def test_lazy_name_its_module_lacks_is_reported(tree):
+    edit_text(tree / EXT_NAME / "voxelfm" / "features" / "cache.py", "class FeatureCache", "class DiskCache")
+    assert _reports(check_lazy_exports(tree), "voxelfm.features", ".cache does not define ['FeatureCache']")
+
+
+def test_lazy_table_naming_a_missing_module_is_reported(tree):
+    edit_text(tree / EXT_NAME / "voxelfm" / "__init__.py", '"voxelfm.imaging.io"', '"voxelfm.imaging.iox"')
+    assert _reports(check_lazy_exports(tree), "voxelfm: lazy table names voxelfm.imaging.iox")
 
 
 def test_unlisted_file_is_reported(tree):
@@ -691,9 +802,26 @@ def test_listed_file_missing_on_disk_is_reported(tree):
 
 
 def test_module_icon_not_installed_is_reported(tree):
-    _edit(tree / TRAIN_NAME / "CMakeLists.txt", "  Resources/Icons/${MODULE_NAME}.png\n", "")
-    problems = check_cmake_lists(tree)
-    assert _reports(problems, "VoxelFMJobs", "Resources/Icons/VoxelFMJobs.png")
+    edit_text(tree / "CMakeLists.txt", "RESOURCES Resources/Icons/${VOXELFM_NAME}.png ", "RESOURCES ")
+    assert _reports(
+        check_cmake_lists(tree), "voxelfm_add_module lacks", "Resources/Icons/${VOXELFM_NAME}.png"
+    )
+
+
+def test_module_not_built_is_reported(tree):
+    edit_text(
+        tree / TRAIN_NAME / "CMakeLists.txt",
+        "voxelfm_add_module(NAME VoxelFMJobs",
+        "message(NAME VoxelFMJobs",
+    )
+    assert _reports(check_cmake_lists(tree), "VoxelFMTraining/CMakeLists.txt builds no scripted module")
+
+
+def test_module_class_on_a_wrong_base_is_reported(tree):
+    edit_text(tree / EXT_NAME / "VoxelFMWidgets" / "module.py", "(ScriptedLoadableModuleLogic):", "(object):")
+    assert _reports(
+        check_module_shape(tree), "VoxelFMModuleLogic must derive from ScriptedLoadableModuleLogic"
+    )
 
 
 # ---------------------------------------------------------------- extension CMake, requirements

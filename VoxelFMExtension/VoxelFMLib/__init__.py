@@ -9,19 +9,15 @@ FewShotSegmentLogic``) so that importing a small helper here does not import tor
 
 from __future__ import annotations
 
-from voxelfm.lazy import lazy_getattr
+from voxelfm.lazy import lazy_exports
 
-_WHERE = {
-    "FewShotSegmentLogic": ".segment_logic",
-    "FewShotResult": ".segment_logic",
-    "FeaturesLogic": ".features_logic",
-    "ReportLogic": ".report_logic",
-    "LocalisationLogic": ".localize_logic",
-    "RetrievalLogic": ".retrieval_logic",
-    "ModelSpec": ".model_service",
-    "feature_service": ".model_service",
+_EXPORTS = {
+    ".segment_logic": ("FewShotSegmentLogic", "FewShotResult"),
+    ".features_logic": ("FeaturesLogic",),
+    ".report_logic": ("ReportLogic",),
+    ".localize_logic": ("LocalisationLogic",),
+    ".retrieval_logic": ("RetrievalLogic",),
+    ".model_service": ("ModelSpec", "feature_service"),
 }
 
-__all__ = sorted(_WHERE)
-
-__getattr__ = lazy_getattr(__name__, _WHERE)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

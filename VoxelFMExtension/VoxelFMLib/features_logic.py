@@ -23,6 +23,11 @@ class FeaturesLogic:
         self.spec = checked_spec(spec or ModelSpec())
         self.service = service or feature_service()
 
+    @classmethod
+    def from_spec(cls, spec: ModelSpec) -> FeaturesLogic:
+        """The logic for a model panel's choice (the same constructor PerModel.of uses for every logic)."""
+        return cls(spec)
+
     def extract_volume(
         self,
         volume: Volume,

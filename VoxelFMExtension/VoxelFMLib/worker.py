@@ -15,28 +15,23 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout  # not the builtin before Python 3.11
 from typing import Any, TypeVar
 
+from voxelfm.lazy import ProcessWide
+
 T = TypeVar("T")
 
-_executor: ThreadPoolExecutor | None = None
-_lock = threading.Lock()
+_WORKER: ProcessWide[ThreadPoolExecutor] = ProcessWide(
+    lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="VoxelFM-worker")
+)
 
 
 def worker() -> ThreadPoolExecutor:
     """The process-wide single worker thread (created on first use)."""
-    global _executor
-    with _lock:
-        if _executor is None:
-            _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="VoxelFM-worker")
-        return _executor
+    return _WORKER.get()
 
 
 def shutdown() -> None:
     """Let the worker thread end once idle; the next ``worker()`` starts a new one (used on module reload)."""
-    global _executor
-    with _lock:
-        if _executor is not None:
-            _executor.shutdown(wait=False)
-            _executor = None
+    _WORKER.reset(lambda executor: executor.shutdown(wait=False))
 
 
 class ProgressRelay:

@@ -9,6 +9,7 @@ from VoxelFMWidgets.dependencies import ensureDependencies
 from VoxelFMWidgets.job_process import QtJobProcess
 from VoxelFMWidgets.messages import userMessage
 from VoxelFMWidgets.model_panel import ModelPanel, ModelParameters, modelSpec
+from VoxelFMWidgets.module import VoxelFMModule, VoxelFMModuleLogic, VoxelFMModuleTest
 from VoxelFMWidgets.module_widget import VoxelFMModuleWidget, unsupportedVersionMessage
 from VoxelFMWidgets.sample_data import loadSampleVolume, registerSampleData
 from VoxelFMWidgets.segment_editor import openSegmentEditor, segmentEditorUndoSaver
@@ -18,6 +19,9 @@ __all__ = [
     "ModelPanel",
     "ModelParameters",
     "QtJobProcess",
+    "VoxelFMModule",
+    "VoxelFMModuleLogic",
+    "VoxelFMModuleTest",
     "VoxelFMModuleWidget",
     "ensureDependencies",
     "loadSampleVolume",

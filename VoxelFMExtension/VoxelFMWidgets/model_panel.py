@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from VoxelFMLib.model_service import ModelSpec
 
 UI_FILE = "ModelPanel.ui"  # the .ui this file's self.ui names come from (checked by test_slicer_static)
+# the widget of a module .ui that the module widget base loads this panel into
+PLACEHOLDER = "modelPanelPlaceholder"
 DEVICES = ["auto", "cpu", "cuda", "mps"]  # = VoxelFMLib.model_panel_state.DEVICES (a test checks it)
 PRECISIONS = ["auto", "fp32", "bf16"]
 CHECKPOINT_FILTER = "VoxelFM checkpoints (*.safetensors *.pth *.json *.yaml);;All files (*)"

@@ -1,17 +1,19 @@
 """The widget lifecycle every VoxelFM module shares, written once.
 
 A module widget subclasses ``VoxelFMModuleWidget`` and overrides only ``createLogic()``, ``setupWidgets()``
-(connections, extra widgets such as the model panel), ``updateGUI()`` (enable/disable from the parameter
-node), ``cancelWork()`` if it runs anything long, and its own handlers. This class loads
+(its own connections and widgets), ``updateGUI()`` (enable/disable from the parameter node), ``cancelWork()``
+if it has more to stop than the busy state, and its own handlers. This class loads
 ``Resources/UI/<ModuleName>.ui``, observes the scene's StartClose/EndClose, binds the parameter node to the
 GUI (``connectGui`` on the top widget, so widgets loaded into placeholders are bound too) and calls
-``updateGUI()`` whenever a parameter changes.
+``updateGUI()`` whenever a parameter changes. Where the .ui has them, it also builds the busy state
+(``progressBar``, ``statusLabel``, ``cancelButton``) and the model panel (``modelPanelPlaceholder``).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import qt
@@ -21,7 +23,9 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
 from VoxelFMLib.slicer_version import app_version, unsupported_reason
-from VoxelFMWidgets.model_panel import ModelPanel
+from VoxelFMWidgets.busy import BusyState
+from VoxelFMWidgets.dependencies import ensureDependencies
+from VoxelFMWidgets.model_panel import PLACEHOLDER, ModelPanel
 
 # Packages that onReload drops from sys.modules, so the module's re-import loads all of them fresh.
 RELOADED_PACKAGES = ("voxelfm", "VoxelFMLib", "VoxelFMWidgets")
@@ -57,7 +61,8 @@ class VoxelFMModuleWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self.ui = None
         self.uiWidget = None
-        self.modelPanel: ModelPanel | None = None  # set by setupWidgets() of modules that pick a model
+        self.busy: BusyState | None = None  # built when the .ui has a progressBar and a statusLabel
+        self.modelPanel: ModelPanel | None = None  # built when the .ui has a modelPanelPlaceholder
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         # mixin first: without a parent, ScriptedLoadableModuleWidget.__init__ already runs setup() (observers)
@@ -77,6 +82,30 @@ class VoxelFMModuleWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cancelWork(self) -> None:
         """Stop running work and timers (scene closing, module unloading)."""
+        if self.busy is not None:
+            self.busy.cancel.set()
+
+    # ---- what subclasses use
+
+    def currentVolume(self):
+        """The module's input volume (the ``defaultVolumeParameter`` field), None without a parameter node."""
+        field = self.defaultVolumeParameter
+        return getattr(self._parameterNode, field) if field and self._parameterNode else None
+
+    def readyToRun(self, fallbackModel: str | Callable[[], str | None] = "", needsModel: bool = True) -> bool:
+        """Nothing running, dependencies installed, the chosen model available (asks before a download).
+
+        ``fallbackModel``: see ``ModelPanel.ensureModelReady``; a callable is asked only once the dependencies
+        are installed (None from it: not ready). ``needsModel=False``: work that runs without the backbone.
+        """
+        if self._parameterNode is None or (self.busy is not None and self.busy.running):
+            return False
+        if not ensureDependencies():
+            return False
+        if not needsModel or self.modelPanel is None:
+            return True
+        fallback = fallbackModel() if callable(fallbackModel) else fallbackModel
+        return fallback is not None and self.modelPanel.ensureModelReady(fallback)
 
     # ---- lifecycle
 
@@ -98,10 +127,25 @@ class VoxelFMModuleWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(self.uiWidget)
         self.uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = self.createLogic()
+        self._buildSharedWidgets()
         self.setupWidgets()
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.initializeParameterNode()
+
+    def _buildSharedWidgets(self) -> None:
+        ui = self.ui
+        progressBar, statusLabel = getattr(ui, "progressBar", None), getattr(ui, "statusLabel", None)
+        if progressBar is not None and statusLabel is not None:
+            self.busy = BusyState(progressBar, statusLabel, onChange=self._updateAllGUI)
+            cancelButton = getattr(ui, "cancelButton", None)
+            if cancelButton is not None:
+                cancelButton.connect("clicked(bool)", self.busy.requestCancel)
+        placeholder = getattr(ui, PLACEHOLDER, None)
+        if placeholder is not None:
+            self.modelPanel = ModelPanel(
+                placeholder, lambda: self.parameterNode, self.currentVolume, self.busy
+            )
 
     def cleanup(self) -> None:
         if self.ui is not None:  # setup() ran
@@ -153,6 +197,12 @@ class VoxelFMModuleWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onParameterNodeModified(self, caller=None, event=None) -> None:
         if self.modelPanel is not None:
             self.modelPanel.updateGUI(self._parameterNode.model if self._parameterNode else None)
+        self._updateAllGUI()
+
+    def _updateAllGUI(self) -> None:
+        cancelButton = getattr(self.ui, "cancelButton", None)
+        if cancelButton is not None and self.busy is not None:
+            cancelButton.enabled = self.busy.running
         self.updateGUI()
 
     def _unbindParameterNode(self) -> None:

@@ -6,19 +6,17 @@ start-up) and so that sub-packages can be used without torch where they do not n
 
 from __future__ import annotations
 
-from .lazy import lazy_getattr
+from .lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-_WHERE = {
-    "load_backbone": "voxelfm.model.loading",
-    "Volume": "voxelfm.imaging.volume",
-    "read_volume": "voxelfm.imaging.io",
-    "write_volume": "voxelfm.imaging.io",
-    "extract_features": "voxelfm.features.extract",
-    "VolumeFeatures": "voxelfm.features.volume_features",
+_EXPORTS = {
+    "voxelfm.model.loading": ("load_backbone",),
+    "voxelfm.imaging.volume": ("Volume",),
+    "voxelfm.imaging.io": ("read_volume", "write_volume"),
+    "voxelfm.features.extract": ("extract_features",),
+    "voxelfm.features.volume_features": ("VolumeFeatures",),
 }
 
-__all__ = ["__version__", *_WHERE]
-
-__getattr__ = lazy_getattr(__name__, _WHERE)
+__getattr__, _names = lazy_exports(__name__, _EXPORTS)
+__all__ = ["__version__", *_names]

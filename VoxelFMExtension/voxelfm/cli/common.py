@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..features.tiling import default_max_tokens
 from . import options
+
+if TYPE_CHECKING:
+    from ..features.spec import FeatureOptions, ModelSpec
 
 log = logging.getLogger("voxelfm")
 
@@ -66,6 +69,12 @@ def add_feature_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="do not read/write the feature cache")
 
 
+def add_model_and_feature_args(p: argparse.ArgumentParser) -> None:
+    """--model ... --precision, then --max-tokens ... --no-cache: what every command that extracts features takes."""
+    add_model_args(p)
+    add_feature_args(p)
+
+
 def spec_from_args(args: argparse.Namespace):
     """The ModelSpec a command's --model/--device/--precision/--max-tokens describe."""
     from ..features.service import ModelSpec
@@ -95,6 +104,11 @@ def feature_options_from_args(args: argparse.Namespace):
         overlap=args.overlap,
         cache=not args.no_cache,
     )
+
+
+def spec_and_options(args: argparse.Namespace) -> tuple[ModelSpec, FeatureOptions]:
+    """(ModelSpec, FeatureOptions) of the options `add_model_and_feature_args` added: what a pipeline takes."""
+    return spec_from_args(args), feature_options_from_args(args)
 
 
 def preprocess_from_args(model: Any, args: argparse.Namespace):

@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import (
-    add_command,
-    add_feature_args,
-    add_model_args,
-    add_series_arg,
-    load_model_from_args,
-    log,
-    preprocess_from_args,
-)
+from .common import add_command, add_model_and_feature_args, add_series_arg, log
 from .outputs import add_overwrite_arg, output_plan
 
 
@@ -32,8 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_series_arg(p)
     add_overwrite_arg(p)
-    add_model_args(p)
-    add_feature_args(p)
+    add_model_and_feature_args(p)
     p.set_defaults(func=run)
 
 
@@ -41,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from ..features.extract import extract_features
     from ..imaging.io import read_volume
     from ..progress import TqdmProgress
+    from .common import load_model_from_args, preprocess_from_args
 
     plan = output_plan(args).input(args.image)
     out = plan.output(args.out, "--out", suffixes=(".npz",))

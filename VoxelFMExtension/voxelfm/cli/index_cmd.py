@@ -19,14 +19,7 @@ import json
 from pathlib import Path
 
 from . import options
-from .common import (
-    add_command,
-    add_feature_args,
-    add_model_args,
-    feature_options_from_args,
-    log,
-    spec_from_args,
-)
+from .common import add_command, add_model_and_feature_args, log, spec_and_options
 from .outputs import output_plan
 
 
@@ -69,8 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add.add_argument("--threads", type=options.positive_int, default=None, help="torch CPU threads")
     add.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_model_args(add)
-    add_feature_args(add)
+    add_model_and_feature_args(add)
     add.set_defaults(func=run_add)
     for name, func, helptext in (
         ("list", run_list, "list the cases of a library"),
@@ -115,7 +107,8 @@ def run_add(args: argparse.Namespace) -> int:
         sources[0].findings = args.findings if args.findings is not None else sources[0].findings
         sources[0].case_id = args.case_id or sources[0].case_id
     config = RetrievalConfig(feature_spacing_mm=args.feature_spacing) if args.feature_spacing else None
-    pipeline = RetrievalPipeline(spec_from_args(args), feature_options_from_args(args), config=config)
+    spec, feature_options = spec_and_options(args)
+    pipeline = RetrievalPipeline(spec, feature_options, config=config)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dist = init_from_env("cuda" if device.startswith("cuda") else "cpu")
     bar = TqdmProgress("index add", disable=args.no_progress or not dist.is_main or None)

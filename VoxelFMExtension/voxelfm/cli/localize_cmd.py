@@ -16,14 +16,7 @@ import argparse
 from pathlib import Path
 
 from . import options
-from .common import (
-    add_command,
-    add_feature_args,
-    add_model_args,
-    feature_options_from_args,
-    log,
-    spec_from_args,
-)
+from .common import add_command, add_model_and_feature_args, log, spec_and_options
 from .outputs import add_overwrite_arg, output_plan
 
 MARKUPS_SUFFIXES = (".mrk.json", ".json")
@@ -72,8 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-geometry", action="store_true", help="appearance only: no body-frame or consistency checks"
     )
-    add_model_args(p)
-    add_feature_args(p)
+    add_model_and_feature_args(p)
     add_overwrite_arg(p)
     p.set_defaults(func=run_localize)
 
@@ -106,7 +98,8 @@ def _config(args: argparse.Namespace):
 def _pipeline(args: argparse.Namespace, config=None):
     from ..localize.pipeline import LocalisationPipeline
 
-    return LocalisationPipeline(spec_from_args(args), config, feature_options_from_args(args))
+    spec, feature_options = spec_and_options(args)
+    return LocalisationPipeline(spec, config, feature_options)
 
 
 def _check_out(args: argparse.Namespace, out: Path, inputs: list[Path], extra: tuple[Path, ...] = ()):

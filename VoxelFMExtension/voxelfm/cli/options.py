@@ -7,9 +7,15 @@ argparse calls these as ``type=``; raising ``argparse.ArgumentTypeError`` makes 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import re
 from collections.abc import Callable
+from typing import TypeVar
+
+from ..errors import InputError
+
+T = TypeVar("T")
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -72,6 +78,23 @@ def key_value(text: str) -> str:
     if not sep or not _KEY.match(key.strip()):
         raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE with a dotted key, e.g. optim.epochs=2")
     return text
+
+
+def validator(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An option type from a parser that raises InputError (the library's own check of a value).
+
+    The library's message becomes argparse's "argument --x: <message>" (exit 2), so a value the library
+    would refuse later is refused at parse time instead, before any model loads.
+    """
+
+    @functools.wraps(parse)
+    def check(text: str) -> T:
+        try:
+            return parse(text)
+        except InputError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return check
 
 
 positive_int = int_at_least(1)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from . import options
-from .common import add_command, add_feature_args, add_model_args, log
+from .common import add_command, add_model_and_feature_args, log
 from .outputs import add_overwrite_arg, output_plan
 
 POOLINGS = ("cls", "mean", "cls+mean", "registers", "cls+registers", "all", "tokens", "tokens+cls")
@@ -71,8 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=options.non_negative_int, default=0)
     add_overwrite_arg(p)
-    add_model_args(p)
-    add_feature_args(p)
+    add_model_and_feature_args(p)
     p.set_defaults(func=run_fit)
 
     a = add_command(
@@ -90,8 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     a.add_argument("--out", default=None, help="write the table to this .csv / .tsv (default: stdout, TSV)")
     add_overwrite_arg(a)
-    add_model_args(a)
-    add_feature_args(a)
+    add_model_and_feature_args(a)
     a.set_defaults(func=run_apply)
 
 

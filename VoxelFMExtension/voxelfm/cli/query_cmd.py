@@ -17,26 +17,16 @@ import json
 import sys
 
 from . import options
-from .common import (
-    add_command,
-    add_feature_args,
-    add_model_args,
-    add_series_arg,
-    feature_options_from_args,
-    log,
-    spec_from_args,
-)
+from .common import add_command, add_model_and_feature_args, add_series_arg, log, spec_and_options
 from .outputs import add_overwrite_arg, output_plan
 
 
+@options.validator
 def region_spec(text: str):
-    from ..errors import InputError
+    """--roi, parsed at parse time (the geometry module loads only when the option is given)."""
     from ..retrieval.region_specs import parse_region_spec
 
-    try:
-        return parse_region_spec(text)
-    except InputError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    return parse_region_spec(text)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,8 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_series_arg(p)
     add_overwrite_arg(p)
-    add_model_args(p)
-    add_feature_args(p)
+    add_model_and_feature_args(p)
     p.set_defaults(func=run)
 
 
@@ -72,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     plan.check().claim_folders()
     volume = read_volume(args.image, series=args.series)
     region = args.roi.region() if args.roi is not None else None
-    pipeline = RetrievalPipeline(spec_from_args(args), feature_options_from_args(args))
+    pipeline = RetrievalPipeline(*spec_and_options(args))
     where = (lambda rec: rec.has_report) if args.with_reports else None
     bar = TqdmProgress("query", disable=args.no_progress or None)
     try:

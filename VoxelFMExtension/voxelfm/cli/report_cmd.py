@@ -14,26 +14,16 @@ import argparse
 import sys
 
 from . import options
-from .common import (
-    add_command,
-    add_feature_args,
-    add_model_args,
-    feature_options_from_args,
-    log,
-    spec_from_args,
-)
+from .common import add_command, add_model_and_feature_args, log, spec_and_options
 from .outputs import add_overwrite_arg, output_plan
 
 
+@options.validator
 def template_option(text: str):
     """A report template, loaded and validated at parse time (a bad field is exit 2 before any model loads)."""
-    from ..errors import InputError
     from ..report.template_files import load_template
 
-    try:
-        return load_template(text)
-    except InputError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    return load_template(text)
 
 
 def add_draft_source_args(p: argparse.ArgumentParser) -> None:
@@ -81,8 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_draft_source_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object (text, sentences, evidence)")
     p.add_argument("--out", default=None, help="also write OUT.txt and OUT.json")
-    add_model_args(p)
-    add_feature_args(p)
+    add_model_and_feature_args(p)
     add_overwrite_arg(p)
     p.set_defaults(func=run)
 
@@ -100,7 +89,8 @@ def draft_pipeline(args: argparse.Namespace):
     from ..report.pipeline import ReportPipeline
 
     consensus = ConsensusConfig(k=args.neighbours, temperature=args.temperature, min_support=args.min_support)
-    return ReportPipeline(spec_from_args(args), args.template, consensus, feature_options_from_args(args))
+    spec, feature_options = spec_and_options(args)
+    return ReportPipeline(spec, args.template, consensus, feature_options)
 
 
 def draft_sources(args: argparse.Namespace, pipeline, library: str | None) -> tuple:

@@ -16,7 +16,7 @@ import json
 import sys
 
 from . import options
-from .common import add_command, add_feature_args, add_model_args, log
+from .common import add_command, add_model_and_feature_args, log
 from .outputs import add_overwrite_arg, output_plan
 from .report_cmd import add_draft_source_args, draft_rows
 
@@ -47,8 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default=None, help="also write the scores (and drafts) to this .json")
     p.add_argument("--json", action="store_true", help="print the scores as JSON instead of a table")
-    add_model_args(p)
-    add_feature_args(p)
+    add_model_and_feature_args(p)
     add_overwrite_arg(p)
     p.set_defaults(func=run)
 

@@ -11,14 +11,7 @@ from __future__ import annotations
 import argparse
 
 from . import options
-from .common import (
-    add_command,
-    add_feature_args,
-    add_model_args,
-    feature_options_from_args,
-    log,
-    spec_from_args,
-)
+from .common import add_command, add_model_and_feature_args, log, spec_and_options
 from .outputs import add_overwrite_arg, output_plan
 
 
@@ -54,8 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-report-tokens", type=options.positive_int, default=256)
     p.add_argument("--prompt", default="Findings:", help="text between the visual tokens and the report")
     p.add_argument("--seed", type=options.non_negative_int, default=0)
-    add_model_args(p)
-    add_feature_args(p)
+    add_model_and_feature_args(p)
     add_overwrite_arg(p)
     p.set_defaults(func=run)
 
@@ -100,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     out = plan.run_folder(args.out, RUN_KIND, RUN_ENTRIES)
     plan.check()
     plan.claim_folders()
+    spec, feature_options = spec_and_options(args)
     bar = TqdmProgress("report-train")
     try:
         run_dir, history = train_report_run(
@@ -107,11 +100,11 @@ def run(args: argparse.Namespace) -> int:
             [r["report"] for r in rows],
             args.lm,
             out,
-            spec_from_args(args),
+            spec,
             head,
             train,
             tokenizer=args.tokenizer,
-            options=feature_options_from_args(args),
+            options=feature_options,
             progress=bar,
         )
     finally:

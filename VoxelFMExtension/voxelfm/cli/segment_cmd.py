@@ -12,15 +12,7 @@ import argparse
 from pathlib import Path
 
 from . import options
-from .common import (
-    add_command,
-    add_feature_args,
-    add_model_args,
-    add_series_arg,
-    feature_options_from_args,
-    log,
-    spec_from_args,
-)
+from .common import add_command, add_model_and_feature_args, add_series_arg, log, spec_and_options
 from .outputs import add_overwrite_arg, output_plan
 
 
@@ -62,8 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_series_arg(p)
     add_overwrite_arg(p)
-    add_model_args(p)
-    add_feature_args(p)
+    add_model_and_feature_args(p)
     p.set_defaults(func=run)
 
 
@@ -76,7 +67,8 @@ def _postprocess(args: argparse.Namespace):
 def _pipeline(args: argparse.Namespace, config=None):
     from ..segment.pipeline import SegmentationPipeline
 
-    return SegmentationPipeline(spec_from_args(args), config, feature_options_from_args(args))
+    spec, feature_options = spec_and_options(args)
+    return SegmentationPipeline(spec, config, feature_options)
 
 
 def _log_written(result, out: Path) -> None:

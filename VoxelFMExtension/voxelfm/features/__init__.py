@@ -5,18 +5,12 @@ Public names are loaded lazily so that ``import voxelfm.features`` does not impo
 
 from __future__ import annotations
 
-from ..lazy import lazy_getattr
+from ..lazy import lazy_exports
 
-_WHERE = {
-    "VolumeFeatures": ".volume_features",
-    "FEATURES_FORMAT_VERSION": ".volume_features",
-    "extract_features": ".extract",
-    "forward_prepared": ".extract",
-    "default_preprocess_for": ".extract",
-    "model_identity": ".extract",
-    "FeatureCache": ".cache",
+_EXPORTS = {
+    ".volume_features": ("VolumeFeatures", "FEATURES_FORMAT_VERSION"),
+    ".extract": ("extract_features", "forward_prepared", "default_preprocess_for", "model_identity"),
+    ".cache": ("FeatureCache",),
 }
 
-__all__ = sorted(_WHERE)
-
-__getattr__ = lazy_getattr(__name__, _WHERE)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -3,22 +3,28 @@
 WHY: a ViT-B checkpoint is ~440 MB and takes seconds to load and verify; the Slicer modules (features,
 segmentation, retrieval, ...) and the CLI pipelines all ask for "this model on this device at this precision".
 The service keys loaded backbones by (resolved model, device, precision) and releases them on request.
+``FeaturePipeline`` / ``ConfiguredPipeline`` are the bases of the capability pipelines that use it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import torch
 
 from ..imaging.volume import Volume
+from ..lazy import ProcessWide
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
-from .spec import ModelSpec
+from .spec import FeatureOptions, ModelSpec
 from .volume_features import VolumeFeatures
+
+if TYPE_CHECKING:
+    from ..imaging.preprocess import PreprocessConfig
 
 log = logging.getLogger(__name__)
 
@@ -134,14 +140,53 @@ class FeatureService:
             return [k[:3] for k in self._models]
 
 
-_service: FeatureService | None = None
-_service_lock = threading.Lock()
+_SERVICE = ProcessWide(FeatureService)
 
 
 def feature_service() -> FeatureService:
     """The process-wide service (created on first use)."""
-    global _service
-    with _service_lock:
-        if _service is None:
-            _service = FeatureService()
-        return _service
+    return _SERVICE.get()
+
+
+class FeaturePipeline:
+    """What every user of the service holds (the segment, localize, retrieval and report pipelines, the VLM
+    reporter): the model it asks for, how features are extracted, and the service they come from (the
+    process-wide one unless the caller passes its own)."""
+
+    def __init__(
+        self,
+        spec: ModelSpec | None = None,
+        options: FeatureOptions | None = None,
+        service: FeatureService | None = None,
+    ) -> None:
+        self.spec = spec or ModelSpec()
+        self.options = options or FeatureOptions()
+        self.service = service or feature_service()
+
+    def model_preprocess(self, spec: ModelSpec) -> PreprocessConfig:
+        """The model's own preprocessing with our background crop and patch budget."""
+        from .extract import default_preprocess_for
+
+        cfg = default_preprocess_for(self.service.backbone(spec))
+        return dataclasses.replace(
+            cfg, crop_background=self.options.crop_background, max_patches=self.options.max_patches
+        )
+
+
+C = TypeVar("C")
+
+
+class ConfiguredPipeline(FeaturePipeline, Generic[C]):
+    """A pipeline built as ``Pipeline(spec, config, options, service)``; ``config_type()`` is the default config."""
+
+    config_type: Callable[[], C]
+
+    def __init__(
+        self,
+        spec: ModelSpec | None = None,
+        config: C | None = None,
+        options: FeatureOptions | None = None,
+        service: FeatureService | None = None,
+    ) -> None:
+        super().__init__(spec, options, service)
+        self.config: C = config or self.config_type()

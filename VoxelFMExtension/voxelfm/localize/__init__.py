@@ -5,24 +5,15 @@ Names are loaded lazily so that reading a markups file does not import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..lazy import lazy_exports
 
-_WHERE = {
-    "LandmarkTemplate": "template",
-    "LocalisationPipeline": "pipeline",
-    "LocalisationResult": "result",
-    "PointList": "points",
-    "Reference": "pipeline",
-    "TransferConfig": "config",
-    "read_point_list": "markups_json",
-    "write_point_list": "markups_json",
+_EXPORTS = {
+    ".template": ("LandmarkTemplate",),
+    ".pipeline": ("LocalisationPipeline", "Reference"),
+    ".result": ("LocalisationResult",),
+    ".points": ("PointList",),
+    ".config": ("TransferConfig",),
+    ".markups_json": ("read_point_list", "write_point_list"),
 }
 
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-    raise AttributeError(f"module 'voxelfm.localize' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

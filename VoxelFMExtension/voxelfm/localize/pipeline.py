@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import InputError
-from ..features.service import FeatureService, feature_service
-from ..features.spec import FeatureOptions, ModelSpec
+from ..features.service import ConfiguredPipeline
+from ..features.spec import ModelSpec
 from ..imaging.volume import Volume
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
 from .access import FeatureAccess, backbone_name, same_backbone
@@ -41,18 +41,10 @@ class Reference:
     points: PointList
 
 
-class LocalisationPipeline:
-    def __init__(
-        self,
-        spec: ModelSpec | None = None,
-        config: TransferConfig | None = None,
-        options: FeatureOptions | None = None,
-        service: FeatureService | None = None,
-    ) -> None:
-        self.spec = spec or ModelSpec()
-        self.config = config or TransferConfig()
-        self.options = options or FeatureOptions()
-        self.service = service or feature_service()
+class LocalisationPipeline(ConfiguredPipeline[TransferConfig]):
+    """``LocalisationPipeline(spec, config, options, service)``; every argument optional."""
+
+    config_type = TransferConfig
 
     def access(self, spec: ModelSpec | None = None) -> FeatureAccess:
         """Features through the shared service with the model's own preprocessing (no background crop: the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -64,21 +65,36 @@ class BackboneConfig:
         ffn = st.get("ffn_layer", "mlp")
         if ffn != "mlp":
             raise CheckpointError(f"{source}: ffn_layer={ffn!r} is not supported (only 'mlp').")
-        ls = st.get("layerscale", 1e-5)
-        return cls(
-            embed_dim=int(st.get("embed_dim", 864)),
-            depth=int(st.get("depth", 12)),
-            num_heads=int(st.get("num_heads", 12)),
-            patch_size=int(st.get("patch_size", 14)),
-            mlp_ratio=float(st.get("mlp_ratio", 4.0)),
-            num_register_tokens=int(st.get("num_register_tokens", 4)),
-            layerscale=float(ls) if ls else None,
-            rope_base=float(st.get("rope_base", 100.0)),
-            qkv_bias=bool(st.get("qkv_bias", True)),
-            proj_bias=bool(st.get("proj_bias", True)),
-            ffn_bias=bool(st.get("ffn_bias", True)),
-            drop_path_rate=0.0,
-        )
+        return cls.from_student(st)
+
+    @classmethod
+    def from_student(cls, st: Mapping[str, Any], drop_path_rate: float = 0.0) -> BackboneConfig:
+        """The architecture in a training config's ``student`` section (the reference YAML and our
+        ``pretrain.config.StudentConfig`` share its names); absent keys keep our defaults. WHY one reader: the
+        official YAML and our pretraining must build the same backbone from the same section."""
+        kwargs: dict[str, Any] = {"drop_path_rate": drop_path_rate}
+        for name, cast in _STUDENT_KEYS.items():
+            if name in st:
+                kwargs[name] = cast(st[name])
+        ls = st.get("layerscale", cls.layerscale)
+        kwargs["layerscale"] = float(ls) if ls else None  # 0 or null: no LayerScale modules
+        return cls(**kwargs)
+
+
+# The ``student`` keys that carry over to BackboneConfig as they are (layerscale and drop_path_rate: see
+# ``from_student``).
+_STUDENT_KEYS: dict[str, Callable[[Any], Any]] = {
+    "embed_dim": int,
+    "depth": int,
+    "num_heads": int,
+    "patch_size": int,
+    "mlp_ratio": float,
+    "num_register_tokens": int,
+    "rope_base": float,
+    "qkv_bias": bool,
+    "proj_bias": bool,
+    "ffn_bias": bool,
+}
 
 
 def official_preprocess_params(source: str | Path | dict[str, Any]) -> dict[str, Any]:

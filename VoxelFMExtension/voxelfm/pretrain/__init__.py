@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from ..lazy import lazy_getattr
+from ..lazy import lazy_exports
 
-__all__ = ["PretrainConfig", "load_config", "run_pretraining"]
+_EXPORTS = {
+    ".config": ("PretrainConfig", "load_config"),
+    ".trainer": ("run_pretraining",),
+}
 
-_WHERE = {"PretrainConfig": ".config", "load_config": ".config", "run_pretraining": ".trainer"}
-
-__getattr__ = lazy_getattr(__name__, _WHERE)  # keep `import voxelfm.pretrain` cheap
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)  # keep `import voxelfm.pretrain` cheap

@@ -7,6 +7,7 @@ the reference training checkpoint, so ``load_backbone_file`` can read a training
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 
@@ -22,19 +23,8 @@ log = logging.getLogger(__name__)
 
 
 def backbone_config(st: StudentConfig, drop_path: float | None = None) -> BackboneConfig:
-    return BackboneConfig(
-        embed_dim=st.embed_dim,
-        depth=st.depth,
-        num_heads=st.num_heads,
-        patch_size=st.patch_size,
-        mlp_ratio=float(st.mlp_ratio),
-        num_register_tokens=st.num_register_tokens,
-        layerscale=float(st.layerscale) if st.layerscale else None,
-        rope_base=float(st.rope_base),
-        qkv_bias=st.qkv_bias,
-        proj_bias=st.proj_bias,
-        ffn_bias=st.ffn_bias,
-        drop_path_rate=st.drop_path_rate if drop_path is None else drop_path,
+    return BackboneConfig.from_student(
+        dataclasses.asdict(st), st.drop_path_rate if drop_path is None else drop_path
     )
 
 

@@ -5,18 +5,13 @@ Imports are lazy so ``import voxelfm.probes`` does not pull in torch until a pro
 
 from __future__ import annotations
 
-from ..lazy import lazy_getattr
+from ..lazy import lazy_exports
 
-__all__ = ["ProbeConfig", "FitResult", "Probe", "fit_probe", "fit_probe_inputs", "save_probe", "load_probe"]
-
-_WHERE = {
-    "ProbeConfig": ".config",
-    "FitResult": ".fit",
-    "fit_probe": ".fit",
-    "fit_probe_inputs": ".fit",
-    "Probe": ".probe",
-    "save_probe": ".probe_file",
-    "load_probe": ".probe_file",
+_EXPORTS = {
+    ".config": ("ProbeConfig",),
+    ".fit": ("FitResult", "fit_probe", "fit_probe_inputs"),
+    ".probe": ("Probe",),
+    ".probe_file": ("save_probe", "load_probe"),
 }
 
-__getattr__ = lazy_getattr(__name__, _WHERE)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

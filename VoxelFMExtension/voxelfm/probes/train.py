@@ -7,7 +7,7 @@ Inputs are pooled features: an array [N, D] (vector heads) or a list of [T_i, C]
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,27 +147,48 @@ class _Problem:
         return float(self.loss_fn(head(x, mask), y))
 
 
-def _fit_lbfgs(head: nn.Module, prob: _Problem, idx: np.ndarray, l2: float, max_iter: int) -> None:
-    """Minimise mean loss + l2/2 * ||W||^2 to convergence (convex for linear heads: no early stopping needed)."""
-    x, mask, y = prob.data(idx)
-    head.train()
+def minimize_lbfgs(
+    params: Iterable[torch.Tensor],
+    objective: Callable[[], torch.Tensor],
+    max_iter: int,
+    tolerance_grad: float = 1e-7,
+    tolerance_change: float = 1e-10,
+) -> int:
+    """Minimise ``objective()`` over ``params``, full batch, with one strong-Wolfe LBFGS step of up to
+    ``max_iter`` iterations; returns how many times the objective was evaluated.
+
+    WHY one place: the convex heads (linear probes here, the segmentation head) are fitted to convergence this
+    way, deterministically, with no learning-rate schedule or early stopping to tune."""
     opt = torch.optim.LBFGS(
-        head.parameters(),
+        params,
         lr=1.0,
         max_iter=max_iter,
         history_size=20,
         line_search_fn="strong_wolfe",
-        tolerance_grad=1e-7,
-        tolerance_change=1e-10,
+        tolerance_grad=tolerance_grad,
+        tolerance_change=tolerance_change,
     )
+    evaluations = 0
 
     def closure() -> torch.Tensor:
+        nonlocal evaluations
         opt.zero_grad(set_to_none=True)
-        loss = prob.loss_fn(head(x, mask), y) + 0.5 * l2 * _penalty(head)
+        loss = objective()
         loss.backward()
+        evaluations += 1
         return loss
 
     opt.step(closure)
+    return evaluations
+
+
+def _fit_lbfgs(head: nn.Module, prob: _Problem, idx: np.ndarray, l2: float, max_iter: int) -> None:
+    """Minimise mean loss + l2/2 * ||W||^2 to convergence (convex for linear heads: no early stopping needed)."""
+    x, mask, y = prob.data(idx)
+    head.train()
+    minimize_lbfgs(
+        head.parameters(), lambda: prob.loss_fn(head(x, mask), y) + 0.5 * l2 * _penalty(head), max_iter
+    )
     head.eval()
 
 

@@ -6,36 +6,21 @@ Imports are lazy so ``import voxelfm.report`` stays cheap (no torch) until a par
 
 from __future__ import annotations
 
-from ..lazy import lazy_getattr
+from ..lazy import lazy_exports
 
-_WHERE = {
-    "ReportPipeline": ".pipeline",
-    "ReportGenerator": ".pipeline",
-    "ReportDraft": ".draft",
-    "Sentence": ".draft",
-    "ReportTemplate": ".template",
-    "load_template": ".template_files",
-    "list_templates": ".template_files",
-    "Neighbour": ".neighbours",
-    "NeighbourSource": ".neighbours",
-    "ConsensusConfig": ".neighbours",
-    "consensus": ".neighbours",
-    "SegmentMeasurement": ".measurements",
-    "measure_mask": ".measurements",
-    "measure_labelmap": ".measurements",
-    "read_segmentation": ".segmentation_files",
-    "FindingsProbe": ".probe_findings",
-    "FindingCall": ".probe_findings",
-    "FindingsExtractor": ".extract",
-    "RuleExtractor": ".extract",
-    "load_extractor": ".extract",
-    "evaluate_reports": ".evaluate",
-    "EvaluationResult": ".evaluate",
-    "write_draft": ".files",
-    "FINDING_NAMES": ".catalog",
-    "SECTIONS": ".catalog",
+_EXPORTS = {
+    ".pipeline": ("ReportPipeline", "ReportGenerator"),
+    ".draft": ("ReportDraft", "Sentence"),
+    ".template": ("ReportTemplate",),
+    ".template_files": ("load_template", "list_templates"),
+    ".neighbours": ("Neighbour", "NeighbourSource", "ConsensusConfig", "consensus"),
+    ".measurements": ("SegmentMeasurement", "measure_mask", "measure_labelmap"),
+    ".segmentation_files": ("read_segmentation",),
+    ".probe_findings": ("FindingsProbe", "FindingCall"),
+    ".extract": ("FindingsExtractor", "RuleExtractor", "load_extractor"),
+    ".evaluate": ("evaluate_reports", "EvaluationResult"),
+    ".files": ("write_draft",),
+    ".catalog": ("FINDING_NAMES", "SECTIONS"),
 }
 
-__all__ = sorted(_WHERE)
-
-__getattr__ = lazy_getattr(__name__, _WHERE)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -26,7 +26,8 @@ NO_REPORTS = (
 
 
 class LibraryNeighbours:
-    """``NeighbourSource`` over a case library folder (or an open ``CaseLibrary``)."""
+    """``NeighbourSource`` over a case library folder (or an open ``CaseLibrary``); a folder is opened again
+    for each draft (readers need no lock)."""
 
     def __init__(
         self,
@@ -77,12 +78,5 @@ class LibraryNeighbours:
         ]
 
 
-def library_neighbours(
-    library: Any,
-    spec: ModelSpec | None = None,
-    service: FeatureService | None = None,
-    options: FeatureOptions | None = None,
-    exclude: Collection[str] = (),
-) -> LibraryNeighbours:
-    """The neighbour source of a library path / open library (opened again for each draft: readers need no lock)."""
-    return LibraryNeighbours(library, spec, service, options, exclude)
+# The name the CLI, the Slicer logic and the benchmarks call.
+library_neighbours = LibraryNeighbours

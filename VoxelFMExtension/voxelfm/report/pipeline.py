@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import InputError
-from ..features.service import FeatureService, feature_service
+from ..features.service import FeaturePipeline, FeatureService
 from ..features.spec import FeatureOptions, ModelSpec
 from ..imaging.volume import Volume
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
@@ -49,7 +49,7 @@ class ReportGenerator(Protocol):
     def evidence(self) -> dict[str, Any]: ...
 
 
-class ReportPipeline:
+class ReportPipeline(FeaturePipeline):
     def __init__(
         self,
         spec: ModelSpec | None = None,
@@ -59,11 +59,9 @@ class ReportPipeline:
         service: FeatureService | None = None,
         extractor: FindingsExtractor | None = None,
     ) -> None:
-        self.spec = spec or ModelSpec()
+        super().__init__(spec, options, service)
         self.template = template if isinstance(template, ReportTemplate) else load_template(template)
         self.consensus = consensus_config or ConsensusConfig()
-        self.options = options or FeatureOptions()
-        self.service = service or feature_service()
         self.extractor = extractor or RuleExtractor()
 
     # ---- sources

@@ -12,29 +12,22 @@ Public names are loaded lazily so that importing this package does not import to
 
 from __future__ import annotations
 
-from ..lazy import lazy_getattr
+from ..lazy import lazy_exports
 
-_WHERE = {
-    "RetrievalPipeline": ".pipeline",
-    "CaseLibrary": ".library",
-    "CaseSource": ".records",
-    "CaseRecord": ".records",
-    "CaseEmbeddings": ".embeddings",
-    "RetrievalConfig": ".config",
-    "IndexPolicy": ".vector_index",
-    "QueryResult": ".result",
-    "RetrievalHit": ".result",
-    "BoxRegion": ".regions",
-    "SphereRegion": ".regions",
-    "MaskRegion": ".regions",
-    "parse_region_spec": ".region_specs",
-    "expand_inputs": ".sources",
-    "AddReport": ".indexing",
-    "LibraryLockedError": ".lock",
-    "IndexDamagedError": ".index_set",
+_EXPORTS = {
+    ".pipeline": ("RetrievalPipeline",),
+    ".library": ("CaseLibrary",),
+    ".records": ("CaseSource", "CaseRecord"),
+    ".embeddings": ("CaseEmbeddings",),
+    ".config": ("RetrievalConfig",),
+    ".vector_index": ("IndexPolicy",),
+    ".result": ("QueryResult", "RetrievalHit"),
+    ".regions": ("BoxRegion", "SphereRegion", "MaskRegion"),
+    ".region_specs": ("parse_region_spec",),
+    ".sources": ("expand_inputs",),
+    ".indexing": ("AddReport",),
+    ".lock": ("LibraryLockedError",),
+    ".index_set": ("IndexDamagedError",),
 }
 
-__all__ = sorted(_WHERE)
-
-
-__getattr__ = lazy_getattr(__name__, _WHERE)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

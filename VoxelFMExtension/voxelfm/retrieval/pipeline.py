@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..features.service import FeatureService, feature_service
+from ..features.service import FeaturePipeline, FeatureService
 from ..features.spec import FeatureOptions, ModelSpec
 from ..imaging.resample import resample_isotropic
 from ..imaging.volume import Volume
@@ -42,7 +42,7 @@ def preprocess_record(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
-class RetrievalPipeline:
+class RetrievalPipeline(FeaturePipeline):
     def __init__(
         self,
         spec: ModelSpec | None = None,
@@ -50,9 +50,7 @@ class RetrievalPipeline:
         service: FeatureService | None = None,
         config: RetrievalConfig | None = None,
     ) -> None:
-        self.spec = spec or ModelSpec()
-        self.options = options or FeatureOptions()
-        self.service = service or feature_service()
+        super().__init__(spec, options, service)
         self.config = config  # None: the library's own (or the defaults for a new library)
 
     # ---- model and settings for a library
@@ -78,14 +76,6 @@ class RetrievalPipeline:
             )
         return have or self.config or RetrievalConfig()
 
-    def _preprocess(self, spec: ModelSpec):
-        from ..features.extract import default_preprocess_for
-
-        cfg = default_preprocess_for(self.service.backbone(spec))
-        return dataclasses.replace(
-            cfg, crop_background=self.options.crop_background, max_patches=self.options.max_patches
-        )
-
     def check_model(self, library: CaseLibrary | None, spec: ModelSpec) -> dict[str, Any]:
         """Load the backbone and refuse it when the library holds another one; returns its identity."""
         from ..features.extract import model_identity
@@ -96,7 +86,7 @@ class RetrievalPipeline:
             library.check_compatible(
                 identity,
                 int(backbone.embed_dim),
-                preprocess_record(self._preprocess(spec)),
+                preprocess_record(self.model_preprocess(spec)),
                 self.config_for(library),
             )
         return identity
@@ -112,7 +102,7 @@ class RetrievalPipeline:
         return self.service.features(
             source,
             spec,
-            preprocess=self._preprocess(spec),
+            preprocess=self.model_preprocess(spec),
             overlap=self.options.overlap,
             cache=self.options.cache,
             progress=progress,

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..probes.train import minimize_lbfgs
+
 
 @dataclass
 class LinearFit:
@@ -32,31 +34,17 @@ def fit_softmax(
     sample_w = (1.0 / (counts.clamp_min(1.0) * float((counts > 0).sum())))[y]
     w = torch.zeros(num_classes, x.shape[1], requires_grad=True)
     b = torch.zeros(num_classes, requires_grad=True)
-    opt = torch.optim.LBFGS(
-        [w, b],
-        lr=1.0,
-        max_iter=max_iter,
-        history_size=20,
-        line_search_fn="strong_wolfe",
-        tolerance_grad=1e-6,
-        tolerance_change=1e-9,
-    )
-    n_eval = [0]
 
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
+    def objective() -> torch.Tensor:
         logits = x @ w.T + b
         loss = (torch.nn.functional.cross_entropy(logits, y, reduction="none") * sample_w).sum()
-        loss = loss + 0.5 * weight_decay * (w * w).sum()
-        loss.backward()
-        n_eval[0] += 1
-        return loss
+        return loss + 0.5 * weight_decay * (w * w).sum()
 
-    opt.step(closure)
+    evaluations = minimize_lbfgs([w, b], objective, max_iter, tolerance_grad=1e-6, tolerance_change=1e-9)
     with torch.no_grad():
         pred = (x @ w.T + b).argmax(1)
         hit = (pred == y).float()
         per_class = [float(hit[y == c].mean()) for c in range(num_classes) if counts[c] > 0]
     return LinearFit(
-        w.detach().numpy().copy(), b.detach().numpy().copy(), float(np.mean(per_class)), n_eval[0]
+        w.detach().numpy().copy(), b.detach().numpy().copy(), float(np.mean(per_class)), evaluations
     )

@@ -13,12 +13,11 @@ and fitting again (interactive refit) only redoes sampling, the small fit and on
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from ..features.service import FeatureService, feature_service
-from ..features.spec import FeatureOptions, ModelSpec
+from ..features.service import ConfiguredPipeline
+from ..features.spec import ModelSpec
 from ..imaging.preprocess import PreprocessConfig
 from ..imaging.resample import resample_isotropic
 from ..imaging.volume import Volume
@@ -34,20 +33,12 @@ from .result import SegmentationResult
 FEATURES_SHARE = 0.8  # progress fraction spent on features when they are not cached
 
 
-class SegmentationPipeline:
-    def __init__(
-        self,
-        spec: ModelSpec | None = None,
-        config: SegmentationConfig | None = None,
-        options: FeatureOptions | None = None,
-        service: FeatureService | None = None,
-    ) -> None:
-        self.spec = spec or ModelSpec()
-        self.config = config or SegmentationConfig()
-        self.options = options or FeatureOptions()
-        self.service = service or feature_service()
-        self._key: tuple[Any, ...] | None = None
-        self._context: SegmentationContext | None = None
+class SegmentationPipeline(ConfiguredPipeline[SegmentationConfig]):
+    """``SegmentationPipeline(spec, config, options, service)``; every argument optional."""
+
+    config_type = SegmentationConfig
+    _key: tuple[Any, ...] | None = None  # the volume and settings ``_context`` was built for
+    _context: SegmentationContext | None = None
 
     # ---- features
 
@@ -55,12 +46,7 @@ class SegmentationPipeline:
         """The probe's recorded preprocessing when applying, else the model's own with our options."""
         if recorded:
             return PreprocessConfig.from_dict(recorded)
-        from ..features.extract import default_preprocess_for
-
-        cfg = default_preprocess_for(self.service.backbone(spec))
-        return dataclasses.replace(
-            cfg, crop_background=self.options.crop_background, max_patches=self.options.max_patches
-        )
+        return self.model_preprocess(spec)
 
     def context(
         self,

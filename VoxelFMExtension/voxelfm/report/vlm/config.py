@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
 from ...errors import InputError
 
@@ -11,14 +11,26 @@ from ...errors import InputError
 LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def _from_dict(cls, d: dict[str, Any] | None):
-    known = {f.name for f in fields(cls)}
-    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in (d or {}).items() if k in known}
-    return cls(**kw)
+R = TypeVar("R", bound="_RunSection")
+
+
+class _RunSection:
+    """A section of run.json: ``to_dict`` writes it; ``from_dict`` reads it back (JSON lists as tuples, keys
+    this version does not know ignored)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls: type[R], d: dict[str, Any] | None) -> R:
+        known = {f.name for f in fields(cls)}
+        return cls(
+            **{k: (tuple(v) if isinstance(v, list) else v) for k, v in (d or {}).items() if k in known}
+        )
 
 
 @dataclass(frozen=True)
-class HeadConfig:
+class HeadConfig(_RunSection):
     """The perceiver resampler + projector (reference: 128 queries, latent 2048, 8 heads, one layer)."""
 
     num_queries: int = 128
@@ -38,16 +50,9 @@ class HeadConfig:
                 f"latent size {self.latent_dim} must be a multiple of the heads ({self.num_heads})."
             )
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> HeadConfig:
-        return _from_dict(cls, d)
-
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_RunSection):
     """Two stages: 1 = resampler + projector (LM frozen); 2 = + LoRA on the LM's projections."""
 
     stage1_steps: int = 1000
@@ -68,13 +73,6 @@ class TrainConfig:
             raise InputError("Give at least one training step (stage 1 and/or stage 2).")
         if self.batch_size < 1 or self.lora_r < 1:
             raise InputError("batch size and LoRA rank must be >= 1.")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> TrainConfig:
-        return _from_dict(cls, d)
 
 
 @dataclass(frozen=True)

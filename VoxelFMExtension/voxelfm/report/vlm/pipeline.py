@@ -12,7 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from ...features.service import FeatureService, feature_service
+from ...features.service import FeaturePipeline, FeatureService, feature_service
 from ...features.spec import FeatureOptions, ModelSpec
 from ...imaging.volume import Volume
 from ...progress import CancelFlag, ProgressFn, check_cancel, no_progress
@@ -123,7 +123,7 @@ def train_report_run(
     return save_run(model, out, meta), history
 
 
-class VLMReporter:
+class VLMReporter(FeaturePipeline):
     """A trained run as the draft's ``ReportGenerator``: features of a volume -> generated report text."""
 
     def __init__(
@@ -136,14 +136,13 @@ class VLMReporter:
     ) -> None:
         from .run_files import load_run
 
+        super().__init__(spec, options, service)
         self.run = Path(run)
-        spec = spec or ModelSpec()
-        self.model, self.meta = load_run(self.run, _device(spec))
+        self.model, self.meta = load_run(self.run, _device(self.spec))
         backbone_id = str((self.meta.get("backbone") or {}).get("id") or "")
-        self.spec = spec if spec.model else spec.with_model(backbone_id)
+        if not self.spec.model:  # the run's own backbone
+            self.spec = self.spec.with_model(backbone_id)
         self.generation = generation or GenerationConfig()
-        self.options = options or FeatureOptions()
-        self.service = service or feature_service()
 
     def generate(
         self, volume: Volume, progress: ProgressFn | None = None, cancel: CancelFlag | None = None
