@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_slicer_static import EXT_NAME, TRAIN_NAME, checks_by_name, edit_text, module_files, parse
+from slicer_tree_checks import EXT_NAME, TRAIN_NAME, checks_by_name, edit_text, module_files, parse
 
 REPO = Path(__file__).resolve().parents[2]
 RAW_PREFIX = "https://raw.githubusercontent.com/voxelfm/SlicerVoxelFM/main/"
