@@ -184,7 +184,7 @@ def test_logic_wraps_its_node_and_names_an_existing_capability(modules, name):
         assert callable(getattr(VoxelFMLib, logic.capability).from_spec)
         assert logic.current is None  # nothing built (no model loaded) until first use
     else:
-        assert logic.perModel is None
+        assert logic.perModel is None and logic.current is None
 
 
 def _test_methods_in_source_order(py: Path, cls_name: str) -> list[str]:

@@ -73,8 +73,8 @@ class VoxelFMModuleLogic(ScriptedLoadableModuleLogic):
 
     @property
     def current(self):
-        """The capability logic last built (None before the first use)."""
-        return self.perModel.current
+        """The capability logic last built (None before the first use, and for a module without a model)."""
+        return self.perModel.current if self.perModel is not None else None
 
 
 class VoxelFMModuleTest(ScriptedLoadableModuleTest):
