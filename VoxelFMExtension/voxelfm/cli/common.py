@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
-from typing import TYPE_CHECKING, Any
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import EllipsisType, ModuleType
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..features.tiling import default_max_tokens
 from . import options
@@ -120,16 +125,71 @@ def preprocess_from_args(model: Any, args: argparse.Namespace):
     return dataclasses.replace(cfg, crop_background=bool(args.crop_background), max_patches=args.max_patches)
 
 
-def add_command(
-    sub: argparse._SubParsersAction,
+@dataclass(frozen=True)
+class Command:
+    """One sub-command: its name and line in `voxelfm --help`, its own --help text, its options and handler.
+
+    ``raw`` shows the description as written (a module docstring with its own layout); else argparse wraps it.
+    ``run`` is None for a command whose sub-actions set their own handlers (``voxelfm index ACTION``).
+    """
+
+    name: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int] | None
+    description: str | None
+    raw: bool
+    usage: str | None = None
+
+    def register(self, sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+        formatter = argparse.RawDescriptionHelpFormatter if self.raw else argparse.HelpFormatter
+        p = sub.add_parser(
+            self.name,
+            help=self.help,
+            description=self.description,
+            usage=self.usage,
+            formatter_class=formatter,
+        )
+        self.arguments(p)
+        if self.run is not None:
+            p.set_defaults(func=self.run)
+        return p
+
+
+ArgumentsFn = TypeVar("ArgumentsFn", bound=Callable[[argparse.ArgumentParser], None])
+
+
+def command(
     name: str,
-    help_text: str,
-    doc: str | None,
-    raw: bool = True,
-    **kwargs: Any,
-) -> argparse.ArgumentParser:
-    """A sub-command: ``doc`` is its --help description, shown as written (a module docstring) when ``raw``,
-    else wrapped (a one-paragraph string)."""
-    if raw:
-        kwargs["formatter_class"] = argparse.RawDescriptionHelpFormatter
-    return sub.add_parser(name, help=help_text, description=doc, **kwargs)
+    run: Callable[[argparse.Namespace], int] | None = None,
+    *,
+    description: str | EllipsisType | None = ...,
+    usage: str | None = None,
+) -> Callable[[ArgumentsFn], ArgumentsFn]:
+    """Declare the decorated function, which adds the options, as sub-command ``name`` handled by ``run``.
+
+    As in click, the docstring is the help: its first paragraph is the command's line in `voxelfm --help`, the
+    rest its --help description (wrapped). With no rest, the description is the module's docstring shown as
+    written; ``description`` overrides both (None: no description).
+    """
+
+    def declare(arguments: ArgumentsFn) -> ArgumentsFn:
+        summary, _, rest = inspect.cleandoc(arguments.__doc__ or "").partition("\n\n")
+        if not summary:
+            raise TypeError(f"{arguments.__qualname__} needs a docstring: the help line of `voxelfm {name}`")
+        raw = description is ... and not rest
+        if description is not ...:
+            text = description
+        else:  # a wrapped paragraph, or the module's docstring shown as written
+            text = " ".join(rest.split()) if rest else sys.modules[arguments.__module__].__doc__
+        help_line = " ".join(summary.split())
+        arguments.command = Command(name, help_line, arguments, run, text, raw, usage)  # type: ignore[attr-defined]
+        return arguments
+
+    return declare
+
+
+def commands_of(module: ModuleType) -> list[Command]:
+    """The sub-commands a module declares with `command`, in declaration order."""
+    found = (getattr(value, "command", None) for value in vars(module).values())
+    return [c for c in found if isinstance(c, Command) and c.arguments.__module__ == module.__name__]

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from . import options
-from .common import add_command
+from .common import command
 from .outputs import add_overwrite_arg, output_plan
 
 # What a demo run writes into --out (files.run_folder refuses a folder holding anything else).
@@ -18,35 +18,6 @@ DEMO_FILES = (
     "tumour_overlay.png",
     "summary.json",
 )
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = add_command(
-        sub,
-        "demo",
-        "main job on the embedded sample CT: features + PCA picture + few-shot tumour segmentation",
-        "Fetch the sample chest CT (pyradiomics lung1, sha256-checked), extract features with the "
-        "default model, fit a segmentation probe on labelled axial slices of the nodule (default 1) and segment the "
-        "whole volume. Writes features.npz, features_pca.png, tumour_seg.nii.gz/.seg.nrrd, "
-        "tumour_overlay.png and summary.json into --out.",
-        raw=False,
-    )
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument(
-        "--slices",
-        type=options.positive_int,
-        default=1,
-        help="number of labelled axial slices (default 1: the nodule spans only 3 of the 5 mm slices)",
-    )
-    p.add_argument(
-        "--model", default=None, help="registry id or checkpoint path (default: see `voxelfm models`)"
-    )
-    p.add_argument("--model-config", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--device", type=options.device, default="auto")
-    p.add_argument("--precision", choices=options.PRECISIONS, default="auto")
-    p.add_argument("--max-tokens", type=options.int_at_least(64), default=8192)
-    add_overwrite_arg(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,3 +50,29 @@ def run(args: argparse.Namespace) -> int:
         log.info("wrote %-15s %s", name, path)
     print(json.dumps(s["timings_s"]))
     return 0
+
+
+@command("demo", run)
+def arguments(p: argparse.ArgumentParser) -> None:
+    """main job on the embedded sample CT: features + PCA picture + few-shot tumour segmentation
+
+    Fetch the sample chest CT (pyradiomics lung1, sha256-checked), extract features with the default
+    model, fit a segmentation probe on labelled axial slices of the nodule (default 1) and segment the
+    whole volume. Writes features.npz, features_pca.png, tumour_seg.nii.gz/.seg.nrrd, tumour_overlay.png
+    and summary.json into --out.
+    """
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--slices",
+        type=options.positive_int,
+        default=1,
+        help="number of labelled axial slices (default 1: the nodule spans only 3 of the 5 mm slices)",
+    )
+    p.add_argument(
+        "--model", default=None, help="registry id or checkpoint path (default: see `voxelfm models`)"
+    )
+    p.add_argument("--model-config", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--device", type=options.device, default="auto")
+    p.add_argument("--precision", choices=options.PRECISIONS, default="auto")
+    p.add_argument("--max-tokens", type=options.int_at_least(64), default=8192)
+    add_overwrite_arg(p)

@@ -4,28 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_command, add_model_and_feature_args, add_series_arg, log
+from .common import add_model_and_feature_args, add_series_arg, command, log
 from .outputs import add_overwrite_arg, output_plan
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = add_command(
-        sub,
-        "features",
-        "extract VoxelFM features of a CT",
-        "Write cls [C], registers [R,C], patch [D',H',W',C] and grid_to_ras (4x4, patch-cell "
-        "(i,j,k,1) -> RAS mm, i along W') to an .npz.",
-        raw=False,
-    )
-    p.add_argument("image", help="NIfTI / NRRD / MHA file or a DICOM series folder")
-    p.add_argument("--out", required=True, help="output .npz")
-    p.add_argument(
-        "--png", default=None, help="also write a picture: CT slices with PCA colours of the features"
-    )
-    add_series_arg(p)
-    add_overwrite_arg(p)
-    add_model_and_feature_args(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,3 +49,20 @@ def run(args: argparse.Namespace) -> int:
         log.info("wrote %s", feature_overview_png(volume, feats.patch, feats.grid_to_ras, png))
     plan.done()
     return 0
+
+
+@command("features", run)
+def arguments(p: argparse.ArgumentParser) -> None:
+    """extract VoxelFM features of a CT
+
+    Write cls [C], registers [R,C], patch [D',H',W',C] and grid_to_ras (4x4, patch-cell (i,j,k,1) -> RAS
+    mm, i along W') to an .npz.
+    """
+    p.add_argument("image", help="NIfTI / NRRD / MHA file or a DICOM series folder")
+    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument(
+        "--png", default=None, help="also write a picture: CT slices with PCA colours of the features"
+    )
+    add_series_arg(p)
+    add_overwrite_arg(p)
+    add_model_and_feature_args(p)

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from . import options
-from .common import add_command, add_model_and_feature_args, log, spec_and_options
+from .common import add_model_and_feature_args, command, log, spec_and_options
 from .outputs import output_plan
 
 
@@ -42,41 +42,6 @@ def existing_file(text: str) -> str:
 
 def _library_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("library", help="case library folder (library.sqlite + index files)")
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = add_command(sub, "index", "build / list / edit a case library for similar-case retrieval", __doc__)
-    isub = p.add_subparsers(dest="index_command", metavar="ACTION")
-    isub.required = True
-    add = isub.add_parser("add", help="add CTs (files, DICOM folders, folders, manifests); resumable")
-    _library_arg(add)
-    add.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="CT files, folders or a manifest")
-    add.add_argument("--report", type=existing_file, default=None, help="report text file (one image only)")
-    add.add_argument("--findings", type=json_value, default=None, help="findings JSON (one image only)")
-    add.add_argument("--case-id", default=None, help="case id (one image only; default: from the file name)")
-    add.add_argument(
-        "--feature-spacing",
-        type=options.float_above(0.0, 20.0),
-        default=None,
-        help="new library only: extract features at this isotropic spacing (mm); default: the model's own",
-    )
-    add.add_argument("--threads", type=options.positive_int, default=None, help="torch CPU threads")
-    add.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_model_and_feature_args(add)
-    add.set_defaults(func=run_add)
-    for name, func, helptext in (
-        ("list", run_list, "list the cases of a library"),
-        ("rebuild", run_rebuild, "rebuild the index files from the stored embeddings"),
-    ):
-        q = isub.add_parser(name, help=helptext)
-        _library_arg(q)
-        if name == "list":
-            q.add_argument("--json", action="store_true", help="print JSON instead of a table")
-        q.set_defaults(func=func)
-    rm = isub.add_parser("remove", help="remove a case (its image files are never touched)")
-    _library_arg(rm)
-    rm.add_argument("case_id", help="case id as `voxelfm index list` shows it")
-    rm.set_defaults(func=run_remove)
 
 
 def run_add(args: argparse.Namespace) -> int:
@@ -163,3 +128,39 @@ def run_rebuild(args: argparse.Namespace) -> int:
         if s is not None:
             log.info("%s index: %s, %d vectors (%s)", kind, s.kind, s.ntotal, s.file)
     return 0
+
+
+@command("index")
+def arguments(p: argparse.ArgumentParser) -> None:
+    """build / list / edit a case library for similar-case retrieval"""
+    isub = p.add_subparsers(dest="index_command", metavar="ACTION")
+    isub.required = True
+    add = isub.add_parser("add", help="add CTs (files, DICOM folders, folders, manifests); resumable")
+    _library_arg(add)
+    add.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="CT files, folders or a manifest")
+    add.add_argument("--report", type=existing_file, default=None, help="report text file (one image only)")
+    add.add_argument("--findings", type=json_value, default=None, help="findings JSON (one image only)")
+    add.add_argument("--case-id", default=None, help="case id (one image only; default: from the file name)")
+    add.add_argument(
+        "--feature-spacing",
+        type=options.float_above(0.0, 20.0),
+        default=None,
+        help="new library only: extract features at this isotropic spacing (mm); default: the model's own",
+    )
+    add.add_argument("--threads", type=options.positive_int, default=None, help="torch CPU threads")
+    add.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_model_and_feature_args(add)
+    add.set_defaults(func=run_add)
+    for name, func, helptext in (
+        ("list", run_list, "list the cases of a library"),
+        ("rebuild", run_rebuild, "rebuild the index files from the stored embeddings"),
+    ):
+        q = isub.add_parser(name, help=helptext)
+        _library_arg(q)
+        if name == "list":
+            q.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        q.set_defaults(func=func)
+    rm = isub.add_parser("remove", help="remove a case (its image files are never touched)")
+    _library_arg(rm)
+    rm.add_argument("case_id", help="case id as `voxelfm index list` shows it")
+    rm.set_defaults(func=run_remove)

@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 
 from . import options
-from .common import add_command, add_model_and_feature_args, log, spec_and_options
+from .common import add_model_and_feature_args, command, log, spec_and_options
 from .outputs import add_overwrite_arg, output_plan
 
 MARKUPS_SUFFIXES = (".mrk.json", ".json")
@@ -27,59 +27,6 @@ def markups_path(text: str) -> str:
     if not text.lower().endswith(MARKUPS_SUFFIXES):
         raise argparse.ArgumentTypeError(f"{text!r} must end in .mrk.json (a Slicer markups file)")
     return text
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = add_command(
-        sub,
-        "localize",
-        "find named landmarks in a CT from reference scans with points (one-shot) or a probe",
-        __doc__,
-    )
-    p.add_argument("image", help="target CT file or DICOM series folder")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument(
-        "--reference",
-        nargs=2,
-        action="append",
-        metavar=("REF_IMAGE", "REF_POINTS"),
-        type=str,
-        help="a reference scan and its points (.mrk.json, LPS or RAS); repeat for several references",
-    )
-    src.add_argument("--template", action="append", help="a saved landmark template (.npz); repeatable")
-    src.add_argument("--probe", help="a localisation probe (NAME, NAME.json or NAME.safetensors)")
-    p.add_argument("--out", required=True, type=markups_path, help="output point list (.mrk.json)")
-    p.add_argument("--save-template", default=None, help="also save the references' templates as NAME-N.npz")
-    p.add_argument(
-        "--refine",
-        choices=("none", "interp", "fine", "ncc", "fine+ncc"),
-        default=None,
-        help="sub-patch refinement (default: the benchmark's best, see `TransferConfig`)",
-    )
-    p.add_argument(
-        "--feature-spacing",
-        type=options.float_above(0.0, 20.0),
-        default=None,
-        help="spacing (mm) of the coarse feature pass (default: the model's, coarsened to fit)",
-    )
-    p.add_argument(
-        "--no-geometry", action="store_true", help="appearance only: no body-frame or consistency checks"
-    )
-    add_model_and_feature_args(p)
-    add_overwrite_arg(p)
-    p.set_defaults(func=run_localize)
-
-    b = sub.add_parser("box", help="a markups ROI around a labelled structure or spanned by corner points")
-    grp = b.add_mutually_exclusive_group(required=True)
-    grp.add_argument("--labels", help="label image (e.g. a `voxelfm segment` output)")
-    grp.add_argument("--points", type=markups_path, help="point list (.mrk.json) holding the corners")
-    b.add_argument(
-        "--label", type=options.int_at_least(1, 65535), default=None, help="label value (with --labels)"
-    )
-    b.add_argument("--corners", default=None, help="comma-separated point names to use (default: all points)")
-    b.add_argument("--name", default="VoxelFM box", help="ROI name")
-    b.add_argument("--out", required=True, type=markups_path, help="output ROI (.mrk.json)")
-    b.set_defaults(func=run_box)
 
 
 def _config(args: argparse.Namespace):
@@ -219,3 +166,53 @@ def run_fit_localisation(args: argparse.Namespace) -> int:
     log.info("localisation probe for %s: %s", ", ".join(probe.names), probe.metrics)
     log.info("wrote %s, %s", js, st)
     return 0
+
+
+@command("localize", run_localize)
+def localize_arguments(p: argparse.ArgumentParser) -> None:
+    """find named landmarks in a CT from reference scans with points (one-shot) or a probe"""
+    p.add_argument("image", help="target CT file or DICOM series folder")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--reference",
+        nargs=2,
+        action="append",
+        metavar=("REF_IMAGE", "REF_POINTS"),
+        type=str,
+        help="a reference scan and its points (.mrk.json, LPS or RAS); repeat for several references",
+    )
+    src.add_argument("--template", action="append", help="a saved landmark template (.npz); repeatable")
+    src.add_argument("--probe", help="a localisation probe (NAME, NAME.json or NAME.safetensors)")
+    p.add_argument("--out", required=True, type=markups_path, help="output point list (.mrk.json)")
+    p.add_argument("--save-template", default=None, help="also save the references' templates as NAME-N.npz")
+    p.add_argument(
+        "--refine",
+        choices=("none", "interp", "fine", "ncc", "fine+ncc"),
+        default=None,
+        help="sub-patch refinement (default: the benchmark's best, see `TransferConfig`)",
+    )
+    p.add_argument(
+        "--feature-spacing",
+        type=options.float_above(0.0, 20.0),
+        default=None,
+        help="spacing (mm) of the coarse feature pass (default: the model's, coarsened to fit)",
+    )
+    p.add_argument(
+        "--no-geometry", action="store_true", help="appearance only: no body-frame or consistency checks"
+    )
+    add_model_and_feature_args(p)
+    add_overwrite_arg(p)
+
+
+@command("box", run_box, description=None)
+def box_arguments(p: argparse.ArgumentParser) -> None:
+    """a markups ROI around a labelled structure or spanned by corner points"""
+    grp = p.add_mutually_exclusive_group(required=True)
+    grp.add_argument("--labels", help="label image (e.g. a `voxelfm segment` output)")
+    grp.add_argument("--points", type=markups_path, help="point list (.mrk.json) holding the corners")
+    p.add_argument(
+        "--label", type=options.int_at_least(1, 65535), default=None, help="label value (with --labels)"
+    )
+    p.add_argument("--corners", default=None, help="comma-separated point names to use (default: all points)")
+    p.add_argument("--name", default="VoxelFM box", help="ROI name")
+    p.add_argument("--out", required=True, type=markups_path, help="output ROI (.mrk.json)")

@@ -1,7 +1,7 @@
 """`voxelfm` console script and the Slicer headless entry point share this parser.
 
-Each command lives in its own module exposing ``register(subparsers)``; the registered handler
-returns an exit status. Errors meant for users (VoxelFMError) print one clear line and exit 2.
+Each command lives in its own module, declared there with `common.command`; its handler returns an
+exit status. Errors meant for users (VoxelFMError) print one clear line and exit 2.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import VoxelFMError
+from .common import commands_of
 
 # Modules that each add one or more sub-commands. Order = order in --help.
 COMMAND_MODULES = (
@@ -46,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name == name:
                 continue
             raise
-        module.register(sub)
+        for command in commands_of(module):
+            command.register(sub)
     return parser
 
 

@@ -9,46 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .common import add_command
+from .common import command
 from .outputs import add_overwrite_arg, output_plan
-
-
-def register(subparsers: Any) -> None:
-    p = add_command(
-        subparsers,
-        "models",
-        "list known models, whether their files are here, and the default model",
-        "List the models in Resources/models.json with their cache state (Hugging Face cache or "
-        "bundled folder) and the model used when none is named.",
-        raw=False,
-    )
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    p.add_argument(
-        "--no-verify",
-        dest="verify",
-        action="store_false",
-        help="skip size/sha256 checks of present files (hashes are memoised, so checks are cheap after the first)",
-    )
-    p.set_defaults(func=run_models)
-
-    s = add_command(
-        subparsers,
-        "sample-data",
-        "fetch the sample chest CT with a nodule label (pyradiomics 3.0.1 archive from PyPI)",
-        "Download (once) the pyradiomics 3.0.1 source archive from PyPI, extract its lung CT cases "
-        "and their nodule labels, verify their sha256, and print the file paths.",
-        raw=False,
-    )
-    s.add_argument(
-        "--out", default=None, help="folder for the files (default: VOXELFM_CACHE_DIR/sample_data)"
-    )
-    s.add_argument(
-        "--case", default="lung1", choices=("lung1", "lung2", "all"), help="lung1 (default), lung2, or all"
-    )
-    s.add_argument("--archive", default=None, help="a local copy of pyradiomics-3.0.1.tar.gz (offline use)")
-    s.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    add_overwrite_arg(s)
-    s.set_defaults(func=run_sample_data)
 
 
 def _model_rows(verify: bool) -> tuple[list[dict[str, Any]], dict[str, str]]:
@@ -164,3 +126,37 @@ def _sample_outputs(args: argparse.Namespace):
         for member in (case.image, case.label):
             plan.output(dest / member.filename, "--out", same_sha256=member.sha256)
     return plan.check()
+
+
+@command("models", run_models)
+def models_arguments(p: argparse.ArgumentParser) -> None:
+    """list known models, whether their files are here, and the default model
+
+    List the models in Resources/models.json with their cache state (Hugging Face cache or bundled folder)
+    and the model used when none is named.
+    """
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        help="skip size/sha256 checks of present files (hashes are memoised, so checks are cheap after the first)",
+    )
+
+
+@command("sample-data", run_sample_data)
+def sample_data_arguments(p: argparse.ArgumentParser) -> None:
+    """fetch the sample chest CT with a nodule label (pyradiomics 3.0.1 archive from PyPI)
+
+    Download (once) the pyradiomics 3.0.1 source archive from PyPI, extract its lung CT cases and their
+    nodule labels, verify their sha256, and print the file paths.
+    """
+    p.add_argument(
+        "--out", default=None, help="folder for the files (default: VOXELFM_CACHE_DIR/sample_data)"
+    )
+    p.add_argument(
+        "--case", default="lung1", choices=("lung1", "lung2", "all"), help="lung1 (default), lung2, or all"
+    )
+    p.add_argument("--archive", default=None, help="a local copy of pyradiomics-3.0.1.tar.gz (offline use)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    add_overwrite_arg(p)

@@ -17,7 +17,7 @@ import json
 import sys
 
 from . import options
-from .common import add_command, add_model_and_feature_args, add_series_arg, log, spec_and_options
+from .common import add_model_and_feature_args, add_series_arg, command, log, spec_and_options
 from .outputs import add_overwrite_arg, output_plan
 
 
@@ -27,27 +27,6 @@ def region_spec(text: str):
     from ..retrieval.region_specs import parse_region_spec
 
     return parse_region_spec(text)
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = add_command(
-        sub, "query", "find the most similar cases of a library (whole volume or a region)", __doc__
-    )
-    p.add_argument("library", help="case library folder (see `voxelfm index add`)")
-    p.add_argument("image", help="query CT: NIfTI / NRRD / MHA file or DICOM series folder")
-    p.add_argument("--roi", type=region_spec, default=None, help="query a region (see above)")
-    p.add_argument("-k", type=options.positive_int, default=10, help="number of cases (default 10)")
-    p.add_argument("--json", action="store_true", help="print the hits as JSON on stdout")
-    p.add_argument(
-        "--embedding", choices=("mean", "cls"), default="mean", help="whole-volume embedding (default mean)"
-    )
-    p.add_argument("--with-reports", action="store_true", help="only cases that carry a report")
-    p.add_argument("--thumbnails", default=None, help="folder for PNGs: the query region beside each hit")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_series_arg(p)
-    add_overwrite_arg(p)
-    add_model_and_feature_args(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,3 +58,22 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(result.table() + "\n")
     sys.stdout.flush()
     return 0
+
+
+@command("query", run)
+def arguments(p: argparse.ArgumentParser) -> None:
+    """find the most similar cases of a library (whole volume or a region)"""
+    p.add_argument("library", help="case library folder (see `voxelfm index add`)")
+    p.add_argument("image", help="query CT: NIfTI / NRRD / MHA file or DICOM series folder")
+    p.add_argument("--roi", type=region_spec, default=None, help="query a region (see above)")
+    p.add_argument("-k", type=options.positive_int, default=10, help="number of cases (default 10)")
+    p.add_argument("--json", action="store_true", help="print the hits as JSON on stdout")
+    p.add_argument(
+        "--embedding", choices=("mean", "cls"), default="mean", help="whole-volume embedding (default mean)"
+    )
+    p.add_argument("--with-reports", action="store_true", help="only cases that carry a report")
+    p.add_argument("--thumbnails", default=None, help="folder for PNGs: the query region beside each hit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_series_arg(p)
+    add_overwrite_arg(p)
+    add_model_and_feature_args(p)

@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from . import options
-from .common import add_command, add_model_and_feature_args, log, spec_and_options
+from .common import add_model_and_feature_args, command, log, spec_and_options
 from .outputs import add_overwrite_arg, output_plan
 
 
@@ -54,26 +54,6 @@ def add_draft_source_args(p: argparse.ArgumentParser) -> None:
         "--top-p", type=options.float_above(0.0, 1.0), default=0.9, help="nucleus mass (default 0.9)"
     )
     p.add_argument("--max-new-tokens", type=options.positive_int, default=256, help="VLM report length limit")
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = add_command(
-        sub,
-        "report",
-        "draft a report from a case library, findings probes, segmentations and/or a report model",
-        __doc__,
-        usage="%(prog)s [LIBRARY] IMAGE [--probe P ...] [--segmentation SEG] [--json] [options]",
-    )
-    p.add_argument(
-        "paths", nargs="+", metavar="PATH", help="[LIBRARY] IMAGE: a case library (optional), the CT"
-    )
-    p.add_argument("--segmentation", default=None, help="labelmap or .seg.nrrd of IMAGE to measure")
-    add_draft_source_args(p)
-    p.add_argument("--json", action="store_true", help="print one JSON object (text, sentences, evidence)")
-    p.add_argument("--out", default=None, help="also write OUT.txt and OUT.json")
-    add_model_and_feature_args(p)
-    add_overwrite_arg(p)
-    p.set_defaults(func=run)
 
 
 def _split_paths(args: argparse.Namespace) -> tuple[str | None, str]:
@@ -165,3 +145,19 @@ def run(args: argparse.Namespace) -> int:
         log.info("wrote %s and %s", *outputs)
     sys.stdout.write(draft.to_json() + "\n" if args.json else draft.text)
     return 0
+
+
+@command(
+    "report", run, usage="%(prog)s [LIBRARY] IMAGE [--probe P ...] [--segmentation SEG] [--json] [options]"
+)
+def arguments(p: argparse.ArgumentParser) -> None:
+    """draft a report from a case library, findings probes, segmentations and/or a report model"""
+    p.add_argument(
+        "paths", nargs="+", metavar="PATH", help="[LIBRARY] IMAGE: a case library (optional), the CT"
+    )
+    p.add_argument("--segmentation", default=None, help="labelmap or .seg.nrrd of IMAGE to measure")
+    add_draft_source_args(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object (text, sentences, evidence)")
+    p.add_argument("--out", default=None, help="also write OUT.txt and OUT.json")
+    add_model_and_feature_args(p)
+    add_overwrite_arg(p)

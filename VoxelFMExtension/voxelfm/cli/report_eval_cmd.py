@@ -16,40 +16,9 @@ import json
 import sys
 
 from . import options
-from .common import add_command, add_model_and_feature_args, log
+from .common import add_model_and_feature_args, command, log
 from .outputs import add_overwrite_arg, output_plan
 from .report_cmd import add_draft_source_args, draft_rows
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = add_command(
-        sub,
-        "report-eval",
-        "score generated reports against references (18 CT-RATE findings, P/R/F1, bootstrap CIs)",
-        __doc__,
-    )
-    p.add_argument("manifest", help="CSV / TSV / JSONL of generated+reference or image+reference")
-    p.add_argument("--extractor", default="rules", help="'rules' (default) or package.module:name")
-    p.add_argument("--library", default=None, help="case library for drafting (image rows)")
-    p.add_argument(
-        "--leave-out-self",
-        action="store_true",
-        help="never use the library case whose id is the row's 'id' as its neighbour (leave-one-out)",
-    )
-    add_draft_source_args(p)
-    p.add_argument("--bootstrap", type=options.non_negative_int, default=1000, help="resamples (0 = no CIs)")
-    p.add_argument("--seed", type=options.non_negative_int, default=0)
-    p.add_argument(
-        "--uncertain",
-        choices=("positive", "negative"),
-        default="positive",
-        help="how uncertain mentions count",
-    )
-    p.add_argument("--out", default=None, help="also write the scores (and drafts) to this .json")
-    p.add_argument("--json", action="store_true", help="print the scores as JSON instead of a table")
-    add_model_and_feature_args(p)
-    add_overwrite_arg(p)
-    p.set_defaults(func=run)
 
 
 def _pairs(args: argparse.Namespace, plan) -> tuple[list[str], list[str], list[dict]]:
@@ -105,3 +74,29 @@ def run(args: argparse.Namespace) -> int:
         log.info("wrote %s", out)
     sys.stdout.write((json.dumps(result.to_dict(), indent=2) if args.json else result.table()) + "\n")
     return 0
+
+
+@command("report-eval", run)
+def arguments(p: argparse.ArgumentParser) -> None:
+    """score generated reports against references (18 CT-RATE findings, P/R/F1, bootstrap CIs)"""
+    p.add_argument("manifest", help="CSV / TSV / JSONL of generated+reference or image+reference")
+    p.add_argument("--extractor", default="rules", help="'rules' (default) or package.module:name")
+    p.add_argument("--library", default=None, help="case library for drafting (image rows)")
+    p.add_argument(
+        "--leave-out-self",
+        action="store_true",
+        help="never use the library case whose id is the row's 'id' as its neighbour (leave-one-out)",
+    )
+    add_draft_source_args(p)
+    p.add_argument("--bootstrap", type=options.non_negative_int, default=1000, help="resamples (0 = no CIs)")
+    p.add_argument("--seed", type=options.non_negative_int, default=0)
+    p.add_argument(
+        "--uncertain",
+        choices=("positive", "negative"),
+        default="positive",
+        help="how uncertain mentions count",
+    )
+    p.add_argument("--out", default=None, help="also write the scores (and drafts) to this .json")
+    p.add_argument("--json", action="store_true", help="print the scores as JSON instead of a table")
+    add_model_and_feature_args(p)
+    add_overwrite_arg(p)
