@@ -68,9 +68,7 @@ def extract_features(
     from ..imaging.preprocess import prepare
 
     progress = progress or no_progress
-    dev = pick_device(device)
-    resolved = resolve_precision(precision, dev)
-    max_tokens = default_max_tokens() if max_tokens is None else int(max_tokens)
+    dev, resolved, max_tokens = _run_settings(device, precision, max_tokens)
     cfg = preprocess if preprocess is not None else default_preprocess_for(model)
     ident = model_identity(model)
     store = cache if isinstance(cache, FeatureCache) else (FeatureCache() if cache else None)
@@ -127,10 +125,8 @@ def forward_prepared(
     import time
 
     progress = progress or no_progress
-    dev = pick_device(device)
+    dev, resolved, max_tokens = _run_settings(device, precision, max_tokens)
     model = model.to(dev).eval()
-    resolved = resolve_precision(precision, dev)
-    max_tokens = default_max_tokens() if max_tokens is None else int(max_tokens)
     ps = model.patch_size
     arr = np.asarray(normalized, dtype=np.float32)
     if arr.ndim != 3 or any(s % ps or s == 0 for s in arr.shape):
@@ -181,6 +177,16 @@ def forward_prepared(
             "seconds": round(time.perf_counter() - t0, 3),
         },
     )
+
+
+def _run_settings(
+    device: str | torch.device, precision: str, max_tokens: int | None
+) -> tuple[torch.device, str, int]:
+    """(device, precision resolved for it, token budget), decided in one place because the cache key of
+    ``extract_features`` and the ``extraction`` record of ``forward_prepared`` must describe the same run."""
+    dev = pick_device(device)
+    budget = default_max_tokens() if max_tokens is None else int(max_tokens)
+    return dev, resolve_precision(precision, dev), budget
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:

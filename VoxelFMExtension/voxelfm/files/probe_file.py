@@ -25,6 +25,7 @@ import torch
 
 from ..errors import CheckpointError, IntegrityError
 from .atomic import atomic_write, atomic_write_text
+from .documents import TYPE_WORDS, describe, read_mapping
 from .integrity import sha256_of
 from .probe_paths import probe_paths
 
@@ -48,7 +49,6 @@ HEADER_FIELDS: dict[str, type] = {
     "weights": dict,
 }
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", dict: "an object", list: "a list"}
 
 Tensor = np.ndarray | torch.Tensor
 
@@ -154,20 +154,13 @@ def read_probe_files(
 def read_probe_header(path: str | os.PathLike, tasks: tuple[str, ...] = TASKS) -> dict[str, Any]:
     """The validated JSON of a probe (no weights read); CheckpointError naming the field if it is bad."""
     _, json_path = probe_paths(path)
-    if not json_path.is_file():
-        raise CheckpointError(
-            f"Probe file {json_path} not found; pass the probe's NAME, NAME.json or NAME.safetensors."
-        )
-    try:
-        meta = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(
-            f"Probe file {json_path} is not valid JSON ({exc}); re-create the probe."
-        ) from exc
-    if not isinstance(meta, dict):
-        raise CheckpointError(
-            f"{json_path}: expected a JSON object, found {_describe(meta)}; re-create the probe."
-        )
+    meta = read_mapping(
+        json_path,
+        CheckpointError,
+        "probe file",
+        "re-create the probe",
+        missing="pass the probe's NAME, NAME.json or NAME.safetensors",
+    )
     version = _check_version(meta, json_path)
     if version == 1:
         meta = _from_format_1(meta, json_path)
@@ -248,8 +241,8 @@ def check_fields(
         value = meta[name]
         if not _is_a(value, want):
             raise CheckpointError(
-                f"{where}: field '{prefix}{name}' is {_describe(value)}; expected "
-                f"{_TYPE_WORDS.get(want, want.__name__)}."
+                f"{where}: field '{prefix}{name}' is {describe(value)}; expected "
+                f"{TYPE_WORDS.get(want, want.__name__)}."
             )
 
 
@@ -261,7 +254,7 @@ def check_choice(
     check_fields(meta, {name: str}, where, prefix)
     if meta[name] not in choices:
         raise CheckpointError(
-            f"{where}: field '{prefix}{name}' is {_describe(meta[name])}; expected one of {', '.join(choices)}."
+            f"{where}: field '{prefix}{name}' is {describe(meta[name])}; expected one of {', '.join(choices)}."
         )
 
 
@@ -284,7 +277,7 @@ def check_number(
     if bad:
         rule = "> 0" if positive else (f">= {minimum:g}" if minimum is not None else "finite")
         raise CheckpointError(
-            f"{where}: field '{prefix}{name}' is {_describe(value)}; expected a number {rule}."
+            f"{where}: field '{prefix}{name}' is {describe(value)}; expected a number {rule}."
         )
 
 
@@ -294,12 +287,3 @@ def _is_a(value: Any, want: type) -> bool:
     if want is float:
         return isinstance(value, int | float)
     return isinstance(value, want)
-
-
-def _describe(value: Any) -> str:
-    """How a JSON value reads in a message: 'text' (a string), [1] (a list), null, true."""
-    if value is None or isinstance(value, bool):
-        return json.dumps(value)
-    text = repr(value) if isinstance(value, str) else json.dumps(value, default=str)
-    text = text if len(text) <= 60 else text[:57] + "..."
-    return f"{text} ({_TYPE_WORDS.get(type(value), type(value).__name__)})"

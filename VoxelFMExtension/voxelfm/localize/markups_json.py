@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..files.atomic import atomic_write_text
+from ..files.documents import read_mapping
 from .points import LPS_FROM_RAS, PointList
 
 SCHEMA = "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/Schema/markups-schema-v1.0.3.json#"
@@ -33,15 +34,8 @@ _POINT_ORIENTATION = [-1.0, -0.0, -0.0, -0.0, -1.0, -0.0, 0.0, 0.0, 1.0]
 
 
 def _load(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise InputError(f"Markups file not found: {path}.")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(
-            f"{path} is not a readable markups JSON file ({exc}); save the points from Slicer as .mrk.json."
-        ) from exc
-    if not isinstance(data, dict) or not isinstance(data.get("markups"), list):
+    data = read_mapping(path, InputError, "markups JSON file", "save the points from Slicer as .mrk.json")
+    if not isinstance(data.get("markups"), list):
         raise InputError(
             f"{path} is JSON but not a Slicer markups file (no 'markups' list); save the points from Slicer's "
             "Markups module as a point list (.mrk.json)."

@@ -16,6 +16,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..files.atomic import atomic_write, atomic_write_text
+from ..files.documents import read_mapping
 from .config import BackboneConfig, official_preprocess_params
 from .vit import VoxelFMBackbone
 
@@ -151,12 +152,13 @@ def load_ours(path: Path) -> VoxelFMBackbone:
     cfg_path = folder / "config.json"
     if not weights.is_file():
         raise CheckpointError(f"No model.safetensors in {folder}.")
-    if not cfg_path.is_file():
-        raise CheckpointError(f"No config.json beside {weights}; our format needs both files.")
-    try:
-        meta = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{cfg_path} is not valid JSON: {exc}") from exc
+    meta = read_mapping(
+        cfg_path,
+        CheckpointError,
+        "model config",
+        "restore the config.json that came with the model",
+        missing=f"our format needs it beside {weights.name}",
+    )
     if meta.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{cfg_path}: format {meta.get('format')!r} is not {FORMAT_NAME!r}.")
     if int(meta.get("format_version", 0)) > FORMAT_VERSION:

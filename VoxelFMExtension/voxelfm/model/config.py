@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
+from ..files.documents import read_mapping
 
 
 @dataclass(frozen=True)
@@ -114,15 +115,10 @@ def official_preprocess_params(source: str | Path | dict[str, Any]) -> dict[str,
 def _load_yaml(source: str | Path | dict[str, Any]) -> dict[str, Any]:
     if isinstance(source, dict):
         return source
-    import yaml
-
-    path = Path(source)
-    if not path.is_file():
-        raise CheckpointError(f"Config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise CheckpointError(f"{path} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} does not contain a YAML mapping.")
-    return data
+    return read_mapping(
+        source,
+        CheckpointError,
+        "training config",
+        "pass the config.yaml that came with the checkpoint",
+        syntax="YAML",
+    )
