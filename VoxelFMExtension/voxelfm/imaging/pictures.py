@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .palette import label_color
 from .resample import resample_to_grid
 from .volume import Volume
 
@@ -73,7 +74,6 @@ def label_overlay_png(
     volume: Volume,
     labels: np.ndarray,
     out: str | Path,
-    colors: list[tuple[int, int, int]] | None = None,
     slices: list[int] | None = None,
     reference: np.ndarray | None = None,
     alpha: float = 0.5,
@@ -87,7 +87,8 @@ def label_overlay_png(
         fg = np.flatnonzero(focus.reshape(k_count, -1).any(axis=1))
         centre = int(fg[len(fg) // 2]) if fg.size else k_count // 2
         slices = sorted({max(0, min(k_count - 1, centre + d)) for d in (-2, 0, 2)})
-    palette = np.array(colors or _default_colors(int(labels.max()) + 1), dtype=np.float32) / 255.0
+    background = (0.0, 0.0, 0.0)
+    palette = np.array([background] + [label_color(v) for v in range(1, int(labels.max()) + 1)], np.float32)
     panels = []
     for k in slices:
         gray = ct_gray(volume.array[k])[..., None].repeat(3, axis=-1)
@@ -101,19 +102,6 @@ def label_overlay_png(
             over[edge] = (1.0, 1.0, 0.0)
         panels.append(np.concatenate([gray, over], axis=1))
     return save_panels(panels, out)
-
-
-def _default_colors(n: int) -> list[tuple[int, int, int]]:
-    base = [
-        (0, 0, 0),
-        (230, 60, 60),
-        (60, 200, 90),
-        (70, 120, 240),
-        (240, 200, 40),
-        (200, 80, 220),
-        (40, 210, 220),
-    ]
-    return [base[i % len(base)] if i < len(base) else base[1 + i % (len(base) - 1)] for i in range(n)]
 
 
 def save_panels(rows: list[np.ndarray], out: str | Path, max_width: int = 1400, min_width: int = 900) -> Path:

@@ -11,19 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InputError
-
-PALETTE: tuple[tuple[float, float, float], ...] = (
-    (0.90, 0.30, 0.24),
-    (0.20, 0.60, 0.86),
-    (0.18, 0.80, 0.44),
-    (0.95, 0.77, 0.06),
-    (0.61, 0.35, 0.71),
-    (0.90, 0.49, 0.13),
-    (0.10, 0.74, 0.61),
-    (0.93, 0.44, 0.64),
-    (0.58, 0.65, 0.65),
-    (0.40, 0.26, 0.13),
-)
+from ..imaging.palette import label_color
 
 
 @dataclass(frozen=True)
@@ -46,7 +34,7 @@ class SegmentClass:
         try:
             value = int(d["value"])
             name = str(d["name"])
-            color = tuple(float(c) for c in d.get("color", default_color(value)))
+            color = tuple(float(c) for c in d.get("color", label_color(value)))
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{where}: needs 'value' (1..254), 'name' and an RGB 'color' ({exc}).") from exc
         if not 1 <= value <= 254 or len(color) != 3:
@@ -54,12 +42,8 @@ class SegmentClass:
         return cls(value, name, color, str(d.get("terminology") or ""))  # type: ignore[arg-type]
 
 
-def default_color(value: int) -> tuple[float, float, float]:
-    return PALETTE[(int(value) - 1) % len(PALETTE)]
-
-
 def default_class(value: int) -> SegmentClass:
-    return SegmentClass(int(value), f"structure_{int(value)}", default_color(value))
+    return SegmentClass(int(value), f"structure_{int(value)}", label_color(value))
 
 
 def classes_for(values: Iterable[int], given: Iterable[SegmentClass] | None = None) -> list[SegmentClass]:
@@ -82,5 +66,5 @@ def classes_from_names(names: str | None, values: Iterable[int] | None = None) -
                 f"--class-names gives {len(parts)} names but the labels hold {len(values)} structures "
                 f"(values {values}); give exactly one name per structure, in label-value order."
             )
-        return [SegmentClass(v, n, default_color(v)) for v, n in zip(values, parts, strict=True)]
-    return [SegmentClass(v, n, default_color(v)) for v, n in enumerate(parts, start=1)]
+        return [SegmentClass(v, n, label_color(v)) for v, n in zip(values, parts, strict=True)]
+    return [SegmentClass(v, n, label_color(v)) for v, n in enumerate(parts, start=1)]
