@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..files.documents import read_mapping
 
 SOURCES = ("hub", "bundled")
 FORMATS = ("official-pth", "voxelfm-safetensors")
@@ -177,14 +178,13 @@ def registry_path() -> Path:
 def load_registry(path: str | Path | None = None) -> Registry:
     """Read and validate the registry (read fresh each call: it is small, and may be edited while running)."""
     p = Path(path) if path is not None else registry_path()
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(
-            f"Model registry {p} not found. Reinstall the extension or set VOXELFM_MODELS_JSON."
-        ) from None
-    except ValueError as exc:
-        raise InputError(f"Model registry {p} is not valid JSON ({exc}). Fix or restore the file.") from None
+    data = read_mapping(
+        p,
+        InputError,
+        "model registry",
+        "fix or restore the file",
+        missing="reinstall the extension or set VOXELFM_MODELS_JSON",
+    )
     return parse_registry(data, p)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import CheckpointError, InputError
+from ...files.documents import read_mapping
 from .config import HeadConfig
 from .language_model import hidden_size, load_language_model
 from .model import ReportModel
@@ -78,7 +79,9 @@ def read_run_meta(path: str | os.PathLike) -> dict[str, Any]:
         raise InputError(
             f"{path} is not a report-model run (no {RUN_JSON}); train one with `voxelfm report-train`."
         )
-    meta = json.loads(js.read_text())
+    meta = read_mapping(
+        js, CheckpointError, "report-model run file", "train the run again (`voxelfm report-train`)"
+    )
     if meta.get("format") != RUN_FORMAT or meta.get("format_version", 0) > RUN_FORMAT_VERSION:
         raise CheckpointError(f"{js}: not a {RUN_FORMAT} run of a version this voxelfm reads.")
     for key in ("head", "lm", "feature_dim"):
