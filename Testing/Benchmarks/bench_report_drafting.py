@@ -84,7 +84,7 @@ def run_setting(pipeline, library, spec, service, volumes, leave_out: bool):
     ref = np.array([[c.findings.get(f, 0) for f in FINDING_NAMES] for c in CASES], bool)
     out, top1_hits, seconds, gaps = {}, 0, [], []
     for name, config in METHODS.items():
-        pipeline.consensus = config
+        pipeline.config = config
         pred = []
         for n, c in enumerate(CASES):
             query = altered(volumes[c.case_id], seed=n) if not leave_out else volumes[c.case_id]

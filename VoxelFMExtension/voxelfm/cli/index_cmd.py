@@ -73,7 +73,7 @@ def run_add(args: argparse.Namespace) -> int:
         sources[0].case_id = args.case_id or sources[0].case_id
     config = RetrievalConfig(feature_spacing_mm=args.feature_spacing) if args.feature_spacing else None
     spec, feature_options = spec_and_options(args)
-    pipeline = RetrievalPipeline(spec, feature_options, config=config)
+    pipeline = RetrievalPipeline(spec, config, feature_options)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dist = init_from_env("cuda" if device.startswith("cuda") else "cpu")
     bar = TqdmProgress("index add", disable=args.no_progress or not dist.is_main or None)

@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     plan.check().claim_folders()
     volume = read_volume(args.image, series=args.series)
     region = args.roi.region() if args.roi is not None else None
-    pipeline = RetrievalPipeline(*spec_and_options(args))
+    spec, feature_options = spec_and_options(args)
+    pipeline = RetrievalPipeline(spec, options=feature_options)
     where = (lambda rec: rec.has_report) if args.with_reports else None
     bar = TqdmProgress("query", disable=args.no_progress or None)
     try:

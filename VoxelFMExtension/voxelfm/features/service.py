@@ -177,7 +177,8 @@ C = TypeVar("C")
 
 
 class ConfiguredPipeline(FeaturePipeline, Generic[C]):
-    """A pipeline built as ``Pipeline(spec, config, options, service)``; ``config_type()`` is the default config."""
+    """A pipeline built as ``Pipeline(spec, config, options, service)`` (every capability pipeline):
+    ``config_type()`` gives the config when the caller passes none."""
 
     config_type: Callable[[], C]
 
@@ -189,4 +190,4 @@ class ConfiguredPipeline(FeaturePipeline, Generic[C]):
         service: FeatureService | None = None,
     ) -> None:
         super().__init__(spec, options, service)
-        self.config: C = config or self.config_type()
+        self.config: C = config if config is not None else self.config_type()

@@ -40,7 +40,7 @@ class LibraryNeighbours:
         from ..retrieval.pipeline import RetrievalPipeline
 
         self.library = library
-        self.retrieval = RetrievalPipeline(spec, options, service)
+        self.retrieval = RetrievalPipeline(spec, options=options, service=service)
         self.exclude = frozenset(exclude)  # case ids never returned (leave-one-out evaluation)
 
     def _open(self):

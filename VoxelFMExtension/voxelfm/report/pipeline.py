@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import InputError
-from ..features.service import FeaturePipeline, FeatureService
+from ..features.service import ConfiguredPipeline, FeatureService
 from ..features.spec import FeatureOptions, ModelSpec
 from ..imaging.volume import Volume
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
@@ -49,7 +49,11 @@ class ReportGenerator(Protocol):
     def evidence(self) -> dict[str, Any]: ...
 
 
-class ReportPipeline(FeaturePipeline):
+class ReportPipeline(ConfiguredPipeline[ConsensusConfig]):
+    """Draft reports; its config is the neighbour consensus (``consensus_config``)."""
+
+    config_type = ConsensusConfig
+
     def __init__(
         self,
         spec: ModelSpec | None = None,
@@ -59,9 +63,8 @@ class ReportPipeline(FeaturePipeline):
         service: FeatureService | None = None,
         extractor: FindingsExtractor | None = None,
     ) -> None:
-        super().__init__(spec, options, service)
+        super().__init__(spec, consensus_config, options, service)
         self.template = template if isinstance(template, ReportTemplate) else load_template(template)
-        self.consensus = consensus_config or ConsensusConfig()
         self.extractor = extractor or RuleExtractor()
 
     # ---- sources
@@ -118,15 +121,15 @@ class ReportPipeline(FeaturePipeline):
         self, volume: Volume, source: Any, warnings: list[str]
     ) -> tuple[list[Sentence], list[dict[str, Any]]]:
         """Consensus sentences of the k nearest cases (a warning when none reaches the support)."""
-        found = source.neighbours(volume, self.consensus.k) if isinstance(source, NeighbourSource) else source
+        found = source.neighbours(volume, self.config.k) if isinstance(source, NeighbourSource) else source
         found = [n for n in found if isinstance(n, Neighbour)] if found is not None else []
         if not found:
             raise InputError("The case library returned no similar cases; add cases to it first.")
-        sentences = consensus(found, self.consensus, self.extractor, self.template.section_names)
+        sentences = consensus(found, self.config, self.extractor, self.template.section_names)
         if not sentences:
             warnings.append(
                 f"No sentence of the {len(found)} similar cases reached the support threshold "
-                f"({self.consensus.min_support:.2f} of their weight); their similarity scores are too alike "
+                f"({self.config.min_support:.2f} of their weight); their similarity scores are too alike "
                 "or their reports disagree. Use fewer neighbours, a lower support or a lower temperature."
             )
         return sentences, [{"case_id": n.case_id, "score": n.score} for n in found]

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..features.service import FeaturePipeline, FeatureService
-from ..features.spec import FeatureOptions, ModelSpec
+from ..features.service import ConfiguredPipeline
+from ..features.spec import ModelSpec
 from ..imaging.resample import resample_isotropic
 from ..imaging.volume import Volume
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
@@ -42,16 +42,13 @@ def preprocess_record(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
-class RetrievalPipeline(FeaturePipeline):
-    def __init__(
-        self,
-        spec: ModelSpec | None = None,
-        options: FeatureOptions | None = None,
-        service: FeatureService | None = None,
-        config: RetrievalConfig | None = None,
-    ) -> None:
-        super().__init__(spec, options, service)
-        self.config = config  # None: the library's own (or the defaults for a new library)
+class RetrievalPipeline(ConfiguredPipeline[RetrievalConfig | None]):
+    """``RetrievalPipeline(spec, config, options, service)``: index cases into a library and query it."""
+
+    @staticmethod
+    def config_type() -> None:
+        """No config named: the library's own settings (or the defaults for a new library)."""
+        return None
 
     # ---- model and settings for a library
 

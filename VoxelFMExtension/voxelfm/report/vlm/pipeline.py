@@ -12,7 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from ...features.service import FeaturePipeline, FeatureService, feature_service
+from ...features.service import ConfiguredPipeline, FeatureService, feature_service
 from ...features.spec import FeatureOptions, ModelSpec
 from ...imaging.volume import Volume
 from ...progress import CancelFlag, ProgressFn, check_cancel, no_progress
@@ -123,8 +123,10 @@ def train_report_run(
     return save_run(model, out, meta), history
 
 
-class VLMReporter(FeaturePipeline):
+class VLMReporter(ConfiguredPipeline[GenerationConfig]):
     """A trained run as the draft's ``ReportGenerator``: features of a volume -> generated report text."""
+
+    config_type = GenerationConfig
 
     def __init__(
         self,
@@ -136,13 +138,12 @@ class VLMReporter(FeaturePipeline):
     ) -> None:
         from .run_files import load_run
 
-        super().__init__(spec, options, service)
+        super().__init__(spec, generation, options, service)
         self.run = Path(run)
         self.model, self.meta = load_run(self.run, _device(self.spec))
         backbone_id = str((self.meta.get("backbone") or {}).get("id") or "")
         if not self.spec.model:  # the run's own backbone
             self.spec = self.spec.with_model(backbone_id)
-        self.generation = generation or GenerationConfig()
 
     def generate(
         self, volume: Volume, progress: ProgressFn | None = None, cancel: CancelFlag | None = None
@@ -168,12 +169,12 @@ class VLMReporter(FeaturePipeline):
         )
         check_cancel(cancel)
         progress(0.7, "generating the report")
-        return self.model.generate(tokens, self.generation)
+        return self.model.generate(tokens, self.config)
 
     def evidence(self) -> dict[str, Any]:
         return {
             "kind": "vlm",
             "run": str(self.run),
             "lm": (self.meta.get("lm") or {}).get("source", ""),
-            "strategy": self.generation.strategy,
+            "strategy": self.config.strategy,
         }
