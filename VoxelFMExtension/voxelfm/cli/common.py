@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import EllipsisType, ModuleType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ..features.tiling import default_max_tokens
 from . import options
@@ -93,13 +93,6 @@ def spec_from_args(args: argparse.Namespace):
     )
 
 
-def load_model_from_args(args: argparse.Namespace):
-    """The backbone of --model (or the default policy) from the process-wide service; it logs which and why."""
-    from ..features.service import feature_service
-
-    return feature_service().backbone(spec_from_args(args))
-
-
 def feature_options_from_args(args: argparse.Namespace):
     from ..features.spec import FeatureOptions
 
@@ -114,15 +107,6 @@ def feature_options_from_args(args: argparse.Namespace):
 def spec_and_options(args: argparse.Namespace) -> tuple[ModelSpec, FeatureOptions]:
     """(ModelSpec, FeatureOptions) of the options `add_model_and_feature_args` added: what a pipeline takes."""
     return spec_from_args(args), feature_options_from_args(args)
-
-
-def preprocess_from_args(model: Any, args: argparse.Namespace):
-    import dataclasses
-
-    from ..features.extract import default_preprocess_for
-
-    cfg = default_preprocess_for(model)
-    return dataclasses.replace(cfg, crop_background=bool(args.crop_background), max_patches=args.max_patches)
 
 
 @dataclass(frozen=True)

@@ -4,34 +4,25 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_model_and_feature_args, add_series_arg, command, log
+from .common import add_model_and_feature_args, add_series_arg, command, log, spec_and_options
 from .outputs import add_overwrite_arg, output_plan
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..features.extract import extract_features
+    from ..features.service import FeaturePipeline
     from ..imaging.io import read_volume
     from ..progress import TqdmProgress
-    from .common import load_model_from_args, preprocess_from_args
 
     plan = output_plan(args).input(args.image)
     out = plan.output(args.out, "--out", suffixes=(".npz",))
     png = plan.output(args.png, "--png", suffixes=(".png",)) if args.png else None
     plan.check()
     volume = read_volume(args.image, series=args.series)
-    model = load_model_from_args(args)
+    pipeline = FeaturePipeline(*spec_and_options(args))
     bar = TqdmProgress("features")
     try:
-        feats = extract_features(
-            volume,
-            model,
-            preprocess=preprocess_from_args(model, args),
-            max_tokens=args.max_tokens,
-            overlap=args.overlap,
-            device=args.device,
-            precision=args.precision,
-            progress=bar,
-            cache=not args.no_cache,
+        feats = pipeline.volume_features(
+            volume, preprocess=pipeline.model_preprocess(pipeline.spec), progress=bar
         )
     finally:
         bar.close()

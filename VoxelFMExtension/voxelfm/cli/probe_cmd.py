@@ -9,39 +9,33 @@ import sys
 from pathlib import Path
 
 from . import options
-from .common import add_model_and_feature_args, command, log
+from .common import add_model_and_feature_args, command, log, spec_and_options
 from .outputs import add_overwrite_arg, output_plan
 
 POOLINGS = ("cls", "mean", "cls+mean", "registers", "cls+registers", "all", "tokens", "tokens+cls")
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
 
 
-def _load_model(args: argparse.Namespace, fallback_id: str | None = None):
+def _pipeline(args: argparse.Namespace):
+    from ..probes.pipeline import ProbePipeline
+
+    spec, feature_options = spec_and_options(args)
+    return ProbePipeline(spec, options=feature_options)
+
+
+def _probe_backbone(pipeline, probe):
+    """Load the model a probe is applied with (its own backbone unless --model names one), saying which failed."""
     from ..errors import VoxelFMError
-    from .common import load_model_from_args
 
-    if args.model is None and fallback_id:
-        args.model = fallback_id
-        try:
-            return load_model_from_args(args)
-        except VoxelFMError as exc:
-            raise type(exc)(
-                f"Cannot load the probe's backbone {fallback_id!r} ({exc}). Pass --model with that checkpoint."
-            ) from exc
-    return load_model_from_args(args)
-
-
-def _extraction_kwargs(args: argparse.Namespace) -> dict:
-    from ..progress import TqdmProgress
-
-    return {
-        "max_tokens": args.max_tokens,
-        "overlap": args.overlap,
-        "device": args.device,
-        "precision": args.precision,
-        "cache": not args.no_cache,
-        "progress": TqdmProgress("features"),
-    }
+    spec = pipeline.spec_for(probe)
+    try:
+        return pipeline.service.backbone(spec)
+    except VoxelFMError as exc:
+        if pipeline.spec.model:
+            raise
+        raise type(exc)(
+            f"Cannot load the probe's backbone {spec.model!r} ({exc}). Pass --model with that checkpoint."
+        ) from exc
 
 
 def run_fit(args: argparse.Namespace) -> int:
@@ -56,11 +50,10 @@ def run_fit(args: argparse.Namespace) -> int:
     from ..probes.evaluate import headline
     from ..probes.fit import fit_probe_inputs
     from ..probes.manifest import read_manifest
-    from ..probes.pipeline import pooled_inputs
     from ..probes.probe_file import save_probe
     from ..probes.report import write_report
     from ..probes.targets import encode_targets
-    from .common import preprocess_from_args
+    from ..progress import TqdmProgress
 
     config = ProbeConfig(
         head=args.head,
@@ -79,13 +72,14 @@ def run_fit(args: argparse.Namespace) -> int:
     manifest = read_manifest(args.manifest, args.task, targets, args.time_column, args.event_column)
     plan = _fit_outputs(args, manifest)
     encode_targets(args.task, manifest.targets, manifest.target_names)  # bad targets fail before extraction
-    model = _load_model(args)
-    preprocess = preprocess_from_args(model, args)
-    kw = _extraction_kwargs(args)
+    pipeline = _pipeline(args)
+    model = pipeline.service.backbone(pipeline.spec)
+    preprocess = pipeline.model_preprocess(pipeline.spec)
+    bar = TqdmProgress("features")
     try:
-        inputs = pooled_inputs(manifest.images, model, config.pooling, preprocess=preprocess, **kw)
+        inputs = pipeline.pooled_inputs(manifest.images, config.pooling, preprocess, bar)
     finally:
-        kw["progress"].close()
+        bar.close()
     result = fit_probe_inputs(
         args.task,
         inputs,
@@ -136,8 +130,8 @@ def run_apply(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..files.probe_paths import probe_paths
     from ..probes.manifest import read_manifest
-    from ..probes.pipeline import apply_probe
     from ..probes.probe_file import load_probe
+    from ..progress import TqdmProgress
 
     probe = load_probe(args.probe)
     images: list = [Path(p) for p in args.images]
@@ -157,12 +151,13 @@ def run_apply(args: argparse.Namespace) -> int:
     if args.out:
         plan.output(args.out, "--out", suffixes=TABLE_SUFFIXES)
     plan.check()
-    model = _load_model(args, fallback_id=(probe.backbone or {}).get("id"))
-    kw = _extraction_kwargs(args)
+    pipeline = _pipeline(args)
+    _probe_backbone(pipeline, probe)
+    bar = TqdmProgress("features")
     try:
-        outputs = apply_probe(probe, images, model, **kw)
+        outputs = pipeline.apply(probe, images, bar)
     finally:
-        kw["progress"].close()
+        bar.close()
     header = ["image", *probe.output_columns()]
     rows = [[i, *r] for i, r in zip(ids, probe.table_rows(outputs), strict=True)]
     delimiter = "," if args.out and args.out.lower().endswith(".csv") else "\t"

@@ -163,6 +163,27 @@ class FeaturePipeline:
         self.options = options or FeatureOptions()
         self.service = service or feature_service()
 
+    def volume_features(
+        self,
+        volume: Volume,
+        spec: ModelSpec | None = None,
+        preprocess: PreprocessConfig | None = None,
+        progress: ProgressFn | None = None,
+        cancel: CancelFlag | None = None,
+        cache: bool = True,
+    ) -> VolumeFeatures:
+        """Features of ``volume`` from the service, with this pipeline's overlap and cache choice (``spec``:
+        ours unless given; ``preprocess``: the model's own unless given; ``cache=False`` skips the disk cache)."""
+        return self.service.features(
+            volume,
+            spec or self.spec,
+            preprocess,
+            self.options.overlap,
+            cache and self.options.cache,
+            progress,
+            cancel,
+        )
+
     def model_preprocess(self, spec: ModelSpec) -> PreprocessConfig:
         """The model's own preprocessing with our background crop and patch budget."""
         from .extract import default_preprocess_for

@@ -56,9 +56,7 @@ class LocalisationPipeline(ConfiguredPipeline[TransferConfig]):
         pre = dataclasses.replace(default_preprocess_for(model), crop_background=False, max_patches=None)
 
         def extract(volume: Volume, cache: bool):
-            return self.service.features(
-                volume, spec, preprocess=pre, overlap=self.options.overlap, cache=cache and self.options.cache
-            )
+            return self.volume_features(volume, spec, pre, cache=cache)
 
         return FeatureAccess(extract, int(model.patch_size), float(pre.min_spacing), model_identity(model))
 

@@ -8,15 +8,19 @@ token poolings, which need the tokens).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import CheckpointError, InputError
+from ..features.service import FeaturePipeline
+from ..features.spec import ModelSpec
+from ..features.volume_features import VolumeFeatures
+from ..imaging.volume import Volume
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
-from .pooling import is_token_pooling, pool
+from .pooling import pool_all
 from .probe import Probe
 
 
@@ -48,63 +52,70 @@ def check_backbone(probe: Probe, model_info: dict[str, Any]) -> None:
         )
 
 
-def pooled_inputs(
-    images: Sequence[str | Path | Any],
-    model: Any,
-    pooling: str,
-    preprocess: Any = None,
-    max_tokens: int = 8192,
-    overlap: int = 2,
-    device: str = "auto",
-    cache: bool = True,
-    progress: ProgressFn | None = None,
-    cancel: CancelFlag | None = None,
-    precision: str = "auto",
-) -> np.ndarray | list[np.ndarray]:
-    """Read each image (path or Volume), extract its features (disk-cached) and pool them."""
-    from ..features.extract import extract_features
-    from ..imaging.io import read_volume
-    from ..imaging.volume import Volume
+class ProbePipeline(FeaturePipeline):
+    """``ProbePipeline(spec, options, service)``: pooled features of many images, to fit a probe or apply one.
 
-    progress = progress or no_progress
-    if len(images) == 0:
-        raise InputError("No images given.")
-    out = []
-    for n, src in enumerate(images):
-        check_cancel(cancel)
-        name = getattr(src, "name", "") if isinstance(src, Volume) else Path(str(src)).name
-        progress(n / len(images), f"features {n + 1}/{len(images)}: {name}")
-        volume = src if isinstance(src, Volume) else read_volume(src)
+    Features come from the shared service (disk-cached) like every other capability's; a probe is applied with
+    its own recorded preprocessing, and with its own backbone when no model is named.
+    """
 
-        def sub(f: float, m: str, n: int = n) -> None:
-            progress((n + f) / len(images), m)
+    def pooled_inputs(
+        self,
+        images: Sequence[str | Path | Volume],
+        pooling: str,
+        preprocess: Any = None,
+        progress: ProgressFn | None = None,
+        cancel: CancelFlag | None = None,
+        spec: ModelSpec | None = None,
+    ) -> np.ndarray | list[np.ndarray]:
+        """Read each image (path or Volume), extract its features and pool them (one volume in memory at a time)."""
+        if len(images) == 0:
+            raise InputError("No images given.")
+        return pool_all(self._features(images, spec, preprocess, progress or no_progress, cancel), pooling)
 
-        feats = extract_features(
-            volume,
-            model,
-            preprocess=preprocess,
-            max_tokens=max_tokens,
-            overlap=overlap,
-            device=device,
-            precision=precision,
-            progress=sub,
-            cancel=cancel,
-            cache=cache,
+    def _features(
+        self,
+        images: Sequence[str | Path | Volume],
+        spec: ModelSpec | None,
+        preprocess: Any,
+        progress: ProgressFn,
+        cancel: CancelFlag | None,
+    ) -> Iterator[VolumeFeatures]:
+        from ..imaging.io import read_volume
+
+        for n, src in enumerate(images):
+            check_cancel(cancel)
+            name = src.name if isinstance(src, Volume) else Path(str(src)).name
+            progress(n / len(images), f"features {n + 1}/{len(images)}: {name}")
+            volume = src if isinstance(src, Volume) else read_volume(src)
+
+            def sub(f: float, m: str, n: int = n) -> None:
+                progress((n + f) / len(images), m)
+
+            yield self.volume_features(volume, spec, preprocess, sub, cancel)
+        progress(1.0, "features ready")
+
+    def spec_for(self, probe: Probe) -> ModelSpec:
+        """Our model, else the probe's own backbone."""
+        return (
+            self.spec
+            if self.spec.model
+            else self.spec.with_model(str((probe.backbone or {}).get("id") or ""))
         )
-        out.append(pool(feats, pooling))
-    progress(1.0, "features ready")
-    if is_token_pooling(pooling):
-        return out
-    dims = sorted({v.shape[0] for v in out})
-    if len(dims) > 1:
-        raise InputError(f"Feature vectors have different sizes {dims}; all images must use the same model.")
-    return np.stack(out)
 
+    def apply(
+        self,
+        probe: Probe,
+        images: Sequence[str | Path | Volume],
+        progress: ProgressFn | None = None,
+        cancel: CancelFlag | None = None,
+    ) -> np.ndarray:
+        """Probe outputs for images (paths or Volumes), after checking the model matches the probe."""
+        from ..features.extract import model_identity
 
-def apply_probe(probe: Probe, images: Sequence[Any], model: Any, **kwargs: Any) -> np.ndarray:
-    """Probe outputs for images (paths or Volumes), after checking the model matches the probe."""
-    from ..features.extract import model_identity
-
-    check_backbone(probe, model_identity(model))
-    kwargs.setdefault("preprocess", preprocess_from_dict(probe.preprocess) if probe.preprocess else None)
-    return probe.predict_inputs(pooled_inputs(images, model, probe.pooling, **kwargs))
+        spec = self.spec_for(probe)
+        check_backbone(probe, model_identity(self.service.backbone(spec)))
+        preprocess = preprocess_from_dict(probe.preprocess) if probe.preprocess else None
+        return probe.predict_inputs(
+            self.pooled_inputs(images, probe.pooling, preprocess, progress, cancel, spec)
+        )

@@ -7,6 +7,7 @@ Vector poolings give one vector per volume (linear / MLP / kNN probes); token po
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -90,8 +91,10 @@ def pool(features: Any, pooling: str) -> np.ndarray:
     return out
 
 
-def pool_all(features: list[Any], pooling: str) -> np.ndarray | list[np.ndarray]:
-    """Stack vectors to [N, D]; token poolings stay a list of [T_i, C] (token counts may differ)."""
+def pool_all(features: Iterable[Any], pooling: str) -> np.ndarray | list[np.ndarray]:
+    """Stack vectors to [N, D]; token poolings stay a list of [T_i, C] (token counts may differ).
+
+    ``features`` may be a generator: each volume's features are pooled, then dropped, before the next."""
     pooled = [pool(f, pooling) for f in features]
     if is_token_pooling(pooling):
         return pooled

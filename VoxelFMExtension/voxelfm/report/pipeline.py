@@ -90,14 +90,8 @@ class ReportPipeline(ConfiguredPipeline[ConsensusConfig]):
         for n, p in enumerate(loaded):
             check_cancel(cancel)
             preprocess = preprocess_from_dict(p.probe.preprocess) if p.probe.preprocess else None
-            feats = self.service.features(
-                volume,
-                spec,
-                preprocess=preprocess,
-                overlap=self.options.overlap,
-                cache=self.options.cache,
-                progress=lambda f, m, n=n: progress((n + f) / len(loaded), m),
-                cancel=cancel,
+            feats = self.volume_features(
+                volume, spec, preprocess, lambda f, m, n=n: progress((n + f) / len(loaded), m), cancel
             )
             calls += call_findings(p, feats, self.template.thresholds)
         info = {

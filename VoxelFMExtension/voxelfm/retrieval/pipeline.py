@@ -96,15 +96,7 @@ class RetrievalPipeline(ConfiguredPipeline[RetrievalConfig | None]):
         s = config.feature_spacing_mm
         if s is not None and not np.allclose(volume.spacing, s, rtol=0.01):
             source = resample_isotropic(volume, s)
-        return self.service.features(
-            source,
-            spec,
-            preprocess=self.model_preprocess(spec),
-            overlap=self.options.overlap,
-            cache=self.options.cache,
-            progress=progress,
-            cancel=cancel,
-        )
+        return self.volume_features(source, spec, self.model_preprocess(spec), progress, cancel)
 
     def embed(
         self, volume: Volume, spec: ModelSpec, config: RetrievalConfig, progress=None, cancel=None

@@ -65,14 +65,9 @@ class SegmentationPipeline(ConfiguredPipeline[SegmentationConfig]):
         if self._context is None or key != self._key:
             check_cancel(cancel)
             source = resample_isotropic(volume, feature_spacing_mm) if feature_spacing_mm else volume
-            feats = self.service.features(
-                source,
-                spec,
-                preprocess=self._preprocess(spec, recorded_preprocess),
-                overlap=self.options.overlap,
-                cache=self.options.cache,
-                progress=lambda f, m: progress(FEATURES_SHARE * f, m),
-                cancel=cancel,
+            preprocess = self._preprocess(spec, recorded_preprocess)
+            feats = self.volume_features(
+                source, spec, preprocess, lambda f, m: progress(FEATURES_SHARE * f, m), cancel
             )
             self._context, self._key = SegmentationContext(volume, feats), key
         return self._context
