@@ -10,7 +10,7 @@ import torch
 
 from voxelfm.errors import InputError
 from voxelfm.pretrain.config import PretrainConfig, load_config
-from voxelfm.pretrain.crops import MultiCrop, sample_box, sample_zoom_box
+from voxelfm.pretrain.crops import CropSpec, MultiCrop, sample_box
 from voxelfm.pretrain.heads import DINOHead
 from voxelfm.pretrain.losses import CenteredTeacher, dino_loss, ibot_patch_loss, koleo_loss
 from voxelfm.pretrain.masking import block_mask_3d, sample_masks
@@ -216,7 +216,7 @@ def test_multicrop_shapes_normalisation_and_box():
     assert torch.allclose(out["global_crops"][0], torch.full((1, 28, 28, 28), (-1000 + 573.8) / 461.3))
     rng = np.random.default_rng(3)
     for _ in range(50):
-        off, ext = sample_box((40, 50, 60), (28, 28, 28), (0.32, 1.0), (0.75, 1.333), rng)
+        off, ext = sample_box((40, 50, 60), CropSpec((28, 28, 28), (0.32, 1.0)), (0.75, 1.333), rng)
         assert all(o >= 0 and o + e <= n for o, e, n in zip(off, ext, (40, 50, 60), strict=True))
         assert 0.1 < np.prod(ext) / (40 * 50 * 60) <= 1.0
 
@@ -226,10 +226,14 @@ def test_zoom_crops_keep_the_voxel_size_whatever_the_volume_size():
     rng = np.random.default_rng(4)
     for shape in ((60, 60, 60), (300, 400, 400)):
         for _ in range(30):
-            off, ext = sample_zoom_box(shape, (28, 28, 28), (1.0, 1.5), (1.0, 1.0), rng)
+            off, ext = sample_box(
+                shape, CropSpec((28, 28, 28), (0.32, 1.0), zoom=(1.0, 1.5)), (1.0, 1.0), rng
+            )
             assert all(o >= 0 and o + e <= n for o, e, n in zip(off, ext, shape, strict=True))
             assert all(28 <= e <= 42 for e in ext)
-    off, ext = sample_zoom_box((20, 100, 100), (28, 28, 28), (1.0, 1.0), (1.0, 1.0), rng)
+    off, ext = sample_box(
+        (20, 100, 100), CropSpec((28, 28, 28), (0.32, 1.0), zoom=(1.0, 1.0)), (1.0, 1.0), rng
+    )
     assert ext == (20, 28, 28)  # clipped to the volume
     cfg = load_config(
         None,

@@ -247,20 +247,23 @@ def _inside(child: Path, folder: Path) -> bool:
     return child != folder and child.is_relative_to(folder)
 
 
-def _file_id(p: Path) -> tuple[int, int] | None:
+def _stat(p: Path, *fields: str, follow: bool = True) -> tuple[int, ...] | None:
+    """The named ``os.stat`` fields of ``p`` (of the link itself when not ``follow``), None if it is gone."""
     try:
-        st = os.stat(p)
+        st = os.stat(p, follow_symlinks=follow)
     except OSError:
         return None
-    return st.st_dev, st.st_ino
+    return tuple(getattr(st, f) for f in fields)
 
 
-def _stamp(p: Path) -> tuple[int, int] | None:
-    try:
-        st = os.lstat(p)
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns
+def _file_id(p: Path) -> tuple[int, ...] | None:
+    """Which file ``p`` is (device, inode): the same file under two names is one file."""
+    return _stat(p, "st_dev", "st_ino")
+
+
+def _stamp(p: Path) -> tuple[int, ...] | None:
+    """(size, mtime) of the entry itself: it changes when something else rewrites an output."""
+    return _stat(p, "st_size", "st_mtime_ns", follow=False)
 
 
 def _or(items: tuple[str, ...]) -> str:

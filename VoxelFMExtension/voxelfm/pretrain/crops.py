@@ -24,6 +24,14 @@ class CropSpec:
     scale: tuple[float, float]
     zoom: tuple[float, float] | None = None  # set: side = size x zoom (crop_mode "zoom"), scale unused
 
+    def side_factor(self, shape: tuple[int, ...], rng: np.random.Generator) -> float:
+        """How many times ``size`` a crop's sides are: ~U(zoom) on a log scale ("zoom"), else the factor that
+        makes the box hold ~U(scale) of the volume's voxels (the reference's volume fraction)."""
+        if self.zoom is not None:
+            return math.exp(rng.uniform(math.log(self.zoom[0]), math.log(self.zoom[1])))
+        target = float(np.prod(shape)) * rng.uniform(*self.scale)
+        return (target / float(np.prod(self.size))) ** (1 / 3)
+
 
 def _jittered_box(
     shape: tuple[int, ...],
@@ -44,28 +52,10 @@ def _jittered_box(
 
 
 def sample_box(
-    shape: tuple[int, ...],
-    out_size: tuple[int, int, int],
-    scale: tuple[float, float],
-    aspect_range: tuple[float, float],
-    rng: np.random.Generator,
+    shape: tuple[int, ...], spec: CropSpec, aspect_range: tuple[float, float], rng: np.random.Generator
 ) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-    """(offset, extent) of a box holding ~U(scale) of the volume's voxels, aspect ~ out_size x jitter."""
-    target = float(np.prod(shape)) * rng.uniform(*scale)
-    factor = (target / float(np.prod(out_size))) ** (1 / 3)
-    return _jittered_box(shape, out_size, factor, aspect_range, rng)
-
-
-def sample_zoom_box(
-    shape: tuple[int, ...],
-    out_size: tuple[int, int, int],
-    zoom: tuple[float, float],
-    aspect_range: tuple[float, float],
-    rng: np.random.Generator,
-) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-    """(offset, extent) of a box of side ~ out_size x U(zoom) voxels (aspect jittered), inside the volume."""
-    factor = math.exp(rng.uniform(math.log(zoom[0]), math.log(zoom[1])))
-    return _jittered_box(shape, out_size, factor, aspect_range, rng)
+    """(offset, extent) of a random crop box of ``spec`` inside a volume of ``shape`` (aspect jittered)."""
+    return _jittered_box(shape, spec.size, spec.side_factor(shape, rng), aspect_range, rng)
 
 
 def resize(block: torch.Tensor, out_size: tuple[int, int, int]) -> torch.Tensor:
@@ -103,10 +93,7 @@ class MultiCrop:
     def crop(self, vol: np.ndarray, spec: CropSpec, rng: np.random.Generator) -> torch.Tensor:
         a = self.aug
         aspect = tuple(a.aspect_ratio_range)
-        if spec.zoom is not None:
-            offset, extent = sample_zoom_box(vol.shape, spec.size, spec.zoom, aspect, rng)  # type: ignore[arg-type]
-        else:
-            offset, extent = sample_box(vol.shape, spec.size, spec.scale, aspect, rng)  # type: ignore[arg-type]
+        offset, extent = sample_box(vol.shape, spec, aspect, rng)  # type: ignore[arg-type]
         sl = tuple(slice(o, o + e) for o, e in zip(offset, extent, strict=True))
         block = torch.from_numpy(np.array(vol[sl], dtype=np.float32))  # copy: the cache is a read-only memmap
         perm = [int(i) for i in rng.permutation(3)] if a.permute_axes else [0, 1, 2]

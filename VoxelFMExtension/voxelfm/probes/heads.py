@@ -12,8 +12,6 @@ from typing import Any
 import torch
 from torch import nn
 
-HEAD_TYPES = ("linear", "mlp", "attentive")
-
 
 class _Standardize(nn.Module):
     def __init__(self, dim: int) -> None:
@@ -88,28 +86,17 @@ class AttentiveHead(nn.Module):
         return self.fc(self.drop(summary))
 
 
+HEADS: dict[str, type[nn.Module]] = {"linear": LinearHead, "mlp": MLPHead, "attentive": AttentiveHead}
+HEAD_TYPES = tuple(HEADS)
+
+
 def build_head(spec: dict[str, Any]) -> nn.Module:
-    """Module from a spec: {"type", "in_dim", "out_dim", plus type-specific options}."""
+    """Module from a spec: {"type", "in_dim", "out_dim", plus the head's own options}; an option the spec
+    leaves out takes the head's default (one place for defaults: the head's constructor)."""
     kind = spec["type"]
-    opts = {k: v for k, v in spec.items() if k not in ("type",)}
-    if kind == "linear":
-        return LinearHead(int(opts["in_dim"]), int(opts["out_dim"]))
-    if kind == "mlp":
-        return MLPHead(
-            int(opts["in_dim"]),
-            int(opts["out_dim"]),
-            int(opts.get("hidden_dim", 256)),
-            float(opts.get("dropout", 0.1)),
-        )
-    if kind == "attentive":
-        return AttentiveHead(
-            int(opts["in_dim"]),
-            int(opts["out_dim"]),
-            int(opts.get("num_heads", 4)),
-            int(opts.get("num_queries", 1)),
-            float(opts.get("dropout", 0.0)),
-        )
-    raise ValueError(f"Unknown head type {kind!r}; choose one of {', '.join(HEAD_TYPES)}.")
+    if kind not in HEADS:
+        raise ValueError(f"Unknown head type {kind!r}; choose one of {', '.join(HEAD_TYPES)}.")
+    return HEADS[kind](**{k: v for k, v in spec.items() if k != "type"})
 
 
 def set_standardization(head: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
