@@ -16,6 +16,8 @@ def test_reads_json_and_yaml_objects(tmp_path):
     (tmp_path / "a.yaml").write_text("k: 1\n", encoding="utf-8")
     assert read_mapping(tmp_path / "a.json", InputError, "thing", "fix it") == {"k": 1}
     assert read_mapping(tmp_path / "a.yaml", InputError, "thing", "fix it", syntax="YAML") == {"k": 1}
+    (tmp_path / "empty.yaml").write_text("# nothing set\n", encoding="utf-8")
+    assert read_mapping(tmp_path / "empty.yaml", InputError, "thing", "fix it", syntax="YAML") == {}
 
 
 @pytest.mark.parametrize(
@@ -25,7 +27,7 @@ def test_reads_json_and_yaml_objects(tmp_path):
         ("a.json", "{nope", "JSON", r"readable settings file: not valid JSON \(.*\); fix it\.$"),
         ("a.json", "[1, 2]", "JSON", r"expected a JSON object, found \[1, 2\] \(a list\); fix it\.$"),
         ("a.yaml", "k: [1", "YAML", r"not valid YAML"),
-        ("a.yaml", "", "YAML", r"expected a YAML mapping, found null; fix it\.$"),
+        ("a.yaml", "- 1\n", "YAML", r"expected a YAML mapping, found \[1\] \(a list\); fix it\.$"),
     ],
 )
 def test_errors_name_the_file_problem_and_fix(tmp_path, name, content, syntax, message):

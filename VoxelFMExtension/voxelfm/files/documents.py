@@ -35,7 +35,7 @@ def read_mapping(
 ) -> dict[str, Any]:
     """The object at the top of the file ``path``, else ``error`` naming the file, the problem and ``fix``.
 
-    ``what`` names the file's role in the messages ("probe file"); ``missing`` is what to do when the file is
+    An empty YAML file reads as an empty mapping. ``what`` names the file's role in the messages ("probe file"); ``missing`` is what to do when the file is
     absent (default ``fix``). Messages read "<What> PATH not found; <missing>." and "PATH is not a readable
     <what>: <problem>; <fix>."
     """
@@ -51,6 +51,8 @@ def read_mapping(
         data = parse(text)
     except syntax_error as exc:
         raise error(f"{p} is not a readable {what}: not valid {syntax} ({exc}); {fix}.") from exc
+    if data is None and syntax == "YAML":
+        data = {}  # an empty YAML file: nothing set
     if not isinstance(data, dict):
         kind = "mapping" if syntax == "YAML" else "object"
         raise error(

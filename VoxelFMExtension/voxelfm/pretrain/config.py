@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..files.documents import read_mapping
 
 
 @dataclass
@@ -440,19 +441,16 @@ def load_config(
     path: str | Path | None = None, overrides: dict[str, Any] | list[str] | None = None
 ) -> PretrainConfig:
     """Defaults <- YAML file <- overrides, validated."""
-    import yaml
-
     data: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise InputError(f"Config file not found: {p}. Pass an existing YAML file to --config.")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise InputError(f"{p} is not valid YAML: {exc}") from exc
-        if not isinstance(data, dict):
-            raise InputError(f"{p} must contain a YAML mapping of config sections.")
+        data = read_mapping(
+            path,
+            InputError,
+            "pretraining config",
+            "fix the file (YAML mapping of config sections)",
+            missing="pass an existing YAML file to --config",
+            syntax="YAML",
+        )
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
     if overrides:

@@ -8,7 +8,6 @@ beside it (``labels.nii.gz`` -> ``labels.json``: {"1": "liver", ...}, as TotalSe
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..files.documents import read_mapping
 from ..imaging.volume import Volume
 from .measurements import SegmentMeasurement, measure_mask
 
@@ -55,11 +55,12 @@ def _names_beside(path: Path) -> dict[int, str]:
     side = path.with_name(_stem(path) + ".json")
     if not side.is_file():
         return {}
+    what = "JSON object of label value -> segment name"
+    raw = read_mapping(side, InputError, "segment names file", f"write a {what}")
     try:
-        raw = json.loads(side.read_text(encoding="utf-8"))
         return {int(k): str(v) for k, v in raw.items()}
-    except (ValueError, AttributeError) as exc:
-        raise InputError(f"{side}: expected a JSON object of label value -> segment name ({exc}).") from exc
+    except ValueError as exc:
+        raise InputError(f"{side}: expected a {what} ({exc}).") from exc
 
 
 def _seg_nrrd_segments(image, n_layers: int) -> list[SegmentRef]:

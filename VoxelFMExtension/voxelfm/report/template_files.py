@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..files.documents import read_mapping
 from .catalog import normalise_name
 from .template import (
     DEFAULT_SENTENCES,
@@ -70,16 +71,11 @@ def _template_path(name_or_path: str | Path) -> Path:
 
 def load_template(name_or_path: str | Path | None = None) -> ReportTemplate:
     """A shipped template by name (default chest_ct) or a template file, fully validated."""
-    import json
-
-    import yaml
-
     path = _template_path(name_or_path or DEFAULT_TEMPLATE)
-    try:
-        text = path.read_text(encoding="utf-8")
-        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise InputError(f"Report template {path} cannot be read: {exc}") from exc
+    syntax = "JSON" if path.suffix == ".json" else "YAML"
+    raw = read_mapping(
+        path, InputError, "report template", "fix the file or pass another --template", syntax=syntax
+    )
     return template_from_dict(raw, str(path))
 
 
