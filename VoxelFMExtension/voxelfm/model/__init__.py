@@ -1,6 +1,12 @@
-"""VoxelFM 3D ViT backbone (function-equal to the published model; SDPA attention)."""
+"""VoxelFM 3D ViT backbone (function-equal to the published model; SDPA attention).
 
-from .config import BackboneConfig
-from .vit import VoxelFMBackbone
+Names are loaded lazily so that reading an architecture config (``model.config``) does not import torch.
+"""
 
-__all__ = ["BackboneConfig", "VoxelFMBackbone"]
+from __future__ import annotations
+
+from ..lazy import lazy_exports
+
+_EXPORTS = {".config": ("BackboneConfig",), ".vit": ("VoxelFMBackbone",)}
+
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

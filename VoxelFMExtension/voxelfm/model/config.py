@@ -82,20 +82,11 @@ class BackboneConfig:
         return cls(**kwargs)
 
 
-# The ``student`` keys that carry over to BackboneConfig as they are (layerscale and drop_path_rate: see
-# ``from_student``).
-_STUDENT_KEYS: dict[str, Callable[[Any], Any]] = {
-    "embed_dim": int,
-    "depth": int,
-    "num_heads": int,
-    "patch_size": int,
-    "mlp_ratio": float,
-    "num_register_tokens": int,
-    "rope_base": float,
-    "qkv_bias": bool,
-    "proj_bias": bool,
-    "ffn_bias": bool,
-}
+# The ``student`` keys that carry over to BackboneConfig as they are: every field but these (layerscale and
+# drop_path_rate: see ``from_student``; norm_eps is ours, the reference hard-codes it).
+_NOT_IN_STUDENT = ("layerscale", "drop_path_rate", "norm_eps")
+_CASTS: dict[str, Callable[[Any], Any]] = {"int": int, "float": float, "bool": bool}
+_STUDENT_KEYS = {f.name: _CASTS[str(f.type)] for f in fields(BackboneConfig) if f.name not in _NOT_IN_STUDENT}
 
 
 def official_preprocess_params(source: str | Path | dict[str, Any]) -> dict[str, Any]:

@@ -17,26 +17,29 @@ from typing import Any
 
 from ..errors import InputError
 from ..files.documents import read_mapping
+from ..model.config import BackboneConfig
+
+_ARCH = BackboneConfig()  # the released architecture: the student's defaults, kept in one place
 
 
 @dataclass
 class StudentConfig:
-    embed_dim: int = 864
-    depth: int = 12
-    num_heads: int = 12
-    patch_size: int = 14
-    mlp_ratio: float = 4.0
+    embed_dim: int = _ARCH.embed_dim
+    depth: int = _ARCH.depth
+    num_heads: int = _ARCH.num_heads
+    patch_size: int = _ARCH.patch_size
+    mlp_ratio: float = _ARCH.mlp_ratio
     drop_path_rate: float = 0.1
-    layerscale: float | None = 1.0e-5
-    rope_base: float = 100.0
+    layerscale: float | None = _ARCH.layerscale
+    rope_base: float = _ARCH.rope_base
     rope_rescale_coords: float | None = None
     drop_path_uniform: bool = True
     pretrained_weights: str = ""
     ffn_layer: str = "mlp"
-    qkv_bias: bool = True
-    proj_bias: bool = True
-    ffn_bias: bool = True
-    num_register_tokens: int = 4
+    qkv_bias: bool = _ARCH.qkv_bias
+    proj_bias: bool = _ARCH.proj_bias
+    ffn_bias: bool = _ARCH.ffn_bias
+    num_register_tokens: int = _ARCH.num_register_tokens
 
 
 @dataclass
