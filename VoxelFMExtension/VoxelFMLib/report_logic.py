@@ -142,16 +142,14 @@ class ReportLogic(CapabilityLogic):
     def run(
         self,
         volume_node: Any,
-        probes: list[Any] = (),
-        segmentation_nodes: list[Any] = (),
-        library: Any = None,
-        vlm: str | None = None,
         text_node: Any = None,
         progress: ProgressFn | None = None,
         cancel: CancelFlag | None = None,
+        **sources: Any,
     ) -> ReportResult:
-        """All three steps on the calling thread (scripts, tests)."""
-        inputs = self.prepare(volume_node, probes, segmentation_nodes, library, vlm)
+        """All three steps on the calling thread (scripts, tests). ``sources`` are ``prepare``'s keywords
+        (probes, segmentation_nodes, library, vlm), passed on as they are so the two cannot drift apart."""
+        inputs = self.prepare(volume_node, **sources)
         return self.write(inputs, self.predict(inputs, progress, cancel), volume_node, text_node)
 
     def _generator(self, run: str) -> Any:
