@@ -66,6 +66,34 @@ def volume_from_node(node: slicer.vtkMRMLScalarVolumeNode, world: bool = False) 
     return Volume(array=array, ijk_to_ras=node_ijk_to_ras(node, world=world), name=node.GetName() or "")
 
 
+def ct_volume_from_node(node: slicer.vtkMRMLVolumeNode | None, role: str = "the CT", world: bool = False) -> Volume:
+    """Copy a node that may serve as a CT: one scalar component, not a labelmap (one rule for every module).
+
+    WHY: ``GetNodesByClass("vtkMRMLScalarVolumeNode")`` also returns labelmaps and VoxelFM's own colour
+    (vector) volumes; used as a CT they give wrong features without any error.
+    """
+    if node is None:
+        raise InputError(f"No volume is selected as {role}; select a CT volume.")
+    refusal = ct_refusal(node)
+    if refusal:
+        raise InputError(f"Volume '{node.GetName()}' cannot be {role}: {refusal}.")
+    return volume_from_node(node, world=world)
+
+
+def ct_refusal(node: slicer.vtkMRMLVolumeNode) -> str:
+    """Why ``node`` cannot be used as a CT, or "" when it can."""
+    if node.IsA("vtkMRMLLabelMapVolumeNode"):
+        return "it is a labelmap (a segmentation), not a CT image; select the CT it was drawn on"
+    if not node.IsA("vtkMRMLScalarVolumeNode") or node.IsA("vtkMRMLVectorVolumeNode"):
+        return "it is a colour/vector volume, not a grayscale CT; select a single-component CT volume"
+    image = node.GetImageData()
+    if image is None:
+        return "it has no image data; load a CT into it first"
+    if image.GetNumberOfScalarComponents() != 1:
+        return f"it has {image.GetNumberOfScalarComponents()} components; select a single-component CT volume"
+    return ""
+
+
 def volume_key(node: slicer.vtkMRMLVolumeNode) -> str:
     """Cheap identity of a node's voxels and geometry: node id, image-data modification time, IJKToRAS.
 
