@@ -158,12 +158,24 @@ def _retrieval(s: dict[str, Any], files: dict[str, Path], out: Path) -> str:
     )
 
 
+def _number(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "(" + ", ".join(_number(v) for v in value) + ")"
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
 def _evidence_text(e: dict[str, Any]) -> str:
     kind = e.get("kind")
     if kind == "measurement":
-        return f"measured on segment '{e.get('segment')}': {e.get('quantity')} = {e.get('value')} {e.get('unit')}"
+        quantity = str(e.get("quantity", "")).replace("_", " ")
+        return (
+            f"measured on segment '{e.get('segment')}': {quantity} {_number(e.get('value'))} {e.get('unit')}"
+        )
     if kind == "neighbour":
-        return f"similar case {e.get('case_id')} (similarity {float(e.get('score', 0)):.3f}) says: {e.get('text', '')}"
+        return (
+            f"similar case {e.get('case_id')} (similarity {float(e.get('score', 0)):.3f}, weight"
+            f' {float(e.get("weight", 0)):.2f}) says: "{e.get("sentence", "")}"'
+        )
     return json.dumps(e)
 
 
@@ -184,7 +196,8 @@ def _report(s: dict[str, Any], files: dict[str, Path], out: Path) -> str:
         + (f"<p>Warnings:</p><ul>{warnings}</ul>" if warnings else "")
         + '<p class="meaning">What it means: a draft for a radiologist to edit, never a diagnosis. Each sentence'
         " names where it comes from: a measurement of the segmentation above, or what the reports of the most"
-        " similar other cases agree on (lung1's own copy is left out).</p>"
+        " similar other cases agree on (lung1's own copy is left out). A similar case's sentence may not fit this"
+        " patient (here lung2's mass is not lung1's nodule): the evidence says which sentence to check.</p>"
         + _files(files, ["report_json", "report_txt"], out)
         + "<p>Yourself: <code>voxelfm report LIBRARY CT.nrrd --segmentation seg.seg.nrrd --json</code>;"
         " in Slicer: <b>VoxelFM Report</b>.</p>",
