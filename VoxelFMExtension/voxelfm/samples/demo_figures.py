@@ -41,8 +41,9 @@ def features_figure(overview_png: Path, model: str, grid: Sequence[int], out: Pa
     from PIL import Image
 
     img = np.asarray(Image.open(overview_png).convert("RGB"))
-    fig = Figure(figsize=(10, 10 * img.shape[0] / img.shape[1] + 1.2))
-    ax = fig.add_axes((0.02, 0.08, 0.96, 0.84))
+    height_in = 9.8 * img.shape[0] / img.shape[1] + 1.3  # the picture at 9.8 in wide, plus title and legend
+    fig = Figure(figsize=(10, height_in))
+    ax = fig.add_axes((0.01, 0.9 / height_in, 0.98, 1 - 1.3 / height_in))
     ax.imshow(img)
     _off(ax)
     w = img.shape[1]
