@@ -6,6 +6,11 @@
 # torch is pinned in each install command on purpose: an unpinned torch pulls a multi-GB CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# headless Chromium renders the demo page in test_demo_page.py (Debian's package; installed only when missing)
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } ||
+    echo "chromium could not be installed: the demo-page browser test will be skipped" >&2
+fi
 python3 -m venv .venv
 .venv/bin/pip install -q torch==2.13.0 -e ".[test]"
 .venv/bin/python -m pytest -p no:cacheprovider "$@"

@@ -1,4 +1,4 @@
-"""`voxelfm demo --out DIR`: the README Quick-start main job on the embedded sample chest CT."""
+"""`voxelfm demo --out DIR`: the README Quick-start main job, a tour of every capability on the sample CTs."""
 
 from __future__ import annotations
 
@@ -11,12 +11,23 @@ from .outputs import add_overwrite_arg, output_plan
 
 # What a demo run writes into --out (files.run_folder refuses a folder holding anything else).
 DEMO_FILES = (
+    "index.html",
+    "summary.json",
     "features.npz",
     "features_pca.png",
+    "1_features_pca.png",
     "tumour_seg.nii.gz",
     "tumour_seg.seg.nrrd",
-    "tumour_overlay.png",
-    "summary.json",
+    "2_tumour_segmentation.png",
+    "cases",
+    "landmarks_lung1.mrk.json",
+    "landmarks_found_in_copy.mrk.json",
+    "landmarks_truth_in_copy.mrk.json",
+    "3_landmarks.png",
+    "case_library",
+    "4_similar_cases.png",
+    "report_draft.json",
+    "report_draft.txt",
 )
 
 
@@ -35,31 +46,37 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     plan.written(*res.files.values())
     s = res.summary
-    info = s["model"]
-    log.info("model: %s (%s; %s)", info.get("id"), info.get("source"), s["model_choice"])
     log.info(
-        "tumour from %d labelled slice(s) %s: Dice %.3f (all slices), %s (unlabelled slices); %.2f ml vs %.2f ml",
+        "1. features: grid %s; 2. tumour from %d labelled slice(s) %s: Dice %.3f (all slices), %s (unlabelled)",
+        " x ".join(map(str, s["feature_grid"])),
         len(s["labelled_axial_slices"]),
         s["labelled_axial_slices"],
         s["dice_all_slices"],
         s["dice_unlabelled_slices"],
-        s["predicted_ml"],
-        s["reference_ml"],
     )
-    for name, path in res.files.items():
-        log.info("wrote %-15s %s", name, path)
+    lm = s["landmarks"]
+    log.info(
+        "3. landmarks in the moved copy: median %.1f mm, max %.1f mm",
+        lm["median_error_mm"],
+        lm["max_error_mm"],
+    )
+    hits = ", ".join(f"{h['case_id']} {h['score']:.3f}" for h in s["retrieval"]["whole_volume"])
+    log.info("4. similar cases of lung1: %s", hits)
+    log.info("5. report draft: %d sentence(s) with evidence", len(s["report"]["sentences"]))
+    log.info("open %s in a browser", res.files["page"].resolve())
     print(json.dumps(s["timings_s"]))
     return 0
 
 
 @command("demo", run)
 def arguments(p: argparse.ArgumentParser) -> None:
-    """main job on the embedded sample CT: features + PCA picture + few-shot tumour segmentation
+    """the tour on the embedded sample CTs: features, segmentation, landmarks, similar cases, report
 
-    Fetch the sample chest CT (pyradiomics lung1, sha256-checked), extract features with the default
-    model, fit a segmentation probe on labelled axial slices of the nodule (default 1) and segment the
-    whole volume. Writes features.npz, features_pca.png, tumour_seg.nii.gz/.seg.nrrd, tumour_overlay.png
-    and summary.json into --out.
+    Fetch the two sample chest CTs (pyradiomics lung1 and lung2, sha256-checked) and, with the default
+    model: features + PCA picture; few-shot tumour segmentation from labelled axial slices (default 1)
+    with Dice; landmark transfer to a moved and cropped copy of lung1 (errors in mm); a 3-case library
+    queried with lung1 (similarity scores); a report draft with its evidence. Writes index.html (one page
+    with every picture and what it means), summary.json and every result file into --out.
     """
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(

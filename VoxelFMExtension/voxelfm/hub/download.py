@@ -485,6 +485,8 @@ def resolve_default_model(
             continue
         if failures:
             reason = f"{'; '.join(str(e).splitlines()[0] for e in failures)} -> using {m}"
-            log.warning("default model: %s", reason)
+            # debug only: the caller says the choice once (the feature service logs it when it loads the
+            # model; `voxelfm models` prints it), so a command shows this line once, not once per layer
+            log.debug("default model: %s", reason)
         return resolved, reason
     raise ModelNotAvailableError("No model is available.\n" + "\n\n".join(str(e) for e in failures))

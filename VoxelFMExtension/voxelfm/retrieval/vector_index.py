@@ -20,20 +20,14 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from .faiss_import import import_faiss
 
 EXACT, IVF_SQ8 = "exact", "ivf-sq8"
 KINDS = (EXACT, IVF_SQ8)
 
 
 def _faiss():
-    try:
-        import faiss
-    except ImportError as exc:  # an optional dependency (extra "retrieval")
-        raise InputError(
-            "Similar-case retrieval needs the 'faiss-cpu' package: pip install faiss-cpu "
-            "(or pip install 'voxelfm[retrieval]')."
-        ) from exc
-    return faiss
+    return import_faiss()
 
 
 @dataclass(frozen=True)
