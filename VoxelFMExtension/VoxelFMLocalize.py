@@ -118,26 +118,21 @@ class VoxelFMLocalizeWidget(VoxelFMModuleWidget):
 
 
 class VoxelFMLocalizeLogic(VoxelFMModuleLogic):
-    """Thin: parameter node -> VoxelFMLib.LocalisationLogic (it keeps the references' templates, so finding
-    the landmarks in another target is fast)."""
+    """Thin: parameter node -> VoxelFMLib.LocalisationLogic (which nodes are used, what is cached and where the
+    result goes are decided there, see ``LocalizeChoice``; it keeps the references' templates, so finding the
+    landmarks in another target is fast)."""
 
     parameterNodeClass = VoxelFMLocalizeParameterNode
     capability = "LocalisationLogic"
 
-    @staticmethod
-    def references(parameterNode) -> list:
-        pairs = [(parameterNode.referenceVolume, parameterNode.referencePoints)]
-        if parameterNode.secondReferenceVolume and parameterNode.secondReferencePoints:
-            pairs.append((parameterNode.secondReferenceVolume, parameterNode.secondReferencePoints))
-        return pairs
-
     def findLandmarks(self, parameterNode, busy):
         """prepare (main thread) -> predict (worker thread) -> write (main thread)."""
-        localizer = self.capabilityLogic(parameterNode)
-        inputs = localizer.prepare(parameterNode.targetVolume, self.references(parameterNode))
-        result = runInWorker(busy, localizer.predict, inputs)
-        return localizer.write(
-            inputs, result, slicer.mrmlScene, parameterNode.outputPoints, parameterNode.comparePoints
+        from VoxelFMLib.localize_logic import LocalizeChoice
+
+        return self.capabilityLogic(parameterNode).find(
+            LocalizeChoice.of(parameterNode),
+            slicer.mrmlScene,
+            in_worker=lambda fn, *args: runInWorker(busy, fn, *args),
         )
 
     def applyProbe(self, parameterNode, path: str, busy):
@@ -151,10 +146,9 @@ class VoxelFMLocalizeLogic(VoxelFMModuleLogic):
         )
 
     def makeBox(self, parameterNode):
-        names = [n.strip() for n in (parameterNode.boxCorners or "").split(",") if n.strip()] or None
-        return self.capabilityLogic(parameterNode).box_from_points(
-            parameterNode.outputPoints, "VoxelFM box", names
-        )
+        from VoxelFMLib.localize_logic import LocalizeChoice
+
+        return self.capabilityLogic(parameterNode).make_box(LocalizeChoice.of(parameterNode))
 
 
 class VoxelFMLocalizeTest(VoxelFMModuleTest):

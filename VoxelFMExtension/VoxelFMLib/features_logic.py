@@ -7,6 +7,8 @@ the worker thread.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from voxelfm.features.service import FeatureService, ModelSpec, feature_service
@@ -14,19 +16,31 @@ from voxelfm.features.volume_features import VolumeFeatures
 from voxelfm.imaging.volume import Volume
 from voxelfm.progress import CancelFlag, ProgressFn
 
-from .model_service import checked_spec
+from .capability_logic import CapabilityLogic
 from .volume_nodes import volume_from_node
 
 
-class FeaturesLogic:
-    def __init__(self, spec: ModelSpec | None = None, service: FeatureService | None = None) -> None:
-        self.spec = checked_spec(spec or ModelSpec())
-        self.service = service or feature_service()
+def direct(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run the slow step on the calling thread (the module passes its worker-thread runner instead)."""
+    return fn(*args, **kwargs)
 
-    @classmethod
-    def from_spec(cls, spec: ModelSpec) -> FeaturesLogic:
-        """The logic for a model panel's choice (the same constructor PerModel.of uses for every logic)."""
-        return cls(spec)
+
+@dataclass
+class FeaturesOutput:
+    features: VolumeFeatures
+    pca_node: Any = None  # the colour volume shown over the CT (None when not asked for)
+
+
+class FeaturesLogic(CapabilityLogic):
+    """``FeaturesLogic(model, device, precision, max_tokens)`` like every capability logic; its "pipeline" is
+    the shared feature service (``service=`` injects another, e.g. in tests)."""
+
+    def build_pipeline(self, spec: ModelSpec, service: FeatureService | None) -> FeatureService:
+        return service if service is not None else feature_service()
+
+    @property
+    def service(self) -> FeatureService:
+        return self.pipeline
 
     def extract_volume(
         self,
@@ -47,6 +61,19 @@ class FeaturesLogic:
     ) -> VolumeFeatures:
         """Features of a volume node, all on the calling thread (scripts, tests)."""
         return self.extract_volume(volume_from_node(volume_node), progress, cancel, cache)
+
+    def run(
+        self,
+        volume_node: Any,
+        cache: bool = True,
+        show_pca: bool = True,
+        in_worker: Callable[..., Any] = direct,
+    ) -> FeaturesOutput:
+        """The "Extract" button: copy the CT (main thread), extract (``in_worker``), show the PCA (main thread)."""
+        volume = volume_from_node(volume_node)
+        features = in_worker(self.extract_volume, volume, cache=cache)
+        pca = self.show_pca(features, volume_node) if show_pca else None
+        return FeaturesOutput(features, pca)
 
     def show_pca(self, features: VolumeFeatures, volume_node: Any, name: str | None = None) -> Any:
         """A new colour volume of the first 3 principal components, aligned with the CT (uniquely named)."""

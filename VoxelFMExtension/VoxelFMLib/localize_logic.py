@@ -13,6 +13,7 @@ extracts the references' features once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,50 @@ class LocalisationOutput:
     node: Any  # vtkMRMLMarkupsFiducialNode holding the predictions (created by us)
     result: LocalisationResult
     distances: dict[str, float] = field(default_factory=dict)  # to same-named points of ``compare_node``
+
+
+@dataclass
+class LocalizeChoice:
+    """What the Localize module's parameter node holds: which nodes a Find / Apply probe / Box uses."""
+
+    target: Any = None
+    reference_volume: Any = None
+    reference_points: Any = None
+    second_reference_volume: Any = None
+    second_reference_points: Any = None
+    compare_points: Any = None
+    output_points: Any = None
+    box_corners: str = ""
+
+    @classmethod
+    def of(cls, parameters: Any) -> LocalizeChoice:
+        """From the module's parameter node (its attribute names)."""
+        return cls(
+            parameters.targetVolume,
+            parameters.referenceVolume,
+            parameters.referencePoints,
+            parameters.secondReferenceVolume,
+            parameters.secondReferencePoints,
+            parameters.comparePoints,
+            parameters.outputPoints,
+            parameters.boxCorners or "",
+        )
+
+    def references(self) -> list[tuple[Any, Any]]:
+        """The first reference pair, and the second one when both its scan and its points are chosen."""
+        pairs = [(self.reference_volume, self.reference_points)]
+        if self.second_reference_volume and self.second_reference_points:
+            pairs.append((self.second_reference_volume, self.second_reference_points))
+        return pairs
+
+    def corner_names(self) -> list[str] | None:
+        """The box corner landmarks typed as "a, b" (None: every point of the result)."""
+        return [n.strip() for n in self.box_corners.split(",") if n.strip()] or None
+
+
+def direct(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run the slow step on the calling thread (the module passes its worker-thread runner instead)."""
+    return fn(*args, **kwargs)
 
 
 def _points_key(node) -> str:
@@ -133,6 +178,20 @@ class LocalisationLogic(CapabilityLogic):
         inputs = self.prepare(target_node, references)
         result = self.predict(inputs, progress, cancel)
         return self.write(inputs, result, target_node.GetScene(), output_node, compare_node)
+
+    def find(
+        self, choice: LocalizeChoice, scene: Any, in_worker: Callable[..., Any] = direct
+    ) -> LocalisationOutput:
+        """The "Find landmarks" button: prepare (main thread) -> predict (``in_worker``) -> write (main thread)."""
+        inputs = self.prepare(choice.target, choice.references())
+        result = in_worker(self.predict, inputs)
+        return self.write(inputs, result, scene, choice.output_points, choice.compare_points)
+
+    def make_box(self, choice: LocalizeChoice, name: str = "VoxelFM box") -> Any:
+        """The "Box" button: a new ROI spanned by the chosen corners of the current result list."""
+        if choice.output_points is None:
+            raise InputError("Find the landmarks first: the box is made from the result point list.")
+        return self.box_from_points(choice.output_points, name, choice.corner_names())
 
     def apply_probe(
         self,
