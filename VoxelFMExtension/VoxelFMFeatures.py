@@ -19,7 +19,11 @@ class VoxelFMFeatures(VoxelFMModule):
     HELP = _(
         "Extract VoxelFM foundation-model features of a CT volume (a frozen 3D ViT, one feature "
         "vector per 14x14x14-voxel patch) and show their first three principal components as a "
-        "colour volume. Features are cached on disk, so other VoxelFM modules reuse them. Needs 3D "
+        "colour volume. Features are cached on disk, so other VoxelFM modules reuse them. The input "
+        "must be a grayscale CT (labelmaps and colour volumes are refused). Features are of the CT's "
+        "own voxels: moving it with a transform does not change them, and the colour volume is placed "
+        "under the CT's transform so it stays on the CT (one shown before the CT got its transform "
+        "stays where it was, like any other node). Each Extract adds a new colour volume. Needs 3D "
         "Slicer 5.10 or newer."
     )
     DEPENDENCIES = ()
