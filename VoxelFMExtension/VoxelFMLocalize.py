@@ -27,9 +27,16 @@ class VoxelFMLocalize(VoxelFMModule):
     TITLE = _("VoxelFM Localize")
     HELP = _(
         "Landmarks from one example. Place a point list on a reference scan (control point labels "
-        "are the landmark names), choose the target volume and press 'Find landmarks'. Found points "
-        "go into a new point list with a confidence (0-1) in each point's description; your point "
-        "lists are never modified. Double-click a row to jump to the point."
+        "are the landmark names; a blank label becomes '<list name>-<number>'), choose the target "
+        "volume and press 'Find landmarks'. Found points go into a new point list with a confidence "
+        "(0-1) in each point's description; your point lists are never modified. Each Find uses the "
+        "reference points and scans as they are now (moved, added or renamed points, a transform on "
+        "the reference scan). Finding again writes into the previous result list only while it is "
+        "exactly as VoxelFM left it: once you have moved, added, removed, renamed or described a "
+        "point in it (or put it under a transform), it is kept as you left it and the new result goes "
+        "into a new list (the status line says so). If the target is removed or changed while the "
+        "landmarks are being found, nothing is written. Labelmaps and colour volumes are refused as "
+        "the target or a reference scan. Double-click a row to jump to the point."
     )
 
 
@@ -104,11 +111,10 @@ class VoxelFMLocalizeWidget(VoxelFMModuleWidget):
                 *(f"{v:.1f}" for v in points.ras[row]),
             )
             setRow(self.ui.resultsTable, row, cells)
-        self.busy.stop(
-            _("Found {n} landmarks in '{name}' ({s:.1f} s).").format(
-                n=len(points), name=output.node.GetName(), s=output.result.seconds
-            )
+        message = _("Found {n} landmarks in '{name}' ({s:.1f} s).").format(
+            n=len(points), name=output.node.GetName(), s=output.result.seconds
         )
+        self.busy.stop(f"{message} {output.note}".strip())
 
     def onJumpToRow(self, row: int, column: int) -> None:
         from VoxelFMLib.markups_nodes import jump_slices_to

@@ -13,10 +13,13 @@ extracts the references' features once.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from voxelfm.errors import InputError
 from voxelfm.features.service import FeatureService
@@ -25,6 +28,7 @@ from voxelfm.imaging.volume import Volume
 from voxelfm.localize.boxes import box_from_mask, box_from_points
 from voxelfm.localize.config import TransferConfig
 from voxelfm.localize.pipeline import LocalisationPipeline, Reference
+from voxelfm.localize.points import PointList
 from voxelfm.localize.probe import LocalisationProbe
 from voxelfm.localize.probe_file import load_localisation_probe
 from voxelfm.localize.result import LocalisationResult
@@ -32,9 +36,16 @@ from voxelfm.localize.template import LandmarkTemplate
 from voxelfm.progress import CancelFlag, ProgressFn, check_cancel, no_progress
 
 from .capability_logic import CapabilityLogic
-from .markups_nodes import distances_to_node, points_from_node, write_points_node, write_roi_node
+from .markups_nodes import (
+    distances_to_node,
+    edited_by_user,
+    is_prediction_node,
+    points_from_node,
+    write_points_node,
+    write_roi_node,
+)
 from .segmentation_nodes import segment_mask_on_volume
-from .volume_nodes import node_ijk_to_ras, volume_from_node, volume_key
+from .volume_nodes import ct_refusal, ct_volume_from_node, node_ijk_to_ras, volume_key
 
 
 @dataclass
@@ -46,6 +57,8 @@ class LocalisationInputs:
     reference_keys: list[str]
     target_node_id: str
     input_node_ids: list[str] = field(default_factory=list)  # nodes we read: never written
+    target_name: str = ""
+    target_key: str = ""  # voxels + world geometry when copied: a result is written only if still the same
 
 
 @dataclass
@@ -53,6 +66,7 @@ class LocalisationOutput:
     node: Any  # vtkMRMLMarkupsFiducialNode holding the predictions (created by us)
     result: LocalisationResult
     distances: dict[str, float] = field(default_factory=dict)  # to same-named points of ``compare_node``
+    note: str = ""  # e.g. why the result went into a new list rather than the chosen one
 
 
 @dataclass
@@ -94,13 +108,45 @@ class LocalizeChoice:
         return [n.strip() for n in self.box_corners.split(",") if n.strip()] or None
 
 
+def check_target_unchanged(scene: Any, node_id: str, name: str, key: str) -> None:
+    """Refuse to write a result for a target removed or changed (voxels, geometry, transform) during the run.
+
+    WHY: the GUI stays live while the worker runs; a result written for a volume no longer there (or no longer
+    the one the landmarks were found in) is a wrong result the user cannot tell apart from a right one.
+    """
+    node = scene.GetNodeByID(node_id)
+    if node is None:
+        raise InputError(
+            f"The target volume '{name}' was removed while the landmarks were being found; nothing was "
+            "written. Select a target and find the landmarks again."
+        )
+    if volume_key(node, world=True) != key:
+        raise InputError(
+            f"The target volume '{name}' changed (voxels, geometry or transform) while the landmarks were being "
+            "found; nothing was written. Find the landmarks again."
+        )
+
+
 def direct(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run the slow step on the calling thread (the module passes its worker-thread runner instead)."""
     return fn(*args, **kwargs)
 
 
-def _points_key(node) -> str:
-    return f"{node.GetID()}:{node.GetMTime()}"
+TEMPLATES_KEPT = 8  # reference templates kept per logic (a few reference sets; each is small)
+
+
+def reference_key(volume_node: Any, points: PointList, spec: ModelSpec) -> str:
+    """What a reference template is computed from: the scan's voxels and world geometry (parent transform
+    included) and the points' labels, world positions, descriptions and count, with the model.
+
+    WHY: moving a control point does not change the point list's MTime, and a parent transform is not part
+    of the volume's own geometry; keying on node ids and MTimes reused stale references.
+    """
+    digest = hashlib.sha1()
+    for name, description in zip(points.names, points.descriptions, strict=True):
+        digest.update(f"{name}\x00{description}\x00".encode())
+    digest.update(np.ascontiguousarray(points.ras, dtype=np.float64).tobytes())
+    return f"{volume_key(volume_node, world=True)}|{len(points)}:{digest.hexdigest()}|{spec}"
 
 
 class LocalisationLogic(CapabilityLogic):
@@ -120,21 +166,27 @@ class LocalisationLogic(CapabilityLogic):
         """Copy the target and every (reference volume, reference points) pair out of the scene."""
         if target_node is None:
             raise InputError("Select the volume in which to find the landmarks.")
+        target = ct_volume_from_node(target_node, "the target", world=True)
         if not references:
             raise InputError("Add at least one reference: a scan and the point list placed on it.")
         refs: list[Reference | LandmarkTemplate] = []
         keys, ids = [], [target_node.GetID()]
-        for volume_node, points_node in references:
+        for n, (volume_node, points_node) in enumerate(references):
+            role = "the reference scan" if n == 0 else "the second reference scan"
             if volume_node is None:
                 raise InputError("Each reference needs its scan (volume).")
+            refusal = ct_refusal(volume_node)
+            if refusal:
+                raise InputError(f"Volume '{volume_node.GetName()}' cannot be {role}: {refusal}.")
             points = points_from_node(points_node)
-            key = f"{volume_key(volume_node)}|{_points_key(points_node)}|{self.pipeline.spec}"
+            key = reference_key(volume_node, points, self.pipeline.spec)
             cached = self._templates.get(key)
-            refs.append(cached or Reference(volume_from_node(volume_node, world=True), points))
+            refs.append(cached or Reference(ct_volume_from_node(volume_node, role, world=True), points))
             keys.append(key)
             ids += [volume_node.GetID(), points_node.GetID()]
-        target = volume_from_node(target_node, world=True)
-        return LocalisationInputs(target, refs, keys, target_node.GetID(), ids)
+        return LocalisationInputs(
+            target, refs, keys, target_node.GetID(), ids, target_node.GetName(), volume_key(target_node, True)
+        )
 
     def predict(
         self, inputs: LocalisationInputs, progress: ProgressFn | None = None, cancel: CancelFlag | None = None
@@ -143,7 +195,11 @@ class LocalisationLogic(CapabilityLogic):
         progress = progress or no_progress
         check_cancel(cancel)
         templates = self.pipeline.templates(inputs.references, lambda f, m: progress(0.5 * f, m), cancel)
-        self._templates.update(zip(inputs.reference_keys, templates, strict=True))
+        for key, template in zip(inputs.reference_keys, templates, strict=True):
+            self._templates.pop(key, None)
+            self._templates[key] = template  # most recently used last
+        while len(self._templates) > TEMPLATES_KEPT:
+            self._templates.pop(next(iter(self._templates)))
         return self.pipeline.transfer(
             inputs.target, templates, lambda f, m: progress(0.5 + 0.5 * f, m), cancel
         )
@@ -156,14 +212,23 @@ class LocalisationLogic(CapabilityLogic):
         output_node: Any = None,
         compare_node: Any = None,
     ) -> LocalisationOutput:
-        """Predictions into a new point list (or ``output_node`` if it is an earlier prediction of ours)."""
+        """Predictions into ``output_node`` if it is an earlier prediction of ours that the user has not edited,
+        else into a new point list; nothing is written if the target was removed or changed meanwhile."""
+        check_target_unchanged(scene, inputs.target_node_id, inputs.target_name, inputs.target_key)
         return self._write(result, scene, output_node, compare_node, inputs.input_node_ids)
 
     def _write(self, result, scene, output_node, compare_node, protected_ids) -> LocalisationOutput:
         if output_node is not None and output_node.GetID() in protected_ids:
             output_node = None  # a node we read from is never written
+        kept = output_node is not None and is_prediction_node(output_node) and edited_by_user(output_node)
         node = write_points_node(scene, result.points, "VoxelFM landmarks", output_node)
-        return LocalisationOutput(node, result, distances_to_node(result.points, compare_node))
+        note = (
+            f"'{output_node.GetName()}' has your edits and is kept as you left it; the landmarks are in a new "
+            f"list '{node.GetName()}'."
+            if kept and scene.IsNodePresent(output_node)
+            else ""
+        )
+        return LocalisationOutput(node, result, distances_to_node(result.points, compare_node), note)
 
     def run(
         self,
@@ -207,8 +272,12 @@ class LocalisationLogic(CapabilityLogic):
             raise InputError("Select the volume in which to find the landmarks.")
         if not isinstance(probe, LocalisationProbe):
             probe = load_localisation_probe(probe)
-        result = self.pipeline.apply_probe(volume_from_node(target_node, world=True), probe, progress, cancel)
-        return self._write(result, target_node.GetScene(), output_node, compare_node, [target_node.GetID()])
+        scene, target_id, name = target_node.GetScene(), target_node.GetID(), target_node.GetName()
+        target = ct_volume_from_node(target_node, "the target", world=True)
+        key = volume_key(target_node, world=True)
+        result = self.pipeline.apply_probe(target, probe, progress, cancel)  # the GUI pumps events meanwhile
+        check_target_unchanged(scene, target_id, name, key)
+        return self._write(result, scene, output_node, compare_node, [target_id])
 
     def box_from_points(self, points_node: Any, name: str, corner_names: list[str] | None = None) -> Any:
         """A new ROI node spanned by corner landmarks of a point list (e.g. a prediction)."""
