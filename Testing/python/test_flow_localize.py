@@ -36,6 +36,7 @@ import vtk  # noqa: E402
 
 from voxelfm.errors import InputError  # noqa: E402
 from voxelfm.imaging.volume import Volume  # noqa: E402
+from VoxelFMLib.features_logic import FeaturesLogic  # noqa: E402
 from VoxelFMLib.localize_logic import LocalisationLogic, LocalizeChoice  # noqa: E402
 from VoxelFMLib.volume_nodes import create_labelmap_node  # noqa: E402
 
@@ -84,6 +85,13 @@ def _find(logic, choice, scene, in_worker=direct):
     out = logic.find(choice, scene, in_worker=in_worker)
     choice.output_points = out.node
     return out
+
+
+def _fresh(choice) -> dict[str, np.ndarray]:
+    """The landmarks a new logic (no cached templates) finds for the choice, not written anywhere."""
+    fresh = LocalisationLogic(model="voxelfm-tiny", device="cpu")
+    result = fresh.predict(fresh.prepare(choice.target, choice.references()))
+    return dict(zip(result.points.names, result.points.ras, strict=True))
 
 
 def _assert_found_where_the_reference_says(result_node, reference_points):
@@ -149,7 +157,48 @@ def test_references_dragged_added_renamed_then_corrections_kept_and_a_box(flow):
     assert points_snapshot(references) == placed and points_snapshot(result) == corrected
 
 
-def test_a_transform_on_the_reference_ct_is_used_by_the_next_find(flow):
+def test_a_dragged_reference_point_is_used_by_the_next_find(flow):
+    scene, logic, choice, truth = flow
+    first = _find(logic, choice, scene)
+    watch = SceneWatch(scene)
+    choice.reference_points.SetNthControlPointPosition(0, *(truth["liver"] + [-15.0, 20.0, 0.0]))  # drag
+    second = _find(logic, choice, scene)
+    watch.expect()
+    assert second.node is first.node
+    _assert_found_where_the_reference_says(second.node, choice.reference_points)
+
+
+def test_a_corrected_result_list_is_kept_when_finding_again(flow):
+    scene, logic, choice, _ = flow
+    first = _find(logic, choice, scene)
+    result = first.node
+    result.SetNthControlPointLocked(0, False)  # the user corrects the first found point by 3 mm
+    result.SetNthControlPointPosition(0, *(np.array(result.GetNthControlPointPosition(0)) + [3.0, 0.0, 0.0]))
+    corrected = points_snapshot(result)
+    watch = SceneWatch(scene)
+    second = _find(logic, choice, scene)
+    watch.expect(added=RESULT_LIST)
+    assert second.node is not result and points_snapshot(result) == corrected
+    assert choice.output_points is second.node and result.GetName() in second.note
+
+
+def test_a_result_list_is_a_valid_reference_for_the_next_find(flow):
+    scene, logic, choice, truth = flow
+    found = _find(logic, choice, scene).node
+    watch = SceneWatch(scene)
+    back = LocalizeChoice(
+        target=choice.reference_volume, reference_volume=choice.target, reference_points=found
+    )
+    out = _find(
+        logic, back, scene
+    )  # the target with its found landmarks as the reference, back to the first CT
+    watch.expect(added=RESULT_LIST)
+    for name, position in world_points(out.node).items():
+        assert np.linalg.norm(position - truth[name]) < NEAR, name
+    assert out.node is not found and out.node is not choice.reference_points
+
+
+def test_a_transform_or_new_voxels_of_the_reference_ct_are_used_by_the_next_find(flow):
     scene, logic, choice, _ = flow
     watch = SceneWatch(scene)
     first = _find(logic, choice, scene)
@@ -176,6 +225,19 @@ def test_a_transform_on_the_reference_ct_is_used_by_the_next_find(flow):
     third = _find(logic, choice, scene)
     watch.expect()
     _assert_found_where_the_reference_says(third.node, choice.reference_points)
+    before = world_points(third.node)
+
+    reference = choice.reference_volume  # the user's tool rewrites the reference voxels: 5 columns along i
+    voxels = slicer.util.arrayFromVolume(reference)
+    moved = np.full_like(voxels, -1000)
+    moved[..., 5:] = voxels[..., :-5]
+    slicer.util.updateVolumeFromArray(reference, moved)
+    fourth = _find(logic, choice, scene)
+    watch.expect()
+    after, fresh = world_points(fourth.node), _fresh(choice)  # what a new session finds in these inputs
+    for name, position in fresh.items():
+        np.testing.assert_allclose(after[name], position, atol=1e-3)
+    assert np.median([np.linalg.norm(after[n] - before[n]) for n in fresh]) > 10.0  # the edit moved them
 
 
 def test_target_removed_during_the_run_writes_nothing(flow):
@@ -228,8 +290,7 @@ def test_labelmaps_and_colour_volumes_are_refused_as_the_ct(flow):
     labels = create_labelmap_node(
         scene, (slicer.util.arrayFromVolume(ct) > 200).astype(np.uint8), _ijk_to_ras(ct), "bones"
     )
-    colour = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "a colour volume")
-    slicer.util.updateVolumeFromArray(colour, np.zeros((4, 5, 6, 3), np.uint8))
+    colour = FeaturesLogic(model="voxelfm-tiny", device="cpu").run(ct).pca_node  # VoxelFM Features' output
     watch = SceneWatch(scene)
     for node, why in ((labels, "labelmap"), (colour, "colour/vector volume")):
         with pytest.raises(InputError, match=f"'{node.GetName()}' cannot be the target.*{why}"):
