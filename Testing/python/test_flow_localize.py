@@ -264,6 +264,13 @@ def test_target_changed_during_the_run_writes_nothing(flow):
     scene, logic, choice, _ = flow
     watch = SceneWatch(scene)
 
+    def touch_target_meanwhile(fn, *args):
+        choice.target.GetImageData().Modified()  # a new modification stamp, the same voxels
+        return fn(*args)
+
+    _find(logic, choice, scene, in_worker=touch_target_meanwhile)  # written: nothing changed
+    watch.expect(added=RESULT_LIST)
+
     def edit_target_meanwhile(fn, *args):
         array = slicer.util.arrayFromVolume(choice.target)
         array[:] = np.flip(array, axis=2)

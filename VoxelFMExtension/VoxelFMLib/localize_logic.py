@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import slicer
 
 from voxelfm.errors import InputError
 from voxelfm.features.service import FeatureService
@@ -108,7 +109,7 @@ class LocalizeChoice:
         return [n.strip() for n in self.box_corners.split(",") if n.strip()] or None
 
 
-def check_target_unchanged(scene: Any, node_id: str, name: str, key: str) -> None:
+def check_target_unchanged(scene: Any, node_id: str, name: str, key: str, copied: Volume) -> None:
     """Refuse to write a result for a target removed or changed (voxels, geometry, transform) during the run.
 
     WHY: the GUI stays live while the worker runs; a result written for a volume no longer there (or no longer
@@ -120,11 +121,24 @@ def check_target_unchanged(scene: Any, node_id: str, name: str, key: str) -> Non
             f"The target volume '{name}' was removed while the landmarks were being found; nothing was "
             "written. Select a target and find the landmarks again."
         )
-    if volume_key(node, world=True) != key:
+    if volume_key(node, world=True) != key and not _same_volume(node, copied):
         raise InputError(
             f"The target volume '{name}' changed (voxels, geometry or transform) while the landmarks were being "
             "found; nothing was written. Find the landmarks again."
         )
+
+
+def _same_volume(node: Any, copied: Volume) -> bool:
+    """The node still holds the copied voxels on the same world grid (a modification stamp can move without a
+    change, e.g. when Slicer recomputes something on the image; the copy settles it)."""
+    if node.GetImageData() is None or ct_refusal(node):
+        return False
+    array = slicer.util.arrayFromVolume(node)
+    return (
+        array.shape == copied.array.shape
+        and np.array_equal(array, copied.array)
+        and np.allclose(node_ijk_to_ras(node, world=True), copied.ijk_to_ras, atol=1e-6)
+    )
 
 
 def direct(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -214,7 +228,9 @@ class LocalisationLogic(CapabilityLogic):
     ) -> LocalisationOutput:
         """Predictions into ``output_node`` if it is an earlier prediction of ours that the user has not edited,
         else into a new point list; nothing is written if the target was removed or changed meanwhile."""
-        check_target_unchanged(scene, inputs.target_node_id, inputs.target_name, inputs.target_key)
+        check_target_unchanged(
+            scene, inputs.target_node_id, inputs.target_name, inputs.target_key, inputs.target
+        )
         return self._write(result, scene, output_node, compare_node, inputs.input_node_ids)
 
     def _write(self, result, scene, output_node, compare_node, protected_ids) -> LocalisationOutput:
@@ -276,7 +292,7 @@ class LocalisationLogic(CapabilityLogic):
         target = ct_volume_from_node(target_node, "the target", world=True)
         key = volume_key(target_node, world=True)
         result = self.pipeline.apply_probe(target, probe, progress, cancel)  # the GUI pumps events meanwhile
-        check_target_unchanged(scene, target_id, name, key)
+        check_target_unchanged(scene, target_id, name, key, target)
         return self._write(result, scene, output_node, compare_node, [target_id])
 
     def box_from_points(self, points_node: Any, name: str, corner_names: list[str] | None = None) -> Any:
