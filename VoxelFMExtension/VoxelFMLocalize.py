@@ -142,13 +142,10 @@ class VoxelFMLocalizeLogic(VoxelFMModuleLogic):
         )
 
     def applyProbe(self, parameterNode, path: str, busy):
-        return self.capabilityLogic(parameterNode).apply_probe(
-            parameterNode.targetVolume,
-            path,
-            parameterNode.outputPoints,
-            parameterNode.comparePoints,
-            busy.pumpingProgress,
-            busy.cancel,
+        from VoxelFMLib.localize_logic import LocalizeChoice
+
+        return self.capabilityLogic(parameterNode).apply_saved_probe(
+            LocalizeChoice.of(parameterNode), path, busy.pumpingProgress, busy.cancel
         )
 
     def makeBox(self, parameterNode):

@@ -162,10 +162,12 @@ def test_a_dragged_reference_point_is_used_by_the_next_find(flow):
     first = _find(logic, choice, scene)
     watch = SceneWatch(scene)
     choice.reference_points.SetNthControlPointPosition(0, *(truth["liver"] + [-15.0, 20.0, 0.0]))  # drag
+    choice.compare_points = first.node  # "how far did they move": compared with the result list itself
     second = _find(logic, choice, scene)
     watch.expect()
     assert second.node is first.node
     _assert_found_where_the_reference_says(second.node, choice.reference_points)
+    assert second.distances["liver"] > 20.0 and max(second.distances.values()) == second.distances["liver"]
 
 
 def test_a_corrected_result_list_is_kept_when_finding_again(flow):
@@ -304,6 +306,13 @@ def test_labelmaps_and_colour_volumes_are_refused_as_the_ct(flow):
             logic.find(LocalizeChoice(node, choice.reference_volume, choice.reference_points), scene)
         with pytest.raises(InputError, match=f"'{node.GetName()}' cannot be the reference scan.*{why}"):
             logic.find(LocalizeChoice(ct, node, choice.reference_points), scene)
+        second = LocalizeChoice(
+            ct, choice.reference_volume, choice.reference_points, node, choice.reference_points
+        )
+        with pytest.raises(
+            InputError, match=f"'{node.GetName()}' cannot be the second reference scan.*{why}"
+        ):
+            logic.find(second, scene)
     watch.expect()
 
 

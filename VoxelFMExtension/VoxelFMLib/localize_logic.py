@@ -237,6 +237,7 @@ class LocalisationLogic(CapabilityLogic):
         if output_node is not None and output_node.GetID() in protected_ids:
             output_node = None  # a node we read from is never written
         kept = output_node is not None and is_prediction_node(output_node) and edited_by_user(output_node)
+        distances = distances_to_node(result.points, compare_node)  # before writing: it may be the output
         node = write_points_node(scene, result.points, "VoxelFM landmarks", output_node)
         note = (
             f"'{output_node.GetName()}' has your edits and is kept as you left it; the landmarks are in a new "
@@ -244,7 +245,7 @@ class LocalisationLogic(CapabilityLogic):
             if kept and scene.IsNodePresent(output_node)
             else ""
         )
-        return LocalisationOutput(node, result, distances_to_node(result.points, compare_node), note)
+        return LocalisationOutput(node, result, distances, note)
 
     def run(
         self,
@@ -267,6 +268,18 @@ class LocalisationLogic(CapabilityLogic):
         inputs = self.prepare(choice.target, choice.references())
         result = in_worker(self.predict, inputs)
         return self.write(inputs, result, scene, choice.output_points, choice.compare_points)
+
+    def apply_saved_probe(
+        self,
+        choice: LocalizeChoice,
+        probe: LocalisationProbe | str | Path,
+        progress: ProgressFn | None = None,
+        cancel: CancelFlag | None = None,
+    ) -> LocalisationOutput:
+        """The "Apply probe" button: the probe's landmarks in the chosen target, written by the same rule."""
+        return self.apply_probe(
+            choice.target, probe, choice.output_points, choice.compare_points, progress, cancel
+        )
 
     def make_box(self, choice: LocalizeChoice, name: str = "VoxelFM box") -> Any:
         """The "Box" button: a new ROI spanned by the chosen corners of the current result list."""
