@@ -7,8 +7,15 @@
 All localisation behaviour (patient-aligned grids, matching, geometry, refinement, probes) is the core's
 ``LocalisationPipeline``, shared with `voxelfm localize`; this class only moves MRML <-> arrays. Three steps so a
 GUI can run the slow middle one on a worker thread: ``prepare`` (main) -> ``predict`` (any) -> ``write`` (main).
-Reference templates are kept per (volume, points, model), so finding the same landmarks in several targets
-extracts the references' features once.
+Reference templates are kept per (reference voxels + world geometry, point labels + world positions, model), so
+finding the same landmarks in several targets extracts the references' features once, and any edit of the
+references (a dragged, added or renamed point, a transform, new voxels) is used by the next Find.
+
+The module's buttons call ``find`` / ``apply_saved_probe`` / ``make_box`` with a ``LocalizeChoice`` (its
+parameter node's nodes). Re-run rule: a result goes into the chosen result list only while that list is exactly
+as VoxelFM wrote it; once the user has moved, added, removed, renamed or described a point in it (or put it
+under a transform), it is kept and the result goes into a new list (``LocalisationOutput.note`` says so).
+Nothing is written when the target was removed or changed while the landmarks were being found.
 """
 
 from __future__ import annotations
