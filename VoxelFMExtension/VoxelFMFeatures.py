@@ -19,7 +19,11 @@ class VoxelFMFeatures(VoxelFMModule):
     HELP = _(
         "Extract VoxelFM foundation-model features of a CT volume (a frozen 3D ViT, one feature "
         "vector per 14x14x14-voxel patch) and show their first three principal components as a "
-        "colour volume. Features are cached on disk, so other VoxelFM modules reuse them. Needs 3D "
+        "colour volume. Features are cached on disk, so other VoxelFM modules reuse them. The input "
+        "must be a grayscale CT (labelmaps and colour volumes are refused). Features are of the CT's "
+        "own voxels: moving it with a transform does not change them, and the colour volume is placed "
+        "under the CT's transform so it stays on the CT (one shown before the CT got its transform "
+        "stays where it was, like any other node). Each Extract adds a new colour volume. Needs 3D "
         "Slicer 5.10 or newer."
     )
     DEPENDENCIES = ()
@@ -82,16 +86,19 @@ class VoxelFMFeaturesLogic(VoxelFMModuleLogic):
     capability = "FeaturesLogic"
 
     def extract(self, parameterNode, busy):
-        from VoxelFMLib.volume_nodes import volume_from_node
-
-        features = self.capabilityLogic(parameterNode)
+        """Copy (main thread) -> extract (worker thread) -> PCA colour volume (main thread), then show it."""
         volumeNode = parameterNode.inputVolume
-        volume = volume_from_node(volumeNode)  # main thread: MRML is not thread-safe
-        result = runInWorker(busy, features.extract_volume, volume, cache=parameterNode.useCache)
-        if parameterNode.showPCA:
-            pcaNode = features.show_pca(result, volumeNode)
-            slicer.util.setSliceViewerLayers(background=volumeNode, foreground=pcaNode, foregroundOpacity=0.5)
-        return result
+        output = self.capabilityLogic(parameterNode).run(
+            volumeNode,
+            cache=parameterNode.useCache,
+            show_pca=parameterNode.showPCA,
+            in_worker=lambda fn, *args, **kwargs: runInWorker(busy, fn, *args, **kwargs),
+        )
+        if output.pca_node is not None:
+            slicer.util.setSliceViewerLayers(
+                background=volumeNode, foreground=output.pca_node, foregroundOpacity=0.5
+            )
+        return output.features
 
     @staticmethod
     def describe(features) -> str:
@@ -125,11 +132,11 @@ class VoxelFMFeaturesTest(VoxelFMModuleTest):
             return
         from VoxelFMWidgets import loadSampleVolume
 
-        from VoxelFMLib import FeaturesLogic, ModelSpec
+        from VoxelFMLib import FeaturesLogic
         from VoxelFMLib.volume_nodes import node_ijk_to_ras
 
         volumeNode = loadSampleVolume()
-        logic = FeaturesLogic(ModelSpec("voxelfm-tiny", "cpu"))
+        logic = FeaturesLogic(model="voxelfm-tiny", device="cpu")
         features = logic.extract(volumeNode)
         nodes = slicer.mrmlScene.GetNumberOfNodes()
         pca = logic.show_pca(features, volumeNode)

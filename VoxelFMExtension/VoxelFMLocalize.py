@@ -27,9 +27,16 @@ class VoxelFMLocalize(VoxelFMModule):
     TITLE = _("VoxelFM Localize")
     HELP = _(
         "Landmarks from one example. Place a point list on a reference scan (control point labels "
-        "are the landmark names), choose the target volume and press 'Find landmarks'. Found points "
-        "go into a new point list with a confidence (0-1) in each point's description; your point "
-        "lists are never modified. Double-click a row to jump to the point."
+        "are the landmark names; a blank label becomes '<list name>-<number>'), choose the target "
+        "volume and press 'Find landmarks'. Found points go into a new point list with a confidence "
+        "(0-1) in each point's description; your point lists are never modified. Each Find uses the "
+        "reference points and scans as they are now (moved, added or renamed points, a transform on "
+        "the reference scan). Finding again writes into the previous result list only while it is "
+        "exactly as VoxelFM left it: once you have moved, added, removed, renamed or described a "
+        "point in it (or put it under a transform), it is kept as you left it and the new result goes "
+        "into a new list (the status line says so). If the target is removed or changed while the "
+        "landmarks are being found, nothing is written. Labelmaps and colour volumes are refused as "
+        "the target or a reference scan. Double-click a row to jump to the point."
     )
 
 
@@ -104,11 +111,10 @@ class VoxelFMLocalizeWidget(VoxelFMModuleWidget):
                 *(f"{v:.1f}" for v in points.ras[row]),
             )
             setRow(self.ui.resultsTable, row, cells)
-        self.busy.stop(
-            _("Found {n} landmarks in '{name}' ({s:.1f} s).").format(
-                n=len(points), name=output.node.GetName(), s=output.result.seconds
-            )
+        message = _("Found {n} landmarks in '{name}' ({s:.1f} s).").format(
+            n=len(points), name=output.node.GetName(), s=output.result.seconds
         )
+        self.busy.stop(f"{message} {output.note}".strip())
 
     def onJumpToRow(self, row: int, column: int) -> None:
         from VoxelFMLib.markups_nodes import jump_slices_to
@@ -118,43 +124,34 @@ class VoxelFMLocalizeWidget(VoxelFMModuleWidget):
 
 
 class VoxelFMLocalizeLogic(VoxelFMModuleLogic):
-    """Thin: parameter node -> VoxelFMLib.LocalisationLogic (it keeps the references' templates, so finding
-    the landmarks in another target is fast)."""
+    """Thin: parameter node -> VoxelFMLib.LocalisationLogic (which nodes are used, what is cached and where the
+    result goes are decided there, see ``LocalizeChoice``; it keeps the references' templates, so finding the
+    landmarks in another target is fast)."""
 
     parameterNodeClass = VoxelFMLocalizeParameterNode
     capability = "LocalisationLogic"
 
-    @staticmethod
-    def references(parameterNode) -> list:
-        pairs = [(parameterNode.referenceVolume, parameterNode.referencePoints)]
-        if parameterNode.secondReferenceVolume and parameterNode.secondReferencePoints:
-            pairs.append((parameterNode.secondReferenceVolume, parameterNode.secondReferencePoints))
-        return pairs
-
     def findLandmarks(self, parameterNode, busy):
         """prepare (main thread) -> predict (worker thread) -> write (main thread)."""
-        localizer = self.capabilityLogic(parameterNode)
-        inputs = localizer.prepare(parameterNode.targetVolume, self.references(parameterNode))
-        result = runInWorker(busy, localizer.predict, inputs)
-        return localizer.write(
-            inputs, result, slicer.mrmlScene, parameterNode.outputPoints, parameterNode.comparePoints
+        from VoxelFMLib.localize_logic import LocalizeChoice
+
+        return self.capabilityLogic(parameterNode).find(
+            LocalizeChoice.of(parameterNode),
+            slicer.mrmlScene,
+            in_worker=lambda fn, *args: runInWorker(busy, fn, *args),
         )
 
     def applyProbe(self, parameterNode, path: str, busy):
-        return self.capabilityLogic(parameterNode).apply_probe(
-            parameterNode.targetVolume,
-            path,
-            parameterNode.outputPoints,
-            parameterNode.comparePoints,
-            busy.pumpingProgress,
-            busy.cancel,
+        from VoxelFMLib.localize_logic import LocalizeChoice
+
+        return self.capabilityLogic(parameterNode).apply_saved_probe(
+            LocalizeChoice.of(parameterNode), path, busy.pumpingProgress, busy.cancel
         )
 
     def makeBox(self, parameterNode):
-        names = [n.strip() for n in (parameterNode.boxCorners or "").split(",") if n.strip()] or None
-        return self.capabilityLogic(parameterNode).box_from_points(
-            parameterNode.outputPoints, "VoxelFM box", names
-        )
+        from VoxelFMLib.localize_logic import LocalizeChoice
+
+        return self.capabilityLogic(parameterNode).make_box(LocalizeChoice.of(parameterNode))
 
 
 class VoxelFMLocalizeTest(VoxelFMModuleTest):

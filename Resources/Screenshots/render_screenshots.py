@@ -27,7 +27,7 @@ from trame_slicer.views import DirectViewFactory, ViewLayoutDefinition, ViewProp
 from vtkmodules.vtkIOImage import vtkPNGWriter  # noqa: E402
 from vtkmodules.vtkRenderingCore import vtkWindowToImageFilter  # noqa: E402
 
-from VoxelFMLib import FeaturesLogic, FewShotSegmentLogic, ModelSpec  # noqa: E402
+from VoxelFMLib import FeaturesLogic, FewShotSegmentLogic  # noqa: E402
 from VoxelFMLib.sample_data import prepare_files, sample_source  # noqa: E402
 from VoxelFMLib.volume_nodes import node_ijk_to_ras  # noqa: E402
 
@@ -111,7 +111,7 @@ def main() -> None:
 
     for node in (painted, result.output_node):
         node.GetDisplayNode().SetVisibility(False)
-    features_logic = FeaturesLogic(ModelSpec("voxelfm-tiny", "cpu"))
+    features_logic = FeaturesLogic(model="voxelfm-tiny", device="cpu")
     pca = features_logic.show_pca(features_logic.extract(volume), volume)
     axial.set_foreground_volume_id(pca.GetID())
     axial.set_foreground_opacity(0.5)

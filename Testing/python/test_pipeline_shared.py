@@ -129,7 +129,7 @@ def test_backbone_is_loaded_once_for_two_module_logics(tmp_path, tiny_model, mrm
     service.release()
     loads = service.loads
     spec = ModelSpec(str(tiny_model), device="cpu")
-    features = FeaturesLogic(spec)  # the Features module's logic
+    features = FeaturesLogic(model=str(tiny_model), device="cpu")  # the Features module's logic
     segment = FewShotSegmentLogic(model=str(tiny_model), device="cpu")  # the Segment module's logic
     features.extract(node, cache=False)
     segment.run(node, seg)

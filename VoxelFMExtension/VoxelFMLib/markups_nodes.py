@@ -1,11 +1,14 @@
 """Markups nodes <-> the core's point lists and boxes (Qt-free, real MRML).
 
 Reading never changes a node. Predictions always go into a node this module created (tagged with the
-``PREDICTION_ATTRIBUTE``), never into one the user placed; positions are world RAS (parent transforms
-applied when reading; new nodes are created without a transform).
+``PREDICTION_ATTRIBUTE``), never into one the user placed, and never into one of ours the user has edited
+since (moved, added, removed, renamed or described a point, or put it under a transform: ``edited_by_user``);
+positions are world RAS (parent transforms applied when reading; new nodes are created without a transform).
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import slicer
@@ -18,6 +21,7 @@ from voxelfm.localize.points import PointList
 from .volume_nodes import numpy_to_matrix
 
 PREDICTION_ATTRIBUTE = "VoxelFM.LandmarkPrediction"
+WRITTEN_ATTRIBUTE = "VoxelFM.LandmarkPrediction.Written"  # fingerprint of the points as VoxelFM wrote them
 DEFINED = slicer.vtkMRMLMarkupsNode.PositionDefined
 
 
@@ -36,7 +40,7 @@ def points_from_node(node) -> PointList:
             continue
         pos = [0.0, 0.0, 0.0]
         node.GetNthControlPointPositionWorld(n, pos)
-        names.append(node.GetNthControlPointLabel(n) or f"{node.GetName()}-{n + 1}")
+        names.append(node.GetNthControlPointLabel(n).strip() or f"{node.GetName()}-{n + 1}")
         rows.append(pos)
         descriptions.append(node.GetNthControlPointDescription(n) or "")
     return PointList(names, np.asarray(rows, dtype=np.float64).reshape(-1, 3), descriptions, node.GetName())
@@ -46,11 +50,37 @@ def is_prediction_node(node) -> bool:
     return node is not None and node.GetAttribute(PREDICTION_ATTRIBUTE) == "1"
 
 
+def points_fingerprint(node) -> str:
+    """Everything a user can change on a point list's control points (labels, positions, descriptions, placed
+    or not, count) and its parent transform, as one digest.
+
+    WHY: moving a control point does not change the node's MTime, so an edit is seen by content only.
+    """
+    digest = hashlib.sha1(f"{node.GetNumberOfControlPoints()}|{node.GetTransformNodeID()}".encode())
+    for n in range(node.GetNumberOfControlPoints()):
+        position = node.GetNthControlPointPosition(n)
+        row = (
+            node.GetNthControlPointLabel(n),
+            node.GetNthControlPointDescription(n),
+            node.GetNthControlPointPositionStatus(n),
+            tuple(float(v) for v in position),
+        )
+        digest.update(repr(row).encode())
+    return digest.hexdigest()
+
+
+def edited_by_user(node) -> bool:
+    """True when one of our prediction lists no longer holds exactly what VoxelFM last wrote into it."""
+    return node.GetAttribute(WRITTEN_ATTRIBUTE) != points_fingerprint(node)
+
+
 def write_points_node(scene, points: PointList, name: str, node=None):
-    """Write ``points`` (labels, descriptions) into ``node`` if it is one of our prediction nodes, else into a
-    new point list; returns the node written."""
-    if node is not None and not is_prediction_node(node):
-        node = None  # a user's node: never written, a new one is made
+    """Write ``points`` (labels, descriptions) into ``node`` if it is one of our prediction nodes, still in
+    ``scene`` and as we left it, else into a new point list; returns the node written."""
+    if node is not None and (
+        not is_prediction_node(node) or not scene.IsNodePresent(node) or edited_by_user(node)
+    ):
+        node = None  # a user's node, one removed, or one the user edited: never written, a new one is made
     if node is None:
         node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", scene.GetUniqueNameByString(name))
         node.SetAttribute(PREDICTION_ATTRIBUTE, "1")
@@ -64,6 +94,7 @@ def write_points_node(scene, points: PointList, name: str, node=None):
             node.SetNthControlPointLocked(index, True)
     finally:
         node.EndModify(wasModified)
+    node.SetAttribute(WRITTEN_ATTRIBUTE, points_fingerprint(node))
     return node
 
 

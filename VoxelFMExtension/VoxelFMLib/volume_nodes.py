@@ -66,7 +66,9 @@ def volume_from_node(node: slicer.vtkMRMLScalarVolumeNode, world: bool = False) 
     return Volume(array=array, ijk_to_ras=node_ijk_to_ras(node, world=world), name=node.GetName() or "")
 
 
-def ct_volume_from_node(node: slicer.vtkMRMLVolumeNode | None, role: str = "the CT", world: bool = False) -> Volume:
+def ct_volume_from_node(
+    node: slicer.vtkMRMLVolumeNode | None, role: str = "the CT", world: bool = False
+) -> Volume:
     """Copy a node that may serve as a CT: one scalar component, not a labelmap (one rule for every module).
 
     WHY: ``GetNodesByClass("vtkMRMLScalarVolumeNode")`` also returns labelmaps and VoxelFM's own colour
@@ -94,15 +96,16 @@ def ct_refusal(node: slicer.vtkMRMLVolumeNode) -> str:
     return ""
 
 
-def volume_key(node: slicer.vtkMRMLVolumeNode) -> str:
-    """Cheap identity of a node's voxels and geometry: node id, image-data modification time, IJKToRAS.
+def volume_key(node: slicer.vtkMRMLVolumeNode, world: bool = False) -> str:
+    """Cheap identity of a node's voxels and geometry: node id, image-data modification time, IJKToRAS (with
+    ``world``: including the parent transforms, so moving the volume with a transform changes the key).
 
     WHY: hashing a 512x512x300 CT takes about a second; an interactive refit must not pay it each time. Any
     change of the voxels through Slicer bumps the image data's modification time.
     """
     image = node.GetImageData()
     stamp = image.GetMTime() if image is not None else 0
-    matrix = np.round(node_ijk_to_ras(node), 6).tobytes().hex()
+    matrix = np.round(node_ijk_to_ras(node, world=world), 6).tobytes().hex()
     return f"{node.GetID()}:{stamp}:{matrix}"
 
 
