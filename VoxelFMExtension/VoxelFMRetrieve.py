@@ -204,15 +204,14 @@ class VoxelFMRetrieveLogic(VoxelFMModuleLogic):
     def addVolumes(self, parameterNode, allVolumes: bool, busy) -> str:
         """prepare (main thread: copy voxels) -> add (worker thread)."""
         retriever = self.capabilityLogic(parameterNode)
-        nodes = (
-            slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
-            if allVolumes
-            else [parameterNode.inputVolume]
-        )
-        sources = retriever.prepare_volumes(nodes)
+        if allVolumes:
+            prepared = retriever.prepare_scene_volumes(slicer.mrmlScene)
+            sources, note = prepared.sources, prepared.note
+        else:
+            sources, note = retriever.prepare_volumes([parameterNode.inputVolume]), ""
         report = runInWorker(busy, retriever.add, parameterNode.libraryPath.strip(), sources)
         report.raise_failures()
-        return report.summary()
+        return " ".join(filter(None, (report.summary(), note)))
 
     def addFolder(self, parameterNode, folder: str, busy) -> str:
         retriever = self.capabilityLogic(parameterNode)
@@ -223,13 +222,13 @@ class VoxelFMRetrieveLogic(VoxelFMModuleLogic):
     def search(self, parameterNode, segmentId, busy):
         """prepare (main thread: nodes -> volume + region) -> predict + thumbnails (worker thread)."""
         retriever = self.capabilityLogic(parameterNode)
-        mode = parameterNode.queryMode
-        inputs = retriever.prepare_query(
+        inputs = retriever.prepare_mode_query(
+            parameterNode.queryMode,
             parameterNode.inputVolume,
-            roi_node=parameterNode.roiNode if mode == "roi" else None,
-            segmentation_node=parameterNode.segmentation if mode == "segment" else None,
-            segment_id=segmentId if mode == "segment" else None,
-            point_node=parameterNode.pointNode if mode == "point" else None,
+            roi_node=parameterNode.roiNode,
+            segmentation_node=parameterNode.segmentation,
+            segment_id=segmentId,
+            point_node=parameterNode.pointNode,
             radius_mm=parameterNode.radius,
         )
         thumbnails = tempfile.mkdtemp(prefix="VoxelFMRetrieve-", dir=slicer.app.temporaryPath)

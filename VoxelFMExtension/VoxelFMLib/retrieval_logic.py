@@ -35,7 +35,7 @@ from voxelfm.retrieval.result import QueryResult, RetrievalHit
 from voxelfm.retrieval.sources import expand_inputs
 
 from .capability_logic import CapabilityLogic
-from .scene_guard import temporary_nodes
+from .scene_guard import nodes_by_class, temporary_nodes
 from .segmentation_nodes import segment_mask_on_volume
 from .volume_nodes import (
     create_volume_node,
@@ -53,6 +53,18 @@ class QueryInputs:
     volume: Volume
     region: Region | None
     volume_node_id: str
+
+
+@dataclass
+class SceneVolumes:
+    """What "Add all loaded volumes" takes: the CT sources, and the names of the volumes it skipped (and why)."""
+
+    sources: list[CaseSource]
+    skipped: list[str]
+
+    @property
+    def note(self) -> str:
+        return ("Skipped (not a CT): " + "; ".join(self.skipped) + ".") if self.skipped else ""
 
 
 @dataclass
@@ -128,6 +140,14 @@ class RetrievalLogic(CapabilityLogic):
         with CaseLibrary.open(library) as lib:
             return lib.model_reference
 
+    @staticmethod
+    def remove_case(library: str | Path, case_id: str) -> CaseRecord:
+        """Remove one case from the library (its image file is never touched), as `voxelfm index remove`."""
+        with CaseLibrary.open(library, writer=True) as lib:
+            record = lib.remove_case(case_id)
+            lib.indexes.update()
+        return record
+
     # ---- adding cases
 
     def prepare_volumes(
@@ -173,6 +193,11 @@ class RetrievalLogic(CapabilityLogic):
     ):
         return self.add(library, self.prepare_volumes(volume_nodes, **kw), progress, cancel)
 
+    def prepare_scene_volumes(self, scene: Any) -> SceneVolumes:
+        """"Add all loaded volumes": the sources of the scene's volumes (main thread)."""
+        nodes = nodes_by_class(scene, "vtkMRMLScalarVolumeNode")
+        return SceneVolumes(self.prepare_volumes(nodes), [])
+
     def add_folder(self, library: str | Path, folder: str | Path, progress=None, cancel=None):
         """Add every CT below a folder (or the cases of a manifest); resumable like `voxelfm index add`."""
         return self.add(library, expand_inputs([str(folder)]), progress, cancel)
@@ -207,6 +232,26 @@ class RetrievalLogic(CapabilityLogic):
             name = segmentation_node.GetSegmentation().GetSegment(segment_id).GetName()
             region = MaskRegion(mask, node_ijk_to_ras(volume_node, world=True), name)
         return QueryInputs(volume, region, volume_node.GetID())
+
+    def prepare_mode_query(
+        self,
+        mode: str,
+        volume_node: Any,
+        roi_node: Any = None,
+        segmentation_node: Any = None,
+        segment_id: str | None = None,
+        point_node: Any = None,
+        radius_mm: float = 15.0,
+    ) -> QueryInputs:
+        """The query the module's mode selector asks for: only the chosen mode's node is used."""
+        return self.prepare_query(
+            volume_node,
+            roi_node=roi_node if mode == "roi" else None,
+            segmentation_node=segmentation_node if mode == "segment" else None,
+            segment_id=segment_id if mode == "segment" else None,
+            point_node=point_node if mode == "point" else None,
+            radius_mm=radius_mm,
+        )
 
     def predict(
         self,
