@@ -194,7 +194,7 @@ class RetrievalLogic(CapabilityLogic):
         return self.add(library, self.prepare_volumes(volume_nodes, **kw), progress, cancel)
 
     def prepare_scene_volumes(self, scene: Any) -> SceneVolumes:
-        """"Add all loaded volumes": the sources of the scene's volumes (main thread)."""
+        """ "Add all loaded volumes": the sources of the scene's volumes (main thread)."""
         nodes = nodes_by_class(scene, "vtkMRMLScalarVolumeNode")
         return SceneVolumes(self.prepare_volumes(nodes), [])
 

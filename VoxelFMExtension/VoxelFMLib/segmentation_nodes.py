@@ -7,10 +7,15 @@ segmentation painted on another geometry (other spacing, flipped axes, a cropped
 Slicer itself, exactly as the Segment Editor would show it.
 
 Predicted segments carry the tag ``VoxelFM.Prediction``; they are never read back as paint, and writing a
-new prediction replaces only them, so the user's painted segments are never modified.
+new prediction replaces only them, so the user's painted segments are never modified. Re-running into an
+output the user corrected: a predicted segment whose voxels the user changed since VoxelFM wrote them (a
+fingerprint is stored with it) is the user's now: it is kept exactly as it is (name, colour, voxels), never
+replaced again, and the new prediction is written beside it.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import slicer
@@ -29,10 +34,14 @@ from voxelfm.segment.labels import (
 from .scene_guard import temporary_nodes
 from .segment_tags import (
     CLASS_VALUE_TAG,
+    EDITED,
+    PREDICTION_STAMP_TAG,
     PREDICTION_TAG,
     _segment_ids,
+    is_edited_prediction,
     is_prediction_segment,
     painted_segment_ids,
+    tag,
 )
 from .undo import SaveUndoState
 from .volume_nodes import matrix_to_numpy, node_ijk_to_ras, numpy_to_matrix
@@ -160,13 +169,66 @@ def _id_stem(name: str) -> str:
     return f"VoxelFM_{stem or 'class'}"
 
 
-def remove_prediction_segments(segmentation_node: slicer.vtkMRMLSegmentationNode) -> int:
-    """Delete segments previously written by VoxelFM (tagged); returns how many were removed."""
+def prediction_fingerprint(segmentation_node: slicer.vtkMRMLSegmentationNode, segment_id: str) -> str:
+    """sha256 of a segment's voxels (cropped to their bounding box) and where they lie in the node's space.
+
+    WHY: tells a user's edit of a predicted segment from our own write, independent of how Slicer pads or
+    shares the labelmap (extent, layers); a rename or colour change is not an edit.
+    """
+    image = slicer.vtkOrientedImageData()
+    ok = slicer.vtkSlicerSegmentationsModuleLogic.GetSegmentBinaryLabelmapRepresentation(
+        segmentation_node, segment_id, image, False
+    )
+    extent = image.GetExtent()
+    digest = hashlib.sha256()
+    if ok and image.GetPointData().GetScalars() is not None and extent[1] >= extent[0]:
+        from vtk.util import numpy_support
+
+        dims = image.GetDimensions()
+        values = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(dims[::-1])
+        mask = values == segmentation_node.GetSegmentation().GetSegment(segment_id).GetLabelValue()
+        found = np.argwhere(mask)
+        if len(found):
+            lo, hi = found.min(axis=0), found.max(axis=0) + 1
+            matrix = vtk.vtkMatrix4x4()
+            image.GetImageToWorldMatrix(matrix)
+            first = matrix_to_numpy(matrix) @ np.array(
+                [lo[2] + extent[0], lo[1] + extent[2], lo[0] + extent[4], 1]
+            )
+            digest.update(np.round(first, 3).tobytes() + np.round(matrix_to_numpy(matrix), 6).tobytes())
+            digest.update(np.array(hi - lo).tobytes())
+            digest.update(np.packbits(mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]).tobytes())
+    return digest.hexdigest()
+
+
+def remove_prediction_segments(segmentation_node: slicer.vtkMRMLSegmentationNode) -> tuple[int, list[str]]:
+    """Delete the segments VoxelFM wrote that nobody edited; (how many removed, ids of edited ones kept).
+
+    A predicted segment whose voxels changed since it was written (or written before fingerprints were
+    stored) is re-tagged as an edited prediction: kept as it is, never read as paint, never removed.
+    """
     seg = segmentation_node.GetSegmentation()
-    ids = [sid for sid in _segment_ids(segmentation_node) if is_prediction_segment(seg.GetSegment(sid))]
-    for sid in ids:
-        seg.RemoveSegment(sid)
-    return len(ids)
+    removed, kept = 0, []
+    for sid in _segment_ids(segmentation_node):
+        segment = seg.GetSegment(sid)
+        if not is_prediction_segment(segment):
+            continue
+        if not is_edited_prediction(segment) and tag(segment, PREDICTION_STAMP_TAG) == prediction_fingerprint(
+            segmentation_node, sid
+        ):
+            seg.RemoveSegment(sid)
+            removed += 1
+            continue
+        if not is_edited_prediction(segment):
+            segment.SetTag(PREDICTION_TAG, EDITED)
+        kept.append(sid)
+    return removed, kept
+
+
+def edited_prediction_ids(segmentation_node: slicer.vtkMRMLSegmentationNode) -> list[str]:
+    """Predicted segments the user edited (kept as theirs)."""
+    seg = segmentation_node.GetSegmentation()
+    return [sid for sid in _segment_ids(segmentation_node) if is_edited_prediction(seg.GetSegment(sid))]
 
 
 def write_prediction(
@@ -182,7 +244,7 @@ def write_prediction(
 
     ``labels`` lies on the volume's grid; voxels with value ``cls.value`` belong to class ``cls``. With no
     ``output_node`` a new segmentation node (uniquely named) is created; otherwise earlier VoxelFM predictions
-    in it are replaced and every other segment is left untouched, after ``save_undo_state(output_node)`` (see
+    in it that nobody edited are replaced and every other segment is left untouched, after ``save_undo_state(output_node)`` (see
     ``undo``: the Segment Editor's Undo then removes only the prediction, never the user's last stroke).
     Every class gets a segment (empty if never predicted) with the class name (+ ``name_suffix``), colour and
     terminology.
@@ -225,5 +287,6 @@ def write_prediction(
         segment_id = seg.GenerateUniqueSegmentID(_id_stem(cls.name))
         if not seg.AddSegment(segment, segment_id):
             raise InputError(f"Slicer refused to add the predicted segment '{cls.name}'.")
+        segment.SetTag(PREDICTION_STAMP_TAG, prediction_fingerprint(output_node, segment_id))
         new_ids.append(segment_id)
     return output_node, new_ids
