@@ -47,6 +47,13 @@ class Census:
         self.ids = now
         return [self.scene.GetNodeByID(i) for i in sorted(new)]
 
+    def user_step(self) -> list[Any]:
+        """The user's own action between VoxelFM steps (nodes they made): taken as the new baseline."""
+        now = node_ids(self.scene)
+        new = sorted(now - self.ids)
+        self.ids = now
+        return [self.scene.GetNodeByID(i) for i in new]
+
     def same(self) -> None:
         """The step added and removed nothing."""
         self.step()
@@ -96,6 +103,11 @@ class Kept:
             assert node.GetText() == text, f"the text of '{node.GetName()}' changed"
 
         self._checks[f"text:{node.GetID()}"] = check
+
+    def forget(self, node) -> None:
+        """The user deleted ``node`` themselves: no longer checked."""
+        for key in [k for k in self._checks if k.endswith(":" + node.GetID())]:
+            del self._checks[key]
 
     def check(self) -> None:
         for check in self._checks.values():

@@ -39,10 +39,11 @@ from .scene_guard import nodes_by_class, temporary_nodes
 from .segmentation_nodes import segment_mask_on_volume
 from .volume_nodes import (
     create_volume_node,
+    ct_refusal,
+    ct_volume_from_node,
     load_volume_file,
     matrix_to_numpy,
     node_ijk_to_ras,
-    volume_from_node,
 )
 
 
@@ -170,7 +171,7 @@ class RetrievalLogic(CapabilityLogic):
             out.append(
                 CaseSource(
                     path=path,
-                    volume=volume_from_node(node),
+                    volume=ct_volume_from_node(node, "a library case"),
                     case_id=node.GetName() or "",
                     report=report,
                     findings=findings,
@@ -194,9 +195,22 @@ class RetrievalLogic(CapabilityLogic):
         return self.add(library, self.prepare_volumes(volume_nodes, **kw), progress, cancel)
 
     def prepare_scene_volumes(self, scene: Any) -> SceneVolumes:
-        """ "Add all loaded volumes": the sources of the scene's volumes (main thread)."""
-        nodes = nodes_by_class(scene, "vtkMRMLScalarVolumeNode")
-        return SceneVolumes(self.prepare_volumes(nodes), [])
+        """What "Add all loaded volumes" takes: the scene's CT volumes (main thread). Labelmaps, colour volumes
+        and empty nodes are skipped and named, so one of them never stops the whole add."""
+        nodes, skipped = [], []
+        for node in nodes_by_class(scene, "vtkMRMLVolumeNode"):
+            refusal = ct_refusal(node)
+            if refusal:
+                skipped.append(f"'{node.GetName()}' ({refusal.split(';')[0]})")
+            else:
+                nodes.append(node)
+        if not nodes:
+            raise InputError(
+                "No CT volume is loaded"
+                + (f" ({'; '.join(skipped)})" if skipped else "")
+                + "; load a CT first."
+            )
+        return SceneVolumes(self.prepare_volumes(nodes), skipped)
 
     def add_folder(self, library: str | Path, folder: str | Path, progress=None, cancel=None):
         """Add every CT below a folder (or the cases of a manifest); resumable like `voxelfm index add`."""
@@ -218,7 +232,7 @@ class RetrievalLogic(CapabilityLogic):
             raise InputError("Select the volume to search with.")
         if sum(x is not None for x in (roi_node, segmentation_node, point_node)) > 1:
             raise InputError("Query by one region at a time: an ROI, a segment or a point.")
-        volume = volume_from_node(volume_node, world=True)
+        volume = ct_volume_from_node(volume_node, "the query volume", world=True)
         region: Region | None = None
         if roi_node is not None:
             region = roi_region(roi_node)
@@ -243,7 +257,17 @@ class RetrievalLogic(CapabilityLogic):
         point_node: Any = None,
         radius_mm: float = 15.0,
     ) -> QueryInputs:
-        """The query the module's mode selector asks for: only the chosen mode's node is used."""
+        """The query the module's mode selector asks for: only the chosen mode's node is used, and a mode whose
+        node is not selected is an error (never a silent whole-volume query)."""
+        chosen = {"roi": roi_node, "segment": segmentation_node, "point": point_node}
+        if mode not in ("volume", *chosen):
+            raise InputError(f"Unknown query mode '{mode}'; use volume, roi, segment or point.")
+        if mode in chosen and chosen[mode] is None:
+            what = {"roi": "an ROI", "segment": "a segmentation", "point": "a point list"}[mode]
+            raise InputError(
+                f"Query mode '{mode}' needs {what}: select one (or choose the 'volume' mode to search with the "
+                "whole volume)."
+            )
         return self.prepare_query(
             volume_node,
             roi_node=roi_node if mode == "roi" else None,
@@ -311,22 +335,18 @@ class RetrievalLogic(CapabilityLogic):
 
     @staticmethod
     def _find_loaded(scene: Any, record: CaseRecord) -> Any:
-        """A scalar volume node of the scene that holds this case (its file, or its voxels for scene cases)."""
-        nodes = scene.GetNodesByClass("vtkMRMLScalarVolumeNode")
-        nodes.InitTraversal()
-        found = []
-        for _ in range(nodes.GetNumberOfItems()):
-            node = nodes.GetNextItemAsObject()
+        """A CT volume node of the scene that holds this case (its file, or its voxels for scene cases).
+
+        Only nodes that can be a CT are compared (never a labelmap or colour volume); the scene is indexed by
+        class (no vtkCollection to own)."""
+        candidates = [n for n in nodes_by_class(scene, "vtkMRMLScalarVolumeNode") if not ct_refusal(n)]
+        for node in candidates:
             path = node_file(node)
             if record.abs_path and path and Path(path).resolve() == Path(record.abs_path).resolve():
                 return node
-            found.append(node)
         if record.source_key.startswith("volume:"):
-            for node in found:
-                if (
-                    node.GetImageData() is not None
-                    and "volume:" + volume_from_node(node).content_hash() == record.source_key
-                ):
+            for node in candidates:
+                if "volume:" + ct_volume_from_node(node).content_hash() == record.source_key:
                     return node
         return None
 

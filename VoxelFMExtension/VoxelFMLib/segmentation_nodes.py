@@ -67,6 +67,11 @@ def segment_mask_on_volume(
     volume_node: slicer.vtkMRMLVolumeNode,
 ) -> np.ndarray:
     """Boolean [k, j, i] mask of one segment resampled onto the volume's grid (Slicer does the resampling)."""
+    if segmentation_node.GetSegmentation().GetSegment(segment_id) is None:
+        raise InputError(
+            f"Segmentation '{segmentation_node.GetName()}' has no segment '{segment_id}'; select one of its "
+            "segments (the segment list may still show another segmentation's)."
+        )
     scene = segmentation_node.GetScene()
     with temporary_nodes(scene):  # the labelmap, its display node, any colour table Slicer adds for it
         labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "VoxelFM temporary export")
