@@ -35,13 +35,12 @@ from voxelfm.retrieval.result import QueryResult, RetrievalHit
 from voxelfm.retrieval.sources import expand_inputs
 
 from .capability_logic import CapabilityLogic
+from .case_images import node_file, node_showing, open_case_image
 from .scene_guard import nodes_by_class, temporary_nodes
 from .segmentation_nodes import segment_mask_on_volume
 from .volume_nodes import (
-    create_volume_node,
     ct_refusal,
     ct_volume_from_node,
-    load_volume_file,
     matrix_to_numpy,
     node_ijk_to_ras,
 )
@@ -75,13 +74,6 @@ class HitView:
     node: Any
     ras: np.ndarray | None
     hit: RetrievalHit
-
-
-def node_file(node: Any) -> str:
-    """The file a volume node was loaded from ("" when it has none)."""
-    storage = node.GetStorageNode() if node is not None else None
-    name = storage.GetFileName() if storage is not None else ""
-    return str(name or "")
 
 
 def roi_region(roi_node: Any) -> BoxRegion:
@@ -325,12 +317,7 @@ class RetrievalLogic(CapabilityLogic):
                     f"Case '{record.case_id}' cannot be opened: its image {path or '(a scene volume)'} is not "
                     "available; load it yourself to look at it."
                 )
-            if Path(path).is_dir():  # a DICOM series: read by the core, shown as a new node
-                from voxelfm.imaging.io import read_volume
-
-                node = create_volume_node(scene, read_volume(path), name=record.case_id)
-            else:
-                node = load_volume_file(scene, path, name=record.case_id)
+            node = open_case_image(scene, path, record.case_id)
         return HitView(node, None if hit.ras is None else np.asarray(hit.ras, dtype=np.float64), hit)
 
     @staticmethod
@@ -339,11 +326,11 @@ class RetrievalLogic(CapabilityLogic):
 
         Only nodes that can be a CT are compared (never a labelmap or colour volume); the scene is indexed by
         class (no vtkCollection to own)."""
-        candidates = [n for n in nodes_by_class(scene, "vtkMRMLScalarVolumeNode") if not ct_refusal(n)]
-        for node in candidates:
-            path = node_file(node)
-            if record.abs_path and path and Path(path).resolve() == Path(record.abs_path).resolve():
+        if record.abs_path:
+            node = node_showing(scene, record.abs_path)
+            if node is not None:
                 return node
+        candidates = [n for n in nodes_by_class(scene, "vtkMRMLScalarVolumeNode") if not ct_refusal(n)]
         if record.source_key.startswith("volume:"):
             for node in candidates:
                 if "volume:" + ct_volume_from_node(node).content_hash() == record.source_key:
