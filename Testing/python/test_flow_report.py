@@ -180,3 +180,20 @@ def test_labelmaps_and_colour_volumes_are_not_the_ct(a_slicer_app, data_dir):
         with pytest.raises(InputError, match=why):
             logic.run(node, segmentation_nodes=[segmentation])
         census.same()
+
+
+def test_the_ct_removed_while_drafting_gets_no_draft(a_slicer_app, data_dir):
+    kit, scene = a_slicer_app, a_slicer_app.scene
+    ct = load_ct(kit, data_dir / CT, "torso")
+    shape = tuple(reversed(ct.GetImageData().GetDimensions()))
+    segmentation = add_segmentation(
+        scene, {"lesion": _lesion(shape, slice(50, 56))}, volume_nodes.node_ijk_to_ras(ct)
+    )
+    logic = ReportLogic(model=MODEL, device="cpu")
+    inputs = logic.prepare(ct, segmentation_nodes=[segmentation])
+    draft = logic.predict(inputs)
+    scene.RemoveNode(ct)  # the user deletes the CT while the worker drafts
+    census = Census(scene)
+    with pytest.raises(InputError, match="removed"):
+        logic.write(inputs, draft, ct)
+    census.same()

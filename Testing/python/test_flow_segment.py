@@ -136,7 +136,8 @@ def test_paint_fit_paint_refit_undo_correct_apply(a_slicer_app, data_dir, truth,
     fourth = logic.run(ct, painted, output_node=out, save_undo_state=undo_saver)
     census.same()
     kept.check()
-    np.testing.assert_array_equal(_written(fourth, ct), _fresh(ct, painted))
+    fourth_labels = _written(fourth, ct)
+    np.testing.assert_array_equal(fourth_labels, _fresh(ct, painted))
 
     # 7. The user corrects the predicted liver in the output and refits into it: the corrected segment is kept
     #    as theirs (renamed "... (edited)", never replaced again), the new prediction is written beside it
@@ -181,6 +182,21 @@ def test_paint_fit_paint_refit_undo_correct_apply(a_slicer_app, data_dir, truth,
     )
     np.testing.assert_array_equal(_written(applied, second_ct), expected.labelmap)
 
+    # 9. The user moves the study (CT and paint) with a transform and refits: the segments lie on the moved CT
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    shift = np.eye(4)
+    shift[:3, 3] = (30.0, -20.0, 10.0)
+    transform.SetMatrixTransformToParent(volume_nodes.numpy_to_matrix(shift))
+    for node in (ct, painted):
+        node.SetAndObserveTransformNodeID(transform.GetID())
+    census.user_step()
+    kept.volume(ct)
+    moved = logic.run(ct, painted, output_node=out, save_undo_state=undo_saver)
+    census.same()
+    kept.check()
+    np.testing.assert_array_equal(_written(moved, ct), _fresh(ct, painted))
+    np.testing.assert_array_equal(_written(moved, ct), fourth_labels)  # the same voxels, moved with the CT
+
 
 def test_other_modules_outputs_are_refused_as_the_ct(a_slicer_app, data_dir, truth):
     """A labelmap (e.g. exported segments) and VoxelFM Features' PCA colour volume are not a CT."""
@@ -217,3 +233,21 @@ def _probe_of(logic, ct, painted, census):
         scene.RemoveNode(display)
     census.step(removed={"vtkMRMLSegmentationNode": 1, "vtkMRMLSegmentationDisplayNode": 1})
     return result.probe
+
+
+def test_the_ct_removed_during_a_run_gets_no_result(a_slicer_app, data_dir, truth):
+    """prepare (main thread) -> the user deletes the CT while the worker predicts -> write: a clear error, and
+    nothing is written (no output node for a volume that is gone)."""
+    kit, scene = a_slicer_app, a_slicer_app.scene
+    ct = load_ct(kit, data_dir / CT, "abdomen")
+    painted = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "my paint")
+    painted.CreateDefaultDisplayNodes()
+    kit.paint(painted, ct, {"liver": _slice(truth, LIVER, 15)})
+    logic = segment_logic.FewShotSegmentLogic(model=MODEL, device="cpu")
+    inputs = logic.prepare(ct, painted)
+    prediction = logic.predict(inputs)
+    scene.RemoveNode(ct)
+    census = Census(scene)
+    with pytest.raises(InputError, match="removed"):
+        logic.write(inputs, prediction, ct)
+    census.same()

@@ -150,6 +150,11 @@ class ReportLogic(CapabilityLogic):
         """Store the draft in a NEW text node (or in ``text_node`` if it is an unedited draft of ours)."""
         if volume_node is None or volume_node.GetID() != inputs.volume_node_id:
             raise InputError("The volume changed while the draft was made; draft it again.")
+        if volume_node.GetScene() is None:
+            raise InputError(
+                f"Volume '{volume_node.GetName()}' was removed from the scene while the draft was made; nothing "
+                "was written."
+            )
         node, kept = write_report_node(volume_node.GetScene(), draft, volume_node, text_node)
         return ReportResult(node, draft, kept)
 

@@ -144,6 +144,11 @@ class FewShotSegmentLogic(CapabilityLogic):
         """Write the prediction (main thread). ``save_undo_state``: see ``undo`` (the Segment Editor's Undo)."""
         if volume_node is None or volume_node.GetID() != inputs.volume_node_id:
             raise InputError("The input volume changed while the prediction ran; run it again.")
+        if volume_node.GetScene() is None:
+            raise InputError(
+                f"Volume '{volume_node.GetName()}' was removed from the scene while the prediction ran; nothing was "
+                "written."
+            )
         return self._write(result, volume_node, output_node, save_undo_state)
 
     def run(
