@@ -25,6 +25,8 @@ from voxelfm.imaging.volume import Volume  # noqa: E402
 from voxelfm.segment.pipeline import SegmentationPipeline  # noqa: E402
 from VoxelFMLib import segment_logic, segmentation_nodes, volume_nodes  # noqa: E402
 from VoxelFMLib.feature_display import show_features_pca  # noqa: E402
+from VoxelFMLib.report_logic import ReportLogic  # noqa: E402
+from VoxelFMLib.retrieval_logic import RetrievalLogic  # noqa: E402
 from VoxelFMLib.segment_tags import is_prediction_segment  # noqa: E402
 from VoxelFMLib.undo import editor_logic_undo_saver  # noqa: E402
 
@@ -196,6 +198,20 @@ def test_paint_fit_paint_refit_undo_correct_apply(a_slicer_app, data_dir, truth,
     kept.check()
     np.testing.assert_array_equal(_written(moved, ct), _fresh(ct, painted))
     np.testing.assert_array_equal(_written(moved, ct), fourth_labels)  # the same voxels, moved with the CT
+
+    # 10. The prediction as input of the other modules: Report measures it, Retrieve queries by its segment;
+    #     as "painted examples" it is refused (predictions are never read back as paint)
+    report = ReportLogic(model=MODEL, device="cpu").run(ct, segmentation_nodes=[out])
+    census.step({"vtkMRMLTextNode": 1})
+    assert "liver" in report.text_node.GetText()
+    region = RetrievalLogic(model=MODEL, device="cpu").prepare_mode_query(
+        "segment", ct, segmentation_node=out, segment_id=moved.segment_ids[0]
+    )
+    assert region.region is not None and region.region.mask.any()
+    with pytest.raises(InputError, match="no painted segments"):
+        logic.run(ct, out)
+    census.same()
+    kept.check()
 
 
 def test_other_modules_outputs_are_refused_as_the_ct(a_slicer_app, data_dir, truth):
