@@ -143,11 +143,10 @@ class VoxelFMSegmentWidget(VoxelFMModuleWidget):
     def onOpenSegmentEditor(self) -> None:
         node = self.parameterNode
         if not node.paintedSegmentation:
-            name = slicer.mrmlScene.GenerateUniqueName("VoxelFM examples")
-            segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
-            segmentation.CreateDefaultDisplayNodes()
-            segmentation.SetReferenceImageGeometryParameterFromVolumeNode(node.inputVolume)
-            node.paintedSegmentation = segmentation
+            # imported on use, like the capability logics: it needs the voxelfm packages installed
+            from VoxelFMLib.segmentation_nodes import create_examples_segmentation
+
+            node.paintedSegmentation = create_examples_segmentation(node.inputVolume)
         openSegmentEditor(node.paintedSegmentation, node.inputVolume)
 
 

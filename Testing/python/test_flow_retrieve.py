@@ -28,7 +28,8 @@ from voxelfm.imaging.io import read_volume  # noqa: E402
 from voxelfm.retrieval.pipeline import RetrievalPipeline  # noqa: E402
 from voxelfm.retrieval.regions import BoxRegion, MaskRegion, SphereRegion  # noqa: E402
 from VoxelFMLib import RetrievalLogic, volume_nodes  # noqa: E402
-from VoxelFMLib.feature_display import show_features_pca  # noqa: E402
+from VoxelFMLib.case_images import first_ct_volume  # noqa: E402
+from VoxelFMLib.feature_display import create_rgb_volume_node, show_features_pca  # noqa: E402
 
 pytestmark = pytest.mark.slicer
 
@@ -172,6 +173,20 @@ def test_labelmaps_and_colour_volumes_are_not_cases_or_queries(scene, tmp_path):
         with pytest.raises(InputError, match=why):
             logic.prepare_mode_query("volume", node)
         census.same()
+
+
+def test_a_module_picks_a_ct_as_its_default_volume(a_slicer_app, data_dir):
+    """The default input volume (module_widget.initializeParameterNode) skips labelmaps and colour volumes."""
+    scene = a_slicer_app.scene
+    vertebrae = read_volume(str(data_dir / "totalseg/torso_3mm/vertebrae_labels.nii.gz"), check_hu=False)
+    volume_nodes.create_labelmap_node(
+        scene, vertebrae.array.astype(np.int16), vertebrae.ijk_to_ras, "vertebrae"
+    )
+    rgb = np.zeros((4, 5, 6, 3), np.uint8)
+    create_rgb_volume_node(scene, rgb, np.eye(4), "a PCA")
+    assert first_ct_volume(scene) is None
+    ct = load_ct(a_slicer_app, data_dir / LIBRARY_CTS["elastix"], "thorax")
+    assert first_ct_volume(scene) is ct
 
 
 def _volume_and_its_nodes(node) -> list:

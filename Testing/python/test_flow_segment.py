@@ -86,8 +86,7 @@ def _predictions(node) -> list[str]:
 def test_paint_fit_paint_refit_undo_correct_apply(a_slicer_app, data_dir, truth, tmp_path):
     kit, scene = a_slicer_app, a_slicer_app.scene
     ct = load_ct(kit, data_dir / CT, "abdomen")
-    painted = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "my paint")
-    painted.CreateDefaultDisplayNodes()
+    painted = segmentation_nodes.create_examples_segmentation(ct)  # "Open Segment Editor"
     liver_id, spleen_id = kit.paint(
         painted, ct, {"liver": _slice(truth, LIVER, 15), "spleen": _slice(truth, SPLEEN, 15)}
     )

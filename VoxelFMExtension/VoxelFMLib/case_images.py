@@ -17,6 +17,13 @@ from .volume_nodes import create_volume_node, ct_refusal, load_volume_file
 CASE_IMAGE_ATTRIBUTE = "VoxelFM.CaseImage"
 
 
+def first_ct_volume(scene: Any) -> Any:
+    """The scene's first volume that can be a CT (the default input of a module), or None.
+
+    WHY: the first ``vtkMRMLScalarVolumeNode`` may be a labelmap or VoxelFM's own PCA colour volume."""
+    return next((n for n in nodes_by_class(scene, "vtkMRMLScalarVolumeNode") if not ct_refusal(n)), None)
+
+
 def node_file(node: Any) -> str:
     """The file a volume node was loaded from ("" when it has none)."""
     storage = node.GetStorageNode() if node is not None else None

@@ -61,6 +61,19 @@ def segment_class(
     )
 
 
+def create_examples_segmentation(
+    volume_node: slicer.vtkMRMLScalarVolumeNode,
+) -> slicer.vtkMRMLSegmentationNode:
+    """A new segmentation to paint examples in (uniquely named, on the volume's grid and under its transform),
+    as the Segment module's "Open Segment Editor" makes it."""
+    scene = volume_node.GetScene()
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", scene.GenerateUniqueName("VoxelFM examples"))
+    node.CreateDefaultDisplayNodes()
+    node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+    node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
+    return node
+
+
 def segment_mask_on_volume(
     segmentation_node: slicer.vtkMRMLSegmentationNode,
     segment_id: str,

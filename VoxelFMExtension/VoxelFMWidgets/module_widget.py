@@ -22,6 +22,7 @@ import vtk
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
+from VoxelFMLib.case_images import first_ct_volume
 from VoxelFMLib.parameter_binding import GuiBinding
 from VoxelFMLib.slicer_version import app_version, unsupported_reason
 from VoxelFMWidgets.busy import BusyState
@@ -187,7 +188,7 @@ class VoxelFMModuleWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self._parameterNode
         field = self.defaultVolumeParameter
         if field and getattr(node, field) is None:
-            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            first = first_ct_volume(slicer.mrmlScene)  # never a labelmap or colour volume
             if first:
                 setattr(node, field, first)
 
