@@ -34,8 +34,10 @@ class VoxelFMRetrieve(VoxelFMModule):
     HELP = _(
         "Similar-case retrieval with frozen VoxelFM embeddings. Choose a case library folder, add "
         "the loaded volumes or a folder of CTs, then find the cases most similar to the query "
-        "volume or to an ROI, a segment or a point in it. Double-click a result to load that case "
-        "and jump to the matching place."
+        "volume or to an ROI, a segment or a point in it (the mode's ROI, segment or point must be "
+        "selected). 'Add all loaded volumes' adds the CT volumes and names what it skipped (labelmaps, "
+        "colour volumes such as VoxelFM Features' PCA). Double-click a result to load that case and "
+        "jump to the matching place; a case already shown is not loaded again."
     )
     ACKNOWLEDGEMENT = _(
         "VoxelFM backbone by its authors; see the model card for licence terms. Sample CT: "

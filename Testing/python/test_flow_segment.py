@@ -182,6 +182,12 @@ def test_paint_fit_paint_refit_undo_correct_apply(a_slicer_app, data_dir, truth,
         volume_nodes.volume_from_node(second_ct), applied.probe
     )
     np.testing.assert_array_equal(_written(applied, second_ct), expected.labelmap)
+    applied_output = Kept()
+    applied_output.segments(applied.output_node, second_ct)
+    again = logic.apply_probe(second_ct, probe, output_node=applied.output_node)  # applied again: same node
+    census.same()
+    applied_output.check()  # the same prediction, replaced in place
+    assert again.output_node is applied.output_node and len(_predictions(again.output_node)) == 2
 
     # 9. The user moves the study (CT and paint) with a transform and refits: the segments lie on the moved CT
     transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
