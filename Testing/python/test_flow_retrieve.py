@@ -124,6 +124,15 @@ def test_add_all_query_every_mode_load_remove_query_again(scene, tmp_path):
         census.same()
         kept.check()
     assert logic.run_query(library, query, k=3).hits[0].case_id == "pulmonary"
+    # the user drags the point and the ROI: the next query uses where they are now
+    point.SetNthControlPointPosition(0, *(centre[:3] + 12.0))
+    roi.SetCenter(*(centre[:3] - 9.0))
+    moved = {
+        m: logic.prepare_mode_query(m, query, radius_mm=20.0, **everything).region for m in ("point", "roi")
+    }
+    np.testing.assert_allclose(moved["point"].center, centre[:3] + 12.0)
+    np.testing.assert_allclose(moved["roi"].center, centre[:3] - 9.0, atol=1e-6)
+    census.same()
 
     # 4. A mode without its node is a clear error, never a silent whole-volume query
     for mode, missing in (("roi", "roi_node"), ("segment", "segmentation_node"), ("point", "point_node")):
