@@ -56,8 +56,8 @@ def ensureTorch() -> bool:
         # RuntimeError: slicer.util's pip helpers raise "PythonSlicer executable not found" when Slicer's
         # Python launcher is missing (a broken or moved installation)
         slicer.util.errorDisplay(
-            f"Installing PyTorch {requirement} failed: {exc}. Install the 'PyTorch' extension's torch from its "
-            "module (Utilities > PyTorch Utils), or reinstall Slicer if its Python launcher is missing."
+            f"Installing PyTorch {requirement} failed: {exc}. If Slicer's Python launcher (PythonSlicer) is "
+            "missing, reinstall Slicer; otherwise install PyTorch from the PyTorch extension's module and try again."
         )
         return False
     if torch is None:  # the user declined
