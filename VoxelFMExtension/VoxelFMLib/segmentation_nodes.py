@@ -187,36 +187,56 @@ def _id_stem(name: str) -> str:
     return f"VoxelFM_{stem or 'class'}"
 
 
+def mask_fingerprint(mask: np.ndarray, ijk_to_ras: np.ndarray) -> str:
+    """sha256 of a mask's voxels cropped to their bounding box and of where that box lies (``ijk_to_ras`` maps
+    array index (0, 0, 0)); the same for the same voxels on any padding of the grid."""
+    digest = hashlib.sha256()
+    k = np.flatnonzero(mask.any(axis=(1, 2)))
+    if len(k):
+        plane = mask[k[0] : k[-1] + 1].any(axis=0)
+        j, i = np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0))
+        lo = np.array([k[0], j[0], i[0]])
+        hi = np.array([k[-1], j[-1], i[-1]]) + 1
+        corner = np.asarray(ijk_to_ras, np.float64) @ np.array([lo[2], lo[1], lo[0], 1.0])
+        digest.update(np.round(corner, 3).tobytes() + np.round(np.asarray(ijk_to_ras)[:3, :3], 6).tobytes())
+        digest.update((hi - lo).astype(np.int64).tobytes())
+        digest.update(np.packbits(mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]).tobytes())
+    return digest.hexdigest()
+
+
+# (node id, segment id) -> (id of the labelmap object, its MTime, fingerprint): skips re-hashing an untouched
+# segment. VTK's modification times only grow, so an equal MTime at the same address is the same, unmodified
+# object (a new object there would have a later MTime); no reference is kept, nothing is held in memory.
+_WRITTEN: dict[tuple[str, str], tuple[int, int, str]] = {}
+
+
 def prediction_fingerprint(segmentation_node: slicer.vtkMRMLSegmentationNode, segment_id: str) -> str:
-    """sha256 of a segment's voxels (cropped to their bounding box) and where they lie in the node's space.
+    """``mask_fingerprint`` of a segment as stored in the node (its own labelmap, read in place, no copy).
 
     WHY: tells a user's edit of a predicted segment from our own write, independent of how Slicer pads or
-    shares the labelmap (extent, layers); a rename or colour change is not an edit.
+    shares the labelmap (extent, layers); a rename or colour change is not an edit. A labelmap object whose
+    MTime has not moved since we fingerprinted it is unchanged (any edit of it bumps its MTime).
     """
-    image = slicer.vtkOrientedImageData()
-    ok = slicer.vtkSlicerSegmentationsModuleLogic.GetSegmentBinaryLabelmapRepresentation(
-        segmentation_node, segment_id, image, False
-    )
-    extent = image.GetExtent()
-    digest = hashlib.sha256()
-    if ok and image.GetPointData().GetScalars() is not None and extent[1] >= extent[0]:
-        from vtk.util import numpy_support
+    segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
+    image = segment.GetRepresentation(slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName())
+    if image is None or image.GetPointData().GetScalars() is None:
+        return mask_fingerprint(np.zeros((1, 1, 1), bool), np.eye(4))
+    key = (segmentation_node.GetID(), segment_id)
+    known = _WRITTEN.get(key)
+    if known is not None and known[0] == id(image) and known[1] == image.GetMTime():
+        return known[2]
+    from vtk.util import numpy_support
 
-        dims = image.GetDimensions()
-        values = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(dims[::-1])
-        mask = values == segmentation_node.GetSegmentation().GetSegment(segment_id).GetLabelValue()
-        found = np.argwhere(mask)
-        if len(found):
-            lo, hi = found.min(axis=0), found.max(axis=0) + 1
-            matrix = vtk.vtkMatrix4x4()
-            image.GetImageToWorldMatrix(matrix)
-            first = matrix_to_numpy(matrix) @ np.array(
-                [lo[2] + extent[0], lo[1] + extent[2], lo[0] + extent[4], 1]
-            )
-            digest.update(np.round(first, 3).tobytes() + np.round(matrix_to_numpy(matrix), 6).tobytes())
-            digest.update(np.array(hi - lo).tobytes())
-            digest.update(np.packbits(mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]).tobytes())
-    return digest.hexdigest()
+    extent = image.GetExtent()
+    dims = image.GetDimensions()
+    values = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(dims[::-1])
+    matrix = vtk.vtkMatrix4x4()
+    image.GetImageToWorldMatrix(matrix)
+    offset = np.eye(4)
+    offset[:3, 3] = extent[0], extent[2], extent[4]
+    fingerprint = mask_fingerprint(values == segment.GetLabelValue(), matrix_to_numpy(matrix) @ offset)
+    _WRITTEN[key] = (id(image), image.GetMTime(), fingerprint)
+    return fingerprint
 
 
 def remove_prediction_segments(segmentation_node: slicer.vtkMRMLSegmentationNode) -> tuple[int, list[str]]:
@@ -235,6 +255,7 @@ def remove_prediction_segments(segmentation_node: slicer.vtkMRMLSegmentationNode
             segmentation_node, sid
         ):
             seg.RemoveSegment(sid)
+            _WRITTEN.pop((segmentation_node.GetID(), sid), None)
             removed += 1
             continue
         if not is_edited_prediction(segment):
