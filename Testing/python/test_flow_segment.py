@@ -274,3 +274,34 @@ def test_the_ct_removed_during_a_run_gets_no_result(a_slicer_app, data_dir, trut
     with pytest.raises(InputError, match="removed"):
         logic.write(inputs, prediction, ct)
     census.same()
+
+
+def test_a_saved_and_reopened_output_is_refit_in_place(
+    a_slicer_app, a_volume, a_painted_segmentation, tmp_path
+):
+    """The output saved as .seg.nrrd (Slicer merges its segments into one layer) and read back, as when a scene
+    is reopened: a refit into it replaces the predictions (known by their voxels), a corrected one stays kept."""
+    from slicer_builders import CopyPaintPipeline
+
+    scene = a_slicer_app.scene
+    logic = segment_logic.FewShotSegmentLogic(pipeline=CopyPaintPipeline())
+    first = logic.run(a_volume, a_painted_segmentation)
+    out = first.output_node
+    correction = np.zeros(tuple(reversed(a_volume.GetImageData().GetDimensions())), bool)
+    correction[0, 0, 0:3] = True
+    _paint_into(a_slicer_app, out, a_volume, first.segment_ids[1], correction)  # the user corrects "spleen"
+    assert logic.run(a_volume, a_painted_segmentation, output_node=out).kept_segments == ["spleen"]
+    path = tmp_path / "output.seg.nrrd"
+    storage = slicer.vtkMRMLSegmentationStorageNode()
+    storage.SetFileName(str(path))
+    assert storage.WriteData(out)
+    reopened = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "reopened")
+    reader = slicer.vtkMRMLSegmentationStorageNode()
+    reader.SetFileName(str(path))
+    assert reader.ReadData(reopened)
+    segmentation_nodes._WRITTEN.clear()  # a new session
+    census = Census(scene)
+    again = logic.run(a_volume, a_painted_segmentation, output_node=reopened)
+    census.same()
+    assert again.kept_segments == ["spleen"]  # still the user's after reopening
+    assert len(_predictions(reopened)) == len(first.segment_ids) + 1  # the new prediction + the corrected one
