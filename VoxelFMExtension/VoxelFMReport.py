@@ -27,8 +27,11 @@ class VoxelFMReport(VoxelFMModule):
     TITLE = _("VoxelFM Report")
     HELP = _(
         "Draft a structured CT report from findings probes, segment measurements and similar cases "
-        "with reports. Every sentence carries its evidence; select a sentence to see it. The draft "
-        "is stored in a new text node and never overwrites text you edited."
+        "with reports. Every sentence carries its evidence; select a sentence to see it. Drafting "
+        "again refreshes the current draft in place only while nobody edited it; once you edited "
+        "the text, the new draft goes into a new text node and your text is kept as it is. Empty "
+        "segments are left out of the draft and named in the status line. Opening a similar case "
+        "again shows the node already loaded. Labelmaps and colour volumes cannot be the CT."
     )
 
 

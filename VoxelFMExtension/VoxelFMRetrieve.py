@@ -34,8 +34,10 @@ class VoxelFMRetrieve(VoxelFMModule):
     HELP = _(
         "Similar-case retrieval with frozen VoxelFM embeddings. Choose a case library folder, add "
         "the loaded volumes or a folder of CTs, then find the cases most similar to the query "
-        "volume or to an ROI, a segment or a point in it. Double-click a result to load that case "
-        "and jump to the matching place."
+        "volume or to an ROI, a segment or a point in it (the mode's ROI, segment or point must be "
+        "selected). 'Add all loaded volumes' adds the CT volumes and names what it skipped (labelmaps, "
+        "colour volumes such as VoxelFM Features' PCA). Double-click a result to load that case and "
+        "jump to the matching place; a case already shown is not loaded again."
     )
     ACKNOWLEDGEMENT = _(
         "VoxelFM backbone by its authors; see the model card for licence terms. Sample CT: "
@@ -204,15 +206,14 @@ class VoxelFMRetrieveLogic(VoxelFMModuleLogic):
     def addVolumes(self, parameterNode, allVolumes: bool, busy) -> str:
         """prepare (main thread: copy voxels) -> add (worker thread)."""
         retriever = self.capabilityLogic(parameterNode)
-        nodes = (
-            slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
-            if allVolumes
-            else [parameterNode.inputVolume]
-        )
-        sources = retriever.prepare_volumes(nodes)
+        if allVolumes:
+            prepared = retriever.prepare_scene_volumes(slicer.mrmlScene)
+            sources, note = prepared.sources, prepared.note
+        else:
+            sources, note = retriever.prepare_volumes([parameterNode.inputVolume]), ""
         report = runInWorker(busy, retriever.add, parameterNode.libraryPath.strip(), sources)
         report.raise_failures()
-        return report.summary()
+        return " ".join(filter(None, (report.summary(), note)))
 
     def addFolder(self, parameterNode, folder: str, busy) -> str:
         retriever = self.capabilityLogic(parameterNode)
@@ -223,13 +224,13 @@ class VoxelFMRetrieveLogic(VoxelFMModuleLogic):
     def search(self, parameterNode, segmentId, busy):
         """prepare (main thread: nodes -> volume + region) -> predict + thumbnails (worker thread)."""
         retriever = self.capabilityLogic(parameterNode)
-        mode = parameterNode.queryMode
-        inputs = retriever.prepare_query(
+        inputs = retriever.prepare_mode_query(
+            parameterNode.queryMode,
             parameterNode.inputVolume,
-            roi_node=parameterNode.roiNode if mode == "roi" else None,
-            segmentation_node=parameterNode.segmentation if mode == "segment" else None,
-            segment_id=segmentId if mode == "segment" else None,
-            point_node=parameterNode.pointNode if mode == "point" else None,
+            roi_node=parameterNode.roiNode,
+            segmentation_node=parameterNode.segmentation,
+            segment_id=segmentId,
+            point_node=parameterNode.pointNode,
             radius_mm=parameterNode.radius,
         )
         thumbnails = tempfile.mkdtemp(prefix="VoxelFMRetrieve-", dir=slicer.app.temporaryPath)

@@ -36,7 +36,9 @@ class VoxelFMSegment(VoxelFMModule):
         "or as scribbles (workflow 'scribbles': also paint a segment named 'background'). Then "
         "press 'Fit and predict'. Predicted structures appear as new segments; your painted "
         "segments are never modified, and Undo in the Segment Editor removes a prediction without "
-        "your last stroke."
+        "your last stroke. Fitting again into the same output replaces only predicted segments nobody "
+        "edited: a predicted segment you corrected is yours from then on, kept exactly as it is, and "
+        "the new prediction is added beside it. Labelmaps and colour volumes cannot be the CT."
     )
 
 
@@ -131,6 +133,9 @@ class VoxelFMSegmentWidget(VoxelFMModuleWidget):
         for row, stat in enumerate(result.stats):
             setRow(self.ui.statsTable, row, (stat.name, str(stat.voxels), f"{stat.volume_ml:.2f}"))
         note = (" Warnings: " + " ".join(result.warnings)) if result.warnings else ""
+        if result.kept_segments:
+            names = ", ".join(f"'{name}'" for name in result.kept_segments)
+            note += f" Your corrected segment(s) {names} were kept as they are."
         self.busy.stop(
             f"Predicted {len(result.stats)} structures into '{result.output_node.GetName()}'.{note}"
         )
@@ -138,11 +143,10 @@ class VoxelFMSegmentWidget(VoxelFMModuleWidget):
     def onOpenSegmentEditor(self) -> None:
         node = self.parameterNode
         if not node.paintedSegmentation:
-            name = slicer.mrmlScene.GenerateUniqueName("VoxelFM examples")
-            segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
-            segmentation.CreateDefaultDisplayNodes()
-            segmentation.SetReferenceImageGeometryParameterFromVolumeNode(node.inputVolume)
-            node.paintedSegmentation = segmentation
+            # imported on use, like the capability logics: it needs the voxelfm packages installed
+            from VoxelFMLib.segmentation_nodes import create_examples_segmentation
+
+            node.paintedSegmentation = create_examples_segmentation(node.inputVolume)
         openSegmentEditor(node.paintedSegmentation, node.inputVolume)
 
 

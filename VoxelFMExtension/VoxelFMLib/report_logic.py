@@ -29,9 +29,10 @@ from voxelfm.report.neighbours import ConsensusConfig
 from voxelfm.report.pipeline import ReportPipeline
 
 from .capability_logic import CapabilityLogic
+from .case_images import open_case_image
 from .report_nodes import draft_of, sentence_at, write_report_node
 from .segment_measurements import measure_segmentation
-from .volume_nodes import volume_from_node
+from .volume_nodes import ct_volume_from_node
 
 
 @dataclass
@@ -44,6 +45,7 @@ class ReportInputs:
     measurements: list[SegmentMeasurement] | None = None
     library: Any = None  # a library path or an open library (voxelfm.report.library_source)
     vlm: str | None = None  # a report-model run folder
+    warnings: list[str] = field(default_factory=list)  # said with the draft (e.g. empty segments left out)
 
 
 @dataclass
@@ -95,19 +97,29 @@ class ReportLogic(CapabilityLogic):
     ) -> ReportInputs:
         if volume_node is None:
             raise InputError("Select the CT volume to draft a report for.")
+        volume = ct_volume_from_node(volume_node, "the CT to report on", world=True)
         measured = [m for node in segmentation_nodes if node is not None for m in measure_segmentation(node)]
+        empty = [m.name for m in measured if m.voxels == 0]
+        measured = [m for m in measured if m.voxels > 0]
         if not probes and not measured and library is None and not vlm:
+            if empty:
+                raise InputError(
+                    f"Nothing to draft a report from: segment(s) {_quoted(empty)} are empty. Paint them, or add "
+                    "findings probes, a case library with reports or a trained report model."
+                )
             raise InputError(
                 "Nothing to draft a report from: add findings probes, segmentations with segments, open a case "
                 "library with reports or choose a trained report model."
             )
+        warnings = [f"Segment(s) {_quoted(empty)} are empty and were left out of the draft."] if empty else []
         return ReportInputs(
-            volume_from_node(volume_node, world=True),
+            volume,
             volume_node.GetID(),
             list(probes),
             measured if segmentation_nodes else None,
             library,
             vlm or None,
+            warnings,
         )
 
     def predict(
@@ -120,7 +132,7 @@ class ReportLogic(CapabilityLogic):
             from voxelfm.report.library_source import library_neighbours
 
             neighbours = library_neighbours(inputs.library, self.pipeline.spec, self.pipeline.service)
-        return self.pipeline.draft(
+        draft = self.pipeline.draft(
             inputs.volume,
             probes=inputs.probes,
             segmentation=inputs.measurements,
@@ -129,6 +141,8 @@ class ReportLogic(CapabilityLogic):
             progress=progress,
             cancel=cancel,
         )
+        draft.warnings = [*inputs.warnings, *draft.warnings]
+        return draft
 
     def write(
         self, inputs: ReportInputs, draft: ReportDraft, volume_node: Any, text_node: Any = None
@@ -136,6 +150,11 @@ class ReportLogic(CapabilityLogic):
         """Store the draft in a NEW text node (or in ``text_node`` if it is an unedited draft of ours)."""
         if volume_node is None or volume_node.GetID() != inputs.volume_node_id:
             raise InputError("The volume changed while the draft was made; draft it again.")
+        if volume_node.GetScene() is None:
+            raise InputError(
+                f"Volume '{volume_node.GetName()}' was removed from the scene while the draft was made; nothing "
+                "was written."
+            )
         node, kept = write_report_node(volume_node.GetScene(), draft, volume_node, text_node)
         return ReportResult(node, draft, kept)
 
@@ -201,16 +220,18 @@ class ReportLogic(CapabilityLogic):
 
     @staticmethod
     def open_case(scene: Any, target: JumpTarget) -> Any:
-        """Load the similar case's image into a new volume node."""
-        from .volume_nodes import load_volume_file
-
+        """The similar case's image as a volume node: the node already showing it, else loaded once."""
         if target.kind != "case" or not target.image:
             raise InputError("The library does not know where this case's image is.")
         if not os.path.exists(target.image):
             raise InputError(f"The image of case {target.case_id} is not at {target.image} any more.")
-        return load_volume_file(scene, target.image, f"{target.case_id} (similar case)")
+        return open_case_image(scene, target.image, f"{target.case_id} (similar case)")
 
     @staticmethod
     def save(text_node: Any, path: str | os.PathLike) -> tuple[Path, Path]:
         """REPORT.txt (the text as edited) + REPORT.json (draft and evidence), both written atomically."""
         return write_draft(draft_of(text_node), path, text=text_node.GetText() or "")
+
+
+def _quoted(names: list[str]) -> str:
+    return ", ".join(f"'{n}'" for n in names)

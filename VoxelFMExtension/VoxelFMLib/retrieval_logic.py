@@ -35,14 +35,14 @@ from voxelfm.retrieval.result import QueryResult, RetrievalHit
 from voxelfm.retrieval.sources import expand_inputs
 
 from .capability_logic import CapabilityLogic
-from .scene_guard import temporary_nodes
+from .case_images import node_file, node_showing, open_case_image
+from .scene_guard import nodes_by_class, temporary_nodes
 from .segmentation_nodes import segment_mask_on_volume
 from .volume_nodes import (
-    create_volume_node,
-    load_volume_file,
+    ct_refusal,
+    ct_volume_from_node,
     matrix_to_numpy,
     node_ijk_to_ras,
-    volume_from_node,
 )
 
 
@@ -56,19 +56,24 @@ class QueryInputs:
 
 
 @dataclass
+class SceneVolumes:
+    """What "Add all loaded volumes" takes: the CT sources, and the names of the volumes it skipped (and why)."""
+
+    sources: list[CaseSource]
+    skipped: list[str]
+
+    @property
+    def note(self) -> str:
+        return ("Skipped (not a CT): " + "; ".join(self.skipped) + ".") if self.skipped else ""
+
+
+@dataclass
 class HitView:
     """A hit loaded into the scene: its volume node and the RAS point to look at (None: whole volume)."""
 
     node: Any
     ras: np.ndarray | None
     hit: RetrievalHit
-
-
-def node_file(node: Any) -> str:
-    """The file a volume node was loaded from ("" when it has none)."""
-    storage = node.GetStorageNode() if node is not None else None
-    name = storage.GetFileName() if storage is not None else ""
-    return str(name or "")
 
 
 def roi_region(roi_node: Any) -> BoxRegion:
@@ -128,6 +133,14 @@ class RetrievalLogic(CapabilityLogic):
         with CaseLibrary.open(library) as lib:
             return lib.model_reference
 
+    @staticmethod
+    def remove_case(library: str | Path, case_id: str) -> CaseRecord:
+        """Remove one case from the library (its image file is never touched), as `voxelfm index remove`."""
+        with CaseLibrary.open(library, writer=True) as lib:
+            record = lib.remove_case(case_id)
+            lib.indexes.update()
+        return record
+
     # ---- adding cases
 
     def prepare_volumes(
@@ -150,7 +163,7 @@ class RetrievalLogic(CapabilityLogic):
             out.append(
                 CaseSource(
                     path=path,
-                    volume=volume_from_node(node),
+                    volume=ct_volume_from_node(node, "a library case"),
                     case_id=node.GetName() or "",
                     report=report,
                     findings=findings,
@@ -173,6 +186,24 @@ class RetrievalLogic(CapabilityLogic):
     ):
         return self.add(library, self.prepare_volumes(volume_nodes, **kw), progress, cancel)
 
+    def prepare_scene_volumes(self, scene: Any) -> SceneVolumes:
+        """What "Add all loaded volumes" takes: the scene's CT volumes (main thread). Labelmaps, colour volumes
+        and empty nodes are skipped and named, so one of them never stops the whole add."""
+        nodes, skipped = [], []
+        for node in nodes_by_class(scene, "vtkMRMLVolumeNode"):
+            refusal = ct_refusal(node)
+            if refusal:
+                skipped.append(f"'{node.GetName()}' ({refusal.split(';')[0]})")
+            else:
+                nodes.append(node)
+        if not nodes:
+            raise InputError(
+                "No CT volume is loaded"
+                + (f" ({'; '.join(skipped)})" if skipped else "")
+                + "; load a CT first."
+            )
+        return SceneVolumes(self.prepare_volumes(nodes), skipped)
+
     def add_folder(self, library: str | Path, folder: str | Path, progress=None, cancel=None):
         """Add every CT below a folder (or the cases of a manifest); resumable like `voxelfm index add`."""
         return self.add(library, expand_inputs([str(folder)]), progress, cancel)
@@ -193,7 +224,7 @@ class RetrievalLogic(CapabilityLogic):
             raise InputError("Select the volume to search with.")
         if sum(x is not None for x in (roi_node, segmentation_node, point_node)) > 1:
             raise InputError("Query by one region at a time: an ROI, a segment or a point.")
-        volume = volume_from_node(volume_node, world=True)
+        volume = ct_volume_from_node(volume_node, "the query volume", world=True)
         region: Region | None = None
         if roi_node is not None:
             region = roi_region(roi_node)
@@ -207,6 +238,36 @@ class RetrievalLogic(CapabilityLogic):
             name = segmentation_node.GetSegmentation().GetSegment(segment_id).GetName()
             region = MaskRegion(mask, node_ijk_to_ras(volume_node, world=True), name)
         return QueryInputs(volume, region, volume_node.GetID())
+
+    def prepare_mode_query(
+        self,
+        mode: str,
+        volume_node: Any,
+        roi_node: Any = None,
+        segmentation_node: Any = None,
+        segment_id: str | None = None,
+        point_node: Any = None,
+        radius_mm: float = 15.0,
+    ) -> QueryInputs:
+        """The query the module's mode selector asks for: only the chosen mode's node is used, and a mode whose
+        node is not selected is an error (never a silent whole-volume query)."""
+        chosen = {"roi": roi_node, "segment": segmentation_node, "point": point_node}
+        if mode not in ("volume", *chosen):
+            raise InputError(f"Unknown query mode '{mode}'; use volume, roi, segment or point.")
+        if mode in chosen and chosen[mode] is None:
+            what = {"roi": "an ROI", "segment": "a segmentation", "point": "a point list"}[mode]
+            raise InputError(
+                f"Query mode '{mode}' needs {what}: select one (or choose the 'volume' mode to search with the "
+                "whole volume)."
+            )
+        return self.prepare_query(
+            volume_node,
+            roi_node=roi_node if mode == "roi" else None,
+            segmentation_node=segmentation_node if mode == "segment" else None,
+            segment_id=segment_id if mode == "segment" else None,
+            point_node=point_node if mode == "point" else None,
+            radius_mm=radius_mm,
+        )
 
     def predict(
         self,
@@ -256,32 +317,23 @@ class RetrievalLogic(CapabilityLogic):
                     f"Case '{record.case_id}' cannot be opened: its image {path or '(a scene volume)'} is not "
                     "available; load it yourself to look at it."
                 )
-            if Path(path).is_dir():  # a DICOM series: read by the core, shown as a new node
-                from voxelfm.imaging.io import read_volume
-
-                node = create_volume_node(scene, read_volume(path), name=record.case_id)
-            else:
-                node = load_volume_file(scene, path, name=record.case_id)
+            node = open_case_image(scene, path, record.case_id)
         return HitView(node, None if hit.ras is None else np.asarray(hit.ras, dtype=np.float64), hit)
 
     @staticmethod
     def _find_loaded(scene: Any, record: CaseRecord) -> Any:
-        """A scalar volume node of the scene that holds this case (its file, or its voxels for scene cases)."""
-        nodes = scene.GetNodesByClass("vtkMRMLScalarVolumeNode")
-        nodes.InitTraversal()
-        found = []
-        for _ in range(nodes.GetNumberOfItems()):
-            node = nodes.GetNextItemAsObject()
-            path = node_file(node)
-            if record.abs_path and path and Path(path).resolve() == Path(record.abs_path).resolve():
+        """A CT volume node of the scene that holds this case (its file, or its voxels for scene cases).
+
+        Only nodes that can be a CT are compared (never a labelmap or colour volume); the scene is indexed by
+        class (no vtkCollection to own)."""
+        if record.abs_path:
+            node = node_showing(scene, record.abs_path)
+            if node is not None:
                 return node
-            found.append(node)
+        candidates = [n for n in nodes_by_class(scene, "vtkMRMLScalarVolumeNode") if not ct_refusal(n)]
         if record.source_key.startswith("volume:"):
-            for node in found:
-                if (
-                    node.GetImageData() is not None
-                    and "volume:" + volume_from_node(node).content_hash() == record.source_key
-                ):
+            for node in candidates:
+                if "volume:" + ct_volume_from_node(node).content_hash() == record.source_key:
                     return node
         return None
 

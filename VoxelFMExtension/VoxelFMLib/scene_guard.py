@@ -16,6 +16,15 @@ def node_ids(scene: slicer.vtkMRMLScene) -> set[str]:
     return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
 
 
+def nodes_by_class(scene: slicer.vtkMRMLScene, class_name: str) -> list:
+    """The scene's nodes of ``class_name`` (subclasses included), in scene order.
+
+    WHY: ``scene.GetNodesByClass`` returns a new vtkCollection the caller owns (Slicer's own
+    ``slicer.util.getNodesByClass`` UnRegisters it); indexing the scene by class creates no collection.
+    """
+    return [scene.GetNthNodeByClass(i, class_name) for i in range(scene.GetNumberOfNodesByClass(class_name))]
+
+
 @contextlib.contextmanager
 def temporary_nodes(scene: slicer.vtkMRMLScene) -> Iterator[None]:
     """Remove, on exit (also on error), every node added to ``scene`` inside the block."""

@@ -12,7 +12,7 @@ only on the main thread: ``prepare`` (main) -> ``predict`` (any thread) -> ``wri
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +31,9 @@ from voxelfm.segment.probe_file import load_segmentation_probe, save_segmentatio
 from voxelfm.segment.result import ClassStats, SegmentationResult
 
 from .capability_logic import CapabilityLogic
-from .segmentation_nodes import labels_from_segmentation, write_prediction
+from .segmentation_nodes import edited_prediction_ids, labels_from_segmentation, write_prediction
 from .undo import SaveUndoState
-from .volume_nodes import volume_from_node, volume_key
+from .volume_nodes import ct_volume_from_node, volume_key
 
 
 @dataclass
@@ -54,6 +54,9 @@ class FewShotResult:
     output_node: Any  # vtkMRMLSegmentationNode holding the prediction
     segment_ids: list[str]  # its new segment ids, in class order
     result: SegmentationResult
+    kept_segments: list[str] = field(
+        default_factory=list
+    )  # names of predicted segments the user edited (kept)
 
     @property
     def stats(self) -> list[ClassStats]:
@@ -100,11 +103,12 @@ class FewShotSegmentLogic(CapabilityLogic):
     def prepare(self, volume_node: Any, segmentation_node: Any, mode: str = "slices") -> FewShotInputs:
         if volume_node is None:
             raise InputError("Select the CT volume to segment.")
+        volume = ct_volume_from_node(volume_node, "the CT to segment")
         if segmentation_node is None:
             raise InputError("Select the segmentation holding your painted examples.")
         labels = labels_from_segmentation(segmentation_node, volume_node, mode=mode)
         return FewShotInputs(
-            volume=volume_from_node(volume_node),
+            volume=volume,
             labels=labels,
             volume_node_id=volume_node.GetID(),
             segmentation_node_id=segmentation_node.GetID(),
@@ -140,6 +144,11 @@ class FewShotSegmentLogic(CapabilityLogic):
         """Write the prediction (main thread). ``save_undo_state``: see ``undo`` (the Segment Editor's Undo)."""
         if volume_node is None or volume_node.GetID() != inputs.volume_node_id:
             raise InputError("The input volume changed while the prediction ran; run it again.")
+        if volume_node.GetScene() is None:
+            raise InputError(
+                f"Volume '{volume_node.GetName()}' was removed from the scene while the prediction ran; nothing was "
+                "written."
+            )
         return self._write(result, volume_node, output_node, save_undo_state)
 
     def run(
@@ -169,9 +178,9 @@ class FewShotSegmentLogic(CapabilityLogic):
         """Segment a volume node with a saved probe (a file path or a loaded probe), as `voxelfm segment --probe`."""
         if volume_node is None:
             raise InputError("Select the CT volume to segment.")
+        volume = ct_volume_from_node(volume_node, "the CT to segment")
         if not isinstance(probe, SegmentationProbe):
             probe = load_segmentation_probe(probe)
-        volume = volume_from_node(volume_node)
         result = self.pipeline.apply(volume, probe, progress, cancel, volume_key=volume_key(volume_node))
         return self._write(check_result(result, volume), volume_node, output_node, save_undo_state)
 
@@ -193,4 +202,6 @@ class FewShotSegmentLogic(CapabilityLogic):
             result.labelmap, volume_node, result.classes, output_node, save_undo_state=save_undo_state
         )
         self.last_probe = result.probe
-        return FewShotResult(node, ids, result)
+        seg = node.GetSegmentation()
+        kept = [seg.GetSegment(sid).GetName() for sid in edited_prediction_ids(node)]
+        return FewShotResult(node, ids, result, kept)

@@ -7,9 +7,12 @@ Predicted segments carry the tag ``VoxelFM.Prediction``; they are never read bac
 from __future__ import annotations
 
 import slicer
+import vtk
 
 PREDICTION_TAG = "VoxelFM.Prediction"
 CLASS_VALUE_TAG = "VoxelFM.ClassValue"
+PREDICTION_STAMP_TAG = "VoxelFM.PredictionStamp"  # fingerprint of the voxels as VoxelFM wrote them
+EDITED = "edited"  # PREDICTION_TAG value of a prediction the user edited: theirs now, never replaced
 
 
 def _segment_ids(segmentation_node: slicer.vtkMRMLSegmentationNode) -> list[str]:
@@ -19,6 +22,16 @@ def _segment_ids(segmentation_node: slicer.vtkMRMLSegmentationNode) -> list[str]
 
 def is_prediction_segment(segment: slicer.vtkSegment) -> bool:
     return segment.HasTag(PREDICTION_TAG)
+
+
+def tag(segment: slicer.vtkSegment, key: str) -> str | None:
+    """A segment's tag value (None when it has no such tag)."""
+    value = vtk.reference("")
+    return str(value) if segment.GetTag(key, value) else None
+
+
+def is_edited_prediction(segment: slicer.vtkSegment) -> bool:
+    return tag(segment, PREDICTION_TAG) == EDITED
 
 
 def painted_segment_ids(segmentation_node: slicer.vtkMRMLSegmentationNode) -> list[str]:

@@ -7,10 +7,15 @@ segmentation painted on another geometry (other spacing, flipped axes, a cropped
 Slicer itself, exactly as the Segment Editor would show it.
 
 Predicted segments carry the tag ``VoxelFM.Prediction``; they are never read back as paint, and writing a
-new prediction replaces only them, so the user's painted segments are never modified.
+new prediction replaces only them, so the user's painted segments are never modified. Re-running into an
+output the user corrected: a predicted segment whose voxels the user changed since VoxelFM wrote them (a
+fingerprint is stored with it) is the user's now: it is kept exactly as it is (name, colour, voxels), never
+replaced again, and the new prediction is written beside it.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import slicer
@@ -29,10 +34,14 @@ from voxelfm.segment.labels import (
 from .scene_guard import temporary_nodes
 from .segment_tags import (
     CLASS_VALUE_TAG,
+    EDITED,
+    PREDICTION_STAMP_TAG,
     PREDICTION_TAG,
     _segment_ids,
+    is_edited_prediction,
     is_prediction_segment,
     painted_segment_ids,
+    tag,
 )
 from .undo import SaveUndoState
 from .volume_nodes import matrix_to_numpy, node_ijk_to_ras, numpy_to_matrix
@@ -52,12 +61,30 @@ def segment_class(
     )
 
 
+def create_examples_segmentation(
+    volume_node: slicer.vtkMRMLScalarVolumeNode,
+) -> slicer.vtkMRMLSegmentationNode:
+    """A new segmentation to paint examples in (uniquely named, on the volume's grid and under its transform),
+    as the Segment module's "Open Segment Editor" makes it."""
+    scene = volume_node.GetScene()
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", scene.GenerateUniqueName("VoxelFM examples"))
+    node.CreateDefaultDisplayNodes()
+    node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+    node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
+    return node
+
+
 def segment_mask_on_volume(
     segmentation_node: slicer.vtkMRMLSegmentationNode,
     segment_id: str,
     volume_node: slicer.vtkMRMLVolumeNode,
 ) -> np.ndarray:
     """Boolean [k, j, i] mask of one segment resampled onto the volume's grid (Slicer does the resampling)."""
+    if segmentation_node.GetSegmentation().GetSegment(segment_id) is None:
+        raise InputError(
+            f"Segmentation '{segmentation_node.GetName()}' has no segment '{segment_id}'; select one of its "
+            "segments (the segment list may still show another segmentation's)."
+        )
     scene = segmentation_node.GetScene()
     with temporary_nodes(scene):  # the labelmap, its display node, any colour table Slicer adds for it
         labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "VoxelFM temporary export")
@@ -160,13 +187,87 @@ def _id_stem(name: str) -> str:
     return f"VoxelFM_{stem or 'class'}"
 
 
-def remove_prediction_segments(segmentation_node: slicer.vtkMRMLSegmentationNode) -> int:
-    """Delete segments previously written by VoxelFM (tagged); returns how many were removed."""
+def mask_fingerprint(mask: np.ndarray, ijk_to_ras: np.ndarray) -> str:
+    """sha256 of a mask's voxels cropped to their bounding box and of where that box lies (``ijk_to_ras`` maps
+    array index (0, 0, 0)); the same for the same voxels on any padding of the grid."""
+    digest = hashlib.sha256()
+    k = np.flatnonzero(mask.any(axis=(1, 2)))
+    if len(k):
+        plane = mask[k[0] : k[-1] + 1].any(axis=0)
+        j, i = np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0))
+        lo = np.array([k[0], j[0], i[0]])
+        hi = np.array([k[-1], j[-1], i[-1]]) + 1
+        corner = np.asarray(ijk_to_ras, np.float64) @ np.array([lo[2], lo[1], lo[0], 1.0])
+        digest.update(np.round(corner, 3).tobytes() + np.round(np.asarray(ijk_to_ras)[:3, :3], 6).tobytes())
+        digest.update((hi - lo).astype(np.int64).tobytes())
+        digest.update(np.packbits(mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]).tobytes())
+    return digest.hexdigest()
+
+
+# (node id, segment id) -> (id of the labelmap object, its MTime, fingerprint): skips re-hashing an untouched
+# segment. VTK's modification times only grow, so an equal MTime at the same address is the same, unmodified
+# object (a new object there would have a later MTime); no reference is kept, nothing is held in memory.
+_WRITTEN: dict[tuple[str, str], tuple[int, int, str]] = {}
+
+
+def prediction_fingerprint(segmentation_node: slicer.vtkMRMLSegmentationNode, segment_id: str) -> str:
+    """``mask_fingerprint`` of a segment as stored in the node (its own labelmap, read in place, no copy).
+
+    WHY: tells a user's edit of a predicted segment from our own write, independent of how Slicer pads or
+    shares the labelmap (extent, layers); a rename or colour change is not an edit. A labelmap object whose
+    MTime has not moved since we fingerprinted it is unchanged (any edit of it bumps its MTime).
+    """
+    segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
+    image = segment.GetRepresentation(slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName())
+    if image is None or image.GetPointData().GetScalars() is None:
+        return mask_fingerprint(np.zeros((1, 1, 1), bool), np.eye(4))
+    key = (segmentation_node.GetID(), segment_id)
+    known = _WRITTEN.get(key)
+    if known is not None and known[0] == id(image) and known[1] == image.GetMTime():
+        return known[2]
+    from vtk.util import numpy_support
+
+    extent = image.GetExtent()
+    dims = image.GetDimensions()
+    values = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(dims[::-1])
+    matrix = vtk.vtkMatrix4x4()
+    image.GetImageToWorldMatrix(matrix)
+    offset = np.eye(4)
+    offset[:3, 3] = extent[0], extent[2], extent[4]
+    fingerprint = mask_fingerprint(values == segment.GetLabelValue(), matrix_to_numpy(matrix) @ offset)
+    _WRITTEN[key] = (id(image), image.GetMTime(), fingerprint)
+    return fingerprint
+
+
+def remove_prediction_segments(segmentation_node: slicer.vtkMRMLSegmentationNode) -> tuple[int, list[str]]:
+    """Delete the segments VoxelFM wrote that nobody edited; (how many removed, ids of edited ones kept).
+
+    A predicted segment whose voxels changed since it was written (or written before fingerprints were
+    stored) is re-tagged as an edited prediction: kept as it is, never read as paint, never removed.
+    """
     seg = segmentation_node.GetSegmentation()
-    ids = [sid for sid in _segment_ids(segmentation_node) if is_prediction_segment(seg.GetSegment(sid))]
-    for sid in ids:
-        seg.RemoveSegment(sid)
-    return len(ids)
+    removed, kept = 0, []
+    for sid in _segment_ids(segmentation_node):
+        segment = seg.GetSegment(sid)
+        if not is_prediction_segment(segment):
+            continue
+        if not is_edited_prediction(segment) and tag(segment, PREDICTION_STAMP_TAG) == prediction_fingerprint(
+            segmentation_node, sid
+        ):
+            seg.RemoveSegment(sid)
+            _WRITTEN.pop((segmentation_node.GetID(), sid), None)
+            removed += 1
+            continue
+        if not is_edited_prediction(segment):
+            segment.SetTag(PREDICTION_TAG, EDITED)
+        kept.append(sid)
+    return removed, kept
+
+
+def edited_prediction_ids(segmentation_node: slicer.vtkMRMLSegmentationNode) -> list[str]:
+    """Predicted segments the user edited (kept as theirs)."""
+    seg = segmentation_node.GetSegmentation()
+    return [sid for sid in _segment_ids(segmentation_node) if is_edited_prediction(seg.GetSegment(sid))]
 
 
 def write_prediction(
@@ -182,7 +283,7 @@ def write_prediction(
 
     ``labels`` lies on the volume's grid; voxels with value ``cls.value`` belong to class ``cls``. With no
     ``output_node`` a new segmentation node (uniquely named) is created; otherwise earlier VoxelFM predictions
-    in it are replaced and every other segment is left untouched, after ``save_undo_state(output_node)`` (see
+    in it that nobody edited are replaced and every other segment is left untouched, after ``save_undo_state(output_node)`` (see
     ``undo``: the Segment Editor's Undo then removes only the prediction, never the user's last stroke).
     Every class gets a segment (empty if never predicted) with the class name (+ ``name_suffix``), colour and
     terminology.
@@ -225,5 +326,6 @@ def write_prediction(
         segment_id = seg.GenerateUniqueSegmentID(_id_stem(cls.name))
         if not seg.AddSegment(segment, segment_id):
             raise InputError(f"Slicer refused to add the predicted segment '{cls.name}'.")
+        segment.SetTag(PREDICTION_STAMP_TAG, prediction_fingerprint(output_node, segment_id))
         new_ids.append(segment_id)
     return output_node, new_ids

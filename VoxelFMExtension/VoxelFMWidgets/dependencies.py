@@ -52,8 +52,13 @@ def ensureTorch() -> bool:
         torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
             askConfirmation=True, torchVersionRequirement=requirement
         )
-    except (subprocess.CalledProcessError, OSError, ImportError) as exc:
-        slicer.util.errorDisplay(f"Installing PyTorch {requirement} failed: {exc}")
+    except (subprocess.CalledProcessError, OSError, ImportError, RuntimeError) as exc:
+        # RuntimeError: slicer.util's pip helpers raise "PythonSlicer executable not found" when Slicer's
+        # Python launcher is missing (a broken or moved installation)
+        slicer.util.errorDisplay(
+            f"Installing PyTorch {requirement} failed: {exc}. If Slicer's Python launcher (PythonSlicer) is "
+            "missing, reinstall Slicer; otherwise install PyTorch from the PyTorch extension's module and try again."
+        )
         return False
     if torch is None:  # the user declined
         return False
@@ -117,7 +122,7 @@ def _pipInstallAfterConfirmation(missing: list[str]) -> bool:
     qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
     try:
         slicer.util.pip_install(list(missing))
-    except subprocess.CalledProcessError as exc:
+    except (subprocess.CalledProcessError, RuntimeError) as exc:  # RuntimeError: PythonSlicer not found
         slicer.util.errorDisplay(f"Installing VoxelFM's Python packages failed: {exc}")
         return False
     finally:

@@ -176,7 +176,10 @@ class ModelPanel:
         if status.ready:
             return True
         if not status.needs_download:
-            slicer.util.errorDisplay(status.text, detailedText=status.instructions or None)
+            # only with instructions: messageBox sets every keyword on the ctkMessageBox, and a detailedText
+            # of None would show the word "None" as details
+            details = {"detailedText": status.instructions} if status.instructions else {}
+            slicer.util.errorDisplay(status.text, **details)
             return False
         if not slicer.util.confirmOkCancelDisplay(state.consent_text(status), "VoxelFM: download the model"):
             return False

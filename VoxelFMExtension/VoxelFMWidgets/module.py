@@ -20,6 +20,7 @@ from slicer.ScriptedLoadableModule import (
 )
 
 from VoxelFMLib.model_service import PerModel
+from VoxelFMLib.parameter_binding import WrapperCache
 from VoxelFMWidgets.model_panel import modelSpec
 
 CONTRIBUTORS = ["VoxelFM Slicer extension contributors"]
@@ -63,9 +64,12 @@ class VoxelFMModuleLogic(ScriptedLoadableModuleLogic):
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self.perModel: PerModel | None = PerModel.of(self.capability) if self.capability else None
+        self._wrappers = WrapperCache(lambda node: self.parameterNodeClass(node))
 
     def getParameterNode(self):
-        return self.parameterNodeClass(super().getParameterNode())
+        """The typed wrapper of the module's parameter node: the same object for the same node (see
+        VoxelFMLib.parameter_binding: a new wrapper per call would pile up GUI observers on Slicer 5.10)."""
+        return self._wrappers.get(super().getParameterNode())
 
     def capabilityLogic(self, parameterNode):
         """The capability logic for the parameter node's model choice (rebuilt when the choice changed)."""

@@ -22,6 +22,8 @@ import vtk
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
+from VoxelFMLib.case_images import first_ct_volume
+from VoxelFMLib.parameter_binding import GuiBinding
 from VoxelFMLib.slicer_version import app_version, unsupported_reason
 from VoxelFMWidgets.busy import BusyState
 from VoxelFMWidgets.dependencies import ensureDependencies
@@ -64,7 +66,8 @@ class VoxelFMModuleWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.busy: BusyState | None = None  # built when the .ui has a progressBar and a statusLabel
         self.modelPanel: ModelPanel | None = None  # built when the .ui has a modelPanelPlaceholder
         self._parameterNode = None
-        self._parameterNodeGuiTag = None
+        # one connectGui per parameter-node wrapper (VoxelFMLib.parameter_binding)
+        self._guiBinding = GuiBinding()
         # mixin first: without a parent, ScriptedLoadableModuleWidget.__init__ already runs setup() (observers)
         VTKObservationMixin.__init__(self)
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -151,13 +154,16 @@ class VoxelFMModuleWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.ui is not None:  # setup() ran
             self.cancelWork()
         self.removeObservers()
+        self._guiBinding.unbind()
 
     def enter(self) -> None:
         if self.ui is not None:  # None: unsupported Slicer version, no GUI was built
             self.initializeParameterNode()
 
     def exit(self) -> None:
-        self._unbindParameterNode()
+        # stop reacting to parameter changes while hidden; the GUI stays connected to the same wrapper, so
+        # enter() does not connect it again (each connectGui adds an observer disconnectGui keeps on 5.10)
+        self._removeParameterObserver()
 
     def onSceneStartClose(self, caller, event) -> None:
         self.cancelWork()
@@ -182,15 +188,18 @@ class VoxelFMModuleWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self._parameterNode
         field = self.defaultVolumeParameter
         if field and getattr(node, field) is None:
-            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            first = first_ct_volume(slicer.mrmlScene)  # never a labelmap or colour volume
             if first:
                 setattr(node, field, first)
 
     def setParameterNode(self, parameterNode) -> None:
-        self._unbindParameterNode()
+        if parameterNode is not self._parameterNode:
+            self._removeParameterObserver()
         self._parameterNode = parameterNode
-        if parameterNode is not None:
-            self._parameterNodeGuiTag = parameterNode.connectGui(self.uiWidget)
+        self._guiBinding.bind(parameterNode, self.uiWidget)  # connects only for another wrapper
+        if parameterNode is not None and not self.hasObserver(
+            parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified
+        ):
             self.addObserver(parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
         self.onParameterNodeModified()
 
@@ -205,12 +214,9 @@ class VoxelFMModuleWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             cancelButton.enabled = self.busy.running
         self.updateGUI()
 
-    def _unbindParameterNode(self) -> None:
+    def _removeParameterObserver(self) -> None:
         node = self._parameterNode
-        if node is None:
-            return
-        if self._parameterNodeGuiTag is not None:
-            node.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-        if self.hasObserver(node, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified):
+        if node is not None and self.hasObserver(
+            node, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified
+        ):
             self.removeObserver(node, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
