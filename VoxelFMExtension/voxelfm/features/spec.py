@@ -9,6 +9,11 @@ from dataclasses import dataclass, field
 
 from .tiling import default_max_tokens
 
+# The one table of device and precision choices (CLI options, model panel, device policy); "cuda:N" also
+# names one GPU. Here because this module is torch-free (the Slicer model panel reads it before torch exists).
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16")
+
 
 @dataclass(frozen=True)
 class ModelSpec:
