@@ -41,6 +41,10 @@ class IndexDamagedError(InputError):
     """An index file is missing, unreadable or not the one the library recorded."""
 
 
+class IndexFileMissingError(IndexDamagedError):
+    """The recorded index file is not there (e.g. a writer replaced it between reading its row and the file)."""
+
+
 @dataclass(frozen=True)
 class IndexState:
     file: str
@@ -79,8 +83,10 @@ class IndexSet:
         raw = store.get_meta(self.lib.con, f"index.{kind}")
         return IndexState(**raw) if raw else None
 
-    def _damaged(self, kind: str, why: str) -> IndexDamagedError:
-        return IndexDamagedError(
+    def _damaged(
+        self, kind: str, why: str, error: type[IndexDamagedError] = IndexDamagedError
+    ) -> IndexDamagedError:
+        return error(
             f"The {kind} index of the case library {self.lib.folder} is damaged ({why}). Run `voxelfm index "
             f"rebuild {self.lib.folder}` to rebuild it from the stored embeddings (no case is lost)."
         )
@@ -97,7 +103,7 @@ class IndexSet:
             return cached
         path = self.lib.folder / state.file
         if not path.is_file():
-            raise self._damaged(kind, f"{state.file} is missing")
+            raise self._damaged(kind, f"{state.file} is missing", IndexFileMissingError)
         if sha256_of(path) != state.sha256:
             raise self._damaged(kind, f"{state.file} does not match its recorded sha256")
         try:
