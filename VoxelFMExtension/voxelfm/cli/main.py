@@ -28,14 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # a command module not present in this build
-            if exc.name == name:
-                continue
-            raise
-        for command in commands_of(module):
+    for (
+        name
+    ) in COMMAND_MODULES:  # a missing module is a packaging mistake: fail, never a shorter command list
+        for command in commands_of(importlib.import_module(name)):
             command.register(sub)
     return parser
 
