@@ -342,8 +342,6 @@ def test_cli_help_and_bad_command():
 
 
 def test_cli_models():
-    if importlib.util.find_spec("voxelfm.cli.models_cmd") is None:
-        pytest.skip("voxelfm models command not written yet")
     proc = _run_cli("models")
     assert proc.returncode == 0, proc.stderr
     assert "voxelfm-tiny" in proc.stdout

@@ -92,8 +92,3 @@ def command_modules() -> tuple[str, ...]:
 def job_commands() -> tuple[str, ...]:
     """The sub-commands the Jobs module offers."""
     return tuple(command for cap in CAPABILITIES for command in cap.job_commands)
-
-
-def slicer_modules() -> dict[str, str]:
-    """Slicer module name -> its VoxelFMLib logic class ("" when the module has none)."""
-    return {cap.module: cap.logic for cap in CAPABILITIES if cap.module}

@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -236,12 +236,3 @@ def _unlink(path: Path) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-def describe_states(indexes: IndexSet) -> dict[str, Any]:
-    """kind -> {kind, vectors, generation, file} for `voxelfm index list`."""
-    out = {}
-    for kind in indexes.kinds:
-        s = indexes.state(kind)
-        out[kind] = asdict(s) if s is not None else None
-    return out
