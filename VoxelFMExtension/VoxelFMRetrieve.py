@@ -187,15 +187,16 @@ class VoxelFMRetrieveLogic(VoxelFMModuleLogic):
     @staticmethod
     def describe(path: str) -> str:
         try:
+            from voxelfm.retrieval.library import NoLibraryError
             from VoxelFMLib.retrieval_logic import RetrievalLogic
-
+        except Exception as exc:  # dependencies not installed: say so, never raise into Qt
+            return userMessage(exc)
+        try:
             return RetrievalLogic.describe(path.strip())
-        except Exception as exc:  # no library yet, or dependencies not installed: say so, never raise into Qt
-            return (
-                userMessage(exc)
-                if "No case library" not in str(exc)
-                else "New library (created on first add)."
-            )
+        except NoLibraryError:
+            return "New library (created on first add)."
+        except Exception as exc:  # a damaged or unreadable library: say so, never raise into Qt
+            return userMessage(exc)
 
     @staticmethod
     def segments(segmentationNode) -> list[tuple[str, str]]:

@@ -453,7 +453,7 @@ def check_internal_imports(root: Path) -> list[str]:
     return problems
 
 
-_CALL_RE = re.compile(r"\b(set|slicerMacroBuildScriptedModule|voxelfm_add_module|foreach)\s*\(", re.S)
+_CALL_RE = re.compile(r"\b(set|file|slicerMacroBuildScriptedModule|voxelfm_add_module|foreach)\s*\(", re.S)
 
 
 def _strip_comments(text: str) -> str:
@@ -500,6 +500,8 @@ def cmake_listed_files(cmake: Path) -> dict[str, list[str]]:
         pos = i
         if m.group(1) == "set" and args:
             variables[args[0]] = [v for tok in args[1:] for v in _expand(tok, variables)]
+        elif m.group(1) == "file" and len(args) > 1 and args[0] in ("GLOB", "GLOB_RECURSE"):
+            variables[args[1]] = _glob(cmake.parent, args[0] == "GLOB_RECURSE", args[2:])
         elif m.group(1) == "slicerMacroBuildScriptedModule":
             result["modules"].append(variables.get("MODULE_NAME", ["?"])[0])
             result["scripts"] += variables.get("MODULE_PYTHON_SCRIPTS", [])
@@ -510,6 +512,21 @@ def cmake_listed_files(cmake: Path) -> dict[str, list[str]]:
             for name in args[3:]:
                 result["other"] += variables.get(name, [])
     return result
+
+
+def _glob(folder: Path, recurse: bool, args: list[str]) -> list[str]:
+    """``file(GLOB[_RECURSE] VAR RELATIVE ${CMAKE_CURRENT_SOURCE_DIR} [CONFIGURE_DEPENDS] PATTERN...)`` as
+    CMake evaluates it in ``folder`` (the only form our CMake files use: paths relative to their folder)."""
+    if args[:2] != ["RELATIVE", "${CMAKE_CURRENT_SOURCE_DIR}"]:
+        raise ValueError(
+            f"file(GLOB...) in {folder}: only RELATIVE ${{CMAKE_CURRENT_SOURCE_DIR}} is understood"
+        )
+    found = []
+    for pattern in (a for a in args[2:] if a != "CONFIGURE_DEPENDS"):
+        directory, _, name = pattern.removeprefix("${CMAKE_CURRENT_SOURCE_DIR}/").rpartition("/")
+        paths = (folder / directory).rglob(name) if recurse else (folder / directory).glob(name)
+        found += sorted(p.relative_to(folder).as_posix() for p in paths if p.is_file())
+    return found
 
 
 def _add_module_call(args: list[str], result: dict[str, list[str]]) -> None:

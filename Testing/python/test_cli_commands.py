@@ -79,3 +79,13 @@ def test_every_command_module_declares_its_commands_in_help_order():
     assert len(set(names)) == len(names)
     handlers = {n: subparsers.choices[n].get_default("func") for n in names}
     assert [n for n, f in handlers.items() if f is None] == ["index"]  # its actions carry the handlers
+
+
+def test_a_missing_command_module_is_an_error_not_a_shorter_command_list(monkeypatch):
+    """A packaging mistake (a command module left out of a build) must fail loudly: a parser that silently
+    lacks `voxelfm query` would tell the user the command does not exist."""
+    import voxelfm.cli.main as cli_main
+
+    monkeypatch.setattr(cli_main, "COMMAND_MODULES", (*COMMAND_MODULES, "voxelfm.cli.not_packaged_cmd"))
+    with pytest.raises(ModuleNotFoundError, match="not_packaged_cmd"):
+        cli_main.build_parser()

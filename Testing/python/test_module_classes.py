@@ -19,26 +19,18 @@ from unittest import mock
 
 import pytest
 
+from voxelfm.capabilities import CAPABILITIES as TABLE
+
 slicer = pytest.importorskip("slicer")
 
 REPO = Path(__file__).resolve().parents[2]
 EXT = REPO / "VoxelFMExtension"
+# every Slicer module of the capability table (module name -> its VoxelFMLib logic class, "" for none)
+CAPABILITIES = {c.module: c.logic for c in TABLE if c.module}
 MODULE_FILES = [
-    EXT / "VoxelFMFeatures.py",
-    EXT / "VoxelFMSegment.py",
-    EXT / "VoxelFMRetrieve.py",
-    EXT / "VoxelFMLocalize.py",
-    EXT / "VoxelFMReport.py",
-    REPO / "VoxelFMTraining" / "VoxelFMJobs.py",
+    next(path for path in (EXT / f"{name}.py", REPO / "VoxelFMTraining" / f"{name}.py") if path.is_file())
+    for name in CAPABILITIES
 ]
-CAPABILITIES = {
-    "VoxelFMFeatures": "FeaturesLogic",
-    "VoxelFMSegment": "FewShotSegmentLogic",
-    "VoxelFMRetrieve": "RetrievalLogic",
-    "VoxelFMLocalize": "LocalisationLogic",
-    "VoxelFMReport": "ReportLogic",
-    "VoxelFMJobs": "",
-}
 
 
 class FakeModule:

@@ -17,6 +17,7 @@ import torch
 from voxelfm.imaging.io import read_volume
 from voxelfm.imaging.preprocess import PreprocessConfig, prepare
 from voxelfm.imaging.volume import Volume
+from voxelfm.model.checkpoint import load_backbone_file
 
 NIFTI_VARIANTS = {
     "A_nifti_default": {},
@@ -148,10 +149,6 @@ def test_warnings_logged_and_normalized(nifti_volume):
 # ---------------------------------------------------------------- features (needs voxelfm.model) -------------
 @pytest.fixture(scope="module")
 def tiny_model(parity_dir):
-    try:
-        from voxelfm.model.checkpoint import load_backbone_file
-    except ImportError as exc:  # the backbone is written by another part of the project
-        pytest.skip(f"voxelfm.model.checkpoint not available yet: {exc}")
     return load_backbone_file(parity_dir / "tiny_checkpoint.pth", parity_dir / "tiny_config.yaml")
 
 

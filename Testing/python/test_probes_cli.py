@@ -7,18 +7,17 @@ import json
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 
 from voxelfm.cli.main import main
+from voxelfm.model import BackboneConfig, VoxelFMBackbone, checkpoint
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    sitk = pytest.importorskip("SimpleITK")
-    checkpoint = pytest.importorskip("voxelfm.model.checkpoint")
-    from voxelfm.model import BackboneConfig, VoxelFMBackbone
 
     root = tmp_path_factory.mktemp("probe_cli")
     (root / "ct").mkdir()

@@ -12,8 +12,8 @@ from retrieval_helpers import IDENTITY, synthetic_embeddings
 
 from voxelfm.errors import InputError
 from voxelfm.retrieval.config import RetrievalConfig
-from voxelfm.retrieval.index_set import IndexDamagedError
-from voxelfm.retrieval.library import CaseLibrary
+from voxelfm.retrieval.index_set import IndexDamagedError, IndexFileMissingError, IndexSet
+from voxelfm.retrieval.library import CaseLibrary, NoLibraryError
 from voxelfm.retrieval.lock import LibraryLockedError
 from voxelfm.retrieval.records import CaseSource
 from voxelfm.retrieval.search import search_global, search_region
@@ -209,3 +209,35 @@ def test_reports_and_findings_are_kept_and_filter_queries(tmp_path):
         assert lib.report("case001") is None
         hits = search_global(lib, embs[0].mean, "mean", 3, where=lambda r: r.has_report)
         assert [h.case_id for h in hits] == ["case002"]
+
+
+def test_a_search_retries_once_only_when_the_index_file_is_missing(tmp_path, monkeypatch):
+    """A writer replacing an index file between the reader's row and file read: the reader retries once on a
+    fresh snapshot. Any other damage is reported at once, whatever its message says (typed, not by text)."""
+    embs = _build(tmp_path / "lib", n=4)
+    real_load = IndexSet.load
+    raised = []
+
+    def load_failing_once(error):
+        def load(self, kind, state=None):
+            if not raised:
+                raised.append(kind)
+                raise error(f"the {kind} index file is missing")
+            return real_load(self, kind, state)
+
+        return load
+
+    with CaseLibrary.open(tmp_path / "lib") as lib:
+        expected = search_global(lib, embs[1].mean, "mean", 2)
+        monkeypatch.setattr(IndexSet, "load", load_failing_once(IndexFileMissingError))
+        assert search_global(lib, embs[1].mean, "mean", 2) == expected and raised == ["mean"]
+        raised.clear()
+        monkeypatch.setattr(IndexSet, "load", load_failing_once(IndexDamagedError))
+        with pytest.raises(IndexDamagedError, match="is missing"):
+            search_global(lib, embs[1].mean, "mean", 2)
+
+
+def test_no_library_is_its_own_error_type(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NoLibraryError, match="No case library at"):
+        CaseLibrary.open(tmp_path / "empty")

@@ -220,13 +220,22 @@ def test_lazy_table_naming_a_missing_module_is_reported(tree):
 
 
 def test_unlisted_file_is_reported(tree):
-    (tree / EXT_NAME / "VoxelFMWidgets" / "extra.py").write_text('"""Not in CMake."""\n', encoding="utf-8")
-    assert _reports(check_cmake_lists(tree), "does not list", "VoxelFMWidgets/extra.py")
+    (tree / EXT_NAME / "Resources" / "Icons" / "extra.png").write_bytes(b"not installed")
+    assert _reports(check_cmake_lists(tree), "does not list", "Resources/Icons/extra.png")
 
 
 def test_listed_file_missing_on_disk_is_reported(tree):
-    (tree / EXT_NAME / "VoxelFMWidgets" / "busy.py").unlink()
-    assert _reports(check_cmake_lists(tree), "does not exist", "VoxelFMWidgets/busy.py")
+    (tree / EXT_NAME / "Resources" / "Icons" / "VoxelFMLung1.png").unlink()
+    assert _reports(check_cmake_lists(tree), "does not exist", "Resources/Icons/VoxelFMLung1.png")
+
+
+def test_new_package_file_is_installed_by_the_glob(tree):
+    """A new .py file in a package (any depth) is installed with no CMake edit; the checker sees the glob."""
+    new = tree / EXT_NAME / "voxelfm" / "newpkg" / "thing.py"
+    new.parent.mkdir()
+    new.write_text('"""New."""\n', encoding="utf-8")
+    assert "voxelfm/newpkg/thing.py" in cmake_listed_files(tree / EXT_NAME / "CMakeLists.txt")["scripts"]
+    assert not _reports(check_cmake_lists(tree), "voxelfm/newpkg/thing.py")
 
 
 def test_module_icon_not_installed_is_reported(tree):
@@ -333,8 +342,6 @@ def test_cli_help_and_bad_command():
 
 
 def test_cli_models():
-    if importlib.util.find_spec("voxelfm.cli.models_cmd") is None:
-        pytest.skip("voxelfm models command not written yet")
     proc = _run_cli("models")
     assert proc.returncode == 0, proc.stderr
     assert "voxelfm-tiny" in proc.stdout

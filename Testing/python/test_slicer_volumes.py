@@ -16,6 +16,7 @@ from slicer_builders import (  # noqa: E402
 )
 
 from voxelfm.errors import InputError  # noqa: E402
+from voxelfm.imaging import io  # noqa: E402
 from voxelfm.imaging.volume import Volume  # noqa: E402
 from VoxelFMLib import volume_nodes  # noqa: E402
 
@@ -70,7 +71,6 @@ def test_labelmap_node_and_errors(mrml_scene):
 
 
 def test_nifti_matches_slicer_reader(mrml_scene, data_dir):
-    io = pytest.importorskip("voxelfm.imaging.io")
     path = data_dir / "totalseg" / "abdomen_3mm" / "ct.nii.gz"
     ours = io.read_volume(path)
     node = volume_nodes.load_volume_file(mrml_scene, str(path))

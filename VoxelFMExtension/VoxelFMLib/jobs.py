@@ -19,21 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from voxelfm.capabilities import job_commands
 from voxelfm.errors import InputError
 from VoxelFMLib.timer import Timer
 
 CLI_NAME = "voxelfm_cli.py"
-# voxelfm sub-commands offered in the launcher (see `voxelfm --help`; a test checks them against the parser)
-JOB_COMMANDS = (
-    "pretrain",
-    "segment",
-    "features",
-    "fit-probe",
-    "apply-probe",
-    "models",
-    "sample-data",
-    "demo",
-)
+# voxelfm sub-commands offered in the launcher (from the capability table; a test checks them against the parser)
+JOB_COMMANDS = job_commands()
 STOP_GRACE_MS = 5000  # time a stopped job gets to save a checkpoint before it is killed
 MAX_LINE_CHARS = 100_000  # a line never ended by a newline is cut here so the buffer stays bounded
 

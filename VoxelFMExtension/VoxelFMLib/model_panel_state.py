@@ -26,9 +26,6 @@ from voxelfm.progress import CancelFlag, ProgressFn
 from .model_service import validate_model_reference
 from .token_budget import VIT_B, Architecture, BudgetEstimate, architecture_from_config, estimate
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "fp32", "bf16")
-
 
 @dataclass(frozen=True)
 class ModelStatus:

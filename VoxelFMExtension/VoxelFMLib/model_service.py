@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from voxelfm.errors import InputError
-from voxelfm.features.spec import ModelSpec
+from voxelfm.features.spec import ModelSpec, is_model_path
 
 if TYPE_CHECKING:
     from voxelfm.features.service import FeatureService
@@ -73,9 +73,7 @@ def default_model_reference() -> str:
 def validate_model_reference(reference: str) -> str:
     """A clean reference ("" = the default policy); a path-looking reference must exist."""
     reference = (reference or "").strip()
-    looks_like_path = any(sep in reference for sep in ("/", "\\")) or reference.endswith(
-        (".pth", ".safetensors")
-    )
+    looks_like_path = is_model_path(reference)
     if looks_like_path and not Path(reference).expanduser().exists():
         raise InputError(
             f"Model path '{reference}' does not exist; pick an existing checkpoint file or folder."

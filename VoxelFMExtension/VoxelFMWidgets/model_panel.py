@@ -25,6 +25,7 @@ import qt
 import slicer
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterPack
 
+from voxelfm.features.spec import DEVICES, PRECISIONS
 from VoxelFMWidgets.busy import BusyState, runInWorker
 from VoxelFMWidgets.messages import userMessage
 
@@ -34,8 +35,6 @@ if TYPE_CHECKING:
 UI_FILE = "ModelPanel.ui"  # the .ui this file's self.ui names come from (checked by test_slicer_static)
 # the widget of a module .ui that the module widget base loads this panel into
 PLACEHOLDER = "modelPanelPlaceholder"
-DEVICES = ["auto", "cpu", "cuda", "mps"]  # = VoxelFMLib.model_panel_state.DEVICES (a test checks it)
-PRECISIONS = ["auto", "fp32", "bf16"]
 CHECKPOINT_FILTER = "VoxelFM checkpoints (*.safetensors *.pth *.json *.yaml);;All files (*)"
 
 

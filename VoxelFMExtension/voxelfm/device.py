@@ -29,9 +29,10 @@ from pathlib import Path
 
 import torch
 
+from .features.spec import PRECISIONS
+
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16")
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # x86 /proc/cpuinfo flags of native bf16 matrix units
 MIN_BF16_SPEEDUP = 1.25  # the micro-benchmark's bf16/fp32 throughput ratio that counts as native
 

@@ -12,24 +12,12 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from ..capabilities import command_modules
 from ..errors import VoxelFMError
 from .common import commands_of
 
-# Modules that each add one or more sub-commands. Order = order in --help.
-COMMAND_MODULES = (
-    "voxelfm.cli.models_cmd",  # voxelfm models
-    "voxelfm.cli.features_cmd",  # voxelfm features
-    "voxelfm.cli.segment_cmd",  # voxelfm segment
-    "voxelfm.cli.probe_cmd",  # voxelfm fit-probe / apply-probe
-    "voxelfm.cli.pretrain_cmd",  # voxelfm pretrain
-    "voxelfm.cli.demo_cmd",  # voxelfm demo (README main job)
-    "voxelfm.cli.index_cmd",  # voxelfm index add/list/remove/rebuild (case library)
-    "voxelfm.cli.query_cmd",  # voxelfm query (similar-case retrieval)
-    "voxelfm.cli.report_cmd",  # voxelfm report
-    "voxelfm.cli.report_train_cmd",  # voxelfm report-train
-    "voxelfm.cli.report_eval_cmd",  # voxelfm report-eval
-    "voxelfm.cli.localize_cmd",  # voxelfm localize / box (landmarks, ROIs)
-)
+# Modules that each add one or more sub-commands, from the capability table. Order = order in --help.
+COMMAND_MODULES = command_modules()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,14 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # a command module not present in this build
-            if exc.name == name:
-                continue
-            raise
-        for command in commands_of(module):
+    for (
+        name
+    ) in COMMAND_MODULES:  # a missing module is a packaging mistake: fail, never a shorter command list
+        for command in commands_of(importlib.import_module(name)):
             command.register(sub)
     return parser
 

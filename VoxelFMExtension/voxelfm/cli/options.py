@@ -14,11 +14,12 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from ..errors import InputError
+from ..features.spec import DEVICES
+from ..features.spec import PRECISIONS as PRECISIONS  # re-exported: the --precision choices
 
 T = TypeVar("T")
 
-DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-PRECISIONS = ("auto", "fp32", "bf16")
+DEVICE_PATTERN = re.compile(rf"^({'|'.join(DEVICES)}|cuda:\d+)$")
 
 
 def _number(text: str, cast: Callable[[str], float]) -> float:

@@ -20,17 +20,13 @@ import torch
 from ..imaging.volume import Volume
 from ..lazy import ProcessWide
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
-from .spec import FeatureOptions, ModelSpec
+from .spec import FeatureOptions, ModelSpec, is_model_path
 from .volume_features import VolumeFeatures
 
 if TYPE_CHECKING:
     from ..imaging.preprocess import PreprocessConfig
 
 log = logging.getLogger(__name__)
-
-
-def _is_path(reference: str) -> bool:
-    return any(sep in reference for sep in ("/", "\\")) or reference.endswith((".pth", ".pt", ".safetensors"))
 
 
 def resolve_reference(model: str) -> tuple[str, str]:
@@ -42,7 +38,7 @@ def resolve_reference(model: str) -> tuple[str, str]:
         resolved, why = resolve_default_model()
         return resolved.id, why
     path = Path(reference).expanduser()
-    if path.exists() or _is_path(reference):
+    if path.exists() or is_model_path(reference):
         return str(path.resolve()), "chosen by the user"
     return reference, "chosen by the user"
 

@@ -9,6 +9,19 @@ from dataclasses import dataclass, field
 
 from .tiling import default_max_tokens
 
+# The one table of device and precision choices (CLI options, model panel, device policy); "cuda:N" also
+# names one GPU. Here because this module is torch-free (the Slicer model panel reads it before torch exists).
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16")
+# checkpoint files a model reference may name (hub.download reads .pth/.pt official, .safetensors ours)
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
+
+
+def is_model_path(reference: str) -> bool:
+    """The one model-path rule: a reference with a path separator or a checkpoint suffix names a file or
+    folder (it must exist); anything else is a registry id."""
+    return any(sep in reference for sep in ("/", "\\")) or reference.endswith(CHECKPOINT_SUFFIXES)
+
 
 @dataclass(frozen=True)
 class ModelSpec:

@@ -98,9 +98,6 @@ class ReportDraft:
                 lines.append(f"{self.heading.format(section=section)} {body}".strip())
         return "\n".join(lines) + ("\n" if lines else "")
 
-    def in_section(self, section: str) -> list[Sentence]:
-        return [s for s in self.sentences if s.section == section]
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "format_version": DRAFT_FORMAT_VERSION,

@@ -30,17 +30,6 @@ class SegmentMeasurement:
     def with_source(self, source: str) -> SegmentMeasurement:
         return dataclasses.replace(self, source=source)
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "segment": self.name,
-            "segment_id": self.segment_id,
-            "source": self.source,
-            "voxels": self.voxels,
-            "volume_ml": self.volume_ml,
-            "diameter_mm": self.diameter_mm,
-            "centroid_ras": list(self.centroid_ras),
-        }
-
 
 def _voxel_centres(mask: np.ndarray, ijk_to_ras: np.ndarray) -> np.ndarray:
     kji = np.argwhere(mask)

@@ -117,6 +117,3 @@ class ReportTemplate:
 
     def measurement_sentence(self, **values: Any) -> str:
         return self.sentences["measurement"].format(**values)
-
-    def heading_text(self, section: str) -> str:
-        return self.heading.format(section=section)

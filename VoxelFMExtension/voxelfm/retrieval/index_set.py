@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -39,6 +39,10 @@ CHUNK_ROWS = 2000
 
 class IndexDamagedError(InputError):
     """An index file is missing, unreadable or not the one the library recorded."""
+
+
+class IndexFileMissingError(IndexDamagedError):
+    """The recorded index file is not there (e.g. a writer replaced it between reading its row and the file)."""
 
 
 @dataclass(frozen=True)
@@ -79,8 +83,10 @@ class IndexSet:
         raw = store.get_meta(self.lib.con, f"index.{kind}")
         return IndexState(**raw) if raw else None
 
-    def _damaged(self, kind: str, why: str) -> IndexDamagedError:
-        return IndexDamagedError(
+    def _damaged(
+        self, kind: str, why: str, error: type[IndexDamagedError] = IndexDamagedError
+    ) -> IndexDamagedError:
+        return error(
             f"The {kind} index of the case library {self.lib.folder} is damaged ({why}). Run `voxelfm index "
             f"rebuild {self.lib.folder}` to rebuild it from the stored embeddings (no case is lost)."
         )
@@ -97,7 +103,7 @@ class IndexSet:
             return cached
         path = self.lib.folder / state.file
         if not path.is_file():
-            raise self._damaged(kind, f"{state.file} is missing")
+            raise self._damaged(kind, f"{state.file} is missing", IndexFileMissingError)
         if sha256_of(path) != state.sha256:
             raise self._damaged(kind, f"{state.file} does not match its recorded sha256")
         try:
@@ -230,12 +236,3 @@ def _unlink(path: Path) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-def describe_states(indexes: IndexSet) -> dict[str, Any]:
-    """kind -> {kind, vectors, generation, file} for `voxelfm index list`."""
-    out = {}
-    for kind in indexes.kinds:
-        s = indexes.state(kind)
-        out[kind] = asdict(s) if s is not None else None
-    return out

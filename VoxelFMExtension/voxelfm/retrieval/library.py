@@ -41,6 +41,10 @@ def _describe(identity: dict[str, Any]) -> str:
     return f"{identity.get('id')} (revision {identity.get('revision') or '-'}, sha256 {sha}...)"
 
 
+class NoLibraryError(InputError):
+    """The folder holds no case library (yet): a front end may offer to create one on the first add."""
+
+
 class CaseLibrary:
     def __init__(self, folder: Path, con: sqlite3.Connection, lock: WriterLock | None) -> None:
         self.folder = folder
@@ -59,7 +63,7 @@ class CaseLibrary:
             raise InputError(f"{folder} is a file; a case library is a folder (it holds {DB_NAME}).")
         if not db.is_file():
             if not create:
-                raise InputError(
+                raise NoLibraryError(
                     f"No case library at {folder} (no {DB_NAME}); create one with `voxelfm index add {folder} "
                     "IMAGE...`."
                 )

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import store
 from .config import region_kind
-from .index_set import IndexDamagedError, IndexSet, is_region, split_region_id
+from .index_set import IndexFileMissingError, IndexSet, is_region, split_region_id
 from .records import CaseRecord
 from .result import RetrievalHit
 from .vector_index import normalise
@@ -32,8 +32,8 @@ def _retrying(fn):
             try:
                 with store.snapshot(lib.con):
                     return fn(lib, *args, **kwargs)
-            except IndexDamagedError as exc:
-                if attempt or "is missing" not in str(exc):
+            except IndexFileMissingError:
+                if attempt:
                     raise
         raise AssertionError("unreachable")
 
