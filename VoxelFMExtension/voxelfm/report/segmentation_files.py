@@ -114,3 +114,34 @@ def read_segmentation(path: str | os.PathLike, names: dict[int, str] | None = No
     if not segments:
         raise InputError(f"Segmentation {path} contains no segments (all voxels are 0).")
     return SegmentationData(layers, segments, str(path))
+
+
+def _box_in(volume: Volume, layer: Volume) -> tuple[np.ndarray, np.ndarray] | None:
+    """The box (ijk min, max) of ``volume``'s continuous index space that holds every labelled voxel centre
+    of ``layer`` (None when it has none): the 8 corners of the labels' index box mapped through RAS."""
+    labelled = layer.array != 0
+    # index ranges along i, j, k (array axes 2, 1, 0) that hold labels
+    ranges = [np.nonzero(labelled.any(axis=other))[0] for other in ((0, 1), (0, 2), (1, 2))]
+    if not len(ranges[0]):
+        return None
+    corners = np.array(
+        [[i, j, k, 1.0] for i in ranges[0][[0, -1]] for j in ranges[1][[0, -1]] for k in ranges[2][[0, -1]]]
+    )
+    to_ijk = np.linalg.inv(volume.ijk_to_ras) @ layer.ijk_to_ras
+    mapped = (corners @ to_ijk.T)[:, :3]
+    return mapped.min(0), mapped.max(0)
+
+
+def check_overlap(segmentation: SegmentationData, volume: Volume) -> None:
+    """InputError when no labelled voxel of ``segmentation`` lies inside ``volume`` (labels drawn on another
+    scan would otherwise be measured as if they were this one's). Exact for "no overlap": every labelled voxel
+    centre lies in the box its index box maps to."""
+    extent = np.asarray(volume.shape_ijk, np.float64)
+    boxes = [b for layer in segmentation.layers if (b := _box_in(volume, layer)) is not None]
+    if not boxes or any(np.all(lo <= extent - 0.5) and np.all(hi >= -0.5) for lo, hi in boxes):
+        return
+    raise InputError(
+        f"The segmentation {segmentation.source or 'given'} does not overlap the CT {volume.name or 'image'} "
+        "at all (no labelled voxel lies inside the CT's field of view): it was drawn on another scan or its "
+        "geometry is wrong. Give the segmentation made on this CT."
+    )
