@@ -133,6 +133,18 @@ def ct_and_labels(tmp_path_factory):
     return image, inside, away, partly
 
 
+def test_a_named_label_without_voxels_is_stated_by_the_command(ct_and_labels, capsys):
+    image, inside, _, _ = ct_and_labels
+    names = inside.with_name("inside_seg.json")
+    names.write_text(json.dumps({"1": "nodule", "2": "spleen"}))  # no voxel carries label 2
+    try:
+        assert main(["report", str(image), "--segmentation", str(inside)]) == 0
+    finally:
+        names.unlink()
+    text = capsys.readouterr().out
+    assert "nodule: volume" in text and "Spleen: The segment is empty (no voxels)" in text
+
+
 def test_segmentation_not_overlapping_the_ct_is_refused(ct_and_labels, capsys):
     image, inside, away, partly = ct_and_labels
     assert main(["report", str(image), "--segmentation", str(away), "--json"]) == 2

@@ -3,7 +3,8 @@
 WHY here: the measurements must name each segment as the user named it. A .seg.nrrd carries names, label
 values and layers in its header (Segment<N>_Name/_LabelValue/_Layer/_ID); a labelmap gets names from a JSON
 beside it (``labels.nii.gz`` -> ``labels.json``: {"1": "liver", ...}, as TotalSegmentator writes) or from
-``names``, else "label N". Files are only read.
+``names``, else "label N"; a named label without voxels is kept as an empty segment (the draft says so).
+Files are only read.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def _seg_nrrd_segments(image, n_layers: int) -> list[SegmentRef]:
 
 
 def read_segmentation(path: str | os.PathLike, names: dict[int, str] | None = None) -> SegmentationData:
-    """A labelmap or .seg.nrrd as label layers + named segments (empty labels are dropped for labelmaps)."""
+    """A labelmap or .seg.nrrd as label layers + named segments (a labelmap's segments: its labels present and
+    those its names file names; a named label without voxels is an empty segment)."""
     import SimpleITK as sitk
 
     from ..imaging.io import lps_geometry_to_ijk_to_ras
@@ -109,10 +111,12 @@ def read_segmentation(path: str | os.PathLike, names: dict[int, str] | None = No
     segments = _seg_nrrd_segments(image, n_layers) if "Segment0_ID" in image.GetMetaDataKeys() else []
     if not segments:
         given = names if names is not None else _names_beside(path)
-        present = sorted(int(v) for v in np.unique(layers[0].array) if v != 0)
-        segments = [SegmentRef(given.get(v, f"label {v}"), str(v), 0, v) for v in present]
-    if not segments:
-        raise InputError(f"Segmentation {path} contains no segments (all voxels are 0).")
+        present = {int(v) for v in np.unique(layers[0].array) if v != 0}
+        if not present:
+            raise InputError(f"Segmentation {path} contains no segments (all voxels are 0).")
+        # a named label without voxels is an empty segment: measured (and stated) as empty, not dropped
+        values = sorted(present | {v for v in given if v != 0})
+        segments = [SegmentRef(given.get(v, f"label {v}"), str(v), 0, v) for v in values]
     return SegmentationData(layers, segments, str(path))
 
 
