@@ -1,20 +1,24 @@
 """Localisation benchmark: one-shot landmark transfer and the few-shot probe, on the real CT in ../shared/data.
 
 Transfer (table 1): landmarks (localisation_cases.py) moved (a) between different patients (abdomen_3mm <->
-chest_dicom, T12-aligned slab centroids) and (b) from a scan into a rotated, shifted, resampled, cropped and
-flipped copy of itself. Methods: ours with the bundled voxelfm-tiny, the same architecture at random init, and
-SimpleITK rigid + affine registration mapping the points. Table 2: our design alternatives (refinement, geometry,
-context) with voxelfm-tiny. Table 3: the few-shot probe on crops around labelled structures (the reference's
-crop protocol: a structure's centre at a random offset in a crop; leave-one-structure-out), error in mm and in
-normalised crop units with hit rates within 0.05 / 0.1 / 0.2.
+chest_dicom, T12-aligned slab centroids), (b) from a scan into a rotated, shifted, resampled, cropped and
+flipped copy of itself and (c) into a copy that stops short (its upper half cut off: the points there must be
+reported as not found). Methods: ours (coarse intensity registration, then feature matching around it) with the
+bundled voxelfm-tiny and the same architecture at random init; matching alone (``initialise="features"``, the
+whole target searched); registration alone (the same coarse registration, points mapped through it). Errors
+count the points that are inside the target and reported found; "not found" counts points reported missing
+(right = truly outside the target). AUROC: how well the confidence ranks points within 10 mm above the others,
+over every found point of every case. Table 2: design alternatives (voxelfm-tiny). Table 3: the few-shot
+probe on crops (the reference's crop protocol).
 
-    python Testing/Benchmarks/bench_localisation.py --threads 1 [--out results/localisation.md]
+    python Testing/Benchmarks/bench_localisation.py --threads 1 --skip-variants --skip-probe [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import tempfile
 import time
@@ -27,12 +31,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import localisation_cases as lc  # noqa: E402
-from localisation_registration import register_points  # noqa: E402
 
 from voxelfm.features.service import FeatureService  # noqa: E402
 from voxelfm.features.spec import ModelSpec  # noqa: E402
 from voxelfm.localize.config import TransferConfig  # noqa: E402
 from voxelfm.localize.pipeline import LocalisationPipeline, Reference  # noqa: E402
+from voxelfm.localize.points import inside_volume  # noqa: E402
+
+DUMP: list[dict] = []  # per-point records for --dump
+# False when run against the code before issue 21 (the "before" table)
+NEW_API = "initialise" in TransferConfig.__dataclass_fields__
 
 VARIANTS = {
     "default (ncc + reconcile)": {},
@@ -56,15 +64,17 @@ def pairs(data: Path) -> list[tuple[str, str, lc.Case, lc.Case]]:
         ("between patients", "chest -> abdomen", chest, abd),
     ]
     lr = lc.ORGANS + ("autochthon_left", "autochthon_right", "iliopsoas_left", "iliopsoas_right")
+    abdomen = lc.abdomen_case(data, lr)
     for case in (
         lc.torso_case(data),
-        lc.abdomen_case(data, lr),
+        abdomen,
         lc.pulmonary_case(data),
         lc.elastix_case(data),
         lc.chest_case(data, lc.SLAB_STRUCTURES),
     ):
         moved, _ = lc.moved_copy(case)
         out.append(("moved copy", case.name, case, moved))
+    out.append(("out of view copy", abdomen.name, abdomen, lc.out_of_view_copy(abdomen)))
     return out
 
 
@@ -85,18 +95,42 @@ def side_swaps(pred: np.ndarray, names: list[str], truth) -> int:
     return count
 
 
-def run_ours(pipeline, ref, tgt):
+@dataclasses.dataclass
+class Run:
+    pred: np.ndarray  # [N,3] RAS
+    names: list[str]
+    seconds: float
+    confidence: np.ndarray | None = None
+    missing: np.ndarray | None = None  # [N] bool: reported not found
+    similarity: np.ndarray | None = None  # the feature similarity alone (the confidence before issue 21)
+    diagnostics: list | None = None  # per point: similarity, ncc, spread, distance from the expected place
+
+
+def run_ours(pipeline, ref, tgt) -> Run:
     names = [n for n in ref.points.names if n in tgt.points.names]
     start = time.perf_counter()
     res = pipeline.transfer(tgt.volume, [Reference(ref.volume, ref.points.subset(names))])
-    return res.points.ras, names, time.perf_counter() - start, res.confidence
+    secs = time.perf_counter() - start
+    missing = getattr(res.points, "missing", np.zeros(len(names), bool))
+    diag = res.details.get("points", {})
+    sim = np.array([diag[n]["similarity"] for n in names]) if diag else None
+    return Run(res.points.ras, names, secs, res.confidence, missing, sim, [diag.get(n, {}) for n in names])
 
 
-def run_registration(ref, tgt):
+def run_registration(ref, tgt) -> Run:
+    from voxelfm.localize.canonical import canonical_volume
+    from voxelfm.localize.registration import map_points, register, registration_spacing
+
     names = [n for n in ref.points.names if n in tgt.points.names]
     start = time.perf_counter()
-    pred = register_points(ref.volume, ref.points.subset(names).ras, tgt.volume)
-    return pred, names, time.perf_counter() - start, None
+    cfg = TransferConfig()
+    small = [
+        canonical_volume(v, registration_spacing(v, cfg.registration_spacing_mm))
+        for v in (ref.volume, tgt.volume)
+    ]
+    pred = map_points(register(*small), ref.points.subset(names).ras)
+    margin = cfg.outside_margin_mm / float(np.min(tgt.volume.spacing)) + 0.5  # the pipeline's not-found rule
+    return Run(pred, names, time.perf_counter() - start, None, ~inside_volume(tgt.volume, pred, margin))
 
 
 def random_init_model(tmp: Path) -> str:
@@ -110,45 +144,108 @@ def random_init_model(tmp: Path) -> str:
     return str(save_backbone(rnd, tmp / "random_init", preprocess=dict(tiny.preprocess_defaults)))
 
 
-def row(label, errs, swaps, seconds, n_targets) -> str:
+def row(label, errs, missing, seconds, n_targets) -> str:
     e = np.concatenate(errs) if errs else np.zeros(0)
+    stats = (
+        "- | - | - | - | -"
+        if not len(e)
+        else (
+            f"{e.mean():.1f} | {np.median(e):.1f} | {np.percentile(e, 90):.1f} | {np.mean(e <= 5) * 100:.0f}% | "
+            f"{np.mean(e <= 10) * 100:.0f}%"
+        )
+    )
+    right, outside, wrong = missing
     return (
-        f"| {label} | {len(e)} | {e.mean():.1f} | {np.median(e):.1f} | {np.mean(e <= 5) * 100:.0f}% | "
-        f"{np.mean(e <= 10) * 100:.0f}% | {swaps} | {seconds / max(n_targets, 1):.1f} |"
+        f"| {label} | {len(e)} | {stats} | {right}/{outside} | {wrong} | {seconds / max(n_targets, 1):.1f} |"
     )
 
 
 HEADER = [
-    "| | points | mean mm | median mm | within 5 mm | within 10 mm | side swaps | s / target |",
-    "|---|---|---|---|---|---|---|---|",
+    "| | points | mean mm | median mm | p90 mm | within 5 mm | within 10 mm | not found: right / outside "
+    "| not found wrongly | s / target |",
+    "|---|---|---|---|---|---|---|---|---|---|",
 ]
+
+
+def auroc(score: np.ndarray, positive: np.ndarray) -> float:
+    """P(score of a positive > score of a negative), ties counting half (Mann-Whitney U / (n+ n-))."""
+    pos, neg = score[positive], score[~positive]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(greater / (len(pos) * len(neg)))
+
+
+def evaluate(run: Run, tgt) -> tuple[np.ndarray, tuple[int, int, int], np.ndarray]:
+    """(errors of the found points inside the target, (right not-found, points outside, wrong not-found),
+    mask of those found-inside points among the run's points)."""
+    truth = tgt.points.subset(run.names).ras
+    inside = inside_volume(tgt.volume, truth)
+    missing = run.missing if run.missing is not None else np.zeros(len(run.names), bool)
+    counted = inside & ~missing
+    e = np.linalg.norm(run.pred - truth, axis=1)[counted]
+    return e, (int((missing & ~inside).sum()), int((~inside).sum()), int((missing & inside).sum())), counted
 
 
 def transfer_tables(cases, methods) -> tuple[list[str], dict]:
     per_pair = [*HEADER]
     summary: dict = {}
-    confidences = []
+    confidences: dict = {}
     for setting, label, ref, tgt in cases:
         for mname, fn in methods.items():
-            pred, names, secs, conf = fn(ref, tgt)
-            e = errors(pred, names, tgt.points)
-            s = side_swaps(pred, names, tgt.points)
-            per_pair.append(row(f"{label} ({setting}): {mname}", [e], s, secs, 1))
-            acc = summary.setdefault((setting, mname), [[], 0, 0.0, 0])
+            run = fn(ref, tgt)
+            e, missing, counted = evaluate(run, tgt)
+            per_pair.append(row(f"{label} ({setting}): {mname}", [e], missing, run.seconds, 1))
+            acc = summary.setdefault((setting, mname), [[], [0, 0, 0], 0.0, 0])
             acc[0].append(e)
-            acc[1] += s
-            acc[2] += secs
+            acc[1] = [a + b for a, b in zip(acc[1], missing, strict=True)]
+            acc[2] += run.seconds
             acc[3] += 1
-            if conf is not None and mname.startswith("ours"):
-                confidences.append((e, conf))
+            if run.diagnostics is not None:
+                truth = tgt.points.subset(run.names).ras
+                for n, d in enumerate(run.diagnostics):
+                    err = float(np.linalg.norm(run.pred[n] - truth[n]))
+                    DUMP.append(
+                        {
+                            "method": mname,
+                            "case": label,
+                            "setting": setting,
+                            "point": run.names[n],
+                            "error_mm": err,
+                            "confidence": float(run.confidence[n]),
+                            "counted": bool(counted[n]),
+                            **d,
+                        }
+                    )
+            if run.confidence is not None:
+                rec = confidences.setdefault(mname, [[], [], []])
+                rec[0].append(e)
+                rec[1].append(run.confidence[counted])
+                rec[2].append(
+                    run.similarity[counted] if run.similarity is not None else run.confidence[counted]
+                )
             print(per_pair[-1], flush=True)
     return per_pair, {"summary": summary, "confidences": confidences}
 
 
 def summary_table(summary) -> list[str]:
     lines = [*HEADER]
-    for (setting, mname), (errs, swaps, secs, n) in sorted(summary.items()):
-        lines.append(row(f"{setting}: {mname}", errs, swaps, secs, n))
+    for (setting, mname), (errs, missing, secs, n) in sorted(summary.items()):
+        lines.append(row(f"{setting}: {mname}", errs, missing, secs, n))
+    return lines
+
+
+def confidence_table(confidences) -> list[str]:
+    lines = [
+        "| method | points | AUROC of the confidence (error < 10 mm) | AUROC of the similarity alone | "
+        "Spearman (confidence, -error) |",
+        "|---|---|---|---|---|",
+    ]
+    for mname, (errs, confs, sims) in confidences.items():
+        e, c, s = np.concatenate(errs), np.concatenate(confs), np.concatenate(sims)
+        lines.append(
+            f"| {mname} | {len(e)} | {auroc(c, e < 10):.2f} | {auroc(s, e < 10):.2f} | {spearman(c, -e):.2f} |"
+        )
     return lines
 
 
@@ -164,6 +261,7 @@ def main() -> int:
     p.add_argument("--skip-variants", action="store_true")
     p.add_argument("--skip-probe", action="store_true")
     p.add_argument("--out", default=None, help="also write the tables (markdown) here")
+    p.add_argument("--dump", default=None, help="also write every point's error and diagnostics (JSON) here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
@@ -171,23 +269,23 @@ def main() -> int:
     cases = pairs(data)
     tmp = Path(tempfile.mkdtemp(prefix="bench_localisation_"))
     service = FeatureService()
-    tiny = LocalisationPipeline(ModelSpec("voxelfm-tiny", device="cpu"), service=service)
-    rnd = LocalisationPipeline(ModelSpec(random_init_model(tmp), device="cpu"), service=service)
+    tiny_spec = ModelSpec("voxelfm-tiny", device="cpu")
+    rnd_spec = ModelSpec(random_init_model(tmp), device="cpu")
     methods = {
-        "ours voxelfm-tiny": lambda r, t: run_ours(tiny, r, t),
-        "ours random init": lambda r, t: run_ours(rnd, r, t),
-        "SimpleITK rigid+affine": run_registration,
+        "ours voxelfm-tiny": LocalisationPipeline(tiny_spec, service=service),
+        "ours random init": LocalisationPipeline(rnd_spec, service=service),
     }
+    if NEW_API:
+        alone = TransferConfig(initialise="features")
+        methods["matching alone voxelfm-tiny"] = LocalisationPipeline(tiny_spec, alone, service=service)
+        methods["matching alone random init"] = LocalisationPipeline(rnd_spec, alone, service=service)
+    methods = {k: (lambda r, t, pipe=v: run_ours(pipe, r, t)) for k, v in methods.items()}
+    if NEW_API:
+        methods["registration alone (coarse, 6 mm)"] = run_registration
     out = ["## One-shot transfer, per pair", ""]
     per_pair, info = transfer_tables(cases, methods)
     out += per_pair + ["", "## One-shot transfer, summary", "", *summary_table(info["summary"])]
-    e = np.concatenate([c[0] for c in info["confidences"]])
-    c = np.concatenate([c[1] for c in info["confidences"]])
-    out += [
-        "",
-        f"Confidence vs error (ours, both models, all pairs): Spearman {spearman(c, -e):.2f} "
-        f"(positive = higher confidence, smaller error); n = {len(e)}.",
-    ]
+    out += ["", "## Confidence (all found points, every case)", "", *confidence_table(info["confidences"])]
     if not args.skip_variants:
         out += ["", "## Design alternatives (voxelfm-tiny), summary", "", *variant_table(cases, service)]
     if not args.skip_probe:
@@ -196,6 +294,8 @@ def main() -> int:
         out += ["", "## Few-shot probe on crops", "", *probe_tables(data, service, tmp, random_init_model)]
     text = "\n".join(out) + "\n"
     print(text)
+    if args.dump:
+        Path(args.dump).write_text(json.dumps(DUMP, indent=1))
     if args.out:
         Path(args.out).write_text(text)
     return 0
@@ -207,11 +307,10 @@ def variant_table(cases, service) -> list[str]:
         cfg = dataclasses.replace(TransferConfig(), **kw)
         pipe = LocalisationPipeline(ModelSpec("voxelfm-tiny", device="cpu"), cfg, service=service)
         for setting, _, ref, tgt in cases:
-            pred, names, secs, _ = run_ours(pipe, ref, tgt)
-            acc = summary.setdefault((setting, vname), [[], 0, 0.0, 0])
-            acc[0].append(errors(pred, names, tgt.points))
-            acc[1] += side_swaps(pred, names, tgt.points)
-            acc[2] += secs
+            e, missing, _ = evaluate(run_ours(pipe, ref, tgt), tgt)
+            acc = summary.setdefault((setting, vname), [[], [0, 0, 0], 0.0, 0])
+            acc[0].append(e)
+            acc[1] = [a + b for a, b in zip(acc[1], missing, strict=True)]
             acc[3] += 1
         print(vname, "done", flush=True)
     return summary_table(summary)

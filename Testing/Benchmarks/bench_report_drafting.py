@@ -13,7 +13,10 @@ Methods: consensus (k=3, temperature 0.05 (default) or 0.01, support >= 0.5), to
 the draft vs the case's findings; micro F1 over all (case, finding) positives; how often the source case is the
 top neighbour (altered copy); the median cosine gap between the first and second neighbour. Prints a table.
 
-python Testing/Benchmarks/bench_report_drafting.py --data ../shared/data [--threads 1]
+python Testing/Benchmarks/bench_report_drafting.py --data ../shared/data [--threads 1] [--huge-report-only]
+
+First line: the time of one draft whose nearest case carries a 23 MB report (the consensus reads each
+neighbour report up to ConsensusConfig.max_report_chars).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from voxelfm.features.spec import ModelSpec  # noqa: E402
 from voxelfm.report.catalog import FINDING_NAMES  # noqa: E402
 from voxelfm.report.extract import RuleExtractor, as_binary  # noqa: E402
 from voxelfm.report.library_source import library_neighbours  # noqa: E402
-from voxelfm.report.neighbours import ConsensusConfig  # noqa: E402
+from voxelfm.report.neighbours import ConsensusConfig, Neighbour, consensus  # noqa: E402
 from voxelfm.report.pipeline import ReportPipeline  # noqa: E402
 
 METHODS = {
@@ -102,12 +105,32 @@ def run_setting(pipeline, library, spec, service, volumes, leave_out: bool):
     return out, top1_hits, float(np.median(seconds)), float(np.median(gaps))
 
 
+def huge_report_seconds(megabytes: float = 23.0) -> tuple[float, int]:
+    """Seconds to draft from three neighbours, the nearest carrying a ``megabytes`` report (a whole export
+    stored as one case's report), and the sentences drafted: the consensus reads a bounded prefix."""
+    line = "Lungs: There is a 5 mm nodule in the right upper lobe. Heart: Normal size. No pericardial effusion.\n"
+    big = line * int(megabytes * 1e6 / len(line))
+    cases = [
+        Neighbour("big", 0.9, big),
+        Neighbour("b", 0.9, "Lungs: clear."),
+        Neighbour("c", 0.8, "Heart: ok."),
+    ]
+    start = time.perf_counter()
+    sentences = consensus(cases)
+    return time.perf_counter() - start, len(sentences)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, default=HERE.parents[2] / "shared" / "data")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--huge-report-only", action="store_true", help="only time a draft with a 23 MB report")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    secs, n = huge_report_seconds()
+    print(f"| a neighbour report of 23 MB | {secs:.2f} s per draft | {n} sentences |")
+    if args.huge_report_only:
+        return
     root = Path(tempfile.mkdtemp(prefix="bench_report_"))
     os.environ.setdefault(
         "VOXELFM_CACHE_DIR", str(root / "cache")

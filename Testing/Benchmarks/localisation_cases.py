@@ -213,3 +213,19 @@ def slab_pair(data: Path) -> tuple[Case, Case]:
         cases.append(Case(sub, vol, _points("slab", _centroids(lab, chosen, (t12 + rel_lo, t12 + rel_hi)))))
     common = [n for n in cases[0].points.names if n in cases[1].points.names]
     return tuple(Case(c.name, c.volume, c.points.subset(common)) for c in cases)  # type: ignore[return-value]
+
+
+def out_of_view_copy(case: Case, keep: float = 0.5) -> Case:
+    """The case's lower ``keep`` share of slices (a scan that stops short): every true point kept, so the
+    points above the cut lie outside the copy's field of view and must be reported as not found."""
+    vol = case.volume
+    nk = max(2, int(round(vol.array.shape[0] * keep)))
+    superior = vol.ijk_to_ras[2, 2] > 0  # k runs towards the head: keep the first slices
+    rows = slice(0, nk) if superior else slice(vol.array.shape[0] - nk, None)
+    m = vol.ijk_to_ras.copy()
+    if not superior:
+        m[:3, 3] = m[:3, :3] @ np.array([0.0, 0.0, vol.array.shape[0] - nk]) + m[:3, 3]
+    new = Volume(vol.array[rows].copy(), m, f"{vol.name}_cut")
+    return Case(
+        new.name, new, PointList(list(case.points.names), case.points.ras, name=f"{case.points.name}_cut")
+    )

@@ -137,4 +137,9 @@ def test_no_consensus_is_reported():
     draft = ReportPipeline(service=FeatureService()).draft(
         Volume(np.zeros((2, 2, 2), np.float32)), neighbours=alike
     )
-    assert draft.sentences == [] and "reached the support threshold" in draft.warnings[0]
+    assert "reached the support threshold" in draft.warnings[0]
+    # the draft's own text says so (not only a warning), naming the closest cases with their scores
+    (said,) = draft.sentences
+    assert "reached the support threshold" in said.text and "p (similarity 0.900)" in said.text
+    assert said.text in draft.text and {e["case_id"] for e in said.evidence} == {"p", "q", "r"}
+    assert RuleExtractor().extract(draft.text) == {}  # states no finding

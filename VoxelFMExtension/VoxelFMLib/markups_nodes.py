@@ -92,6 +92,8 @@ def write_points_node(scene, points: PointList, name: str, node=None):
             index = node.AddControlPoint(vtk.vtkVector3d(*points.ras[n]), label)
             node.SetNthControlPointDescription(index, points.descriptions[n])
             node.SetNthControlPointLocked(index, True)
+            if points.missing[n]:  # looked for and not found: Slicer's "missing" status, like the .mrk.json
+                node.SetNthControlPointPositionMissing(index)
     finally:
         node.EndModify(wasModified)
     node.SetAttribute(WRITTEN_ATTRIBUTE, points_fingerprint(node))

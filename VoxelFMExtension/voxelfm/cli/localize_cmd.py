@@ -7,7 +7,8 @@ of `voxelfm fit-probe`.
     voxelfm box (--labels LABELS --label N | --points POINTS.mrk.json [--corners A,B]) --out ROI.mrk.json
 
 OUT is a Slicer markups point list (LPS, as Slicer writes it): one control point per reference point (one
-per distinct name), labelled with the reference's label, its description "confidence 0.NN" (0..1).
+per distinct name), labelled with the reference's label, its description "confidence 0.NN" (0..1); a point
+expected outside IMAGE is written with Slicer's position status "missing" (and named as not found).
 """
 
 from __future__ import annotations
@@ -115,9 +116,17 @@ def run_localize(args: argparse.Namespace) -> int:
             plan.written(t.save(path))
             log.info("saved template %s", path)
     plan.written(write_point_list(result.points, out))  # a rerun may replace its own output
-    for name, c, ras in zip(result.points.names, result.confidence, result.points.ras, strict=True):
-        log.info("%s: RAS %s, confidence %.2f", name, [round(float(v), 1) for v in ras], c)
-    log.info("wrote %s (%d points, %.1f s)", out, len(result.points), result.seconds)
+    for warning in result.warnings:
+        log.warning("%s", warning)
+    points = result.points
+    for n, name in enumerate(points.names):
+        ras = [round(float(v), 1) for v in points.ras[n]]
+        if points.missing[n]:
+            log.warning("%s: not found (expected at RAS %s, outside the image)", name, ras)
+        else:
+            log.info("%s: RAS %s, confidence %.2f", name, ras, result.confidence[n])
+    lost = int(points.missing.sum())
+    log.info("wrote %s (%d points, %d not found, %.1f s)", out, len(points), lost, result.seconds)
     return 0
 
 

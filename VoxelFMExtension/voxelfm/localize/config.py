@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 REFINEMENTS = ("none", "interp", "fine", "ncc", "fine+ncc")
+INITIALISATIONS = ("registration", "features")
 
 
 @dataclass
@@ -25,6 +26,12 @@ class TransferConfig:
         against cosine similarity; 0 = appearance only.
     consistency: pick candidates that agree with one similarity transform across all points (>= 4 points);
         with ``predict_outliers`` a point none of whose candidates fits takes the transform's prediction.
+    initialise: "registration": a coarse intensity registration of the reference to the target
+        (``localize.registration``, at ``registration_spacing_mm``) predicts each point; feature candidates are
+        sought around that prediction (cosine minus ``prior_weight`` x (distance / ``search_radius_mm``)^2),
+        and a point predicted outside the target's field of view is reported as not found. "features": the
+        feature match alone (the whole target searched; a point is not found when the consensus transform
+        puts it outside the target).
     """
 
     feature_spacing_mm: float | None = None
@@ -46,12 +53,22 @@ class TransferConfig:
     ncc_spacing_factor: float = 1.0  # NCC grid spacing, x the coarse spacing (sub-voxel by a parabola fit)
     ncc_radius_cells: float = 0.75  # search radius, in fine cells (coarse cells when refine is "ncc")
     ncc_min: float = 0.5  # an NCC peak below this leaves the feature position unchanged
+    ncc_gain: float = 0.1  # after a registration: how much better than at the start the NCC peak must be
     reconcile: bool = True  # after NCC: re-search points that disagree with a transform fitted on the others
     reconcile_tolerance_cells: float = 0.5  # in coarse cells
+    initialise: str = "registration"
+    registration_spacing_mm: float = 6.0
+    search_radius_mm: float = 30.0
+    prior_weight: float = 1.0
+    outside_margin_mm: float = 10.0  # a point expected farther than this outside the target is not found
 
     def __post_init__(self) -> None:
         if self.refine not in REFINEMENTS:
             raise ValueError(f"refine must be one of {', '.join(REFINEMENTS)}, got {self.refine!r}")
+        if self.initialise not in INITIALISATIONS:
+            raise ValueError(
+                f"initialise must be one of {', '.join(INITIALISATIONS)}, got {self.initialise!r}"
+            )
         if self.fine_cells < 1 or self.fine_cells % 2 == 0:
             raise ValueError(f"fine_cells must be a positive odd number, got {self.fine_cells}")
 

@@ -16,11 +16,14 @@ import torch.nn.functional as F
 from ..imaging.volume import Volume
 from .canonical import CANONICAL_AXES, centred_grid, resample_onto
 
+FLAT_SD_HU = 1.0  # a window whose intensities vary less than this (standard deviation) is flat
+
 
 @dataclass(frozen=True)
 class NCCMatch:
     ras: np.ndarray  # [3] best position
     score: float  # NCC at that position, -1..1
+    start_score: float = 0.0  # NCC at the starting position
 
 
 def ncc_map(template: np.ndarray, area: torch.Tensor) -> np.ndarray | None:
@@ -35,8 +38,11 @@ def ncc_map(template: np.ndarray, area: torch.Tensor) -> np.ndarray | None:
     num = F.conv3d(a, t0[None, None])[0, 0]
     mean = F.avg_pool3d(a, n_t, stride=1)[0, 0]
     mean_sq = F.avg_pool3d(a * a, n_t, stride=1)[0, 0]
-    std = torch.sqrt(torch.clamp(mean_sq - mean * mean, min=0.0) * float(n_t**3))
-    return (num / (std * t_norm).clamp_min(1e-6)).numpy()
+    local_sd = torch.sqrt(torch.clamp(mean_sq - mean * mean, min=0.0))  # HU, per window
+    ncc = num / (local_sd * float(n_t**1.5) * t_norm).clamp_min(1e-6)
+    # a flat window (air, or the fill outside the scan) has no correlation; without this its float32
+    # rounding (~0.1 HU^2 of variance at -1000 HU) divided by ~0 gave scores of 1e10
+    return torch.where(local_sd < FLAT_SD_HU, torch.zeros_like(ncc), ncc.clamp(-1.0, 1.0)).numpy()
 
 
 def ncc_refine(
@@ -57,7 +63,9 @@ def ncc_refine(
     kji += _parabola_offsets(ncc, kji.astype(int))
     offset_ijk = kji[::-1] - r  # shift from the window centre, canonical voxels (i -> L, j -> P, k -> S)
     return NCCMatch(
-        np.asarray(start_ras, np.float64) + CANONICAL_AXES @ offset_ijk * spacing, float(ncc.max())
+        np.asarray(start_ras, np.float64) + CANONICAL_AXES @ offset_ijk * spacing,
+        float(ncc.max()),
+        float(ncc[r, r, r]),
     )
 
 

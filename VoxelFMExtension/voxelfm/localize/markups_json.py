@@ -4,8 +4,9 @@ Facts from Slicer's markups schema (Modules/Loadable/Markups/Resources/Schema, v
 with ``@schema`` and a ``markups`` list; each markup has a ``type`` (Fiducial = point list, Line, Angle, Curve,
 ClosedCurve, Plane, ROI), a ``coordinateSystem`` ("LPS", the default, or "RAS"), ``coordinateUnits`` ("mm" or
 "um", or a [code, scheme, meaning] triple) and ``controlPoints`` with ``label``, ``description``, ``position``
-and ``positionStatus`` ("undefined" / "preview" / "defined"). Slicer reads the first markup of a file and
-writes LPS; so do we. An ROI stores ``center``, ``size`` and a 3x3 ``orientation`` (row-major, columns = the
+and ``positionStatus`` ("undefined" / "preview" / "defined"; Slicer 5 also writes "missing", its
+vtkMRMLMarkupsNode::PositionMissing: a point looked for and not there, which we write for a landmark not
+found). Slicer reads the first markup of a file and writes LPS; so do we. An ROI stores ``center``, ``size`` and a 3x3 ``orientation`` (row-major, columns = the
 box axes) in the file's coordinate system.
 """
 
@@ -28,7 +29,8 @@ from .points import LPS_FROM_RAS, PointList
 SCHEMA = "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/Schema/markups-schema-v1.0.3.json#"
 POINT_LIST_TYPE = "Fiducial"
 _UNIT_SCALE = {"mm": 1.0, "um": 1e-3}
-_SKIPPED_STATUS = ("undefined", "preview")
+_SKIPPED_STATUS = ("undefined", "preview", "missing")
+MISSING = "missing"  # vtkMRMLMarkupsNode::GetPositionStatusAsString(PositionMissing)
 # Slicer writes this orientation for a point whose RAS orientation is the identity (LPS flip of the axes).
 _POINT_ORIENTATION = [-1.0, -0.0, -0.0, -0.0, -1.0, -0.0, 0.0, 0.0, 1.0]
 
@@ -124,7 +126,7 @@ def point_list_markup(points: PointList) -> dict[str, Any]:
             "selected": True,
             "locked": False,
             "visibility": True,
-            "positionStatus": "defined",
+            "positionStatus": MISSING if points.missing[n] else "defined",
         }
         for n in range(len(points))
     ]

@@ -33,6 +33,9 @@ class PointList:
     ras: np.ndarray  # [N, 3]
     descriptions: list[str] = field(default_factory=list)
     name: str = ""  # the list's own name (markups node / file name)
+    # [N] bool: a point that was looked for and not found (e.g. outside the scan's field of view); written as
+    # Slicer's "missing" position status. Its position is where it was expected, for information only.
+    missing: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
     def __post_init__(self) -> None:
         self.names = [str(n) for n in self.names]
@@ -46,6 +49,11 @@ class PointList:
             self.descriptions = [""] * len(self.names)
         if len(self.descriptions) != len(self.names):
             raise InputError(f"{len(self.descriptions)} descriptions for {len(self.names)} points.")
+        self.missing = np.asarray(self.missing, dtype=bool).reshape(-1)
+        if not len(self.missing):
+            self.missing = np.zeros(len(self.names), bool)
+        if len(self.missing) != len(self.names):
+            raise InputError(f"{len(self.missing)} missing flags for {len(self.names)} points.")
 
     def __len__(self) -> int:
         return len(self.names)
@@ -65,7 +73,11 @@ class PointList:
         """The points called ``names`` (in that order); names absent here are skipped."""
         rows = [self.names.index(n) for n in names if n in self.names]
         return PointList(
-            [self.names[r] for r in rows], self.ras[rows], [self.descriptions[r] for r in rows], self.name
+            [self.names[r] for r in rows],
+            self.ras[rows],
+            [self.descriptions[r] for r in rows],
+            self.name,
+            self.missing[rows],
         )
 
     def require_points(self, what: str) -> PointList:

@@ -26,6 +26,7 @@ from .config import TransferConfig
 from .geometry import body_frame
 from .matching import FeatureField, Whitening
 from .points import PointList, check_points_inside
+from .registration import registration_spacing
 
 TEMPLATE_FORMAT = "voxelfm-landmark-template"
 TEMPLATE_VERSION = 1
@@ -44,6 +45,15 @@ class LandmarkTemplate:
     fine: np.ndarray | None = None  # [N,kz,ky,kx,C] centred feature blocks at the centre of a fine cube
     cubes: np.ndarray | None = None  # [N,n,n,n] float32 HU around each point (NCC)
     source: str = ""  # reference name
+    # the reference on a coarse patient-aligned grid (HU, int16) and its ijk_to_ras: what the registration
+    # that starts each transfer sees (config.initialise == "registration"; absent in older templates)
+    scout: np.ndarray | None = None
+    scout_to_ras: np.ndarray | None = None
+
+    def scout_volume(self) -> Volume | None:
+        if self.scout is None or self.scout_to_ras is None:
+            return None
+        return Volume(self.scout.astype(np.float32), self.scout_to_ras, self.source)
 
     @property
     def fine_spacing(self) -> float:
@@ -85,6 +95,8 @@ class LandmarkTemplate:
             arrays["fine"] = self.fine
         if self.cubes is not None:
             arrays["cubes"] = self.cubes.astype(np.float32)
+        if self.scout is not None and self.scout_to_ras is not None:
+            arrays["scout"], arrays["scout_to_ras"] = self.scout.astype(np.int16), self.scout_to_ras
         return atomic_savez(Path(path), meta=np.array(json.dumps(meta, default=str)), **arrays)
 
     @classmethod
@@ -112,6 +124,8 @@ class LandmarkTemplate:
             fine=arrays.get("fine"),
             cubes=arrays.get("cubes"),
             source=str(meta.get("source", "")),
+            scout=arrays.get("scout"),
+            scout_to_ras=arrays.get("scout_to_ras"),
         )
 
 
@@ -162,6 +176,10 @@ def build_template(
         template.fine = _fine_descriptors(volume, points.ras, access, template, progress, cancel)
     if "ncc" in config.refine:
         template.cubes = np.stack([_ncc_cube(volume, p, template) for p in points.ras])
+    if config.initialise == "registration":
+        scout = canonical_volume(volume, registration_spacing(volume, config.registration_spacing_mm))
+        template.scout = np.clip(np.round(scout.array), -1024, 3071).astype(np.int16)
+        template.scout_to_ras = scout.ijk_to_ras.copy()
     progress(1.0, "reference ready")
     return template
 

@@ -3,7 +3,7 @@
 Precedence, so the draft never says two contradicting things: a probe's call on a finding is kept; a sentence
 from similar cases (or the VLM) stating the same finding the same way absorbs the probe's evidence (and
 replaces the probe's plainer sentence); one stating it differently is dropped with a warning. Within a section:
-probe sentences, then measurements, then text-source sentences; a section left empty whose probes all said
+probe sentences, then measurements (an empty segment is stated as empty), then text-source sentences; a section left empty whose probes all said
 absent gets the template's "normal" sentence, with those probes as its evidence.
 """
 
@@ -38,14 +38,19 @@ def probe_sentence(call: FindingCall, template: ReportTemplate) -> Sentence | No
     )
 
 
-def measurement_sentence(m: SegmentMeasurement, template: ReportTemplate) -> Sentence | None:
+def measurement_sentence(m: SegmentMeasurement, template: ReportTemplate) -> Sentence:
+    """The segment's measurements; an empty segment is stated as empty (with its zero volume as evidence)
+    rather than left out, so the draft says what it was given."""
+    sid, src = m.segment_id, m.source
     if m.voxels == 0:
-        return None
+        evidence = [measurement_evidence(m.name, "volume", 0.0, "mL", sid, src)]
+        return Sentence(
+            template.empty_segment_sentence(m.name), template.section_for_segment(m.name), evidence
+        )
     r, a, s = m.centroid_ras
     text = template.measurement_sentence(
         segment=m.name, volume_ml=m.volume_ml, diameter_mm=m.diameter_mm, r=r, a=a, s=s, voxels=m.voxels
     )
-    sid, src = m.segment_id, m.source
     evidence = [
         measurement_evidence(m.name, "volume", m.volume_ml, "mL", sid, src),
         measurement_evidence(m.name, "largest_diameter", m.diameter_mm, "mm", sid, src),
@@ -113,7 +118,7 @@ def compose(
     probe_sentences = [
         s for key, c in by_finding.items() if key not in covered and (s := probe_sentence(c, template))
     ]
-    measured = [s for m in measurements if (s := measurement_sentence(m, template))]
+    measured = [measurement_sentence(m, template) for m in measurements]
     out: list[Sentence] = []
     for section in template.section_names:
         mine = [s for s in (*probe_sentences, *measured, *text_sentences) if s.section == section]

@@ -16,6 +16,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .sections import strip_heading
+
 EVIDENCE_KINDS = ("probe", "measurement", "neighbour", "vlm")
 DRAFT_FORMAT_VERSION = 1
 
@@ -90,10 +92,12 @@ class ReportDraft:
 
     @property
     def text(self) -> str:
-        """Title, then each section with sentences as ``Heading text text``; empty sections are left out."""
+        """Title, then each section with sentences as ``Heading text text``; empty sections are left out. A
+        sentence starting with its own section's name ("Liver: volume ...") reads without it under that
+        heading, so no heading is repeated."""
         lines = [self.title] if self.title else []
         for section in self.sections:
-            body = " ".join(s.text for s in self.sentences if s.section == section)
+            body = " ".join(strip_heading(s.text, section) for s in self.sentences if s.section == section)
             if body:
                 lines.append(f"{self.heading.format(section=section)} {body}".strip())
         return "\n".join(lines) + ("\n" if lines else "")

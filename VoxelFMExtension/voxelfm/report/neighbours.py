@@ -51,6 +51,19 @@ class ConsensusConfig:
     temperature: float = 0.05
     min_support: float = 0.5
     similarity: float = 0.5
+    # A CT report is 1-5 kB; drafting costs ~3 s per MB of neighbour text, so a huge stored text (a whole
+    # export pasted as one report) is read only up to this many characters (with a warning).
+    max_report_chars: int = 20_000
+
+
+def bounded_report(text: str, limit: int) -> tuple[str, bool]:
+    """(the first ``limit`` characters of ``text``, cut at a line or sentence end when one is near, and
+    whether it was cut): keeps the drafting cost bounded whatever a library stores."""
+    if len(text) <= limit:
+        return text, False
+    head = text[:limit]
+    cut = max(head.rfind("\n"), head.rfind(". "))
+    return (head[: cut + 1] if cut >= limit // 2 else head), True
 
 
 def neighbour_weights(scores: Sequence[float], temperature: float) -> list[float]:
@@ -117,15 +130,23 @@ def consensus(
     config: ConsensusConfig | None = None,
     extractor: FindingsExtractor | None = None,
     sections: Sequence[str] = SECTIONS,
+    warnings: list[str] | None = None,
 ) -> list[Sentence]:
-    """Consensus sentences (each with its neighbour evidence), in the order of the best neighbour's report."""
+    """Consensus sentences (each with its neighbour evidence), in the order of the best neighbour's report.
+    A report longer than ``config.max_report_chars`` is read up to that length (a note in ``warnings``)."""
     config = config or ConsensusConfig()
     extractor = extractor or RuleExtractor()
     kept = sorted(with_reports(neighbours), key=lambda n: -n.score)
     weights = neighbour_weights([n.score for n in kept], config.temperature)
     statements: list[_Statement] = []
     for idx, n in enumerate(kept):
-        for heading, text in split_report(n.report_text, sections):
+        report, cut = bounded_report(n.report_text, config.max_report_chars)
+        if cut and warnings is not None:
+            warnings.append(
+                f"The report of similar case {n.case_id} has {len(n.report_text)} characters; only its first "
+                f"{len(report)} were read (a CT report is a few thousand). Check that report in the library."
+            )
+        for heading, text in split_report(report, sections):
             labels = extractor.extract(text)
             section = heading or section_of_text(text, list(labels), sections)
             _place(statements, section, labels, _words(text), idx, text, config.similarity)

@@ -9,6 +9,8 @@ Sources, each optional (none at all is an error): findings probes (features from
 with each probe's recorded preprocessing, after checking the probe's backbone is the loaded one),
 segmentation measurements, similar cases with reports (sentence-level consensus) and a report generator (the
 VLM head of ``voxelfm.report.vlm``). ``combine.compose`` turns them into sentences through the template.
+A draft is never silent: when no sentence of the similar cases reaches support, or no source states anything,
+its text says so (``unsupported``).
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from .measurements import SegmentMeasurement
 from .neighbours import ConsensusConfig, Neighbour, NeighbourSource, consensus
 from .probe_findings import FindingCall, FindingsProbe, as_findings_probe, call_findings
 from .sections import section_of_text, split_report
-from .segmentation_files import SegmentationData
+from .segmentation_files import SegmentationData, check_overlap
 from .template import ReportTemplate
 from .template_files import load_template
+from .unsupported import no_support_sentence, nothing_to_state
 
 NO_SOURCES = (
     "Nothing to draft a report from: give findings probes (--probe), a segmentation (--segmentation), a case "
@@ -101,8 +104,11 @@ class ReportPipeline(ConfiguredPipeline[ConsensusConfig]):
         return calls, info
 
     @staticmethod
-    def measurements(segmentation: Any) -> tuple[list[SegmentMeasurement], str]:
+    def measurements(segmentation: Any, volume: Volume | None = None) -> tuple[list[SegmentMeasurement], str]:
+        """Measurements of each segment; segmentation data that lies wholly outside ``volume`` is refused."""
         if isinstance(segmentation, SegmentationData):
+            if volume is not None:
+                check_overlap(segmentation, volume)
             return segmentation.measurements(), segmentation.source
         items = list(segmentation)
         if not all(isinstance(m, SegmentMeasurement) for m in items):
@@ -119,13 +125,15 @@ class ReportPipeline(ConfiguredPipeline[ConsensusConfig]):
         found = [n for n in found if isinstance(n, Neighbour)] if found is not None else []
         if not found:
             raise InputError("The case library returned no similar cases; add cases to it first.")
-        sentences = consensus(found, self.config, self.extractor, self.template.section_names)
+        sections = self.template.section_names
+        sentences = consensus(found, self.config, self.extractor, sections, warnings)
         if not sentences:
             warnings.append(
                 f"No sentence of the {len(found)} similar cases reached the support threshold "
                 f"({self.config.min_support:.2f} of their weight); their similarity scores are too alike "
                 "or their reports disagree. Use fewer neighbours, a lower support or a lower temperature."
             )
+            sentences = [no_support_sentence(found, self.config, sections[-1])]
         return sentences, [{"case_id": n.case_id, "score": n.score} for n in found]
 
     def generated_sentences(
@@ -165,7 +173,7 @@ class ReportPipeline(ConfiguredPipeline[ConsensusConfig]):
         measured: list[SegmentMeasurement] = []
         if segmentation is not None:
             progress(0.5, "measuring segments")
-            measured, sources["segmentation"] = self.measurements(segmentation)
+            measured, sources["segmentation"] = self.measurements(segmentation, volume)
         texts: list[Sentence] = []
         if neighbours is not None:
             check_cancel(cancel)
@@ -181,6 +189,8 @@ class ReportPipeline(ConfiguredPipeline[ConsensusConfig]):
             )
             sources["vlm"] = generator.evidence()
         composed = compose(self.template, self.extractor, calls, measured, texts)
+        if not composed.sentences:
+            composed.sentences.append(nothing_to_state(calls, generator, self.template.section_names[-1]))
         progress(1.0, "draft ready")
         return ReportDraft(
             composed.sentences,

@@ -55,14 +55,38 @@ def split_report(text: str, sections: Sequence[str] = SECTIONS) -> list[tuple[st
     out: list[tuple[str | None, str]] = []
     current: str | None = None
     for line in (text or "").splitlines():
-        m = _HEADING.match(line)
-        if m and len(m.group(1).split()) <= 4:
-            named = heading_section(m.group(1), sections)
-            if named is not None or not m.group(2).strip():
-                current = named  # an unknown heading ("Findings:") resets to "classify by content"
-                line = m.group(2)
+        current, line = _strip_headings(line, current, sections)
         out += [(current, s) for s in split_sentences(line)]
     return out
+
+
+def _strip_headings(line: str, current: str | None, sections: Sequence[str]) -> tuple[str | None, str]:
+    """(section, text) of one line after its leading headings: "Findings: Lungs: No nodules." and
+    "Liver: Liver: normal." both leave only the statement, so a draft never repeats a heading. A known heading
+    sets the section; an unknown one alone on its line ("Findings:") resets to "classify by content"; an
+    unknown one with text stays part of the text unless a known heading follows it."""
+    stripped = False
+    while (m := _HEADING.match(line)) and len(m.group(1).split()) <= 4:
+        named, rest = heading_section(m.group(1), sections), m.group(2)
+        if named is not None:
+            current, line, stripped = named, rest, True
+        elif not rest.strip():
+            return None, rest
+        elif (inner := _HEADING.match(rest)) and heading_section(inner.group(1), sections) is not None:
+            line = rest
+        else:
+            break
+    return current, (line[:1].upper() + line[1:]) if stripped else line
+
+
+def strip_heading(sentence: str, section: str) -> str:
+    """``sentence`` without a leading "<section>:" (any case), capitalised: what a sentence reads under its
+    section's own heading ("Liver: volume 1.0 mL" under "Liver:" -> "Volume 1.0 mL")."""
+    m = re.match(r"\s*" + re.escape(section) + r"\s*:\s*(\S.*)$", sentence, re.IGNORECASE | re.DOTALL)
+    if m is None:
+        return sentence
+    rest = m.group(1)
+    return rest[:1].upper() + rest[1:]
 
 
 def section_of_text(sentence: str, findings: Sequence[str] = (), sections: Sequence[str] = SECTIONS) -> str:

@@ -3,7 +3,8 @@
 WHY here: the measurements must name each segment as the user named it. A .seg.nrrd carries names, label
 values and layers in its header (Segment<N>_Name/_LabelValue/_Layer/_ID); a labelmap gets names from a JSON
 beside it (``labels.nii.gz`` -> ``labels.json``: {"1": "liver", ...}, as TotalSegmentator writes) or from
-``names``, else "label N". Files are only read.
+``names``, else "label N"; a named label without voxels is kept as an empty segment (the draft says so).
+Files are only read.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def _seg_nrrd_segments(image, n_layers: int) -> list[SegmentRef]:
 
 
 def read_segmentation(path: str | os.PathLike, names: dict[int, str] | None = None) -> SegmentationData:
-    """A labelmap or .seg.nrrd as label layers + named segments (empty labels are dropped for labelmaps)."""
+    """A labelmap or .seg.nrrd as label layers + named segments (a labelmap's segments: its labels present and
+    those its names file names; a named label without voxels is an empty segment)."""
     import SimpleITK as sitk
 
     from ..imaging.io import lps_geometry_to_ijk_to_ras
@@ -109,8 +111,41 @@ def read_segmentation(path: str | os.PathLike, names: dict[int, str] | None = No
     segments = _seg_nrrd_segments(image, n_layers) if "Segment0_ID" in image.GetMetaDataKeys() else []
     if not segments:
         given = names if names is not None else _names_beside(path)
-        present = sorted(int(v) for v in np.unique(layers[0].array) if v != 0)
-        segments = [SegmentRef(given.get(v, f"label {v}"), str(v), 0, v) for v in present]
-    if not segments:
-        raise InputError(f"Segmentation {path} contains no segments (all voxels are 0).")
+        present = {int(v) for v in np.unique(layers[0].array) if v != 0}
+        if not present:
+            raise InputError(f"Segmentation {path} contains no segments (all voxels are 0).")
+        # a named label without voxels is an empty segment: measured (and stated) as empty, not dropped
+        values = sorted(present | {v for v in given if v != 0})
+        segments = [SegmentRef(given.get(v, f"label {v}"), str(v), 0, v) for v in values]
     return SegmentationData(layers, segments, str(path))
+
+
+def _box_in(volume: Volume, layer: Volume) -> tuple[np.ndarray, np.ndarray] | None:
+    """The box (ijk min, max) of ``volume``'s continuous index space that holds every labelled voxel centre
+    of ``layer`` (None when it has none): the 8 corners of the labels' index box mapped through RAS."""
+    labelled = layer.array != 0
+    # index ranges along i, j, k (array axes 2, 1, 0) that hold labels
+    ranges = [np.nonzero(labelled.any(axis=other))[0] for other in ((0, 1), (0, 2), (1, 2))]
+    if not len(ranges[0]):
+        return None
+    corners = np.array(
+        [[i, j, k, 1.0] for i in ranges[0][[0, -1]] for j in ranges[1][[0, -1]] for k in ranges[2][[0, -1]]]
+    )
+    to_ijk = np.linalg.inv(volume.ijk_to_ras) @ layer.ijk_to_ras
+    mapped = (corners @ to_ijk.T)[:, :3]
+    return mapped.min(0), mapped.max(0)
+
+
+def check_overlap(segmentation: SegmentationData, volume: Volume) -> None:
+    """InputError when no labelled voxel of ``segmentation`` lies inside ``volume`` (labels drawn on another
+    scan would otherwise be measured as if they were this one's). Exact for "no overlap": every labelled voxel
+    centre lies in the box its index box maps to."""
+    extent = np.asarray(volume.shape_ijk, np.float64)
+    boxes = [b for layer in segmentation.layers if (b := _box_in(volume, layer)) is not None]
+    if not boxes or any(np.all(lo <= extent - 0.5) and np.all(hi >= -0.5) for lo, hi in boxes):
+        return
+    raise InputError(
+        f"The segmentation {segmentation.source or 'given'} does not overlap the CT {volume.name or 'image'} "
+        "at all (no labelled voxel lies inside the CT's field of view): it was drawn on another scan or its "
+        "geometry is wrong. Give the segmentation made on this CT."
+    )

@@ -36,6 +36,7 @@ SENTENCE_FIELDS = {
     "uncertain": FINDING_FIELDS,
     "absent": FINDING_FIELDS,
     "measurement": MEASUREMENT_FIELDS,
+    "empty_segment": {"segment": "liver"},
 }
 HEADING_FIELDS = {"section": "Lungs"}
 DEFAULT_SENTENCES = {
@@ -44,6 +45,7 @@ DEFAULT_SENTENCES = {
     "absent": "No {phrase}.",
     "measurement": "{segment}: volume {volume_ml:.1f} mL, largest diameter {diameter_mm:.1f} mm, "
     "centroid R {r:.1f}, A {a:.1f}, S {s:.1f} mm.",
+    "empty_segment": "{segment}: the segment is empty (no voxels), so nothing was measured.",
 }
 
 
@@ -117,3 +119,6 @@ class ReportTemplate:
 
     def measurement_sentence(self, **values: Any) -> str:
         return self.sentences["measurement"].format(**values)
+
+    def empty_segment_sentence(self, segment: str) -> str:
+        return self.sentences["empty_segment"].format(segment=segment)
