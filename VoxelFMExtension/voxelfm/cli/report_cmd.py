@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..files import file_kinds as kinds
 from . import options
 from .common import add_model_and_feature_args, command, log, spec_and_options
 from .outputs import add_overwrite_arg, output_plan
@@ -127,7 +128,9 @@ def run(args: argparse.Namespace) -> int:
             "Nothing to draft a report from: give a case LIBRARY, --probe, --segmentation and/or --vlm."
         )
     plan = output_plan(args).input(image, library, args.segmentation, args.vlm, *args.probe)
-    outputs = [plan.output(p, "--out") for p in draft_paths(args.out)] if args.out else []
+    outputs = (
+        [plan.output(p, "--out", kind=kinds.REPORT_DRAFT) for p in draft_paths(args.out)] if args.out else []
+    )
     plan.check()
     pipeline = draft_pipeline(args)
     neighbours, generator = draft_sources(args, pipeline, library)
