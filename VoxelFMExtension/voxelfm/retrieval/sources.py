@@ -14,6 +14,7 @@ from typing import Any
 import SimpleITK as sitk
 
 from ..errors import InputError
+from ..files.documents import check_report_text, read_text_file
 from ..files.manifest_table import read_manifest_rows, resolve_path
 from ..imaging.formats import has_suffix, is_dicom_dir, is_image_file, list_images
 from .records import CaseSource
@@ -77,10 +78,9 @@ def read_case_manifest(path: Path) -> list[CaseSource]:
         report = row.get("report") or None
         if row.get("report_file"):
             report_path = resolve_path(path, str(row["report_file"]))
-            try:
-                report = report_path.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise InputError(f"{where}: cannot read report_file {report_path} ({exc}).") from exc
+            report = read_text_file(report_path, f"{where}: report_file")
+        elif report is not None:
+            check_report_text(str(report), f"{where}: 'report'")
         out.append(
             CaseSource(
                 path=str(resolve_path(path, str(row["image"]).strip())),
