@@ -46,7 +46,7 @@ def check_image_file(path: Path) -> None:
     name = path.name.lower()
     try:
         if name.endswith((".nii", ".nii.gz")):
-            _check_nifti(path, _is_gzip(path))  # readers take an uncompressed file named .nii.gz too
+            _check_nifti(path, is_gzip_file(path))  # readers take an uncompressed file named .nii.gz too
         elif name.endswith((".nrrd", ".nhdr")):
             _check_nrrd(path)
     except (EOFError, OSError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
@@ -56,7 +56,8 @@ def check_image_file(path: Path) -> None:
         ) from exc
 
 
-def _is_gzip(path: Path) -> bool:
+def is_gzip_file(path: Path) -> bool:
+    """The gzip magic at the start (a .nii.gz, or gzip data under another name)."""
     with open(path, "rb") as f:
         return f.read(2) == b"\x1f\x8b"
 

@@ -17,6 +17,7 @@ import torch
 from ..errors import CheckpointError
 from ..files.atomic import atomic_write, atomic_write_text
 from ..files.documents import read_mapping
+from ..imaging.formats import IMAGE_SUFFIXES, has_suffix, is_dicom_file
 from .config import BackboneConfig, official_preprocess_params
 from .vit import VoxelFMBackbone
 
@@ -120,7 +121,8 @@ def load_official(path: Path, config: str | Path | dict | BackboneConfig | None 
     except Exception as exc:  # torch raises many types for truncated / foreign files
         raise CheckpointError(
             f"Cannot read checkpoint {path}: {type(exc).__name__}: {str(exc)[:200]}. The file is corrupt, "
-            "truncated or not a PyTorch checkpoint; delete it and download it again."
+            "truncated or not a PyTorch checkpoint; give a VoxelFM checkpoint (a .pth with its config.yaml, a "
+            "model folder or a registry id from `voxelfm models`), or download the file again if it came damaged."
         ) from exc
     sd = extract_backbone_state_dict(obj, str(path))
     inferred = infer_config(sd)
@@ -193,6 +195,11 @@ def load_backbone_file(
         return load_official(pths[-1], config)
     if path.suffix == ".safetensors":
         return load_ours(path)
+    if has_suffix(path, IMAGE_SUFFIXES) or is_dicom_file(path):
+        raise CheckpointError(
+            f"{path} is an image (NIfTI/NRRD/DICOM), not a model. Give --model a registry id (see `voxelfm "
+            "models`), a checkpoint (.pth with its config.yaml, or .safetensors) or a model folder."
+        )
     return load_official(path, config)
 
 
