@@ -135,13 +135,15 @@ def run_box(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if args.labels:
+        from ..imaging.file_checks import check_label_map
         from ..imaging.io import read_volume
 
         if args.label is None:
             raise InputError("--labels needs --label N (the label value to put a box around).")
         plan = _check_out(args, out, [Path(args.labels)], kind=kinds.BOX)
         labels = read_volume(args.labels, check_hu=False)
-        box = box_from_labelmap(labels.array.astype(int), labels.ijk_to_ras, args.label, args.name)
+        values = check_label_map(labels.array, args.labels, "label map (--labels)")
+        box = box_from_labelmap(values, labels.ijk_to_ras, args.label, args.name, str(args.labels))
     else:
         plan = _check_out(args, out, [Path(args.points)], kind=kinds.BOX)
         names = [n.strip() for n in args.corners.split(",")] if args.corners else None
