@@ -146,9 +146,9 @@ def _check_one_row_per_image(
         )
     shown = "; ".join(_rows_of(images, lines, r) for r in repeated[:3])
     raise InputError(
-        f"Manifest {path}: {len(repeated)} image(s) are listed more than once ({shown}; byte-identical copies "
-        "under other names count as the same image). Repeated rows count twice in cross-validation and inflate "
-        "its metrics; keep one row per image."
+        f"Manifest {path}: {len(repeated)} image(s) are listed more than once ({shown}). Repeated rows count "
+        "twice in cross-validation and inflate its metrics; keep one row per image (a byte-identical copy under "
+        "another name is the same image)."
     )
 
 
