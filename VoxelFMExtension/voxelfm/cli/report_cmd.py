@@ -118,7 +118,7 @@ def draft_rows(args: argparse.Namespace, rows: list[dict]) -> list:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
-    from ..files.atomic import atomic_write_text
+    from ..files.atomic import atomic_write_group
     from ..progress import TqdmProgress
     from ..report.files import draft_paths
 
@@ -142,8 +142,13 @@ def run(args: argparse.Namespace) -> int:
     for warning in draft.warnings:
         log.warning("%s", warning)
     if outputs:
-        atomic_write_text(outputs[0], draft.text)
-        atomic_write_text(outputs[1], draft.to_json() + "\n")
+        text, document = draft.text, draft.to_json() + "\n"
+        atomic_write_group(  # both written before either replaces its file: a failure keeps the previous pair
+            [
+                (outputs[0], lambda tmp: tmp.write_text(text, encoding="utf-8"), ""),
+                (outputs[1], lambda tmp: tmp.write_text(document, encoding="utf-8"), ""),
+            ]
+        )
         plan.done()
         log.info("wrote %s and %s", *outputs)
     sys.stdout.write(draft.to_json() + "\n" if args.json else draft.text)
