@@ -95,8 +95,8 @@ def read_text_file(path: str | os.PathLike, what: str, limit: int | None = MAX_R
         size = p.stat().st_size
         if limit is not None and size > limit:
             raise InputError(
-                f"{what} {p} is {size / 1e6:.1f} MB; files above {limit // 1024} kB are not read as a report "
-                "(a radiology report is a few kB). Give the report text alone."
+                f"{what} {p} is {size / 1e6:.1f} MB; reports above {limit // 1024} kB are not stored (a "
+                "radiology report is a few kB). Give the report text alone."
             )
         data = p.read_bytes()
     except FileNotFoundError as exc:

@@ -109,8 +109,8 @@ class CaseLibrary:
                     "the case library (its files are never touched)."
                 )
             folder.mkdir(parents=True, exist_ok=True)
-        if db.is_file() and db.stat().st_size == 0:
-            raise store.damaged(db, "the file is empty, 0 bytes")
+        if db.is_file() and (why := store.truncation(db)):
+            raise store.damaged(db, why)
         if writer:
             _check_writable_folder(folder)
         try:

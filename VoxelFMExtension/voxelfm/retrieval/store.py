@@ -160,6 +160,27 @@ class Cursor:
             yield row
 
 
+def truncation(path: Path) -> str | None:
+    """Why the file is cut short, from its 100-byte header (None when its length is what the header says).
+    SQLite itself reads the missing end of a short page as zeros: embeddings would silently be wrong."""
+    size = path.stat().st_size
+    if size == 0:
+        return "the file is empty, 0 bytes"
+    with open(path, "rb") as f:
+        head = f.read(100)
+    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
+        return None  # not an SQLite header at all: SQLite's own error names it
+    page = int.from_bytes(head[16:18], "big")
+    page = 65536 if page == 1 else page
+    pages = int.from_bytes(head[28:32], "big")
+    header_valid = head[92:96] == head[24:28]  # the page count is kept up to date
+    if page >= 512 and size % page:
+        return f"the file is truncated: {size} bytes, not a whole number of {page}-byte pages"
+    if page >= 512 and header_valid and pages and size < pages * page:
+        return f"the file is truncated: {size} bytes, its header says {pages * page}"
+    return None
+
+
 def connect(path: Path, readonly: bool = False) -> Connection:
     """A connection with WAL, foreign keys and a busy timeout (a writer's commit never fails a reader).
 
@@ -168,8 +189,10 @@ def connect(path: Path, readonly: bool = False) -> Connection:
     shared-memory file there (a read-only folder), the file is opened as immutable (no writer can change it).
     """
     path = Path(path)
-    if path.is_file() and path.stat().st_size == 0:
-        raise damaged(path, "the file is empty, 0 bytes")
+    if path.is_file():
+        why = truncation(path)
+        if why:
+            raise damaged(path, why)
     try:
         if readonly:
             con = _connect_read_only(path)

@@ -31,12 +31,7 @@ def read_label_volume(path: str | os.PathLike) -> Volume:
     from ..imaging.io import read_volume
 
     vol = read_volume(str(path), check_hu=False)
-    arr = vol.array
-    if not np.all(arr == np.round(arr)):
-        raise InputError(
-            f"{path}: label images must hold integers (0 background, 1..254 structures, 255 unlabelled)."
-        )
-    arr = check_label_map(arr, path, "label image")
+    arr = check_label_map(vol.array, path, "label image")  # integers, not a CT
     if arr.size and int(arr.max()) > 255:
         raise InputError(
             f"{path}: label images hold 0 background, 1..254 structures and 255 unlabelled; it has "
