@@ -124,6 +124,16 @@ def far_labels(ws: Path) -> None:
     sitk.WriteImage(img, str(ws / "far_labels.nii.gz"), True)
 
 
+def landmarks(ws: Path) -> None:
+    from voxelfm.localize.markups_json import write_point_list
+    from voxelfm.localize.points import PointList
+
+    write_point_list(
+        PointList(["a", "b"], np.array([[0.0, 20.0, 40.0], [10.0, 30.0, 50.0]])), ws / "pts.mrk.json"
+    )
+    (ws / "landmarks.csv").write_text("image,points\nct.nii.gz,pts.mrk.json\n")
+
+
 def report_eval_manifest(ws: Path) -> None:
     (ws / "gen.txt").write_bytes("Lungs: opacité.\n".encode("latin-1"))
     (ws / "eval.csv").write_text("id,generated_file,reference\na,gen.txt,Lungs: clear.\n")
@@ -194,6 +204,9 @@ CASES = [
          (f"{FIT} --out {{ws}}/p01",), ("p01.json", "p01.safetensors", "p01.report.json", "p01.report.png")),
     Case("fit-probe --out over a segmentation probe", f"{FIT} --out {{ws}}/p02", 2, "is a segmentation probe",
          (f"{SEG_FIT} --save-probe {{ws}}/p02",), ("p02.json", "p02.safetensors")),
+    Case("fit-probe --task localisation --out over a segmentation probe", "fit-probe --task localisation "
+         "--manifest {ws}/landmarks.csv --out {ws}/p04 " + M, 2, "is a segmentation probe",
+         (f"{SEG_FIT} --save-probe {{ws}}/p04", landmarks), ("p04.json", "p04.safetensors")),
     Case("index add on a 0-byte library.sqlite", ADD, 2, "is damaged (the file is empty, 0 bytes)",
          (ADD, empty_database), ("lib",)),
     # --- reruns over a command's own outputs keep working ----------------------------------------------------
@@ -209,6 +222,10 @@ CASES = [
          after=has_report("ct", "a nodule")),
     Case("box --labels given the CT", f"box --labels {CT} --label 1 --out {{ws}}/b.mrk.json", 2,
          "is not a label map"),
+    Case("query --roi mask: given the CT", f"query {{ws}}/lib {CT} --roi mask:{CT} {M}", 2,
+         "is not a region mask", (ADD,)),
+    Case("query --roi mask:FILE:9 names the labels present", f"query {{ws}}/lib {CT} --roi "
+         "mask:{ws}/labels.nii.gz:9 " + M, 2, "the labels present are 1, 2", (ADD,)),
     Case("segment --labels given the CT", f"segment {CT} --labels {CT} {M} --out {{ws}}/s.nii.gz", 2,
          "is not a label image"),
     Case("a byte-identical copy under another name in a manifest", f"{FIT} --out {{ws}}/p03 "
