@@ -134,6 +134,13 @@ def landmarks(ws: Path) -> None:
     (ws / "landmarks.csv").write_text("image,points\nct.nii.gz,pts.mrk.json\n")
 
 
+def sample_data_ct(ws: Path) -> None:
+    """A CT VoxelFM downloaded (in its output ledger, but not as a segmentation)."""
+    from voxelfm.files.output_ledger import record_output
+
+    record_output(ws / "one" / "ct.nii.gz", "voxelfm sample-data")
+
+
 def report_eval_manifest(ws: Path) -> None:
     (ws / "gen.txt").write_bytes("Lungs: opacité.\n".encode("latin-1"))
     (ws / "eval.csv").write_text("id,generated_file,reference\na,gen.txt,Lungs: clear.\n")
@@ -214,6 +221,8 @@ CASES = [
          (REPORT, *LIB, f"report {{ws}}/lib {CT} --out {{ws}}/draft {M}")),
     Case("segment --save-probe rerun replaces its own probe", f"{SEG_FIT} --save-probe {{ws}}/probeB", 0, "",
          (f"{SEG_FIT} --save-probe {{ws}}/probeB",)),
+    Case("segment --probe FOLDER segments a CT that sample-data wrote", f"segment --probe {{ws}}/seg {{ws}}/one "
+         f"--out {{ws}}/segs {M}", 0, "wrote", (sample_data_ct,), after=lambda ws, out: (ws / "segs/ct_seg.nii.gz").stat()),
     # --- wrong results with exit 0 before --------------------------------------------------------------------
     Case("index add --report on a case already there: attached", f"{ADD} --report {{ws}}/report.txt", 0,
          "attached the report of case ct", (REPORT, ADD), after=has_report("ct", "no nodules")),

@@ -97,7 +97,7 @@ def _apply(args: argparse.Namespace, plan, pairs: list[tuple[Path, Path]]) -> in
 def _apply_pairs(args: argparse.Namespace, plan) -> list[tuple[Path, Path]]:
     """(image, output) of each case; a folder of images gives OUT/<name>_seg.nii.gz per image."""
     from ..errors import InputError
-    from ..files.output_ledger import is_own_output
+    from ..files.output_ledger import own_output
     from ..files.probe_paths import probe_paths
     from ..imaging.formats import IMAGE_SUFFIXES, has_suffix
     from ..segment.files import OUTPUT_SUFFIXES
@@ -113,7 +113,7 @@ def _apply_pairs(args: argparse.Namespace, plan) -> list[tuple[Path, Path]]:
         ]  # DICOM
     if has_suffix(out, OUTPUT_SUFFIXES):
         raise InputError(f"{image} is a folder of images: --out must be a folder, got {out.name}.")
-    ours = [f for f in files if is_own_output(f)]
+    ours = [f for f in files if (own := own_output(f)) is not None and own.kind == kinds.SEGMENTATION]
     for f in ours:
         log.warning("skipping %s: a segmentation VoxelFM wrote, not a CT", f)
     return [

@@ -184,7 +184,7 @@ class OutputPlan:
         if problems or not folder.entry.is_dir():
             return problems
         if not os.access(folder.entry, os.W_OK | os.X_OK):
-            return [f"{name} is not writable."]
+            return [f"{name} is not writable (a read-only folder); choose a folder you can write to."]
         if self.overwrite or folder.kind is None:
             return problems
         if not any(folder.entry.iterdir()):
