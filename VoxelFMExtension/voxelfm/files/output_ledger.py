@@ -91,10 +91,11 @@ def own_output(path: str | os.PathLike) -> OwnOutput | None:
     if record.get("size") != entry.stat().st_size or record.get("sha256") != _sha256(entry):
         return None
     by = str(record.get("by") or "voxelfm")
-    return OwnOutput(by=by, kind=str(record.get("kind") or by))
+    return OwnOutput(by=by, kind=str(record.get("kind") or by), legacy="kind" not in record)
 
 
 @dataclass(frozen=True)
 class OwnOutput:
     by: str  # the command (or Slicer module) that wrote it
     kind: str  # what it is: "segmentation probe", "report draft", ...
+    legacy: bool = False  # recorded before kinds were: the same command may replace it

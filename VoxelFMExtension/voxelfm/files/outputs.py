@@ -159,7 +159,7 @@ class OutputPlan:
         if self.overwrite:
             return []
         own = own_output(out.entry)
-        if own is not None and own.kind == out.kind:
+        if own is not None and (own.kind == out.kind or (own.legacy and own.by == self.by)):
             return []
         if out.same_sha256 and out.entry.is_file():
             from .integrity import sha256_of
