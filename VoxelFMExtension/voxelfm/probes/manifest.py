@@ -12,6 +12,7 @@ contradiction; both are refused, naming the rows.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,12 +161,26 @@ def _rows_of(images: list[Path], lines: list[int], rows: list[int]) -> str:
 
 
 def content_keys(images: list[Path]) -> list[str]:
-    """One key per image, equal for the same file under two paths (links) and for byte-identical copies;
-    only files of equal size are hashed (a manifest of distinct images costs one stat each)."""
+    """One key per image, equal for the same file under two paths (links) and for byte-identical copies.
+
+    Cheap for distinct images: files are grouped by size, then by a hash of their first MiB, and only files
+    that still look alike are hashed whole (a cohort of same-size uncompressed NIfTI is not read twice)."""
     keys = [os.path.realpath(p) for p in images]
-    sizes: dict[int, set[str]] = {}
+    groups: dict[object, set[str]] = {}
     for key in set(keys):
         if os.path.isfile(key):
-            sizes.setdefault(os.path.getsize(key), set()).add(key)
-    digests = {k: "sha256:" + sha256_of(Path(k)) for same in sizes.values() if len(same) > 1 for k in same}
+            groups.setdefault(os.path.getsize(key), set()).add(key)
+    for stage in (_head_digest, lambda k: sha256_of(Path(k))):
+        regrouped: dict[object, set[str]] = {}
+        for label, same in groups.items():
+            if len(same) > 1:
+                for k in same:
+                    regrouped.setdefault((label, stage(k)), set()).add(k)
+        groups = regrouped
+    digests = {k: f"content:{label}" for label, same in groups.items() if len(same) > 1 for k in same}
     return [digests.get(k, k) for k in keys]
+
+
+def _head_digest(path: str, size: int = 1 << 20) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read(size)).hexdigest()
