@@ -66,7 +66,8 @@ def test_bad_inputs_exit_2_with_message(tiny_args, tmp_path, capsys, caplog):
     bad_ckpt.write_bytes(b"not a checkpoint")
     vol = tmp_path / "v.nii.gz"
     sitk.WriteImage(sitk.Image(28, 28, 28, sitk.sitkInt16), str(vol))
-    with caplog.at_level(logging.WARNING, logger="voxelfm"):  # an all-zero image: warned, then the model fails
+    # an all-zero image: warned, then the model fails
+    with caplog.at_level(logging.WARNING, logger="voxelfm"):
         assert main(["features", str(vol), "--out", str(tmp_path / "x.npz"), "--model", str(bad_ckpt)]) == 2
     assert "corrupt" in capsys.readouterr().err
     said = [r.getMessage() for r in caplog.records if "same value" in r.getMessage()]
