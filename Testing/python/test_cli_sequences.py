@@ -268,6 +268,8 @@ CASES = [
          around=READ_ONLY_LIB),
     Case("--model a CT file", f"features {CT} --out {{ws}}/o.npz --model {CT}", 2, "is an image", (),
          ("ct.nii.gz",), ("delete",)),
+    Case("--model a probe", f"features {CT} --out {{ws}}/o.npz --model {{ws}}/seg.json", 2,
+         "is a VoxelFM segmentation probe header, not a model", (), ("seg.json",), ("delete",)),
     Case("box --label 9 not in the label map", "box --labels {ws}/labels.nii.gz --label 9 --out {ws}/b.mrk.json",
          2, "Label 9 has no voxels in"),
     Case("box --label 9 names the labels present", "box --labels {ws}/labels.nii.gz --label 9 --out "
