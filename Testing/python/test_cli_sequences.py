@@ -278,6 +278,12 @@ CASES = [
          2, "is a single DICOM file", (dicom_without_suffix,)),
     Case("gzip data named .NII", f"features {{ws}}/CT.NII --out {{ws}}/o.npz {M}", 2,
          "holds gzip-compressed data", (gzip_named_nii,)),
+    Case("a folder of image files given as a DICOM series", f"features {{ws}}/images --out {{ws}}/o.npz {M}", 2,
+         "is a folder of image files (ct.nii.gz, ct.nrrd, ct_copy.nii.gz), not a DICOM series",
+         absent=("GDCMSeriesFileNames",)),
+    Case("index add a file that is no image: refused before a library is made", "index add {ws}/newlib "
+         "{ws}/a_file " + M, 2, "is not a CT image VoxelFM reads", after=lambda ws, out: not (ws / "newlib").exists()
+         or pytest.fail("a library was created")),
     Case("manifest row whose image is missing", "index add {ws}/lib {ws}/missing.csv " + M, 2,
          "line 3: ", (manifest("missing.csv", "image", "ct.nii.gz", "cohort/absent.nii.gz"),)),
     Case("duplicate id in a manifest", "index add {ws}/lib {ws}/ids.csv " + M, 2, "line 3 repeats the id of line 2",
@@ -321,7 +327,7 @@ def template(tmp_path_factory):
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_sequence(case: Case, template, tmp_path, capsys, caplog):
+def test_sequence(case: Case, template, tmp_path, capfd, caplog):
     tpl, model = template
     ws = tmp_path / "user"
     shutil.copytree(tpl, ws)
@@ -329,15 +335,15 @@ def test_sequence(case: Case, template, tmp_path, capsys, caplog):
         if callable(step):
             step(ws)
         else:
-            assert _run(shlex.split(step.format(ws=ws, model=model))) == 0, capsys.readouterr().err
+            assert _run(shlex.split(step.format(ws=ws, model=model))) == 0, capfd.readouterr().err
     watched = {n: _sums(ws, n) for n in case.unchanged}
     before = set(file_sums(ws))
-    capsys.readouterr()
+    capfd.readouterr()
     caplog.clear()
     caplog.set_level(logging.INFO)  # what the command logs (its summary, its warnings) is part of its output
     with case.around(ws) if case.around else nullcontext():
         code = _run(shlex.split(case.argv.format(ws=ws, model=model)))
-    captured = capsys.readouterr()
+    captured = capfd.readouterr()  # the file descriptors: what ITK or SQLite print reaches the user too
     out = captured.err + captured.out + caplog.text
     assert code == case.code, out
     assert case.message in out, out

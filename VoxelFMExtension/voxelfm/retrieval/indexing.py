@@ -51,7 +51,7 @@ class AddReport:
 
     def raise_failures(self) -> None:
         if self.failed:
-            lines = "; ".join(f"{src}: {why}" for src, why in self.failed[:5])
+            lines = "; ".join(f"{src}: {why.rstrip('.')}" for src, why in self.failed[:5])
             more = f" (and {len(self.failed) - 5} more)" if len(self.failed) > 5 else ""
             done = f" The other {len(self.added)} case(s) were added." if self.added else ""
             raise InputError(f"{len(self.failed)} case(s) could not be added: {lines}{more}.{done}")

@@ -44,7 +44,9 @@ def expand_inputs(inputs: list[str]) -> list[CaseSource]:
                 )
             sources += [CaseSource(path=str(p)) for p in found]
         elif path.exists():
-            sources.append(CaseSource(path=raw))
+            source = CaseSource(path=raw)
+            check_readable_kind(source)  # a file named on the command line: refused before any work
+            sources.append(source)
         else:
             raise InputError(
                 f"{raw} not found: give image files, DICOM series folders, folders or a manifest."
