@@ -166,6 +166,9 @@ def truncation(path: Path) -> str | None:
     size = path.stat().st_size
     if size == 0:
         return "the file is empty, 0 bytes"
+    wal = path.with_name(path.name + "-wal")
+    if wal.is_file() and wal.stat().st_size > 0:
+        return None  # a writer is at work (or was killed): the file may be mid-checkpoint; SQLite knows best
     with open(path, "rb") as f:
         head = f.read(100)
     if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
