@@ -118,12 +118,6 @@ def all_zero(ws: Path) -> None:
     sitk.WriteImage(sitk.GetImageFromArray(np.zeros((30, 30, 30), np.int16)), str(ws / "zero.nii.gz"))
 
 
-def far_labels(ws: Path) -> None:
-    img = sitk.ReadImage(str(ws / "labels.nii.gz"))
-    img.SetOrigin([o + 500.0 for o in img.GetOrigin()])  # 500 mm away: no overlap with the CT
-    sitk.WriteImage(img, str(ws / "far_labels.nii.gz"), True)
-
-
 def landmarks(ws: Path) -> None:
     from voxelfm.localize.markups_json import write_point_list
     from voxelfm.localize.points import PointList
