@@ -146,16 +146,22 @@ def test_save_and_load_probe_round_trip(tmp_path):
     assert read_probe_json(tmp_path / "age")["outputs"] == ["age"]
 
 
-def test_json_is_written_last(tmp_path, monkeypatch):
-    """A crash before the JSON is written leaves no probe that looks complete."""
+def test_a_kill_while_writing_the_header_leaves_no_probe(tmp_path, monkeypatch):
+    """A kill while the JSON is written (the atomic write itself not mocked) leaves no probe file at all:
+    neither a probe that looks complete nor new weights beside no header (test_atomic_outputs: beside an
+    old one)."""
+    real = Path.write_text
 
-    def crash(*args, **kwargs):
-        raise KeyboardInterrupt("killed")
+    def killed(self, data, *args, **kwargs):
+        if self.name.endswith(".tmp") and ".p.json." in self.name:
+            real(self, data[:20], *args, **kwargs)
+            raise KeyboardInterrupt("killed")
+        return real(self, data, *args, **kwargs)
 
-    monkeypatch.setattr(pf, "atomic_write_text", crash)
+    monkeypatch.setattr(Path, "write_text", killed)
     with pytest.raises(KeyboardInterrupt):
         save_probe(_probe(), tmp_path / "p")
-    assert not (tmp_path / "p.json").exists()
+    assert sorted(tmp_path.iterdir()) == []  # no header, no weights, no temporary file
     with pytest.raises(CheckpointError, match="not found"):
         load_probe(tmp_path / "p")
 

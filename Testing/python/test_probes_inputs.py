@@ -25,7 +25,7 @@ def _write(path, text):
 def test_csv_manifest_relative_paths_targets_and_splits(tmp_path):
     (tmp_path / "imgs").mkdir()
     for n in ("a.nii.gz", "b.nii.gz"):
-        (tmp_path / "imgs" / n).write_bytes(b"x")
+        (tmp_path / "imgs" / n).write_bytes(n.encode())  # distinct: byte-identical files are one image
     m = read_manifest(
         _write(
             tmp_path / "m.csv",

@@ -31,7 +31,9 @@ def _write(path, text: str):
 @pytest.fixture()
 def images(tmp_path):
     for n in range(4):
-        (tmp_path / f"c{n}.nii.gz").write_bytes(b"x")
+        (tmp_path / f"c{n}.nii.gz").write_bytes(
+            f"image {n}".encode()
+        )  # distinct: byte-identical files are one image
     return tmp_path
 
 

@@ -191,3 +191,30 @@ def test_slicer_logic_probe_save_follows_the_same_rules(tmp_path):
     assert logic.save_probe(tmp_path / "probe") == saved  # its own earlier save is replaced
     logic.save_probe(tmp_path / "mine", overwrite=True)  # the widget may ask the user, then allow it
     assert (tmp_path / "mine.json").read_text().startswith("{")
+
+
+def test_an_output_is_replaced_only_by_an_output_of_its_own_kind(tmp_path):
+    """A rerun replaces its own output; another command's output (a probe under a report's name) is refused,
+    naming what the file is; a record from before kinds were recorded counts for the same command only."""
+    import json
+
+    from voxelfm.files.output_ledger import _record_path, entry_path
+
+    def plan(by: str, kind: str) -> OutputPlan:
+        made = OutputPlan(by=by)
+        made.output(f, "--out", kind=kind)
+        return made
+
+    f = tmp_path / "probeA.json"
+    f.write_text("{}\n")
+    record_output(f, "voxelfm segment", "segmentation probe")
+    plan("voxelfm segment", "segmentation probe").check()  # a rerun
+    plan("VoxelFM Segment", "segmentation probe").check()  # the Slicer module saving the same kind
+    _refused(
+        plan("voxelfm report", "report draft"), r"it is a segmentation probe \(voxelfm segment wrote it\)"
+    )
+    record = _record_path(entry_path(f))
+    legacy = {k: v for k, v in json.loads(record.read_text()).items() if k != "kind"}
+    record.write_text(json.dumps(legacy))
+    plan("voxelfm segment", "segmentation probe").check()
+    _refused(plan("voxelfm report", "report draft"), "it is an output of voxelfm segment, not a report draft")

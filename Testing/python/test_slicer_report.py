@@ -126,6 +126,11 @@ def test_sentence_evidence_leads_to_the_segment_and_saves(case, mrml_scene, tmp_
     assert txt.read_text() == text + "Impression: benign.\n"
     data = json.loads(js.read_text())
     assert data["edited_text"].endswith("Impression: benign.\n") and data["sentences"][0]["evidence"]
+    ReportLogic.save(result.text_node, tmp_path / "report")  # saved again over its own earlier save
+    (tmp_path / "probe.json").write_text('{"type": "voxelfm-probe", "task": "segmentation"}\n')
+    with pytest.raises(InputError, match="it is a VoxelFM segmentation probe header"):  # the CLI's rule
+        ReportLogic.save(result.text_node, tmp_path / "probe")
+    assert not (tmp_path / "probe.txt").exists()
 
 
 def test_no_sources_is_a_clear_error(case):

@@ -20,10 +20,12 @@ from typing import Any
 from voxelfm.errors import InputError
 from voxelfm.features.service import FeatureService
 from voxelfm.features.spec import ModelSpec
+from voxelfm.files.file_kinds import REPORT_DRAFT
+from voxelfm.files.outputs import OutputPlan
 from voxelfm.imaging.volume import Volume
 from voxelfm.progress import CancelFlag, ProgressFn, check_cancel
 from voxelfm.report.draft import ReportDraft
-from voxelfm.report.files import write_draft
+from voxelfm.report.files import draft_paths, write_draft
 from voxelfm.report.measurements import SegmentMeasurement
 from voxelfm.report.neighbours import ConsensusConfig
 from voxelfm.report.pipeline import ReportPipeline
@@ -228,9 +230,17 @@ class ReportLogic(CapabilityLogic):
         return open_case_image(scene, target.image, f"{target.case_id} (similar case)")
 
     @staticmethod
-    def save(text_node: Any, path: str | os.PathLike) -> tuple[Path, Path]:
-        """REPORT.txt (the text as edited) + REPORT.json (draft and evidence), both written atomically."""
-        return write_draft(draft_of(text_node), path, text=text_node.GetText() or "")
+    def save(text_node: Any, path: str | os.PathLike, overwrite: bool = False) -> tuple[Path, Path]:
+        """REPORT.txt (the text as edited) + REPORT.json (draft and evidence), both written atomically; a file
+        that is not an earlier report draft (a probe header named REPORT.json, the user's text) is replaced
+        only with ``overwrite`` (the CLI's output rule, ``voxelfm.files.outputs``)."""
+        plan = OutputPlan(overwrite=overwrite, by="VoxelFM Report", hint="choose another name")
+        for p in draft_paths(path):
+            plan.output(p, "The report file", kind=REPORT_DRAFT)
+        plan.check()
+        written = write_draft(draft_of(text_node), path, text=text_node.GetText() or "")
+        plan.done()
+        return written
 
 
 def _quoted(names: list[str]) -> str:

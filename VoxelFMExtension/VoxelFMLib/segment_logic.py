@@ -20,6 +20,7 @@ import numpy as np
 
 from voxelfm.errors import InputError
 from voxelfm.features.service import FeatureService, ModelSpec
+from voxelfm.files.file_kinds import SEGMENTATION_PROBE
 from voxelfm.files.outputs import OutputPlan
 from voxelfm.imaging.volume import Volume
 from voxelfm.progress import CancelFlag, ProgressFn, check_cancel, no_progress
@@ -189,7 +190,7 @@ class FewShotSegmentLogic(CapabilityLogic):
         if self.last_probe is None:
             raise InputError("Fit a probe first (Fit and predict), then save it.")
         plan = OutputPlan(overwrite=overwrite, by="VoxelFM Segment", hint="delete it first")
-        plan.probe_outputs(path, "The probe file")
+        plan.probe_outputs(path, "The probe file", kind=SEGMENTATION_PROBE)
         plan.check()
         _, meta = save_segmentation_probe(self.last_probe, path)
         plan.done()

@@ -39,20 +39,38 @@ MIN_BF16_SPEEDUP = 1.25  # the micro-benchmark's bf16/fp32 throughput ratio that
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) != "auto":
-        dev = torch.device(device)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            from .errors import InputError
+        from .errors import InputError
 
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, ValueError) as exc:
+            raise InputError(f"{device!r} is not a device; use auto, cpu, cuda, cuda:N or mps.") from exc
+        if dev.type == "cuda" and not torch.cuda.is_available():
             raise InputError(
-                "device='cuda' requested but no CUDA GPU is available; use --device cpu or auto."
+                f"device={str(device)!r} requested but no CUDA GPU is available; use --device cpu or auto."
+            )
+        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+            n = torch.cuda.device_count()
+            raise InputError(
+                f"device={str(device)!r} requested but this machine has {n} CUDA GPU(s) (cuda:0 to cuda:{n - 1}); "
+                "use one of those, or --device auto."
+            )
+        if dev.type == "mps" and not _mps_available():
+            raise InputError(
+                "device='mps' requested but this PyTorch has no usable Apple MPS GPU (MPS runs on Apple-silicon "
+                "Macs only); use --device cpu or auto."
             )
         return dev
     if torch.cuda.is_available():
         return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
+    if _mps_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
 
 
 @dataclass(frozen=True)

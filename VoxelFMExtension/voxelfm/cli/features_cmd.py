@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..files import file_kinds as kinds
 from .common import add_model_and_feature_args, add_series_arg, command, log, spec_and_options
 from .outputs import add_overwrite_arg, output_plan
 
@@ -14,8 +15,10 @@ def run(args: argparse.Namespace) -> int:
     from ..progress import TqdmProgress
 
     plan = output_plan(args).input(args.image)
-    out = plan.output(args.out, "--out", suffixes=(".npz",))
-    png = plan.output(args.png, "--png", suffixes=(".png",)) if args.png else None
+    out = plan.output(args.out, "--out", suffixes=(".npz",), kind=kinds.FEATURES)
+    png = (
+        plan.output(args.png, "--png", suffixes=(".png",), kind=kinds.FEATURES_PICTURE) if args.png else None
+    )
     plan.check()
     volume = read_volume(args.image, series=args.series)
     pipeline = FeaturePipeline(*spec_and_options(args))

@@ -48,6 +48,7 @@ def run_add(args: argparse.Namespace) -> int:
     import torch
 
     from ..errors import InputError
+    from ..files.documents import read_text_file
     from ..pretrain.distributed import init_from_env, shutdown
     from ..progress import TqdmProgress
     from ..retrieval.config import RetrievalConfig
@@ -68,7 +69,7 @@ def run_add(args: argparse.Namespace) -> int:
         )
     if len(sources) == 1:
         if args.report:
-            sources[0].report = Path(args.report).read_text(encoding="utf-8")
+            sources[0].report = read_text_file(args.report, "--report")
         sources[0].findings = args.findings if args.findings is not None else sources[0].findings
         sources[0].case_id = args.case_id or sources[0].case_id
     config = RetrievalConfig(feature_spacing_mm=args.feature_spacing) if args.feature_spacing else None
@@ -119,15 +120,27 @@ def run_remove(args: argparse.Namespace) -> int:
 
 
 def run_rebuild(args: argparse.Namespace) -> int:
-    from ..retrieval.library import CaseLibrary
+    from ..retrieval.library import recover_damaged
+    from ..retrieval.store import LibraryDamagedError
 
-    with CaseLibrary.open(args.library, writer=True) as lib:
-        lib.indexes.rebuild()
-        states = {k: lib.indexes.state(k) for k in lib.indexes.kinds}
+    try:
+        states = _rebuild_indexes(args.library)
+    except LibraryDamagedError as exc:
+        log.warning("%s", exc)
+        log.warning("%s: %s", args.library, recover_damaged(args.library).summary())
+        states = _rebuild_indexes(args.library)
     for kind, s in states.items():
         if s is not None:
             log.info("%s index: %s, %d vectors (%s)", kind, s.kind, s.ntotal, s.file)
     return 0
+
+
+def _rebuild_indexes(library: str) -> dict:
+    from ..retrieval.library import CaseLibrary
+
+    with CaseLibrary.open(library, writer=True) as lib:
+        lib.indexes.rebuild()
+        return {k: lib.indexes.state(k) for k in lib.indexes.kinds}
 
 
 @command("index")

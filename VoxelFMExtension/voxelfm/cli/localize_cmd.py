@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..files import file_kinds as kinds
 from . import options
 from .common import add_model_and_feature_args, command, log, spec_and_options
 from .outputs import add_overwrite_arg, output_plan
@@ -50,12 +51,18 @@ def _pipeline(args: argparse.Namespace, config=None):
     return LocalisationPipeline(spec, config, feature_options)
 
 
-def _check_out(args: argparse.Namespace, out: Path, inputs: list[Path], extra: tuple[Path, ...] = ()):
+def _check_out(
+    args: argparse.Namespace,
+    out: Path,
+    inputs: list[Path],
+    extra: tuple[Path, ...] = (),
+    kind: str = kinds.LANDMARKS,
+):
     """The shared output rules (voxelfm.files.outputs), checked before any work; returns the plan."""
     plan = output_plan(args).input(*inputs)
-    plan.output(out, "--out")
+    plan.output(out, "--out", kind=kind)
     for n, path in enumerate(extra, start=1):
-        plan.output(path, f"--save-template ({n})")
+        plan.output(path, f"--save-template ({n})", kind=kinds.LOCALISATION_TEMPLATE)
     return plan.check()
 
 
@@ -137,15 +144,17 @@ def run_box(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if args.labels:
+        from ..imaging.file_checks import check_label_map
         from ..imaging.io import read_volume
 
         if args.label is None:
             raise InputError("--labels needs --label N (the label value to put a box around).")
-        plan = _check_out(args, out, [Path(args.labels)])
+        plan = _check_out(args, out, [Path(args.labels)], kind=kinds.BOX)
         labels = read_volume(args.labels, check_hu=False)
-        box = box_from_labelmap(labels.array.astype(int), labels.ijk_to_ras, args.label, args.name)
+        values = check_label_map(labels.array, args.labels, "label map (--labels)")
+        box = box_from_labelmap(values, labels.ijk_to_ras, args.label, args.name, str(args.labels))
     else:
-        plan = _check_out(args, out, [Path(args.points)])
+        plan = _check_out(args, out, [Path(args.points)], kind=kinds.BOX)
         names = [n.strip() for n in args.corners.split(",")] if args.corners else None
         box = box_from_points(read_point_list(args.points), args.name, names)
     plan.written(write_roi(box.markup(), out))
@@ -164,6 +173,9 @@ def run_fit_localisation(args: argparse.Namespace) -> int:
     from ..progress import TqdmProgress
 
     rows = read_localisation_manifest(args.manifest)
+    plan = output_plan(args).input(args.manifest, *(r.image for r in rows), *(r.points for r in rows))
+    plan.probe_outputs(args.out, "--out", kind=kinds.LOCALISATION_PROBE)
+    plan.check()  # before any image is read: a probe is never saved over another command's file
     cases = [Reference(read_volume(r.image), read_point_list(r.points)) for r in rows]
     config = ProbeConfig(steps=max(1, int(args.epochs)), lr=args.lr or 1e-4, seed=args.seed)
     bar = TqdmProgress("fit-probe")
@@ -172,6 +184,7 @@ def run_fit_localisation(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     st, js = save_localisation_probe(probe, args.out)
+    plan.done()
     log.info("localisation probe for %s: %s", ", ".join(probe.names), probe.metrics)
     log.info("wrote %s, %s", js, st)
     return 0

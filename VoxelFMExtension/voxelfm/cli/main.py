@@ -7,9 +7,11 @@ exit status. Errors meant for users (VoxelFMError) print one clear line and exit
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 
 from ..capabilities import command_modules
@@ -43,13 +45,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s"
     )
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = _one_line_warnings()
+            return int(args.func(args) or 0)
     except VoxelFMError as exc:
         print(f"voxelfm {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (
+        OSError
+    ) as exc:  # the file system said no (permissions, disk full, read-only mount): say which file
+        print(f"voxelfm {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"voxelfm {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line_warnings():
+    """Warnings as one "WARNING: ..." log line each, every message once per run (the same check may warn when
+    the image is read and again when it is prepared; a user needs no source line of ours)."""
+    seen: set[str] = set()
+    log = logging.getLogger("voxelfm")
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = str(message).strip()
+        if text not in seen:
+            seen.add(text)
+            log.warning("%s", text)
+
+    return show
+
+
+def describe_os_error(exc: OSError) -> str:
+    """What the file system refused, naming the file and what to do."""
+    where = " ".join(str(f) for f in (exc.filename, exc.filename2) if f) or "a file"
+    why = exc.strerror or str(exc)
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        fix = "check its permissions, or choose a location you can write to"
+    elif exc.errno == errno.EROFS:
+        fix = "the file system is read-only; choose another location"
+    elif exc.errno == errno.ENOSPC:
+        fix = "free some disk space, or choose another location"
+    else:
+        fix = "check the path"
+    return f"{why}: {where}; {fix}."
 
 
 if __name__ == "__main__":

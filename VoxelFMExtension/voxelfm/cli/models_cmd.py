@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..files import file_kinds as kinds
 from .common import command
 from .outputs import add_overwrite_arg, output_plan
 
@@ -124,7 +125,7 @@ def _sample_outputs(args: argparse.Namespace):
     plan = output_plan(args).input(args.archive)
     for case in PYRADIOMICS_301.cases.values():
         for member in (case.image, case.label):
-            plan.output(dest / member.filename, "--out", same_sha256=member.sha256)
+            plan.output(dest / member.filename, "--out", same_sha256=member.sha256, kind=kinds.MODEL_FILE)
     return plan.check()
 
 

@@ -26,10 +26,20 @@ def _number(text: str, cast: Callable[[str], float]) -> float:
     try:
         value = cast(text)
     except ValueError:
+        if cast is int and _is_float(text):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give an integer") from None
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if isinstance(value, float) and not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
     return value
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:

@@ -8,6 +8,7 @@ import io
 import sys
 from pathlib import Path
 
+from ..files import file_kinds as kinds
 from . import options
 from .common import add_model_and_feature_args, command, log, spec_and_options
 from .outputs import add_overwrite_arg, output_plan
@@ -115,10 +116,12 @@ def run_fit(args: argparse.Namespace) -> int:
 def _fit_outputs(args: argparse.Namespace, manifest):
     """PROBE.safetensors/.json and PROBE.report.json/.png, checked against the manifest and its images."""
     plan = output_plan(args).input(args.manifest, *manifest.images)
-    st, js = plan.probe_outputs(args.out, "--out")
+    st, js = plan.probe_outputs(args.out, "--out", kind=kinds.COHORT_PROBE)
     base = js.with_suffix("")
-    plan.output(base.with_name(base.name + ".report.json"), "--out (report)")
-    plan.output(base.with_name(base.name + ".report.png"), "--out (report picture)")
+    plan.output(base.with_name(base.name + ".report.json"), "--out (report)", kind=kinds.COHORT_PROBE_REPORT)
+    plan.output(
+        base.with_name(base.name + ".report.png"), "--out (report picture)", kind=kinds.COHORT_PROBE_PICTURE
+    )
     return plan.check()
 
 
@@ -149,7 +152,7 @@ def run_apply(args: argparse.Namespace) -> int:
         )
     plan = output_plan(args).input(*probe_paths(args.probe), args.manifest, *images)
     if args.out:
-        plan.output(args.out, "--out", suffixes=TABLE_SUFFIXES)
+        plan.output(args.out, "--out", suffixes=TABLE_SUFFIXES, kind=kinds.PREDICTIONS)
     plan.check()
     pipeline = _pipeline(args)
     _probe_backbone(pipeline, probe)

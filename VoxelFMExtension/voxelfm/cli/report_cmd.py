@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..files import file_kinds as kinds
 from . import options
 from .common import add_model_and_feature_args, command, log, spec_and_options
 from .outputs import add_overwrite_arg, output_plan
@@ -117,7 +118,7 @@ def draft_rows(args: argparse.Namespace, rows: list[dict]) -> list:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
-    from ..files.atomic import atomic_write_text
+    from ..files.atomic import atomic_write_group
     from ..progress import TqdmProgress
     from ..report.files import draft_paths
 
@@ -127,7 +128,9 @@ def run(args: argparse.Namespace) -> int:
             "Nothing to draft a report from: give a case LIBRARY, --probe, --segmentation and/or --vlm."
         )
     plan = output_plan(args).input(image, library, args.segmentation, args.vlm, *args.probe)
-    outputs = [plan.output(p, "--out") for p in draft_paths(args.out)] if args.out else []
+    outputs = (
+        [plan.output(p, "--out", kind=kinds.REPORT_DRAFT) for p in draft_paths(args.out)] if args.out else []
+    )
     plan.check()
     pipeline = draft_pipeline(args)
     neighbours, generator = draft_sources(args, pipeline, library)
@@ -139,8 +142,13 @@ def run(args: argparse.Namespace) -> int:
     for warning in draft.warnings:
         log.warning("%s", warning)
     if outputs:
-        atomic_write_text(outputs[0], draft.text)
-        atomic_write_text(outputs[1], draft.to_json() + "\n")
+        text, document = draft.text, draft.to_json() + "\n"
+        atomic_write_group(  # both written before either replaces its file: a failure keeps the previous pair
+            [
+                (outputs[0], lambda tmp: tmp.write_text(text, encoding="utf-8"), ""),
+                (outputs[1], lambda tmp: tmp.write_text(document, encoding="utf-8"), ""),
+            ]
+        )
         plan.done()
         log.info("wrote %s and %s", *outputs)
     sys.stdout.write(draft.to_json() + "\n" if args.json else draft.text)

@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 
+from ..files import file_kinds as kinds
 from . import options
 from .common import add_model_and_feature_args, command, log
 from .outputs import add_overwrite_arg, output_plan
@@ -55,7 +56,11 @@ def run(args: argparse.Namespace) -> int:
 
     extractor = load_extractor(args.extractor)
     plan = output_plan(args).input(args.manifest, *args.probe, args.library, args.vlm)
-    out = plan.output(args.out, "--out", suffixes=(".json",)) if args.out else None
+    out = (
+        plan.output(args.out, "--out", suffixes=(".json",), kind=kinds.REPORT_EVALUATION)
+        if args.out
+        else None
+    )
     generated, reference, drafts = _pairs(args, plan)
     result = evaluate_reports(
         generated,

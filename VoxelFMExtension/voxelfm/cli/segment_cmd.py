@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..files import file_kinds as kinds
 from . import options
 from .common import add_model_and_feature_args, add_series_arg, command, log, spec_and_options
 from .outputs import add_overwrite_arg, output_plan
@@ -96,7 +97,7 @@ def _apply(args: argparse.Namespace, plan, pairs: list[tuple[Path, Path]]) -> in
 def _apply_pairs(args: argparse.Namespace, plan) -> list[tuple[Path, Path]]:
     """(image, output) of each case; a folder of images gives OUT/<name>_seg.nii.gz per image."""
     from ..errors import InputError
-    from ..files.output_ledger import is_own_output
+    from ..files.output_ledger import own_output
     from ..files.probe_paths import probe_paths
     from ..imaging.formats import IMAGE_SUFFIXES, has_suffix
     from ..segment.files import OUTPUT_SUFFIXES
@@ -104,17 +105,26 @@ def _apply_pairs(args: argparse.Namespace, plan) -> list[tuple[Path, Path]]:
     image, out = Path(args.image), Path(args.out)
     plan.input(image, *probe_paths(args.probe))
     if not image.is_dir() or args.series:
-        return [(image, plan.output(out, "--out", suffixes=OUTPUT_SUFFIXES))]
+        return [(image, plan.output(out, "--out", suffixes=OUTPUT_SUFFIXES, kind=kinds.SEGMENTATION))]
     files = sorted(f for f in image.iterdir() if has_suffix(f, IMAGE_SUFFIXES))
     if not files:
-        return [(image, plan.output(out, "--out", suffixes=OUTPUT_SUFFIXES))]  # a DICOM folder
+        return [
+            (image, plan.output(out, "--out", suffixes=OUTPUT_SUFFIXES, kind=kinds.SEGMENTATION))
+        ]  # DICOM
     if has_suffix(out, OUTPUT_SUFFIXES):
         raise InputError(f"{image} is a folder of images: --out must be a folder, got {out.name}.")
-    ours = [f for f in files if is_own_output(f)]
+    ours = [f for f in files if (own := own_output(f)) is not None and own.kind == kinds.SEGMENTATION]
     for f in ours:
         log.warning("skipping %s: a segmentation VoxelFM wrote, not a CT", f)
     return [
-        (f, plan.output(out / (f.name.split(".")[0] + "_seg.nii.gz"), f"the output for {f.name}"))
+        (
+            f,
+            plan.output(
+                out / (f.name.split(".")[0] + "_seg.nii.gz"),
+                f"the output for {f.name}",
+                kind=kinds.SEGMENTATION,
+            ),
+        )
         for f in files
         if f not in ours
     ]
@@ -126,11 +136,18 @@ def run(args: argparse.Namespace) -> int:
     plan = output_plan(args)
     if args.labels:
         plan.input(args.image, args.labels)
-        plan.output(args.out, "--out", suffixes=OUTPUT_SUFFIXES)
+        plan.output(args.out, "--out", suffixes=OUTPUT_SUFFIXES, kind=kinds.SEGMENTATION)
         if args.save_probe:
-            plan.probe_outputs(args.save_probe, "--save-probe")
+            plan.probe_outputs(args.save_probe, "--save-probe", kind=kinds.SEGMENTATION_PROBE)
         plan.check()
         return _fit(args, plan)
+    if args.save_probe:
+        from ..errors import InputError
+
+        raise InputError(
+            f"--save-probe saves a probe fitted from --labels; with --probe nothing new is fitted ({args.probe} "
+            "is the probe already). Drop --save-probe, or copy the probe files to keep another copy."
+        )
     pairs = _apply_pairs(args, plan)
     plan.check()
     return _apply(args, plan, pairs)

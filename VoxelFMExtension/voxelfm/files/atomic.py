@@ -36,6 +36,29 @@ def atomic_write(path: Path, writer: Callable[[Path], None], suffix: str = "", f
     return path
 
 
+def atomic_write_group(writes: list[tuple[Path, Callable[[Path], None], str]]) -> list[Path]:
+    """Several files that belong together (a probe's weights and header): every ``(path, writer, suffix)``
+    writes its temporary file first, and only when all succeeded are they moved over their paths, in order. A
+    writer that raises leaves every previous file intact (not new weights beside an old header)."""
+    temps: list[Path] = []
+    try:
+        for path, writer, suffix in writes:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+            os.close(fd)
+            temps.append(Path(tmp))
+            writer(Path(tmp))
+            os.chmod(tmp, file_mode(path))
+        for (path, _, _), tmp in zip(writes, temps, strict=True):
+            os.replace(tmp, path)
+    finally:
+        for tmp in temps:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return [Path(path) for path, _, _ in writes]
+
+
 def file_mode(path: Path) -> int:
     """The mode a write to ``path`` gives the file: the existing file's, else 0666 minus the umask."""
     try:

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+from ..errors import InputError
+
 TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", dict: "an object", list: "a list"}
 
 
@@ -68,3 +70,47 @@ def _parser(syntax: str) -> tuple[Callable[[str], Any], type[Exception]]:
 
         return yaml.safe_load, yaml.YAMLError
     return json.loads, json.JSONDecodeError
+
+
+MAX_REPORT_BYTES = 1 << 20  # a radiology report is a few kB; 1 MiB is far above any real one
+
+
+def check_report_text(text: str, where: str) -> str:
+    """InputError when a report to store or read is above the cap (a log file or a book by mistake: it would
+    slow every draft that reads the library)."""
+    size = len(text.encode("utf-8", errors="replace"))
+    if size > MAX_REPORT_BYTES:
+        raise InputError(
+            f"{where}: the report is {size / 1e6:.1f} MB; reports above {MAX_REPORT_BYTES // 1024} kB are not "
+            "stored (a radiology report is a few kB). Give the report text alone."
+        )
+    return text
+
+
+def read_text_file(path: str | os.PathLike, what: str, limit: int | None = MAX_REPORT_BYTES) -> str:
+    """A text file the user named (a report, a manifest): UTF-8, else InputError naming the file and the byte
+    that is not UTF-8 (a Latin-1 export, a binary file) with how to fix it; above ``limit`` bytes refused."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        if limit is not None and size > limit:
+            raise InputError(
+                f"{what} {p} is {size / 1e6:.1f} MB; reports above {limit // 1024} kB are not stored (a "
+                "radiology report is a few kB). Give the report text alone."
+            )
+        data = p.read_bytes()
+    except FileNotFoundError as exc:
+        raise InputError(f"{what} {p} not found.") from exc
+    except IsADirectoryError as exc:
+        raise InputError(f"{what} {p} is a folder; give a text file.") from exc
+    except OSError as exc:
+        raise InputError(f"Cannot read {what} {p} ({exc.strerror or exc}).") from exc
+    if b"\x00" in data[:8192]:
+        raise InputError(f"{what} {p} is a binary file, not text; give a plain-text (UTF-8) file.")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{what} {p} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); save it as "
+            "UTF-8 (e.g. `iconv -f latin1 -t utf-8 IN > OUT`) and run the command again."
+        ) from exc

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from .documents import read_text_file
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
@@ -38,7 +39,7 @@ def read_manifest_rows(path: Path) -> ManifestRows:
     suffix = path.suffix.lower()
     if suffix not in MANIFEST_SUFFIXES:
         raise InputError(f"Manifest {path}: unsupported format; use .csv, .tsv or .jsonl.")
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_text_file(path, "Manifest", limit=None)
     if suffix in JSONL_SUFFIXES:
         return ManifestRows(None, _json_lines(path, text))
     reader = csv.DictReader(text.splitlines(), delimiter="\t" if suffix == ".tsv" else ",")

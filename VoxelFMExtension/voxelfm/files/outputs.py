@@ -4,15 +4,16 @@ The rules (the CLI and the Slicer logic alike; nothing a user made is replaced b
 - an output is never an input (nor a link to one), never inside an input folder (a later run would read it
   as input), never an existing folder; its folder exists or can be created, and is writable;
 - two outputs of one run never share a path;
-- an existing file is replaced only when it is VoxelFM's own earlier output, unchanged since (the ledger,
-  ``files.output_ledger``), when it already holds exactly the content to be written (``same_sha256``), or
-  when the caller allows it (``overwrite``, the CLI's ``--overwrite``);
+- an existing file is replaced only when it is VoxelFM's own earlier output OF THE SAME KIND, unchanged since
+  (the ledger, ``files.output_ledger``: a rerun replaces its own outputs, but a report never replaces a probe's
+  header), when it already holds exactly the content to be written (``same_sha256``), or when the caller
+  allows it (``overwrite``, the CLI's ``--overwrite``); the refusal names what the file is;
 - a run folder is new, empty, or a VoxelFM run folder of the same kind holding only what such runs write
   (``files.run_folder``); a managed folder (a case library, which recognises its own files) gets the
   place checks only.
 
 Use: ``plan = OutputPlan(overwrite=args.overwrite, by="voxelfm segment")``; ``plan.input(...)``;
-``out = plan.output(args.out, "--out", suffixes=(".nii.gz",))``; ``plan.check()``; do the work; then
+``out = plan.output(args.out, "--out", suffixes=(".nii.gz",), kind=SEGMENTATION)``; ``plan.check()``; do the work; then
 ``plan.done()`` notes every output this run wrote in the ledger (or ``plan.written(path)`` file by file).
 """
 
@@ -24,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
-from .output_ledger import entry_path, is_own_output, record_output
+from .file_kinds import describe_file
+from .output_ledger import entry_path, own_output, record_output
 from .probe_paths import probe_paths
 from .run_folder import MARKER, claim_run_folder, foreign_entries, run_kind
 
@@ -36,6 +38,7 @@ class _Output:
     path: Path  # as given (what messages show)
     entry: Path  # the directory entry a write replaces
     what: str  # how the user named it: "--out", "--png", "the probe weights", ...
+    kind: str  # what the file is ("segmentation probe"); only an earlier output of this kind is replaced
     same_sha256: str | None = None  # an existing file with this content may be replaced (it is identical)
     stamp: tuple[int, int] | None = None  # (size, mtime_ns) seen by check(); None: absent
 
@@ -74,19 +77,22 @@ class OutputPlan:
         what: str = "--out",
         suffixes: Iterable[str] | None = None,
         same_sha256: str | None = None,
+        kind: str | None = None,
     ) -> Path:
-        """Declare one output file; ``suffixes``: the names it may end with (checked now, case-insensitive)."""
+        """Declare one output file; ``suffixes``: the names it may end with (checked now, case-insensitive);
+        ``kind``: what it is (default: ``by``, the command), only an earlier output of the same kind is replaced."""
         path = Path(path).expanduser()
         allowed = tuple(suffixes or ())
         if allowed and not path.name.lower().endswith(tuple(s.lower() for s in allowed)):
             raise InputError(f"{what} must end with {_or(allowed)}; got {path.name!r}.")
-        self.outputs.append(_Output(path, entry_path(path), what, same_sha256))
+        kind = kind or self.by  # by default, only this command's own earlier outputs are replaced
+        self.outputs.append(_Output(path, entry_path(path), what, kind, same_sha256))
         return path
 
-    def probe_outputs(self, path: PathLike, what: str = "--out") -> tuple[Path, Path]:
-        """NAME.safetensors + NAME.json of a probe saved as ``path``."""
+    def probe_outputs(self, path: PathLike, what: str = "--out", kind: str = "probe") -> tuple[Path, Path]:
+        """NAME.safetensors + NAME.json of a probe (of ``kind``, e.g. "segmentation probe") saved as ``path``."""
         st, js = probe_paths(path)
-        return self.output(st, f"{what} (weights)"), self.output(js, what)
+        return self.output(st, f"{what} (weights)", kind=kind), self.output(js, what, kind=kind)
 
     def run_folder(self, path: PathLike, kind: str, names: Iterable[str], what: str = "--out") -> Path:
         """Declare a run folder of ``kind`` whose runs write the top-level entries ``names``."""
@@ -125,15 +131,16 @@ class OutputPlan:
 
     def written(self, *paths: PathLike) -> None:
         """Note in the ledger that this run wrote these files (so a later run may replace them)."""
+        kinds = {out.entry: out.kind for out in self.outputs}
         for p in paths:
-            record_output(p, self.by)
+            record_output(p, self.by, kinds.get(entry_path(p)))
 
     def done(self) -> None:
         """Note every declared output this run created or changed since ``check()``."""
         for out in self.outputs:
             now = _stamp(out.entry)
             if now is not None and now != out.stamp:
-                record_output(out.entry, self.by)
+                record_output(out.entry, self.by, out.kind)
 
     # --- the rules -------------------------------------------------------------------------------------
 
@@ -143,21 +150,30 @@ class OutputPlan:
             return [f"{name} is a folder; give a file name."]
         problems = self._known.clash(name, out.entry)
         problems += _parent_problem(name, out.entry)
-        if not problems and os.path.lexists(out.entry) and not self._replaceable(out):
-            problems.append(
-                f"{name} already exists and is not an unchanged VoxelFM output; choose another name or "
-                f"{self.hint}."
-            )
+        if not problems and os.path.lexists(out.entry):
+            problems += self._existing_problem(name, out)
         return problems
 
-    def _replaceable(self, out: _Output) -> bool:
-        if self.overwrite or is_own_output(out.entry):
-            return True
+    def _existing_problem(self, name: str, out: _Output) -> list[str]:
+        """Why an existing file may not be replaced by this output (empty when it may)."""
+        if self.overwrite:
+            return []
+        own = own_output(out.entry)
+        if own is not None and (own.kind == out.kind or (own.legacy and own.by == self.by)):
+            return []
         if out.same_sha256 and out.entry.is_file():
             from .integrity import sha256_of
 
-            return sha256_of(out.entry, memo=False) == out.same_sha256
-        return False
+            if sha256_of(out.entry, memo=False) == out.same_sha256:
+                return []
+        if own is not None:
+            mine = f"an output of {self.by}" if out.kind == self.by else f"a {out.kind}"
+            theirs = f"an output of {own.by}" if own.kind == own.by else f"a {own.kind} ({own.by} wrote it)"
+            what = f": it is {theirs}, not {mine}"
+        else:
+            seen = describe_file(out.entry)
+            what = " and is not an unchanged VoxelFM output" + (f" (it is {seen})" if seen else "")
+        return [f"{name} already exists{what}; choose another name or {self.hint}."]
 
     def _check_folder(self, folder: _RunFolder) -> list[str]:
         name = f"{folder.what} {folder.path}"
@@ -168,7 +184,7 @@ class OutputPlan:
         if problems or not folder.entry.is_dir():
             return problems
         if not os.access(folder.entry, os.W_OK | os.X_OK):
-            return [f"{name} is not writable."]
+            return [f"{name} is not writable (a read-only folder); choose a folder you can write to."]
         if self.overwrite or folder.kind is None:
             return problems
         if not any(folder.entry.iterdir()):

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, IntegrityError
-from .atomic import atomic_write, atomic_write_text
+from .atomic import atomic_write_group
 from .documents import TYPE_WORDS, describe, read_mapping
 from .integrity import sha256_of
 from .probe_paths import probe_paths
@@ -89,11 +89,17 @@ def write_probe_files(
     st_path, json_path = probe_paths(path)
     flat = {k: _cpu_tensor(v) for k, v in tensors.items()}
     st_meta = {"type": FILE_TYPE, "format_version": str(FORMAT_VERSION), "task": task}
-    atomic_write(st_path, lambda tmp: save_file(flat, str(tmp), metadata=st_meta), ".safetensors")
     header = _header(task, meta)
-    header["weights"] = {"file": st_path.name, "sha256": sha256_of(st_path, memo=False)}
-    text = json.dumps(json_safe(header), indent=2, allow_nan=False, default=str) + "\n"
-    atomic_write_text(json_path, text)
+
+    def weights(tmp: Path) -> None:
+        save_file(flat, str(tmp), metadata=st_meta)
+        header["weights"] = {"file": st_path.name, "sha256": sha256_of(tmp, memo=False)}
+
+    def text(tmp: Path) -> None:
+        tmp.write_text(json.dumps(json_safe(header), indent=2, allow_nan=False, default=str) + "\n")
+
+    # both written before either replaces its file: a failure leaves the previous probe whole
+    atomic_write_group([(st_path, weights, ".safetensors"), (json_path, text, "")])
     return st_path, json_path
 
 

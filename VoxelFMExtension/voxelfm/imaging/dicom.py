@@ -19,6 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
+from .formats import list_images
 
 _MODALITY = "0008|0060"
 _IPP = "0020|0032"
@@ -63,10 +64,14 @@ def find_series(folder: str | Path) -> list[SeriesInfo]:
     found: list[SeriesInfo] = []
     for root, dirs, _files in os.walk(str(folder)):
         dirs.sort()
+        shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+        sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK prints "No Series were found" to the terminal
         try:
             ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(root)
         except RuntimeError:
             ids = ()
+        finally:
+            sitk.ProcessObject.SetGlobalWarningDisplay(shown)
         for sid in ids:
             files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(root, sid))
             if not files:
@@ -81,6 +86,14 @@ def find_series(folder: str | Path) -> list[SeriesInfo]:
 def choose_ct_series(series: list[SeriesInfo], folder: str | Path, uid: str | None = None) -> SeriesInfo:
     """The series ``uid``, else the one CT volume (CT or unset modality, as in some anonymised exports)."""
     if not series:
+        images = list_images(folder, recursive=False, dicom=False)
+        if images:
+            names = ", ".join(p.name for p in images[:3]) + (
+                f", ... ({len(images)} in all)" if len(images) > 3 else ""
+            )
+            raise InputError(
+                f"{folder} is a folder of image files ({names}), not a DICOM series; give one of the files."
+            )
         raise InputError(
             f"No DICOM series found in folder {folder}. Select the folder that contains the CT slice files "
             "(or a parent of it), or load a NIfTI/NRRD file instead."

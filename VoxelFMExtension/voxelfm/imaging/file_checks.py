@@ -46,7 +46,7 @@ def check_image_file(path: Path) -> None:
     name = path.name.lower()
     try:
         if name.endswith((".nii", ".nii.gz")):
-            _check_nifti(path, _is_gzip(path))  # readers take an uncompressed file named .nii.gz too
+            _check_nifti(path, is_gzip_file(path))  # readers take an uncompressed file named .nii.gz too
         elif name.endswith((".nrrd", ".nhdr")):
             _check_nrrd(path)
     except (EOFError, OSError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
@@ -56,7 +56,8 @@ def check_image_file(path: Path) -> None:
         ) from exc
 
 
-def _is_gzip(path: Path) -> bool:
+def is_gzip_file(path: Path) -> bool:
+    """The gzip magic at the start (a .nii.gz, or gzip data under another name)."""
     with open(path, "rb") as f:
         return f.read(2) == b"\x1f\x8b"
 
@@ -196,3 +197,30 @@ def _nrrd_bytes(fields: dict[str, str]) -> int | None:
     except ValueError:
         return None
     return int(np.prod(sizes, dtype=np.int64)) * size if size and sizes else None
+
+
+_LABEL_VALUES_MAX = 1000  # more distinct values than any label map holds: an intensity image
+
+
+def check_label_map(array: np.ndarray, path: str | Path, what: str = "label map") -> np.ndarray:
+    """The voxels of a label map as int32; InputError naming ``path`` when they are not labels: fractions,
+    negative values or thousands of distinct values (a CT given where a label map belongs)."""
+    arr = np.asarray(array)
+    if arr.size and not np.issubdtype(arr.dtype, np.integer) and not np.all(arr == np.round(arr)):
+        raise InputError(
+            f"{path} is not a {what}: its values are not whole numbers (labels are integers: 0 background, "
+            "1, 2, ... structures). Give the label map, not an image."
+        )
+    if arr.size and float(arr.min()) < 0:
+        raise InputError(
+            f"{path} is not a {what}: it holds negative values (down to {float(arr.min()):.4g}), like a CT in "
+            "Hounsfield units. Give the label map (0 background, 1, 2, ... structures), not the image."
+        )
+    sample = arr[tuple(slice(None, None, max(1, n // 64)) for n in arr.shape)]
+    distinct = len(np.unique(sample))
+    if distinct > _LABEL_VALUES_MAX:
+        raise InputError(
+            f"{path} is not a {what}: it holds {distinct}+ different values, like an intensity image. Give the "
+            "label map (0 background, 1, 2, ... structures), not the image."
+        )
+    return arr.astype(np.int32)

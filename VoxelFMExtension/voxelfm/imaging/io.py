@@ -17,12 +17,21 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ..files.atomic import atomic_write, file_mode
-from .file_checks import check_image_file, non_finite_message
+from .file_checks import check_image_file, is_gzip_file, non_finite_message
+from .formats import is_dicom_file
 from .hu_checks import hu_warnings
 from .volume import Volume
 
 READ_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 WRITE_EXTENSIONS = READ_EXTENSIONS
+_IMAGE_IO = {
+    ".nii": "NiftiImageIO",
+    ".nii.gz": "NiftiImageIO",
+    ".nrrd": "NrrdImageIO",
+    ".nhdr": "NrrdImageIO",
+    ".mha": "MetaImageIO",
+    ".mhd": "MetaImageIO",
+}
 _DETACHED = (".nhdr", ".mhd")  # header + separate data file
 _LPS_RAS = np.diag([-1.0, -1.0, 1.0])
 # Voxel sizes outside this range (mm) are not clinical CT: usually a header in metres/cm or a lost spacing.
@@ -197,18 +206,27 @@ def _read_path(path: Path, name: str | None, series: str | None = None) -> Volum
         image = read_dicom_series(path, series)
         return volume_from_sitk(image, name or path.name)
     ext = _extension(path)
-    if ext not in READ_EXTENSIONS and ext not in (".dcm", ""):
+    if ext not in READ_EXTENSIONS and (ext in (".dcm", "") or is_dicom_file(path)):
+        raise InputError(
+            f"{path.name} is a single DICOM file (one slice); give the folder holding the whole series instead "
+            f"({path.parent})."
+        )
+    if ext not in READ_EXTENSIONS:
         raise InputError(
             f"Unsupported image file type '{ext}' ({path.name}). Use NIfTI (.nii/.nii.gz), NRRD (.nrrd/.nhdr), "
             "MetaImage (.mha/.mhd) or a DICOM series folder."
         )
-    if ext in (".dcm", ""):
-        raise InputError(
-            f"{path.name} looks like a single DICOM file; select the folder holding the whole series instead."
-        )
     check_image_file(path)  # truncation, CRC errors and NIfTI NaNs, which ITK would turn into zeros
+    if ext == ".nii" and is_gzip_file(path):  # ITK decides compression by the name, then fails unclearly
+        raise InputError(
+            f"{path} holds gzip-compressed data but is named {path.name[-4:]}; rename it to "
+            f"{path.name[:-4]}.nii.gz and run the command again."
+        )
     try:
-        image = sitk.ReadImage(str(path))
+        reader = sitk.ImageFileReader()
+        reader.SetImageIO(_IMAGE_IO[ext])  # by our suffix rule: ITK alone refuses upper-case names (CT.NII)
+        reader.SetFileName(str(path))
+        image = reader.Execute()
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         detail = first[-1] if first else "unknown error"

@@ -41,9 +41,22 @@ def box_from_mask(mask: np.ndarray, ijk_to_ras: np.ndarray, name: str) -> Box:
     return Box(name, center, (hi - lo) * spacing, m[:3, :3] / spacing)
 
 
-def box_from_labelmap(labelmap: np.ndarray, ijk_to_ras: np.ndarray, value: int, name: str) -> Box:
-    """The box of one class of a labelmap (e.g. ``SegmentationResult.labelmap`` and a class value)."""
-    return box_from_mask(np.asarray(labelmap) == int(value), ijk_to_ras, name)
+def box_from_labelmap(
+    labelmap: np.ndarray, ijk_to_ras: np.ndarray, value: int, name: str, source: str = "the label map"
+) -> Box:
+    """The box of one class of a labelmap (e.g. ``SegmentationResult.labelmap`` and a class value); InputError
+    naming the label and the labels present when ``value`` has no voxels."""
+    mask = np.asarray(labelmap) == int(value)
+    if not mask.any():
+        present = [int(v) for v in np.unique(labelmap) if v != 0]
+        listed = ", ".join(map(str, present[:20])) + (
+            f", ... ({len(present)} in all)" if len(present) > 20 else ""
+        )
+        raise InputError(
+            f"Label {int(value)} has no voxels in {source}; the labels present are "
+            f"{listed or 'none (it holds only background, 0)'}. Use --label with one of them."
+        )
+    return box_from_mask(mask, ijk_to_ras, name)
 
 
 def box_from_points(points: PointList, name: str, names: list[str] | None = None) -> Box:

@@ -17,6 +17,8 @@ import torch
 from ..errors import CheckpointError
 from ..files.atomic import atomic_write, atomic_write_text
 from ..files.documents import read_mapping
+from ..files.file_kinds import describe_file
+from ..imaging.formats import IMAGE_SUFFIXES, has_suffix, is_dicom_file
 from .config import BackboneConfig, official_preprocess_params
 from .vit import VoxelFMBackbone
 
@@ -120,7 +122,8 @@ def load_official(path: Path, config: str | Path | dict | BackboneConfig | None 
     except Exception as exc:  # torch raises many types for truncated / foreign files
         raise CheckpointError(
             f"Cannot read checkpoint {path}: {type(exc).__name__}: {str(exc)[:200]}. The file is corrupt, "
-            "truncated or not a PyTorch checkpoint; delete it and download it again."
+            "truncated or not a PyTorch checkpoint; give a VoxelFM checkpoint (a .pth with its config.yaml, a "
+            "model folder or a registry id from `voxelfm models`), or download the file again if it came damaged."
         ) from exc
     sd = extract_backbone_state_dict(obj, str(path))
     inferred = infer_config(sd)
@@ -192,7 +195,20 @@ def load_backbone_file(
             raise CheckpointError(f"{path}: no model.safetensors or .pth checkpoint inside.")
         return load_official(pths[-1], config)
     if path.suffix == ".safetensors":
+        header = describe_file(path.with_suffix(".json")) or ""
+        if "probe header" in header:
+            raise CheckpointError(
+                f"{path} holds the weights of {header.replace(' header', '')} ({path.stem}.json), not a model. "
+                "Use it with --probe; give --model a registry id, a checkpoint or a model folder."
+            )
         return load_ours(path)
+    image = has_suffix(path, IMAGE_SUFFIXES) or is_dicom_file(path)
+    what = "an image (NIfTI/NRRD/DICOM)" if image else describe_file(path)
+    if what:  # a CT, a probe, a features file, a case library given as the model: say so, never "delete it"
+        raise CheckpointError(
+            f"{path} is {what}, not a model. Give --model a registry id (see `voxelfm models`), a checkpoint "
+            "(.pth with its config.yaml, or .safetensors) or a model folder."
+        )
     return load_official(path, config)
 
 

@@ -12,12 +12,14 @@ contradiction; both are refused, naming the rows.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..files.integrity import sha256_of
 from ..files.manifest_table import read_manifest_rows, resolve_path
 
 RESERVED = ("image", "id", "split", "fold", "patient", "group")
@@ -125,10 +127,11 @@ def _column(path: Path, rows: list[dict[str, Any]], columns: list[str], name: st
 def _check_one_row_per_image(
     path: Path, images: list[Path], targets: list[list[Any]], lines: list[int]
 ) -> None:
-    """InputError for an image listed twice: a duplicate row, or (worse) two different targets."""
+    """InputError for an image listed twice: a duplicate row, or (worse) two different targets. The same image
+    is the same path (links resolved) or the same bytes under another name (a copy)."""
     rows: dict[str, list[int]] = {}
-    for n, image in enumerate(images):
-        rows.setdefault(os.path.realpath(image), []).append(n)
+    for n, key in enumerate(content_keys(images)):
+        rows.setdefault(key, []).append(n)
     repeated = [r for r in rows.values() if len(r) > 1]
     if not repeated:
         return
@@ -142,10 +145,42 @@ def _check_one_row_per_image(
             f"Manifest {path}: {len(conflicts)} image(s) have conflicting targets ({shown}). One image has one "
             "label; fix or remove the wrong rows."
         )
-    shown = "; ".join(
-        f"{images[r[0]].name} (lines {', '.join(str(lines[i]) for i in r)})" for r in repeated[:3]
-    )
+    shown = "; ".join(_rows_of(images, lines, r) for r in repeated[:3])
     raise InputError(
         f"Manifest {path}: {len(repeated)} image(s) are listed more than once ({shown}). Repeated rows count "
-        "twice in cross-validation and inflate its metrics; keep one row per image."
+        "twice in cross-validation and inflate its metrics; keep one row per image (a byte-identical copy under "
+        "another name is the same image)."
     )
+
+
+def _rows_of(images: list[Path], lines: list[int], rows: list[int]) -> str:
+    names = {images[i].name for i in rows}
+    if len(names) == 1:
+        return f"{images[rows[0]].name} (lines {', '.join(str(lines[i]) for i in rows)})"
+    return " = ".join(f"{images[i].name} (line {lines[i]})" for i in rows)
+
+
+def content_keys(images: list[Path]) -> list[str]:
+    """One key per image, equal for the same file under two paths (links) and for byte-identical copies.
+
+    Cheap for distinct images: files are grouped by size, then by a hash of their first MiB, and only files
+    that still look alike are hashed whole (a cohort of same-size uncompressed NIfTI is not read twice)."""
+    keys = [os.path.realpath(p) for p in images]
+    groups: dict[object, set[str]] = {}
+    for key in set(keys):
+        if os.path.isfile(key):
+            groups.setdefault(os.path.getsize(key), set()).add(key)
+    for stage in (_head_digest, lambda k: sha256_of(Path(k))):
+        regrouped: dict[object, set[str]] = {}
+        for label, same in groups.items():
+            if len(same) > 1:
+                for k in same:
+                    regrouped.setdefault((label, stage(k)), set()).add(k)
+        groups = regrouped
+    digests = {k: f"content:{label}" for label, same in groups.items() if len(same) > 1 for k in same}
+    return [digests.get(k, k) for k in keys]
+
+
+def _head_digest(path: str, size: int = 1 << 20) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read(size)).hexdigest()

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ..errors import InputError
-from ..files.atomic import atomic_write_text
+from ..files.atomic import atomic_write_group
 from .draft import ReportDraft
 
 
@@ -28,6 +28,12 @@ def write_draft(draft: ReportDraft, path: str | os.PathLike, text: str | None = 
     data = draft.to_dict()
     if text is not None and text != draft.text:
         data["edited_text"] = text
-    atomic_write_text(js, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    atomic_write_text(txt, body if body.endswith("\n") else body + "\n")
+    document = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    body = body if body.endswith("\n") else body + "\n"
+    atomic_write_group(  # both written before either replaces its file: a failure keeps the previous pair
+        [
+            (js, lambda tmp: tmp.write_text(document, encoding="utf-8"), ""),
+            (txt, lambda tmp: tmp.write_text(body, encoding="utf-8"), ""),
+        ]
+    )
     return txt, js

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..files.documents import read_text_file
 from ..files.manifest_table import read_manifest_rows, resolve_path
 
 
@@ -41,7 +42,7 @@ def _text(path: Path, n: int, row: dict[str, Any], column: str) -> str:
         file = resolve_path(path, file_value.strip())
         if not file.is_file():
             raise InputError(f"{path}, line {n}: {column}_file {file} not found.")
-        return file.read_text(encoding="utf-8")
+        return read_text_file(file, f"{path}, line {n}: {column}_file")
     raise InputError(f"{path}, line {n}: no '{column}' text (give column {column} or {column}_file).")
 
 

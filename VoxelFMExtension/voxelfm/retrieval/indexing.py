@@ -35,11 +35,14 @@ class AddReport:
     added: list[CaseRecord] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # already in the library
     failed: list[tuple[str, str]] = field(default_factory=list)  # (input, why)
+    reports: list[str] = field(default_factory=list)  # "attached ..." / "replaced ...": cases already there
     merged_from_staging: int = 0
     seconds: float = 0.0
 
     def summary(self) -> str:
         text = f"added {len(self.added)} case(s), skipped {len(self.skipped)} already in the library"
+        if self.reports:
+            text += "; " + "; ".join(self.reports)
         if self.merged_from_staging:
             text += f", merged {self.merged_from_staging} computed by an interrupted run"
         if self.failed:
@@ -48,7 +51,7 @@ class AddReport:
 
     def raise_failures(self) -> None:
         if self.failed:
-            lines = "; ".join(f"{src}: {why}" for src, why in self.failed[:5])
+            lines = "; ".join(f"{src}: {why.rstrip('.')}" for src, why in self.failed[:5])
             more = f" (and {len(self.failed) - 5} more)" if len(self.failed) > 5 else ""
             done = f" The other {len(self.added)} case(s) were added." if self.added else ""
             raise InputError(f"{len(self.failed)} case(s) could not be added: {lines}{more}.{done}")
@@ -145,6 +148,27 @@ def merge_staged(lib: CaseLibrary, paths: list[Path], config, report: AddReport)
             log.info("added %s from %s", record.case_id, record.path or "a scene volume")
 
 
+def attach_reports(lib: CaseLibrary, sources: list[CaseSource], report: AddReport) -> None:
+    """A report / findings given for a case already in the library is attached to it, or replaces its own
+    (never dropped): the AddReport says which."""
+    for source in sources:
+        if source.report is None and source.findings is None:
+            continue
+        record = lib.case_by_source(source.key)
+        text = source.report if source.report is not None else record.report
+        findings = source.findings if source.findings is not None else record.findings
+        if text == record.report and findings == record.findings:
+            line = f"case {record.case_id} already has this report"
+        else:
+            what = "report" if source.report is not None else "findings"
+            had = record.report if source.report is not None else record.findings
+            verb = "replaced the" if had else "attached the"
+            lib.set_report(record.case_id, text, findings)
+            line = f"{verb} {what} of case {record.case_id} (already in the library)"
+        report.reports.append(line)
+        log.info("%s", line)
+
+
 @dataclass
 class _Plan:
     """What every rank agreed on before computing: model, settings, and which inputs are left."""
@@ -212,6 +236,8 @@ def run_add(
     try:
         plan = _plan(pipeline, folder, lib, dist)
         report.skipped = [s.display for s in sources if s.key in plan.done]
+        if lib is not None:
+            attach_reports(lib, [s for s in sources if s.key in plan.done], report)
         todo = [s for s in sources if s.key not in plan.done and s.key not in plan.staged]
         if lib is not None and plan.staged:  # left by an interrupted run
             merge_staged(lib, sorted(plan.staged.values()), plan.config, report)

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..files.documents import check_report_text
 from . import store
 from .config import RetrievalConfig
 from .embeddings import CaseEmbeddings
@@ -45,8 +48,45 @@ class NoLibraryError(InputError):
     """The folder holds no case library (yet): a front end may offer to create one on the first add."""
 
 
+def recover_damaged(folder: str | Path):
+    """Recover a damaged library.sqlite under the writer lock (``recover.recover_database``); its report."""
+    from .recover import recover_database
+
+    folder = Path(folder)
+    _check_writable_folder(folder)
+    try:
+        lock = WriterLock(folder).acquire()
+    except PermissionError as exc:
+        raise store.read_only(folder, f"cannot open {folder / 'write.lock'}: {exc.strerror}") from exc
+    try:
+        return recover_database(folder / DB_NAME)
+    finally:
+        lock.release()
+
+
+def _check_writable_folder(folder: Path) -> None:
+    """A writer creates files in the folder (the lock, index files): refuse at once where it cannot (a
+    read-only mount, chattr +i, no permission; root ignores permission bits, so this tries)."""
+    probe = folder if folder.is_dir() else next((p for p in folder.parents if p.exists()), folder.parent)
+    try:
+        fd, name = tempfile.mkstemp(prefix=".voxelfm-write-test.", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise store.read_only(folder, f"cannot create files in {probe}: {exc.strerror or exc}") from exc
+
+
+def _check_writable_database(con: store.Connection) -> None:
+    """A write that changes nothing, rolled back: a read-only library.sqlite fails here, before any work."""
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        con.execute("UPDATE meta SET value = value WHERE key = 'format_version'")
+    finally:
+        con.execute("ROLLBACK")
+
+
 class CaseLibrary:
-    def __init__(self, folder: Path, con: sqlite3.Connection, lock: WriterLock | None) -> None:
+    def __init__(self, folder: Path, con: store.Connection, lock: WriterLock | None) -> None:
         self.folder = folder
         self.con = con
         self.lock = lock
@@ -73,12 +113,21 @@ class CaseLibrary:
                     "the case library (its files are never touched)."
                 )
             folder.mkdir(parents=True, exist_ok=True)
-        lock = WriterLock(folder).acquire() if writer else None
+        if db.is_file() and (why := store.truncation(db)):
+            raise store.damaged(db, why)
+        if writer:
+            _check_writable_folder(folder)
         try:
-            con = store.connect(db)
+            lock = WriterLock(folder).acquire() if writer else None
+        except PermissionError as exc:
+            raise store.read_only(folder, f"cannot open {folder / 'write.lock'}: {exc.strerror}") from exc
+        try:
+            con = store.connect(db, readonly=not writer)
             if writer and create:
                 store.create_schema(con)
             cls._check_format(con, db)
+            if writer:
+                _check_writable_database(con)
         except BaseException:
             if lock is not None:
                 lock.release()
@@ -86,13 +135,14 @@ class CaseLibrary:
         return cls(folder, con, lock)
 
     @staticmethod
-    def _check_format(con: sqlite3.Connection, db: Path) -> None:
+    def _check_format(con: store.Connection, db: Path) -> None:
         try:
             version = store.get_meta(con, "format_version")
+            con.execute("SELECT COUNT(*) FROM cases").fetchone()
         except sqlite3.DatabaseError as exc:
             raise InputError(f"{db} is not a VoxelFM case library ({exc}).") from exc
         if version is None:
-            raise InputError(f"{db} is not a VoxelFM case library (no format version).")
+            raise store.damaged(db, "it records no library format version")
         if int(version) > store.FORMAT_VERSION:
             raise InputError(
                 f"{db} was written by a newer VoxelFM (library format {version}); update VoxelFM to read it."
@@ -270,6 +320,8 @@ class CaseLibrary:
     ) -> CaseRecord | None:
         """Add one case in one transaction; None when its source is already in the library (resume)."""
         self._need_writer()
+        if source.report is not None:
+            check_report_text(source.report, f"The report of {source.display}")
         preprocess, config = preprocess or {}, config or RetrievalConfig()
         with store.transaction(self.con):
             if self.con.execute("SELECT 1 FROM cases WHERE source_key = ?", (source.key,)).fetchone():
@@ -304,6 +356,8 @@ class CaseLibrary:
         """Attach (or replace) a case's report text and findings JSON."""
         self._need_writer()
         record = self.case(case_id)
+        if report is not None:
+            check_report_text(report, f"The report of case {case_id}")
         check_findings(findings)
         with store.transaction(self.con):
             self.con.execute(

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..imaging.file_checks import check_label_map
 from .regions import BoxRegion, MaskRegion, Region, SphereRegion
 
 FORMS = "box:R,A,S,SIZE_R,SIZE_A,SIZE_S | point:R,A,S,RADIUS | mask:FILE[:LABEL] | ROI.mrk.json"
@@ -84,11 +85,13 @@ def _mask_region(path: Path, label: int | None) -> MaskRegion:
     from ..imaging.io import read_volume
 
     labels = read_volume(str(path), check_hu=False)
-    arr = np.asarray(labels.array)
+    arr = check_label_map(labels.array, path, "region mask (a label map)")  # a CT is not a mask
     mask = arr == label if label is not None else arr != 0
     if not mask.any():
         what = f"label {label}" if label is not None else "any non-zero voxel"
-        raise InputError(f"The region mask {path} has no voxel with {what}.")
+        present = [int(v) for v in np.unique(arr) if v != 0]
+        listed = ", ".join(map(str, present[:20])) or "none (only background, 0)"
+        raise InputError(f"The region mask {path} has no voxel with {what}; the labels present are {listed}.")
     return MaskRegion(mask, labels.ijk_to_ras, path.name)
 
 

@@ -14,8 +14,10 @@ from typing import Any
 import SimpleITK as sitk
 
 from ..errors import InputError
+from ..files.documents import check_report_text, read_text_file
 from ..files.manifest_table import read_manifest_rows, resolve_path
 from ..imaging.formats import has_suffix, is_dicom_dir, is_image_file, list_images
+from ..probes.manifest import content_keys
 from .records import CaseSource
 
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")  # not .txt: a report or notes file is no manifest
@@ -42,7 +44,9 @@ def expand_inputs(inputs: list[str]) -> list[CaseSource]:
                 )
             sources += [CaseSource(path=str(p)) for p in found]
         elif path.exists():
-            sources.append(CaseSource(path=raw))
+            source = CaseSource(path=raw)
+            check_readable_kind(source)  # a file named on the command line: refused before any work
+            sources.append(source)
         else:
             raise InputError(
                 f"{raw} not found: give image files, DICOM series folders, folders or a manifest."
@@ -77,10 +81,9 @@ def read_case_manifest(path: Path) -> list[CaseSource]:
         report = row.get("report") or None
         if row.get("report_file"):
             report_path = resolve_path(path, str(row["report_file"]))
-            try:
-                report = report_path.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise InputError(f"{where}: cannot read report_file {report_path} ({exc}).") from exc
+            report = read_text_file(report_path, f"{where}: report_file")
+        elif report is not None:
+            check_report_text(str(report), f"{where}: 'report'")
         out.append(
             CaseSource(
                 path=str(resolve_path(path, str(row["image"]).strip())),
@@ -94,7 +97,35 @@ def read_case_manifest(path: Path) -> list[CaseSource]:
         )
     if not out:
         raise InputError(f"The manifest {path} lists no cases.")
+    _check_rows(path, out, [line for line, _ in table.rows])
     return out
+
+
+def _check_rows(path: Path, sources: list[CaseSource], lines: list[int]) -> None:
+    """Before any work: every row's image exists, no id is given twice, no image is listed twice (the same
+    path, or a byte-identical copy under another name); each error names the manifest's lines."""
+    missing = [
+        f"line {n}: {s.path}" for n, s in zip(lines, sources, strict=True) if not Path(s.path).exists()
+    ]
+    if missing:
+        shown = "; ".join(missing[:5]) + (f"; ... ({len(missing)} in all)" if len(missing) > 5 else "")
+        raise InputError(
+            f"Manifest {path}: {len(missing)} image(s) not found ({shown}); paths are relative to the manifest's "
+            "folder. Fix the paths or remove those rows."
+        )
+    for what, keys in (
+        ("id", [s.case_id for s in sources]),
+        ("image", content_keys([Path(s.path) for s in sources])),
+    ):
+        seen: dict[str, int] = {}
+        for n, key in zip(lines, keys, strict=True):
+            if key and key in seen:
+                same = "" if what == "id" else " (the same file, or a byte-identical copy)"
+                raise InputError(
+                    f"Manifest {path}: line {n} repeats the {what} of line {seen[key]}{same}; each case needs "
+                    f"its own row and id. Remove or fix one of the two rows."
+                )
+            seen.setdefault(key, n)
 
 
 def dicom_ids(folder: Path) -> dict[str, str]:

@@ -64,20 +64,177 @@ CASE_COLUMNS = (
 )
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """A connection with WAL, foreign keys and a busy timeout (a writer's commit never fails a reader)."""
+class LibraryDamagedError(InputError):
+    """library.sqlite is empty, truncated or otherwise unreadable: `voxelfm index rebuild` recovers what it can."""
+
+
+class LibraryReadOnlyError(InputError):
+    """A change was asked of a library on a folder (or file) this process cannot write."""
+
+
+def damaged(path: Path, why: str) -> LibraryDamagedError:
+    folder = Path(path).parent
+    return LibraryDamagedError(
+        f"The case library database {path} is damaged ({why}). Run `voxelfm index rebuild {folder}` to recover "
+        "the cases whose data is intact (it keeps the damaged file beside the new one and lists what it could "
+        "not recover); nothing was changed."
+    )
+
+
+def read_only(folder: Path, why: str) -> LibraryReadOnlyError:
+    return LibraryReadOnlyError(
+        f"The case library {folder} is read-only ({why}): `voxelfm index list`, `query` and `report` can use it, "
+        "but to change it copy the folder to a place you can write to."
+    )
+
+
+_DAMAGE = ("malformed", "not a database", "no such table", "no such column", "file is not a database")
+
+
+def is_damage(exc: BaseException) -> bool:
+    """An sqlite error that means the file is damaged (not: locked, busy, read-only, a constraint)."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return False
+    return type(exc) is sqlite3.DatabaseError or any(w in str(exc).lower() for w in _DAMAGE)
+
+
+def is_read_only(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "readonly" in text or "read-only" in text or "unable to open database file" in text
+
+
+class Connection:
+    """An sqlite3 connection whose errors say what to do: a damaged file -> LibraryDamagedError (rebuild), a
+    write to a read-only library -> LibraryReadOnlyError; everything else passes through."""
+
+    def __init__(self, con: Connection, path: Path) -> None:
+        self._con = con
+        self.path = Path(path)
+
+    def execute(self, sql: str, parameters=()) -> Cursor:
+        try:
+            return Cursor(self._con.execute(sql, parameters), self)
+        except sqlite3.DatabaseError as exc:
+            raise self.explain(exc) from exc
+
+    def explain(self, exc: sqlite3.DatabaseError) -> Exception:
+        if is_damage(exc):
+            return damaged(self.path, str(exc))
+        if is_read_only(exc):
+            return read_only(self.path.parent, str(exc))
+        return exc
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._con.in_transaction
+
+    def close(self) -> None:
+        self._con.close()
+
+
+class Cursor:
+    """The rows of one statement; a damaged page met while fetching them is explained like ``execute``'s."""
+
+    def __init__(self, cursor: sqlite3.Cursor, con: Connection) -> None:
+        self._cursor = cursor
+        self._con = con
+
+    @property
+    def lastrowid(self) -> int | None:
+        return self._cursor.lastrowid
+
+    def fetchone(self):
+        try:
+            return self._cursor.fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self._con.explain(exc) from exc
+
+    def fetchall(self) -> list:
+        try:
+            return self._cursor.fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise self._con.explain(exc) from exc
+
+    def __iter__(self):
+        while (row := self.fetchone()) is not None:
+            yield row
+
+
+def truncation(path: Path) -> str | None:
+    """Why the file is cut short, from its 100-byte header (None when its length is what the header says).
+    SQLite itself reads the missing end of a short page as zeros: embeddings would silently be wrong."""
+    size = path.stat().st_size
+    if size == 0:
+        return "the file is empty, 0 bytes"
+    wal = path.with_name(path.name + "-wal")
+    if wal.is_file() and wal.stat().st_size > 0:
+        return None  # a writer is at work (or was killed): the file may be mid-checkpoint; SQLite knows best
+    with open(path, "rb") as f:
+        head = f.read(100)
+    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
+        return None  # not an SQLite header at all: SQLite's own error names it
+    page = int.from_bytes(head[16:18], "big")
+    page = 65536 if page == 1 else page
+    pages = int.from_bytes(head[28:32], "big")
+    header_valid = head[92:96] == head[24:28]  # the page count is kept up to date
+    if page >= 512 and size % page:
+        return f"the file is truncated: {size} bytes, not a whole number of {page}-byte pages"
+    if page >= 512 and header_valid and pages and size < pages * page:
+        return f"the file is truncated: {size} bytes, its header says {pages * page}"
+    return None
+
+
+def connect(path: Path, readonly: bool = False) -> Connection:
+    """A connection with WAL, foreign keys and a busy timeout (a writer's commit never fails a reader).
+
+    ``readonly``: for readers, opened without write access (``mode=ro``), so a library on a read-only folder or
+    with read-only files is fully usable for list, query and report; where SQLite cannot even create its
+    shared-memory file there (a read-only folder), the file is opened as immutable (no writer can change it).
+    """
+    path = Path(path)
+    if path.is_file():
+        why = truncation(path)
+        if why:
+            raise damaged(path, why)
     try:
-        con = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
-        con.execute("PRAGMA foreign_keys = ON")
-        con.execute("PRAGMA busy_timeout = 30000")
-        mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        con.execute("PRAGMA synchronous = FULL" if mode != "wal" else "PRAGMA synchronous = NORMAL")
+        if readonly:
+            con = _connect_read_only(path)
+        else:
+            con = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
+            con.execute("PRAGMA foreign_keys = ON")
+            con.execute("PRAGMA busy_timeout = 30000")
+            mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            con.execute("PRAGMA synchronous = FULL" if mode != "wal" else "PRAGMA synchronous = NORMAL")
     except sqlite3.DatabaseError as exc:
+        if is_damage(exc):
+            raise damaged(path, str(exc)) from exc
+        if not readonly and is_read_only(exc):
+            raise read_only(path.parent, str(exc)) from exc
         raise InputError(f"{path} is not a readable case library database ({exc}).") from exc
-    return con
+    return Connection(con, path)
 
 
-def create_schema(con: sqlite3.Connection) -> None:
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    uri = Path(os.path.abspath(path)).as_uri()
+    last: sqlite3.DatabaseError | None = None
+    for flags in ("mode=ro", "mode=ro&immutable=1"):
+        con = sqlite3.connect(
+            f"{uri}?{flags}", uri=True, timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        try:
+            con.execute("PRAGMA busy_timeout = 30000")
+            con.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            return con
+        except sqlite3.DatabaseError as exc:
+            con.close()
+            if not is_read_only(exc):
+                raise
+            last = exc
+    assert last is not None
+    raise last
+
+
+def create_schema(con: Connection) -> None:
     with transaction(con):
         for statement in filter(str.strip, SCHEMA.split(";")):
             con.execute(statement)
@@ -88,7 +245,7 @@ def create_schema(con: sqlite3.Connection) -> None:
 
 
 @contextlib.contextmanager
-def transaction(con: sqlite3.Connection, immediate: bool = True) -> Iterator[sqlite3.Connection]:
+def transaction(con: Connection, immediate: bool = True) -> Iterator[Connection]:
     """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any error): all or nothing."""
     con.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
     try:
@@ -100,7 +257,7 @@ def transaction(con: sqlite3.Connection, immediate: bool = True) -> Iterator[sql
 
 
 @contextlib.contextmanager
-def snapshot(con: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+def snapshot(con: Connection) -> Iterator[Connection]:
     """A read transaction: every SELECT inside sees the same committed state."""
     if con.in_transaction:
         yield con
@@ -112,16 +269,16 @@ def snapshot(con: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         con.execute("COMMIT")
 
 
-def get_meta(con: sqlite3.Connection, key: str, default: Any = None) -> Any:
+def get_meta(con: Connection, key: str, default: Any = None) -> Any:
     row = con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
     return json.loads(row[0]) if row else default
 
 
-def set_meta(con: sqlite3.Connection, key: str, value: Any) -> None:
+def set_meta(con: Connection, key: str, value: Any) -> None:
     con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))
 
 
-def bump_generation(con: sqlite3.Connection) -> int:
+def bump_generation(con: Connection) -> int:
     generation = int(get_meta(con, "generation", 0)) + 1
     set_meta(con, "generation", generation)
     return generation
@@ -155,7 +312,7 @@ def record_from_row(row: tuple) -> CaseRecord:
 
 
 def insert_case(
-    con: sqlite3.Connection,
+    con: Connection,
     source: CaseSource,
     case_id: str,
     emb: CaseEmbeddings,
@@ -197,7 +354,7 @@ def insert_case(
 
 
 def global_matrix(
-    con: sqlite3.Connection, kind: str, rows: list[int] | None, dim: int
+    con: Connection, kind: str, rows: list[int] | None, dim: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(row ids, [n, dim] float32) of the cls or mean embeddings of ``rows`` (all cases when None)."""
     column = "cls" if kind == "cls" else "mean"
@@ -211,7 +368,7 @@ def global_matrix(
 
 
 def region_blocks(
-    con: sqlite3.Connection, rows: list[int], dim: int, scale: int
+    con: Connection, rows: list[int], dim: int, scale: int
 ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """row -> ([n, dim] float32 block vectors, [n, 3] RAS centres) of one block scale."""
     sql = (
@@ -227,7 +384,7 @@ def region_blocks(
     }
 
 
-def _select_in(con: sqlite3.Connection, sql: str, rows: list[int], chunk: int = 500) -> list[tuple]:
+def _select_in(con: Connection, sql: str, rows: list[int], chunk: int = 500) -> list[tuple]:
     out: list[tuple] = []
     rows = [int(r) for r in rows]
     for start in range(0, len(rows), chunk):

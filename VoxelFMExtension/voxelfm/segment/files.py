@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..imaging.file_checks import check_label_map
 from ..imaging.formats import LABELMAP_SUFFIXES, has_suffix
 from ..imaging.volume import Volume
 from .classes import SegmentClass
@@ -30,12 +31,13 @@ def read_label_volume(path: str | os.PathLike) -> Volume:
     from ..imaging.io import read_volume
 
     vol = read_volume(str(path), check_hu=False)
-    arr = vol.array
-    if not np.all(arr == np.round(arr)):
+    arr = check_label_map(vol.array, path, "label image")  # integers, not a CT
+    if arr.size and int(arr.max()) > 255:
         raise InputError(
-            f"{path}: label images must hold integers (0 background, 1..254 structures, 255 unlabelled)."
+            f"{path}: label images hold 0 background, 1..254 structures and 255 unlabelled; it has "
+            f"{int(arr.max())}. Relabel the structures 1..254."
         )
-    return Volume(arr.astype(np.int32), vol.ijk_to_ras, vol.name)
+    return Volume(arr, vol.ijk_to_ras, vol.name)
 
 
 def write_seg_nrrd(
