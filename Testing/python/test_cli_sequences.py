@@ -98,6 +98,22 @@ def garbage_database(ws: Path) -> None:
     db.write_bytes(bytes(data))
 
 
+def far_labels(ws: Path) -> None:
+    """The label image moved 500 mm away: it does not overlap the CT at all."""
+    image = sitk.ReadImage(str(ws / "labels.nii.gz"))
+    origin = np.array(image.GetOrigin()) + (500.0, 0.0, 0.0)
+    image.SetOrigin(tuple(float(v) for v in origin))
+    sitk.WriteImage(image, str(ws / "far.nii.gz"))
+
+
+REPEATED_HEADINGS = text("headed.txt", "Findings:\nLungs: Findings: Lungs: No nodules.\nLiver: Liver: normal.\n")
+
+
+def no_repeated_heading(ws: Path, out: str) -> None:
+    for repeated in ("Lungs: Findings:", "Lungs: Lungs:", "Liver: Liver:"):
+        assert repeated not in out, out
+
+
 def manifest(name: str, header: str, *rows: str) -> Callable[[Path], None]:
     return text(name, "\n".join([header, *rows]) + "\n")
 
@@ -295,6 +311,12 @@ CASES = [
          (ADD, garbage_database), ("lib",)),
     Case("index rebuild recovers a truncated library.sqlite", "index rebuild {ws}/lib", 0, "recovered 1 case(s)",
          (ADD3, truncated_database), after=lambda ws, out: _lists_after_rebuild(ws, 1, out)),
+    # --- report drafting in sequence --------------------------------------------------------------------------
+    Case("report --segmentation that does not overlap the CT", f"report {CT} --segmentation {{ws}}/far.nii.gz {M}",
+         2, "far.nii.gz", (far_labels,), absent=("mL",)),
+    Case("a neighbour report with repeated headings drafts each heading once",
+         f"report {{ws}}/lib {CT} {M}", 0, "", (REPEATED_HEADINGS, f"{ADD} --report {{ws}}/headed.txt"),
+         after=no_repeated_heading),
     Case("index rebuild on a 0-byte library.sqlite says nothing is left", "index rebuild {ws}/lib", 2,
          "nothing is left in it to recover", (ADD, empty_database), ("lib",)),
 ]  # fmt: skip
