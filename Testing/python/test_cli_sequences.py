@@ -106,7 +106,9 @@ def far_labels(ws: Path) -> None:
     sitk.WriteImage(image, str(ws / "far.nii.gz"))
 
 
-REPEATED_HEADINGS = text("headed.txt", "Findings:\nLungs: Findings: Lungs: No nodules.\nLiver: Liver: normal.\n")
+REPEATED_HEADINGS = text(
+    "headed.txt", "Findings:\nLungs: Findings: Lungs: No nodules.\nLiver: Liver: normal.\n"
+)
 
 
 def no_repeated_heading(ws: Path, out: str) -> None:
