@@ -1,8 +1,8 @@
 """Similar-case retrieval quality on the real CT here, before and after canonical orientation + the pooling choice.
 
-"before" = the stored array order, every token mean-pooled, plain cosine (RetrievalConfig(pooling="mean",
-centring="none"), FeatureOptions(orientation="stored")); "after" = the defaults (canonical LPS index order,
-pooling "body_mean_std", library centring). Both models: voxelfm-tiny and the same architecture at an independent
+"before" = the stored array order, features at the model's own spacing, every token mean-pooled, plain cosine
+(RetrievalConfig(pooling="mean", centring="none", feature_spacing_mm=None), FeatureOptions(orientation="stored"));
+"after" = the defaults (canonical LPS index order, features at 2 mm, pooling "body_mean_std", library centring). Both models: voxelfm-tiny and the same architecture at an independent
 random init (seed 1). CTs are used at 3 mm or finer (thin ones at 1/20 of their thinnest side) to keep the run
 to a few minutes on two cores.
 
@@ -15,7 +15,8 @@ A. Region crops (the paper's protocol). Patients with reference labels (../share
 B. Altered copies. A library of the seven distinct dev CTs (RetrievalPipeline, in-memory volumes); each CT
    altered six ways (flip of i, j, k storage; a covering 20-degree oblique grid; crop + 25 HU noise; 1.25x
    coarser voxels: retrieval_helpers.altered) queries it. Reported per alteration: copies whose source is at
-   rank 1; the margin = score of the source - best score of another case (median, min; > 0 = rank 1).
+   rank 1; the margin = score of the source - best score of another case (median, min; > 0 = rank 1); and a
+   60 mm region query at the body centre of each copy (rank of the source, distance of its best block).
    A second table compares candidate poolings/scorings on the same features (after orientation).
 
     python Testing/Benchmarks/bench_retrieval_quality.py --out Testing/Benchmarks/results/retrieval_quality.md
@@ -122,7 +123,7 @@ def small(volume, finest_mm: float = 3.0):
 
 
 SETTINGS = {  # label -> (orientation, RetrievalConfig overrides)
-    "before": ("stored", {"pooling": "mean", "centring": "none"}),
+    "before": ("stored", {"pooling": "mean", "centring": "none", "feature_spacing_mm": None}),
     "after": ("canonical", {}),
 }
 
@@ -303,8 +304,38 @@ def margins_row(label: str, names: list[str], scores: dict) -> tuple[str, list[s
     return f"| {label} | {' | '.join(cells)} | {total} | {np.median(m):+.3f} | {m.min():+.3f} |", missed
 
 
+REGION_MM = 60.0
+
+
+def body_centre(volume) -> np.ndarray:
+    """RAS centroid of the body voxels (> -500 HU)."""
+    k, j, i = np.nonzero(volume.array > -500)
+    return (volume.ijk_to_ras @ np.array([i.mean(), j.mean(), k.mean(), 1.0]))[:3]
+
+
+def region_row(label: str, names: list[str], places: dict) -> str:
+    """Region-query row: per alteration how often the source ranks first, and the median distance (mm)."""
+    from retrieval_helpers import COPIES
+
+    cells, firsts, dist = [], 0, []
+    for kind in COPIES:
+        n_first = 0
+        for n in names:
+            got = places[(n, kind)]
+            best = max(got, key=lambda c: got[c][0])
+            n_first += best == n
+            if n in got:
+                dist.append(got[n][1])
+        firsts += n_first
+        cells.append(f"{n_first}/{len(names)}")
+    total = len(names) * len(COPIES)
+    return f"| {label} | {' | '.join(cells)} | {firsts}/{total} | {np.median(dist):.0f} |"
+
+
 def part_b(data: Path, models: dict[str, str], args) -> list[str]:
     from retrieval_helpers import COPIES
+
+    from voxelfm.retrieval.regions import BoxRegion
 
     cts, copies = copy_queries(data)
     names = list(cts)
@@ -315,23 +346,39 @@ def part_b(data: Path, models: dict[str, str], args) -> list[str]:
     )
     rows = [head, "|---|" + "---:|" * (len(COPIES) + 3)]
     notes: list[str] = []
+    region_rows: list[str] = []
     runs = [(label, model, s, {}) for label, model in models.items() for s in SETTINGS]
-    runs += [(label, model, "after", {"feature_spacing_mm": 2.0}) for label, model in models.items()]
+    runs += [(label, model, "after", {"feature_spacing_mm": None}) for label, model in models.items()]
     with tempfile.TemporaryDirectory() as tmp:
         for n_run, (label, model, setting, extra) in enumerate(runs):
             pipe = pipeline_for(model, setting, args.max_tokens, **extra)
             lib = Path(tmp) / f"lib{n_run}"
             for n, v in cts.items():
                 pipe.add_volume(lib, v, case_id=n)
-            scores = {}
+            scores, places = {}, {}
             for key, copy in copies.items():
                 hits = pipe.query(lib, copy, k=len(names)).hits
                 scores[key] = {h.case_id: h.score for h in hits}
-            tag = f"{label}, {setting}" + (", feature spacing 2 mm" if extra else "")
+                centre = body_centre(cts[key[0]])
+                region = BoxRegion.centred(centre, (REGION_MM,) * 3)
+                hits = pipe.query(lib, copy, k=len(names), region=region).hits
+                places[key] = {h.case_id: (h.score, float(np.linalg.norm(h.ras - centre))) for h in hits}
+            tag = f"{label}, {setting}" + (", at the native spacing (no 2 mm features)" if extra else "")
             row, missed = margins_row(tag, names, scores)
             rows.append(row)
             notes.append(f"- {tag}: not at rank 1: {', '.join(missed) or 'none'}")
+            region_rows.append(region_row(tag, names, places))
     rows += ["", *notes]
+    rows += [
+        "",
+        f"Region queries: a {REGION_MM:g} mm box at the body centre of each altered copy (the same physical place "
+        "in its source); rank-1 = the source holds the best block; distance = from the source's best block "
+        "centre to the box centre (mm).",
+        "",
+        "| embedding | " + " | ".join(f"{k} rank-1" for k in COPIES) + " | all rank-1 | median distance mm |",
+        "|---|" + "---:|" * (len(COPIES) + 2),
+        *region_rows,
+    ]
     rows.append(
         f"\n{len(names)} CTs in the library ({', '.join(names)}); each altered {len(COPIES)} ways = "
         f"{len(COPIES) * len(names)} queries; scores as the product reports them (`voxelfm query --json`)."
@@ -410,8 +457,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     text = (
         "# Similar-case retrieval quality (real CT), before and after\n\n"
-        "before = stored array order, mean of all tokens, plain cosine; after = canonical (LPS) order, mean + std "
-        "of the body cells' tokens, library-centred cosine (the defaults).\n\n"
+        "before = stored array order, the model's own spacing, mean of all tokens, plain cosine; after = canonical "
+        "(LPS) order, features at 2 mm, mean + std of the body cells' tokens, library-centred cosine (the "
+        "defaults).\n\n"
         "## A. Region crops: a structure of one patient against the crops of the others\n\n"
         + "\n".join(parts["A"])
         + "\n\n## B. Altered copies retrieve their source (through RetrievalPipeline)\n\n"

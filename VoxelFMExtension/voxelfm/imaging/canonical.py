@@ -47,12 +47,6 @@ def nearest_axes(direction: np.ndarray) -> tuple[tuple[int, int, int], tuple[int
     return tuple(int(a) for a in best), signs, float(worst)  # type: ignore[return-value]
 
 
-def is_canonical(volume: Volume) -> bool:
-    """True when the volume's index axes already run along the canonical axes (no change needed)."""
-    perm, signs, worst = nearest_axes(volume.direction)
-    return perm == (0, 1, 2) and signs == (1, 1, 1) and worst >= 1.0 - ALIGNED_TOL
-
-
 def reorientation(volume: Volume) -> str:
     """How ``volume`` reaches the canonical order: "none", "permuted" (exact) or "resampled" (oblique)."""
     perm, signs, worst = nearest_axes(volume.direction)

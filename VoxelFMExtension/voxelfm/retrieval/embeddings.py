@@ -2,8 +2,9 @@
 
 The seed paper retrieves with cosine similarity on the cls token or on mean-pooled patch tokens; we keep both
 (L2-normalised), pooled as ``RetrievalConfig.pooling`` says (``pooling.py``: by default the mean and standard
-deviation of the body cells' tokens). Regional embeddings average patch tokens over small overlapping blocks and keep each block's RAS centre, so a
-region query (mean of the tokens under the region) finds the case AND the place in it.
+deviation of the body cells' tokens). Regional embeddings pool patch tokens over small overlapping blocks the same
+way and keep each block's RAS centre, so a region query (the tokens under the region, pooled alike) finds the
+case AND the place in it.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def _tokens(features, center: bool, weights: np.ndarray | None = None) -> np.nda
 
 def embed_features(features, config: RetrievalConfig, body: np.ndarray | None = None) -> CaseEmbeddings:
     """Global and regional (one set of blocks per scale) embeddings of one case's ``VolumeFeatures``
-    (``body``: its ``body_fraction`` map, used by pooling "body")."""
+    (``body``: its ``body_fraction`` map, used by pooling "body_mean_std")."""
     _tokens(features, center=False)  # refuses a malformed patch grid
     weights = pooling_weights(features, config, body)
     tokens = _tokens(features, config.center_regions, weights)

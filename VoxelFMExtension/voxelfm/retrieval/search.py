@@ -6,14 +6,13 @@ index kind, and cases added since the index file was last written are scored exa
 re-score all blocks of each candidate case and report the best block's centre as the location.
 
 Whole-volume queries of a library with centring "library" (RetrievalConfig) are scored by the cosine after
-subtracting the mean stored embedding of the library's cases (computed from the stored vectors once per library
-generation, so it follows every add and remove); up to CENTRE_EXACT_MAX cases every case is scored exactly.
+subtracting the mean stored embedding of the library's cases (computed from the stored vectors at each query, so
+it follows every add and remove); up to CENTRE_EXACT_MAX cases every case is scored exactly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
@@ -29,7 +28,6 @@ OVERSAMPLE = 4
 REGION_OVERSAMPLE = 64  # blocks fetched per wanted case before grouping by case
 CENTRE_MIN_CASES = 3  # below this a library mean is mostly the cases themselves: plain cosine then
 CENTRE_EXACT_MAX = 50_000  # a centred query scores every case up to this size (index candidates above)
-_CENTRES: dict[tuple[str, str, int], np.ndarray] = {}  # (library, kind, generation) -> mean stored embedding
 
 
 def _retrying(fn):
@@ -87,16 +85,13 @@ def _delta_rows(lib, indexes: IndexSet, kind: str, where: Filter) -> list[int]:
 
 
 def library_centre(lib, kind: str) -> np.ndarray:
-    """Mean of the stored ``kind`` embeddings of every case (memoised per library generation)."""
-    key = (str(Path(lib.folder).resolve()), kind, int(lib.generation))
-    if key not in _CENTRES:
-        total, n = np.zeros(int(lib.dim), dtype=np.float64), 0
-        for mat, _ in lib.indexes.vectors(kind, [rec.row for rec in lib.cases()]):
-            total += mat.sum(axis=0, dtype=np.float64)
-            n += len(mat)
-        _CENTRES.clear()  # one library at a time is the common case; keeps memory flat
-        _CENTRES[key] = total / max(n, 1)
-    return _CENTRES[key]
+    """Mean of the stored ``kind`` embeddings of every case (streamed in chunks; read at each query, so it
+    always matches the library as it is now)."""
+    total, n = np.zeros(int(lib.dim), dtype=np.float64), 0
+    for mat, _ in lib.indexes.vectors(kind, [rec.row for rec in lib.cases()]):
+        total += mat.sum(axis=0, dtype=np.float64)
+        n += len(mat)
+    return total / max(n, 1)
 
 
 def centred_cosines(mat: np.ndarray, q: np.ndarray, centre: np.ndarray | None) -> np.ndarray:
