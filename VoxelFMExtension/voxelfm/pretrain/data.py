@@ -116,7 +116,8 @@ def read_ct(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     from ..imaging.canonical import to_canonical
     from ..imaging.io import read_volume
 
-    vol, _ = to_canonical(read_volume(path, check_hu=False))  # looks_like_ct() decides, with a clearer message
+    # check_hu=False: looks_like_ct() decides, with a clearer message
+    vol, _ = to_canonical(read_volume(path, check_hu=False))
     sx, sy, sz = (float(s) for s in vol.spacing)
     return np.asarray(vol.array, dtype=np.float32), (sz, sy, sx)
 
