@@ -1,22 +1,23 @@
-"""Similar-case retrieval quality on the real CT here: region crops (the paper's protocol) and altered copies.
+"""Similar-case retrieval quality on the real CT here, before and after canonical orientation + the pooling choice.
 
-A. Region crops. Patients with reference labels (../shared/data/totalseg): abdomen_3mm and chest_dicom (labels
-   aligned to the CT in physical space), pulmonary_1p5mm (heart, pulmonary artery: distractors only; torso_3mm
-   is abdomen_3mm's patient and is left out). For every labelled structure a cube of --crop-mm mm is centred on
-   its innermost voxel. A query is one patient's crop of a structure; the pool is every crop of the OTHER
-   patients; the positive is the same structure there (structures labelled in abdomen_3mm and chest_dicom).
-   Recall@1/5/10 per structure, macro-averaged, with 95% bootstrap CIs over structures (--boot resamples).
-   Embeddings compared:
-   - crop as a volume (the paper's protocol): cosine of mean-pooled patch tokens (and of cls) of the crop,
-     for voxelfm-tiny and the same architecture at an independent random init (seed 1; voxelfm-tiny's
-     preprocessing);
-   - region query (what `voxelfm query --roi` does): the crop's box as a region of the whole-volume features,
-     pooled as the library's blocks (RetrievalConfig defaults), compared block to block;
-   - an intensity histogram of the crop (32 bins over -1000..1000 HU, L2-normalised).
-B. Altered copies. A library of the distinct real CTs (totalseg torso/pulmonary/chest, public_ct lung_pet,
-   popi, lidc, elastix) built with `RetrievalPipeline`; each CT altered five ways (the tests' `altered`: crop,
-   shift, noise, mirrored storage, resampling) queries it; reported: how many copies retrieve their source at
-   rank 1, and the mean rank.
+"before" = the stored array order, features at the model's own spacing, every token mean-pooled, plain cosine
+(RetrievalConfig(pooling="mean", centring="none", feature_spacing_mm=None), FeatureOptions(orientation="stored"));
+"after" = the defaults (canonical LPS index order, features at 2 mm, pooling "body_mean_std", library centring). Both models: voxelfm-tiny and the same architecture at an independent
+random init (seed 1). CTs are used at 3 mm or finer (thin ones at 1/20 of their thinnest side) to keep the run
+to a few minutes on two cores.
+
+A. Region crops (the paper's protocol). Patients with reference labels (../shared/data/totalseg): abdomen_3mm and
+   chest_dicom, pulmonary_1p5mm as distractors (torso_3mm is abdomen_3mm's patient and is left out). For every
+   labelled structure a cube of --crop-mm mm is centred on its innermost voxel. A query is one patient's crop of a
+   structure; the pool is every crop of the OTHER patients; the positive is the same structure there.
+   Macro Recall@1/5/10 over structures with 95% bootstrap CIs. Rows: the crop as a volume (whole-volume vector),
+   the region query (the crop's box in the whole CT, pooled as the library's blocks), an intensity histogram.
+B. Altered copies. A library of the seven distinct dev CTs (RetrievalPipeline, in-memory volumes); each CT
+   altered six ways (flip of i, j, k storage; a covering 20-degree oblique grid; crop + 25 HU noise; 1.25x
+   coarser voxels: retrieval_helpers.altered) queries it. Reported per alteration: copies whose source is at
+   rank 1; the margin = score of the source - best score of another case (median, min; > 0 = rank 1); and a
+   60 mm region query at the body centre of each copy (rank of the source, distance of its best block).
+   A second table compares candidate poolings/scorings on the same features (after orientation).
 
     python Testing/Benchmarks/bench_retrieval_quality.py --out Testing/Benchmarks/results/retrieval_quality.md
 """
@@ -113,30 +114,56 @@ def histogram(volume) -> np.ndarray:
     return h / max(np.linalg.norm(h), 1e-12)
 
 
-def unit(x) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x / max(np.linalg.norm(x), 1e-12)
+def small(volume, finest_mm: float = 3.0):
+    """``volume`` at ``finest_mm`` (or at 1/20 of its thinnest side when that is finer), isotropic."""
+    from voxelfm.imaging.resample import resample_isotropic
+
+    target = min(finest_mm, float(np.min(np.asarray(volume.shape_ijk) * volume.spacing)) / 20)
+    return volume if np.allclose(volume.spacing, target, rtol=0.01) else resample_isotropic(volume, target)
 
 
-def crop_embeddings(service, spec, crops) -> dict[str, list[np.ndarray]]:
-    out = {"mean": [], "cls": []}
+SETTINGS = {  # label -> (orientation, RetrievalConfig overrides)
+    "before": ("stored", {"pooling": "mean", "centring": "none", "feature_spacing_mm": None}),
+    "after": ("canonical", {}),
+}
+
+
+def pipeline_for(model: str, setting: str, max_tokens: int, **extra):
+    from voxelfm.features.spec import FeatureOptions, ModelSpec
+    from voxelfm.retrieval.config import RetrievalConfig
+    from voxelfm.retrieval.pipeline import RetrievalPipeline
+
+    orientation, overrides = SETTINGS[setting]
+    config = RetrievalConfig(**{**overrides, **extra})
+    return RetrievalPipeline(
+        ModelSpec(model, "cpu", max_tokens=max_tokens), config, FeatureOptions(orientation=orientation)
+    )
+
+
+def crop_embeddings(pipeline, crops) -> list[np.ndarray]:
+    from voxelfm.retrieval.pooling import global_vector
+
+    out = []
     for c in crops:
-        f = service.features(c["volume"], spec)
-        out["mean"].append(unit(f.patch.reshape(-1, f.patch.shape[-1]).mean(0)))
-        out["cls"].append(unit(f.cls))
+        f = pipeline.features(c["volume"], pipeline.spec, pipeline.config)
+        out.append(global_vector(f, pipeline.config, pipeline.body(c["volume"], f, pipeline.config)))
     return out
 
 
-def region_embeddings(service, spec, crops, volumes) -> list[np.ndarray]:
-    from voxelfm.retrieval.config import RetrievalConfig
+def region_embeddings(pipeline, crops, volumes) -> list[np.ndarray]:
     from voxelfm.retrieval.embeddings import region_query
     from voxelfm.retrieval.regions import BoxRegion
 
-    cfg = RetrievalConfig()
-    feats = {p: service.features(v, spec) for p, v in volumes.items()}
+    cfg = pipeline.config
+    feats = {p: pipeline.features(v, pipeline.spec, cfg) for p, v in volumes.items()}
+    body = {p: pipeline.body(v, feats[p], cfg) for p, v in volumes.items()}
     return [
         region_query(
-            feats[c["patient"]], BoxRegion.centred(c["centre"], (c["side"],) * 3), volumes[c["patient"]], cfg
+            feats[c["patient"]],
+            BoxRegion.centred(c["centre"], (c["side"],) * 3),
+            volumes[c["patient"]],
+            cfg,
+            body[c["patient"]],
         )[0]
         for c in crops
     ]
@@ -165,26 +192,6 @@ def recall_table(crops, vectors, shared: set[str], ks=(1, 5, 10), boot: int = 10
     return table.mean(0), lo, hi, len(names), len(crops)
 
 
-def ranks_of_sources(pipeline, library, cts, data: Path, hist_library=None):
-    from retrieval_helpers import ALTERATIONS, altered
-
-    from voxelfm.imaging.io import read_volume
-
-    ranks: dict[str, list[int]] = {}
-    for name, rel in cts.items():
-        vol = read_volume(str(data / rel))
-        for n, kind in enumerate(ALTERATIONS):
-            copy = altered(vol, kind, seed=n)
-            if hist_library is not None:
-                q = histogram(copy)
-                order = sorted(hist_library, key=lambda m: -float(hist_library[m] @ q))
-            else:
-                hits = pipeline.query(library, copy, k=len(cts))
-                order = [next(c for c, r in cts.items() if str(data / r) == h.path) for h in hits.hits]
-            ranks.setdefault(kind, []).append(order.index(name) + 1)
-    return ranks
-
-
 # ---------------------------------------------------------------- main
 
 
@@ -210,7 +217,7 @@ def collect_crops(data: Path, side_mm: float):
         ("pulmonary", *distractor_patient(data))
     ]
     for patient, ct, masks in sources:
-        volumes[patient] = ct
+        volumes[patient] = ct  # already at 3 mm or finer (crops are 64 mm cubes)
         for name, mask in masks.items():
             centre = innermost(ct, mask)
             crops.append(
@@ -226,27 +233,26 @@ def collect_crops(data: Path, side_mm: float):
 
 
 def part_a(data: Path, models: dict[str, str], args) -> list[str]:
-    from voxelfm.features.service import FeatureService
-    from voxelfm.features.spec import ModelSpec
-
     volumes, crops = collect_crops(data, args.crop_mm)
     names = {p: {c["name"] for c in crops if c["patient"] == p} for p in PATIENTS}
     shared = names["abdomen"] & names["chest"]
     rows = []
-    service = FeatureService()
     for label, model in models.items():
-        spec = ModelSpec(model, "cpu", max_tokens=args.max_tokens)
-        emb = crop_embeddings(service, spec, crops)
-        for kind in ("mean", "cls"):
+        for setting in SETTINGS:
+            pipe = pipeline_for(model, setting, args.max_tokens)
+            pooled = pipe.config.pooling
             rows.append(
-                (f"{label}: crop as a volume, {kind}", recall_table(crops, emb[kind], shared, boot=args.boot))
+                (
+                    f"{label}, {setting}: crop as a volume ({pooled})",
+                    recall_table(crops, crop_embeddings(pipe, crops), shared, boot=args.boot),
+                )
             )
-        rows.append(
-            (
-                f"{label}: region query (box in the whole CT)",
-                recall_table(crops, region_embeddings(service, spec, crops, volumes), shared, boot=args.boot),
+            rows.append(
+                (
+                    f"{label}, {setting}: region query (box in the whole CT)",
+                    recall_table(crops, region_embeddings(pipe, crops, volumes), shared, boot=args.boot),
+                )
             )
-        )
     rows.append(
         (
             "intensity histogram of the crop",
@@ -267,43 +273,156 @@ def part_a(data: Path, models: dict[str, str], args) -> list[str]:
     return head
 
 
-def part_b(data: Path, models: dict[str, str], args) -> list[str]:
-    from voxelfm.features.spec import ModelSpec
+def copy_queries(data: Path, seed: int = 3):
+    """({name: CT at <= 3 mm}, {(name, alteration): altered copy})."""
+    from retrieval_helpers import COPIES, altered
+
     from voxelfm.imaging.io import read_volume
-    from voxelfm.retrieval.pipeline import RetrievalPipeline
-    from voxelfm.retrieval.sources import expand_inputs
 
-    cts = {n: r for n, r in ALTERED_CTS.items() if (data / r).exists()}
-    notes: list[str] = []
-    rows = [
+    cts = {n: small(read_volume(str(data / r))) for n, r in ALTERED_CTS.items() if (data / r).exists()}
+    copies = {(n, kind): altered(v, kind, seed=seed) for n, v in cts.items() for kind in COPIES}
+    return cts, copies
+
+
+def margins_row(label: str, names: list[str], scores: dict) -> tuple[str, list[str]]:
+    """A table row from {(name, kind): {case: score}}; and the misses."""
+    from retrieval_helpers import COPIES
+
+    cells, margins, missed = [], [], []
+    for kind in COPIES:
+        hits = 0
+        for n in names:
+            s = scores[(n, kind)]
+            m = s[n] - max(v for c, v in s.items() if c != n)
+            margins.append(m)
+            hits += m > 0
+            if m <= 0:
+                missed.append(f"{n} {kind}")
+        cells.append(f"{hits}/{len(names)}")
+    m = np.asarray(margins)
+    total = f"{int((m > 0).sum())}/{m.size}"
+    return f"| {label} | {' | '.join(cells)} | {total} | {np.median(m):+.3f} | {m.min():+.3f} |", missed
+
+
+REGION_MM = 60.0
+
+
+def body_centre(volume) -> np.ndarray:
+    """RAS centroid of the body voxels (> -500 HU)."""
+    k, j, i = np.nonzero(volume.array > -500)
+    return (volume.ijk_to_ras @ np.array([i.mean(), j.mean(), k.mean(), 1.0]))[:3]
+
+
+def region_row(label: str, names: list[str], places: dict) -> str:
+    """Region-query row: per alteration how often the source ranks first, and the median distance (mm)."""
+    from retrieval_helpers import COPIES
+
+    cells, firsts, dist = [], 0, []
+    for kind in COPIES:
+        n_first = 0
+        for n in names:
+            got = places[(n, kind)]
+            best = max(got, key=lambda c: got[c][0])
+            n_first += best == n
+            if n in got:
+                dist.append(got[n][1])
+        firsts += n_first
+        cells.append(f"{n_first}/{len(names)}")
+    total = len(names) * len(COPIES)
+    return f"| {label} | {' | '.join(cells)} | {firsts}/{total} | {np.median(dist):.0f} |"
+
+
+def part_b(data: Path, models: dict[str, str], args) -> list[str]:
+    from retrieval_helpers import COPIES
+
+    from voxelfm.retrieval.regions import BoxRegion
+
+    cts, copies = copy_queries(data)
+    names = list(cts)
+    head = (
         "| embedding | "
-        + " | ".join(f"{k} rank-1" for k in ("crop", "shift", "noise", "flip", "resample"))
-        + " | all rank-1 | mean rank |",
-        "|---|" + "---:|" * 7,
-    ]
-
-    def row(label, ranks):
-        flat = [r for v in ranks.values() for r in v]
-        missed = [
-            f"{n} {k} (rank {r})" for k, v in ranks.items() for n, r in zip(cts, v, strict=True) if r != 1
-        ]
-        notes.append(f"- {label}: not at rank 1: {', '.join(missed) or 'none'}")
-        cells = " | ".join(f"{sum(r == 1 for r in v)}/{len(v)}" for v in ranks.values())
-        rows.append(f"| {label} | {cells} | {sum(r == 1 for r in flat)}/{len(flat)} | {np.mean(flat):.2f} |")
-
-    with tempfile.TemporaryDirectory() as tmp:
-        for label, model in models.items():
-            pipeline = RetrievalPipeline(ModelSpec(model, "cpu", max_tokens=args.max_tokens))
-            lib = Path(tmp) / label.replace(" ", "_")
-            report = pipeline.add_sources(lib, expand_inputs([str(data / r) for r in cts.values()]))
-            report.raise_failures()
-            row(f"{label}, mean-pooled tokens", ranks_of_sources(pipeline, lib, cts, data))
-    hist = {n: histogram(read_volume(str(data / r))) for n, r in cts.items()}
-    row("intensity histogram", ranks_of_sources(None, None, cts, data, hist_library=hist))
-    rows += ["", *notes]
-    rows.append(
-        f"\n{len(cts)} CTs in the library ({', '.join(cts)}); each altered 5 ways = {5 * len(cts)} queries."
+        + " | ".join(f"{k} rank-1" for k in COPIES)
+        + " | all rank-1 | median margin | min margin |"
     )
+    rows = [head, "|---|" + "---:|" * (len(COPIES) + 3)]
+    notes: list[str] = []
+    region_rows: list[str] = []
+    runs = [(label, model, s, {}) for label, model in models.items() for s in SETTINGS]
+    runs += [(label, model, "after", {"feature_spacing_mm": None}) for label, model in models.items()]
+    with tempfile.TemporaryDirectory() as tmp:
+        for n_run, (label, model, setting, extra) in enumerate(runs):
+            pipe = pipeline_for(model, setting, args.max_tokens, **extra)
+            lib = Path(tmp) / f"lib{n_run}"
+            for n, v in cts.items():
+                pipe.add_volume(lib, v, case_id=n)
+            scores, places = {}, {}
+            for key, copy in copies.items():
+                hits = pipe.query(lib, copy, k=len(names)).hits
+                scores[key] = {h.case_id: h.score for h in hits}
+                centre = body_centre(cts[key[0]])
+                region = BoxRegion.centred(centre, (REGION_MM,) * 3)
+                hits = pipe.query(lib, copy, k=len(names), region=region).hits
+                places[key] = {h.case_id: (h.score, float(np.linalg.norm(h.ras - centre))) for h in hits}
+            tag = f"{label}, {setting}" + (", at the native spacing (no 2 mm features)" if extra else "")
+            row, missed = margins_row(tag, names, scores)
+            rows.append(row)
+            notes.append(f"- {tag}: not at rank 1: {', '.join(missed) or 'none'}")
+            region_rows.append(region_row(tag, names, places))
+    rows += ["", *notes]
+    rows += [
+        "",
+        f"Region queries: a {REGION_MM:g} mm box at the body centre of each altered copy (the same physical place "
+        "in its source); rank-1 = the source holds the best block; distance = from the source's best block "
+        "centre to the box centre (mm).",
+        "",
+        "| embedding | " + " | ".join(f"{k} rank-1" for k in COPIES) + " | all rank-1 | median distance mm |",
+        "|---|" + "---:|" * (len(COPIES) + 2),
+        *region_rows,
+    ]
+    rows.append(
+        f"\n{len(names)} CTs in the library ({', '.join(names)}); each altered {len(COPIES)} ways = "
+        f"{len(COPIES) * len(names)} queries; scores as the product reports them (`voxelfm query --json`)."
+    )
+    return rows
+
+
+def part_c(data: Path, models: dict[str, str], args) -> list[str]:
+    """Candidate poolings and scorings on the same (canonical) features: the measurement behind the choice."""
+    from retrieval_helpers import COPIES
+
+    from voxelfm.retrieval.config import RetrievalConfig
+    from voxelfm.retrieval.pooling import cls_vector, global_vector
+    from voxelfm.retrieval.search import centred_cosines
+
+    cts, copies = copy_queries(data)
+    names = list(cts)
+    rows = [
+        "| model | embedding | scoring | "
+        + " | ".join(f"{k}" for k in COPIES)
+        + " | all rank-1 | median margin | min margin |",
+        "|---|---|---|" + "---:|" * (len(COPIES) + 3),
+    ]
+    for label, model in models.items():
+        pipe = pipeline_for(model, "after", args.max_tokens)
+        feats = {}
+        for key, v in [*((n, v) for n, v in cts.items()), *copies.items()]:
+            f = pipe.features(v, pipe.spec, pipe.config)
+            feats[key] = (f, pipe.body(v, f, pipe.config))
+        candidates = {
+            "mean of all tokens": lambda f, b: global_vector(f, RetrievalConfig(pooling="mean"), None),
+            "cls token": lambda f, b: cls_vector(f, RetrievalConfig(pooling="mean")),
+            "mean + std of body tokens": lambda f, b: global_vector(f, RetrievalConfig(), b),
+        }
+        for name, fn in candidates.items():
+            lib = np.array([fn(*feats[n]) for n in names])
+            for scoring in ("plain cosine", "library-centred"):
+                centre = lib.mean(axis=0) if scoring == "library-centred" else None
+                scores = {}
+                for key in copies:
+                    s = centred_cosines(lib, fn(*feats[key]), centre)
+                    scores[key] = dict(zip(names, s.tolist(), strict=True))
+                row, _ = margins_row(f"{label} | {name} | {scoring}", names, scores)
+                rows.append(row)
     return rows
 
 
@@ -315,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--boot", type=int, default=1000)
     p.add_argument("--max-tokens", type=int, default=8192)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--parts", default="AB", help="A (region crops), B (altered copies) or AB")
+    p.add_argument("--parts", default="ABC", help="A (region crops), B (altered copies), C (candidates)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     import torch
@@ -329,19 +448,25 @@ def main(argv: list[str] | None = None) -> int:
             "voxelfm-tiny": args.model,
             "random init": str(random_init_like(Path(args.model), Path(tmp) / "rnd")),
         }
-        a = part_a(data, models, args) if "A" in args.parts else ["(not run)"]
-        print("\n".join(a), flush=True)
-        b = part_b(data, models, args) if "B" in args.parts else ["(not run)"]
-        print("\n".join(b), flush=True)
+        parts = {}
+        for part, fn in (("A", part_a), ("B", part_b), ("C", part_c)):
+            parts[part] = fn(data, models, args) if part in args.parts else ["(not run)"]
+            print("\n".join(parts[part]), flush=True)
     cmd = "python Testing/Benchmarks/bench_retrieval_quality.py " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )
     text = (
-        "# Similar-case retrieval quality (real CT)\n\n## A. Region crops: a structure of one patient "
-        "against the crops of the others\n\n"
-        + "\n".join(a)
-        + "\n\n## B. Altered copies retrieve their source"
-        "\n\n" + "\n".join(b) + f"\n\n({time.perf_counter() - t0:.0f} s; command: {cmd})\n"
+        "# Similar-case retrieval quality (real CT), before and after\n\n"
+        "before = stored array order, the model's own spacing, mean of all tokens, plain cosine; after = canonical "
+        "(LPS) order, features at 2 mm, mean + std of the body cells' tokens, library-centred cosine (the "
+        "defaults).\n\n"
+        "## A. Region crops: a structure of one patient against the crops of the others\n\n"
+        + "\n".join(parts["A"])
+        + "\n\n## B. Altered copies retrieve their source (through RetrievalPipeline)\n\n"
+        + "\n".join(parts["B"])
+        + "\n\n## C. Candidate embeddings on the same canonical features (the choice)\n\n"
+        + "\n".join(parts["C"])
+        + f"\n\n({time.perf_counter() - t0:.0f} s on {args.threads} threads; command: {cmd})\n"
     )
     if args.out:
         Path(args.out).write_text(text)

@@ -20,6 +20,8 @@ LIBRARY_CTS = {
 }
 ABDOMEN_IN_TORSO = 82  # abdomen_3mm is torso_3mm[82:112] (same voxels; its header origin was not moved)
 ALTERATIONS = ("crop", "shift", "noise", "flip", "resample")
+# the same patient stored differently (issue: storage must not change the answer)
+COPIES = ("flip_i", "flip_j", "flip_k", "oblique", "crop_noise", "resample")
 IDENTITY = {"id": "test-backbone", "revision": None, "sha256": "a" * 64}
 
 
@@ -52,6 +54,17 @@ def altered(volume: Volume, kind: str, seed: int = 0) -> Volume:
         flip = np.eye(4)
         flip[0, 0], flip[0, 3] = -1.0, i - 1
         return Volume(a[:, :, ::-1].copy(), m @ flip, "flip")
+    if kind in ("flip_i", "flip_j", "flip_k"):  # stored with one index axis reversed (same physical image)
+        axis = "ijk".index(kind[-1])
+        flip = np.eye(4)
+        flip[axis, axis], flip[axis, 3] = -1.0, volume.shape_ijk[axis] - 1
+        return Volume(np.ascontiguousarray(np.flip(a, axis=2 - axis)), m @ flip, kind)
+    if kind == "oblique":
+        return oblique(volume, 20.0)
+    if kind == "crop_noise":
+        cropped = altered(volume, "crop", seed)
+        noise = rng.normal(0.0, 25.0, cropped.array.shape).astype(np.float32)
+        return Volume(cropped.array + noise, cropped.ijk_to_ras, kind)
     if kind == "resample":  # 1.25x coarser voxels in every direction
         shape = tuple(max(2, int(round(n / 1.25))) for n in a.shape)
         scale = np.eye(4)
@@ -61,6 +74,28 @@ def altered(volume: Volume, kind: str, seed: int = 0) -> Volume:
         target = m @ scale
         return Volume(resample_to_grid(a, m, shape, target, mode="linear"), target, "resample")
     raise ValueError(kind)
+
+
+def oblique(volume: Volume, degrees: float = 20.0) -> Volume:
+    """The image resampled onto a grid rotated by ``degrees`` about its k axis, same spacing, large enough to
+    hold the whole original (air around it), as a tilted acquisition of the same anatomy would be stored."""
+    t = np.deg2rad(degrees)
+    rot = np.array([[np.cos(t), -np.sin(t), 0.0], [np.sin(t), np.cos(t), 0.0], [0.0, 0.0, 1.0]])
+    m = np.asarray(volume.ijk_to_ras, dtype=np.float64)
+    axes = volume.direction @ rot @ np.diag(volume.spacing)  # index axes turned about k, spacings kept
+    n = np.asarray(volume.shape_ijk, dtype=np.float64)
+    corners = np.array(
+        [[i, j, k, 1.0] for i in (-0.5, n[0] - 0.5) for j in (-0.5, n[1] - 0.5) for k in (-0.5, n[2] - 0.5)]
+    )
+    ras = corners @ m.T
+    centre = ras[:, :3].mean(axis=0)
+    idx = (ras[:, :3] - centre) @ np.linalg.inv(axes).T  # corners in the rotated index frame
+    size = np.ceil(idx.max(axis=0) - idx.min(axis=0)).astype(int)
+    target = np.eye(4)
+    target[:3, :3] = axes
+    target[:3, 3] = centre - axes @ ((size - 1) / 2.0)
+    arr = resample_to_grid(volume.array, m, tuple(size[::-1]), target, "linear", -1000.0)
+    return Volume(arr, target, "oblique")
 
 
 def synthetic_embeddings(

@@ -19,16 +19,20 @@ from voxelfm.imaging.preprocess import PreprocessConfig, prepare
 from voxelfm.imaging.volume import Volume
 from voxelfm.model.checkpoint import load_backbone_file
 
+# The reference's NIfTI (and array) path keeps the stored array order: parity needs orientation="stored". Its
+# DICOM path stacks slices in LPS index order, our canonical order, so the DICOM variants run with the default.
+STORED = {"orientation": "stored"}
 NIFTI_VARIANTS = {
-    "A_nifti_default": {},
-    "B_nifti_crop_maxpatches6": {"crop_background": True, "max_patches": 6},
-    "C_nifti_crop": {"crop_background": True},
-    "D_nifti_maxpatches6": {"max_patches": 6},
+    "A_nifti_default": {**STORED},
+    "B_nifti_crop_maxpatches6": {"crop_background": True, "max_patches": 6, **STORED},
+    "C_nifti_crop": {"crop_background": True, **STORED},
+    "D_nifti_maxpatches6": {"max_patches": 6, **STORED},
 }
 DICOM_VARIANTS = {
     "E_dicom_default": {},
     "F_dicom_crop_maxpatches6": {"crop_background": True, "max_patches": 6},
 }
+STORED_CFG = PreprocessConfig(**STORED)
 STEP_KEYS = (
     "loaded_shape",
     "after_crop_background_shape",
@@ -110,7 +114,7 @@ def test_dicom_equals_nifti_with_training_clip(
     tensors, _ = expected
     opts = DICOM_VARIANTS[dicom_variant]
     from_dicom = prepare(dicom_volume, PreprocessConfig(**opts))
-    from_nifti = prepare(nifti_volume, PreprocessConfig(**opts))
+    from_nifti = prepare(nifti_volume, PreprocessConfig(**opts, **STORED))
     np.testing.assert_array_equal(from_dicom.array, from_nifti.array)
     np.testing.assert_allclose(from_dicom.array, tensors[f"{nifti_variant}.img"].numpy(), rtol=0, atol=0.05)
     assert from_dicom.array.max() > 1000.0  # the "spine" is not clipped at 1000 HU
@@ -125,7 +129,7 @@ def test_dicom_equals_nifti_with_training_clip(
 def test_array_variant_g(array_zyx, expected):
     _, meta = expected
     vol = read_volume(array_zyx)  # identity geometry = 1 mm isotropic, as the reference's array path
-    prep = prepare(vol, PreprocessConfig(clip_hu=None))
+    prep = prepare(vol, PreprocessConfig(clip_hu=None, **STORED))
     g = meta["G_array_zyx_default"]
     assert list(prep.array.shape) == g["img_shape"]
     assert prep.steps["patch_crop_offset_zyx"] == g["patch_crop_offset_zyx"]
@@ -135,7 +139,7 @@ def test_array_variant_g(array_zyx, expected):
     np.testing.assert_array_equal(prep.array, array_zyx[z : z + d, y : y + h, x : x + w].astype(np.float32))
     assert prep.array.min() == -1024.0  # no clip on the reference's array path
     # our default clips arrays too
-    assert prepare(vol).array.min() == -1000.0
+    assert prepare(vol, STORED_CFG).array.min() == -1000.0
 
 
 def test_warnings_logged_and_normalized(nifti_volume):
@@ -175,7 +179,7 @@ def test_features_match_reference(variant, tiny_model, nifti_volume, dicom_volum
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            prep = prepare(read_volume(array_zyx), PreprocessConfig(clip_hu=None))
+            prep = prepare(read_volume(array_zyx), PreprocessConfig(clip_hu=None, **STORED))
     out = _features(tiny_model, prep)
     ref_cls = tensors[f"{variant}.cls"]
     ref_patch = tensors[f"{variant}.patch"]

@@ -32,7 +32,9 @@ def default_preprocess_for(model: torch.nn.Module):
     """The preprocessing the model was trained with (from its config), else the reference defaults."""
     from ..imaging.preprocess import PreprocessConfig
 
-    return PreprocessConfig.from_dict(getattr(model, "preprocess_defaults", {}) or {})
+    return PreprocessConfig.from_dict(
+        getattr(model, "preprocess_defaults", {}) or {}, orientation="canonical"
+    )
 
 
 def model_identity(model: torch.nn.Module) -> dict[str, Any]:

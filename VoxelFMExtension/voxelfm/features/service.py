@@ -181,12 +181,15 @@ class FeaturePipeline:
         )
 
     def model_preprocess(self, spec: ModelSpec) -> PreprocessConfig:
-        """The model's own preprocessing with our background crop and patch budget."""
+        """The model's own preprocessing with our background crop, patch budget and orientation."""
         from .extract import default_preprocess_for
 
         cfg = default_preprocess_for(self.service.backbone(spec))
         return dataclasses.replace(
-            cfg, crop_background=self.options.crop_background, max_patches=self.options.max_patches
+            cfg,
+            crop_background=self.options.crop_background,
+            max_patches=self.options.max_patches,
+            orientation=self.options.orientation,
         )
 
 

@@ -45,3 +45,4 @@ class FeatureOptions:
     max_patches: int | None = None
     overlap: int = 2
     cache: bool = True
+    orientation: str = "canonical"  # PreprocessConfig.orientation: canonical (LPS index order) | stored

@@ -1,6 +1,6 @@
 """Reference VoxelFM inference preprocessing, reproduced step by step, with the geometry kept as a 4x4.
 
-Order (as in the reference ``extract_features``): HU clip -> "looks like HU" check -> optional background crop
+Order (as in the reference ``extract_features``, after our canonical orientation, ``imaging.canonical``): HU clip -> "looks like HU" check -> optional background crop
 (on the loaded grid) -> isotropic resampling -> optional max_patches downsizing -> centre crop to multiples of the
 patch size -> normalisation (x - mean) / std. Interpolation is torch trilinear, align_corners=False, float32, with
 an explicit output size, exactly as the reference, so prepared arrays match it bit-for-bit.
@@ -12,6 +12,8 @@ Deliberate differences from the reference (all documented in ``PreprocessConfig`
 * numpy arrays are clipped too (the reference's array path does not clip); ``clip_hu=None`` reproduces it.
 * a failed "looks like HU" check warns instead of raising; a background crop that keeps nothing falls back
   (see ``voxelfm.imaging.body_crop``) instead of raising.
+* the volume is first brought to the canonical (LPS) index order the model was trained on (the reference's
+  DICOM path); ``orientation="stored"`` keeps the file's order, as the reference's NIfTI path does.
 * spacings equal to within 1e-6 (relative) count as equal, so ulp-level differences from direction cosines do
   not trigger a resampling the reference (reading header values) would not do.
 """
@@ -29,6 +31,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from .body_crop import crop_to_body
+from .canonical import ORIENTATIONS, to_canonical
 from .hu_checks import hu_warnings
 from .resample import patch_grid_to_ras, resize_matrix, shift_matrix
 from .volume import Volume
@@ -48,6 +51,10 @@ class PreprocessConfig:
     min_spacing: floor of the isotropic target spacing in mm (target = max(min(spacing), min_spacing)).
     crop_background: crop to the body bounding box before resampling.
     max_patches: if set, shrink the volume so the patch count does not exceed it (reference rule).
+    orientation: "canonical" = bring the volume to the patient-aligned LPS index order first (exact permutation
+        and flips; an oblique grid is resampled onto the nearest axis-aligned one), so storage order never
+        changes what the model sees; "stored" = the file's own array order (the reference's NIfTI path).
+        A record written before this option existed (no "orientation" key) was made with the stored order.
     """
 
     clip_hu: tuple[float, float] | None = (-1000.0, 1900.0)
@@ -57,6 +64,13 @@ class PreprocessConfig:
     crop_background: bool = False
     max_patches: int | None = None
     patch_size: int = 14
+    orientation: str = "canonical"
+
+    def __post_init__(self) -> None:
+        if self.orientation not in ORIENTATIONS:
+            raise InputError(
+                f"Unknown orientation {self.orientation!r}; use one of {', '.join(ORIENTATIONS)}."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -64,8 +78,11 @@ class PreprocessConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PreprocessConfig:
+    def from_dict(cls, d: dict[str, Any], orientation: str = "stored") -> PreprocessConfig:
+        """A recorded preprocessing; ``orientation`` applies when the record names none (records written
+        before the option existed were made with the stored order; a model's own defaults pass "canonical")."""
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        known.setdefault("orientation", orientation)
         if known.get("clip_hu") is not None:
             known["clip_hu"] = tuple(float(v) for v in known["clip_hu"])
         return cls(**known)
@@ -135,6 +152,9 @@ def prepare(volume: Volume, cfg: PreprocessConfig | None = None) -> PreparedVolu
     """Run the reference preprocessing on ``volume``; keeps prepared_to_ras exact for any direction matrix."""
     cfg = cfg or PreprocessConfig()
     p = cfg.patch_size
+    reoriented = "stored"
+    if cfg.orientation == "canonical":
+        volume, reoriented = to_canonical(volume)
     arr = np.asarray(volume.array, dtype=np.float32)
     if arr.ndim != 3:
         raise InputError(f"Expected a 3D volume [k, j, i], got shape {arr.shape}.")
@@ -142,7 +162,11 @@ def prepare(volume: Volume, cfg: PreprocessConfig | None = None) -> PreparedVolu
         raise InputError("The volume contains NaN/infinite values; replace them (e.g. by -1000 HU) first.")
     spacing_kji = [float(s) for s in volume.spacing[::-1]]
     to_ras = np.asarray(volume.ijk_to_ras, dtype=np.float64).copy()
-    steps: dict[str, Any] = {"loaded_shape": list(arr.shape), "spacing_zyx": spacing_kji}
+    steps: dict[str, Any] = {
+        "orientation": reoriented,  # stored | none | permuted | resampled (imaging.canonical)
+        "loaded_shape": list(arr.shape),
+        "spacing_zyx": spacing_kji,
+    }
     notes: list[str] = []
 
     if cfg.clip_hu is not None:

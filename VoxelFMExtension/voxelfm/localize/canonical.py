@@ -3,8 +3,9 @@
 WHY: the backbone sees the voxel array, not the patient. The same anatomy stored flipped (i running to the
 patient's right instead of left), permuted or oblique gives the network a mirrored or rotated picture, and a
 mirrored left kidney looks like a right kidney. Every volume we match is therefore resampled onto an isotropic
-grid whose axes follow the patient (DICOM convention: i -> Left, j -> Posterior, k -> Superior), so reference
-and target are seen in the same orientation whatever their storage order. Points are mapped through RAS.
+grid whose axes follow the patient (the one canonical order of ``imaging.canonical``: i -> Left, j -> Posterior,
+k -> Superior), so reference and target are seen in the same orientation whatever their storage order. Points are
+mapped through RAS.
 """
 
 from __future__ import annotations
@@ -14,12 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from ..imaging.canonical import AIR_HU, CANONICAL_AXES, ras_bounds
 from ..imaging.resample import resample_to_grid
 from ..imaging.volume import Volume
-
-AIR_HU = -1000.0
-# Columns: i, j, k axes of the canonical grid in RAS (i -> L = -R, j -> P = -A, k -> S).
-CANONICAL_AXES = np.diag([-1.0, -1.0, 1.0])
 
 
 @dataclass(frozen=True)
@@ -32,16 +30,6 @@ class Grid:
     @property
     def spacing(self) -> float:
         return float(np.linalg.norm(self.ijk_to_ras[:3, 0]))
-
-
-def ras_bounds(volume: Volume) -> tuple[np.ndarray, np.ndarray]:
-    """RAS min / max corner of the box the volume's voxels cover (any direction matrix)."""
-    ni, nj, nk = volume.shape_ijk
-    corners = np.array(
-        [[i, j, k, 1.0] for i in (-0.5, ni - 0.5) for j in (-0.5, nj - 0.5) for k in (-0.5, nk - 0.5)]
-    )
-    ras = corners @ volume.ijk_to_ras.T
-    return ras[:, :3].min(axis=0), ras[:, :3].max(axis=0)
 
 
 def grid_from_first_voxel(first_ras: np.ndarray, shape_kji, spacing: float) -> Grid:

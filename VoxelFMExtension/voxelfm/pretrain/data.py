@@ -35,7 +35,7 @@ from .masking import sample_masks
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: volumes in the canonical (LPS) index order, as inference sees them
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")  # not .txt: a stray notes.txt is no manifest
 LABEL_WORDS = ("label", "mask", "seg")
 
@@ -111,10 +111,13 @@ def _json_line_path(path: Path, n: int, obj: Any) -> str:
 
 
 def read_ct(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """HU array (z, y, x) float32 and spacing (z, y, x) mm, via the shared reader (InputError if unusable)."""
+    """HU array (z, y, x) float32 and spacing (z, y, x) mm, via the shared reader (InputError if unusable), in
+    the canonical index order inference uses (``imaging.canonical``), so the model trains on what it will see."""
+    from ..imaging.canonical import to_canonical
     from ..imaging.io import read_volume
 
-    vol = read_volume(path, check_hu=False)  # looks_like_ct() decides, with a clearer message
+    # check_hu=False: looks_like_ct() decides, with a clearer message
+    vol, _ = to_canonical(read_volume(path, check_hu=False))
     sx, sy, sz = (float(s) for s in vol.spacing)
     return np.asarray(vol.array, dtype=np.float32), (sz, sy, sx)
 

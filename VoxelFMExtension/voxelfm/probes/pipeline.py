@@ -7,7 +7,6 @@ token poolings, which need the tokens).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,11 +27,8 @@ def preprocess_from_dict(d: dict[str, Any] | None):
     """The PreprocessConfig recorded in a probe (unknown keys ignored, lists back to tuples)."""
     from ..imaging.preprocess import PreprocessConfig
 
-    known = {f.name for f in dataclasses.fields(PreprocessConfig)}
-    kw = {k: v for k, v in (d or {}).items() if k in known}
-    if isinstance(kw.get("clip_hu"), list):
-        kw["clip_hu"] = tuple(kw["clip_hu"])
-    return PreprocessConfig(**kw)
+    # one reading of a record: a probe saved before the orientation option existed used the stored order
+    return PreprocessConfig.from_dict(d) if d else PreprocessConfig()
 
 
 def check_backbone(probe: Probe, model_info: dict[str, Any]) -> None:

@@ -15,6 +15,9 @@ from ..errors import InputError
 GLOBAL_KINDS = ("mean", "cls")  # whole-volume embeddings: mean-pooled patch tokens, the cls token
 REGION = "region"
 DEFAULT_GLOBAL = "mean"  # the bundled model's cls branch is weak (MODEL_CARD.md); mean pooling is the default
+POOLINGS = ("body_mean_std", "mean")  # how tokens become a vector (retrieval/pooling.py)
+CENTRINGS = ("library", "none")  # whole-volume scores: cosine after removing the library mean, or plain
+LEGACY = {"pooling": "mean", "centring": "none"}  # what a library recorded before these settings existed
 
 
 @dataclass(frozen=True)
@@ -22,7 +25,11 @@ class RetrievalConfig:
     """Embedding settings of a library.
 
     feature_spacing_mm: extract features from an isotropic resampling at this spacing (None: the model's own
-        preprocessing, i.e. the same features `voxelfm features` gives and the feature cache holds).
+        preprocessing, i.e. the same features `voxelfm features` gives and the feature cache holds). WHY 2 mm
+        by default: a patch covers 14 voxels, so without a fixed spacing the same anatomy stored with coarser
+        voxels is described at another scale; measured on altered copies of the dev CTs, a 1.25x coarser
+        copy finds its source at rank 1 in 4/7 cases at the native spacing and 7/7 at 2 mm, and the margins
+        grow (retrieval_quality.md). Libraries recorded with None keep it.
     block_mm: regional embeddings are patch tokens averaged over cubes of about these sizes (rounded to whole
         patch cells, at least one), one scale per size, every half block; each block keeps its RAS centre. A
         region query is compared with the blocks of the scale nearest its own size (a 2 cm point query with
@@ -30,11 +37,25 @@ class RetrievalConfig:
     center_regions: subtract the case's mean patch token before pooling regional embeddings. WHY: averaged
         tokens all lean towards one "body" direction (cosines of 0.99+ between unrelated places with the
         bundled model); removing the case mean leaves what is particular to the place.
+    pooling: "body_mean_std" describes a set of tokens by their mean and standard deviation (each L2-normalised,
+        concatenated, so vectors are twice the token width); the whole-volume embedding pools only the tokens
+        of patch cells that are mostly body, and the case mean removed from regions is theirs; the cls vector
+        is zero-padded to the same width. "mean" averages every token (the plain mean-token cosine). Chosen
+        by measurement (retrieval/pooling.py, retrieval_quality.md).
+    centring: "library" scores whole-volume queries by the cosine between query and case after subtracting
+        the mean embedding of the library's cases (3 or more; with 1 or 2 cases there is no mean worth
+        removing and the score is the plain cosine); "none" always scores the plain cosine. WHY: every
+        embedding shares one "body" direction (plain cosines of 0.99+ between different patients), so
+        plain scores barely separate the same case from the others; centring turns that margin from about
+        0.002 into about 0.4 (retrieval_quality.md). Only the scoring changes: stored vectors never do, so
+        adding a case never makes the others stale.
     """
 
-    feature_spacing_mm: float | None = None
+    feature_spacing_mm: float | None = 2.0
     block_mm: tuple[float, ...] = (30.0, 60.0, 120.0)
     center_regions: bool = True
+    pooling: str = "body_mean_std"
+    centring: str = "library"
 
     def __post_init__(self) -> None:
         if self.feature_spacing_mm is not None and not 0.1 <= self.feature_spacing_mm <= 20:
@@ -42,6 +63,10 @@ class RetrievalConfig:
         object.__setattr__(self, "block_mm", tuple(float(b) for b in self.block_mm))
         if not self.block_mm or min(self.block_mm) <= 0:
             raise InputError(f"block_mm needs positive sizes in mm, got {list(self.block_mm)}.")
+        if self.pooling not in POOLINGS:
+            raise InputError(f"Unknown pooling {self.pooling!r}; use one of {', '.join(POOLINGS)}.")
+        if self.centring not in CENTRINGS:
+            raise InputError(f"Unknown centring {self.centring!r}; use one of {', '.join(CENTRINGS)}.")
 
     def cells(self, patch_mm: float) -> list[tuple[int, int]]:
         """(block, stride) in patch cells for each scale, for patches of ``patch_mm``."""
@@ -63,7 +88,10 @@ class RetrievalConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RetrievalConfig:
+        """The settings a library recorded (one recorded before pooling/centring existed reads as LEGACY)."""
         known = {k: v for k, v in (d or {}).items() if k in cls.__dataclass_fields__}
+        if d:
+            known = {**LEGACY, **known}
         if "block_mm" in known:
             known["block_mm"] = tuple(known["block_mm"])
         return cls(**known)

@@ -1,8 +1,10 @@
 """Embeddings of a case from its frozen features: global (cls, mean-pooled patch tokens) and regional (blocks).
 
 The seed paper retrieves with cosine similarity on the cls token or on mean-pooled patch tokens; we keep both
-(L2-normalised). Regional embeddings average patch tokens over small overlapping blocks and keep each block's
-RAS centre, so a region query (mean of the tokens under the region) finds the case AND the place in it.
+(L2-normalised), pooled as ``RetrievalConfig.pooling`` says (``pooling.py``: by default the mean and standard
+deviation of the body cells' tokens). Regional embeddings pool patch tokens over small overlapping blocks the same
+way and keep each block's RAS centre, so a region query (the tokens under the region, pooled alike) finds the
+case AND the place in it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 from ..errors import InputError
 from ..imaging.volume import Volume
 from .config import RetrievalConfig
+from .pooling import cls_vector, describe, global_vector, pooled_mean, pooling_weights
 from .regions import MaskRegion, Region, points_in_volume, volume_index
 from .vector_index import normalise
 
@@ -65,45 +68,50 @@ def _starts(n: int, block: int, stride: int) -> list[tuple[int, int]]:
 
 
 def block_embeddings(
-    patch: np.ndarray, grid_to_ras: np.ndarray, block: int, stride: int
+    patch: np.ndarray, grid_to_ras: np.ndarray, block: int, stride: int, config: RetrievalConfig | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean patch token of each block and its RAS centre: ([B, C] unit rows, [B, 3])."""
+    """Pooled patch tokens of each block (``pooling.describe``) and its RAS centre: ([B, D] unit rows, [B, 3])."""
+    config = config or RetrievalConfig(pooling="mean")
     d, h, w, c = patch.shape
     vectors, cells = [], []
     for k0, nk in _starts(d, block, stride):
         for j0, nj in _starts(h, block, stride):
             for i0, ni in _starts(w, block, stride):
                 cube = patch[k0 : k0 + nk, j0 : j0 + nj, i0 : i0 + ni].reshape(-1, c)
-                vectors.append(cube.mean(axis=0, dtype=np.float64))
+                vectors.append(describe(cube, config))
                 cells.append((i0 + (ni - 1) / 2, j0 + (nj - 1) / 2, k0 + (nk - 1) / 2))
     m = np.asarray(grid_to_ras, dtype=np.float64)
     centres = np.asarray(cells) @ m[:3, :3].T + m[:3, 3]
     return normalise(np.asarray(vectors)), centres.astype(np.float32)
 
 
-def _tokens(features, center: bool) -> np.ndarray:
+def _tokens(features, center: bool, weights: np.ndarray | None = None) -> np.ndarray:
+    """The patch grid [d, h, w, C], minus the mean of the ``weights`` tokens (all by default) with ``center``."""
     patch = np.asarray(features.patch, dtype=np.float32)
     if patch.ndim != 4 or patch.size == 0:
         raise InputError(f"Features must hold a patch grid [d, h, w, C]; got shape {patch.shape}.")
     if center:
-        patch = patch - patch.reshape(-1, patch.shape[-1]).mean(axis=0, dtype=np.float64).astype(np.float32)
+        w = np.ones(int(np.prod(patch.shape[:3])), dtype=np.float32) if weights is None else weights
+        patch = patch - pooled_mean(features, w).astype(np.float32)
     return patch
 
 
-def embed_features(features, config: RetrievalConfig) -> CaseEmbeddings:
-    """Global and regional (one set of blocks per scale) embeddings of one case's ``VolumeFeatures``."""
-    raw = _tokens(features, center=False)
-    tokens = _tokens(features, config.center_regions)
+def embed_features(features, config: RetrievalConfig, body: np.ndarray | None = None) -> CaseEmbeddings:
+    """Global and regional (one set of blocks per scale) embeddings of one case's ``VolumeFeatures``
+    (``body``: its ``body_fraction`` map, used by pooling "body_mean_std")."""
+    _tokens(features, center=False)  # refuses a malformed patch grid
+    weights = pooling_weights(features, config, body)
+    tokens = _tokens(features, config.center_regions, weights)
     cell = patch_mm(features.grid_to_ras)
     blocks, centres, sizes = [], [], []
     for block, stride in config.cells(cell):
-        vectors, where = block_embeddings(tokens, features.grid_to_ras, block, stride)
+        vectors, where = block_embeddings(tokens, features.grid_to_ras, block, stride, config)
         blocks.append(vectors)
         centres.append(where)
         sizes.append(block * cell)
     return CaseEmbeddings(
-        cls=normalise(np.asarray(features.cls, dtype=np.float32))[0],
-        mean=normalise(raw.reshape(-1, raw.shape[-1]).mean(axis=0, dtype=np.float64))[0],
+        cls=cls_vector(features, config),
+        mean=global_vector(features, config, body),
         blocks=blocks,
         centres=centres,
         block_mm=sizes,
@@ -127,14 +135,16 @@ def _anchor(region: Region, inside: np.ndarray, volume: Volume) -> np.ndarray:
     return inside[np.argmin(np.linalg.norm(inside - centre, axis=1))]
 
 
-def region_query(features, region: Region, volume: Volume, config: RetrievalConfig) -> tuple[np.ndarray, int]:
+def region_query(
+    features, region: Region, volume: Volume, config: RetrievalConfig, body: np.ndarray | None = None
+) -> tuple[np.ndarray, int]:
     """(unit query vector, block scale) of ``region`` in ``volume`` (whose features these are).
 
     The region picks the block scale nearest its size; the query is the block of that scale around the
     region's anchor point, pooled exactly as the library's blocks are, so the same place in a near-identical
     scan scores ~1 and the best block's centre in another case says where the match is.
     """
-    patch = _tokens(features, config.center_regions)
+    patch = _tokens(features, config.center_regions, pooling_weights(features, config, body))
     cell = patch_mm(features.grid_to_ras)
     inside = points_in_volume(region, volume, step_mm=cell / 3)  # InputError when the region is off the image
     scale = config.scale_for(region.side_mm)
@@ -147,4 +157,4 @@ def region_query(features, region: Region, volume: Volume, config: RetrievalConf
     start = np.clip(np.rint(ijk - (size - 1) / 2).astype(np.int64), 0, sizes - size)
     (i0, j0, k0), (ni, nj, nk) = start, size
     cube = patch[k0 : k0 + nk, j0 : j0 + nj, i0 : i0 + ni].reshape(-1, patch.shape[-1])
-    return normalise(cube.mean(axis=0, dtype=np.float64))[0], scale
+    return describe(cube, config), scale

@@ -31,10 +31,10 @@ from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
 from .config import DEFAULT_GLOBAL, REGION, RetrievalConfig, check_kind
 from .embeddings import CaseEmbeddings, embed_features, region_query
 from .library import CaseLibrary
+from .pooling import body_fraction, cls_vector, embedding_dim, global_vector, uses_std
 from .regions import Region
 from .result import QueryResult, RetrievalHit
 from .search import Filter, search_global, search_region
-from .vector_index import normalise
 
 
 def preprocess_record(cfg: Any) -> dict[str, Any]:
@@ -79,10 +79,16 @@ class RetrievalPipeline(ConfiguredPipeline[RetrievalConfig | None]):
 
         backbone = self.service.backbone(spec)
         identity = model_identity(backbone)
+        if library is not None and library.identity is not None and "orientation" not in library.preprocess:
+            raise InputError(
+                f"The library {library.folder} was made by an earlier version of VoxelFM (features on the stored "
+                "array order, every token pooled); its embeddings cannot be compared with today's. Make a new "
+                "library from the same images (`voxelfm index add NEW_FOLDER ...`)."
+            )
         if library is not None:
             library.check_compatible(
                 identity,
-                int(backbone.embed_dim),
+                embedding_dim(int(backbone.embed_dim), self.config_for(library)),
                 preprocess_record(self.model_preprocess(spec)),
                 self.config_for(library),
             )
@@ -98,11 +104,18 @@ class RetrievalPipeline(ConfiguredPipeline[RetrievalConfig | None]):
             source = resample_isotropic(volume, s)
         return self.volume_features(source, spec, self.model_preprocess(spec), progress, cancel)
 
+    @staticmethod
+    def body(volume: Volume, feats, config: RetrievalConfig) -> np.ndarray | None:
+        """The body share of each patch cell (None when the pooling does not use it)."""
+        if not uses_std(config):
+            return None
+        return body_fraction(volume, feats.grid_to_ras, np.asarray(feats.patch).shape[:3])
+
     def embed(
         self, volume: Volume, spec: ModelSpec, config: RetrievalConfig, progress=None, cancel=None
     ) -> tuple[CaseEmbeddings, Any]:
         feats = self.features(volume, spec, config, progress, cancel)
-        return embed_features(feats, config), feats
+        return embed_features(feats, config, self.body(volume, feats, config)), feats
 
     # ---- adding cases
 
@@ -168,15 +181,17 @@ class RetrievalPipeline(ConfiguredPipeline[RetrievalConfig | None]):
         check_cancel(cancel)
         progress(0.92, "searching the library")
         t = time.perf_counter()
+        body = self.body(volume, feats, config)
+        notes: list[str] = []
         if region is not None:
-            vector, scale = region_query(feats, region, volume, config)
+            vector, scale = region_query(feats, region, volume, config, body)
             hits = search_region(lib, vector, scale, k, where)
             result = QueryResult(hits, region.describe(), REGION, region.center, region.half_extent)
         else:
-            patch = np.asarray(feats.patch, dtype=np.float32)
-            vector = feats.cls if embedding == "cls" else patch.reshape(-1, patch.shape[-1]).mean(axis=0)
-            hits = search_global(lib, normalise(vector)[0], embedding, k, where)
+            vector = cls_vector(feats, config) if embedding == "cls" else global_vector(feats, config, body)
+            hits = search_global(lib, vector, embedding, k, where, config.centring, notes)
             result = QueryResult(hits, f"whole volume ({embedding})", embedding)
+        result.warnings += notes
         if len(hits) < k:
             result.warnings.append(f"The library holds only {len(hits)} matching case(s) (k={k}).")
         result.search_seconds = time.perf_counter() - t

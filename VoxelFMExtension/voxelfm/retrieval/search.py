@@ -4,6 +4,10 @@ The FAISS index only proposes candidates (4k of them, more when filters or stale
 candidate is re-scored exactly with its stored embedding, so reported scores are exact cosines whatever the
 index kind, and cases added since the index file was last written are scored exactly too. Region queries
 re-score all blocks of each candidate case and report the best block's centre as the location.
+
+Whole-volume queries of a library with centring "library" (RetrievalConfig) are scored by the cosine after
+subtracting the mean stored embedding of the library's cases (computed from the stored vectors at each query, so
+it follows every add and remove); up to CENTRE_EXACT_MAX cases every case is scored exactly.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from .vector_index import normalise
 Filter = Callable[[CaseRecord], bool] | None
 OVERSAMPLE = 4
 REGION_OVERSAMPLE = 64  # blocks fetched per wanted case before grouping by case
+CENTRE_MIN_CASES = 3  # below this a library mean is mostly the cases themselves: plain cosine then
+CENTRE_EXACT_MAX = 50_000  # a centred query scores every case up to this size (index candidates above)
 
 
 def _retrying(fn):
@@ -78,16 +84,63 @@ def _delta_rows(lib, indexes: IndexSet, kind: str, where: Filter) -> list[int]:
     return list(_live(lib, rows, where)) if where is not None else rows
 
 
+def library_centre(lib, kind: str) -> np.ndarray:
+    """Mean of the stored ``kind`` embeddings of every case (streamed in chunks; read at each query, so it
+    always matches the library as it is now)."""
+    total, n = np.zeros(int(lib.dim), dtype=np.float64), 0
+    for mat, _ in lib.indexes.vectors(kind, [rec.row for rec in lib.cases()]):
+        total += mat.sum(axis=0, dtype=np.float64)
+        n += len(mat)
+    return total / max(n, 1)
+
+
+def centred_cosines(mat: np.ndarray, q: np.ndarray, centre: np.ndarray | None) -> np.ndarray:
+    """Cosine of each row of ``mat`` with ``q`` after subtracting ``centre`` from both (plain when None)."""
+    if centre is None:
+        return mat @ q
+    xc, qc = mat - centre[None, :], q - centre
+    norms = np.linalg.norm(xc, axis=1) * max(float(np.linalg.norm(qc)), 1e-12)
+    return np.clip((xc @ qc) / np.maximum(norms, 1e-12), -1.0, 1.0)
+
+
+def global_centre(lib, kind: str, centring: str, notes: list[str] | None) -> np.ndarray | None:
+    """The library mean to remove (None: plain cosine, with a note when the library is too small)."""
+    if centring != "library":
+        return None
+    n = lib.count()
+    if n < CENTRE_MIN_CASES:
+        if notes is not None:
+            notes.append(
+                f"The library holds {n} case(s): scores are plain cosines (the library mean is removed from "
+                f"{CENTRE_MIN_CASES} cases on)."
+            )
+        return None
+    return library_centre(lib, kind)
+
+
 @_retrying
-def search_global(lib, vector: np.ndarray, kind: str, k: int, where: Filter = None) -> list[RetrievalHit]:
-    """The ``k`` cases whose ``kind`` (mean | cls) embedding is closest to ``vector``."""
+def search_global(
+    lib,
+    vector: np.ndarray,
+    kind: str,
+    k: int,
+    where: Filter = None,
+    centring: str = "none",
+    notes: list[str] | None = None,
+) -> list[RetrievalHit]:
+    """The ``k`` cases whose ``kind`` (mean | cls) embedding is closest to ``vector`` (``centring``:
+    "library" scores cosines after removing the library mean, see the module note)."""
     indexes = lib.indexes
     q = normalise(vector)
-    rows = _index_candidates(lib, indexes, kind, q, k, where)
-    rows += [r for r in _delta_rows(lib, indexes, kind, where) if r not in set(rows)]
+    centre = global_centre(lib, kind, centring, notes)
+    if centre is not None and lib.count() <= CENTRE_EXACT_MAX:
+        rows = list(_live(lib, [rec.row for rec in lib.cases()], where))
+    else:
+        rows = _index_candidates(lib, indexes, kind, q, k if centre is None else 8 * k, where)
+        rows += [r for r in _delta_rows(lib, indexes, kind, where) if r not in set(rows)]
     scored: list[tuple[float, int]] = []
     for mat, ids in indexes.vectors(kind, rows):
-        scores = mat @ q[0]
+        scores = centred_cosines(mat, q[0], centre)
         scored += [(float(s), int(i)) for s, i in zip(scores, ids, strict=True)]
     scored.sort(key=lambda t: -t[0])
     top = scored[:k]
