@@ -412,6 +412,7 @@ def part_c(data: Path, models: dict[str, str], args) -> list[str]:
             "mean of all tokens": lambda f, b: global_vector(f, RetrievalConfig(pooling="mean"), None),
             "cls token": lambda f, b: cls_vector(f, RetrievalConfig(pooling="mean")),
             "mean + std of body tokens": lambda f, b: global_vector(f, RetrievalConfig(), b),
+            "mean + std of all tokens": lambda f, b: global_vector(f, RetrievalConfig(), None),
         }
         for name, fn in candidates.items():
             lib = np.array([fn(*feats[n]) for n in names])

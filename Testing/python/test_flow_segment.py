@@ -210,7 +210,7 @@ def test_paint_fit_paint_refit_undo_correct_apply(a_slicer_app, data_dir, truth,
     #     as "painted examples" it is refused (predictions are never read back as paint)
     report = ReportLogic(model=MODEL, device="cpu").run(ct, segmentation_nodes=[out])
     census.step({"vtkMRMLTextNode": 1})
-    assert "liver" in report.text_node.GetText()
+    assert "Liver: Volume" in report.text_node.GetText()  # the prediction measured under its own heading
     region = RetrievalLogic(model=MODEL, device="cpu").prepare_mode_query(
         "segment", ct, segmentation_node=out, segment_id=moved.segment_ids[0]
     )
