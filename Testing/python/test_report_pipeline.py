@@ -12,7 +12,8 @@ import pytest
 import torch
 from report_cases import FINDINGS, findings_workspace, planted_ct
 
-from voxelfm.errors import CheckpointError, InputError
+from voxelfm.errors import InputError
+from voxelfm.features.identity import BackboneMismatchError
 from voxelfm.features.spec import ModelSpec
 from voxelfm.report.pipeline import ReportPipeline
 from voxelfm.report.template_files import load_template, template_from_dict
@@ -112,7 +113,7 @@ def test_bad_inputs_are_clear_errors(workspace, tmp_path):
     volume = planted_ct(False, False, seed=104)
     with pytest.raises(InputError, match="Nothing to draft a report from"):
         _pipeline(workspace).draft(volume)
-    with pytest.raises(CheckpointError, match="fitted on features of model"):
+    with pytest.raises(BackboneMismatchError, match="fitted on features of model"):
         _pipeline(workspace, model=workspace["other"]).draft(volume, probes=[workspace["probe"]])
     regression = load_probe(workspace["probe"])
     regression.task, regression.kind = "regression", "regression"

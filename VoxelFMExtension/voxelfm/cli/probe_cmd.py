@@ -47,6 +47,7 @@ def run_fit(args: argparse.Namespace) -> int:
     import dataclasses
 
     from ..features.extract import model_identity
+    from ..features.identity import backbone_record
     from ..probes.config import ProbeConfig
     from ..probes.evaluate import headline
     from ..probes.fit import fit_probe_inputs
@@ -90,7 +91,7 @@ def run_fit(args: argparse.Namespace) -> int:
         folds=manifest.folds,
         split=manifest.split,
         groups=manifest.groups,
-        backbone=model_identity(model),
+        backbone=backbone_record(model_identity(model)),
         preprocess=preprocess.to_dict() if hasattr(preprocess, "to_dict") else dataclasses.asdict(preprocess),
     )
     result.probe.training["feature_extraction"] = {"max_tokens": args.max_tokens, "overlap": args.overlap}

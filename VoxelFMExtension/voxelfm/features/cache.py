@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..files.locations import cache_root
+from .identity import IDENTITY_KEYS
 
 if TYPE_CHECKING:
     from .volume_features import VolumeFeatures
@@ -37,7 +38,7 @@ class FeatureCache:
         payload = {
             "v": FEATURES_FORMAT_VERSION,
             "volume": volume_hash,
-            "model": {k: model.get(k) for k in ("id", "revision", "sha256")},
+            "model": {k: model.get(k) for k in IDENTITY_KEYS},
             "preprocess": preprocess,
             "extraction": extraction,
         }

@@ -47,6 +47,9 @@ def model_identity(model: torch.nn.Module) -> dict[str, Any]:
             h.update(v.detach().cpu().float().numpy().tobytes())
         info.setdefault("id", "in-memory")
         info["sha256"] = h.hexdigest()
+    cfg = getattr(model, "cfg", None)
+    if cfg is not None and hasattr(cfg, "to_dict"):
+        info["config"] = cfg.to_dict()
     return info
 
 

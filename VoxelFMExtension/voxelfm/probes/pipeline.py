@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CheckpointError, InputError
+from ..errors import InputError
+from ..features.identity import check_backbone, recorded_backbone
 from ..features.service import FeaturePipeline
 from ..features.spec import ModelSpec
 from ..features.volume_features import VolumeFeatures
@@ -31,21 +32,15 @@ def preprocess_from_dict(d: dict[str, Any] | None):
     return PreprocessConfig.from_dict(d) if d else PreprocessConfig()
 
 
-def check_backbone(probe: Probe, model_info: dict[str, Any]) -> None:
-    """Refuse to apply a probe to features of a different backbone (weights identified by sha256)."""
-    want = probe.backbone or {}
-    want_sha, have_sha = want.get("sha256"), (model_info or {}).get("sha256")
-    if want_sha and have_sha and want_sha != have_sha:
-        raise CheckpointError(
-            f"This probe was fitted on features of model {want.get('id')!r} (revision {want.get('revision')}, "
-            f"sha256 {want_sha[:12]}...), but model {model_info.get('id')!r} (sha256 {have_sha[:12]}...) is loaded. "
-            f"Run with --model {want.get('id')} (the probe's backbone) or refit the probe on this model."
-        )
-    if not want_sha and want.get("id") and want.get("id") != (model_info or {}).get("id"):
-        raise CheckpointError(
-            f"This probe was fitted on model {want.get('id')!r} but {model_info.get('id')!r} is loaded; "
-            "use the probe's model or refit the probe."
-        )
+def check_probe_backbone(probe: Any, loaded: dict[str, Any]) -> None:
+    """Refuse to apply a probe (or a report-model run) to features of other backbone weights."""
+    recorded = recorded_backbone(probe)
+    check_backbone(
+        recorded,
+        loaded,
+        "This probe was fitted on features of model",
+        f"run with --model {recorded.get('id')} (the probe's backbone) or refit the probe on this model.",
+    )
 
 
 class ProbePipeline(FeaturePipeline):
@@ -93,11 +88,7 @@ class ProbePipeline(FeaturePipeline):
 
     def spec_for(self, probe: Probe) -> ModelSpec:
         """Our model, else the probe's own backbone."""
-        return (
-            self.spec
-            if self.spec.model
-            else self.spec.with_model(str((probe.backbone or {}).get("id") or ""))
-        )
+        return self.spec.for_record(probe)
 
     def apply(
         self,
@@ -110,7 +101,7 @@ class ProbePipeline(FeaturePipeline):
         from ..features.extract import model_identity
 
         spec = self.spec_for(probe)
-        check_backbone(probe, model_identity(self.service.backbone(spec)))
+        check_probe_backbone(probe, model_identity(self.service.backbone(spec)))
         preprocess = preprocess_from_dict(probe.preprocess) if probe.preprocess else None
         return probe.predict_inputs(
             self.pooled_inputs(images, probe.pooling, preprocess, progress, cancel, spec)

@@ -74,21 +74,19 @@ class ReportPipeline(ConfiguredPipeline[ConsensusConfig]):
 
     def _probe_spec(self, probes: Sequence[FindingsProbe]) -> ModelSpec:
         """The pipeline's model, else the first probe's backbone (as `apply-probe` does)."""
-        if self.spec.model or not probes:
-            return self.spec
-        return self.spec.with_model(str(probes[0].backbone.get("id") or ""))
+        return self.spec.for_record(probes[0].probe) if probes else self.spec
 
     def probe_calls(
         self, volume: Volume, probes: Sequence[Any], progress: ProgressFn, cancel: CancelFlag | None
     ) -> tuple[list[FindingCall], dict[str, Any]]:
         from ..features.extract import model_identity
-        from ..probes.pipeline import check_backbone, preprocess_from_dict
+        from ..probes.pipeline import check_probe_backbone, preprocess_from_dict
 
         loaded = [as_findings_probe(p) for p in probes]
         spec = self._probe_spec(loaded)
         identity = model_identity(self.service.backbone(spec))
         for p in loaded:
-            check_backbone(p.probe, identity)
+            check_probe_backbone(p.probe, identity)
         calls: list[FindingCall] = []
         for n, p in enumerate(loaded):
             check_cancel(cancel)

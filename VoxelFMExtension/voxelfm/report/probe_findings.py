@@ -3,7 +3,7 @@
 Each target of a probe is a finding (matched to the CT-RATE catalogue by name; other names are the user's own
 findings, placed in the last section). The probability of the positive class becomes present / uncertain /
 absent through the template's thresholds (default: >= 0.6 present, < 0.4 absent, else uncertain). A probe
-fitted on another backbone is refused (``probes.pipeline.check_backbone``), never silently applied.
+fitted on another backbone is refused (``probes.pipeline.check_probe_backbone``), never silently applied.
 """
 
 from __future__ import annotations
@@ -39,10 +39,6 @@ class FindingsProbe:
     @property
     def findings(self) -> list[str]:
         return list(self.probe.target_names)
-
-    @property
-    def backbone(self) -> dict[str, Any]:
-        return self.probe.backbone or {}
 
 
 def check_findings_probe(probe: Probe, name: str) -> None:

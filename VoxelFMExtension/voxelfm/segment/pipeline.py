@@ -120,7 +120,7 @@ class SegmentationPipeline(ConfiguredPipeline[SegmentationConfig]):
         progress = progress or no_progress
         ctx = SegmentationContext(volume, None)
         if probe.patch_weight is not None:
-            spec = self.spec if self.spec.model else self.spec.with_model(probe.model.get("id") or "")
+            spec = self.spec.for_record(probe)
             ctx = self.context(
                 volume,
                 probe.config.feature_spacing_mm,

@@ -9,9 +9,9 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
+from ...features.identity import backbone_record
 from ...features.service import ConfiguredPipeline, FeatureService, feature_service
 from ...features.spec import FeatureOptions, ModelSpec
 from ...imaging.volume import Volume
@@ -115,7 +115,7 @@ def train_report_run(
         "train": train.to_dict(),
         "lm": {"source": reference, "class": type(language_model).__name__},
         "feature_dim": dim,
-        "backbone": model_identity(backbone),
+        "backbone": backbone_record(model_identity(backbone)),
         "preprocess": dataclasses.asdict(preprocess),
         "n_cases": len(reports),
         "history": history,
@@ -141,22 +141,17 @@ class VLMReporter(ConfiguredPipeline[GenerationConfig]):
         super().__init__(spec, generation, options, service)
         self.run = Path(run)
         self.model, self.meta = load_run(self.run, _device(self.spec))
-        backbone_id = str((self.meta.get("backbone") or {}).get("id") or "")
-        if not self.spec.model:  # the run's own backbone
-            self.spec = self.spec.with_model(backbone_id)
+        self.spec = self.spec.for_record(self.meta)  # the run's own backbone unless one is named
 
     def generate(
         self, volume: Volume, progress: ProgressFn | None = None, cancel: CancelFlag | None = None
     ) -> str:
         from ...features.extract import model_identity
         from ...imaging.preprocess import PreprocessConfig
-        from ...probes.pipeline import check_backbone
+        from ...probes.pipeline import check_probe_backbone
 
         progress = progress or no_progress
-        check_backbone(
-            SimpleNamespace(backbone=self.meta.get("backbone") or {}),
-            model_identity(self.service.backbone(self.spec)),
-        )
+        check_probe_backbone(self.meta, model_identity(self.service.backbone(self.spec)))
         preprocess = PreprocessConfig.from_dict(self.meta.get("preprocess") or {})
         tokens = _features(
             self.service,
