@@ -61,14 +61,15 @@ def test_planted_probe_drives_its_sentence_on_and_off(workspace):
 
 
 def test_probe_probability_is_the_probe_output(workspace):
-    from voxelfm.probes.pipeline import preprocess_from_dict
     from voxelfm.probes.probe_file import load_probe
 
     volume = planted_ct(True, True, seed=102)
     draft = _pipeline(workspace).draft(volume, probes=[workspace["probe"]])
     probe = load_probe(workspace["probe"])
     spec = ModelSpec(str(workspace["model"]), device="cpu")
-    feats = workspace["service"].features(volume, spec, preprocess=preprocess_from_dict(probe.preprocess))
+    feats = workspace["service"].features(
+        volume, spec, preprocess=_pipeline(workspace).preprocess_for(spec, probe.preprocess)
+    )
     expected = dict(zip(FINDINGS, probe.predict_one(feats), strict=True))
     got = {
         e["finding"]: e["probability"] for s in draft.sentences for e in s.evidence if e["kind"] == "probe"

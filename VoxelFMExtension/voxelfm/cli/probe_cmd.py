@@ -44,7 +44,6 @@ def run_fit(args: argparse.Namespace) -> int:
         from .localize_cmd import run_fit_localisation
 
         return run_fit_localisation(args)
-    import dataclasses
 
     from ..features.extract import model_identity
     from ..features.identity import backbone_record
@@ -92,7 +91,7 @@ def run_fit(args: argparse.Namespace) -> int:
         split=manifest.split,
         groups=manifest.groups,
         backbone=backbone_record(model_identity(model)),
-        preprocess=preprocess.to_dict() if hasattr(preprocess, "to_dict") else dataclasses.asdict(preprocess),
+        preprocess=preprocess.to_dict(),
     )
     result.probe.training["feature_extraction"] = {"max_tokens": args.max_tokens, "overlap": args.overlap}
     st, js = save_probe(result.probe, args.out)

@@ -7,9 +7,7 @@ maps patch-cell centres (i along W', j along H', k along D') to RAS mm.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 import logging
 from typing import Any
 
@@ -82,7 +80,7 @@ def extract_features(
         key = store.key(
             volume.content_hash(),
             ident,
-            dataclasses.asdict(cfg),
+            cfg.to_dict(),
             {"max_tokens": max_tokens, "overlap": overlap, "precision": resolved},
         )
         hit = store.get(key)
@@ -107,7 +105,7 @@ def extract_features(
     feats.prepared_to_ras = np.asarray(prepared.prepared_to_ras, dtype=np.float64)
     feats.prepared_shape = tuple(int(s) for s in prepared.array.shape)
     feats.model = ident
-    feats.preprocess = _jsonable(dataclasses.asdict(cfg))
+    feats.preprocess = cfg.to_dict()
     if store is not None and key is not None:
         store.put(key, feats)
     progress(1.0, "features ready")
@@ -192,7 +190,3 @@ def _run_settings(
     dev = pick_device(device)
     budget = default_max_tokens() if max_tokens is None else int(max_tokens)
     return dev, resolve_precision(precision, dev), budget
-
-
-def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(d, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))

@@ -13,18 +13,16 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import torch
 
+from ..imaging.preprocess import PreprocessConfig
 from ..imaging.volume import Volume
 from ..lazy import ProcessWide
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
 from .spec import FeatureOptions, ModelSpec, is_model_path
 from .volume_features import VolumeFeatures
-
-if TYPE_CHECKING:
-    from ..imaging.preprocess import PreprocessConfig
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +177,13 @@ class FeaturePipeline:
             progress,
             cancel,
         )
+
+    def preprocess_for(self, spec: ModelSpec, recorded: dict[str, Any] | None) -> PreprocessConfig:
+        """The preprocessing a probe or run recorded (applied exactly as it was fitted), else the model's own
+        with our options: the one reading of a preprocessing record (``PreprocessConfig.to_dict`` writes it)."""
+        if recorded:
+            return PreprocessConfig.from_dict(recorded)
+        return self.model_preprocess(spec)
 
     def model_preprocess(self, spec: ModelSpec) -> PreprocessConfig:
         """The model's own preprocessing with our background crop, patch budget and orientation."""

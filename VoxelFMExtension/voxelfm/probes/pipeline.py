@@ -24,14 +24,6 @@ from .pooling import pool_all
 from .probe import Probe
 
 
-def preprocess_from_dict(d: dict[str, Any] | None):
-    """The PreprocessConfig recorded in a probe (unknown keys ignored, lists back to tuples)."""
-    from ..imaging.preprocess import PreprocessConfig
-
-    # one reading of a record: a probe saved before the orientation option existed used the stored order
-    return PreprocessConfig.from_dict(d) if d else PreprocessConfig()
-
-
 def check_probe_backbone(probe: Any, loaded: dict[str, Any]) -> None:
     """Refuse to apply a probe (or a report-model run) to features of other backbone weights."""
     recorded = recorded_backbone(probe)
@@ -102,7 +94,7 @@ class ProbePipeline(FeaturePipeline):
 
         spec = self.spec_for(probe)
         check_probe_backbone(probe, model_identity(self.service.backbone(spec)))
-        preprocess = preprocess_from_dict(probe.preprocess) if probe.preprocess else None
+        preprocess = self.preprocess_for(spec, probe.preprocess)
         return probe.predict_inputs(
             self.pooled_inputs(images, probe.pooling, preprocess, progress, cancel, spec)
         )

@@ -80,7 +80,7 @@ class ReportPipeline(ConfiguredPipeline[ConsensusConfig]):
         self, volume: Volume, probes: Sequence[Any], progress: ProgressFn, cancel: CancelFlag | None
     ) -> tuple[list[FindingCall], dict[str, Any]]:
         from ..features.extract import model_identity
-        from ..probes.pipeline import check_probe_backbone, preprocess_from_dict
+        from ..probes.pipeline import check_probe_backbone
 
         loaded = [as_findings_probe(p) for p in probes]
         spec = self._probe_spec(loaded)
@@ -90,7 +90,7 @@ class ReportPipeline(ConfiguredPipeline[ConsensusConfig]):
         calls: list[FindingCall] = []
         for n, p in enumerate(loaded):
             check_cancel(cancel)
-            preprocess = preprocess_from_dict(p.probe.preprocess) if p.probe.preprocess else None
+            preprocess = self.preprocess_for(spec, p.probe.preprocess)
             feats = self.volume_features(
                 volume, spec, preprocess, lambda f, m, n=n: progress((n + f) / len(loaded), m), cancel
             )

@@ -15,7 +15,6 @@ or command is not recomputed.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -35,11 +34,6 @@ from .pooling import body_fraction, cls_vector, embedding_dim, global_vector, us
 from .regions import Region
 from .result import QueryResult, RetrievalHit
 from .search import Filter, search_global, search_region
-
-
-def preprocess_record(cfg: Any) -> dict[str, Any]:
-    """The preprocessing as the features file records it (JSON types)."""
-    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
 class RetrievalPipeline(ConfiguredPipeline[RetrievalConfig | None]):
@@ -89,7 +83,7 @@ class RetrievalPipeline(ConfiguredPipeline[RetrievalConfig | None]):
             library.check_compatible(
                 identity,
                 embedding_dim(int(backbone.embed_dim), self.config_for(library)),
-                preprocess_record(self.model_preprocess(spec)),
+                self.model_preprocess(spec).to_dict(),
                 self.config_for(library),
             )
         return identity

@@ -18,7 +18,6 @@ from typing import Any
 
 from ..features.service import ConfiguredPipeline
 from ..features.spec import ModelSpec
-from ..imaging.preprocess import PreprocessConfig
 from ..imaging.resample import resample_isotropic
 from ..imaging.volume import Volume
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
@@ -42,12 +41,6 @@ class SegmentationPipeline(ConfiguredPipeline[SegmentationConfig]):
 
     # ---- features
 
-    def _preprocess(self, spec: ModelSpec, recorded: dict[str, Any] | None) -> PreprocessConfig:
-        """The probe's recorded preprocessing when applying, else the model's own with our options."""
-        if recorded:
-            return PreprocessConfig.from_dict(recorded)
-        return self.model_preprocess(spec)
-
     def context(
         self,
         volume: Volume,
@@ -65,7 +58,7 @@ class SegmentationPipeline(ConfiguredPipeline[SegmentationConfig]):
         if self._context is None or key != self._key:
             check_cancel(cancel)
             source = resample_isotropic(volume, feature_spacing_mm) if feature_spacing_mm else volume
-            preprocess = self._preprocess(spec, recorded_preprocess)
+            preprocess = self.preprocess_for(spec, recorded_preprocess)
             feats = self.volume_features(
                 source, spec, preprocess, lambda f, m: progress(FEATURES_SHARE * f, m), cancel
             )

@@ -116,7 +116,7 @@ def train_report_run(
         "lm": {"source": reference, "class": type(language_model).__name__},
         "feature_dim": dim,
         "backbone": backbone_record(model_identity(backbone)),
-        "preprocess": dataclasses.asdict(preprocess),
+        "preprocess": preprocess.to_dict(),
         "n_cases": len(reports),
         "history": history,
     }
@@ -147,12 +147,11 @@ class VLMReporter(ConfiguredPipeline[GenerationConfig]):
         self, volume: Volume, progress: ProgressFn | None = None, cancel: CancelFlag | None = None
     ) -> str:
         from ...features.extract import model_identity
-        from ...imaging.preprocess import PreprocessConfig
         from ...probes.pipeline import check_probe_backbone
 
         progress = progress or no_progress
         check_probe_backbone(self.meta, model_identity(self.service.backbone(self.spec)))
-        preprocess = PreprocessConfig.from_dict(self.meta.get("preprocess") or {})
+        preprocess = self.preprocess_for(self.spec, self.meta.get("preprocess"))
         tokens = _features(
             self.service,
             volume,
