@@ -24,36 +24,17 @@ def _pipeline(args: argparse.Namespace):
     return ProbePipeline(spec, options=feature_options)
 
 
-def _probe_backbone(pipeline, probe):
-    """Load the model a probe is applied with (its own backbone unless --model names one), saying which failed."""
-    from ..errors import VoxelFMError
-
-    spec = pipeline.spec_for(probe)
-    try:
-        return pipeline.service.backbone(spec)
-    except VoxelFMError as exc:
-        if pipeline.spec.model:
-            raise
-        raise type(exc)(
-            f"Cannot load the probe's backbone {spec.model!r} ({exc}). Pass --model with that checkpoint."
-        ) from exc
-
-
 def run_fit(args: argparse.Namespace) -> int:
     if args.task == "localisation":  # landmarks (manifest: image, points): voxelfm.cli.localize_cmd
         from .localize_cmd import run_fit_localisation
 
         return run_fit_localisation(args)
 
-    from ..features.extract import model_identity
-    from ..features.identity import backbone_record
     from ..probes.config import ProbeConfig
     from ..probes.evaluate import headline
-    from ..probes.fit import fit_probe_inputs
     from ..probes.manifest import read_manifest
     from ..probes.probe_file import save_probe
     from ..probes.report import write_report
-    from ..probes.targets import encode_targets
     from ..progress import TqdmProgress
 
     config = ProbeConfig(
@@ -72,28 +53,11 @@ def run_fit(args: argparse.Namespace) -> int:
     targets = [t.strip() for t in args.targets.split(",")] if args.targets else None
     manifest = read_manifest(args.manifest, args.task, targets, args.time_column, args.event_column)
     plan = _fit_outputs(args, manifest)
-    encode_targets(args.task, manifest.targets, manifest.target_names)  # bad targets fail before extraction
-    pipeline = _pipeline(args)
-    model = pipeline.service.backbone(pipeline.spec)
-    preprocess = pipeline.model_preprocess(pipeline.spec)
     bar = TqdmProgress("features")
     try:
-        inputs = pipeline.pooled_inputs(manifest.images, config.pooling, preprocess, bar)
+        result = _pipeline(args).fit(args.task, manifest, config, bar)
     finally:
         bar.close()
-    result = fit_probe_inputs(
-        args.task,
-        inputs,
-        manifest.targets,
-        config,
-        target_names=manifest.target_names,
-        folds=manifest.folds,
-        split=manifest.split,
-        groups=manifest.groups,
-        backbone=backbone_record(model_identity(model)),
-        preprocess=preprocess.to_dict(),
-    )
-    result.probe.training["feature_extraction"] = {"max_tokens": args.max_tokens, "overlap": args.overlap}
     st, js = save_probe(result.probe, args.out)
     rj, rp = write_report(result, args.out, manifest.ids)
     name, value = headline(result.metrics)
@@ -154,11 +118,9 @@ def run_apply(args: argparse.Namespace) -> int:
     if args.out:
         plan.output(args.out, "--out", suffixes=TABLE_SUFFIXES, kind=kinds.PREDICTIONS)
     plan.check()
-    pipeline = _pipeline(args)
-    _probe_backbone(pipeline, probe)
     bar = TqdmProgress("features")
     try:
-        outputs = pipeline.apply(probe, images, bar)
+        outputs = _pipeline(args).apply(probe, images, bar)
     finally:
         bar.close()
     header = ["image", *probe.output_columns()]

@@ -13,15 +13,20 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
-from ..features.identity import check_backbone, recorded_backbone
+from ..errors import InputError, VoxelFMError
+from ..features.extract import model_identity
+from ..features.identity import backbone_record, check_backbone, recorded_backbone
 from ..features.service import FeaturePipeline
 from ..features.spec import ModelSpec
 from ..features.volume_features import VolumeFeatures
 from ..imaging.volume import Volume
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
+from .config import ProbeConfig
+from .fit import FitResult, fit_probe_inputs
+from .manifest import Manifest
 from .pooling import pool_all
 from .probe import Probe
+from .targets import encode_targets
 
 
 def check_probe_backbone(probe: Any, loaded: dict[str, Any]) -> None:
@@ -78,9 +83,58 @@ class ProbePipeline(FeaturePipeline):
             yield self.volume_features(volume, spec, preprocess, sub, cancel)
         progress(1.0, "features ready")
 
+    def fit(
+        self,
+        task: str,
+        manifest: Manifest,
+        config: ProbeConfig,
+        progress: ProgressFn | None = None,
+        cancel: CancelFlag | None = None,
+    ) -> FitResult:
+        """Features of the manifest's images -> a probe fitted (and cross-validated) on them, recording our
+        backbone, its preprocessing and the extraction settings; bad targets fail before any extraction."""
+        encode_targets(task, manifest.targets, manifest.target_names)
+        backbone = backbone_record(model_identity(self.service.backbone(self.spec)))
+        preprocess = self.model_preprocess(self.spec)
+        inputs = self.pooled_inputs(manifest.images, config.pooling, preprocess, progress, cancel)
+        result = fit_probe_inputs(
+            task,
+            inputs,
+            manifest.targets,
+            config,
+            target_names=manifest.target_names,
+            folds=manifest.folds,
+            split=manifest.split,
+            groups=manifest.groups,
+            backbone=backbone,
+            preprocess=preprocess.to_dict(),
+            cancel=cancel,
+        )
+        result.probe.training["feature_extraction"] = {
+            "max_tokens": self.spec.max_tokens,
+            "overlap": self.options.overlap,
+        }
+        return result
+
     def spec_for(self, probe: Probe) -> ModelSpec:
         """Our model, else the probe's own backbone."""
         return self.spec.for_record(probe)
+
+    def probe_backbone(self, probe: Probe) -> dict[str, Any]:
+        """The identity of the model a probe is applied with (loaded now), saying which failed to load when
+        it is the probe's own; a probe of other weights is refused (``check_probe_backbone``)."""
+        spec = self.spec_for(probe)
+        try:
+            model = self.service.backbone(spec)
+        except VoxelFMError as exc:
+            if self.spec.model:
+                raise
+            raise type(exc)(
+                f"Cannot load the probe's backbone {spec.model!r} ({exc}). Pass --model with that checkpoint."
+            ) from exc
+        identity = model_identity(model)
+        check_probe_backbone(probe, identity)
+        return identity
 
     def apply(
         self,
@@ -90,10 +144,8 @@ class ProbePipeline(FeaturePipeline):
         cancel: CancelFlag | None = None,
     ) -> np.ndarray:
         """Probe outputs for images (paths or Volumes), after checking the model matches the probe."""
-        from ..features.extract import model_identity
-
+        self.probe_backbone(probe)
         spec = self.spec_for(probe)
-        check_probe_backbone(probe, model_identity(self.service.backbone(spec)))
         preprocess = self.preprocess_for(spec, probe.preprocess)
         return probe.predict_inputs(
             self.pooled_inputs(images, probe.pooling, preprocess, progress, cancel, spec)

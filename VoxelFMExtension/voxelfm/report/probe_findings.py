@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -67,9 +66,9 @@ def as_findings_probe(
     return found
 
 
-def finding_probabilities(probe: FindingsProbe, features: Any) -> dict[str, float]:
-    """Probability of each target's positive class for one volume's features."""
-    out = np.atleast_1d(np.asarray(probe.probe.predict_one(features), dtype=np.float64))
+def finding_probabilities(probe: FindingsProbe, outputs: np.ndarray) -> dict[str, float]:
+    """Probability of each target's positive class from the probe's outputs for one volume."""
+    out = np.atleast_1d(np.asarray(outputs, dtype=np.float64))
     names = probe.findings
     if probe.probe.kind == "binary":
         return {names[0]: float(out[0])}
@@ -80,8 +79,8 @@ def finding_probabilities(probe: FindingsProbe, features: Any) -> dict[str, floa
     return {n: float(p) for n, p in zip(names, out, strict=True)}
 
 
-def call_findings(probe: FindingsProbe, features: Any, thresholds: Thresholds) -> list[FindingCall]:
+def call_findings(probe: FindingsProbe, outputs: np.ndarray, thresholds: Thresholds) -> list[FindingCall]:
     return [
         FindingCall(finding, p, thresholds.call(p), probe.name)
-        for finding, p in finding_probabilities(probe, features).items()
+        for finding, p in finding_probabilities(probe, outputs).items()
     ]
