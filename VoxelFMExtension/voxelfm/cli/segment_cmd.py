@@ -38,35 +38,27 @@ def _log_written(result, out: Path) -> None:
 
 
 def _fit(args: argparse.Namespace, plan) -> int:
-    import numpy as np
-
-    from ..errors import InputError
     from ..imaging.io import read_volume
-    from ..imaging.volume import Volume
-    from ..segment.classes import classes_from_names
     from ..segment.config import SegmentationConfig
     from ..segment.files import read_label_volume, write_segmentation
-    from ..segment.labels import UNLABELLED, painted_slices_to_labels
     from ..segment.probe_file import save_segmentation_probe
+    from ..segment.request import SegmentationFitRequest
     from ..segment.voxel_features import IntensityConfig
 
     out = Path(args.out)
-    volume = read_volume(args.image, series=args.series)
-    labels = read_label_volume(args.labels)
-    if args.painted_slices:
-        if (labels.array == UNLABELLED).any():
-            raise InputError(
-                "--painted-slices expects 0 for unpainted voxels, but the label image contains 255."
-            )
-        labels = Volume(painted_slices_to_labels(labels.array, axis=0), labels.ijk_to_ras, labels.name)
-    values = [int(v) for v in np.unique(labels.array) if 0 < v < UNLABELLED]
-    classes = classes_from_names(args.class_names, values)
     config = SegmentationConfig(
         intensity=IntensityConfig(enabled=not args.no_intensity),
         postprocess=_postprocess(args),
         feature_spacing_mm=args.feature_spacing,
     )
-    result = _pipeline(args, config).fit(volume, labels, classes)
+    request = SegmentationFitRequest(
+        read_volume(args.image, series=args.series),
+        read_label_volume(args.labels),
+        config,
+        args.class_names or "",
+        bool(args.painted_slices),
+    )
+    result = _pipeline(args, config).run_fit(request)
     probe = result.probe
     log.info("fitted probe: %s", {k: v for k, v in probe.metrics.items() if k != "warnings"})
     plan.written(write_segmentation(result, out))
@@ -82,13 +74,15 @@ def _apply(args: argparse.Namespace, plan, pairs: list[tuple[Path, Path]]) -> in
     from ..imaging.io import read_volume
     from ..segment.files import write_segmentation
     from ..segment.probe_file import load_segmentation_probe
+    from ..segment.request import SegmentationApplyRequest
 
     probe = load_segmentation_probe(args.probe)
     pipeline = _pipeline(args)
     # with --largest-component/--fill-holes these replace the probe's own post-processing
     pp = _postprocess(args) if (args.largest_component or args.fill_holes) else None
     for src, dst in pairs:
-        result = pipeline.apply(read_volume(str(src), series=args.series), probe, postprocess=pp)
+        request = SegmentationApplyRequest(read_volume(str(src), series=args.series), pp)
+        result = pipeline.run_apply(request, probe)
         plan.written(write_segmentation(result, dst))  # one by one: an interrupted run's outputs stay ours
         _log_written(result, dst)
     return 0

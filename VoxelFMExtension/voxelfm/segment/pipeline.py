@@ -27,6 +27,7 @@ from .context import SegmentationContext
 from .fit import fit_segmentation
 from .postprocess import PostprocessConfig
 from .probe import SegmentationProbe
+from .request import SegmentationApplyRequest, SegmentationFitRequest
 from .result import SegmentationResult
 
 FEATURES_SHARE = 0.8  # progress fraction spent on features when they are not cached
@@ -80,10 +81,12 @@ class SegmentationPipeline(ConfiguredPipeline[SegmentationConfig]):
         cancel: CancelFlag | None = None,
         volume_key: str | None = None,
         extra_warnings: Sequence[str] = (),
+        config: SegmentationConfig | None = None,
     ) -> SegmentationResult:
-        """Fit a probe on sparse ``labels`` (any grid aligned with ``volume``) and segment the whole volume."""
+        """Fit a probe on sparse ``labels`` (any grid aligned with ``volume``) and segment the whole volume
+        (with ``config``, else the pipeline's)."""
         progress = progress or no_progress
-        cfg = self.config
+        cfg = config or self.config
         ctx = (
             self.context(
                 volume, cfg.feature_spacing_mm, progress=progress, cancel=cancel, volume_key=volume_key
@@ -98,6 +101,28 @@ class SegmentationPipeline(ConfiguredPipeline[SegmentationConfig]):
         return self._predict(
             volume, probe, ctx, None, progress, [*extra_warnings, *probe.metrics["warnings"]]
         )
+
+    def run_fit(
+        self,
+        request: SegmentationFitRequest,
+        progress: ProgressFn | None = None,
+        cancel: CancelFlag | None = None,
+    ) -> SegmentationResult:
+        """A fit request (the CLI's and the server's form): its labels prepared, its classes named, then ``fit``
+        with the request's settings."""
+        labels = request.prepared_labels()
+        classes = request.classes(labels)
+        return self.fit(request.volume, labels, classes, progress, cancel, config=request.config)
+
+    def run_apply(
+        self,
+        request: SegmentationApplyRequest,
+        probe: SegmentationProbe,
+        progress: ProgressFn | None = None,
+        cancel: CancelFlag | None = None,
+    ) -> SegmentationResult:
+        """An apply request with a loaded probe (``apply``)."""
+        return self.apply(request.volume, probe, progress, cancel, request.postprocess)
 
     def apply(
         self,

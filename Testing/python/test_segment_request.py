@@ -1,0 +1,54 @@
+"""Segmentation requests: label preparation in one place, settings to and from plain data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from voxelfm.errors import InputError
+from voxelfm.imaging.volume import Volume
+from voxelfm.segment.config import SegmentationConfig
+from voxelfm.segment.postprocess import PostprocessConfig
+from voxelfm.segment.request import SegmentationApplyRequest, SegmentationFitRequest
+
+
+def _volumes(labels: np.ndarray) -> tuple[Volume, Volume]:
+    geometry = np.diag([0.8, 0.8, 2.0, 1.0])
+    return Volume(np.zeros(labels.shape, np.int16), geometry), Volume(labels, geometry, "paint")
+
+
+def test_painted_slices_become_whole_labelled_slices_and_the_paint_is_kept():
+    paint = np.zeros((4, 6, 6), np.uint8)
+    paint[1, 2:4, 2:4] = 1
+    paint[3, 0, 0] = 2
+    volume, labels = _volumes(paint)
+    request = SegmentationFitRequest(volume, labels, class_names="liver, spleen", painted_slices=True)
+    prepared = request.prepared_labels()
+    assert (prepared.array[[0, 2]] == 255).all()  # slices without paint: unlabelled
+    assert (prepared.array[1] == paint[1]).all() and (prepared.array[3] == paint[3]).all()
+    assert (labels.array == paint).all() and prepared.array is not labels.array  # the user's paint untouched
+    assert [(c.value, c.name) for c in request.classes(prepared)] == [(1, "liver"), (2, "spleen")]
+
+
+def test_bad_labels_are_one_clear_error():
+    paint = np.full((2, 4, 4), 255, np.uint8)
+    paint[0, 0, 0] = 1
+    volume, labels = _volumes(paint)
+    with pytest.raises(InputError, match="expect 0 for unpainted voxels"):
+        SegmentationFitRequest(volume, labels, painted_slices=True).prepared_labels()
+    with pytest.raises(InputError, match="gives 2 names but the labels hold 1 structures"):
+        SegmentationFitRequest(volume, labels, class_names="a,b").classes(labels)
+
+
+def test_settings_travel_as_plain_data():
+    volume, labels = _volumes(np.zeros((2, 4, 4), np.uint8))
+    config = SegmentationConfig(feature_spacing_mm=1.5, postprocess=PostprocessConfig(fill_holes=True))
+    fit = SegmentationFitRequest(volume, labels, config, "liver", True)
+    again = SegmentationFitRequest.from_settings(volume, labels, json.loads(json.dumps(fit.settings())))
+    assert again.settings() == fit.settings() and again.config == config
+    apply = SegmentationApplyRequest(volume, PostprocessConfig(largest_component=True))
+    back = SegmentationApplyRequest.from_settings(volume, json.loads(json.dumps(apply.settings())))
+    assert back.postprocess == apply.postprocess
+    assert SegmentationApplyRequest.from_settings(volume, {}).postprocess is None
