@@ -10,6 +10,7 @@ from .outputs import add_overwrite_arg, output_plan
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..features.request import FeaturesRequest
     from ..features.service import FeaturePipeline
     from ..imaging.io import read_volume
     from ..progress import TqdmProgress
@@ -21,12 +22,9 @@ def run(args: argparse.Namespace) -> int:
     )
     plan.check()
     volume = read_volume(args.image, series=args.series)
-    pipeline = FeaturePipeline(*spec_and_options(args))
     bar = TqdmProgress("features")
     try:
-        feats = pipeline.volume_features(
-            volume, preprocess=pipeline.model_preprocess(pipeline.spec), progress=bar
-        )
+        feats = FeaturePipeline(*spec_and_options(args)).run(FeaturesRequest(volume), bar)
     finally:
         bar.close()
     plan.written(feats.save(out))

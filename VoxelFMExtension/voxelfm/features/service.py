@@ -21,6 +21,7 @@ from ..imaging.preprocess import PreprocessConfig
 from ..imaging.volume import Volume
 from ..lazy import ProcessWide
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
+from .request import FeaturesRequest
 from .spec import FeatureOptions, ModelSpec, is_model_path
 from .volume_features import VolumeFeatures
 
@@ -177,6 +178,13 @@ class FeaturePipeline:
             progress,
             cancel,
         )
+
+    def run(
+        self, request: FeaturesRequest, progress: ProgressFn | None = None, cancel: CancelFlag | None = None
+    ) -> VolumeFeatures:
+        """A features request (the CLI's and the server's form) with our model and options."""
+        preprocess = self.preprocess_for(self.spec, request.preprocess)
+        return self.volume_features(request.volume, None, preprocess, progress, cancel, request.cache)
 
     def preprocess_for(self, spec: ModelSpec, recorded: dict[str, Any] | None) -> PreprocessConfig:
         """The preprocessing a probe or run recorded (applied exactly as it was fitted), else the model's own

@@ -1,4 +1,5 @@
-"""Segmentation requests: label preparation in one place, settings to and from plain data."""
+"""Request types of the pipelines (segmentation fit/apply, features): label preparation in one place,
+settings to and from plain data."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from voxelfm.errors import InputError
+from voxelfm.features.request import FeaturesRequest
 from voxelfm.imaging.volume import Volume
 from voxelfm.segment.config import SegmentationConfig
 from voxelfm.segment.postprocess import PostprocessConfig
@@ -52,3 +54,11 @@ def test_settings_travel_as_plain_data():
     back = SegmentationApplyRequest.from_settings(volume, json.loads(json.dumps(apply.settings())))
     assert back.postprocess == apply.postprocess
     assert SegmentationApplyRequest.from_settings(volume, {}).postprocess is None
+
+
+def test_a_features_request_travels_as_plain_data():
+    volume, _ = _volumes(np.zeros((2, 4, 4), np.uint8))
+    request = FeaturesRequest(volume, {"min_spacing": 2.0, "orientation": "canonical"}, cache=False)
+    back = FeaturesRequest.from_settings(volume, json.loads(json.dumps(request.settings())))
+    assert back.settings() == request.settings() and back.volume is volume
+    assert FeaturesRequest.from_settings(volume, {}) == FeaturesRequest(volume)
