@@ -50,10 +50,11 @@ def test_settings_travel_as_plain_data():
     fit = SegmentationFitRequest(volume, labels, config, "liver", True)
     again = SegmentationFitRequest.from_settings(volume, labels, json.loads(json.dumps(fit.settings())))
     assert again.settings() == fit.settings() and again.config == config
-    apply = SegmentationApplyRequest(volume, PostprocessConfig(largest_component=True))
-    back = SegmentationApplyRequest.from_settings(volume, json.loads(json.dumps(apply.settings())))
-    assert back.postprocess == apply.postprocess
-    assert SegmentationApplyRequest.from_settings(volume, {}).postprocess is None
+    probe = object()  # a loaded probe travels as itself, not as plain data
+    apply = SegmentationApplyRequest(volume, probe, PostprocessConfig(largest_component=True))
+    back = SegmentationApplyRequest.from_settings(volume, probe, json.loads(json.dumps(apply.settings())))
+    assert back.postprocess == apply.postprocess and back.probe is probe
+    assert SegmentationApplyRequest.from_settings(volume, probe, {}).postprocess is None
 
 
 def test_a_features_request_travels_as_plain_data():

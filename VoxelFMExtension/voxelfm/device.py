@@ -30,6 +30,8 @@ from pathlib import Path
 import torch
 
 from .features.spec import PRECISIONS
+from .files.atomic import atomic_write_text
+from .files.locations import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +159,6 @@ def measure_bf16_speedup(size: int = 512, reps: int = 5) -> float:
 
 
 def _benchmark_cache_file() -> Path:
-    from .files.locations import cache_root
-
     return cache_root() / "device" / "cpu_bf16.json"
 
 
@@ -169,8 +169,6 @@ def _machine_key() -> str:
 
 def _benchmarked_support() -> Bf16Support:
     """The micro-benchmark's answer, measured once per CPU model + torch version and kept in the cache."""
-    from .files.atomic import atomic_write_text
-
     path, key = _benchmark_cache_file(), _machine_key()
     cached: dict = {}
     with contextlib.suppress(OSError, ValueError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 
 from ..device import autocast_for, pick_device, resolve_precision
 from ..errors import InputError
+from ..imaging.preprocess import PreprocessConfig, prepare
 from ..imaging.resample import patch_grid_to_ras
 from ..imaging.volume import Volume
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
@@ -28,8 +30,6 @@ log = logging.getLogger(__name__)
 
 def default_preprocess_for(model: torch.nn.Module):
     """The preprocessing the model was trained with (from its config), else the reference defaults."""
-    from ..imaging.preprocess import PreprocessConfig
-
     return PreprocessConfig.from_dict(
         getattr(model, "preprocess_defaults", {}) or {}, orientation="canonical"
     )
@@ -68,8 +68,6 @@ def extract_features(
     ``precision`` (auto | fp32 | bf16) is resolved for the device first (``device.resolve_precision``) and the
     resolved value is part of the cache key and of ``extraction``: fp32 and bf16 features never mix.
     """
-    from ..imaging.preprocess import prepare
-
     progress = progress or no_progress
     dev, resolved, max_tokens = _run_settings(device, precision, max_tokens)
     cfg = preprocess if preprocess is not None else default_preprocess_for(model)
@@ -125,8 +123,6 @@ def forward_prepared(
 ) -> VolumeFeatures:
     """Run the backbone over a prepared, normalised [D,H,W] array (tiled when over ``max_tokens``; None = the
     machine's default budget, ``tiling.default_max_tokens``)."""
-    import time
-
     progress = progress or no_progress
     dev, resolved, max_tokens = _run_settings(device, precision, max_tokens)
     model = model.to(dev).eval()

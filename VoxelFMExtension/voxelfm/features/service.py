@@ -17,10 +17,12 @@ from typing import Any, Generic, TypeVar
 
 import torch
 
+from ..device import pick_device
 from ..imaging.preprocess import PreprocessConfig
 from ..imaging.volume import Volume
 from ..lazy import ProcessWide
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
+from .extract import default_preprocess_for, extract_features
 from .request import FeaturesRequest
 from .spec import FeatureOptions, ModelSpec, is_model_path
 from .volume_features import VolumeFeatures
@@ -65,8 +67,6 @@ class FeatureService:
         return reference, why
 
     def _key(self, spec: ModelSpec) -> tuple[tuple[str, str, str, str | None], str]:
-        from ..device import pick_device
-
         reference, why = self.resolve(spec)
         return (reference, str(pick_device(spec.device)), spec.precision, spec.config), why
 
@@ -96,8 +96,6 @@ class FeatureService:
         cancel: CancelFlag | None = None,
     ) -> VolumeFeatures:
         """Features of ``volume`` (served from the disk cache when the same request was made before)."""
-        from .extract import extract_features
-
         progress = progress or no_progress
         check_cancel(cancel)
         progress(0.0, "loading the model")
@@ -195,8 +193,6 @@ class FeaturePipeline:
 
     def model_preprocess(self, spec: ModelSpec) -> PreprocessConfig:
         """The model's own preprocessing with our background crop, patch budget and orientation."""
-        from .extract import default_preprocess_for
-
         cfg = default_preprocess_for(self.service.backbone(spec))
         return dataclasses.replace(
             cfg,

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+import voxelfm
+
 from ..errors import CheckpointError, IntegrityError
 from .atomic import atomic_write_group
 from .documents import TYPE_WORDS, describe, read_mapping
@@ -110,8 +112,6 @@ def _cpu_tensor(value: Tensor) -> torch.Tensor:
 
 
 def _header(task: str, meta: Mapping[str, Any]) -> dict[str, Any]:
-    import voxelfm
-
     return {
         "type": FILE_TYPE,
         "format_version": FORMAT_VERSION,

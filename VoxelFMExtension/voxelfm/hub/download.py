@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from ..errors import CancelledError, InputError, ModelNotAvailableError, VoxelFMError
 from ..files.integrity import sha256_of, verify_file
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
-from .registry import ModelEntry, Registry, bundled_dir, load_registry
+from .registry import ModelEntry, Registry, bundled_dir, default_model_id, load_registry
 
 log = logging.getLogger(__name__)
 
@@ -465,8 +465,6 @@ def resolve_default_model(
 
     Integrity errors are never swallowed: a corrupt or replaced file must be seen, not silently replaced.
     """
-    from .registry import default_model_id
-
     reg = registry or load_registry()
     mid, reason = default_model_id(reg)
     if mid not in reg.models:  # VOXELFM_MODEL names a path

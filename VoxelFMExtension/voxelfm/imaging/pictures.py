@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files.atomic import atomic_write
 from .palette import label_color
 from .resample import resample_to_grid
 from .volume import Volume
@@ -107,8 +108,6 @@ def label_overlay_png(
 def save_panels(rows: list[np.ndarray], out: str | Path, max_width: int = 1400, min_width: int = 900) -> Path:
     """Stack RGB float panels vertically (padding to a common width) and write a PNG atomically."""
     from PIL import Image
-
-    from ..files.atomic import atomic_write
 
     width = max(r.shape[1] for r in rows)
     padded = [np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0))) for r in rows]

@@ -14,10 +14,12 @@ spacings and refinement settings (recorded in each template and probe).
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import InputError
+from ..features.extract import default_preprocess_for, model_identity
 from ..features.identity import backbone_record, check_backbone
 from ..features.service import ConfiguredPipeline
 from ..features.spec import ModelSpec
@@ -50,8 +52,6 @@ class LocalisationPipeline(ConfiguredPipeline[TransferConfig]):
     def access(self, spec: ModelSpec | None = None) -> FeatureAccess:
         """Features through the shared service with the model's own preprocessing (no background crop: the
         patient-aligned grid already decides what is seen)."""
-        from ..features.extract import default_preprocess_for, model_identity
-
         spec = spec or self.spec
         model = self.service.backbone(spec)
         pre = dataclasses.replace(default_preprocess_for(model), crop_background=False, max_patches=None)
@@ -153,8 +153,6 @@ class LocalisationPipeline(ConfiguredPipeline[TransferConfig]):
     ) -> LocalisationResult:
         """The probe's landmarks in ``target``, with the probe's backbone (unless the pipeline names one: it
         must then be the same weights)."""
-        import time
-
         progress = progress or no_progress
         start = time.perf_counter()
         access = self.access(self.spec.for_record(probe))

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
+from ..files.integrity import sha256_of
 from .checkpoint import load_backbone_file
 from .config import BackboneConfig
 from .vit import VoxelFMBackbone
@@ -56,8 +57,6 @@ def load_backbone(
 
 
 def _weights_sha256(path: Path) -> str:
-    from ..files.integrity import sha256_of
-
     if path.is_dir():
         cands = (
             [path / "model.safetensors"]

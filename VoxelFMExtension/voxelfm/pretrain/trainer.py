@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from ..device import pick_device
 from ..errors import CancelledError, InputError, VoxelFMError
+from ..files.atomic import atomic_write_text
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
 from . import distributed as dd
 from . import sharding
@@ -274,8 +275,6 @@ def _write_run_config(ctx: _Context) -> None:
     if not ctx.info.is_main:
         return
     import yaml
-
-    from ..files.atomic import atomic_write_text
 
     atomic_write_text(ctx.opts.out / "config.yaml", yaml.safe_dump(ctx.cfg.to_dict(), sort_keys=False))
 

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InputError, VoxelFMError
+from ..imaging.io import read_volume
+from ..pretrain.distributed import DistInfo
 from ..progress import CancelFlag, ProgressFn, check_cancel
 from . import staging
 from .library import CaseLibrary
@@ -60,7 +62,6 @@ class AddReport:
 def _dist(dist):
     if dist is not None:
         return dist
-    from ..pretrain.distributed import DistInfo
 
     return DistInfo()
 
@@ -97,8 +98,6 @@ def compute_case(
     cancel,
 ) -> staging.StagedCase:
     """Read one input and embed it; the StagedCase (InputError for an unreadable image)."""
-    from ..imaging.io import read_volume
-
     check_readable_kind(source)
     t = time.perf_counter()
     volume = source.volume if source.volume is not None else read_volume(source.path)

@@ -28,6 +28,7 @@ from .config import RetrievalConfig
 from .embeddings import CaseEmbeddings
 from .lock import WriterLock
 from .records import CaseRecord, CaseSource, check_findings
+from .recover import recover_database
 from .vector_index import IndexPolicy
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,6 @@ class NoLibraryError(InputError):
 
 def recover_damaged(folder: str | Path):
     """Recover a damaged library.sqlite under the writer lock (``recover.recover_database``); its report."""
-    from .recover import recover_database
-
     folder = Path(folder)
     _check_writable_folder(folder)
     try:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..features.extract import model_identity
 from ..features.service import ConfiguredPipeline
 from ..features.spec import ModelSpec
 from ..imaging.resample import resample_isotropic
@@ -31,9 +32,11 @@ from .config import DEFAULT_GLOBAL, REGION, RetrievalConfig, check_kind
 from .embeddings import CaseEmbeddings, embed_features, region_query
 from .library import CaseLibrary
 from .pooling import body_fraction, cls_vector, embedding_dim, global_vector, uses_std
+from .records import CaseSource
 from .regions import Region
 from .result import QueryResult, RetrievalHit
 from .search import Filter, search_global, search_region
+from .thumbnails import write_thumbnails
 
 
 class RetrievalPipeline(ConfiguredPipeline[RetrievalConfig | None]):
@@ -69,8 +72,6 @@ class RetrievalPipeline(ConfiguredPipeline[RetrievalConfig | None]):
 
     def check_model(self, library: CaseLibrary | None, spec: ModelSpec) -> dict[str, Any]:
         """Load the backbone and refuse it when the library holds another one; returns its identity."""
-        from ..features.extract import model_identity
-
         backbone = self.service.backbone(spec)
         identity = model_identity(backbone)
         if library is not None and library.identity is not None and "orientation" not in library.preprocess:
@@ -131,8 +132,6 @@ class RetrievalPipeline(ConfiguredPipeline[RetrievalConfig | None]):
         """Add one in-memory volume (e.g. a Slicer node; ``path``: the file it was loaded from, if any).
 
         Returns its CaseRecord (the existing one when these voxels / this file were added before)."""
-        from .records import CaseSource
-
         source = CaseSource(path=path, volume=volume, case_id=case_id, report=report, findings=findings)
         self.add_sources(library, [source]).raise_failures()
         with CaseLibrary.open(library) as lib:
@@ -201,6 +200,4 @@ class RetrievalPipeline(ConfiguredPipeline[RetrievalConfig | None]):
 
     def thumbnails(self, result: QueryResult, volume: Volume, out_dir: str | Path) -> list[Path]:
         """PNG per hit: the query region (or volume centre) beside the hit's matching place; sets hit.thumbnail."""
-        from .thumbnails import write_thumbnails
-
         return write_thumbnails(result, volume, Path(out_dir))

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..files.atomic import atomic_write
 from ..imaging.file_checks import check_label_map
 from ..imaging.formats import LABELMAP_SUFFIXES, has_suffix
 from ..imaging.volume import Volume
@@ -46,7 +47,6 @@ def write_seg_nrrd(
     """Write a Slicer .seg.nrrd (one shared labelmap layer, one segment per class, terminology kept)."""
     import SimpleITK as sitk
 
-    from ..files.atomic import atomic_write
     from ..imaging.io import array_to_sitk
 
     img = array_to_sitk(np.asarray(labelmap, dtype=np.uint8), ijk_to_ras)

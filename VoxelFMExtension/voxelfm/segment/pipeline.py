@@ -114,15 +114,9 @@ class SegmentationPipeline(ConfiguredPipeline[SegmentationConfig]):
         classes = request.classes(labels)
         return self.fit(request.volume, labels, classes, progress, cancel, config=request.config)
 
-    def run_apply(
-        self,
-        request: SegmentationApplyRequest,
-        probe: SegmentationProbe,
-        progress: ProgressFn | None = None,
-        cancel: CancelFlag | None = None,
-    ) -> SegmentationResult:
-        """An apply request with a loaded probe (``apply``)."""
-        return self.apply(request.volume, probe, progress, cancel, request.postprocess)
+    def run_apply(self, request: SegmentationApplyRequest, *args: Any) -> SegmentationResult:
+        """An apply request (``apply`` with its volume, probe and post-processing; ``args``: progress, cancel)."""
+        return self.apply(request.volume, request.probe, *args, postprocess=request.postprocess)
 
     def apply(
         self,

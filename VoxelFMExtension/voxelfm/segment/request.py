@@ -19,6 +19,7 @@ from .classes import SegmentClass, classes_from_names
 from .config import SegmentationConfig
 from .labels import UNLABELLED, painted_slices_to_labels
 from .postprocess import PostprocessConfig
+from .probe import SegmentationProbe
 
 
 @dataclass
@@ -74,15 +75,18 @@ class SegmentationFitRequest:
 
 @dataclass
 class SegmentationApplyRequest:
-    """Segment a volume with a saved probe; ``postprocess`` replaces the probe's own when given."""
+    """Segment a volume with a loaded probe; ``postprocess`` replaces the probe's own when given."""
 
     volume: Volume
+    probe: SegmentationProbe
     postprocess: PostprocessConfig | None = None
 
     def settings(self) -> dict[str, Any]:
         return {"postprocess": self.postprocess.to_dict() if self.postprocess is not None else None}
 
     @classmethod
-    def from_settings(cls, volume: Volume, settings: dict[str, Any]) -> SegmentationApplyRequest:
+    def from_settings(
+        cls, volume: Volume, probe: SegmentationProbe, settings: dict[str, Any]
+    ) -> SegmentationApplyRequest:
         pp = settings.get("postprocess")
-        return cls(volume, PostprocessConfig.from_dict(pp) if pp is not None else None)
+        return cls(volume, probe, PostprocessConfig.from_dict(pp) if pp is not None else None)

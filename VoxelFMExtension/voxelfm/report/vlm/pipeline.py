@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ...device import pick_device
+from ...features.extract import default_preprocess_for, model_identity
 from ...features.identity import backbone_record
 from ...features.service import ConfiguredPipeline, FeatureService, feature_service
 from ...features.spec import FeatureOptions, ModelSpec
@@ -18,13 +20,16 @@ from ...imaging.volume import Volume
 from ...progress import CancelFlag, ProgressFn, check_cancel, no_progress
 from .config import GenerationConfig, HeadConfig, TrainConfig
 from .inputs import VisualTokens, visual_tokens
+from .language_model import hidden_size, load_language_model
+from .model import ReportModel
+from .resampler import ReportHead
+from .run_files import load_run, save_run
+from .train import train_report_model
 
 FEATURES_SHARE = 0.3  # progress spent on features before training
 
 
 def _device(spec: ModelSpec) -> str:
-    from ...device import pick_device
-
     return str(pick_device(spec.device))
 
 
@@ -58,7 +63,6 @@ def training_tokens(
     cancel: CancelFlag | None,
 ) -> tuple[list[VisualTokens], Any, Any]:
     """(visual tokens of every image, the backbone, the preprocessing used): what training reads."""
-    from ...features.extract import default_preprocess_for
     from ...imaging.io import read_volume
 
     backbone = service.backbone(spec)
@@ -91,13 +95,6 @@ def train_report_run(
     cancel: CancelFlag | None = None,
 ) -> tuple[Path, dict[str, list[float]]]:
     """Features of every image -> two-stage training -> a saved run at ``out``; returns (run, loss history)."""
-    from ...features.extract import model_identity
-    from .language_model import hidden_size, load_language_model
-    from .model import ReportModel
-    from .resampler import ReportHead
-    from .run_files import save_run
-    from .train import train_report_model
-
     spec, options, service = spec or ModelSpec(), options or FeatureOptions(), service or feature_service()
     head, train = head or HeadConfig(), train or TrainConfig()
     progress = progress or no_progress
@@ -136,8 +133,6 @@ class VLMReporter(ConfiguredPipeline[GenerationConfig]):
         options: FeatureOptions | None = None,
         service: FeatureService | None = None,
     ) -> None:
-        from .run_files import load_run
-
         super().__init__(spec, generation, options, service)
         self.run = Path(run)
         self.model, self.meta = load_run(self.run, _device(self.spec))
@@ -146,7 +141,6 @@ class VLMReporter(ConfiguredPipeline[GenerationConfig]):
     def generate(
         self, volume: Volume, progress: ProgressFn | None = None, cancel: CancelFlag | None = None
     ) -> str:
-        from ...features.extract import model_identity
         from ...probes.pipeline import check_probe_backbone
 
         progress = progress or no_progress

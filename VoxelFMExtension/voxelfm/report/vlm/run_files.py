@@ -19,8 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import CheckpointError, InputError
+from ...files.atomic import atomic_write, atomic_write_text
 from ...files.documents import read_mapping
+from ...files.run_folder import claim_run_folder, foreign_entries
 from .config import HeadConfig
+from .deps import require_vlm
 from .language_model import hidden_size, load_language_model
 from .model import ReportModel
 from .resampler import ReportHead
@@ -51,9 +54,6 @@ def save_run(model: ReportModel, path: str | os.PathLike, meta: dict[str, Any]) 
     """Write a run into ``path``: a new or empty folder, or a report-model run folder (its marker first, run.json
     last, each entry atomically); a folder holding anything else is refused."""
     from safetensors.torch import save_file
-
-    from ...files.atomic import atomic_write, atomic_write_text
-    from ...files.run_folder import claim_run_folder, foreign_entries
 
     path = Path(path)
     if path.exists() and (
@@ -93,8 +93,6 @@ def read_run_meta(path: str | os.PathLike) -> dict[str, Any]:
 def load_run(path: str | os.PathLike, device: str = "cpu") -> tuple[ReportModel, dict[str, Any]]:
     """The trained model of a run (base LM from its reference + adapters + head), in eval mode."""
     from safetensors.torch import load_file
-
-    from .deps import require_vlm
 
     _, peft = require_vlm()
     path = Path(path)
