@@ -18,9 +18,11 @@ from typing import Any, Generic, TypeVar
 import torch
 
 from ..device import pick_device
+from ..hub.download import resolve_default_model
 from ..imaging.preprocess import PreprocessConfig
 from ..imaging.volume import Volume
 from ..lazy import ProcessWide
+from ..model.loading import load_backbone
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
 from .extract import default_preprocess_for, extract_features
 from .request import FeaturesRequest
@@ -34,8 +36,6 @@ def resolve_reference(model: str) -> tuple[str, str]:
     """(registry id or absolute path, why): the default policy for "", a normalised path for a path."""
     reference = (model or "").strip()
     if not reference:
-        from ..hub.download import resolve_default_model
-
         resolved, why = resolve_default_model()
         return resolved.id, why
     path = Path(reference).expanduser()
@@ -76,9 +76,7 @@ class FeatureService:
         with self._lock:
             model = self._models.get(key)
             if model is None:
-                loader = self._loader
-                if loader is None:
-                    from ..model.loading import load_backbone as loader
+                loader = self._loader or load_backbone
                 log.info("model: %s (%s)", key[0], why)
                 model = loader(key[0], config=key[3], device=key[1])
                 self._models[key] = model

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 import voxelfm
 
@@ -81,8 +82,6 @@ def write_probe_files(
     ``meta`` holds the task's own fields plus ``backbone``, ``preprocessing`` and ``metrics`` (each a dict,
     empty when absent); the header fields and ``weights`` are filled in here.
     """
-    from safetensors.torch import save_file
-
     if task not in TASKS:
         raise ValueError(f"Unknown probe task {task!r}; expected one of {', '.join(TASKS)}.")
     clash = [k for k in _WRITER_FIELDS if k in meta]
@@ -135,8 +134,6 @@ def read_probe_files(
 
     ``meta`` is the validated JSON in the format-2 layout; tensors are torch tensors (numpy with ``as_numpy``).
     """
-    from safetensors.torch import load_file
-
     st_path, json_path = probe_paths(path)
     meta = read_probe_header(path, tasks)
     if not st_path.is_file():

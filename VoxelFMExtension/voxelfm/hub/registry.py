@@ -246,7 +246,7 @@ def pin_bundled_hashes(model_id: str, path: str | Path | None = None) -> dict[st
     Used after (re)training the bundled offline model so later loads verify exactly those bytes.
     Rewrites the file atomically; other entries are kept as they are. Returns the new file specs.
     """
-    from ..files.atomic import atomic_write_text
+    from ..files.atomic import atomic_write_text  # numpy off the model panel's torch-free import
 
     reg = load_registry(path)
     entry = reg.get(model_id)

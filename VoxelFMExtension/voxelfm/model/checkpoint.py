@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError
 from ..files.atomic import atomic_write, atomic_write_text
@@ -147,9 +149,6 @@ def load_official(path: Path, config: str | Path | dict | BackboneConfig | None 
 
 def load_ours(path: Path) -> VoxelFMBackbone:
     """Load ``model.safetensors`` + ``config.json`` (path = the folder or the .safetensors file)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     folder = path if path.is_dir() else path.parent
     weights = path if path.is_file() else folder / "model.safetensors"
     cfg_path = folder / "config.json"
@@ -223,8 +222,6 @@ def save_backbone(
 
     ``dtype=torch.float16`` halves the file (used for the bundled model); loading always gives float32.
     """
-    from safetensors.torch import save_file
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     params = {name for name, _ in model.named_parameters()}  # buffers (RoPE periods) stay float32

@@ -9,6 +9,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..files.integrity import sha256_of
+from ..hub.download import resolve_model_files
 from .checkpoint import load_backbone_file
 from .config import BackboneConfig
 from .vit import VoxelFMBackbone
@@ -37,8 +38,6 @@ def load_backbone(
             "source": "local-path",
         }
     else:
-        from ..hub.download import resolve_model_files
-
         resolved = resolve_model_files(str(path_or_id))
         weights = resolved.files.get("checkpoint") or resolved.files.get("weights")
         if weights is None:

@@ -114,7 +114,7 @@ def _json_line_path(path: Path, n: int, obj: Any) -> str:
 def read_ct(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     """HU array (z, y, x) float32 and spacing (z, y, x) mm, via the shared reader (InputError if unusable), in
     the canonical index order inference uses (``imaging.canonical``), so the model trains on what it will see."""
-    from ..imaging.io import read_volume
+    from ..imaging.io import read_volume  # SimpleITK off the GPU training path (files only here)
 
     # check_hu=False: looks_like_ct() decides, with a clearer message
     vol, _ = to_canonical(read_volume(path, check_hu=False))
@@ -127,7 +127,7 @@ def resample_isotropic(
 ) -> np.ndarray:
     """Trilinear (align_corners=False) to ``target`` mm; None = the inference rule (voxelfm.imaging.preprocess)."""
     if target is None:
-        from ..imaging.preprocess import PreprocessConfig, isotropic_shape
+        from ..imaging.preprocess import PreprocessConfig, isotropic_shape  # scipy (body crop) off training
 
         iso = isotropic_shape(arr.shape, spacing, PreprocessConfig().min_spacing)
         if iso is None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch.utils.data import DataLoader
 
 from ..device import pick_device
@@ -274,7 +275,6 @@ def _write_run_config(ctx: _Context) -> None:
     """config.yaml in the run folder: what --resume should be given."""
     if not ctx.info.is_main:
         return
-    import yaml
 
     atomic_write_text(ctx.opts.out / "config.yaml", yaml.safe_dump(ctx.cfg.to_dict(), sort_keys=False))
 

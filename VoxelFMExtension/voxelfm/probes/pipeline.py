@@ -19,6 +19,7 @@ from ..features.identity import backbone_record, check_backbone, recorded_backbo
 from ..features.service import FeaturePipeline
 from ..features.spec import ModelSpec
 from ..features.volume_features import VolumeFeatures
+from ..imaging.io import read_volume
 from ..imaging.volume import Volume
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
 from .config import ProbeConfig
@@ -69,8 +70,6 @@ class ProbePipeline(FeaturePipeline):
         progress: ProgressFn,
         cancel: CancelFlag | None,
     ) -> Iterator[VolumeFeatures]:
-        from ..imaging.io import read_volume
-
         for n, src in enumerate(images):
             check_cancel(cancel)
             name = src.name if isinstance(src, Volume) else Path(str(src)).name

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..probes.probe import Probe
+from ..probes.probe_file import load_probe
 from .template import Thresholds
 
 FINDING_KINDS = ("binary", "multilabel")
@@ -57,8 +58,6 @@ def as_findings_probe(
     if isinstance(probe, Probe):
         found = FindingsProbe(name or (probe.target_names[0] if probe.target_names else "probe"), probe)
     else:
-        from ..probes.probe_file import load_probe
-
         path = Path(probe)
         stem = path.name[: -len(path.suffix)] if path.suffix in (".json", ".safetensors") else path.name
         found = FindingsProbe(name or stem, load_probe(path), str(path))

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import InputError, VoxelFMError
 from ..imaging.io import read_volume
-from ..pretrain.distributed import DistInfo
+from ..pretrain.distributed import DistInfo, barrier, gather_objects
 from ..progress import CancelFlag, ProgressFn, check_cancel
 from . import staging
 from .library import CaseLibrary
@@ -68,8 +68,6 @@ def _dist(dist):
 
 def _agree(dist, error: str | None) -> None:
     """Every rank raises the same error when any rank has one (no rank is left waiting in a collective)."""
-    from ..pretrain.distributed import gather_objects
-
     errors = [e for e in gather_objects(dist, error) if e]
     if errors:
         raise InputError(errors[0])
@@ -227,8 +225,6 @@ def run_add(
     pipeline, folder: Path, sources: list[CaseSource], progress: ProgressFn, cancel: CancelFlag | None, dist
 ):
     """The body of ``RetrievalPipeline.add_sources``; returns an AddReport (failures listed, not raised)."""
-    from ..pretrain.distributed import barrier, gather_objects
-
     t0, dist = time.perf_counter(), _dist(dist)
     report = AddReport()
     lib = _open_writer(folder, dist)

@@ -26,6 +26,7 @@ from ..files.documents import check_report_text
 from . import store
 from .config import RetrievalConfig
 from .embeddings import CaseEmbeddings
+from .index_set import IndexSet
 from .lock import WriterLock
 from .records import CaseRecord, CaseSource, check_findings
 from .recover import recover_database
@@ -362,7 +363,5 @@ class CaseLibrary:
     def indexes(self):
         """The index files of this library (loaded lazily, kept in step with the database)."""
         if self._indexes is None:
-            from .index_set import IndexSet
-
             self._indexes = IndexSet(self)
         return self._indexes

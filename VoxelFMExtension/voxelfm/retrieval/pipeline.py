@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..errors import InputError
 from ..features.extract import model_identity
@@ -30,6 +31,7 @@ from ..imaging.volume import Volume
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
 from .config import DEFAULT_GLOBAL, REGION, RetrievalConfig, check_kind
 from .embeddings import CaseEmbeddings, embed_features, region_query
+from .indexing import run_add
 from .library import CaseLibrary
 from .pooling import body_fraction, cls_vector, embedding_dim, global_vector, uses_std
 from .records import CaseSource
@@ -55,8 +57,6 @@ class RetrievalPipeline(ConfiguredPipeline[RetrievalConfig | None]):
         if not spec.model and library is not None and library.model_reference:
             spec = spec.with_model(library.model_reference)
         if local_rank is not None and spec.device == "auto":
-            import torch
-
             if torch.cuda.is_available():
                 spec = dataclasses.replace(spec, device=f"cuda:{local_rank}")
         return spec
@@ -116,8 +116,6 @@ class RetrievalPipeline(ConfiguredPipeline[RetrievalConfig | None]):
 
     def add_sources(self, library: str | Path, sources, progress=None, cancel=None, dist=None):
         """Add image files / DICOM folders / volumes (CaseSource list); resumable; torchrun-aware. AddReport."""
-        from .indexing import run_add
-
         return run_add(self, Path(library), list(sources), progress or no_progress, cancel, dist)
 
     def add_volume(

@@ -26,9 +26,11 @@ import numpy as np
 from ..errors import InputError
 from ..features.service import FeatureService, ModelSpec, feature_service
 from ..files.atomic import atomic_write_text
+from ..imaging.io import read_volume, write_volume
 from ..imaging.pictures import feature_overview_png
 from ..imaging.volume import Volume
 from ..localize.markups_json import write_point_list
+from ..localize.pipeline import LocalisationPipeline, Reference
 from ..localize.points import PointList
 from ..progress import ProgressFn, no_progress
 from ..report.library_source import LibraryNeighbours
@@ -91,8 +93,6 @@ def sparse_slice_labels(reference: np.ndarray, n_slices: int = 1) -> tuple[np.nd
 
 
 def _read_case(name: str) -> tuple[Volume, Volume, Any]:
-    from ..imaging.io import read_volume
-
     case = fetch_sample_data(case=name)
     volume = read_volume(case.image)
     label = read_volume(case.label, check_hu=False)
@@ -191,9 +191,6 @@ def _segmentation(tour: _Tour, n_slices: int, progress: ProgressFn) -> None:
 
 
 def _landmarks(tour: _Tour, n_slices: int, progress: ProgressFn) -> None:
-    from ..imaging.io import write_volume
-    from ..localize.pipeline import LocalisationPipeline, Reference
-
     out = tour.out
     moved, motion = cases.moved_copy(tour.volume, cases.Motion(), "lung1_moved")
     (out / CASES).mkdir(exist_ok=True)
@@ -230,8 +227,6 @@ def _landmarks(tour: _Tour, n_slices: int, progress: ProgressFn) -> None:
 
 
 def _retrieval(tour: _Tour, n_slices: int, progress: ProgressFn) -> None:
-    from ..imaging.io import write_volume
-
     out = tour.out
     library = out / LIBRARY
     if library.exists():  # the demo's own library from an earlier run in this (claimed) demo folder
@@ -246,7 +241,6 @@ def _retrieval(tour: _Tour, n_slices: int, progress: ProgressFn) -> None:
         "lung1_moved": lung1_moved_path,
         "lung2_moved": write_volume(other_moved, out / CASES / "lung2_moved.nrrd"),
     }
-    from ..imaging.io import read_volume
 
     lung1_moved = read_volume(lung1_moved_path)
     volumes = {"lung2": tour.other, "lung1_moved": lung1_moved, "lung2_moved": other_moved}

@@ -20,6 +20,7 @@ from ..files.atomic import atomic_write
 from ..imaging.pictures import ct_gray
 from ..imaging.volume import Volume
 from ..retrieval.thumbnails import axial_panel
+from ..segment.metrics import dice
 
 PREDICTION = (1.0, 0.85, 0.0)  # yellow
 REFERENCE = (0.9, 0.1, 0.1)  # red
@@ -84,8 +85,6 @@ def segmentation_figure(
     out: Path,
 ) -> Path:
     """Labelled slice(s) and the slices around them: prediction (yellow) against the reference (red)."""
-    from ..segment.metrics import dice
-
     fg = np.flatnonzero(reference.reshape(reference.shape[0], -1).any(axis=1))
     slices = sorted({int(k) for k in fg} | set(labelled))[:5]
     k_rows, k_cols = np.nonzero(reference[labelled[0]])

@@ -16,7 +16,9 @@ from ...features.extract import default_preprocess_for, model_identity
 from ...features.identity import backbone_record
 from ...features.service import ConfiguredPipeline, FeatureService, feature_service
 from ...features.spec import FeatureOptions, ModelSpec
+from ...imaging.io import read_volume
 from ...imaging.volume import Volume
+from ...probes.pipeline import check_probe_backbone
 from ...progress import CancelFlag, ProgressFn, check_cancel, no_progress
 from .config import GenerationConfig, HeadConfig, TrainConfig
 from .inputs import VisualTokens, visual_tokens
@@ -63,8 +65,6 @@ def training_tokens(
     cancel: CancelFlag | None,
 ) -> tuple[list[VisualTokens], Any, Any]:
     """(visual tokens of every image, the backbone, the preprocessing used): what training reads."""
-    from ...imaging.io import read_volume
-
     backbone = service.backbone(spec)
     preprocess = dataclasses.replace(
         default_preprocess_for(backbone),
@@ -141,8 +141,6 @@ class VLMReporter(ConfiguredPipeline[GenerationConfig]):
     def generate(
         self, volume: Volume, progress: ProgressFn | None = None, cancel: CancelFlag | None = None
     ) -> str:
-        from ...probes.pipeline import check_probe_backbone
-
         progress = progress or no_progress
         check_probe_backbone(self.meta, model_identity(self.service.backbone(self.spec)))
         preprocess = self.preprocess_for(self.spec, self.meta.get("preprocess"))

@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from safetensors.torch import load_file, save_file
+
 from ...errors import CheckpointError, InputError
 from ...files.atomic import atomic_write, atomic_write_text
 from ...files.documents import read_mapping
@@ -53,8 +55,6 @@ def _replace_dir(writer, target: Path) -> None:
 def save_run(model: ReportModel, path: str | os.PathLike, meta: dict[str, Any]) -> Path:
     """Write a run into ``path``: a new or empty folder, or a report-model run folder (its marker first, run.json
     last, each entry atomically); a folder holding anything else is refused."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     if path.exists() and (
         not path.is_dir() or (any(path.iterdir()) and foreign_entries(path, RUN_KIND, RUN_ENTRIES))
@@ -92,8 +92,6 @@ def read_run_meta(path: str | os.PathLike) -> dict[str, Any]:
 
 def load_run(path: str | os.PathLike, device: str = "cpu") -> tuple[ReportModel, dict[str, Any]]:
     """The trained model of a run (base LM from its reference + adapters + head), in eval mode."""
-    from safetensors.torch import load_file
-
     _, peft = require_vlm()
     path = Path(path)
     meta = read_run_meta(path)
