@@ -63,3 +63,19 @@ def test_a_features_request_travels_as_plain_data():
     back = FeaturesRequest.from_settings(volume, json.loads(json.dumps(request.settings())))
     assert back.settings() == request.settings() and back.volume is volume
     assert FeaturesRequest.from_settings(volume, {}) == FeaturesRequest(volume)
+
+
+def test_a_segmentation_result_travels_as_labelmap_geometry_and_plain_data():
+    from voxelfm.segment.classes import SegmentClass
+    from voxelfm.segment.result import SegmentationResult
+
+    labelmap = np.zeros((2, 4, 4), np.uint8)
+    labelmap[0, :2, :2] = 3
+    geometry = np.diag([0.5, 0.5, 2.0, 1.0])
+    result = SegmentationResult(
+        labelmap, geometry, [SegmentClass(3, "liver", (0.8, 0.2, 0.2))], warnings=["w"]
+    )
+    summary = json.loads(json.dumps(result.summary()))
+    assert summary["statistics"] == [{"name": "liver", "value": 3, "voxels": 4, "volume_ml": 0.002}]
+    back = SegmentationResult.from_summary(labelmap, geometry, summary)
+    assert back.summary() == summary and back.classes == result.classes
