@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "voxelfm.cli.report_train_cmd",  # voxelfm report-train
     "voxelfm.cli.report_eval_cmd",  # voxelfm report-eval
     "voxelfm.cli.localize_cmd",  # voxelfm localize / box (landmarks, ROIs)
+    "voxelfm.cli.serve_cmd",  # voxelfm serve (the VoxelFM server)
 )
 
 
