@@ -34,6 +34,7 @@ class VoxelFMClient:
     def __init__(self, url: str, key: str | None, timeout: float = 60.0) -> None:
         self.connection = Connection(url, key, timeout)
         self._checked = False
+        self.limits: dict[str, int] = {}  # the server's max_upload_bytes and max_voxels, from /health
         self._hashes: dict[int, tuple[weakref.ref, bytes, str]] = {}
         self._lock = threading.Lock()
 
@@ -60,6 +61,7 @@ class VoxelFMClient:
                 f"The VoxelFM server at {self.url} speaks protocol {theirs} (version {info.get('version')}), this "
                 f"client protocol {PROTOCOL_VERSION}: upgrade {side}."
             )
+        self.limits = {k: int(info[k]) for k in ("max_upload_bytes", "max_voxels") if k in info}
         self._checked = True
         return info
 

@@ -112,6 +112,8 @@ def create_app(config: ServerConfig) -> FastAPI:
             protocol=PROTOCOL_VERSION,
             devices=devices,
             jobs_active=manager.active() if manager else 0,
+            max_upload_bytes=config.max_upload_bytes,
+            max_voxels=config.max_voxels,
         )
 
     @app.head("/volumes/{sha}")

@@ -27,6 +27,8 @@ class Health(BaseModel):
     protocol: int
     devices: list[str]
     jobs_active: int
+    max_upload_bytes: int = Field(description="largest request body; a client checks it before uploading")
+    max_voxels: int = Field(description="largest volume or label grid")
 
 
 class VolumeInfo(BaseModel):
