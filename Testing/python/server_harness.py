@@ -13,13 +13,14 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = "test-key-0123456789"
+SECOND_KEY = "second-key-abcdef"
 START_SECONDS = 90
 
 
@@ -53,14 +54,17 @@ def server_env() -> dict[str, str]:
 
 
 @contextmanager
-def running_server(folder: Path, *options: str, data: Path | None = None) -> Iterator[ServerProcess]:
+def running_server(
+    folder: Path, *options: str, data: Path | None = None, keys: Sequence[str] = (KEY, SECOND_KEY)
+) -> Iterator[ServerProcess]:
+    """A server with ``keys`` accepted and ``options`` added to `voxelfm serve`; stopped on exit."""
     folder.mkdir(parents=True, exist_ok=True)
-    keys = folder / "keys.txt"
-    keys.write_text(f"# test keys\n{KEY}\nsecond-key-abcdef\n")
+    keys_file = folder / "keys.txt"
+    keys_file.write_text("# test keys\n" + "".join(f"{k}\n" for k in keys))
     data = data or folder / "data"
     port = free_port()
     log = folder / f"server-{port}.log"
-    cmd = [sys.executable, "-m", "voxelfm.cli", "serve", "--keys", str(keys), "--port", str(port)]
+    cmd = [sys.executable, "-m", "voxelfm.cli", "serve", "--keys", str(keys_file), "--port", str(port)]
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [*cmd, "--data", str(data), *options], env=server_env(), stdout=out, stderr=subprocess.STDOUT

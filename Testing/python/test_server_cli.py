@@ -14,7 +14,7 @@ import urllib.request
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
-from server_harness import KEY, free_port, running_server
+from server_harness import KEY, SECOND_KEY, free_port, running_server
 
 from voxelfm.cli.main import main
 from voxelfm.client import ServerRequestError
@@ -175,7 +175,7 @@ def test_a_volume_is_hashed_once_and_uploaded_once(server, case, monkeypatch):
     sent = first.connection.transfer.sent
     assert sent > 10_000 and first.ensure_volume(volume) == sha and len(hashes) == 1  # hashed once per volume
     assert first.connection.transfer.sent == sent  # the second call only asked (HEAD)
-    other = VoxelFMClient(server.url, "second-key-abcdef")  # another user, same CT: no upload either
+    other = VoxelFMClient(server.url, SECOND_KEY)  # another user, same CT: no upload either
     assert other.ensure_volume(volume) == sha and other.connection.transfer.sent == 0
 
 

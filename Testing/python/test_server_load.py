@@ -7,7 +7,7 @@ import threading
 import time
 
 import numpy as np
-from server_harness import KEY, running_server
+from server_harness import KEY, SECOND_KEY, running_server
 
 from voxelfm.cli.main import main
 from voxelfm.client.capabilities import model_request, remote_segment_fit
@@ -90,7 +90,7 @@ def test_server_killed_mid_job_leaves_a_clear_error_and_no_output(tmp_path, data
     monkeypatch.setenv("VOXELFM_API_KEY", KEY)
     with running_server(tmp_path / "server", "--abandon-after", "60") as server:
         # another user's slow jobs fill the device queue, so ours is still queued or running when the server dies
-        other = VoxelFMClient(server.url, "second-key-abcdef")
+        other = VoxelFMClient(server.url, SECOND_KEY)
         sha = other.ensure_volume(torso)
         slow = {
             "kind": "features",

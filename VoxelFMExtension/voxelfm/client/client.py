@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import weakref
 from typing import Any
 
@@ -24,8 +23,7 @@ from .connection import Connection
 from .errors import ProtocolMismatchError, ServerFailedError, ServerRequestError
 from .wire import PROTOCOL_VERSION, Frame, decode_frame
 
-POLL_SECONDS = 0.05  # first poll interval; doubles up to POLL_MAX_SECONDS while a job runs
-POLL_MAX_SECONDS = 1.0
+POLL_WAIT_SECONDS = 1.0  # long poll: the server answers when the job ends, else after this (progress updates)
 
 
 class VoxelFMClient:
@@ -108,8 +106,9 @@ class VoxelFMClient:
         self._ensure_checked()
         return self.connection.request("POST", "/jobs", json.dumps(request).encode()).json()
 
-    def status(self, job_id: str) -> dict[str, Any]:
-        return self.connection.request("GET", f"/jobs/{job_id}").json()
+    def status(self, job_id: str, wait: float = 0.0) -> dict[str, Any]:
+        """The job's state; ``wait`` > 0 lets the server answer as soon as it ends (at most ``wait`` s later)."""
+        return self.connection.request("GET", f"/jobs/{job_id}?wait={wait:g}").json()
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self.connection.request("DELETE", f"/jobs/{job_id}").json()
@@ -123,14 +122,11 @@ class VoxelFMClient:
         """Submit, poll until the job ends (cancelling it when ``cancel`` is set), and return its result."""
         progress = progress or no_progress
         job = self.submit(request)
-        wait = POLL_SECONDS
         while job["state"] in ("queued", "running"):
             if cancel is not None and cancel.is_set():
                 self.cancel(job["id"])
                 raise CancelledError("Cancelled by the user (the server job was cancelled too).")
-            time.sleep(wait)
-            wait = min(2 * wait, POLL_MAX_SECONDS)
-            job = self.status(job["id"])
+            job = self.status(job["id"], wait=POLL_WAIT_SECONDS)
             progress(float(job.get("progress", 0.0)), str(job.get("message", "")))
         if job["state"] == "done":
             return self.result(job["id"])

@@ -11,7 +11,7 @@ import logging
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
@@ -28,6 +28,8 @@ from .models import Health, JobRequest, JobStatus, VolumeInfo
 from .store import TooLargeError, VolumeStore, check_sha
 
 log = logging.getLogger(__name__)
+
+MAX_WAIT_S = 10.0  # longest long poll of GET /jobs/{id}?wait=S (well under any proxy's read timeout)
 
 
 def owner(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
@@ -163,7 +165,12 @@ def create_app(config: ServerConfig) -> FastAPI:
         return job_status(job)
 
     @app.get("/jobs/{job_id}", response_model=JobStatus)
-    def status(job_id: str, who: Owner) -> JobStatus:
+    def status(
+        job_id: str, who: Owner, wait: Annotated[float, Query(ge=0.0, le=MAX_WAIT_S)] = 0.0
+    ) -> JobStatus:
+        """The job's state; with ``wait`` the reply comes as soon as the job ends, or after ``wait`` seconds."""
+        job = _job(jobs(), who, job_id)
+        job.wait(wait)
         return job_status(_job(jobs(), who, job_id))
 
     @app.delete("/jobs/{job_id}", response_model=JobStatus)

@@ -45,6 +45,7 @@ class Job:
     seen: float = field(default_factory=time.monotonic)  # last poll
     ended: float | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    ended_event: threading.Event = field(default_factory=threading.Event)  # set once the job has ended
 
     def progress(self, fraction: float, message: str) -> None:
         self.fraction, self.message = float(max(0.0, min(1.0, fraction))), message
@@ -55,6 +56,12 @@ class Job:
             self.fraction, self.message = 1.0, "done"
         else:
             self.message = state
+        self.ended_event.set()
+
+    def wait(self, seconds: float) -> None:
+        """Return when the job ends or after ``seconds`` (a long poll: no polling delay on the result)."""
+        if seconds > 0:
+            self.ended_event.wait(seconds)
 
 
 class JobManager:
