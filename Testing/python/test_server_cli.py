@@ -182,8 +182,9 @@ def test_a_volume_is_hashed_once_and_uploaded_once(server, case, monkeypatch):
 def test_oversized_and_malformed_payloads_are_refused(server, case):
     client = VoxelFMClient(server.url, KEY)
     too_many = Volume(np.zeros((40, 101, 122), np.int16), np.diag([3.0, 3.0, 3.0, 1.0]))  # 492,880 > 400,000
-    with pytest.raises(PayloadTooLargeError, match="limit of 400000"):
+    with pytest.raises(PayloadTooLargeError, match="over the limit of 400000"):
         client.ensure_volume(too_many)  # refused by the client, which knows the server's limits
+    assert client.connection.transfer.sent == 0
     conn = Connection(server.url, KEY)
     sha = "ab" * 32
     too_many_body = Frame({"ijk_to_ras": too_many.ijk_to_ras.tolist()}, {"voxels": too_many.array}).encode()

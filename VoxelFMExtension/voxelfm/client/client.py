@@ -20,7 +20,13 @@ from ..errors import CancelledError, InputError
 from ..imaging.volume import Volume
 from ..progress import CancelFlag, ProgressFn, no_progress
 from .connection import Connection
-from .errors import ProtocolMismatchError, ServerFailedError, ServerRequestError
+from .errors import (
+    PayloadTooLargeError,
+    ProtocolMismatchError,
+    ServerError,
+    ServerFailedError,
+    ServerRequestError,
+)
 from .wire import PROTOCOL_VERSION, Frame, decode_frame
 
 POLL_WAIT_SECONDS = 1.0  # long poll: the server answers when the job ends, else after this (progress updates)
@@ -94,9 +100,20 @@ class VoxelFMClient:
         self._ensure_checked()
         sha = self.volume_hash(volume)
         if not self.has_volume(sha):
-            body = Frame(
-                {"ijk_to_ras": np.asarray(volume.ijk_to_ras).tolist()}, {"voxels": volume.array}
-            ).encode()
+            voxels, limit = int(volume.array.size), self.limits.get("max_voxels")
+            if limit is not None and voxels > limit:
+                raise PayloadTooLargeError(
+                    f"The volume has {voxels} voxels, over the limit of {limit} of the VoxelFM server at "
+                    f"{self.url}; crop or resample it, or ask its administrator to raise --max-voxels."
+                )
+            meta = {"ijk_to_ras": np.asarray(volume.ijk_to_ras).tolist()}
+            body = Frame(meta, {"voxels": volume.array}).encode()
+            limit = self.limits.get("max_upload_bytes")
+            if limit is not None and len(body) > limit:
+                raise PayloadTooLargeError(
+                    f"The compressed volume is {len(body)} bytes, over the limit of {limit} bytes of the VoxelFM "
+                    f"server at {self.url}; ask its administrator to raise --max-upload-mb."
+                )
             self.connection.request("PUT", f"/volumes/{sha}", body, "application/octet-stream")
         return sha
 
@@ -113,6 +130,12 @@ class VoxelFMClient:
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self.connection.request("DELETE", f"/jobs/{job_id}").json()
 
+    def _cancel_quietly(self, job_id: str) -> None:
+        try:
+            self.cancel(job_id)
+        except ServerError:  # best effort: an unreachable server abandons the job by itself
+            pass
+
     def result(self, job_id: str) -> Frame:
         return decode_frame(self.connection.request("GET", f"/jobs/{job_id}/result").body)
 
@@ -122,12 +145,16 @@ class VoxelFMClient:
         """Submit, poll until the job ends (cancelling it when ``cancel`` is set), and return its result."""
         progress = progress or no_progress
         job = self.submit(request)
-        while job["state"] in ("queued", "running"):
-            if cancel is not None and cancel.is_set():
-                self.cancel(job["id"])
-                raise CancelledError("Cancelled by the user (the server job was cancelled too).")
-            job = self.status(job["id"], wait=POLL_WAIT_SECONDS)
-            progress(float(job.get("progress", 0.0)), str(job.get("message", "")))
+        try:
+            while job["state"] in ("queued", "running"):
+                if cancel is not None and cancel.is_set():
+                    self.cancel(job["id"])
+                    raise CancelledError("Cancelled by the user (the server job was cancelled too).")
+                job = self.status(job["id"], wait=POLL_WAIT_SECONDS)
+                progress(float(job.get("progress", 0.0)), str(job.get("message", "")))
+        except KeyboardInterrupt:  # Ctrl-C in the CLI: do not leave the job running until it is abandoned
+            self._cancel_quietly(job["id"])
+            raise
         if job["state"] == "done":
             return self.result(job["id"])
         error = job.get("error") or f"the job ended as {job['state']}"
