@@ -38,6 +38,7 @@ class VoxelFMClient:
     def __init__(self, url: str, key: str | None, timeout: float = 60.0) -> None:
         self.connection = Connection(url, key, timeout)
         self._checked = False
+        self.last_job: dict[str, Any] = {}  # the last job's final status (state, seconds on the device, ...)
         self.limits: dict[str, int] = {}  # the server's max_upload_bytes and max_voxels, from /health
         self._hashes: dict[int, tuple[weakref.ref, bytes, str]] = {}
         self._lock = threading.Lock()
@@ -155,6 +156,7 @@ class VoxelFMClient:
         except KeyboardInterrupt:  # Ctrl-C in the CLI: do not leave the job running until it is abandoned
             self._cancel_quietly(job["id"])
             raise
+        self.last_job = job
         if job["state"] == "done":
             return self.result(job["id"])
         error = job.get("error") or f"the job ended as {job['state']}"

@@ -55,6 +55,7 @@ def job_status(job: Job) -> JobStatus:
         progress=job.fraction,
         message=job.message,
         device=job.device,
+        seconds=job.seconds,
         error=job.error if job.state in ("failed", "cancelled") else None,
         error_kind=job.error_kind,  # type: ignore[arg-type]
     )

@@ -43,6 +43,7 @@ class Job:
     device: str = ""
     result: bytes | None = None
     seen: float = field(default_factory=time.monotonic)  # last poll
+    started: float | None = None
     ended: float | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     ended_event: threading.Event = field(default_factory=threading.Event)  # set once the job has ended
@@ -57,6 +58,13 @@ class Job:
         else:
             self.message = state
         self.ended_event.set()
+
+    @property
+    def seconds(self) -> float:
+        """Time the job has run (compute on the device, without queueing and transfer)."""
+        if self.started is None:
+            return 0.0
+        return (self.ended if self.ended is not None else time.monotonic()) - self.started
 
     def wait(self, seconds: float) -> None:
         """Return when the job ends or after ``seconds`` (a long poll: no polling delay on the result)."""
@@ -153,7 +161,7 @@ class JobManager:
                 return
             if job.state != "queued":
                 continue
-            job.state, job.message = "running", "starting"
+            job.state, job.message, job.started = "running", "starting", time.monotonic()
             try:
                 result = self.runner(job, device)
             except CancelledError:

@@ -129,5 +129,6 @@ class JobStatus(BaseModel):
     progress: float
     message: str
     device: str
+    seconds: float = Field(0.0, description="time the job has run on its device (not queueing or transfer)")
     error: str | None = None
     error_kind: Literal["input", "internal"] | None = None
