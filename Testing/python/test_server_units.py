@@ -168,3 +168,14 @@ def test_jobs_one_at_a_time_per_device_limits_cancel_and_abandon():
         assert done.result == b"result of four" and peak[0] == 1  # one job at a time on the device
     finally:
         manager.shutdown()
+
+
+def test_serve_refuses_a_missing_or_empty_keys_file(tmp_path, capsys):
+    from voxelfm.cli.main import main
+
+    assert main(["serve", "--keys", str(tmp_path / "absent.txt"), "--data", str(tmp_path / "d")]) == 2
+    assert "keys file" in capsys.readouterr().err
+    empty = tmp_path / "keys.txt"
+    empty.write_text("# no key yet\n\n")
+    assert main(["serve", "--keys", str(empty), "--data", str(tmp_path / "d")]) == 2
+    assert "holds no key" in capsys.readouterr().err

@@ -31,11 +31,10 @@ def run(args: argparse.Namespace) -> int:
     from ..server.auth import read_keys
     from ..server.config import ServerConfig
 
-    data = Path(args.data).expanduser() if args.data else cache_root()
-    os.environ["VOXELFM_CACHE_DIR"] = str(
-        data
-    )  # the feature cache lives beside the volume store: data/features
     read_keys(Path(args.keys))  # a missing or empty keys file is an error before binding
+    data = Path(args.data).expanduser() if args.data else cache_root()
+    # the feature cache lives beside the volume store, in data/features
+    os.environ["VOXELFM_CACHE_DIR"] = str(data)
     config = ServerConfig(
         keys_file=Path(args.keys),
         data_dir=data,
