@@ -190,16 +190,17 @@ def test_oversized_and_malformed_payloads_are_refused(server, case):
     too_many_body = Frame({"ijk_to_ras": too_many.ijk_to_ras.tolist()}, {"voxels": too_many.array}).encode()
     with pytest.raises(PayloadTooLargeError, match="over this server's limit"):
         conn.request("PUT", f"/volumes/{sha}", too_many_body, "application/octet-stream")  # and by the server
-    # a body over --max-upload-mb is refused from its Content-Length, before the server reads it
+    # any body over --max-upload-mb (a volume, or a job request) is refused from its Content-Length, unread
     host, port = server.url.removeprefix("http://").split(":")
-    conn2 = http.client.HTTPConnection(host, int(port), timeout=10)
-    conn2.putrequest("PUT", f"/volumes/{sha}")
-    for name, value in (("Authorization", f"Bearer {KEY}"), ("Content-Length", str(17 * 1024**2))):
-        conn2.putheader(name, value)
-    conn2.endheaders()
-    reply = conn2.getresponse()
-    assert reply.status == 413 and "limit" in json.loads(reply.read())["detail"]
-    conn2.close()
+    for method, path in (("PUT", f"/volumes/{sha}"), ("POST", "/jobs")):
+        conn2 = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn2.putrequest(method, path)
+        for name, value in (("Authorization", f"Bearer {KEY}"), ("Content-Length", str(17 * 1024**2))):
+            conn2.putheader(name, value)
+        conn2.endheaders()
+        reply = conn2.getresponse()
+        assert reply.status == 413 and "limit" in json.loads(reply.read())["detail"], path
+        conn2.close()
     with pytest.raises(ServerRequestError, match="magic"):
         conn.request("PUT", f"/volumes/{sha}", b"not a frame at all", "application/octet-stream")
     ct = read_volume(str(case[0]))

@@ -61,6 +61,9 @@ def test_sparse_labels_are_a_complete_description():
     assert np.array_equal(back.array, labels) and np.allclose(back.ijk_to_ras, GEOMETRY)
     with pytest.raises(InputError, match="limit"):
         labels_from_sparse(sparse, max_voxels=100)
+    lying = {**sparse, "values": {**sparse["values"], "shape": [2, 100000, 100000]}}
+    with pytest.raises(InputError, match="expected"):  # refused before anything is allocated or inflated
+        labels_from_sparse(lying, max_voxels=10**6)
     sparse["slices"] = [2, 10]
     with pytest.raises(InputError, match="indices"):
         labels_from_sparse(sparse, max_voxels=10**6)

@@ -67,11 +67,10 @@ def labels_from_sparse(d: dict[str, Any], max_voxels: int) -> Volume:
     slices = [int(k) for k in d["slices"]]
     if len(set(slices)) != len(slices) or any(not 0 <= k < shape[0] for k in slices):
         raise InputError(f"labelled slices must be distinct indices in 0..{shape[0] - 1}.")
+    expected = [len(slices), *shape[1:]]
+    if [int(v) for v in d["values"].get("shape", ())] != expected:  # checked before anything is decompressed
+        raise InputError(f"labelled slices hold shape {d['values'].get('shape')}, expected {expected}.")
     values = decode_array(d["values"])
-    if values.shape != (len(slices), *shape[1:]):
-        raise InputError(
-            f"labelled slices hold shape {list(values.shape)}, expected {[len(slices), *shape[1:]]}."
-        )
     arr = np.full(shape, UNLABELLED, dtype=values.dtype)
     arr[slices] = values
     return Volume(arr, _matrix(d["ijk_to_ras"], "labels ijk_to_ras"))

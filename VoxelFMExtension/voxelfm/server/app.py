@@ -91,6 +91,25 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.state.jobs = state
 
     @app.middleware("http")
+    async def body_limit(request: Request, call_next):
+        """Every request body (volumes, job requests with labels or probes) is capped before it is read."""
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > config.max_upload_bytes):
+            return JSONResponse(
+                {"detail": _too_large(int(length) if length.isdigit() else -1, config.max_upload_bytes)},
+                status_code=413,
+            )
+        if (
+            length is None
+            and request.method in ("POST", "PUT")
+            and "chunked" in request.headers.get("transfer-encoding", "")
+        ):
+            return JSONResponse(
+                {"detail": "send a Content-Length; chunked request bodies are not accepted."}, status_code=411
+            )
+        return await call_next(request)
+
+    @app.middleware("http")
     async def protocol_check(request: Request, call_next):
         theirs = request.headers.get(PROTOCOL_HEADER)
         if theirs is not None and theirs != str(PROTOCOL_VERSION):
@@ -135,9 +154,6 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def put_volume(sha: str, request: Request, who: Owner) -> VolumeInfo:
         if not _valid_sha(sha):
             raise HTTPException(422, f"volume address {sha!r} is not a sha256 hex digest.")
-        length = request.headers.get("content-length")
-        if length is not None and int(length) > config.max_upload_bytes:
-            raise HTTPException(413, _too_large(int(length), config.max_upload_bytes))
         if store.has(sha):  # someone uploaded it meanwhile: do not read the body into memory
             return VolumeInfo(sha256=sha, stored_bytes=store.size(sha), uploaded=False)
         chunks, size = [], 0
