@@ -82,6 +82,29 @@ def _wait(predicate, seconds: float) -> bool:
     return False
 
 
+def _slow_features(sha: str) -> dict:
+    """A features job of ~1.3 s on this machine (many small tiles, no cache): something to queue behind."""
+    options = FeatureOptions(cache=False, overlap=6)
+    return {
+        "kind": "features",
+        "volume": sha,
+        **model_request(ModelSpec("voxelfm-tiny", max_tokens=64), options),
+    }
+
+
+def test_jobs_of_a_client_that_went_away_are_cancelled(tmp_path, data_dir):
+    torso = read_volume(str(data_dir / "totalseg" / "torso_3mm" / "ct.nii.gz"))
+    with running_server(tmp_path / "server", "--abandon-after", "1") as server:
+        client = VoxelFMClient(server.url, KEY)
+        jobs = [client.submit(_slow_features(client.ensure_volume(torso))) for _ in range(3)]
+        # the client now disappears: nobody polls (``/health`` does not count as a poll)
+        assert _wait(lambda: server.health()["jobs_active"] == 0, 60), "abandoned jobs kept the device busy"
+        states = [client.status(j["id"]) for j in jobs]
+    assert all(s["state"] in ("cancelled", "done") for s in states)
+    queued = states[1:]  # never started: cancelled while waiting, the device freed for others
+    assert all(s["state"] == "cancelled" and "abandoned" in s["error"] for s in queued), queued
+
+
 def test_server_killed_mid_job_leaves_a_clear_error_and_no_output(tmp_path, data_dir, monkeypatch, capsys):
     ct_path = data_dir / "totalseg" / "abdomen_3mm" / "ct.nii.gz"
     torso = read_volume(str(data_dir / "totalseg" / "torso_3mm" / "ct.nii.gz"))
@@ -92,11 +115,7 @@ def test_server_killed_mid_job_leaves_a_clear_error_and_no_output(tmp_path, data
         # another user's slow jobs fill the device queue, so ours is still queued or running when the server dies
         other = VoxelFMClient(server.url, SECOND_KEY)
         sha = other.ensure_volume(torso)
-        slow = {
-            "kind": "features",
-            "volume": sha,
-            **model_request(ModelSpec("voxelfm-tiny", max_tokens=64), FeatureOptions(cache=False)),
-        }
+        slow = _slow_features(sha)
         for _ in range(4):
             other.submit(slow)
         rc: list[int] = []
