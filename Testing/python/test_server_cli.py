@@ -6,6 +6,7 @@ bundled tiny model keep it fast.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import urllib.error
@@ -123,6 +124,17 @@ def test_segment_fit_refit_and_apply_through_the_server_are_voxel_identical(
         assert main(args) == 0
         applied[where] = read_volume(str(out), check_hu=False).array
     assert np.array_equal(applied["local"], applied["server"]) and applied["local"].any()
+
+    # a probe recording a checkpoint *path* cannot make the server load a file of its own choosing
+    files = {"json": (tmp_path / "local_probe.json").read_text()}
+    meta = json.loads(files["json"])
+    meta["backbone"]["id"] = "/srv/private/model.pth"
+    files["json"] = json.dumps(meta)
+    files["weights"] = base64.b64encode((tmp_path / "local_probe.safetensors").read_bytes()).decode()
+    client = VoxelFMClient(server.url, KEY)
+    sha = client.ensure_volume(read_volume(str(ct)))
+    with pytest.raises(ServerRequestError, match="recorded backbone .* looks like a path"):
+        client.run_job({"kind": "segment-apply", "volume": sha, "apply": {"probe": files}})
 
 
 @pytest.mark.parametrize("key", ["wrong-key", None])

@@ -33,11 +33,12 @@ from .store import VolumeStore
 KEPT_PIPELINES = 2  # per device: each holds one volume's features and caches
 
 
-def check_model_name(model: str) -> str:
-    """Clients name models by registry id, never by a path on the server."""
+def check_model_name(model: str, what: str = "model") -> str:
+    """Clients name models by registry id, never by a path on the server (nor through a probe's record)."""
     if any(sep in model for sep in ("/", "\\")) or model.endswith((".pth", ".pt", ".safetensors", ".yaml")):
         raise InputError(
-            f"model {model!r} looks like a path; name a registry model id (see `voxelfm models`)."
+            f"{what} {model!r} looks like a path; the server loads registry models only (see `voxelfm "
+            "models`): name one with --model."
         )
     return model
 
@@ -82,6 +83,8 @@ class CapabilityRunner:
         if req.apply is None:
             raise InputError("a segment-apply job needs 'apply' (the probe files).")
         probe = probe_from_files(req.apply.probe.model_dump(by_alias=True))
+        if not spec.model:  # the pipeline will load the probe's recorded backbone: a registry id here too
+            check_model_name(str(probe.model.get("id") or ""), "the probe's recorded backbone")
         pipeline = self._pipeline(device, spec, options, None)
         result = pipeline.apply(
             volume, probe, job.progress, job.cancel, req.apply.postprocess_to_core(), volume_key=req.volume
