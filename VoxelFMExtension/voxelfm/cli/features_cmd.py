@@ -7,6 +7,7 @@ import argparse
 from ..files import file_kinds as kinds
 from .common import add_model_and_feature_args, add_series_arg, command, log, spec_and_options
 from .outputs import add_overwrite_arg, output_plan
+from .remote import add_server_arg, features_on_server, server_client
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,11 +22,16 @@ def run(args: argparse.Namespace) -> int:
     )
     plan.check()
     volume = read_volume(args.image, series=args.series)
+    client = server_client(args)
     pipeline = FeaturePipeline(*spec_and_options(args))
     bar = TqdmProgress("features")
     try:
-        feats = pipeline.volume_features(
-            volume, preprocess=pipeline.model_preprocess(pipeline.spec), progress=bar
+        feats = (
+            features_on_server(client, args, volume, bar)
+            if client
+            else pipeline.volume_features(
+                volume, preprocess=pipeline.model_preprocess(pipeline.spec), progress=bar
+            )
         )
     finally:
         bar.close()
@@ -60,3 +66,4 @@ def arguments(p: argparse.ArgumentParser) -> None:
     add_series_arg(p)
     add_overwrite_arg(p)
     add_model_and_feature_args(p)
+    add_server_arg(p)

@@ -15,6 +15,7 @@ from ..files import file_kinds as kinds
 from . import options
 from .common import add_model_and_feature_args, add_series_arg, command, log, spec_and_options
 from .outputs import add_overwrite_arg, output_plan
+from .remote import add_server_arg, apply_on_server, fit_on_server, server_client
 
 
 def _postprocess(args: argparse.Namespace):
@@ -66,7 +67,12 @@ def _fit(args: argparse.Namespace, plan) -> int:
         postprocess=_postprocess(args),
         feature_spacing_mm=args.feature_spacing,
     )
-    result = _pipeline(args, config).fit(volume, labels, classes)
+    client = server_client(args)
+    result = (
+        fit_on_server(client, args, volume, labels, classes, config)
+        if client
+        else _pipeline(args, config).fit(volume, labels, classes)
+    )
     probe = result.probe
     log.info("fitted probe: %s", {k: v for k, v in probe.metrics.items() if k != "warnings"})
     plan.written(write_segmentation(result, out))
@@ -87,8 +93,14 @@ def _apply(args: argparse.Namespace, plan, pairs: list[tuple[Path, Path]]) -> in
     pipeline = _pipeline(args)
     # with --largest-component/--fill-holes these replace the probe's own post-processing
     pp = _postprocess(args) if (args.largest_component or args.fill_holes) else None
+    client = server_client(args)
     for src, dst in pairs:
-        result = pipeline.apply(read_volume(str(src), series=args.series), probe, postprocess=pp)
+        volume = read_volume(str(src), series=args.series)
+        result = (
+            apply_on_server(client, args, volume, probe, pp)
+            if client
+            else pipeline.apply(volume, probe, postprocess=pp)
+        )
         plan.written(write_segmentation(result, dst))  # one by one: an interrupted run's outputs stay ours
         _log_written(result, dst)
     return 0
@@ -188,3 +200,4 @@ def arguments(p: argparse.ArgumentParser) -> None:
     add_series_arg(p)
     add_overwrite_arg(p)
     add_model_and_feature_args(p)
+    add_server_arg(p)

@@ -1,0 +1,85 @@
+"""`voxelfm serve --host HOST --port PORT --keys FILE`: serve VoxelFM capabilities over HTTP (OpenAPI at /docs).
+
+FILE lists the accepted API keys, one per line (re-read when it changes). Binds 127.0.0.1 unless --host says
+otherwise; put TLS in front with a reverse proxy (docs/DEPLOYMENT.md). Needs the server extra:
+pip install "voxelfm[server]".
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from ..errors import InputError
+from ..files.locations import cache_root
+from . import options
+from .common import command, log
+
+MB = 1024**2
+
+
+def run(args: argparse.Namespace) -> int:
+    try:  # the server extra is optional: the CLI must start without it
+        import uvicorn
+
+        from ..server.app import create_app
+    except ModuleNotFoundError as exc:
+        raise InputError(
+            f'`voxelfm serve` needs the server extra ({exc.name} is missing): pip install "voxelfm[server]".'
+        ) from None
+    from ..server.auth import read_keys
+    from ..server.config import ServerConfig
+
+    read_keys(Path(args.keys))  # a missing or empty keys file is an error before binding
+    data = Path(args.data).expanduser() if args.data else cache_root()
+    # the feature cache lives beside the volume store, in data/features
+    os.environ["VOXELFM_CACHE_DIR"] = str(data)
+    config = ServerConfig(
+        keys_file=Path(args.keys),
+        data_dir=data,
+        devices=[d.strip() for d in args.devices.split(",") if d.strip()],
+        max_upload_bytes=int(args.max_upload_mb * MB),
+        max_voxels=args.max_voxels,
+        store_bytes=int(args.store_gb * 1024 * MB),
+        max_queued_per_key=args.max_jobs_per_key,
+        abandon_after_s=args.abandon_after,
+    )
+    app = create_app(config)
+    log.info(
+        "VoxelFM server on http://%s:%d (data %s, devices %s)", args.host, args.port, data, config.devices
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=30)
+    return 0
+
+
+@command("serve", run)
+def arguments(p: argparse.ArgumentParser) -> None:
+    """serve VoxelFM capabilities over HTTP to Slicer and scripts (API-key protected)"""
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    p.add_argument("--port", type=options.int_at_least(1, 65535), default=8000, help="port (default 8000)")
+    p.add_argument("--keys", required=True, help="file of accepted API keys, one per line")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="folder of the volume store and feature cache (default: the VoxelFM cache)",
+    )
+    p.add_argument(
+        "--devices", default="auto", help="comma-separated devices, one job queue each (default auto)"
+    )
+    p.add_argument(
+        "--max-upload-mb", type=options.float_above(0.0, 1e7), default=2048.0, help="largest request body"
+    )
+    p.add_argument("--max-voxels", type=options.positive_int, default=512 * 512 * 2000, help="largest volume")
+    p.add_argument("--store-gb", type=options.float_above(0.0, 1e6), default=50.0, help="volume store budget")
+    p.add_argument(
+        "--max-jobs-per-key", type=options.positive_int, default=4, help="queued + running jobs per API key"
+    )
+    p.add_argument(
+        "--abandon-after",
+        type=options.float_above(0.0, 1e6),
+        default=60.0,
+        help="seconds without a poll after which a job is cancelled (its client went away)",
+    )
