@@ -20,6 +20,7 @@ from ..files import file_kinds as kinds
 from . import options
 from .common import add_model_and_feature_args, command, log, spec_and_options
 from .outputs import add_overwrite_arg, output_plan
+from .remote import add_server_arg, local_only, localize_on_server, server_client
 
 MARKUPS_SUFFIXES = (".mrk.json", ".json")
 
@@ -89,6 +90,8 @@ def run_localize(args: argparse.Namespace) -> int:
     from ..progress import TqdmProgress
 
     out = Path(args.out)
+    local_only(args, probe=args.probe, template=args.template, save_template=args.save_template)
+    client = server_client(args)
     if args.probe:
         from ..localize.probe_file import load_localisation_probe
 
@@ -115,8 +118,11 @@ def run_localize(args: argparse.Namespace) -> int:
         pipeline = _pipeline(args, _config(args))
         bar = TqdmProgress("localize")
         try:
-            templates = pipeline.templates(refs, lambda f, m: bar(0.5 * f, m))
-            result = pipeline.transfer(target, templates, lambda f, m: bar(0.5 + 0.5 * f, m))
+            if client:
+                templates, result = [], localize_on_server(client, args, target, refs, _config(args), bar)
+            else:
+                templates = pipeline.templates(refs, lambda f, m: bar(0.5 * f, m))
+                result = pipeline.transfer(target, templates, lambda f, m: bar(0.5 + 0.5 * f, m))
         finally:
             bar.close()
         for t, path in zip(templates, saved, strict=False):
@@ -224,6 +230,7 @@ def localize_arguments(p: argparse.ArgumentParser) -> None:
     )
     add_model_and_feature_args(p)
     add_overwrite_arg(p)
+    add_server_arg(p)
 
 
 @command("box", run_box, description=None)

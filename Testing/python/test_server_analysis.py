@@ -1,0 +1,168 @@
+"""Localisation, retrieval and report drafting through `voxelfm serve`: the same outputs as a local run.
+
+A real server process on 127.0.0.1 (server_harness) with a --libraries file naming a case library by id, the
+real CLI, small real CT (totalseg abdomen_3mm and a shifted, cropped copy; torso_3mm) and the bundled tiny
+model.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from server_harness import KEY, running_server
+
+from voxelfm.cli.main import main
+from voxelfm.imaging.io import read_volume, write_volume
+from voxelfm.imaging.volume import Volume
+from voxelfm.localize.markups_json import read_point_list, write_point_list
+from voxelfm.localize.points import PointList
+
+MODEL = ["--model", "voxelfm-tiny", "--max-tokens", "4096"]
+# voxel (i, j, k) of abdomen_3mm; the last lies in slices the cropped target does not hold
+POINTS_IJK = {"a": (40, 50, 6), "b": (80, 45, 12), "c": (61, 70, 15), "d": (30, 40, 18), "top": (60, 50, 28)}
+TARGET_SLICES = 20  # the target keeps slices 0..19: "top" is 24 mm beyond its last slice
+SHIFT_MM = np.array([9.0, -6.0, 3.0])
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, data_dir):
+    """Reference CT + points, a shifted copy cropped to 20 slices, and a one-case-library image."""
+    d = tmp_path_factory.mktemp("analysis")
+    ref_path = data_dir / "totalseg" / "abdomen_3mm" / "ct.nii.gz"
+    ref = read_volume(str(ref_path))
+    ijk = np.array(list(POINTS_IJK.values()), np.float64)
+    ras = ijk @ ref.ijk_to_ras[:3, :3].T + ref.ijk_to_ras[:3, 3]
+    write_point_list(PointList(list(POINTS_IJK), ras, name="ref"), d / "ref.mrk.json")
+    m = ref.ijk_to_ras.copy()
+    m[:3, 3] += SHIFT_MM
+    write_volume(Volume(ref.array[:TARGET_SLICES].copy(), m, "target"), d / "target.nii.gz")
+    return {"ref": ref_path, "points": d / "ref.mrk.json", "target": d / "target.nii.gz", "dir": d}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("server")
+    libraries = folder / "libraries.json"
+    libraries.write_text(json.dumps({"abdomen": str(folder / "lib")}))
+    with running_server(folder, "--libraries", str(libraries)) as s:
+        s.library = folder / "lib"
+        yield s
+
+
+def test_localize_through_the_server_writes_the_same_markups(server, files, tmp_path, monkeypatch):
+    monkeypatch.setenv("VOXELFM_API_KEY", KEY)
+    outs = {}
+    for where, extra in (("local", []), ("server", ["--server", server.url])):
+        out = tmp_path / f"{where}.mrk.json"
+        args = ["localize", str(files["target"]), "--reference", str(files["ref"]), str(files["points"])]
+        assert main([*args, "--out", str(out), *MODEL, *extra]) == 0
+        outs[where] = out
+    local, remote = (json.loads(outs[w].read_text()) for w in ("local", "server"))
+    assert local == remote  # same labels, positions, "confidence 0.NN" descriptions and position status
+    status = {p["label"]: p["positionStatus"] for p in local["markups"][0]["controlPoints"]}
+    assert status["top"] == "missing" and list(status.values()).count("defined") == 4
+    found = read_point_list(
+        outs["server"]
+    )  # the placed points, RAS: near the reference's, moved by the shift
+    truth = read_point_list(files["points"])
+    moved = [
+        np.linalg.norm(found.ras[n] - truth.position(name) - SHIFT_MM) for n, name in enumerate(found.names)
+    ]
+    assert len(moved) == 4 and np.median(moved) < 10.0, moved
+
+
+REPORTS = {
+    "abdomen": "Liver: The liver is delineated, of normal size.\nSpleen: The spleen is delineated.",
+    "torso": "Kidneys: Both kidneys are delineated. No hydronephrosis.",
+    "pulmonary": "Heart: The pulmonary artery is delineated, of normal calibre.",
+}
+CASES = {
+    "abdomen": "totalseg/abdomen_3mm/ct.nii.gz",
+    "torso": "totalseg/torso_3mm/ct.nii.gz",
+    "pulmonary": "totalseg/pulmonary_1p5mm/ct.nii.gz",
+}
+
+
+def _json_out(capsys, argv: list[str]):
+    capsys.readouterr()
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture(scope="module")
+def library(server, files, data_dir):
+    """The server's library 'abdomen' (folder server.library), two cases added on this computer."""
+    for case_id in ("abdomen", "torso"):
+        report = files["dir"] / f"{case_id}.txt"
+        report.write_text(REPORTS[case_id])
+        image = str(data_dir / CASES[case_id])
+        args = ["index", "add", str(server.library), image, "--report", str(report), "--case-id", case_id]
+        assert main([*args, *MODEL, "--no-progress"]) == 0
+    return server.library
+
+
+def test_index_add_and_list_through_the_server(server, library, files, data_dir, capsys, monkeypatch):
+    monkeypatch.setenv("VOXELFM_API_KEY", KEY)
+    report = files["dir"] / "pulmonary.txt"
+    report.write_text(REPORTS["pulmonary"])
+    image = str(data_dir / CASES["pulmonary"])
+    add = ["index", "add", "abdomen", image, "--report", str(report), "--case-id", "pulmonary", *MODEL]
+    assert main([*add, "--server", server.url]) == 0
+    local = _json_out(capsys, ["index", "list", str(library), "--json"])
+    remote = _json_out(capsys, ["index", "list", "abdomen", "--json", "--server", server.url])
+    assert remote == local and [c["case_id"] for c in remote] == ["abdomen", "torso", "pulmonary"]
+    assert remote[2]["has_report"] and remote[2]["path"] == ""  # an uploaded volume: no file of the server's
+    assert (
+        main(["index", "list", "elsewhere", "--server", server.url]) == 2
+    )  # an id the server does not offer
+
+
+def test_query_through_the_server_ranks_and_scores_as_local(server, library, files, capsys, monkeypatch):
+    monkeypatch.setenv("VOXELFM_API_KEY", KEY)
+    target = str(files["target"])
+    for extra in ([], ["--embedding", "cls", "-k", "2"]):
+        local = _json_out(capsys, ["query", str(library), target, "--json", *extra, *MODEL, "--no-progress"])
+        remote = _json_out(
+            capsys,
+            ["query", "abdomen", target, "--json", *extra, *MODEL, "--no-progress", "--server", server.url],
+        )
+        assert remote == local and len(local) >= 2
+        assert local[0]["case_id"] == "abdomen"  # the target is a shifted crop of that case
+    roi = ["query", "abdomen", target, "--roi", "point:0,0,0,20", "--server", server.url]
+    assert main([*roi, *MODEL]) == 2  # region queries run on this computer only (say so, nothing sent)
+
+
+def test_report_through_the_server_drafts_as_local(
+    server, library, files, data_dir, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("VOXELFM_API_KEY", KEY)
+    truth = read_volume(str(data_dir / "totalseg" / "abdomen_3mm" / "labels.nii.gz"), check_hu=False)
+    m = truth.ijk_to_ras.copy()
+    m[:3, 3] += SHIFT_MM
+    seg = tmp_path / "seg.nii.gz"
+    keep = np.isin(truth.array[:TARGET_SLICES], [1, 5]) * truth.array[:TARGET_SLICES]
+    write_volume(Volume(keep.astype(np.uint8), m, "seg"), seg)
+    (tmp_path / "seg.json").write_text(json.dumps({"1": "spleen", "5": "liver"}))
+    target = str(files["target"])
+    common = ["--json", "--segmentation", str(seg), "--neighbours", "2", *MODEL]
+    local = _json_out(capsys, ["report", str(library), target, *common])
+    remote = _json_out(capsys, ["report", "abdomen", target, *common, "--server", server.url])
+    assert remote == local
+    texts = " ".join(s["text"] for s in local["sentences"])
+    assert "liver" in texts.lower() and any(s["evidence"] for s in local["sentences"])
+
+
+def test_a_restarted_server_serves_the_same_library(server, library, files, tmp_path, capsys, monkeypatch):
+    """Killed (SIGKILL) and started again on the same data and libraries file: same cases, same ranking."""
+    monkeypatch.setenv("VOXELFM_API_KEY", KEY)
+    target = str(files["target"])
+    query = ["query", "abdomen", target, "--json", *MODEL, "--no-progress", "--server"]
+    listing = ["index", "list", "abdomen", "--json", "--server"]
+    before = _json_out(capsys, [*query, server.url]), _json_out(capsys, [*listing, server.url])
+    server.kill()
+    folder = server.data.parent
+    with running_server(folder, "--libraries", str(folder / "libraries.json"), data=server.data) as again:
+        after = _json_out(capsys, [*query, again.url]), _json_out(capsys, [*listing, again.url])
+    assert after == before and len(before[1]) == 3

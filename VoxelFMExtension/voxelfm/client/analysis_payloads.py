@@ -1,0 +1,123 @@
+"""Plain data <-> the core types of localisation, retrieval and report drafting, both directions in one place.
+
+Points travel as names, RAS positions (JSON floats round-trip float64 exactly), descriptions and missing
+flags; a localisation result as its points, confidences, method and warnings; a query result as its hits'
+records (case id, the path the case was added from on the server, score) and its description.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..localize.points import PointList
+from ..localize.result import LocalisationResult
+from ..retrieval.records import CaseRecord
+from ..retrieval.result import QueryResult, RetrievalHit
+from .wire import RAW, Frame
+
+# ---- localisation
+
+
+def points_to_plain(points: PointList) -> dict[str, Any]:
+    return {
+        "names": list(points.names),
+        "ras": np.asarray(points.ras, dtype=np.float64).tolist(),
+        "descriptions": list(points.descriptions),
+        "name": points.name,
+        "missing": [bool(m) for m in points.missing],
+    }
+
+
+def points_from_plain(d: dict[str, Any]) -> PointList:
+    ras = np.asarray(d.get("ras", []), dtype=np.float64)
+    if ras.size and (ras.ndim != 2 or ras.shape[1] != 3):
+        raise InputError(f"points must be N x 3 RAS positions, got shape {list(ras.shape)}.")
+    return PointList(
+        list(d.get("names", [])),
+        ras.reshape(-1, 3),
+        list(d.get("descriptions", [])),
+        str(d.get("name", "")),
+        np.asarray(d.get("missing", []), dtype=bool),
+    )
+
+
+def localisation_frame(result: LocalisationResult) -> Frame:
+    meta = {
+        "points": points_to_plain(result.points),
+        "method": result.method,
+        "warnings": list(result.warnings),
+        "seconds": float(result.seconds),
+    }
+    return Frame(meta, {"confidence": np.asarray(result.confidence, dtype=np.float64)})
+
+
+def localisation_from_frame(frame: Frame) -> LocalisationResult:
+    m = frame.meta
+    return LocalisationResult(
+        points=points_from_plain(m["points"]),
+        confidence=np.asarray(frame.arrays["confidence"], dtype=np.float64),
+        method=str(m.get("method", "")),
+        warnings=list(m.get("warnings", [])),
+        seconds=float(m.get("seconds", 0.0)),
+    )
+
+
+# ---- retrieval
+
+
+HIT_RECORD_FIELDS = ("case_id", "path", "series_uid", "patient_id", "study_uid", "added_at")
+
+
+def query_frame(result: QueryResult) -> Frame:
+    hits = [
+        {
+            **{k: getattr(h.case, k) for k in HIT_RECORD_FIELDS},
+            "has_report": h.case.has_report,
+            "score": float(h.score),
+            "ras": None if h.ras is None else [float(v) for v in h.ras],
+            "block_mm": h.block_mm,
+        }
+        for h in result.hits
+    ]
+    meta = {
+        "hits": hits,
+        "query": result.query,
+        "embedding": result.embedding,
+        "warnings": list(result.warnings),
+        "search_seconds": float(result.search_seconds),
+    }
+    arrays = {}
+    if result.region_center is not None:
+        arrays["region_center"] = np.asarray(result.region_center, dtype=np.float64)
+        arrays["region_half_extent"] = np.asarray(result.region_half_extent, dtype=np.float64)
+    return Frame(meta, arrays)
+
+
+def query_from_frame(frame: Frame) -> QueryResult:
+    m = frame.meta
+    hits = []
+    for h in m.get("hits", []):
+        record = CaseRecord(
+            row=-1,
+            abs_path="",
+            source_key="",
+            report="(on the server)" if h.get("has_report") else None,
+            **{k: str(h.get(k) or "") for k in HIT_RECORD_FIELDS},
+        )
+        ras = None if h.get("ras") is None else np.asarray(h["ras"], dtype=np.float64)
+        hits.append(RetrievalHit(record, float(h["score"]), ras, h.get("block_mm")))
+    return QueryResult(
+        hits,
+        str(m.get("query", "")),
+        str(m.get("embedding", "")),
+        frame.arrays.get("region_center"),
+        frame.arrays.get("region_half_extent"),
+        list(m.get("warnings", [])),
+        float(m.get("search_seconds", 0.0)),
+    )
+
+
+ANALYSIS_CODECS = {"confidence": RAW, "region_center": RAW, "region_half_extent": RAW}

@@ -1,0 +1,70 @@
+"""Request bodies of localisation, retrieval and report jobs (pydantic), beside the segmentation ones in models.
+
+Clients name case libraries by the ids of the server's --libraries file, never by a folder; every volume is
+named by its content hash in the volume store.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+SHA_PATTERN = r"^[0-9a-f]{64}$"
+LIBRARY_ID = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="a library id of the server")
+
+
+class PointsModel(BaseModel):
+    names: list[str] = Field(max_length=1000)
+    ras: list[list[float]] = Field(max_length=1000, description="RAS mm, one [R, A, S] per name")
+    descriptions: list[str] = Field(default_factory=list, max_length=1000)
+    name: str = Field("", max_length=200)
+    missing: list[bool] = Field(default_factory=list, max_length=1000)
+
+
+class ReferenceModel(BaseModel):
+    volume: str = Field(pattern=SHA_PATTERN, description="the reference scan in the volume store")
+    points: PointsModel
+
+
+class LocalizeRequest(BaseModel):
+    references: list[ReferenceModel] = Field(min_length=1, max_length=32)
+    config: dict[str, Any] = Field(default_factory=dict, description="TransferConfig.to_dict()")
+
+
+class QueryRequest(BaseModel):
+    library: str = LIBRARY_ID
+    k: int = Field(10, ge=1, le=10000)
+    embedding: Literal["mean", "cls"] = "mean"
+    with_reports: bool = False
+
+
+class IndexAddRequest(BaseModel):
+    library: str = LIBRARY_ID
+    case_id: str = Field("", max_length=200)
+    name: str = Field("", max_length=200, description="the volume's name (default case id: from it)")
+    report: str | None = Field(None, max_length=1_000_000)
+    findings: Any = None
+
+
+class SegmentModel(BaseModel):
+    name: str = Field(max_length=200)
+    segment_id: str = Field(max_length=200)
+    layer: int = Field(0, ge=0)
+    value: int
+
+
+class SegmentationModel(BaseModel):
+    layers: list[str] = Field(min_length=1, max_length=64, description="label layers in the volume store")
+    segments: list[SegmentModel] = Field(min_length=1, max_length=1000)
+    name: str = Field("", max_length=200, description="the file name (layer volumes' name)")
+    source: str = Field("", max_length=1000, description="the file as the user named it (the draft cites it)")
+
+
+class ReportRequest(BaseModel):
+    library: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    segmentation: SegmentationModel | None = None
+    template: str | None = Field(None, max_length=100, description="a built-in template name")
+    neighbours: int = Field(5, ge=1, le=1000)
+    temperature: float = Field(0.05, ge=0.0)
+    min_support: float = Field(0.5, gt=0.0, le=1.0)
