@@ -8,6 +8,7 @@ model.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from voxelfm.imaging.io import read_volume, write_volume
 from voxelfm.imaging.volume import Volume
 from voxelfm.localize.markups_json import read_point_list, write_point_list
 from voxelfm.localize.points import PointList
+from voxelfm.report.template_files import templates_dir
 
 MODEL = ["--model", "voxelfm-tiny", "--max-tokens", "4096"]
 # voxel (i, j, k) of abdomen_3mm; the last lies in slices the cropped target does not hold
@@ -154,6 +156,49 @@ def test_report_through_the_server_drafts_as_local(
     assert "liver" in texts.lower() and any(s["evidence"] for s in local["sentences"])
 
 
+def test_server_paths_and_this_computers_files_are_refused(
+    server, library, files, tmp_path, capsys, monkeypatch
+):
+    """Libraries only by an id the server offers; options that need this computer's files say so; exit 2."""
+    monkeypatch.setenv("VOXELFM_API_KEY", KEY)
+    target = str(files["target"])
+    capsys.readouterr()
+    assert main(["query", "elsewhere", target, *MODEL, "--server", server.url]) == 2
+    err = capsys.readouterr().err
+    assert "no case library 'elsewhere'" in err and "it offers: abdomen" in err
+    assert main(["query", str(library), target, *MODEL, "--server", server.url]) == 2  # a folder, not an id
+    err = capsys.readouterr().err
+    assert "not a folder" in err and "offers: abdomen" in err
+    ref = ["--reference", str(files["ref"]), str(files["points"])]
+    out = tmp_path / "out.mrk.json"
+    args = ["localize", target, *ref, "--out", str(out), "--save-template", str(tmp_path / "t"), *MODEL]
+    assert main([*args, "--server", server.url]) == 2
+    assert "--save-template cannot be used with --server" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob("t-*"))
+    template = tmp_path / "mine.yaml"
+    template.write_text((templates_dir() / "chest_ct.yaml").read_text())
+    assert (
+        main(["report", "abdomen", target, "--template", str(template), *MODEL, "--server", server.url]) == 2
+    )
+    assert "is a file of this computer" in capsys.readouterr().err
+
+
+def test_libraries_file_is_checked(tmp_path):
+    from voxelfm.errors import InputError
+    from voxelfm.server.libraries import library_folder, read_libraries
+
+    assert read_libraries(None) == {}
+    good = tmp_path / "libraries.json"
+    good.write_text(json.dumps({"chest": "libs/chest", "abs": "/data/abs"}))
+    assert read_libraries(good) == {"chest": tmp_path / "libs" / "chest", "abs": Path("/data/abs")}
+    good.write_text(json.dumps({"../up": "x"}))
+    with pytest.raises(InputError, match="library id '../up' must be"):
+        read_libraries(good)
+    with pytest.raises(InputError, match="no case library 'x'.*offers: none"):
+        library_folder({}, "x")
+
+
+# last: it kills the module's server
 def test_a_restarted_server_serves_the_same_library(server, library, files, tmp_path, capsys, monkeypatch):
     """Killed (SIGKILL) and started again on the same data and libraries file: same cases, same ranking."""
     monkeypatch.setenv("VOXELFM_API_KEY", KEY)

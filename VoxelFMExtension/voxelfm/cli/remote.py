@@ -78,6 +78,22 @@ def local_only(args: argparse.Namespace, **options: object) -> None:
         )
 
 
+def library_id(client: VoxelFMClient, text: str) -> str:
+    """With --server, LIBRARY names one of the server's case libraries by id, never a folder."""
+    from ..client.analysis_payloads import LIBRARY_ID_RE
+
+    if LIBRARY_ID_RE.match(text):
+        return text
+    from ..client.analysis import remote_library_ids
+    from ..errors import InputError
+
+    offered = ", ".join(remote_library_ids(client)) or "none"
+    raise InputError(
+        f"With --server, LIBRARY is the id of one of the server's case libraries, not a folder ({text!r}); "
+        f"the server at {client.url} offers: {offered}."
+    )
+
+
 def localize_on_server(client: VoxelFMClient, args: argparse.Namespace, target, refs, config, progress=None):
     from ..client.analysis import remote_localize
 
@@ -90,7 +106,7 @@ def query_on_server(client: VoxelFMClient, args: argparse.Namespace, volume, pro
     spec, feature_options = spec_and_options(args)
     return remote_query(
         client,
-        args.library,
+        library_id(client, args.library),
         volume,
         args.k,
         args.embedding,
@@ -121,7 +137,7 @@ def index_add_on_server(client: VoxelFMClient, args: argparse.Namespace) -> int:
         findings = args.findings if args.findings is not None else source.findings
         case_id = args.case_id or source.case_id
         added = remote_index_add(
-            client, args.library, volume, case_id, report, findings, spec, feature_options
+            client, library_id(client, args.library), volume, case_id, report, findings, spec, feature_options
         )
         log.info("%s: added %s as %s", args.library, source.path, added.get("case_id"))
     return 0
@@ -130,7 +146,7 @@ def index_add_on_server(client: VoxelFMClient, args: argparse.Namespace) -> int:
 def index_list_on_server(client: VoxelFMClient, args: argparse.Namespace) -> int:
     from ..client.analysis import remote_library_listing
 
-    listing = remote_library_listing(client, args.library)
+    listing = remote_library_listing(client, library_id(client, args.library))
     cases = listing["cases"]
     if args.json:
         print(json.dumps(cases, indent=1))
@@ -176,7 +192,7 @@ def report_on_server(
     spec, feature_options = spec_and_options(args)
     return remote_report(
         client,
-        library,
+        library_id(client, library) if library else None,
         read_volume(str(image)),
         segmentation,
         template,

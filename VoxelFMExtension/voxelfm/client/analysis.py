@@ -137,3 +137,8 @@ def remote_library_listing(client: VoxelFMClient, library: str) -> dict[str, Any
     """{"library", "model", "dim", "cases": [{"case_id", "path", ..., "has_report"}]} of a server's library."""
     client.check()
     return client.connection.request("GET", f"/libraries/{quote(library, safe='')}").json()
+
+
+def remote_library_ids(client: VoxelFMClient) -> list[str]:
+    client.check()
+    return list(client.connection.request("GET", "/libraries").json())

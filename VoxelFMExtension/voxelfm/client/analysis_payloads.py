@@ -7,6 +7,7 @@ records (case id, the path the case was added from on the server, score) and its
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,10 @@ from ..localize.result import LocalisationResult
 from ..retrieval.records import CaseRecord
 from ..retrieval.result import QueryResult, RetrievalHit
 from .wire import RAW, Frame
+
+# a case library's id in the server's --libraries file (what clients send instead of a folder)
+LIBRARY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+LIBRARY_ID_RE = re.compile(LIBRARY_ID_PATTERN)
 
 # ---- localisation
 

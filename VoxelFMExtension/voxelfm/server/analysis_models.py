@@ -10,8 +10,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from ..client.analysis_payloads import LIBRARY_ID_PATTERN
+
 SHA_PATTERN = r"^[0-9a-f]{64}$"
-LIBRARY_ID = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="a library id of the server")
+LIBRARY_ID = Field(pattern=LIBRARY_ID_PATTERN, description="a library id of the server")
 
 
 class PointsModel(BaseModel):
@@ -62,7 +64,7 @@ class SegmentationModel(BaseModel):
 
 
 class ReportRequest(BaseModel):
-    library: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    library: str | None = Field(None, pattern=LIBRARY_ID_PATTERN)
     segmentation: SegmentationModel | None = None
     template: str | None = Field(None, max_length=100, description="a built-in template name")
     neighbours: int = Field(5, ge=1, le=1000)

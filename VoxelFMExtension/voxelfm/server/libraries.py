@@ -6,16 +6,14 @@ folder. Clients name a library only by its id: a request never carries a server 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from ..client.analysis_payloads import LIBRARY_ID_RE
 from ..errors import InputError
 from ..files.documents import read_mapping
 from ..retrieval.library import CaseLibrary
-
-LIBRARY_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def read_libraries(path: Path | None) -> dict[str, Path]:
