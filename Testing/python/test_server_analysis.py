@@ -15,10 +15,14 @@ import pytest
 from server_harness import KEY, running_server
 
 from voxelfm.cli.main import main
+from voxelfm.features.spec import ModelSpec
 from voxelfm.imaging.io import read_volume, write_volume
 from voxelfm.imaging.volume import Volume
 from voxelfm.localize.markups_json import read_point_list, write_point_list
+from voxelfm.localize.pipeline import LocalisationPipeline, Reference
 from voxelfm.localize.points import PointList
+from voxelfm.localize.probe import ProbeConfig
+from voxelfm.localize.probe_file import save_localisation_probe
 from voxelfm.report.template_files import templates_dir
 
 MODEL = ["--model", "voxelfm-tiny", "--max-tokens", "4096"]
@@ -53,26 +57,69 @@ def server(tmp_path_factory):
         yield s
 
 
+def _markups(path):
+    return json.loads(path.read_text())
+
+
 def test_localize_through_the_server_writes_the_same_markups(server, files, tmp_path, monkeypatch):
+    """From a reference scan (+ --save-template), then from the saved templates: same files as local."""
     monkeypatch.setenv("VOXELFM_API_KEY", KEY)
-    outs = {}
+    target, ref = str(files["target"]), ["--reference", str(files["ref"]), str(files["points"])]
     for where, extra in (("local", []), ("server", ["--server", server.url])):
-        out = tmp_path / f"{where}.mrk.json"
-        args = ["localize", str(files["target"]), "--reference", str(files["ref"]), str(files["points"])]
-        assert main([*args, "--out", str(out), *MODEL, *extra]) == 0
-        outs[where] = out
-    local, remote = (json.loads(outs[w].read_text()) for w in ("local", "server"))
+        save = ["--save-template", str(tmp_path / f"{where}-t")]
+        assert (
+            main(
+                [
+                    "localize",
+                    target,
+                    *ref,
+                    "--out",
+                    str(tmp_path / f"{where}.mrk.json"),
+                    *save,
+                    *MODEL,
+                    *extra,
+                ]
+            )
+            == 0
+        )
+        again = [
+            "--template",
+            str(tmp_path / f"{where}-t-1.npz"),
+            "--out",
+            str(tmp_path / f"{where}-again.mrk.json"),
+        ]
+        assert main(["localize", target, *again, *MODEL, *extra]) == 0
+    local, remote = _markups(tmp_path / "local.mrk.json"), _markups(tmp_path / "server.mrk.json")
     assert local == remote  # same labels, positions, "confidence 0.NN" descriptions and position status
+    assert (
+        _markups(tmp_path / "local-again.mrk.json") == _markups(tmp_path / "server-again.mrk.json") == local
+    )
+    with np.load(tmp_path / "local-t-1.npz") as a, np.load(tmp_path / "server-t-1.npz") as b:
+        assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
     status = {p["label"]: p["positionStatus"] for p in local["markups"][0]["controlPoints"]}
     assert status["top"] == "missing" and list(status.values()).count("defined") == 4
-    found = read_point_list(
-        outs["server"]
-    )  # the placed points, RAS: near the reference's, moved by the shift
+    found = read_point_list(tmp_path / "server.mrk.json")  # the placed points, RAS: moved by the shift
     truth = read_point_list(files["points"])
     moved = [
         np.linalg.norm(found.ras[n] - truth.position(name) - SHIFT_MM) for n, name in enumerate(found.names)
     ]
     assert len(moved) == 4 and np.median(moved) < 10.0, moved
+
+
+def test_localize_with_a_probe_through_the_server(server, files, tmp_path, monkeypatch):
+    """A localisation probe's files travel with the request; same markups as applying it here."""
+    monkeypatch.setenv("VOXELFM_API_KEY", KEY)
+    ref = read_volume(str(files["ref"]))
+    points = read_point_list(files["points"])
+    pipeline = LocalisationPipeline(ModelSpec("voxelfm-tiny", device="cpu", max_tokens=4096))
+    probe = pipeline.fit_probe([Reference(ref, points)], ProbeConfig(steps=3, seed=0))
+    save_localisation_probe(probe, tmp_path / "probe")
+    target = str(files["target"])
+    for where, extra in (("local", []), ("server", ["--server", server.url])):
+        out = ["--out", str(tmp_path / f"{where}.mrk.json")]
+        assert main(["localize", target, "--probe", str(tmp_path / "probe"), *out, *MODEL, *extra]) == 0
+    local = _markups(tmp_path / "local.mrk.json")
+    assert local == _markups(tmp_path / "server.mrk.json") and len(local["markups"][0]["controlPoints"]) == 5
 
 
 REPORTS = {
@@ -169,12 +216,10 @@ def test_server_paths_and_this_computers_files_are_refused(
     assert main(["query", str(library), target, *MODEL, "--server", server.url]) == 2  # a folder, not an id
     err = capsys.readouterr().err
     assert "not a folder" in err and "offers: abdomen" in err
-    ref = ["--reference", str(files["ref"]), str(files["points"])]
-    out = tmp_path / "out.mrk.json"
-    args = ["localize", target, *ref, "--out", str(out), "--save-template", str(tmp_path / "t"), *MODEL]
-    assert main([*args, "--server", server.url]) == 2
-    assert "--save-template cannot be used with --server" in capsys.readouterr().err
-    assert not out.exists() and not list(tmp_path.glob("t-*"))
+    thumbs = tmp_path / "thumbs"
+    args = ["query", "abdomen", target, "--thumbnails", str(thumbs), *MODEL, "--server", server.url]
+    assert main(args) == 2
+    assert "--thumbnails cannot be used with --server" in capsys.readouterr().err and not thumbs.exists()
     template = tmp_path / "mine.yaml"
     template.write_text((templates_dir() / "chest_ct.yaml").read_text())
     assert (

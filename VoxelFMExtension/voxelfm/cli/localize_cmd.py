@@ -20,7 +20,7 @@ from ..files import file_kinds as kinds
 from . import options
 from .common import add_model_and_feature_args, command, log, spec_and_options
 from .outputs import add_overwrite_arg, output_plan
-from .remote import add_server_arg, local_only, localize_on_server, server_client
+from .remote import add_server_arg, localize_on_server, localize_probe_on_server, server_client
 
 MARKUPS_SUFFIXES = (".mrk.json", ".json")
 
@@ -90,7 +90,6 @@ def run_localize(args: argparse.Namespace) -> int:
     from ..progress import TqdmProgress
 
     out = Path(args.out)
-    local_only(args, probe=args.probe, template=args.template, save_template=args.save_template)
     client = server_client(args)
     if args.probe:
         from ..localize.probe_file import load_localisation_probe
@@ -100,7 +99,10 @@ def run_localize(args: argparse.Namespace) -> int:
         probe = load_localisation_probe(args.probe)
         bar = TqdmProgress("localize")
         try:
-            result = _pipeline(args).apply_probe(target, probe, bar)
+            if client:
+                result = localize_probe_on_server(client, args, target, probe, bar)
+            else:
+                result = _pipeline(args).apply_probe(target, probe, bar)
         finally:
             bar.close()
     else:
@@ -119,7 +121,9 @@ def run_localize(args: argparse.Namespace) -> int:
         bar = TqdmProgress("localize")
         try:
             if client:
-                templates, result = [], localize_on_server(client, args, target, refs, _config(args), bar)
+                templates, result = localize_on_server(
+                    client, args, target, refs, _config(args), bar, bool(saved)
+                )
             else:
                 templates = pipeline.templates(refs, lambda f, m: bar(0.5 * f, m))
                 result = pipeline.transfer(target, templates, lambda f, m: bar(0.5 + 0.5 * f, m))

@@ -94,10 +94,22 @@ def library_id(client: VoxelFMClient, text: str) -> str:
     )
 
 
-def localize_on_server(client: VoxelFMClient, args: argparse.Namespace, target, refs, config, progress=None):
+def localize_on_server(
+    client: VoxelFMClient, args: argparse.Namespace, target, refs, config, progress=None, keep_templates=False
+):
+    """(templates built when ``keep_templates``, result) from references / templates, computed on the server."""
     from ..client.analysis import remote_localize
 
-    return remote_localize(client, target, refs, config, *spec_and_options(args), progress)
+    spec, feature_options = spec_and_options(args)
+    return remote_localize(
+        client, target, refs, config, spec, feature_options, progress, keep_templates=keep_templates
+    )
+
+
+def localize_probe_on_server(client: VoxelFMClient, args: argparse.Namespace, target, probe, progress=None):
+    from ..client.analysis import remote_localize_probe
+
+    return remote_localize_probe(client, target, probe, *spec_and_options(args), progress)
 
 
 def query_on_server(client: VoxelFMClient, args: argparse.Namespace, volume, progress=None):

@@ -16,11 +16,20 @@ from ..features.spec import FeatureOptions, ModelSpec
 from ..imaging.volume import Volume
 from ..localize.config import TransferConfig
 from ..localize.pipeline import Reference
+from ..localize.probe import LocalisationProbe
 from ..localize.result import LocalisationResult
+from ..localize.template import LandmarkTemplate
 from ..progress import CancelFlag, ProgressFn
 from ..report.draft import ReportDraft
 from ..retrieval.result import QueryResult
-from .analysis_payloads import localisation_from_frame, points_to_plain, query_from_frame
+from .analysis_payloads import (
+    localisation_from_frame,
+    localisation_probe_files,
+    points_to_plain,
+    query_from_frame,
+    template_text,
+    templates_from_frame,
+)
 from .capabilities import model_request
 from .client import VoxelFMClient
 
@@ -28,21 +37,51 @@ from .client import VoxelFMClient
 def remote_localize(
     client: VoxelFMClient,
     target: Volume,
-    references: Sequence[Reference],
+    references: Sequence[Reference | LandmarkTemplate],
     config: TransferConfig,
     spec: ModelSpec,
     options: FeatureOptions,
     progress: ProgressFn | None = None,
     cancel: CancelFlag | None = None,
-) -> LocalisationResult:
+    keep_templates: bool = False,
+) -> tuple[list[LandmarkTemplate], LocalisationResult]:
+    """(the templates built, when ``keep_templates``; the result): ``pipeline.templates`` + ``.transfer``."""
     refs = [
-        {"volume": client.ensure_volume(r.volume), "points": points_to_plain(r.points)} for r in references
+        {"volume": client.ensure_volume(r.volume), "points": points_to_plain(r.points)}
+        for r in references
+        if isinstance(r, Reference)
     ]
+    saved = [template_text(t) for t in references if isinstance(t, LandmarkTemplate)]
     request = {
         "kind": "localize",
         "volume": client.ensure_volume(target),
         **model_request(spec, options),
-        "localize": {"references": refs, "config": config.to_dict()},
+        "localize": {
+            "references": refs,
+            "templates": saved,
+            "config": config.to_dict(),
+            "return_templates": keep_templates,
+        },
+    }
+    frame = client.run_job(request, progress, cancel)
+    return templates_from_frame(frame), localisation_from_frame(frame)
+
+
+def remote_localize_probe(
+    client: VoxelFMClient,
+    target: Volume,
+    probe: LocalisationProbe,
+    spec: ModelSpec,
+    options: FeatureOptions,
+    progress: ProgressFn | None = None,
+    cancel: CancelFlag | None = None,
+) -> LocalisationResult:
+    """``LocalisationPipeline(spec).apply_probe(target, probe)`` on the server; the probe's files travel."""
+    request = {
+        "kind": "localize",
+        "volume": client.ensure_volume(target),
+        **model_request(spec, options),
+        "localize": {"probe": localisation_probe_files(probe)},
     }
     return localisation_from_frame(client.run_job(request, progress, cancel))
 

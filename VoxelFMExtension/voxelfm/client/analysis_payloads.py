@@ -7,14 +7,21 @@ records (case id, the path the case was added from on the server, score) and its
 
 from __future__ import annotations
 
+import base64
 import re
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
+from ..files.probe_paths import probe_paths
 from ..localize.points import PointList
+from ..localize.probe import LocalisationProbe
+from ..localize.probe_file import load_localisation_probe, save_localisation_probe
 from ..localize.result import LocalisationResult
+from ..localize.template import LandmarkTemplate
 from ..retrieval.records import CaseRecord
 from ..retrieval.result import QueryResult, RetrievalHit
 from .wire import RAW, Frame
@@ -49,14 +56,54 @@ def points_from_plain(d: dict[str, Any]) -> PointList:
     )
 
 
-def localisation_frame(result: LocalisationResult) -> Frame:
+def template_text(template: LandmarkTemplate) -> str:
+    """A landmark template as base64 of its .npz file (the one template format)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return base64.b64encode(template.save(Path(tmp) / "template.npz").read_bytes()).decode("ascii")
+
+
+def template_from_text(text: str) -> LandmarkTemplate:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "template.npz"
+        path.write_bytes(_b64(text, "landmark template"))
+        return LandmarkTemplate.load(path)
+
+
+def localisation_probe_files(probe: LocalisationProbe) -> dict[str, str]:
+    """A localisation probe as its two files' contents: the .json text, the .safetensors bytes (base64)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        weights, meta = save_localisation_probe(probe, Path(tmp) / "probe")
+        return {"json": meta.read_text(), "weights": base64.b64encode(weights.read_bytes()).decode("ascii")}
+
+
+def localisation_probe_from_files(d: dict[str, str]) -> LocalisationProbe:
+    with tempfile.TemporaryDirectory() as tmp:
+        weights, meta = probe_paths(Path(tmp) / "probe")
+        weights.write_bytes(_b64(d["weights"], "probe weights"))
+        meta.write_text(d["json"])
+        return load_localisation_probe(meta)
+
+
+def _b64(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError as exc:
+        raise InputError(f"{what} is not base64 ({exc}).") from exc
+
+
+def localisation_frame(result: LocalisationResult, templates: list[LandmarkTemplate] | None = None) -> Frame:
     meta = {
         "points": points_to_plain(result.points),
         "method": result.method,
         "warnings": list(result.warnings),
         "seconds": float(result.seconds),
+        "templates": [template_text(t) for t in templates or ()],
     }
     return Frame(meta, {"confidence": np.asarray(result.confidence, dtype=np.float64)})
+
+
+def templates_from_frame(frame: Frame) -> list[LandmarkTemplate]:
+    return [template_from_text(t) for t in frame.meta.get("templates", [])]
 
 
 def localisation_from_frame(frame: Frame) -> LocalisationResult:

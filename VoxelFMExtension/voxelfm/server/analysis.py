@@ -12,7 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..client.analysis_payloads import ANALYSIS_CODECS, localisation_frame, points_from_plain, query_frame
+from ..client.analysis_payloads import (
+    ANALYSIS_CODECS,
+    localisation_frame,
+    localisation_probe_from_files,
+    points_from_plain,
+    query_frame,
+    template_from_text,
+)
 from ..client.wire import Frame
 from ..errors import InputError
 from ..features.spec import FeatureOptions, ModelSpec
@@ -27,7 +34,6 @@ from ..report.template_files import load_template
 from ..retrieval.pipeline import RetrievalPipeline
 from .jobs import Job
 from .libraries import library_folder
-from .models import JobRequest
 
 
 def _needs(part: Any, kind: str, name: str) -> Any:
@@ -36,18 +42,43 @@ def _needs(part: Any, kind: str, name: str) -> Any:
     return part
 
 
+def check_model_name(model: str, what: str = "model") -> str:
+    """Clients name models by registry id, never by a path on the server (nor through a probe's record)."""
+    if any(sep in model for sep in ("/", "\\")) or model.endswith((".pth", ".pt", ".safetensors", ".yaml")):
+        raise InputError(
+            f"{what} {model!r} looks like a path; the server loads registry models only (see `voxelfm "
+            "models`): name one with --model."
+        )
+    return model
+
+
 def run_localize(job: Job, volume: Volume, spec: ModelSpec, options: FeatureOptions, fetch) -> bytes:
-    req: JobRequest = job.request
-    body = _needs(req.localize, "localize", "localize")
+    """One-shot from references / templates (templates(), then transfer(), as the CLI), or apply a probe."""
+    body = _needs(job.request.localize, "localize", "localize")
+    if body.probe is not None:
+        if body.references or body.templates:
+            raise InputError("a localize job takes references / templates or a probe, not both.")
+        probe = localisation_probe_from_files(body.probe.model_dump(by_alias=True))
+        if not spec.model:  # the pipeline will load the probe's recorded backbone: a registry id here too
+            check_model_name(str(probe.backbone.get("id") or ""), "the probe's recorded backbone")
+        result = LocalisationPipeline(spec, None, options).apply_probe(
+            volume, probe, job.progress, job.cancel
+        )
+        return localisation_frame(result).encode(ANALYSIS_CODECS)
+    if not (body.references or body.templates):
+        raise InputError("a localize job needs references (scans with points), templates or a probe.")
     try:
         config = TransferConfig.from_dict(body.config)
     except (TypeError, ValueError) as exc:
         raise InputError(f"localisation config: {exc}.") from None
-    refs = [Reference(fetch(r.volume), points_from_plain(r.points.model_dump())) for r in body.references]
+    refs: list = [
+        Reference(fetch(r.volume), points_from_plain(r.points.model_dump())) for r in body.references
+    ]
+    refs += [template_from_text(t) for t in body.templates]
     pipeline = LocalisationPipeline(spec, config, options)
     templates = pipeline.templates(refs, lambda f, m: job.progress(0.5 * f, m), job.cancel)
     result = pipeline.transfer(volume, templates, lambda f, m: job.progress(0.5 + 0.5 * f, m), job.cancel)
-    return localisation_frame(result).encode(ANALYSIS_CODECS)
+    return localisation_frame(result, templates if body.return_templates else None).encode(ANALYSIS_CODECS)
 
 
 def run_query(

@@ -29,9 +29,19 @@ class ReferenceModel(BaseModel):
     points: PointsModel
 
 
+class ProbeFiles(BaseModel):
+    json_text: str = Field(alias="json", description="the probe's .json file")
+    weights: str = Field(description="base64 of the probe's .safetensors file")
+
+
 class LocalizeRequest(BaseModel):
-    references: list[ReferenceModel] = Field(min_length=1, max_length=32)
+    """From reference scans and/or saved templates (one-shot), or from a localisation probe."""
+
+    references: list[ReferenceModel] = Field(default_factory=list, max_length=32)
+    templates: list[str] = Field(default_factory=list, max_length=32, description="base64 of template .npz")
+    probe: ProbeFiles | None = None
     config: dict[str, Any] = Field(default_factory=dict, description="TransferConfig.to_dict()")
+    return_templates: bool = Field(False, description="also return the templates built (--save-template)")
 
 
 class QueryRequest(BaseModel):

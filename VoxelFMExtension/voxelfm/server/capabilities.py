@@ -28,22 +28,12 @@ from ..imaging.volume import Volume
 from ..progress import check_cancel
 from ..segment.config import SegmentationConfig
 from ..segment.pipeline import SegmentationPipeline
-from .analysis import run_index_add, run_localize, run_query, run_report
+from .analysis import check_model_name, run_index_add, run_localize, run_query, run_report
 from .jobs import Job
 from .models import JobRequest
 from .store import VolumeStore
 
 KEPT_PIPELINES = 2  # per device: each holds one volume's features and caches
-
-
-def check_model_name(model: str, what: str = "model") -> str:
-    """Clients name models by registry id, never by a path on the server (nor through a probe's record)."""
-    if any(sep in model for sep in ("/", "\\")) or model.endswith((".pth", ".pt", ".safetensors", ".yaml")):
-        raise InputError(
-            f"{what} {model!r} looks like a path; the server loads registry models only (see `voxelfm "
-            "models`): name one with --model."
-        )
-    return model
 
 
 class CapabilityRunner:
