@@ -104,6 +104,9 @@ def test_localize_through_the_server_writes_the_same_markups(server, files, tmp_
         np.linalg.norm(found.ras[n] - truth.position(name) - SHIFT_MM) for n, name in enumerate(found.names)
     ]
     assert len(moved) == 4 and np.median(moved) < 10.0, moved
+    # four server runs, two scans: the server holds exactly the target and the reference, once each
+    stored = {p.stem for p in (server.data / "volumes").rglob("*.vfm")}
+    assert stored == {read_volume(str(files[n])).content_hash() for n in ("target", "ref")}
 
 
 def test_localize_with_a_probe_through_the_server(server, files, tmp_path, monkeypatch):
