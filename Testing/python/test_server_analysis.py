@@ -171,19 +171,35 @@ def test_index_add_and_list_through_the_server(server, library, files, data_dir,
     )  # an id the server does not offer
 
 
-def test_query_through_the_server_ranks_and_scores_as_local(server, library, files, capsys, monkeypatch):
+def test_query_through_the_server_ranks_and_scores_as_local(
+    server, library, files, data_dir, tmp_path, capsys, monkeypatch
+):
+    """Whole-volume (mean, cls) and region queries (ball, box, mask file): same hits, scores and places."""
     monkeypatch.setenv("VOXELFM_API_KEY", KEY)
     target = str(files["target"])
-    for extra in ([], ["--embedding", "cls", "-k", "2"]):
+    centre = read_point_list(files["points"]).position("b") + SHIFT_MM
+    truth = read_volume(str(data_dir / "totalseg" / "abdomen_3mm" / "labels.nii.gz"), check_hu=False)
+    m = truth.ijk_to_ras.copy()
+    m[:3, 3] += SHIFT_MM
+    write_volume(Volume(truth.array[:TARGET_SLICES].astype(np.uint8), m, "mask"), tmp_path / "mask.nii.gz")
+    r, a, s = (f"{v:.1f}" for v in centre)
+    queries = {
+        "mean": [],
+        "cls": ["--embedding", "cls", "-k", "2"],
+        "ball": ["--roi", f"point:{r},{a},{s},25"],
+        "box": ["--roi", f"box:{r},{a},{s},40,40,30"],
+        "mask": ["--roi", f"mask:{tmp_path / 'mask.nii.gz'}:5"],
+    }
+    for name, extra in queries.items():
         local = _json_out(capsys, ["query", str(library), target, "--json", *extra, *MODEL, "--no-progress"])
         remote = _json_out(
             capsys,
             ["query", "abdomen", target, "--json", *extra, *MODEL, "--no-progress", "--server", server.url],
         )
-        assert remote == local and len(local) >= 2
-        assert local[0]["case_id"] == "abdomen"  # the target is a shifted crop of that case
-    roi = ["query", "abdomen", target, "--roi", "point:0,0,0,20", "--server", server.url]
-    assert main([*roi, *MODEL]) == 2  # region queries run on this computer only (say so, nothing sent)
+        assert remote == local and len(local) >= 2, name
+        assert ("ras" in local[0]) == (name in ("ball", "box", "mask")), name
+    whole = _json_out(capsys, ["query", str(library), target, "--json", *MODEL, "--no-progress"])
+    assert whole[0]["case_id"] == "abdomen"  # the target is a shifted crop of that case
 
 
 def test_report_through_the_server_drafts_as_local(

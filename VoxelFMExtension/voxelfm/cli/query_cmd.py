@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from ..progress import TqdmProgress
     from ..retrieval.pipeline import RetrievalPipeline
 
-    local_only(args, roi=args.roi, thumbnails=args.thumbnails)
+    local_only(args, thumbnails=args.thumbnails)
     client = server_client(args)  # LIBRARY is then a library id of the server
     plan = output_plan(args).input(None if client else args.library, args.image)
     if args.thumbnails:
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     bar = TqdmProgress("query", disable=args.no_progress or None)
     try:
         result = (
-            query_on_server(client, args, volume, bar)
+            query_on_server(client, args, volume, region, bar)
             if client
             else pipeline.query(args.library, volume, args.k, region, args.embedding, where, progress=bar)
         )

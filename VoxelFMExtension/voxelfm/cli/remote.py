@@ -112,7 +112,7 @@ def localize_probe_on_server(client: VoxelFMClient, args: argparse.Namespace, ta
     return remote_localize_probe(client, target, probe, *spec_and_options(args), progress)
 
 
-def query_on_server(client: VoxelFMClient, args: argparse.Namespace, volume, progress=None):
+def query_on_server(client: VoxelFMClient, args: argparse.Namespace, volume, region=None, progress=None):
     from ..client.analysis import remote_query
 
     spec, feature_options = spec_and_options(args)
@@ -126,6 +126,7 @@ def query_on_server(client: VoxelFMClient, args: argparse.Namespace, volume, pro
         spec,
         feature_options,
         progress,
+        region=region,
     )
 
 

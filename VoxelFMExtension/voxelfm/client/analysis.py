@@ -21,12 +21,14 @@ from ..localize.result import LocalisationResult
 from ..localize.template import LandmarkTemplate
 from ..progress import CancelFlag, ProgressFn
 from ..report.draft import ReportDraft
+from ..retrieval.regions import Region
 from ..retrieval.result import QueryResult
 from .analysis_payloads import (
     localisation_from_frame,
     localisation_probe_files,
     points_to_plain,
     query_from_frame,
+    region_to_plain,
     template_text,
     templates_from_frame,
 )
@@ -97,17 +99,17 @@ def remote_query(
     options: FeatureOptions,
     progress: ProgressFn | None = None,
     cancel: CancelFlag | None = None,
+    region: Region | None = None,
 ) -> QueryResult:
+    """``RetrievalPipeline.query`` on the server's library ``library`` (an id); a mask region is uploaded."""
+    query = {"library": library, "k": int(k), "embedding": embedding, "with_reports": bool(with_reports)}
+    if region is not None:
+        query["region"] = region_to_plain(region, client.ensure_volume)
     request = {
         "kind": "query",
         "volume": client.ensure_volume(volume),
         **model_request(spec, options),
-        "query": {
-            "library": library,
-            "k": int(k),
-            "embedding": embedding,
-            "with_reports": bool(with_reports),
-        },
+        "query": query,
     }
     return query_from_frame(client.run_job(request, progress, cancel))
 

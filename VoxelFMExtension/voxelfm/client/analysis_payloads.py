@@ -17,12 +17,14 @@ import numpy as np
 
 from ..errors import InputError
 from ..files.probe_paths import probe_paths
+from ..imaging.volume import Volume
 from ..localize.points import PointList
 from ..localize.probe import LocalisationProbe
 from ..localize.probe_file import load_localisation_probe, save_localisation_probe
 from ..localize.result import LocalisationResult
 from ..localize.template import LandmarkTemplate
 from ..retrieval.records import CaseRecord
+from ..retrieval.regions import BoxRegion, MaskRegion, Region, SphereRegion
 from ..retrieval.result import QueryResult, RetrievalHit
 from .wire import RAW, Frame
 
@@ -121,6 +123,34 @@ def localisation_from_frame(frame: Frame) -> LocalisationResult:
 
 
 HIT_RECORD_FIELDS = ("case_id", "path", "series_uid", "patient_id", "study_uid", "added_at")
+
+
+def region_to_plain(region: Region, upload) -> dict[str, Any]:
+    """A query region as plain data; a mask goes through ``upload(Volume) -> sha`` (the volume store)."""
+    if isinstance(region, BoxRegion):
+        return {"kind": "box", "to_ras": np.asarray(region.to_ras).tolist(), "size": list(region.size)}
+    if isinstance(region, SphereRegion):
+        return {"kind": "sphere", "center": list(region.center_ras), "radius": float(region.radius)}
+    if isinstance(region, MaskRegion):
+        mask = Volume(np.asarray(region.mask).astype(np.uint8), region.ijk_to_ras, region.name)
+        return {"kind": "mask", "mask": upload(mask), "name": region.name}
+    raise InputError(f"a {type(region).__name__} cannot be sent to a server.")
+
+
+def region_from_plain(d: dict[str, Any], fetch) -> Region:
+    """The Region a plain description stands for; ``fetch(sha) -> Volume`` reads a mask from the store."""
+    kind = d.get("kind")
+    try:
+        if kind == "box":
+            return BoxRegion(np.asarray(d["to_ras"], dtype=np.float64), tuple(float(v) for v in d["size"]))
+        if kind == "sphere":
+            return SphereRegion(tuple(float(v) for v in d["center"]), float(d["radius"]))
+        if kind == "mask":
+            mask = fetch(d["mask"])
+            return MaskRegion(np.asarray(mask.array) != 0, mask.ijk_to_ras, str(d.get("name") or "mask"))
+    except (KeyError, TypeError) as exc:
+        raise InputError(f"a {kind} region needs its fields ({exc}).") from None
+    raise InputError(f"region kind {kind!r} is not box, sphere or mask.")
 
 
 def query_frame(result: QueryResult) -> Frame:

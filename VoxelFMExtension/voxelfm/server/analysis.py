@@ -18,6 +18,7 @@ from ..client.analysis_payloads import (
     localisation_probe_from_files,
     points_from_plain,
     query_frame,
+    region_from_plain,
     template_from_text,
 )
 from ..client.wire import Frame
@@ -82,14 +83,15 @@ def run_localize(job: Job, volume: Volume, spec: ModelSpec, options: FeatureOpti
 
 
 def run_query(
-    job: Job, volume: Volume, spec: ModelSpec, options: FeatureOptions, libraries: dict[str, Path]
+    job: Job, volume: Volume, spec: ModelSpec, options: FeatureOptions, libraries: dict[str, Path], fetch
 ) -> bytes:
     body = _needs(job.request.query, "query", "query")
     folder = library_folder(libraries, body.library)
     where = (lambda rec: rec.has_report) if body.with_reports else None
+    region = region_from_plain(body.region.model_dump(), fetch) if body.region is not None else None
     pipeline = RetrievalPipeline(spec, options=options)
     result = pipeline.query(
-        folder, volume, body.k, None, body.embedding, where, progress=job.progress, cancel=job.cancel
+        folder, volume, body.k, region, body.embedding, where, progress=job.progress, cancel=job.cancel
     )
     return query_frame(result).encode(ANALYSIS_CODECS)
 

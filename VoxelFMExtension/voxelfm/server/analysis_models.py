@@ -44,8 +44,23 @@ class LocalizeRequest(BaseModel):
     return_templates: bool = Field(False, description="also return the templates built (--save-template)")
 
 
+class RegionModel(BaseModel):
+    """A query region: a box (to_ras 4x4, size mm), a ball (center RAS, radius mm) or a mask in the store."""
+
+    kind: Literal["box", "sphere", "mask"]
+    to_ras: list[list[float]] | None = Field(None, min_length=4, max_length=4)
+    size: list[float] | None = Field(None, min_length=3, max_length=3)
+    center: list[float] | None = Field(None, min_length=3, max_length=3)
+    radius: float | None = None
+    mask: str | None = Field(
+        None, pattern=SHA_PATTERN, description="a uint8 mask (non-zero = in) in the store"
+    )
+    name: str = Field("mask", max_length=200)
+
+
 class QueryRequest(BaseModel):
     library: str = LIBRARY_ID
+    region: RegionModel | None = None
     k: int = Field(10, ge=1, le=10000)
     embedding: Literal["mean", "cls"] = "mean"
     with_reports: bool = False

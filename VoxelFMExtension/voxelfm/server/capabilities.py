@@ -54,7 +54,7 @@ class CapabilityRunner:
         if req.kind == "localize":
             return run_localize(job, volume, spec, options, self.fetch)
         if req.kind == "query":
-            return run_query(job, volume, spec, options, self.libraries)
+            return run_query(job, volume, spec, options, self.libraries, self.fetch)
         if req.kind == "index-add":
             return run_index_add(job, volume, spec, options, self.libraries)
         if req.kind == "report":
