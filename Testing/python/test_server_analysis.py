@@ -262,6 +262,28 @@ def test_libraries_file_is_checked(tmp_path):
         library_folder({}, "x")
 
 
+def test_box_accepts_server_and_computes_here(files, data_dir, tmp_path):
+    """`voxelfm box` is geometry on the client: with --server (even an unreachable one) the same ROI file."""
+    labels = str(data_dir / "totalseg" / "abdomen_3mm" / "labels.nii.gz")
+    for where, extra in (("local", []), ("server", ["--server", "http://127.0.0.1:9"])):
+        assert (
+            main(
+                [
+                    "box",
+                    "--labels",
+                    labels,
+                    "--label",
+                    "5",
+                    "--out",
+                    str(tmp_path / f"{where}.mrk.json"),
+                    *extra,
+                ]
+            )
+            == 0
+        )
+    assert _markups(tmp_path / "local.mrk.json") == _markups(tmp_path / "server.mrk.json")
+
+
 # last: it kills the module's server
 def test_a_restarted_server_serves_the_same_library(server, library, files, tmp_path, capsys, monkeypatch):
     """Killed (SIGKILL) and started again on the same data and libraries file: same cases, same ranking."""

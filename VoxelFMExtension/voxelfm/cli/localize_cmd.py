@@ -153,6 +153,8 @@ def run_box(args: argparse.Namespace) -> int:
     from ..localize.markups_json import read_point_list, write_roi
 
     out = Path(args.out)
+    if getattr(args, "server", None):
+        log.info("a box is geometry on this computer: nothing to send to %s", args.server)
     if args.labels:
         from ..imaging.file_checks import check_label_map
         from ..imaging.io import read_volume
@@ -249,3 +251,4 @@ def box_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corners", default=None, help="comma-separated point names to use (default: all points)")
     p.add_argument("--name", default="VoxelFM box", help="ROI name")
     p.add_argument("--out", required=True, type=markups_path, help="output ROI (.mrk.json)")
+    add_server_arg(p)  # accepted like every capability command; a box is geometry, always computed here
