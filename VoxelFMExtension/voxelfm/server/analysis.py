@@ -1,8 +1,10 @@
 """Localisation, retrieval and report jobs, run with the core pipelines exactly as the CLI runs them.
 
-localize: ``LocalisationPipeline(spec, config, options)``: ``.templates(references)`` then ``.transfer(target,
-templates)`` (the `voxelfm localize --reference` calls). query: ``RetrievalPipeline(spec, options=options)
-.query(folder, volume, k, None, embedding, where)``. index-add: ``RetrievalPipeline.add_volume``. report:
+localize: ``LocalisationPipeline(spec, config, options)``: ``.templates(references or templates)`` then
+``.transfer(target, templates)`` (the `voxelfm localize --reference / --template` calls), or
+``LocalisationPipeline(spec, None, options).apply_probe(target, probe)`` (`--probe`). query:
+``RetrievalPipeline(spec, options=options).query(folder, volume, k, region, embedding, where)``. index-add:
+``RetrievalPipeline.add_volume``. report:
 ``ReportPipeline(spec, template, consensus, options).draft(volume, (), segmentation, library_neighbours(folder))``.
 Libraries are named by id (server.libraries); volumes by their address in the volume store.
 """
