@@ -20,16 +20,17 @@ from voxelfm.segment.labels import select_slices
 from voxelfm.segment.pipeline import SegmentationPipeline
 
 SPEC = ModelSpec("voxelfm-tiny", device="cpu", precision="auto", max_tokens=4096)
-CLIENTS = 4
+CLIENTS = 8  # the issue's load test: 8 users, each with their own key
+CORNERS = [(0, 0), (6, 0), (0, 20), (6, 20), (3, 10), (2, 5), (5, 15), (1, 21)]  # (k0, j0) of each crop
 
 
 def _crops(data_dir) -> list[tuple[Volume, list[Volume]]]:
-    """Four different small CTs (crops of one real CT), each with two label sets (a fit and a refit)."""
+    """Eight different small CTs (crops of one real CT), each with two label sets (a fit and a refit)."""
     folder = data_dir / "totalseg" / "abdomen_3mm"
     ct = read_volume(str(folder / "ct.nii.gz"))
     truth = read_volume(str(folder / "labels.nii.gz"), check_hu=False).array
     cases = []
-    for n, (k0, j0) in enumerate([(0, 0), (6, 0), (0, 20), (6, 20)]):
+    for n, (k0, j0) in enumerate(CORNERS):
         m = ct.ijk_to_ras.copy()
         m[:3, 3] = (ct.ijk_to_ras @ np.array([0, j0, k0, 1.0]))[:3]
         vol = Volume(np.ascontiguousarray(ct.array[k0 : k0 + 24, j0 : j0 + 80]), m, f"crop{n}")
@@ -46,14 +47,16 @@ def test_concurrent_clients_each_get_exactly_their_own_result(tmp_path, data_dir
         [SegmentationPipeline(SPEC, config, options).fit(vol, lab, []).labelmap for lab in labels]
         for vol, labels in cases
     ]
-    assert not np.array_equal(expected[0][0], expected[1][0])  # the cases differ, so a mix-up would show
+    for n in range(1, CLIENTS):  # the cases differ, so a mix-up would show
+        assert not np.array_equal(expected[0][0], expected[n][0]), n
+    keys = [f"user-{n}-key-0123456789" for n in range(CLIENTS)]
     results: dict[int, list[np.ndarray]] = {}
     errors: list[BaseException] = []
-    with running_server(tmp_path / "server", "--abandon-after", "30") as server:
+    with running_server(tmp_path / "server", "--abandon-after", "30", keys=keys) as server:
 
         def user(n: int) -> None:
             try:
-                client = VoxelFMClient(server.url, KEY)
+                client = VoxelFMClient(server.url, keys[n])
                 vol, labels = cases[n]
                 results[n] = [
                     remote_segment_fit(client, vol, lab, [], config, SPEC, options).labelmap for lab in labels

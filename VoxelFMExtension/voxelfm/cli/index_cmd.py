@@ -21,6 +21,7 @@ from pathlib import Path
 from . import options
 from .common import add_model_and_feature_args, command, log, spec_and_options
 from .outputs import output_plan
+from .remote import add_server_arg, index_add_on_server, index_list_on_server, server_client
 
 
 def json_value(text: str):
@@ -57,6 +58,8 @@ def run_add(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if client := server_client(args):  # LIBRARY is then a library id of the server
+        return index_add_on_server(client, args)
     plan = output_plan(args).input(*args.images, args.report)
     plan.managed_folder(args.library, "LIBRARY")  # the library recognises its own files (library.sqlite)
     plan.check()
@@ -91,6 +94,9 @@ def run_add(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     from ..retrieval.library import CaseLibrary
+
+    if client := server_client(args):
+        return index_list_on_server(client, args)
 
     with CaseLibrary.open(args.library) as lib:
         cases = lib.cases()
@@ -163,6 +169,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     add.add_argument("--threads", type=options.positive_int, default=None, help="torch CPU threads")
     add.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_and_feature_args(add)
+    add_server_arg(add)
     add.set_defaults(func=run_add)
     for name, func, helptext in (
         ("list", run_list, "list the cases of a library"),
@@ -172,6 +179,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
         _library_arg(q)
         if name == "list":
             q.add_argument("--json", action="store_true", help="print JSON instead of a table")
+            add_server_arg(q)
         q.set_defaults(func=func)
     rm = isub.add_parser("remove", help="remove a case (its image files are never touched)")
     _library_arg(rm)

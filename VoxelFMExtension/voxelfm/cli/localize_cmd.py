@@ -20,6 +20,7 @@ from ..files import file_kinds as kinds
 from . import options
 from .common import add_model_and_feature_args, command, log, spec_and_options
 from .outputs import add_overwrite_arg, output_plan
+from .remote import add_server_arg, localize_on_server, localize_probe_on_server, server_client
 
 MARKUPS_SUFFIXES = (".mrk.json", ".json")
 
@@ -89,6 +90,7 @@ def run_localize(args: argparse.Namespace) -> int:
     from ..progress import TqdmProgress
 
     out = Path(args.out)
+    client = server_client(args)
     if args.probe:
         from ..localize.probe_file import load_localisation_probe
 
@@ -97,7 +99,10 @@ def run_localize(args: argparse.Namespace) -> int:
         probe = load_localisation_probe(args.probe)
         bar = TqdmProgress("localize")
         try:
-            result = _pipeline(args).apply_probe(target, probe, bar)
+            if client:
+                result = localize_probe_on_server(client, args, target, probe, bar)
+            else:
+                result = _pipeline(args).apply_probe(target, probe, bar)
         finally:
             bar.close()
     else:
@@ -115,8 +120,13 @@ def run_localize(args: argparse.Namespace) -> int:
         pipeline = _pipeline(args, _config(args))
         bar = TqdmProgress("localize")
         try:
-            templates = pipeline.templates(refs, lambda f, m: bar(0.5 * f, m))
-            result = pipeline.transfer(target, templates, lambda f, m: bar(0.5 + 0.5 * f, m))
+            if client:
+                templates, result = localize_on_server(
+                    client, args, target, refs, _config(args), bar, bool(saved)
+                )
+            else:
+                templates = pipeline.templates(refs, lambda f, m: bar(0.5 * f, m))
+                result = pipeline.transfer(target, templates, lambda f, m: bar(0.5 + 0.5 * f, m))
         finally:
             bar.close()
         for t, path in zip(templates, saved, strict=False):
@@ -143,6 +153,8 @@ def run_box(args: argparse.Namespace) -> int:
     from ..localize.markups_json import read_point_list, write_roi
 
     out = Path(args.out)
+    if getattr(args, "server", None):
+        log.info("a box is geometry on this computer: nothing to send to %s", args.server)
     if args.labels:
         from ..imaging.file_checks import check_label_map
         from ..imaging.io import read_volume
@@ -224,6 +236,7 @@ def localize_arguments(p: argparse.ArgumentParser) -> None:
     )
     add_model_and_feature_args(p)
     add_overwrite_arg(p)
+    add_server_arg(p)
 
 
 @command("box", run_box, description=None)
@@ -238,3 +251,4 @@ def box_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corners", default=None, help="comma-separated point names to use (default: all points)")
     p.add_argument("--name", default="VoxelFM box", help="ROI name")
     p.add_argument("--out", required=True, type=markups_path, help="output ROI (.mrk.json)")
+    add_server_arg(p)  # accepted like every capability command; a box is geometry, always computed here

@@ -19,6 +19,7 @@ import sys
 from . import options
 from .common import add_model_and_feature_args, add_series_arg, command, log, spec_and_options
 from .outputs import add_overwrite_arg, output_plan
+from .remote import add_server_arg, local_only, query_on_server, server_client
 
 
 @options.validator
@@ -34,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
     from ..progress import TqdmProgress
     from ..retrieval.pipeline import RetrievalPipeline
 
-    plan = output_plan(args).input(args.library, args.image)
+    local_only(args, thumbnails=args.thumbnails)
+    client = server_client(args)  # LIBRARY is then a library id of the server
+    plan = output_plan(args).input(None if client else args.library, args.image)
     if args.thumbnails:
         plan.run_folder(args.thumbnails, "query-thumbnails", ("hit*.png",), "--thumbnails")
     plan.check().claim_folders()
@@ -45,7 +48,11 @@ def run(args: argparse.Namespace) -> int:
     where = (lambda rec: rec.has_report) if args.with_reports else None
     bar = TqdmProgress("query", disable=args.no_progress or None)
     try:
-        result = pipeline.query(args.library, volume, args.k, region, args.embedding, where, progress=bar)
+        result = (
+            query_on_server(client, args, volume, region, bar)
+            if client
+            else pipeline.query(args.library, volume, args.k, region, args.embedding, where, progress=bar)
+        )
     finally:
         bar.close()
     if args.thumbnails:
@@ -78,3 +85,4 @@ def arguments(p: argparse.ArgumentParser) -> None:
     add_series_arg(p)
     add_overwrite_arg(p)
     add_model_and_feature_args(p)
+    add_server_arg(p)

@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     from ..server.auth import read_keys
     from ..server.config import ServerConfig
+    from ..server.libraries import read_libraries
 
     read_keys(Path(args.keys))  # a missing or empty keys file is an error before binding
     data = Path(args.data).expanduser() if args.data else cache_root()
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         store_bytes=int(args.store_gb * 1024 * MB),
         max_queued_per_key=args.max_jobs_per_key,
         abandon_after_s=args.abandon_after,
+        libraries=read_libraries(Path(args.libraries) if args.libraries else None),
     )
     app = create_app(config)
     log.info(
@@ -76,6 +78,11 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store-gb", type=options.float_above(0.0, 1e6), default=50.0, help="volume store budget")
     p.add_argument(
         "--max-jobs-per-key", type=options.positive_int, default=4, help="queued + running jobs per API key"
+    )
+    p.add_argument(
+        "--libraries",
+        default=None,
+        help='JSON file {"ID": "FOLDER"} of the case libraries clients may query by id',
     )
     p.add_argument(
         "--abandon-after",

@@ -24,6 +24,7 @@ from .auth import KeyRing
 from .capabilities import CapabilityRunner, describe
 from .config import ServerConfig
 from .jobs import Job, JobManager, TooManyJobsError
+from .libraries import LibraryListing, library_listing
 from .models import Health, JobRequest, JobStatus, VolumeInfo
 from .store import TooLargeError, VolumeStore, check_sha
 
@@ -71,7 +72,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def lifespan(app: FastAPI):
         state["jobs"] = JobManager(
             devices,
-            CapabilityRunner(store),
+            CapabilityRunner(store, config.libraries),
             config.max_queued_per_key,
             config.abandon_after_s,
             config.keep_results_s,
@@ -169,6 +170,18 @@ def create_app(config: ServerConfig) -> FastAPI:
         except InputError as exc:
             raise HTTPException(422, str(exc)) from None
         return VolumeInfo(sha256=sha, stored_bytes=store.size(sha), uploaded=True)
+
+    @app.get("/libraries", response_model=list[str])
+    def libraries(who: Owner) -> list[str]:
+        """The ids of the case libraries this server offers (its --libraries file)."""
+        return sorted(config.libraries)
+
+    @app.get("/libraries/{library_id}", response_model=LibraryListing)
+    def library_cases(library_id: str, who: Owner) -> LibraryListing:
+        try:
+            return library_listing(config.libraries, library_id)
+        except InputError as exc:
+            raise HTTPException(404, str(exc)) from None
 
     @app.post("/jobs", response_model=JobStatus, status_code=202)
     def submit(body: JobRequest, who: Owner) -> JobStatus:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 from ..client.payloads import (
@@ -23,9 +24,11 @@ from ..client.payloads import (
 from ..errors import InputError
 from ..features.service import FeaturePipeline
 from ..features.spec import FeatureOptions, ModelSpec
+from ..imaging.volume import Volume
 from ..progress import check_cancel
 from ..segment.config import SegmentationConfig
 from ..segment.pipeline import SegmentationPipeline
+from .analysis import check_model_name, run_index_add, run_localize, run_query, run_report
 from .jobs import Job
 from .models import JobRequest
 from .store import VolumeStore
@@ -33,35 +36,29 @@ from .store import VolumeStore
 KEPT_PIPELINES = 2  # per device: each holds one volume's features and caches
 
 
-def check_model_name(model: str, what: str = "model") -> str:
-    """Clients name models by registry id, never by a path on the server (nor through a probe's record)."""
-    if any(sep in model for sep in ("/", "\\")) or model.endswith((".pth", ".pt", ".safetensors", ".yaml")):
-        raise InputError(
-            f"{what} {model!r} looks like a path; the server loads registry models only (see `voxelfm "
-            "models`): name one with --model."
-        )
-    return model
-
-
 class CapabilityRunner:
     """The job runner the JobManager calls on a device's worker thread."""
 
-    def __init__(self, store: VolumeStore) -> None:
+    def __init__(self, store: VolumeStore, libraries: dict[str, Path] | None = None) -> None:
         self.store = store
+        self.libraries = libraries or {}
         self._pipelines: dict[str, OrderedDict[str, SegmentationPipeline]] = {}
 
     def __call__(self, job: Job, device: str) -> bytes:
         req: JobRequest = job.request
         check_cancel(job.cancel)
-        try:
-            volume = self.store.get(req.volume)
-        except KeyError:
-            raise InputError(
-                f"volume {req.volume} is not on the server (evicted?); upload it again."
-            ) from None
+        volume = self.fetch(req.volume)
         spec = req.model.to_core(device)
         check_model_name(spec.model)
         options = req.features.to_core()
+        if req.kind == "localize":
+            return run_localize(job, volume, spec, options, self.fetch)
+        if req.kind == "query":
+            return run_query(job, volume, spec, options, self.libraries, self.fetch)
+        if req.kind == "index-add":
+            return run_index_add(job, volume, spec, options, self.libraries)
+        if req.kind == "report":
+            return run_report(job, volume, spec, options, self.libraries, self.fetch)
         if req.kind == "features":
             pipeline = FeaturePipeline(spec, options)
             feats = pipeline.volume_features(
@@ -90,6 +87,12 @@ class CapabilityRunner:
             volume, probe, job.progress, job.cancel, req.apply.postprocess_to_core(), volume_key=req.volume
         )
         return segmentation_frame(result, with_probe=False).encode(RESULT_CODECS)
+
+    def fetch(self, sha: str) -> Volume:
+        try:
+            return self.store.get(sha)
+        except KeyError:
+            raise InputError(f"volume {sha} is not on the server (evicted?); upload it again.") from None
 
     def _pipeline(
         self, device: str, spec: ModelSpec, options: FeatureOptions, config: SegmentationConfig | None

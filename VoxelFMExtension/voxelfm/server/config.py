@@ -18,6 +18,7 @@ class ServerConfig:
     abandon_after_s: float = 60.0  # a job nobody polled for this long is cancelled (the client went away)
     keep_results_s: float = 600.0  # a finished job's result is dropped after this long
     memory_volumes: int = 4  # decoded volumes kept in memory (refits skip decoding)
+    libraries: dict[str, Path] = field(default_factory=dict)  # case library id -> folder (server.libraries)
 
     @property
     def volumes_dir(self) -> Path:

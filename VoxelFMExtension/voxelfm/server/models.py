@@ -15,6 +15,7 @@ from ..features.spec import FeatureOptions, ModelSpec
 from ..segment.classes import SegmentClass
 from ..segment.config import SegmentationConfig
 from ..segment.postprocess import PostprocessConfig
+from .analysis_models import IndexAddRequest, LocalizeRequest, QueryRequest, ReportRequest
 
 SHA = Field(
     pattern=r"^[0-9a-f]{64}$", description="Volume.content_hash(): sha256 of voxels, dtype, shape, geometry"
@@ -114,12 +115,16 @@ class SegmentApplyRequest(BaseModel):
 
 
 class JobRequest(BaseModel):
-    kind: Literal["features", "segment-fit", "segment-apply"]
+    kind: Literal["features", "segment-fit", "segment-apply", "localize", "query", "index-add", "report"]
     volume: str = SHA
     model: ModelRequest = Field(default_factory=ModelRequest)
     features: FeatureOptionsModel = Field(default_factory=FeatureOptionsModel)
     fit: SegmentFitRequest | None = None
     apply: SegmentApplyRequest | None = None
+    localize: LocalizeRequest | None = None
+    query: QueryRequest | None = None
+    index_add: IndexAddRequest | None = None
+    report: ReportRequest | None = None
 
 
 class JobStatus(BaseModel):
