@@ -18,6 +18,8 @@ B. Altered copies. A library of the seven distinct dev CTs (RetrievalPipeline, i
    rank 1; the margin = score of the source - best score of another case (median, min; > 0 = rank 1); and a
    60 mm region query at the body centre of each copy (rank of the source, distance of its best block).
    A second table compares candidate poolings/scorings on the same features (after orientation).
+C. Those candidates on the copies of B. D. The same candidates with `voxelfm demo`'s moved copy of each dev CT
+   (8-degree rotation about S, shift, crop to 80% of each axis = half the volume) as the query.
 
     python Testing/Benchmarks/bench_retrieval_quality.py --out Testing/Benchmarks/results/retrieval_quality.md
 """
@@ -284,12 +286,13 @@ def copy_queries(data: Path, seed: int = 3):
     return cts, copies
 
 
-def margins_row(label: str, names: list[str], scores: dict) -> tuple[str, list[str]]:
-    """A table row from {(name, kind): {case: score}}; and the misses."""
+def margins_row(label: str, names: list[str], scores: dict, kinds=None) -> tuple[str, list[str]]:
+    """A table row from {(name, kind): {case: score}} (columns: ``kinds``, the COPIES by default); and the
+    misses."""
     from retrieval_helpers import COPIES
 
     cells, margins, missed = [], [], []
-    for kind in COPIES:
+    for kind in kinds or COPIES:
         hits = 0
         for n in names:
             s = scores[(n, kind)]
@@ -386,22 +389,14 @@ def part_b(data: Path, models: dict[str, str], args) -> list[str]:
     return rows
 
 
-def part_c(data: Path, models: dict[str, str], args) -> list[str]:
-    """Candidate poolings and scorings on the same (canonical) features: the measurement behind the choice."""
-    from retrieval_helpers import COPIES
-
+def candidate_rows(models: dict[str, str], args, cts: dict, copies: dict, kinds=None) -> list[str]:
+    """Rows of candidate poolings x scorings: each copy queries a library of ``cts`` (vectors on the same
+    canonical features, so only the embedding differs)."""
     from voxelfm.retrieval.config import RetrievalConfig
     from voxelfm.retrieval.pooling import cls_vector, global_vector
     from voxelfm.retrieval.search import centred_cosines
 
-    cts, copies = copy_queries(data)
-    names = list(cts)
-    rows = [
-        "| model | embedding | scoring | "
-        + " | ".join(f"{k}" for k in COPIES)
-        + " | all rank-1 | median margin | min margin |",
-        "|---|---|---|" + "---:|" * (len(COPIES) + 3),
-    ]
+    names, rows = list(cts), []
     for label, model in models.items():
         pipe = pipeline_for(model, "after", args.max_tokens)
         feats = {}
@@ -422,9 +417,38 @@ def part_c(data: Path, models: dict[str, str], args) -> list[str]:
                 for key in copies:
                     s = centred_cosines(lib, fn(*feats[key]), centre)
                     scores[key] = dict(zip(names, s.tolist(), strict=True))
-                row, _ = margins_row(f"{label} | {name} | {scoring}", names, scores)
-                rows.append(row)
+                row, missed = margins_row(f"{label} | {name} | {scoring}", names, scores, kinds)
+                rows.append(row + (f" {', '.join(m.split()[0] for m in missed)} |" if kinds else ""))
     return rows
+
+
+def part_c(data: Path, models: dict[str, str], args) -> list[str]:
+    """Candidate poolings and scorings on the same (canonical) features: the measurement behind the choice."""
+    from retrieval_helpers import COPIES
+
+    cts, copies = copy_queries(data)
+    rows = [
+        "| model | embedding | scoring | "
+        + " | ".join(f"{k}" for k in COPIES)
+        + " | all rank-1 | median margin | min margin |",
+        "|---|---|---|" + "---:|" * (len(COPIES) + 3),
+    ]
+    return rows + candidate_rows(models, args, cts, copies)
+
+
+def part_d(data: Path, models: dict[str, str], args) -> list[str]:
+    """The demo's moved copy (`voxelfm demo`: 8-degree rotation about S, shift, crop to 80% of each axis, i.e.
+    half the volume) of each dev CT queries the library of the seven sources: the same candidates as C."""
+    from voxelfm.samples.demo_cases import Motion, moved_copy
+
+    cts, _ = copy_queries(data)
+    copies = {(n, "demo_motion"): moved_copy(v, Motion(), f"{n}_moved")[0] for n, v in cts.items()}
+    rows = [
+        "| model | embedding | scoring | demo motion rank-1 | all rank-1 | median margin | min margin | "
+        "not at rank 1 |",
+        "|---|---|---|---:|---:|---:|---:|---|",
+    ]
+    return rows + candidate_rows(models, args, cts, copies, kinds=("demo_motion",))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -435,7 +459,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--boot", type=int, default=1000)
     p.add_argument("--max-tokens", type=int, default=8192)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--parts", default="ABC", help="A (region crops), B (altered copies), C (candidates)")
+    p.add_argument(
+        "--parts", default="ABC", help="A (region crops), B (altered copies), C (candidates), D (demo motion)"
+    )
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     import torch
@@ -450,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
             "random init": str(random_init_like(Path(args.model), Path(tmp) / "rnd")),
         }
         parts = {}
-        for part, fn in (("A", part_a), ("B", part_b), ("C", part_c)):
+        for part, fn in (("A", part_a), ("B", part_b), ("C", part_c), ("D", part_d)):
             parts[part] = fn(data, models, args) if part in args.parts else ["(not run)"]
             print("\n".join(parts[part]), flush=True)
     cmd = "python Testing/Benchmarks/bench_retrieval_quality.py " + " ".join(
@@ -467,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
         + "\n".join(parts["B"])
         + "\n\n## C. Candidate embeddings on the same canonical features (the choice)\n\n"
         + "\n".join(parts["C"])
+        + "\n\n## D. The demo's moved copy (rotation + shift + crop to half the volume) of each dev CT\n\n"
+        + "\n".join(parts["D"])
         + f"\n\n({time.perf_counter() - t0:.0f} s on {args.threads} threads; command: {cmd})\n"
     )
     if args.out:

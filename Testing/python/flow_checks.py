@@ -23,35 +23,45 @@ from VoxelFMLib import segmentation_nodes, volume_nodes
 from VoxelFMLib.scene_guard import node_ids
 
 
-def _class_counts(scene, ids) -> Counter:
-    return Counter(scene.GetNodeByID(i).GetClassName() for i in ids)
+def census(scene) -> Counter:
+    """How many nodes of each class the scene holds."""
+    return Counter(scene.GetNthNode(n).GetClassName() for n in range(scene.GetNumberOfNodes()))
 
 
 class Census:
-    """The scene's node ids after the last step; ``step(added, removed)`` asserts the exact change by class."""
+    """The scene's nodes after the last step; ``step(added, removed)`` asserts the exact change by class."""
 
     def __init__(self, scene: slicer.vtkMRMLScene) -> None:
         self.scene = scene
-        self.ids = node_ids(scene)
+        self.user_step()
+
+    def _now(self) -> dict[str, str]:
+        return {i: self.scene.GetNodeByID(i).GetClassName() for i in node_ids(self.scene)}
 
     def step(self, added: dict[str, int] | None = None, removed: dict[str, int] | None = None) -> list[Any]:
         """Assert the nodes added since the last step are exactly ``added`` (class -> count) and the removed
-        ones ``removed``; returns the added nodes (scene order)."""
-        now = node_ids(self.scene)
-        new, gone = now - self.ids, self.ids - now
-        got_added = _class_counts(self.scene, new)
+        ones exactly ``removed``; returns the added nodes (scene order)."""
+        now = self._now()
+        new = sorted(set(now) - set(self.classes))
+        got_added = Counter(now[i] for i in new)
+        got_removed = Counter(c for i, c in self.classes.items() if i not in now)
         assert got_added == Counter(added or {}), f"nodes added: {dict(got_added)}, expected {added or {}}"
-        assert len(gone) == sum((removed or {}).values()), (
-            f"{len(gone)} nodes removed, expected {removed or {}}"
+        assert got_removed == Counter(removed or {}), (
+            f"nodes removed: {dict(got_removed)}, expected {removed or {}}"
         )
-        self.ids = now
-        return [self.scene.GetNodeByID(i) for i in sorted(new)]
+        self.classes = now
+        return [self.scene.GetNodeByID(i) for i in new]
+
+    def removed_since(self) -> Counter:
+        """Nodes of each class removed since the last step (what the scene itself removed with a node)."""
+        now = self._now()
+        return Counter(c for i, c in self.classes.items() if i not in now)
 
     def user_step(self) -> list[Any]:
-        """The user's own action between VoxelFM steps (nodes they made): taken as the new baseline."""
-        now = node_ids(self.scene)
-        new = sorted(now - self.ids)
-        self.ids = now
+        """The user's own action between VoxelFM steps: taken as the new baseline; returns the nodes they added."""
+        now = self._now()
+        new = sorted(set(now) - set(getattr(self, "classes", now)))
+        self.classes = now
         return [self.scene.GetNodeByID(i) for i in new]
 
     def same(self) -> None:

@@ -1,42 +1,11 @@
-"""What a user-flow test checks after every step: the scene census (exactly what the step promises) and that
-the nodes the user made or edited are as the user left them.
-
-    watch = SceneWatch(scene)
-    ...one user action...
-    watch.expect(added={"vtkMRMLMarkupsFiducialNode": 1, "vtkMRMLMarkupsFiducialDisplayNode": 1})
-"""
+"""Snapshots of what the user made or edited (point lists, volumes) and the node sets a Localize or Features step
+adds; the scene census itself is ``flow_checks.Census``."""
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import numpy as np
-
-
-def census(scene) -> Counter:
-    """How many nodes of each class the scene holds."""
-    return Counter(scene.GetNthNode(n).GetClassName() for n in range(scene.GetNumberOfNodes()))
-
-
-class SceneWatch:
-    """The scene census between two steps: ``expect`` asserts the exact change, then starts the next step."""
-
-    def __init__(self, scene) -> None:
-        self.scene = scene
-        self.mark()
-
-    def mark(self) -> None:
-        self.before = census(self.scene)
-
-    def expect(self, added: dict[str, int] | None = None, removed: dict[str, int] | None = None) -> None:
-        now = census(self.scene)
-        got_added = dict(now - self.before)
-        got_removed = dict(self.before - now)
-        assert got_added == (added or {}), f"nodes added: {got_added}, expected {added or {}}"
-        assert got_removed == (removed or {}), f"nodes removed: {got_removed}, expected {removed or {}}"
-        self.mark()
-
 
 RESULT_LIST = {"vtkMRMLMarkupsFiducialNode": 1, "vtkMRMLMarkupsFiducialDisplayNode": 1}
 ROI = {"vtkMRMLMarkupsROINode": 1, "vtkMRMLMarkupsROIDisplayNode": 1}

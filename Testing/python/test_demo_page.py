@@ -26,7 +26,7 @@ from voxelfm.imaging.io import write_labelmap, write_volume
 from voxelfm.imaging.volume import Volume
 from voxelfm.model import BackboneConfig, VoxelFMBackbone
 from voxelfm.samples import demo as demo_mod
-from voxelfm.samples.demo_page import PARTS
+from voxelfm.samples.demo_page import PARTS, same_patient_sentence
 from voxelfm.samples.fetch import PYRADIOMICS_301, SampleCase
 
 REPO = Path(__file__).resolve().parents[2]
@@ -183,8 +183,22 @@ def test_real_demo_command_five_parts_messages_once(tmp_path):
     assert "faiss" not in proc.stderr.lower() and "AVX" not in proc.stderr
     s = json.loads((out / "summary.json").read_text())
     assert s["model"]["id"] == "voxelfm-tiny"
-    assert s["retrieval"]["whole_volume"][0]["case_id"] == "lung1_moved"  # the same patient first
+    whole = s["retrieval"]["whole_volume"]
+    assert [h["case_id"] for h in whole].count("lung1_moved") == 1 and len(whole) == 3
+    scores = [h["score"] for h in whole]
+    assert scores == sorted(scores, reverse=True) and all(-1.0 <= v <= 1.0 for v in scores)
     assert s["landmarks"]["median_error_mm"] < 10.0 and s["dice_all_slices"] > 0.3
     assert s["timings_s"] and sum(s["timings_s"].values()) < 180
     page = (out / "index.html").read_text(encoding="utf-8")
     assert all(f'<section id="{part}">' in page for part in PARTS)
+    # the page says where the same patient's scan ranked, as it came out (first, or not first and why)
+    assert same_patient_sentence(s["retrieval"]) in page.replace("\n", " ")
+
+
+def test_the_page_says_where_the_same_patient_ranked_as_it_came_out():
+    """Never "the same patient ranks first" when it did not: the sentence follows the ranking."""
+    first = {"whole_volume": [{"case_id": "lung1_moved"}, {"case_id": "lung2"}, {"case_id": "lung2_moved"}]}
+    second = {"whole_volume": [{"case_id": "lung2"}, {"case_id": "lung1_moved"}, {"case_id": "lung2_moved"}]}
+    assert same_patient_sentence(first).endswith("ranks first.")
+    said = same_patient_sentence(second)
+    assert "ranks 2 of 3, not first" in said and "not reliable" in said

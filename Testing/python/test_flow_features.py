@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flow_steps import COLOUR_VOLUME, SceneWatch, direct, volume_snapshot
+from flow_steps import COLOUR_VOLUME, direct, volume_snapshot
 
 slicer = pytest.importorskip("slicer")
 if not hasattr(slicer, "vtkMRMLScene"):
     pytest.skip("slicer-core not installed", allow_module_level=True)
+
+from flow_checks import Census  # noqa: E402
+
 pytest.importorskip("safetensors")
 
 from voxelfm.errors import InputError  # noqa: E402
@@ -46,11 +49,11 @@ def test_extract_move_the_ct_extract_again_show_the_pca(a_slicer_app, abdomen, t
     scene = a_slicer_app.scene
     ct = a_slicer_app.load_volume(abdomen, tmp_path, "abdomen")
     logic = FeaturesLogic(model="voxelfm-tiny", device="cpu")
-    watch = SceneWatch(scene)
+    watch = Census(scene)
     voxels = volume_snapshot(ct)
 
     first = logic.run(ct, cache=True, show_pca=True, in_worker=direct)  # 1. Extract (PCA shown)
-    watch.expect(added=COLOUR_VOLUME)
+    watch.step(added=COLOUR_VOLUME)
     assert first.pca_node.GetImageData().GetDimensions() == tuple(reversed(first.features.grid_shape))
     _assert_on_the_ct(first.pca_node, ct, first.features)
     assert volume_snapshot(ct) == voxels
@@ -58,24 +61,24 @@ def test_extract_move_the_ct_extract_again_show_the_pca(a_slicer_app, abdomen, t
     transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "move CT")  # 2. move the CT 50 mm
     transform.SetMatrixTransformToParent(numpy_to_matrix(_move(10.0, [50.0, -20.0, 10.0])))
     ct.SetAndObserveTransformNodeID(transform.GetID())
-    watch.expect(added={"vtkMRMLLinearTransformNode": 1})
+    watch.step(added={"vtkMRMLLinearTransformNode": 1})
     # a colour volume already shown stays as it was (like a segmentation drawn on the CT, it moves with the CT
     # only when the user puts it under the same transform)
     np.testing.assert_allclose(node_ijk_to_ras(first.pca_node, world=True), first.features.grid_to_ras)
 
     second = logic.run(ct, in_worker=direct)  # 3. Extract again: the same voxels, the same features
-    watch.expect(added=COLOUR_VOLUME)
+    watch.step(added=COLOUR_VOLUME)
     np.testing.assert_allclose(second.features.patch, first.features.patch, atol=1e-5)
     _assert_on_the_ct(second.pca_node, ct, second.features)
 
     pca = logic.show_pca(second.features, ct)  # 4. show the PCA (the one-call form)
-    watch.expect(added=COLOUR_VOLUME)
+    watch.step(added=COLOUR_VOLUME)
     _assert_on_the_ct(pca, ct, second.features)
 
     transform.SetMatrixTransformToParent(numpy_to_matrix(_move(-5.0, [0.0, 30.0, 0.0])))  # 5. move it again
     for node in (second.pca_node, pca):  # shown after the move: under the CT's transform, they follow it
         _assert_on_the_ct(node, ct, second.features)
-    watch.expect()
+    watch.step()
     assert volume_snapshot(ct) == (voxels[0], transform.GetID(), *voxels[2:])
 
 
@@ -87,10 +90,10 @@ def test_labelmaps_and_colour_volumes_are_refused_as_the_ct(a_slicer_app, abdome
     labels = create_labelmap_node(
         scene, (slicer.util.arrayFromVolume(ct) > 200).astype(np.uint8), node_ijk_to_ras(ct), "bones"
     )
-    watch = SceneWatch(scene)
+    watch = Census(scene)
     for node, why in ((labels, "labelmap"), (pca, "colour/vector volume")):
         with pytest.raises(InputError, match=f"'{node.GetName()}' cannot be the CT.*{why}"):
             logic.run(node, in_worker=direct)
         with pytest.raises(InputError, match=f"'{node.GetName()}' cannot be the CT.*{why}"):
             logic.extract(node)
-    watch.expect()
+    watch.step()

@@ -19,8 +19,6 @@ import pytest
 from flow_steps import (
     RESULT_LIST,
     ROI,
-    SceneWatch,
-    census,
     direct,
     points_snapshot,
     volume_snapshot,
@@ -30,6 +28,9 @@ from flow_steps import (
 slicer = pytest.importorskip("slicer")
 if not hasattr(slicer, "vtkMRMLScene"):
     pytest.skip("slicer-core not installed", allow_module_level=True)
+
+from flow_checks import Census  # noqa: E402
+
 pytest.importorskip("safetensors")
 
 import vtk  # noqa: E402
@@ -103,12 +104,12 @@ def _assert_found_where_the_reference_says(result_node, reference_points):
 
 def test_references_dragged_added_renamed_then_corrections_kept_and_a_box(flow):
     scene, logic, choice, truth = flow
-    watch = SceneWatch(scene)
+    watch = Census(scene)
     references = choice.reference_points
     reference_ct = volume_snapshot(choice.reference_volume)
 
     first = _find(logic, choice, scene)  # 1. Find: a new result list
-    watch.expect(added=RESULT_LIST)
+    watch.step(added=RESULT_LIST)
     _assert_found_where_the_reference_says(first.node, references)
     placed = points_snapshot(references)
 
@@ -118,10 +119,10 @@ def test_references_dragged_added_renamed_then_corrections_kept_and_a_box(flow):
     references.AddControlPoint(vtk.vtkVector3d(*truth["kidney_right"]), "kidney_right")
     references.SetNthControlPointLabel(list(world_points(references)).index("spleen"), "spleen centre")
     placed = points_snapshot(references)
-    watch.mark()
+    watch.user_step()
 
     again = _find(logic, choice, scene)  # 3. Find again: the current points, into the untouched result list
-    watch.expect()
+    watch.step()
     assert again.node is first.node
     _assert_found_where_the_reference_says(again.node, references)
     assert points_snapshot(references) == placed and volume_snapshot(choice.reference_volume) == reference_ct
@@ -133,21 +134,21 @@ def test_references_dragged_added_renamed_then_corrections_kept_and_a_box(flow):
     result.SetNthControlPointPosition(n, *(np.array(result.GetNthControlPointPosition(n)) + [2.0, 0.0, 3.0]))
     result.AddControlPoint(vtk.vtkVector3d(0.0, 0.0, 0.0), "my lesion")
     corrected = points_snapshot(result)
-    watch.mark()
+    watch.user_step()
 
     third = _find(logic, choice, scene)  # 5. Find again: the corrected list is kept, the result is a new list
-    watch.expect(added=RESULT_LIST)
+    watch.step(added=RESULT_LIST)
     assert third.node is not result and points_snapshot(result) == corrected
     assert "new" in third.note and result.GetName() in third.note
     _assert_found_where_the_reference_says(third.node, references)
 
     fourth = _find(logic, choice, scene)  # 6. the new list is untouched: written again in place
-    watch.expect()
+    watch.step()
     assert fourth.node is third.node and points_snapshot(result) == corrected and not fourth.note
 
     choice.box_corners = "kidney_left, spleen centre"  # 7. a box from the current result
     roi = logic.make_box(choice)
-    watch.expect(added=ROI)
+    watch.step(added=ROI)
     found = world_points(fourth.node)
     centre = [0.0, 0.0, 0.0]
     roi.GetCenterWorld(centre)
@@ -160,11 +161,11 @@ def test_references_dragged_added_renamed_then_corrections_kept_and_a_box(flow):
 def test_a_dragged_reference_point_is_used_by_the_next_find(flow):
     scene, logic, choice, truth = flow
     first = _find(logic, choice, scene)
-    watch = SceneWatch(scene)
+    watch = Census(scene)
     choice.reference_points.SetNthControlPointPosition(0, *(truth["liver"] + [-15.0, 20.0, 0.0]))  # drag
     choice.compare_points = first.node  # "how far did they move": compared with the result list itself
     second = _find(logic, choice, scene)
-    watch.expect()
+    watch.step()
     assert second.node is first.node
     _assert_found_where_the_reference_says(second.node, choice.reference_points)
     assert second.distances["liver"] > 20.0 and max(second.distances.values()) == second.distances["liver"]
@@ -177,9 +178,9 @@ def test_a_corrected_result_list_is_kept_when_finding_again(flow):
     result.SetNthControlPointLocked(0, False)  # the user corrects the first found point by 3 mm
     result.SetNthControlPointPosition(0, *(np.array(result.GetNthControlPointPosition(0)) + [3.0, 0.0, 0.0]))
     corrected = points_snapshot(result)
-    watch = SceneWatch(scene)
+    watch = Census(scene)
     second = _find(logic, choice, scene)
-    watch.expect(added=RESULT_LIST)
+    watch.step(added=RESULT_LIST)
     assert second.node is not result and points_snapshot(result) == corrected
     assert choice.output_points is second.node and result.GetName() in second.note
 
@@ -187,14 +188,14 @@ def test_a_corrected_result_list_is_kept_when_finding_again(flow):
 def test_a_result_list_is_a_valid_reference_for_the_next_find(flow):
     scene, logic, choice, truth = flow
     found = _find(logic, choice, scene).node
-    watch = SceneWatch(scene)
+    watch = Census(scene)
     back = LocalizeChoice(
         target=choice.reference_volume, reference_volume=choice.target, reference_points=found
     )
     out = _find(
         logic, back, scene
     )  # the target with its found landmarks as the reference, back to the first CT
-    watch.expect(added=RESULT_LIST)
+    watch.step(added=RESULT_LIST)
     for name, position in world_points(out.node).items():
         assert np.linalg.norm(position - truth[name]) < NEAR, name
     assert out.node is not found and out.node is not choice.reference_points
@@ -202,9 +203,9 @@ def test_a_result_list_is_a_valid_reference_for_the_next_find(flow):
 
 def test_a_transform_or_new_voxels_of_the_reference_ct_are_used_by_the_next_find(flow):
     scene, logic, choice, _ = flow
-    watch = SceneWatch(scene)
+    watch = Census(scene)
     first = _find(logic, choice, scene)
-    watch.expect(added=RESULT_LIST)
+    watch.step(added=RESULT_LIST)
     _assert_found_where_the_reference_says(first.node, choice.reference_points)
 
     # the user moves the reference CT 15 mm left with a transform: the same points now sit 15 mm further right
@@ -214,10 +215,10 @@ def test_a_transform_or_new_voxels_of_the_reference_ct_are_used_by_the_next_find
     matrix.SetElement(0, 3, 15.0)
     transform.SetMatrixTransformToParent(matrix)
     choice.reference_volume.SetAndObserveTransformNodeID(transform.GetID())
-    watch.mark()
+    watch.user_step()
     before = world_points(first.node)
     second = _find(logic, choice, scene)
-    watch.expect()
+    watch.step()
     after = world_points(second.node)
     for name in NAMES:
         np.testing.assert_allclose(after[name] - before[name], [-15.0, 0.0, 0.0], atol=NEAR)
@@ -225,7 +226,7 @@ def test_a_transform_or_new_voxels_of_the_reference_ct_are_used_by_the_next_find
     matrix.SetElement(0, 3, 0.0)  # the user edits the transform back (Transforms module slider)
     transform.SetMatrixTransformToParent(matrix)
     third = _find(logic, choice, scene)
-    watch.expect()
+    watch.step()
     _assert_found_where_the_reference_says(third.node, choice.reference_points)
     before = world_points(third.node)
 
@@ -235,7 +236,7 @@ def test_a_transform_or_new_voxels_of_the_reference_ct_are_used_by_the_next_find
     moved[..., 5:] = voxels[..., :-5]
     slicer.util.updateVolumeFromArray(reference, moved)
     fourth = _find(logic, choice, scene)
-    watch.expect()
+    watch.step()
     after, fresh = world_points(fourth.node), _fresh(choice)  # what a new session finds in these inputs
     for name, position in fresh.items():
         np.testing.assert_allclose(after[name], position, atol=1e-3)
@@ -247,31 +248,31 @@ def test_target_removed_during_the_run_writes_nothing(flow):
     first = _find(logic, choice, scene)
     earlier = points_snapshot(first.node)
     target = choice.target
-    watch = SceneWatch(scene)
+    watch = Census(scene)
 
     def remove_target_meanwhile(fn, *args):
         scene.RemoveNode(target)  # the user deletes the target while the worker runs
-        removed = watch.before - census(scene)  # the app may remove its display and storage nodes too
+        removed = watch.removed_since()  # the app may remove its display and storage nodes too
         assert removed["vtkMRMLScalarVolumeNode"] == 1
-        watch.mark()
+        watch.user_step()
         return fn(*args)
 
     with pytest.raises(InputError, match="'target' was removed .*nothing was written"):
         logic.find(choice, scene, in_worker=remove_target_meanwhile)
-    watch.expect()  # no result list
+    watch.step()  # no result list
     assert points_snapshot(first.node) == earlier
 
 
 def test_target_changed_during_the_run_writes_nothing(flow):
     scene, logic, choice, _ = flow
-    watch = SceneWatch(scene)
+    watch = Census(scene)
 
     def touch_target_meanwhile(fn, *args):
         choice.target.GetImageData().Modified()  # a new modification stamp, the same voxels
         return fn(*args)
 
     _find(logic, choice, scene, in_worker=touch_target_meanwhile)  # written: nothing changed
-    watch.expect(added=RESULT_LIST)
+    watch.step(added=RESULT_LIST)
 
     def edit_target_meanwhile(fn, *args):
         array = slicer.util.arrayFromVolume(choice.target)
@@ -281,7 +282,7 @@ def test_target_changed_during_the_run_writes_nothing(flow):
 
     with pytest.raises(InputError, match="'target' changed .*nothing was written"):
         logic.find(choice, scene, in_worker=edit_target_meanwhile)
-    watch.expect()
+    watch.step()
 
 
 def test_a_blank_point_name_gets_a_name(flow):
@@ -300,7 +301,7 @@ def test_labelmaps_and_colour_volumes_are_refused_as_the_ct(flow):
         scene, (slicer.util.arrayFromVolume(ct) > 200).astype(np.uint8), _ijk_to_ras(ct), "bones"
     )
     colour = FeaturesLogic(model="voxelfm-tiny", device="cpu").run(ct).pca_node  # VoxelFM Features' output
-    watch = SceneWatch(scene)
+    watch = Census(scene)
     for node, why in ((labels, "labelmap"), (colour, "colour/vector volume")):
         with pytest.raises(InputError, match=f"'{node.GetName()}' cannot be the target.*{why}"):
             logic.find(LocalizeChoice(node, choice.reference_volume, choice.reference_points), scene)
@@ -313,7 +314,7 @@ def test_labelmaps_and_colour_volumes_are_refused_as_the_ct(flow):
             InputError, match=f"'{node.GetName()}' cannot be the second reference scan.*{why}"
         ):
             logic.find(second, scene)
-    watch.expect()
+    watch.step()
 
 
 def _ijk_to_ras(node) -> np.ndarray:

@@ -81,6 +81,8 @@ CAPABILITIES: tuple[Capability, ...] = (
         "LocalisationLogic",
         "VoxelFMLocalize",
     ),
+    # the server runs the pipelines above for remote clients (voxelfm.server; `--server URL` on the commands)
+    Capability("server", "", ("serve_cmd",)),
 )
 
 

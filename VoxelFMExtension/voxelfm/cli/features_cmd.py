@@ -6,6 +6,7 @@ import argparse
 
 from .common import add_model_and_feature_args, add_series_arg, command, deferred
 from .outputs import add_overwrite_arg
+from .remote import add_server_arg
 
 
 @command("features", deferred("features_run", "run"))
@@ -23,3 +24,4 @@ def arguments(p: argparse.ArgumentParser) -> None:
     add_series_arg(p)
     add_overwrite_arg(p)
     add_model_and_feature_args(p)
+    add_server_arg(p)

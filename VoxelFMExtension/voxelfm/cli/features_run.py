@@ -13,6 +13,7 @@ from ..imaging.pictures import feature_overview_png
 from ..progress import TqdmProgress
 from .common import log, spec_and_options
 from .outputs import output_plan
+from .remote_run import features_on_server, server_client
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,9 +24,14 @@ def run(args: argparse.Namespace) -> int:
     )
     plan.check()
     volume = read_volume(args.image, series=args.series)
+    client = server_client(args)
     bar = TqdmProgress("features")
     try:
-        feats = FeaturePipeline(*spec_and_options(args)).run(FeaturesRequest(volume), bar)
+        feats = (
+            features_on_server(client, args, volume, bar)
+            if client
+            else FeaturePipeline(*spec_and_options(args)).run(FeaturesRequest(volume), bar)
+        )
     finally:
         bar.close()
     plan.written(feats.save(out))

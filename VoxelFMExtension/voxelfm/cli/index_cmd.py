@@ -20,6 +20,7 @@ from pathlib import Path
 
 from . import options
 from .common import add_model_and_feature_args, command, deferred
+from .remote import add_server_arg
 
 
 def json_value(text: str):
@@ -63,6 +64,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     add.add_argument("--threads", type=options.positive_int, default=None, help="torch CPU threads")
     add.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_and_feature_args(add)
+    add_server_arg(add)
     add.set_defaults(func=deferred("index_run", "run_add"))
     for name, func, helptext in (
         ("list", deferred("index_run", "run_list"), "list the cases of a library"),
@@ -76,6 +78,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
         _library_arg(q)
         if name == "list":
             q.add_argument("--json", action="store_true", help="print JSON instead of a table")
+            add_server_arg(q)
         q.set_defaults(func=func)
     rm = isub.add_parser("remove", help="remove a case (its image files are never touched)")
     _library_arg(rm)

@@ -19,11 +19,14 @@ from ..retrieval.sources import expand_inputs
 from ..retrieval.store import LibraryDamagedError
 from .common import log, spec_and_options
 from .outputs import output_plan
+from .remote_run import index_add_on_server, index_list_on_server, server_client
 
 
 def run_add(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
+    if client := server_client(args):  # LIBRARY is then a library id of the server
+        return index_add_on_server(client, args)
     plan = output_plan(args).input(*args.images, args.report)
     plan.managed_folder(args.library, "LIBRARY")  # the library recognises its own files (library.sqlite)
     plan.check()
@@ -57,6 +60,9 @@ def run_add(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    if client := server_client(args):
+        return index_list_on_server(client, args)
+
     with CaseLibrary.open(args.library) as lib:
         cases = lib.cases()
         if args.json:

@@ -18,6 +18,7 @@ import argparse
 from . import options
 from .common import add_model_and_feature_args, command, deferred
 from .outputs import add_overwrite_arg
+from .remote import add_server_arg
 
 MARKUPS_SUFFIXES = (".mrk.json", ".json")
 
@@ -63,6 +64,7 @@ def localize_arguments(p: argparse.ArgumentParser) -> None:
     )
     add_model_and_feature_args(p)
     add_overwrite_arg(p)
+    add_server_arg(p)
 
 
 @command("box", deferred("localize_run", "run_box"), description=None)
@@ -77,3 +79,4 @@ def box_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corners", default=None, help="comma-separated point names to use (default: all points)")
     p.add_argument("--name", default="VoxelFM box", help="ROI name")
     p.add_argument("--out", required=True, type=markups_path, help="output ROI (.mrk.json)")
+    add_server_arg(p)  # accepted like every capability command; a box is geometry, always computed here

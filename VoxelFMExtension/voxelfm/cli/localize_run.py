@@ -21,6 +21,7 @@ from ..localize.template import LandmarkTemplate
 from ..progress import TqdmProgress
 from .common import log, spec_and_options
 from .outputs import output_plan
+from .remote_run import localize_on_server, localize_probe_on_server, server_client
 
 
 def _config(args: argparse.Namespace):
@@ -68,13 +69,17 @@ def _references(args: argparse.Namespace):
 
 def run_localize(args: argparse.Namespace) -> int:
     out = Path(args.out)
+    client = server_client(args)
     if args.probe:
         plan = _check_out(args, out, [Path(args.image), Path(args.probe)])
         target = read_volume(args.image)
         probe = load_localisation_probe(args.probe)
         bar = TqdmProgress("localize")
         try:
-            result = _pipeline(args).apply_probe(target, probe, bar)
+            if client:
+                result = localize_probe_on_server(client, args, target, probe, bar)
+            else:
+                result = _pipeline(args).apply_probe(target, probe, bar)
         finally:
             bar.close()
     else:
@@ -92,8 +97,13 @@ def run_localize(args: argparse.Namespace) -> int:
         pipeline = _pipeline(args, _config(args))
         bar = TqdmProgress("localize")
         try:
-            templates = pipeline.templates(refs, lambda f, m: bar(0.5 * f, m))
-            result = pipeline.transfer(target, templates, lambda f, m: bar(0.5 + 0.5 * f, m))
+            if client:
+                templates, result = localize_on_server(
+                    client, args, target, refs, _config(args), bar, bool(saved)
+                )
+            else:
+                templates = pipeline.templates(refs, lambda f, m: bar(0.5 * f, m))
+                result = pipeline.transfer(target, templates, lambda f, m: bar(0.5 + 0.5 * f, m))
         finally:
             bar.close()
         for t, path in zip(templates, saved, strict=False):
@@ -116,6 +126,8 @@ def run_localize(args: argparse.Namespace) -> int:
 
 def run_box(args: argparse.Namespace) -> int:
     out = Path(args.out)
+    if getattr(args, "server", None):
+        log.info("a box is geometry on this computer: nothing to send to %s", args.server)
     if args.labels:
         if args.label is None:
             raise InputError("--labels needs --label N (the label value to put a box around).")

@@ -18,6 +18,7 @@ from ..retrieval.region_specs import parse_region_spec
 from . import options
 from .common import add_model_and_feature_args, add_series_arg, command, deferred
 from .outputs import add_overwrite_arg
+from .remote import add_server_arg
 
 
 @options.validator
@@ -43,3 +44,4 @@ def arguments(p: argparse.ArgumentParser) -> None:
     add_series_arg(p)
     add_overwrite_arg(p)
     add_model_and_feature_args(p)
+    add_server_arg(p)

@@ -12,10 +12,13 @@ from ..progress import TqdmProgress
 from ..retrieval.pipeline import RetrievalPipeline
 from .common import log, spec_and_options
 from .outputs import output_plan
+from .remote_run import local_only, query_on_server, server_client
 
 
 def run(args: argparse.Namespace) -> int:
-    plan = output_plan(args).input(args.library, args.image)
+    local_only(args, thumbnails=args.thumbnails)
+    client = server_client(args)  # LIBRARY is then a library id of the server
+    plan = output_plan(args).input(None if client else args.library, args.image)
     if args.thumbnails:
         plan.run_folder(args.thumbnails, "query-thumbnails", ("hit*.png",), "--thumbnails")
     plan.check().claim_folders()
@@ -26,7 +29,11 @@ def run(args: argparse.Namespace) -> int:
     where = (lambda rec: rec.has_report) if args.with_reports else None
     bar = TqdmProgress("query", disable=args.no_progress or None)
     try:
-        result = pipeline.query(args.library, volume, args.k, region, args.embedding, where, progress=bar)
+        result = (
+            query_on_server(client, args, volume, region, bar)
+            if client
+            else pipeline.query(args.library, volume, args.k, region, args.embedding, where, progress=bar)
+        )
     finally:
         bar.close()
     if args.thumbnails:

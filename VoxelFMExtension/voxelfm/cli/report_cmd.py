@@ -16,6 +16,7 @@ from ..report.template_files import load_template
 from . import options
 from .common import add_model_and_feature_args, command, deferred
 from .outputs import add_overwrite_arg
+from .remote import add_server_arg
 
 
 @options.validator
@@ -70,3 +71,4 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="also write OUT.txt and OUT.json")
     add_model_and_feature_args(p)
     add_overwrite_arg(p)
+    add_server_arg(p)

@@ -20,6 +20,7 @@ from ..report.vlm.config import GenerationConfig
 from ..report.vlm.pipeline import VLMReporter
 from .common import log, spec_and_options
 from .outputs import output_plan
+from .remote_run import local_only, report_on_server, server_client
 
 
 def _split_paths(args: argparse.Namespace) -> tuple[str | None, str]:
@@ -72,16 +73,23 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(
             "Nothing to draft a report from: give a case LIBRARY, --probe, --segmentation and/or --vlm."
         )
-    plan = output_plan(args).input(image, library, args.segmentation, args.vlm, *args.probe)
+    local_only(args, probe=args.probe, vlm=args.vlm)
+    client = server_client(args)  # LIBRARY is then a library id of the server
+    plan = output_plan(args).input(
+        image, None if client else library, args.segmentation, args.vlm, *args.probe
+    )
     outputs = (
         [plan.output(p, "--out", kind=kinds.REPORT_DRAFT) for p in draft_paths(args.out)] if args.out else []
     )
     plan.check()
-    pipeline = draft_pipeline(args)
-    neighbours, generator = draft_sources(args, pipeline, library)
     bar = TqdmProgress("report")
     try:
-        draft = _draft(pipeline, image, args.segmentation, args.probe, neighbours, generator, bar)
+        if client:
+            draft = report_on_server(client, args, library, image, bar)
+        else:
+            pipeline = draft_pipeline(args)
+            neighbours, generator = draft_sources(args, pipeline, library)
+            draft = _draft(pipeline, image, args.segmentation, args.probe, neighbours, generator, bar)
     finally:
         bar.close()
     for warning in draft.warnings:

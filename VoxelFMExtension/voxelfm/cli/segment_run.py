@@ -21,6 +21,7 @@ from ..segment.request import SegmentationApplyRequest, SegmentationFitRequest
 from ..segment.voxel_features import IntensityConfig
 from .common import log, spec_and_options
 from .outputs import output_plan
+from .remote_run import apply_on_server, fit_on_server, server_client
 
 
 def _postprocess(args: argparse.Namespace):
@@ -53,7 +54,11 @@ def _fit(args: argparse.Namespace, plan) -> int:
         args.class_names or "",
         bool(args.painted_slices),
     )
-    result = _pipeline(args, config).run_fit(request)
+    if client := server_client(args):
+        labels = request.prepared_labels()
+        result = fit_on_server(client, args, request.volume, labels, request.classes(labels), config)
+    else:
+        result = _pipeline(args, config).run_fit(request)
     probe = result.probe
     log.info("fitted probe: %s", {k: v for k, v in probe.metrics.items() if k != "warnings"})
     plan.written(write_segmentation(result, out))
@@ -70,9 +75,14 @@ def _apply(args: argparse.Namespace, plan, pairs: list[tuple[Path, Path]]) -> in
     pipeline = _pipeline(args)
     # with --largest-component/--fill-holes these replace the probe's own post-processing
     pp = _postprocess(args) if (args.largest_component or args.fill_holes) else None
+    client = server_client(args)
     for src, dst in pairs:
         request = SegmentationApplyRequest(read_volume(str(src), series=args.series), probe, pp)
-        result = pipeline.run_apply(request)
+        result = (
+            apply_on_server(client, args, request.volume, probe, pp)
+            if client
+            else pipeline.run_apply(request)
+        )
         plan.written(write_segmentation(result, dst))  # one by one: an interrupted run's outputs stay ours
         _log_written(result, dst)
     return 0

@@ -132,6 +132,29 @@ def _landmarks(s: dict[str, Any], files: dict[str, Path], out: Path) -> str:
     )
 
 
+SAME_PATIENT = "lung1_moved"  # the library's copy of the query's own scan
+
+
+def same_patient_rank(hits: list[dict[str, Any]]) -> int | None:
+    """1-based rank of the query's own (moved and cropped) scan among ``hits``; None when absent."""
+    ids = [h["case_id"] for h in hits]
+    return ids.index(SAME_PATIENT) + 1 if SAME_PATIENT in ids else None
+
+
+def same_patient_sentence(r: dict[str, Any]) -> str:
+    """What the whole-volume ranking shows, said as it came out (never a claim the numbers do not back)."""
+    rank = same_patient_rank(r.get("whole_volume", []))
+    if rank == 1:
+        return "the scan of the same patient (moved and cropped) ranks first."
+    return (
+        f"the scan of the same patient (moved and cropped) ranks {rank if rank else 'nowhere'} of"
+        f" {len(r.get('whole_volume', []))}, not first: the bundled offline model's pooled features of two chest"
+        " CTs are nearly alike, and a rotation and crop move a scan about as far as another patient (measured in"
+        " Testing/Benchmarks/results/retrieval_quality.md, part D). This ranking is not reliable with this model;"
+        " the official weights could not be tested here."
+    )
+
+
 def _retrieval(s: dict[str, Any], files: dict[str, Path], out: Path) -> str:
     r = s.get("retrieval") or {}
     whole = ", ".join(f"{_e(h['case_id'])} {h['score']:.3f}" for h in r.get("whole_volume", []))
@@ -149,10 +172,9 @@ def _retrieval(s: dict[str, Any], files: dict[str, Path], out: Path) -> str:
         + "<p>Library: lung2, a moved copy of lung1 and a moved copy of lung2 (each with a short report written"
         f" from its label). Query lung1, whole volume: {whole}. Query a {30:g} mm box around lung1's nodule:"
         f" {region}.{err_text}</p>"
-        '<p class="meaning">What it means: the scan of the same patient (moved and cropped) ranks first;'
-        " a region query also says <i>where</i> in each case the most similar place is. Scores are cosine"
-        " similarities of pooled features (1 = identical); with the weak offline model other patients can"
-        " even score below 0.</p>"
+        + f'<p class="meaning">What it means: {same_patient_sentence(r)} A region query also says <i>where</i>'
+        " in each case the most similar place is. Scores are cosine similarities of pooled features after"
+        " subtracting the library's mean (1 = identical, below 0 = less alike than the average case).</p>"
         + "<p>Yourself: <code>voxelfm index add LIBRARY CT_FOLDER/</code>, then <code>voxelfm query LIBRARY"
         " CT.nrrd -k 5</code>; in Slicer: <b>VoxelFM Retrieve</b>.</p>",
     )

@@ -1,0 +1,185 @@
+"""Localisation, retrieval and report drafting through a server, with the same results as the local pipelines.
+
+``remote_localize`` returns the LocalisationResult of ``LocalisationPipeline.transfer``; ``remote_query`` the
+QueryResult of ``RetrievalPipeline.query`` on the server's library (named by id); ``remote_report`` the
+ReportDraft of ``ReportPipeline.draft``. Every volume (target, references, segmentation layers) is uploaded
+once, by content hash; points, settings and results travel as plain data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote
+
+from ..features.spec import FeatureOptions, ModelSpec
+from ..imaging.volume import Volume
+from ..localize.config import TransferConfig
+from ..localize.pipeline import Reference
+from ..localize.probe import LocalisationProbe
+from ..localize.result import LocalisationResult
+from ..localize.template import LandmarkTemplate
+from ..progress import CancelFlag, ProgressFn
+from ..report.draft import ReportDraft
+from ..retrieval.regions import Region
+from ..retrieval.result import QueryResult
+from .analysis_payloads import (
+    localisation_from_frame,
+    localisation_probe_files,
+    points_to_plain,
+    query_from_frame,
+    region_to_plain,
+    template_text,
+    templates_from_frame,
+)
+from .capabilities import model_request
+from .client import VoxelFMClient
+
+
+def remote_localize(
+    client: VoxelFMClient,
+    target: Volume,
+    references: Sequence[Reference | LandmarkTemplate],
+    config: TransferConfig,
+    spec: ModelSpec,
+    options: FeatureOptions,
+    progress: ProgressFn | None = None,
+    cancel: CancelFlag | None = None,
+    keep_templates: bool = False,
+) -> tuple[list[LandmarkTemplate], LocalisationResult]:
+    """(the templates built, when ``keep_templates``; the result): ``pipeline.templates`` + ``.transfer``."""
+    refs = [
+        {"volume": client.ensure_volume(r.volume), "points": points_to_plain(r.points)}
+        for r in references
+        if isinstance(r, Reference)
+    ]
+    saved = [template_text(t) for t in references if isinstance(t, LandmarkTemplate)]
+    request = {
+        "kind": "localize",
+        "volume": client.ensure_volume(target),
+        **model_request(spec, options),
+        "localize": {
+            "references": refs,
+            "templates": saved,
+            "config": config.to_dict(),
+            "return_templates": keep_templates,
+        },
+    }
+    frame = client.run_job(request, progress, cancel)
+    return templates_from_frame(frame), localisation_from_frame(frame)
+
+
+def remote_localize_probe(
+    client: VoxelFMClient,
+    target: Volume,
+    probe: LocalisationProbe,
+    spec: ModelSpec,
+    options: FeatureOptions,
+    progress: ProgressFn | None = None,
+    cancel: CancelFlag | None = None,
+) -> LocalisationResult:
+    """``LocalisationPipeline(spec).apply_probe(target, probe)`` on the server; the probe's files travel."""
+    request = {
+        "kind": "localize",
+        "volume": client.ensure_volume(target),
+        **model_request(spec, options),
+        "localize": {"probe": localisation_probe_files(probe)},
+    }
+    return localisation_from_frame(client.run_job(request, progress, cancel))
+
+
+def remote_query(
+    client: VoxelFMClient,
+    library: str,
+    volume: Volume,
+    k: int,
+    embedding: str,
+    with_reports: bool,
+    spec: ModelSpec,
+    options: FeatureOptions,
+    progress: ProgressFn | None = None,
+    cancel: CancelFlag | None = None,
+    region: Region | None = None,
+) -> QueryResult:
+    """``RetrievalPipeline.query`` on the server's library ``library`` (an id); a mask region is uploaded."""
+    query = {"library": library, "k": int(k), "embedding": embedding, "with_reports": bool(with_reports)}
+    if region is not None:
+        query["region"] = region_to_plain(region, client.ensure_volume)
+    request = {
+        "kind": "query",
+        "volume": client.ensure_volume(volume),
+        **model_request(spec, options),
+        "query": query,
+    }
+    return query_from_frame(client.run_job(request, progress, cancel))
+
+
+def remote_index_add(
+    client: VoxelFMClient,
+    library: str,
+    volume: Volume,
+    case_id: str,
+    report: str | None,
+    findings: Any,
+    spec: ModelSpec,
+    options: FeatureOptions,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Add one volume to the server's library ``library``; returns {"case_id", "added_at"}."""
+    request = {
+        "kind": "index-add",
+        "volume": client.ensure_volume(volume),
+        **model_request(spec, options),
+        "index_add": {
+            "library": library,
+            "case_id": case_id,
+            "name": volume.name,
+            "report": report,
+            "findings": findings,
+        },
+    }
+    return client.run_job(request, progress).meta
+
+
+def remote_report(
+    client: VoxelFMClient,
+    library: str | None,
+    volume: Volume,
+    segmentation: Any,
+    template: str | None,
+    consensus: dict[str, float],
+    spec: ModelSpec,
+    options: FeatureOptions,
+    progress: ProgressFn | None = None,
+    cancel: CancelFlag | None = None,
+) -> ReportDraft:
+    """``segmentation``: a SegmentationData (its label layers are uploaded like volumes) or None."""
+    seg = None
+    if segmentation is not None:
+        seg = {
+            "layers": [client.ensure_volume(layer) for layer in segmentation.layers],
+            "segments": [
+                {"name": s.name, "segment_id": s.segment_id, "layer": s.layer, "value": s.value}
+                for s in segmentation.segments
+            ],
+            "name": segmentation.layers[0].name,
+            "source": segmentation.source,
+        }
+    request = {
+        "kind": "report",
+        "volume": client.ensure_volume(volume),
+        **model_request(spec, options),
+        "report": {"library": library, "segmentation": seg, "template": template, **consensus},
+    }
+    return ReportDraft.from_dict(client.run_job(request, progress, cancel).meta["draft"])
+
+
+def remote_library_listing(client: VoxelFMClient, library: str) -> dict[str, Any]:
+    """{"library", "model", "dim", "cases": [{"case_id", "path", ..., "has_report"}]} of a server's library."""
+    client.check()
+    return client.connection.request("GET", f"/libraries/{quote(library, safe='')}").json()
+
+
+def remote_library_ids(client: VoxelFMClient) -> list[str]:
+    client.check()
+    return list(client.connection.request("GET", "/libraries").json())

@@ -1,0 +1,239 @@
+"""The ASGI application of `voxelfm serve` (FastAPI): health, the volume store, jobs. OpenAPI at /docs.
+
+Only ``GET /health`` is open; every other endpoint needs ``Authorization: Bearer KEY`` with a key from the
+keys file. A client announcing another protocol version (header X-VoxelFM-Protocol) gets HTTP 426 naming the
+side to upgrade.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from .. import __version__
+from ..client.connection import PROTOCOL_HEADER
+from ..client.wire import PROTOCOL_VERSION
+from ..device import pick_device
+from ..errors import InputError
+from .auth import KeyRing
+from .capabilities import CapabilityRunner, describe
+from .config import ServerConfig
+from .jobs import Job, JobManager, TooManyJobsError
+from .libraries import LibraryListing, library_listing
+from .models import Health, JobRequest, JobStatus, VolumeInfo
+from .store import TooLargeError, VolumeStore, check_sha
+
+log = logging.getLogger(__name__)
+
+MAX_WAIT_S = 10.0  # longest long poll of GET /jobs/{id}?wait=S (well under any proxy's read timeout)
+
+
+def owner(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+    """The caller's key owner name; HTTP 401 unless the bearer key is one the keys file lists."""
+    who = request.app.state.keys.owner(authorization)
+    if who is None:
+        raise HTTPException(
+            401,
+            "missing API key" if not authorization else "the API key was refused",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return who
+
+
+Owner = Annotated[str, Depends(owner)]
+
+
+def job_status(job: Job) -> JobStatus:
+    return JobStatus(
+        id=job.id,
+        kind=job.kind,
+        state=job.state,  # type: ignore[arg-type]
+        progress=job.fraction,
+        message=job.message,
+        device=job.device,
+        seconds=job.seconds,
+        error=job.error if job.state in ("failed", "cancelled") else None,
+        error_kind=job.error_kind,  # type: ignore[arg-type]
+    )
+
+
+def create_app(config: ServerConfig) -> FastAPI:
+    keys = KeyRing(config.keys_file)
+    store = VolumeStore(config.volumes_dir, config.store_bytes, config.max_voxels, config.memory_volumes)
+    devices = [str(pick_device(d)) for d in config.devices]
+    state: dict[str, JobManager] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state["jobs"] = JobManager(
+            devices,
+            CapabilityRunner(store, config.libraries),
+            config.max_queued_per_key,
+            config.abandon_after_s,
+            config.keep_results_s,
+        )
+        yield
+        state["jobs"].shutdown()
+
+    app = FastAPI(
+        title="VoxelFM server",
+        version=__version__,
+        description=f"VoxelFM capabilities over HTTP (protocol {PROTOCOL_VERSION}). Bearer API key on every "
+        "endpoint except /health.",
+        lifespan=lifespan,
+    )
+    app.state.store = store
+    app.state.keys = keys
+    app.state.jobs = state
+
+    @app.middleware("http")
+    async def body_limit(request: Request, call_next):
+        """Every request body (volumes, job requests with labels or probes) is capped before it is read."""
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > config.max_upload_bytes):
+            return JSONResponse(
+                {"detail": _too_large(int(length) if length.isdigit() else -1, config.max_upload_bytes)},
+                status_code=413,
+            )
+        if (
+            length is None
+            and request.method in ("POST", "PUT")
+            and "chunked" in request.headers.get("transfer-encoding", "")
+        ):
+            return JSONResponse(
+                {"detail": "send a Content-Length; chunked request bodies are not accepted."}, status_code=411
+            )
+        return await call_next(request)
+
+    @app.middleware("http")
+    async def protocol_check(request: Request, call_next):
+        theirs = request.headers.get(PROTOCOL_HEADER)
+        if theirs is not None and theirs != str(PROTOCOL_VERSION):
+            newer = "this server" if theirs.isdigit() and int(theirs) > PROTOCOL_VERSION else "the client"
+            return JSONResponse(
+                {
+                    "detail": f"the client speaks protocol {theirs}, this server (version {__version__}) protocol "
+                    f"{PROTOCOL_VERSION}: upgrade {newer}."
+                },
+                status_code=426,
+            )
+        return await call_next(request)
+
+    def jobs() -> JobManager:
+        return state["jobs"]
+
+    @app.get("/health", response_model=Health)
+    def health() -> Health:
+        manager = state.get("jobs")
+        return Health(
+            version=__version__,
+            protocol=PROTOCOL_VERSION,
+            devices=devices,
+            jobs_active=manager.active() if manager else 0,
+            max_upload_bytes=config.max_upload_bytes,
+            max_voxels=config.max_voxels,
+        )
+
+    @app.head("/volumes/{sha}")
+    def has_volume(sha: str, who: Owner) -> Response:
+        return Response(status_code=200 if _valid_sha(sha) and store.has(sha) else 404)
+
+    @app.get("/volumes/{sha}", response_model=VolumeInfo)
+    def volume_info(sha: str, who: Owner) -> VolumeInfo:
+        if not (_valid_sha(sha) and store.has(sha)):
+            raise HTTPException(
+                404, f"volume {sha} is not on this server; upload it with PUT /volumes/{sha}."
+            )
+        return VolumeInfo(sha256=sha, stored_bytes=store.size(sha), uploaded=False)
+
+    @app.put("/volumes/{sha}", response_model=VolumeInfo)
+    async def put_volume(sha: str, request: Request, who: Owner) -> VolumeInfo:
+        if not _valid_sha(sha):
+            raise HTTPException(422, f"volume address {sha!r} is not a sha256 hex digest.")
+        if store.has(sha):  # someone uploaded it meanwhile: do not read the body into memory
+            return VolumeInfo(sha256=sha, stored_bytes=store.size(sha), uploaded=False)
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > config.max_upload_bytes:
+                raise HTTPException(413, _too_large(size, config.max_upload_bytes))
+            chunks.append(chunk)
+        try:
+            await run_in_threadpool(store.put, sha, b"".join(chunks))
+        except TooLargeError as exc:
+            raise HTTPException(413, str(exc)) from None
+        except InputError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return VolumeInfo(sha256=sha, stored_bytes=store.size(sha), uploaded=True)
+
+    @app.get("/libraries", response_model=list[str])
+    def libraries(who: Owner) -> list[str]:
+        """The ids of the case libraries this server offers (its --libraries file)."""
+        return sorted(config.libraries)
+
+    @app.get("/libraries/{library_id}", response_model=LibraryListing)
+    def library_cases(library_id: str, who: Owner) -> LibraryListing:
+        try:
+            return library_listing(config.libraries, library_id)
+        except InputError as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    @app.post("/jobs", response_model=JobStatus, status_code=202)
+    def submit(body: JobRequest, who: Owner) -> JobStatus:
+        if not store.has(body.volume):
+            raise HTTPException(404, f"volume {body.volume} is not on this server; upload it first.")
+        try:
+            job = jobs().submit(who, body.kind, body)
+        except TooManyJobsError as exc:
+            raise HTTPException(429, str(exc)) from None
+        log.info("job %s queued on %s: %s", job.id, job.device, describe(body))
+        return job_status(job)
+
+    @app.get("/jobs/{job_id}", response_model=JobStatus)
+    def status(
+        job_id: str, who: Owner, wait: Annotated[float, Query(ge=0.0, le=MAX_WAIT_S)] = 0.0
+    ) -> JobStatus:
+        """The job's state; with ``wait`` the reply comes as soon as the job ends, or after ``wait`` seconds."""
+        job = _job(jobs(), who, job_id)
+        job.wait(wait)
+        return job_status(_job(jobs(), who, job_id))
+
+    @app.delete("/jobs/{job_id}", response_model=JobStatus)
+    def cancel(job_id: str, who: Owner) -> JobStatus:
+        _job(jobs(), who, job_id)
+        return job_status(jobs().cancel(who, job_id))
+
+    @app.get("/jobs/{job_id}/result", response_class=Response)
+    def result(job_id: str, who: Owner) -> Response:
+        job = _job(jobs(), who, job_id)
+        if job.state != "done" or job.result is None:
+            raise HTTPException(409, f"job {job_id} is {job.state}; fetch its result when it is done.")
+        return Response(job.result, media_type="application/octet-stream")
+
+    return app
+
+
+def _valid_sha(sha: str) -> bool:
+    try:
+        check_sha(sha)
+    except InputError:
+        return False
+    return True
+
+
+def _job(manager: JobManager, who: str, job_id: str) -> Job:
+    try:
+        return manager.get(who, job_id)
+    except KeyError:
+        raise HTTPException(
+            404, f"no job {job_id} for this key on this server (finished long ago?)."
+        ) from None
+
+
+def _too_large(size: int, limit: int) -> str:
+    return f"the request body is {size} bytes, over this server's limit of {limit} bytes (--max-upload-mb)."
