@@ -7,7 +7,7 @@ import argparse
 import json
 
 from ..progress import TqdmProgress
-from ..samples.demo import run_demo
+from ..samples import demo
 from .common import log, spec_from_args
 from .demo_cmd import DEMO_FILES
 from .outputs import output_plan
@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
     plan.check().claim_folders()
     bar = TqdmProgress("demo")
     try:
-        res = run_demo(args.out, spec_from_args(args), args.slices, progress=bar)
+        res = demo.run_demo(args.out, spec_from_args(args), args.slices, progress=bar)
     finally:
         bar.close()
     plan.written(*res.files.values())

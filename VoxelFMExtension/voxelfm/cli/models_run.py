@@ -12,7 +12,8 @@ from ..files import file_kinds as kinds
 from ..hub.download import cache_state, hf_cache_dir, hub_offline
 from ..hub.registry import bundled_dir, default_model_id, load_registry
 from ..progress import TqdmProgress
-from ..samples.fetch import PYRADIOMICS_301, fetch_sample_data, sample_data_dir
+from ..samples import fetch
+from ..samples.fetch import PYRADIOMICS_301, sample_data_dir
 from .outputs import output_plan
 
 
@@ -85,7 +86,9 @@ def run_sample_data(args: argparse.Namespace) -> int:
     plan = _sample_outputs(args)
     bar = None if args.json else TqdmProgress("sample data")
     try:
-        fetched = [fetch_sample_data(args.out, case=c, archive=args.archive, progress=bar) for c in cases]
+        fetched = [
+            fetch.fetch_sample_data(args.out, case=c, archive=args.archive, progress=bar) for c in cases
+        ]
     finally:
         if bar is not None:
             bar.close()

@@ -7,9 +7,9 @@ import argparse
 
 import torch
 
+from ..pretrain import trainer
 from ..pretrain.config import load_config
 from ..pretrain.data import discover_sources
-from ..pretrain.trainer import run_pretraining
 from .outputs import output_plan
 from .pretrain_cmd import HUB_ENTRIES, RUN_ENTRIES
 
@@ -30,7 +30,7 @@ def _handler(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     plan.claim_folders()
-    result = run_pretraining(
+    result = trainer.run_pretraining(
         data=args.data,
         config=config,
         out=args.out,

@@ -22,7 +22,7 @@ from ..hub.download import resolve_default_model
 from ..imaging.preprocess import PreprocessConfig
 from ..imaging.volume import Volume
 from ..lazy import ProcessWide
-from ..model.loading import load_backbone
+from ..model import loading
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
 from .extract import default_preprocess_for, extract_features
 from .request import FeaturesRequest
@@ -76,7 +76,7 @@ class FeatureService:
         with self._lock:
             model = self._models.get(key)
             if model is None:
-                loader = self._loader or load_backbone
+                loader = self._loader or loading.load_backbone  # looked up now: tests spy on it
                 log.info("model: %s (%s)", key[0], why)
                 model = loader(key[0], config=key[3], device=key[1])
                 self._models[key] = model

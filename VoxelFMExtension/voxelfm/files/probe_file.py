@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import safetensors.torch
 import torch
-from safetensors.torch import load_file, save_file
 
 import voxelfm
 
@@ -93,7 +93,7 @@ def write_probe_files(
     header = _header(task, meta)
 
     def weights(tmp: Path) -> None:
-        save_file(flat, str(tmp), metadata=st_meta)
+        safetensors.torch.save_file(flat, str(tmp), metadata=st_meta)
         header["weights"] = {"file": st_path.name, "sha256": sha256_of(tmp, memo=False)}
 
     def text(tmp: Path) -> None:
@@ -144,7 +144,7 @@ def read_probe_files(
             "Re-create the probe."
         )
     try:
-        tensors = load_file(str(st_path))
+        tensors = safetensors.torch.load_file(str(st_path))
     except Exception as exc:  # safetensors raises several types for a corrupt file
         raise CheckpointError(
             f"Probe weights {st_path} cannot be read ({exc}); re-create the probe."

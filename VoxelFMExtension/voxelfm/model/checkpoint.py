@@ -12,9 +12,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError
 from ..files.atomic import atomic_write, atomic_write_text
@@ -168,7 +168,7 @@ def load_ours(path: Path) -> VoxelFMBackbone:
             f"{cfg_path}: format_version {meta['format_version']} is newer than this code; update."
         )
     try:
-        sd = load_file(str(weights))
+        sd = safetensors.torch.load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(
             f"Cannot read {weights}: {exc}. The file is corrupt or truncated; replace it."
@@ -236,6 +236,6 @@ def save_backbone(
         "preprocess": preprocess if preprocess is not None else getattr(model, "preprocess_defaults", {}),
         "meta": meta or {},
     }
-    atomic_write(out / "model.safetensors", lambda tmp: save_file(sd, str(tmp)))
+    atomic_write(out / "model.safetensors", lambda tmp: safetensors.torch.save_file(sd, str(tmp)))
     atomic_write_text(out / "config.json", json.dumps(config, indent=2))
     return out

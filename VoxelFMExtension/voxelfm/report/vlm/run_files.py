@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
+import safetensors.torch
 
 from ...errors import CheckpointError, InputError
 from ...files.atomic import atomic_write, atomic_write_text
@@ -62,7 +62,7 @@ def save_run(model: ReportModel, path: str | os.PathLike, meta: dict[str, Any]) 
         raise InputError(f"{path} is not a new, empty or report-model run folder; choose a new --out folder.")
     claim_run_folder(path, RUN_KIND)
     state = {k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
-    atomic_write(path / HEAD_FILE, lambda tmp: save_file(state, str(tmp)), ".safetensors")
+    atomic_write(path / HEAD_FILE, lambda tmp: safetensors.torch.save_file(state, str(tmp)), ".safetensors")
     _replace_dir(model.tokenizer.save_pretrained, path / TOKENIZER_DIR)
     lora = hasattr(model.lm, "peft_config")
     if lora:
@@ -101,7 +101,7 @@ def load_run(path: str | os.PathLike, device: str = "cpu") -> tuple[ReportModel,
     config = HeadConfig.from_dict(meta["head"])
     head = ReportHead(int(meta["feature_dim"]), hidden_size(lm), config)
     try:
-        head.load_state_dict(load_file(str(path / HEAD_FILE)), strict=True)
+        head.load_state_dict(safetensors.torch.load_file(str(path / HEAD_FILE)), strict=True)
     except (RuntimeError, OSError) as exc:
         raise CheckpointError(f"{path / HEAD_FILE} does not fit the head in {RUN_JSON}: {exc}") from exc
     model = ReportModel(head.to(device).eval(), lm.eval(), tok, config)
