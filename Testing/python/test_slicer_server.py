@@ -23,6 +23,7 @@ pytest.importorskip("faiss")
 from slicer_builders import add_segmentation, segment_masks  # noqa: E402
 
 from voxelfm.client.errors import KeyRefusedError, ServerUnreachableError  # noqa: E402
+from voxelfm.errors import InputError  # noqa: E402
 from voxelfm.imaging.io import read_volume  # noqa: E402
 from voxelfm.imaging.volume import Volume  # noqa: E402
 from voxelfm.localize.points import PointList  # noqa: E402
@@ -30,6 +31,7 @@ from VoxelFMLib import (  # noqa: E402
     FeaturesLogic,
     FewShotSegmentLogic,
     LocalisationLogic,
+    ReportLogic,
     RetrievalLogic,
     markups_nodes,
     volume_nodes,
@@ -196,3 +198,23 @@ def test_a_refused_key_or_absent_server_leaves_the_scene_as_it_was(a_slicer_app,
         FeaturesLogic(**MODEL, server=url, api_key="not-a-key").run(node)
     assert node_ids(scene) == before
     assert painted.GetSegmentation().GetNumberOfSegments() == 2
+
+
+def test_report_through_the_server_drafts_the_same_text(a_slicer_app, server, ct):
+    """Two segmented organs (one of them edited into two pieces) and an empty segment: the same draft."""
+    scene, (volume, masks) = a_slicer_app.scene, ct
+    node = volume_nodes.create_volume_node(scene, volume, name="abdomen")
+    organs = dict(masks)
+    organs["organ_b"] = organs["organ_b"] & ~_slab(volume, 8)
+    organs["empty"] = np.zeros(volume.array.shape, bool)
+    seg = add_segmentation(scene, organs, volume.ijk_to_ras)
+    local, remote = _logics(ReportLogic, server)
+    here = local.run(node, segmentation_nodes=[seg])
+    there = remote.run(node, segmentation_nodes=[seg])
+    assert "organ_a" in here.text_node.GetText()
+    assert there.text_node.GetText() == here.text_node.GetText()
+    assert [s.to_dict() for s in there.draft.sentences] == [s.to_dict() for s in here.draft.sentences]
+    assert there.draft.warnings == here.draft.warnings and "empty" in " ".join(here.draft.warnings)
+    assert there.text_node.GetID() != here.text_node.GetID()
+    with pytest.raises(InputError, match="run on this computer"):
+        remote.run(node, probes=["findings.json"])
