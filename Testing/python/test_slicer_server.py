@@ -109,6 +109,8 @@ def test_segment_fit_refit_apply_through_the_server_is_voxel_identical(a_slicer_
     for name, mask in _predicted(here2, node).items():
         assert np.array_equal(again[name], mask), name
     assert remote.server.hashed == 1
+    xml = _scene_xml(scene)
+    assert "abdomen" in xml and KEY not in xml  # the key is held by the logic, never written to the scene
     assert remote.server.client.connection.transfer.sent < volume.array.nbytes  # one compressed upload
 
     # apply the fitted probe to the CT as a new segmentation
@@ -117,6 +119,16 @@ def test_segment_fit_refit_apply_through_the_server_is_voxel_identical(a_slicer_
     from_server = _predicted(applied_there, node)
     for name, mask in _predicted(applied_here, node).items():
         assert np.array_equal(from_server[name], mask), name
+
+
+def _scene_xml(scene) -> str:
+    """The scene as a .mrml file would hold it."""
+    scene.SetSaveToXMLString(1)
+    scene.Commit()
+    try:
+        return scene.GetSceneXMLString()
+    finally:
+        scene.SetSaveToXMLString(0)
 
 
 def _slab(volume, k):

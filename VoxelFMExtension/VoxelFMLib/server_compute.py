@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from voxelfm.client.client import VoxelFMClient, require_server_url
 from voxelfm.client.errors import ServerError
-from voxelfm.errors import VoxelFMError
+from voxelfm.errors import InputError, VoxelFMError
 from voxelfm.imaging.volume import Volume
 
 KEY_ENV = "VOXELFM_API_KEY"
@@ -47,6 +47,32 @@ class ServerCompute:
         self._hashes.move_to_end(state)
         self.client.remember_hash(volume, sha)
         return volume
+
+
+# Slicer's application settings (QSettings, per user) that hold the panel's choice; never a scene node.
+SETTING_COMPUTE = "VoxelFM/Compute"  # "local" (this computer) | "server"
+SETTING_URL = "VoxelFM/ServerURL"
+SETTING_KEY = "VoxelFM/ServerKey"
+COMPUTE_CHOICES = ("local", "server")
+
+
+@dataclass(frozen=True)
+class ServerChoice:
+    url: str
+    key: str | None = field(default=None, repr=False)  # never shown in logs or reprs
+
+
+def server_choice(compute: str, url: str, key: str) -> ServerChoice | None:
+    """The panel's "Compute" setting as what the logics take: None = this computer. A server choice without a
+    URL is an error (the user asked for a server)."""
+    if (compute or "local") == "local":
+        return None
+    if compute not in COMPUTE_CHOICES:
+        raise InputError(f"Unknown compute choice {compute!r}; use one of {', '.join(COMPUTE_CHOICES)}.")
+    url = (url or "").strip()
+    if not url:
+        raise InputError("Compute is set to 'server' but no server URL is set: enter it in the model panel.")
+    return ServerChoice(require_server_url(url), (key or "").strip() or None)
 
 
 @dataclass(frozen=True)
