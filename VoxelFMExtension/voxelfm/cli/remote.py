@@ -179,23 +179,12 @@ def report_on_server(
 ):
     """`voxelfm report [LIBRARY_ID] IMAGE --server URL`: the segmentation file is read here and its label
     layers uploaded like volumes; a template travels by the name of a shipped one."""
-    from pathlib import Path
 
-    from ..client.analysis import remote_report
-    from ..errors import InputError
+    from ..client.analysis import remote_report, shipped_template_name
     from ..imaging.io import read_volume
     from ..report.segmentation_files import read_segmentation
-    from ..report.template_files import templates_dir
 
-    template = None
-    if args.template is not None:
-        source = Path(args.template.source)
-        if source.parent.resolve() != templates_dir().resolve():
-            raise InputError(
-                f"--template {source} is a file of this computer; with --server name a shipped template "
-                "(`voxelfm report --help`) or draft on this computer."
-            )
-        template = source.name.split(".")[0]
+    template = shipped_template_name(args.template, "--template")
     segmentation = read_segmentation(args.segmentation) if args.segmentation else None
     consensus = {
         "neighbours": args.neighbours,
