@@ -3,6 +3,10 @@
 A logic is built from the same four model settings the model panel shows (``model``, ``device``,
 ``precision``, ``max_tokens``; ``max_tokens=None`` = the machine's budget); its pipeline is built from them,
 or injected (tests pass a fake pipeline, so the MRML side is tested without a backbone).
+
+``server=URL`` (and ``api_key``, else ``$VOXELFM_API_KEY``) computes the predict step on a VoxelFM server
+(``voxelfm serve``) instead of this computer; reading inputs and writing results stay here, so the scene gets
+the same nodes either way. The key is held by the logic only, never written to the scene.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Any
 from voxelfm.features.spec import ModelSpec
 
 from .model_service import checked_spec
+from .server_compute import ServerCompute
 
 
 class CapabilityLogic:
@@ -24,8 +29,11 @@ class CapabilityLogic:
         *,
         service: Any = None,
         pipeline: Any = None,
+        server: str | None = None,
+        api_key: str | None = None,
         **options: Any,
     ) -> None:
+        self.server = ServerCompute(server, api_key) if server else None
         budget = {"max_tokens": max_tokens} if max_tokens else {}
         self.spec = checked_spec(ModelSpec(model, device, precision, **budget))
         self.pipeline = (

@@ -15,13 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from voxelfm.client.capabilities import remote_features
 from voxelfm.features.service import FeatureService, ModelSpec, feature_service
+from voxelfm.features.spec import FeatureOptions
 from voxelfm.features.volume_features import VolumeFeatures
 from voxelfm.imaging.volume import Volume
 from voxelfm.progress import CancelFlag, ProgressFn
 
 from .capability_logic import CapabilityLogic
-from .volume_nodes import ct_volume_from_node
+from .volume_nodes import ct_volume_from_node, volume_key
 
 
 def direct(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -52,8 +54,15 @@ class FeaturesLogic(CapabilityLogic):
         progress: ProgressFn | None = None,
         cancel: CancelFlag | None = None,
         cache: bool = True,
+        state: str | None = None,
     ) -> VolumeFeatures:
-        """Features of an already copied volume (safe on the worker thread)."""
+        """Features of an already copied volume (safe on the worker thread); ``state`` (``volume_key`` of its
+        node) lets a server logic hash the voxels once per node state."""
+        if self.server is not None:
+            if state is not None:
+                volume = self.server.known(volume, state)
+            options = FeatureOptions(cache=cache)
+            return remote_features(self.server.client, volume, self.spec, options, progress, cancel)
         return self.service.features(volume, self.spec, cache=cache, progress=progress, cancel=cancel)
 
     def extract(
@@ -64,7 +73,8 @@ class FeaturesLogic(CapabilityLogic):
         cache=True,
     ) -> VolumeFeatures:
         """Features of a volume node, all on the calling thread (scripts, tests)."""
-        return self.extract_volume(ct_volume_from_node(volume_node, "the CT"), progress, cancel, cache)
+        volume = ct_volume_from_node(volume_node, "the CT")
+        return self.extract_volume(volume, progress, cancel, cache, volume_key(volume_node))
 
     def run(
         self,
@@ -75,7 +85,7 @@ class FeaturesLogic(CapabilityLogic):
     ) -> FeaturesOutput:
         """The "Extract" button: copy the CT (main thread), extract (``in_worker``), show the PCA (main thread)."""
         volume = ct_volume_from_node(volume_node, "the CT")
-        features = in_worker(self.extract_volume, volume, cache=cache)
+        features = in_worker(self.extract_volume, volume, cache=cache, state=volume_key(volume_node))
         pca = self.show_pca(features, volume_node) if show_pca else None
         return FeaturesOutput(features, pca)
 

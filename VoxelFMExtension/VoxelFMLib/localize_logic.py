@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import slicer
 
+from voxelfm.client.analysis import remote_localize, remote_localize_probe
 from voxelfm.errors import InputError
 from voxelfm.features.service import FeatureService
 from voxelfm.features.spec import ModelSpec
@@ -215,6 +216,8 @@ class LocalisationLogic(CapabilityLogic):
         """Templates (cached) then transfer (safe on the worker thread)."""
         progress = progress or no_progress
         check_cancel(cancel)
+        if self.server is not None:
+            return self._transfer_on_server(inputs, progress, cancel)
         templates = self.pipeline.templates(inputs.references, lambda f, m: progress(0.5 * f, m), cancel)
         for key, template in zip(inputs.reference_keys, templates, strict=True):
             self._templates.pop(key, None)
@@ -224,6 +227,23 @@ class LocalisationLogic(CapabilityLogic):
         return self.pipeline.transfer(
             inputs.target, templates, lambda f, m: progress(0.5 + 0.5 * f, m), cancel
         )
+
+    def _transfer_on_server(
+        self, inputs: LocalisationInputs, progress: ProgressFn, cancel: CancelFlag | None
+    ) -> LocalisationResult:
+        """templates + transfer on the server, from the references themselves (a server logic keeps no templates
+        here, so their order is the user's); each volume hashed once per node state, uploaded once."""
+        known = self.server.known
+        refs = [
+            Reference(known(r.volume, key.split("|")[0]), r.points) if isinstance(r, Reference) else r
+            for r, key in zip(inputs.references, inputs.reference_keys, strict=True)
+        ]
+        target = known(inputs.target, inputs.target_key)
+        p = self.pipeline
+        _, result = remote_localize(
+            self.server.client, target, refs, p.config, p.spec, p.options, progress, cancel
+        )
+        return result
 
     def write(
         self,
@@ -311,7 +331,15 @@ class LocalisationLogic(CapabilityLogic):
         scene, target_id, name = target_node.GetScene(), target_node.GetID(), target_node.GetName()
         target = ct_volume_from_node(target_node, "the target", world=True)
         key = volume_key(target_node, world=True)
-        result = self.pipeline.apply_probe(target, probe, progress, cancel)  # the GUI pumps events meanwhile
+        if self.server is not None:
+            target, p = self.server.known(target, key), self.pipeline
+            result = remote_localize_probe(
+                self.server.client, target, probe, p.spec, p.options, progress, cancel
+            )
+        else:
+            result = self.pipeline.apply_probe(
+                target, probe, progress, cancel
+            )  # the GUI pumps events meanwhile
         check_target_unchanged(scene, target_id, name, key, target)
         return self._write(result, scene, output_node, compare_node, [target_id])
 

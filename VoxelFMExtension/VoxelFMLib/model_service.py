@@ -91,14 +91,17 @@ class PerModel(Generic[T]):
     library handle), but must not keep using a model the user has since changed in the model panel.
     """
 
-    def __init__(self, factory: Callable[[ModelSpec], T]) -> None:
-        self._factory = factory
-        self._spec: ModelSpec | None = None
+    def __init__(self, factory: Callable[..., T]) -> None:
+        self._factory = factory  # factory(spec) or, for a server choice, factory(spec, server=ServerChoice)
+        self._spec: Any = None
         self._logic: T | None = None
 
-    def get(self, spec: ModelSpec) -> T:
-        if self._logic is None or spec != self._spec:
-            self._spec, self._logic = spec, self._factory(spec)
+    def get(self, spec: ModelSpec, server: Any = None) -> T:
+        """The logic for ``spec``; ``server``: the panel's ServerChoice (``server_compute``), None = here."""
+        key = (spec, server)
+        if self._logic is None or key != self._spec:
+            logic = self._factory(spec, server=server) if server is not None else self._factory(spec)
+            self._spec, self._logic = key, logic
         return self._logic
 
     @property
@@ -110,10 +113,11 @@ class PerModel(Generic[T]):
         """A holder of ``VoxelFMLib.<logic_name>.from_spec(spec, **options)``, imported on first use (after the
         module's dependency check: the logics import torch)."""
 
-        def create(spec: ModelSpec):
+        def create(spec: ModelSpec, server: Any = None):
             import VoxelFMLib
 
-            return getattr(VoxelFMLib, logic_name).from_spec(spec, **options)
+            remote = {"server": server.url, "api_key": server.key} if server is not None else {}
+            return getattr(VoxelFMLib, logic_name).from_spec(spec, **options, **remote)
 
         return cls(create)
 

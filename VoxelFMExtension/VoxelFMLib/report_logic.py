@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from voxelfm.client.analysis import remote_report, shipped_template_name
 from voxelfm.errors import InputError
 from voxelfm.features.service import FeatureService
 from voxelfm.features.spec import ModelSpec
@@ -33,8 +34,9 @@ from voxelfm.report.pipeline import ReportPipeline
 from .capability_logic import CapabilityLogic
 from .case_images import open_case_image
 from .report_nodes import draft_of, sentence_at, write_report_node
+from .report_server import server_segmentation
 from .segment_measurements import measure_segmentation
-from .volume_nodes import ct_volume_from_node
+from .volume_nodes import ct_volume_from_node, volume_key
 
 
 @dataclass
@@ -48,6 +50,8 @@ class ReportInputs:
     library: Any = None  # a library path or an open library (voxelfm.report.library_source)
     vlm: str | None = None  # a report-model run folder
     warnings: list[str] = field(default_factory=list)  # said with the draft (e.g. empty segments left out)
+    segmentation: Any = None  # with a server: the measured segments as label layers (report_server)
+    volume_key: str = ""  # the volume node's state when copied: a server logic hashes it once per state
 
 
 @dataclass
@@ -114,6 +118,14 @@ class ReportLogic(CapabilityLogic):
                 "library with reports or choose a trained report model."
             )
         warnings = [f"Segment(s) {_quoted(empty)} are empty and were left out of the draft."] if empty else []
+        segmentation = None
+        if self.server is not None:
+            if probes or vlm:
+                raise InputError(
+                    "Findings probes and report models run on this computer: draft without them on the server, "
+                    "or choose 'Compute: this computer'."
+                )
+            segmentation = server_segmentation(segmentation_nodes, measured)
         return ReportInputs(
             volume,
             volume_node.GetID(),
@@ -122,6 +134,8 @@ class ReportLogic(CapabilityLogic):
             library,
             vlm or None,
             warnings,
+            segmentation,
+            volume_key(volume_node, world=True),
         )
 
     def predict(
@@ -129,6 +143,8 @@ class ReportLogic(CapabilityLogic):
     ) -> ReportDraft:
         """The draft (safe on the worker thread: no MRML)."""
         check_cancel(cancel)
+        if self.server is not None:
+            return self._draft_on_server(inputs, progress, cancel)
         neighbours = None
         if inputs.library is not None:
             from voxelfm.report.library_source import library_neighbours
@@ -143,6 +159,26 @@ class ReportLogic(CapabilityLogic):
             progress=progress,
             cancel=cancel,
         )
+        draft.warnings = [*inputs.warnings, *draft.warnings]
+        return draft
+
+    def _draft_on_server(
+        self, inputs: ReportInputs, progress: ProgressFn | None, cancel: CancelFlag | None
+    ) -> ReportDraft:
+        """``pipeline.draft`` on the server; ``library`` is then the id of one of the server's case libraries."""
+        p = self.pipeline
+        consensus = {
+            "neighbours": p.config.k,
+            "temperature": p.config.temperature,
+            "min_support": p.config.min_support,
+        }
+        volume = self.server.known(inputs.volume, inputs.volume_key)
+        library = None if inputs.library is None else str(inputs.library)
+        template = shipped_template_name(p.template)
+        draft = remote_report(
+            self.server.client, library, volume, inputs.segmentation, template, consensus, p.spec, p.options,
+            progress, cancel,
+        )  # fmt: skip
         draft.warnings = [*inputs.warnings, *draft.warnings]
         return draft
 

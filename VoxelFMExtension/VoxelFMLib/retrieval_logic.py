@@ -22,11 +22,13 @@ from typing import Any
 import numpy as np
 import slicer
 
+from voxelfm.client.analysis import remote_index_add, remote_query
 from voxelfm.errors import InputError
 from voxelfm.features.service import FeatureService
 from voxelfm.features.spec import ModelSpec
 from voxelfm.imaging.volume import Volume
 from voxelfm.progress import CancelFlag, ProgressFn, check_cancel
+from voxelfm.retrieval.indexing import AddReport
 from voxelfm.retrieval.library import DB_NAME, CaseLibrary
 from voxelfm.retrieval.pipeline import RetrievalPipeline
 from voxelfm.retrieval.records import CaseRecord, CaseSource
@@ -43,6 +45,7 @@ from .volume_nodes import (
     ct_volume_from_node,
     matrix_to_numpy,
     node_ijk_to_ras,
+    volume_key,
 )
 
 
@@ -53,6 +56,7 @@ class QueryInputs:
     volume: Volume
     region: Region | None
     volume_node_id: str
+    volume_key: str = ""  # node state when copied: a server logic hashes the voxels once per state
 
 
 @dataclass
@@ -178,8 +182,33 @@ class RetrievalLogic(CapabilityLogic):
         progress: ProgressFn | None = None,
         cancel: CancelFlag | None = None,
     ):
-        """Add prepared sources (any thread); an AddReport (failures listed in it, not raised)."""
+        """Add prepared sources (any thread); an AddReport (failures listed in it, not raised). With a server,
+        ``library`` is the id of one of its case libraries and each volume is uploaded and embedded there."""
+        if self.server is not None:
+            return self._add_on_server(str(library), sources, progress)
         return self.pipeline.add_sources(library, sources, progress, cancel)
+
+    def _add_on_server(
+        self, library: str, sources: list[CaseSource], progress: ProgressFn | None
+    ) -> AddReport:
+        report, p = AddReport(), self.pipeline
+        for source in sources:
+            if source.volume is None:
+                raise InputError(
+                    f"{source.path}: with a server, add volumes loaded in the scene (its files are this computer's)."
+                )
+            volume = source.volume
+            volume.name = source.case_id or volume.name
+            added = remote_index_add(
+                self.server.client, library, volume, source.case_id, source.report, source.findings,
+                p.spec, p.options, progress,
+            )  # fmt: skip
+            report.added.append(
+                CaseRecord(
+                    -1, str(added["case_id"]), "", "", "server", added_at=str(added.get("added_at", ""))
+                )
+            )
+        return report
 
     def add_volume_nodes(
         self, library: str | Path, volume_nodes: list[Any], progress=None, cancel=None, **kw
@@ -237,7 +266,7 @@ class RetrievalLogic(CapabilityLogic):
                 mask = segment_mask_on_volume(segmentation_node, segment_id, volume_node)
             name = segmentation_node.GetSegmentation().GetSegment(segment_id).GetName()
             region = MaskRegion(mask, node_ijk_to_ras(volume_node, world=True), name)
-        return QueryInputs(volume, region, volume_node.GetID())
+        return QueryInputs(volume, region, volume_node.GetID(), volume_key(volume_node, world=True))
 
     def prepare_mode_query(
         self,
@@ -279,7 +308,19 @@ class RetrievalLogic(CapabilityLogic):
         progress: ProgressFn | None = None,
         cancel: CancelFlag | None = None,
     ) -> QueryResult:
-        """Search the library (any thread); with ``thumbnails`` a folder, a PNG per hit is written there."""
+        """Search the library (any thread); with ``thumbnails`` a folder, a PNG per hit is written there. With a
+        server, ``library`` is the id of one of its case libraries."""
+        if self.server is not None:
+            if thumbnails:
+                raise InputError("Thumbnails need the library's images on this computer; query without them.")
+            volume = (
+                self.server.known(inputs.volume, inputs.volume_key) if inputs.volume_key else inputs.volume
+            )
+            p = self.pipeline
+            return remote_query(
+                self.server.client, str(library), volume, k, embedding, False, p.spec, p.options,
+                progress, cancel, inputs.region,
+            )  # fmt: skip
         result = self.pipeline.query(
             library, inputs.volume, k, inputs.region, embedding, None, progress, cancel
         )

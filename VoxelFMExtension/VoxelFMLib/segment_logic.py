@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from voxelfm.client.capabilities import remote_segment_apply, remote_segment_fit
 from voxelfm.errors import InputError
 from voxelfm.features.service import FeatureService, ModelSpec
 from voxelfm.files.file_kinds import SEGMENTATION_PROBE
@@ -122,6 +123,9 @@ class FewShotSegmentLogic(CapabilityLogic):
         """Fit on the painted labels and segment the volume (safe on the worker thread)."""
         check_cancel(cancel)
         labels = Volume(inputs.labels.labels, inputs.volume.ijk_to_ras)
+        if self.server is not None:
+            result = self._fit_on_server(inputs, labels, progress, cancel)
+            return check_result(result, inputs.volume)
         result = self.pipeline.fit(
             inputs.volume,
             labels,
@@ -182,8 +186,36 @@ class FewShotSegmentLogic(CapabilityLogic):
         volume = ct_volume_from_node(volume_node, "the CT to segment")
         if not isinstance(probe, SegmentationProbe):
             probe = load_segmentation_probe(probe)
-        result = self.pipeline.apply(volume, probe, progress, cancel, volume_key=volume_key(volume_node))
+        if self.server is not None:
+            volume = self.server.known(volume, volume_key(volume_node))
+            p = self.pipeline
+            result = remote_segment_apply(
+                self.server.client, volume, probe, p.spec, p.options, None, progress, cancel
+            )
+        else:
+            result = self.pipeline.apply(volume, probe, progress, cancel, volume_key=volume_key(volume_node))
         return self._write(check_result(result, volume), volume_node, output_node, save_undo_state)
+
+    def _fit_on_server(
+        self, inputs: FewShotInputs, labels: Volume, progress: ProgressFn | None, cancel: CancelFlag | None
+    ) -> SegmentationResult:
+        """``pipeline.fit`` on the server: the volume is hashed once per node state (``known``) and uploaded
+        once; only the painted slices travel per refit."""
+        p = self.pipeline
+        volume = self.server.known(inputs.volume, inputs.volume_key)
+        result = remote_segment_fit(
+            self.server.client,
+            volume,
+            labels,
+            inputs.labels.classes,
+            p.config,
+            p.spec,
+            p.options,
+            progress,
+            cancel,
+        )
+        result.warnings = [*inputs.labels.warnings, *result.warnings]
+        return result
 
     def save_probe(self, path: str | Path, overwrite: bool = False) -> str:
         """Save NAME.json + NAME.safetensors; a file VoxelFM did not write is replaced only with ``overwrite``."""

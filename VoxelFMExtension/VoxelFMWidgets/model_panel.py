@@ -59,6 +59,20 @@ def modelSpec(parameters: ModelParameters) -> ModelSpec:
     )
 
 
+def serverChoice():
+    """The "Compute" choice kept in Slicer's settings (never in the scene): a ServerChoice, or None for this
+    computer (also while VoxelFM's Python packages are not installed yet)."""
+    try:
+        from VoxelFMLib import server_compute as sc
+    except ImportError:
+        return None
+    settings = slicer.app.settings()
+    values = [
+        str(settings.value(name, "") or "") for name in (sc.SETTING_COMPUTE, sc.SETTING_URL, sc.SETTING_KEY)
+    ]
+    return sc.server_choice(*values)
+
+
 def modelPanelUiPath() -> Path:
     """ModelPanel.ui in the Resources folder beside this package (source tree and installed extension)."""
     return Path(__file__).resolve().parent.parent / "Resources" / "UI" / UI_FILE
@@ -96,6 +110,55 @@ class ModelPanel:
         self.ui.downloadModelButton.connect("clicked(bool)", lambda checked: self.ensureModelReady())
         self.ui.downloadModelButton.visible = False
         self._showAutoBudget()
+        try:
+            self._loadServerSettings()
+        except ImportError as exc:  # before VoxelFM's Python packages are installed: this computer only
+            logging.debug("VoxelFM server settings not available yet: %s", exc)
+        self.ui.computeComboBox.connect("currentIndexChanged(int)", lambda index: self._saveServerSettings())
+        self.ui.serverUrlLineEdit.connect("editingFinished()", self._saveServerSettings)
+        self.ui.serverKeyLineEdit.connect("editingFinished()", self._saveServerSettings)
+        self.ui.testConnectionButton.connect("clicked(bool)", lambda checked: self.onTestConnection())
+
+    def _loadServerSettings(self) -> None:
+        """Compute choice, server URL and key from Slicer's settings (per user; never written to the scene)."""
+        from VoxelFMLib.server_compute import COMPUTE_CHOICES, SETTING_COMPUTE, SETTING_KEY, SETTING_URL
+
+        settings = slicer.app.settings()
+        compute = str(settings.value(SETTING_COMPUTE, "local") or "local")
+        self.ui.computeComboBox.setCurrentIndex(
+            COMPUTE_CHOICES.index(compute) if compute in COMPUTE_CHOICES else 0
+        )
+        self.ui.serverUrlLineEdit.text = str(settings.value(SETTING_URL, "") or "")
+        self.ui.serverKeyLineEdit.text = str(settings.value(SETTING_KEY, "") or "")
+        self._showServerFields()
+
+    def _saveServerSettings(self) -> None:
+        from VoxelFMLib.server_compute import COMPUTE_CHOICES, SETTING_COMPUTE, SETTING_KEY, SETTING_URL
+
+        settings = slicer.app.settings()
+        settings.setValue(SETTING_COMPUTE, COMPUTE_CHOICES[self.ui.computeComboBox.currentIndex])
+        settings.setValue(SETTING_URL, self.ui.serverUrlLineEdit.text.strip())
+        settings.setValue(SETTING_KEY, self.ui.serverKeyLineEdit.text.strip())
+        self._showServerFields()
+
+    def _showServerFields(self) -> None:
+        onServer = self.ui.computeComboBox.currentIndex == 1
+        for name in (
+            "serverUrlLineEdit",
+            "serverKeyLineEdit",
+            "testConnectionButton",
+            "connectionStatusLabel",
+        ):
+            getattr(self.ui, name).enabled = onServer
+
+    def onTestConnection(self) -> None:
+        """One line: the server's version when the URL, protocol and key are right, else what is wrong."""
+        from VoxelFMLib.server_compute import check_connection
+
+        self._saveServerSettings()
+        with slicer.util.tryWithErrorDisplay("VoxelFM: connection test failed.", waitCursor=True):
+            result = check_connection(self.ui.serverUrlLineEdit.text, self.ui.serverKeyLineEdit.text)
+            self.ui.connectionStatusLabel.setText(result.text)
 
     def _showAutoBudget(self) -> None:
         """The spin box's value 0 reads "auto (N)": N is this machine's budget (the core's default)."""

@@ -21,7 +21,7 @@ from slicer.ScriptedLoadableModule import (
 
 from VoxelFMLib.model_service import PerModel
 from VoxelFMLib.parameter_binding import WrapperCache
-from VoxelFMWidgets.model_panel import modelSpec
+from VoxelFMWidgets.model_panel import modelSpec, serverChoice
 
 CONTRIBUTORS = ["VoxelFM Slicer extension contributors"]
 
@@ -73,7 +73,7 @@ class VoxelFMModuleLogic(ScriptedLoadableModuleLogic):
 
     def capabilityLogic(self, parameterNode):
         """The capability logic for the parameter node's model choice (rebuilt when the choice changed)."""
-        return self.perModel.get(modelSpec(parameterNode.model))
+        return self.perModel.get(modelSpec(parameterNode.model), serverChoice())
 
     @property
     def current(self):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from pathlib import Path
 
 from ..client.analysis import (
     remote_index_add,
@@ -16,6 +15,7 @@ from ..client.analysis import (
     remote_localize_probe,
     remote_query,
     remote_report,
+    shipped_template_name,
 )
 from ..client.analysis_payloads import LIBRARY_ID_RE
 from ..client.capabilities import remote_features, remote_segment_apply, remote_segment_fit
@@ -24,7 +24,6 @@ from ..errors import InputError
 from ..files.documents import read_text_file
 from ..imaging.io import read_volume
 from ..report.segmentation_files import read_segmentation
-from ..report.template_files import templates_dir
 from ..retrieval.records import image_stem
 from ..retrieval.sources import expand_inputs
 from .common import log, spec_and_options
@@ -148,15 +147,7 @@ def report_on_server(
 ):
     """`voxelfm report [LIBRARY_ID] IMAGE --server URL`: the segmentation file is read here and its label
     layers uploaded like volumes; a template travels by the name of a shipped one."""
-    template = None
-    if args.template is not None:
-        source = Path(args.template.source)
-        if source.parent.resolve() != templates_dir().resolve():
-            raise InputError(
-                f"--template {source} is a file of this computer; with --server name a shipped template "
-                "(`voxelfm report --help`) or draft on this computer."
-            )
-        template = source.name.split(".")[0]
+    template = shipped_template_name(args.template, "--template")
     segmentation = read_segmentation(args.segmentation) if args.segmentation else None
     consensus = {
         "neighbours": args.neighbours,

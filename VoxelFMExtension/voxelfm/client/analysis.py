@@ -9,9 +9,11 @@ once, by content hash; points, settings and results travel as plain data.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from ..errors import InputError
 from ..features.spec import FeatureOptions, ModelSpec
 from ..imaging.volume import Volume
 from ..localize.config import TransferConfig
@@ -21,6 +23,7 @@ from ..localize.result import LocalisationResult
 from ..localize.template import LandmarkTemplate
 from ..progress import CancelFlag, ProgressFn
 from ..report.draft import ReportDraft
+from ..report.template_files import templates_dir
 from ..retrieval.regions import Region
 from ..retrieval.result import QueryResult
 from .analysis_payloads import (
@@ -172,6 +175,20 @@ def remote_report(
         "report": {"library": library, "segmentation": seg, "template": template, **consensus},
     }
     return ReportDraft.from_dict(client.run_job(request, progress, cancel).meta["draft"])
+
+
+def shipped_template_name(template: Any, what: str = "The report template") -> str | None:
+    """The name a server knows ``template`` (a ReportTemplate, or None for the default) by: only the templates
+    shipped with VoxelFM travel, by name; a file of this computer is refused (its text is not sent)."""
+    if template is None:
+        return None
+    source = Path(template.source)
+    if source.parent.resolve() != templates_dir().resolve():
+        raise InputError(
+            f"{what} {source} is a file of this computer; with a server name a shipped template "
+            "(`voxelfm report --help`) or draft on this computer."
+        )
+    return source.name.split(".")[0]
 
 
 def remote_library_listing(client: VoxelFMClient, library: str) -> dict[str, Any]:

@@ -93,6 +93,14 @@ class VoxelFMClient:
             self._hashes[key] = (weakref.ref(volume.array), geometry, sha)
         return sha
 
+    def remember_hash(self, volume: Volume, sha: str) -> None:
+        """Tell the client ``volume``'s content hash, known from an earlier copy of the same voxels (the Slicer
+        logic keys it by node state), so that ``ensure_volume`` does not hash this copy again."""
+        geometry = np.asarray(volume.ijk_to_ras, dtype=np.float64).tobytes()
+        with self._lock:
+            self._hashes = {k: v for k, v in self._hashes.items() if v[0]() is not None}
+            self._hashes[id(volume.array)] = (weakref.ref(volume.array), geometry, sha)
+
     def has_volume(self, sha: str) -> bool:
         return self.connection.request("HEAD", f"/volumes/{sha}").status == 200
 

@@ -1,0 +1,232 @@
+"""The Slicer logics computing through a real `voxelfm serve` on 127.0.0.1: the scene gets the same results.
+
+Each capability runs through its logic twice in the same scene (bare MRML and the SlicerApp's), once here and
+once with ``server=URL``: voxel-identical segments (fit, refit after the user paints more, apply the probe),
+identical features, the same landmarks, the same ranking and scores. A refit of an unchanged CT hashes it
+once. A wrong key or an unreachable server raises one clear error and leaves the scene as it was.
+Real CT (abdomen_3mm, cropped), the bundled tiny model, CPU fp32 on both sides.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from server_harness import KEY, free_port, running_server
+
+slicer = pytest.importorskip("slicer")
+if not hasattr(slicer, "vtkMRMLScene"):
+    pytest.skip("slicer-core not installed", allow_module_level=True)
+pytest.importorskip("faiss")
+
+from slicer_builders import add_segmentation, segment_masks  # noqa: E402
+
+from voxelfm.client.errors import KeyRefusedError, ServerUnreachableError  # noqa: E402
+from voxelfm.errors import InputError  # noqa: E402
+from voxelfm.imaging.io import read_volume  # noqa: E402
+from voxelfm.imaging.volume import Volume  # noqa: E402
+from voxelfm.localize.points import PointList  # noqa: E402
+from VoxelFMLib import (  # noqa: E402
+    FeaturesLogic,
+    FewShotSegmentLogic,
+    LocalisationLogic,
+    ReportLogic,
+    RetrievalLogic,
+    markups_nodes,
+    volume_nodes,
+)
+from VoxelFMLib.scene_guard import node_ids  # noqa: E402
+
+pytestmark = pytest.mark.slicer
+
+MODEL = {"model": "voxelfm-tiny", "device": "cpu", "precision": "fp32", "max_tokens": 4096}
+SLICES = slice(6, 22)  # 16 of abdomen_3mm's 30 slices: small enough for two runs per scene kind
+POINTS_IJK = {"a": (40, 50, 4), "b": (80, 45, 8), "c": (61, 70, 12)}
+SHIFT_MM = np.array([6.0, -3.0, 3.0])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("slicer_server")
+    libraries = folder / "libraries.json"
+    libraries.write_text(json.dumps({"scene": str(folder / "lib")}))
+    with running_server(folder, "--libraries", str(libraries)) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def ct(data_dir):
+    """A crop of a real abdomen CT and two of its organs' label masks (the largest labels)."""
+    d = data_dir / "totalseg" / "abdomen_3mm"
+    image, labels = read_volume(str(d / "ct.nii.gz")), read_volume(str(d / "labels.nii.gz"))
+    array = np.ascontiguousarray(image.array[SLICES]).astype(np.float32)
+    m = image.ijk_to_ras.copy()
+    m[:3, 3] += m[:3, :3] @ np.array(
+        [0.0, 0.0, SLICES.start]
+    )  # keep world positions (array order is k, j, i)
+    lab = np.asarray(labels.array[SLICES])
+    values, counts = np.unique(lab[lab > 0], return_counts=True)
+    first, second = values[np.argsort(counts)[-2:]]
+    return Volume(array, m, "abdomen"), {"organ_a": lab == first, "organ_b": lab == second}
+
+
+def _logics(cls, server, **kw):
+    return cls(**MODEL, **kw), cls(**MODEL, server=server.url, api_key=KEY, **kw)
+
+
+def _painted(scene, volume, masks, slices):
+    keep = np.zeros(volume.array.shape, bool)
+    keep[list(slices)] = True
+    return add_segmentation(scene, {n: m & keep for n, m in masks.items()}, volume.ijk_to_ras)
+
+
+def _predicted(result, volume_node):
+    masks = segment_masks(result.output_node, volume_node)
+    return {name: masks[name] for name in masks}
+
+
+def test_segment_fit_refit_apply_through_the_server_is_voxel_identical(a_slicer_app, server, ct):
+    """Fit, paint one more slice and refit, then apply the saved probe: the same segments either way."""
+    scene, (volume, masks) = a_slicer_app.scene, ct
+    node = volume_nodes.create_volume_node(scene, volume, name="abdomen")
+    painted = _painted(scene, volume, masks, (3, 11))
+    local, remote = _logics(FewShotSegmentLogic, server)
+    here, there = local.run(node, painted), remote.run(node, painted)
+    assert there.output_node.GetID() != here.output_node.GetID()
+    first = _predicted(here, node)
+    assert first.keys() == _predicted(there, node).keys() == set(masks)
+    for name, mask in _predicted(there, node).items():
+        assert np.array_equal(mask, first[name]), name
+    assert any(m.any() for m in first.values())
+    assert remote.server.hashed == 1
+
+    # the user paints one more slice: a refit sends only labels (the CT is hashed once for this node state)
+    add_segmentation(scene, {"organ_a": masks["organ_a"] & _slab(volume, 7)}, volume.ijk_to_ras, node=painted)
+    here2 = local.run(node, painted, output_node=here.output_node)
+    there2 = remote.run(node, painted, output_node=there.output_node)
+    again = _predicted(there2, node)
+    for name, mask in _predicted(here2, node).items():
+        assert np.array_equal(again[name], mask), name
+    assert remote.server.hashed == 1
+    xml = _scene_xml(scene)
+    assert "abdomen" in xml and KEY not in xml  # the key is held by the logic, never written to the scene
+    assert remote.server.client.connection.transfer.sent < volume.array.nbytes  # one compressed upload
+
+    # apply the fitted probe to the CT as a new segmentation
+    applied_here = local.apply_probe(node, local.last_probe)
+    applied_there = remote.apply_probe(node, remote.last_probe)
+    from_server = _predicted(applied_there, node)
+    for name, mask in _predicted(applied_here, node).items():
+        assert np.array_equal(from_server[name], mask), name
+
+
+def _scene_xml(scene) -> str:
+    """The scene as a .mrml file would hold it."""
+    scene.SetSaveToXMLString(1)
+    scene.Commit()
+    try:
+        return scene.GetSceneXMLString()
+    finally:
+        scene.SetSaveToXMLString(0)
+
+
+def _slab(volume, k):
+    out = np.zeros(volume.array.shape, bool)
+    out[k] = True
+    return out
+
+
+def test_features_through_the_server_are_identical(a_slicer_app, server, ct):
+    node = volume_nodes.create_volume_node(a_slicer_app.scene, ct[0], name="abdomen")
+    local, remote = _logics(FeaturesLogic, server)
+    here, there = local.extract(node, cache=False), remote.extract(node, cache=False)
+    assert np.array_equal(here.patch, there.patch)
+    assert np.array_equal(here.grid_to_ras, there.grid_to_ras)
+    before = node_ids(a_slicer_app.scene)
+    pca = remote.show_pca(there, node)
+    assert node_ids(a_slicer_app.scene) - before == {pca.GetID(), pca.GetDisplayNodeID()}
+
+
+def test_localise_through_the_server_gives_the_same_landmarks(a_slicer_app, server, ct):
+    """A reference CT with three points, a shifted copy as target: the same predicted points, both ways."""
+    scene, volume = a_slicer_app.scene, ct[0]
+    ref = volume_nodes.create_volume_node(scene, volume, name="reference")
+    ijk = np.array(list(POINTS_IJK.values()), np.float64)
+    ras = ijk @ volume.ijk_to_ras[:3, :3].T + volume.ijk_to_ras[:3, 3]
+    points = markups_nodes.write_points_node(
+        scene, PointList(list(POINTS_IJK), ras, name="ref"), "ref points"
+    )
+    m = volume.ijk_to_ras.copy()
+    m[:3, 3] += SHIFT_MM
+    target = volume_nodes.create_volume_node(scene, Volume(volume.array.copy(), m, "target"), name="target")
+    local, remote = _logics(LocalisationLogic, server)
+    here = markups_nodes.points_from_node(local.run(target, [(ref, points)]).node)
+    there = markups_nodes.points_from_node(remote.run(target, [(ref, points)]).node)
+    assert here.names == there.names == list(POINTS_IJK)
+    assert np.array_equal(here.ras, there.ras)
+
+
+def test_query_through_the_server_ranks_the_same(a_slicer_app, server, ct, tmp_path):
+    """The same three scene volumes added to a local library and to the server's: same hits, same scores."""
+    scene, volume = a_slicer_app.scene, ct[0]
+    rng = np.random.default_rng(3)
+    nodes = [volume_nodes.create_volume_node(scene, volume, name="case_a")]
+    flipped = Volume(np.ascontiguousarray(volume.array[:, ::-1]), volume.ijk_to_ras, "b")
+    nodes.append(volume_nodes.create_volume_node(scene, flipped, name="case_b"))
+    noisy = Volume(
+        volume.array + rng.normal(0, 200, volume.array.shape).astype(np.float32), volume.ijk_to_ras
+    )
+    nodes.append(volume_nodes.create_volume_node(scene, noisy, name="case_c"))
+    local, remote = _logics(RetrievalLogic, server)
+    library = tmp_path / "lib"
+    assert not local.add_volume_nodes(library, nodes).failed
+    added = remote.add_volume_nodes("scene", nodes)
+    assert [r.case_id for r in added.added] == ["case_a", "case_b", "case_c"]
+    query = volume_nodes.create_volume_node(scene, Volume(volume.array[1:], volume.ijk_to_ras), name="query")
+    here, there = local.run_query(library, query, k=3), remote.run_query("scene", query, k=3)
+    assert [h.case_id for h in there.hits] == [h.case_id for h in here.hits]
+    assert [h.score for h in there.hits] == pytest.approx([h.score for h in here.hits], abs=1e-6)
+    assert here.hits[0].case_id == "case_a"
+    with pytest.raises(Exception, match="not available"):  # a server's case is not on this computer
+        remote.load_hit(scene, there.hits[0])
+
+
+@pytest.mark.parametrize("where", ["wrong key", "unreachable"])
+def test_a_refused_key_or_absent_server_leaves_the_scene_as_it_was(a_slicer_app, server, ct, where):
+    scene, (volume, masks) = a_slicer_app.scene, ct
+    node = volume_nodes.create_volume_node(scene, volume, name="abdomen")
+    painted = _painted(scene, volume, masks, (3, 11))
+    url = server.url if where == "wrong key" else f"http://127.0.0.1:{free_port()}"
+    error = KeyRefusedError if where == "wrong key" else ServerUnreachableError
+    before = node_ids(scene)
+    logic = FewShotSegmentLogic(**MODEL, server=url, api_key="not-a-key")
+    with pytest.raises(error) as caught:
+        logic.run(node, painted)
+    message = str(caught.value)
+    assert ("refused the API key" in message) if where == "wrong key" else ("cannot be reached" in message)
+    assert "\n" not in message
+    with pytest.raises(error):
+        FeaturesLogic(**MODEL, server=url, api_key="not-a-key").run(node)
+    assert node_ids(scene) == before
+    assert painted.GetSegmentation().GetNumberOfSegments() == 2
+
+
+def test_report_through_the_server_drafts_the_same_text(a_slicer_app, server, ct):
+    """Two segmented organs (one of them edited into two pieces) and an empty segment: the same draft."""
+    scene, (volume, masks) = a_slicer_app.scene, ct
+    node = volume_nodes.create_volume_node(scene, volume, name="abdomen")
+    organs = dict(masks)
+    organs["organ_b"] = organs["organ_b"] & ~_slab(volume, 8)
+    organs["empty"] = np.zeros(volume.array.shape, bool)
+    seg = add_segmentation(scene, organs, volume.ijk_to_ras)
+    local, remote = _logics(ReportLogic, server)
+    here = local.run(node, segmentation_nodes=[seg])
+    there = remote.run(node, segmentation_nodes=[seg])
+    assert "organ_a" in here.text_node.GetText()
+    assert there.text_node.GetText() == here.text_node.GetText()
+    assert [s.to_dict() for s in there.draft.sentences] == [s.to_dict() for s in here.draft.sentences]
+    assert there.draft.warnings == here.draft.warnings and "empty" in " ".join(here.draft.warnings)
+    assert there.text_node.GetID() != here.text_node.GetID()
+    with pytest.raises(InputError, match="run on this computer"):
+        remote.run(node, probes=["findings.json"])
