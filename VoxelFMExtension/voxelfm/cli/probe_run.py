@@ -53,7 +53,7 @@ def run_fit(args: argparse.Namespace) -> int:
     plan = _fit_outputs(args, manifest)
     bar = TqdmProgress("features")
     try:
-        result = _pipeline(args).fit(args.task, manifest, config, bar)
+        result = _pipeline(args).fit(args.task, manifest, config, progress=bar)
     finally:
         bar.close()
     st, js = save_probe(result.probe, args.out)

@@ -87,8 +87,9 @@ class ProbePipeline(FeaturePipeline):
         task: str,
         manifest: Manifest,
         config: ProbeConfig,
-        progress: ProgressFn | None = None,
+        *,
         cancel: CancelFlag | None = None,
+        progress: ProgressFn = no_progress,
     ) -> FitResult:
         """Features of the manifest's images -> a probe fitted (and cross-validated) on them, recording our
         backbone, its preprocessing and the extraction settings; bad targets fail before any extraction."""
