@@ -101,8 +101,4 @@ def test_cache_serves_nothing_across_precision_or_preprocessing(volume, runs, tm
         assert len(runs) == 1, f"preprocessing {changed} must recompute the features"
         differs = got.patch.shape != fp32.patch.shape or not np.allclose(got.patch, fp32.patch)
         assert differs, f"preprocessing {changed} must change the features"
-        assert got.preprocess == _jsonable(changed)
-
-
-def _jsonable(cfg: PreprocessConfig) -> dict:
-    return extract._jsonable(dataclasses.asdict(cfg))
+        assert got.preprocess == changed.to_dict() and PreprocessConfig.from_dict(got.preprocess) == changed

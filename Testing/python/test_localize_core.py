@@ -222,7 +222,7 @@ def test_references_from_different_backbones_are_refused(small_ref, tmp_path):
         transfer(small_ref, [one, two], planted_access(seed=1, model={"id": "model-a", "sha256": "a" * 64}))
     # a saved template keeps its backbone: used with another model it is refused too
     again = LandmarkTemplate.load(one.save(tmp_path / "t.npz"))
-    with pytest.raises(InputError, match="built with model-a.*model in use is model-b"):
+    with pytest.raises(InputError, match="built with 'model-a'.*model in use is 'model-b'"):
         transfer(small_ref, [again], planted_access(seed=2, model={"id": "model-b", "sha256": "b" * 64}))
 
 
@@ -234,12 +234,33 @@ def test_template_file_round_trip(small_ref, tmp_path):
         small_ref, p, planted_access(), TransferConfig(feature_spacing_mm=SPACING, refine="ncc")
     )
     back = LandmarkTemplate.load(t.save(tmp_path / "t.npz"))
-    assert back.names == ["x", "y"] and back.settings_key() == t.settings_key() and back.model == t.model
+    assert (
+        back.names == ["x", "y"] and back.settings_key() == t.settings_key() and back.backbone == t.backbone
+    )
     np.testing.assert_array_equal(back.coarse, t.coarse)
     np.testing.assert_array_equal(back.cubes, t.cubes)
     (tmp_path / "bad.npz").write_bytes(b"not a template")
     with pytest.raises(InputError, match="not a readable landmark template"):
         LandmarkTemplate.load(tmp_path / "bad.npz")
+
+
+def test_a_template_saved_with_its_backbone_under_model_still_loads(small_ref, tmp_path):
+    """Templates saved before the one backbone record named it ``model``; they keep loading (and checking)."""
+    import json
+
+    p = PointList(["x"], ijk_to_ras_points(small_ref.ijk_to_ras, np.array([[8.0, 8.0, 6.0]])))
+    path = build_template(small_ref, p, planted_access(), TransferConfig(feature_spacing_mm=SPACING)).save(
+        tmp_path / "t.npz"
+    )
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    meta["model"] = meta.pop("backbone")
+    np.savez(tmp_path / "old.npz", meta=np.array(json.dumps(meta)), **arrays)
+    old = LandmarkTemplate.load(tmp_path / "old.npz")
+    assert old.backbone["sha256"] == "0" * 64
+    with pytest.raises(InputError, match="built with 'planted'.*model in use is 'model-b'"):
+        transfer(small_ref, [old], planted_access(seed=2, model={"id": "model-b", "sha256": "b" * 64}))
 
 
 def test_torch_threads_untouched():

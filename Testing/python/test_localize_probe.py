@@ -94,7 +94,7 @@ def test_probe_bad_uses_are_refused(tmp_path):
     pipe = PlantedPipeline(model={"id": "model-a", "sha256": "a" * 64})
     probe = pipe.fit_probe(train, ProbeConfig(feature_spacing_mm=SPACING, steps=5))
     other = PlantedPipeline(seed=3, model={"id": "model-b", "sha256": "b" * 64})
-    with pytest.raises(InputError, match="fitted on model-a.*model in use is model-b"):
+    with pytest.raises(InputError, match="fitted on 'model-a'.*model in use is 'model-b'"):
         other.apply_probe(train[0].volume, probe)
     with pytest.raises(InputError, match="No annotated scans"):
         pipe.fit_probe([], ProbeConfig())

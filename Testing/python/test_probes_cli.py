@@ -97,14 +97,14 @@ def test_fit_and_apply_probe_end_to_end(workspace, capsys):
     # the table agrees with the probe applied in Python to the same (cached) features
     from voxelfm.features.extract import extract_features
     from voxelfm.imaging.io import read_volume
+    from voxelfm.imaging.preprocess import PreprocessConfig
     from voxelfm.model.loading import load_backbone
     from voxelfm.probes import load_probe
-    from voxelfm.probes.pipeline import preprocess_from_dict
 
     p = load_probe(probe)
     model = load_backbone(root / "tiny")
     feats = [
-        extract_features(read_volume(i), model, preprocess_from_dict(p.preprocess), device="cpu")
+        extract_features(read_volume(i), model, PreprocessConfig.from_dict(p.preprocess), device="cpu")
         for i in images
     ]
     expected = p.predict(feats)

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from probe_synth import planted
 
-from voxelfm.errors import CheckpointError, InputError
+from voxelfm.errors import InputError
+from voxelfm.features.identity import BackboneMismatchError
 from voxelfm.probes import ProbeConfig, fit_probe
 from voxelfm.probes.manifest import read_manifest
-from voxelfm.probes.pipeline import check_backbone
+from voxelfm.probes.pipeline import check_probe_backbone
 
 FEATS, Z = planted(n=30, c=8, amp=3.0, seed=0)
 CFG = ProbeConfig(n_bootstrap=0, knn_k=0, folds=3, pooling="cls")
@@ -147,6 +148,6 @@ def test_bad_config_and_features():
 def test_backbone_mismatch_is_refused():
     probe = fit_probe("classification", FEATS, (Z[:, 0] > 0).astype(int), CFG).probe
     probe.backbone = {"id": "voxelfm-a", "revision": "1", "sha256": "a" * 64}
-    check_backbone(probe, {"id": "/some/path/voxelfm-a", "sha256": "a" * 64})  # same weights: fine
-    with pytest.raises(CheckpointError, match="fitted on features of model 'voxelfm-a'"):
-        check_backbone(probe, {"id": "other", "sha256": "b" * 64})
+    check_probe_backbone(probe, {"id": "/some/path/voxelfm-a", "sha256": "a" * 64})  # same weights: fine
+    with pytest.raises(BackboneMismatchError, match="fitted on features of model 'voxelfm-a'"):
+        check_probe_backbone(probe, {"id": "other", "sha256": "b" * 64})

@@ -12,7 +12,8 @@ import pytest
 import torch
 from report_cases import FINDINGS, findings_workspace, planted_ct
 
-from voxelfm.errors import CheckpointError, InputError
+from voxelfm.errors import InputError
+from voxelfm.features.identity import BackboneMismatchError
 from voxelfm.features.spec import ModelSpec
 from voxelfm.report.pipeline import ReportPipeline
 from voxelfm.report.template_files import load_template, template_from_dict
@@ -60,14 +61,15 @@ def test_planted_probe_drives_its_sentence_on_and_off(workspace):
 
 
 def test_probe_probability_is_the_probe_output(workspace):
-    from voxelfm.probes.pipeline import preprocess_from_dict
     from voxelfm.probes.probe_file import load_probe
 
     volume = planted_ct(True, True, seed=102)
     draft = _pipeline(workspace).draft(volume, probes=[workspace["probe"]])
     probe = load_probe(workspace["probe"])
     spec = ModelSpec(str(workspace["model"]), device="cpu")
-    feats = workspace["service"].features(volume, spec, preprocess=preprocess_from_dict(probe.preprocess))
+    feats = workspace["service"].features(
+        volume, spec, preprocess=_pipeline(workspace).preprocess_for(spec, probe.preprocess)
+    )
     expected = dict(zip(FINDINGS, probe.predict_one(feats), strict=True))
     got = {
         e["finding"]: e["probability"] for s in draft.sentences for e in s.evidence if e["kind"] == "probe"
@@ -112,7 +114,7 @@ def test_bad_inputs_are_clear_errors(workspace, tmp_path):
     volume = planted_ct(False, False, seed=104)
     with pytest.raises(InputError, match="Nothing to draft a report from"):
         _pipeline(workspace).draft(volume)
-    with pytest.raises(CheckpointError, match="fitted on features of model"):
+    with pytest.raises(BackboneMismatchError, match="fitted on features of model"):
         _pipeline(workspace, model=workspace["other"]).draft(volume, probes=[workspace["probe"]])
     regression = load_probe(workspace["probe"])
     regression.task, regression.kind = "regression", "regression"

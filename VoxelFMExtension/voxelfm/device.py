@@ -29,7 +29,10 @@ from pathlib import Path
 
 import torch
 
+from .errors import InputError
 from .features.spec import PRECISIONS
+from .files.atomic import atomic_write_text
+from .files.locations import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +42,6 @@ MIN_BF16_SPEEDUP = 1.25  # the micro-benchmark's bf16/fp32 throughput ratio that
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) != "auto":
-        from .errors import InputError
-
         try:
             dev = torch.device(device)
         except (RuntimeError, ValueError) as exc:
@@ -157,8 +158,6 @@ def measure_bf16_speedup(size: int = 512, reps: int = 5) -> float:
 
 
 def _benchmark_cache_file() -> Path:
-    from .files.locations import cache_root
-
     return cache_root() / "device" / "cpu_bf16.json"
 
 
@@ -169,8 +168,6 @@ def _machine_key() -> str:
 
 def _benchmarked_support() -> Bf16Support:
     """The micro-benchmark's answer, measured once per CPU model + torch version and kept in the cache."""
-    from .files.atomic import atomic_write_text
-
     path, key = _benchmark_cache_file(), _machine_key()
     cached: dict = {}
     with contextlib.suppress(OSError, ValueError):
@@ -217,8 +214,6 @@ def _warn_slow_bf16(reason: str) -> None:
 def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
     """'fp32' or 'bf16': what ``precision`` (auto | fp32 | bf16) means on ``device`` (see the module doc)."""
     if precision not in PRECISIONS:
-        from .errors import InputError
-
         raise InputError(f"Unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}.")
     dev = pick_device(device) if str(device) == "auto" else torch.device(device)
     if precision == "fp32":

@@ -32,7 +32,7 @@ class TqdmProgress:
     """Adapter from progress(fraction, message) to a tqdm bar (headless use)."""
 
     def __init__(self, desc: str = "", disable: bool | None = None) -> None:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # headless bars only; `voxelfm --help` and Slicer never load tqdm
 
         self._bar = tqdm(
             total=1000, desc=desc, disable=disable, bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}"

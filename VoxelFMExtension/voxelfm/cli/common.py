@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import inspect
 import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import EllipsisType, ModuleType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
+from ..features.spec import FeatureOptions, ModelSpec
 from ..features.tiling import default_max_tokens
 from . import options
-
-if TYPE_CHECKING:
-    from ..features.spec import FeatureOptions, ModelSpec
 
 log = logging.getLogger("voxelfm")
 
@@ -82,7 +81,6 @@ def add_model_and_feature_args(p: argparse.ArgumentParser) -> None:
 
 def spec_from_args(args: argparse.Namespace):
     """The ModelSpec a command's --model/--device/--precision/--max-tokens describe."""
-    from ..features.service import ModelSpec
 
     return ModelSpec(
         model=args.model or "",
@@ -94,8 +92,6 @@ def spec_from_args(args: argparse.Namespace):
 
 
 def feature_options_from_args(args: argparse.Namespace):
-    from ..features.spec import FeatureOptions
-
     return FeatureOptions(
         crop_background=bool(args.crop_background),
         max_patches=args.max_patches,
@@ -177,3 +173,15 @@ def commands_of(module: ModuleType) -> list[Command]:
     """The sub-commands a module declares with `command`, in declaration order."""
     found = (getattr(value, "command", None) for value in vars(module).values())
     return [c for c in found if isinstance(c, Command) and c.arguments.__module__ == module.__name__]
+
+
+def deferred(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    """The handler ``name`` of ``voxelfm.cli.<module>``, imported when its command runs: every command module is
+    imported for `voxelfm --help`, so the handlers (which import torch and the pipelines, about 1 s) live in
+    the ``*_run`` modules, whose imports are at their top."""
+
+    def run(args: argparse.Namespace) -> int:
+        return getattr(importlib.import_module(f"{__package__}.{module}"), name)(args)
+
+    run.__qualname__ = f"{module}.{name}"
+    return run

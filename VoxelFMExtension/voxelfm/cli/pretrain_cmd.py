@@ -5,56 +5,15 @@ from __future__ import annotations
 import argparse
 
 from . import options
-from .common import command
-from .outputs import add_overwrite_arg, output_plan
+from .common import command, deferred
+from .outputs import add_overwrite_arg
 
 # What a pretraining run and a hub export write at the top of their folders (files.run_folder).
 RUN_ENTRIES = ("config.yaml", "metrics.jsonl", "loss.png", "checkpoints", "backbone")
 HUB_ENTRIES = ("model.safetensors", "config.json", "README.md")
 
 
-def _checked_plan(args: argparse.Namespace):
-    """The config (validated) and the run folders (refusing foreign files), before any data or model work."""
-    from ..pretrain.config import load_config
-    from ..pretrain.data import discover_sources
-
-    config = load_config(args.config, args.overrides)
-    plan = output_plan(args).input(args.data, args.config, *discover_sources(args.data))
-    plan.run_folder(args.out, "pretrain", RUN_ENTRIES, "--out")
-    if args.export_hub:
-        plan.run_folder(args.export_hub, "hub-export", HUB_ENTRIES, "--export-hub")
-    plan.check()
-    return config, plan
-
-
-def _handler(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..pretrain.trainer import run_pretraining
-
-    config, plan = _checked_plan(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    plan.claim_folders()
-    result = run_pretraining(
-        data=args.data,
-        config=config,
-        out=args.out,
-        steps=args.steps,
-        resume=args.resume,
-        device=args.device,
-        export_hub=args.export_hub,
-        show_bar=not args.no_progress,
-    )
-    if result.backbone_dir is not None:
-        loss = "n/a" if result.last_loss is None else f"{result.last_loss:.4f}"
-        print(
-            f"steps {result.start_step}->{result.final_step}, last loss {loss}; backbone: {result.backbone_dir}"
-        )
-    return 0
-
-
-@command("pretrain", _handler)
+@command("pretrain", deferred("pretrain_run", "_handler"))
 def arguments(p: argparse.ArgumentParser) -> None:
     """pretrain a VoxelFM backbone (DINO + iBOT + KoLeo) on CT volumes
 

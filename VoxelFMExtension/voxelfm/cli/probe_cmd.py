@@ -3,183 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import sys
-from pathlib import Path
 
-from ..files import file_kinds as kinds
 from . import options
-from .common import add_model_and_feature_args, command, log, spec_and_options
-from .outputs import add_overwrite_arg, output_plan
+from .common import add_model_and_feature_args, command, deferred
+from .outputs import add_overwrite_arg
 
 POOLINGS = ("cls", "mean", "cls+mean", "registers", "cls+registers", "all", "tokens", "tokens+cls")
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
 
 
-def _pipeline(args: argparse.Namespace):
-    from ..probes.pipeline import ProbePipeline
-
-    spec, feature_options = spec_and_options(args)
-    return ProbePipeline(spec, options=feature_options)
-
-
-def _probe_backbone(pipeline, probe):
-    """Load the model a probe is applied with (its own backbone unless --model names one), saying which failed."""
-    from ..errors import VoxelFMError
-
-    spec = pipeline.spec_for(probe)
-    try:
-        return pipeline.service.backbone(spec)
-    except VoxelFMError as exc:
-        if pipeline.spec.model:
-            raise
-        raise type(exc)(
-            f"Cannot load the probe's backbone {spec.model!r} ({exc}). Pass --model with that checkpoint."
-        ) from exc
-
-
-def run_fit(args: argparse.Namespace) -> int:
-    if args.task == "localisation":  # landmarks (manifest: image, points): voxelfm.cli.localize_cmd
-        from .localize_cmd import run_fit_localisation
-
-        return run_fit_localisation(args)
-    import dataclasses
-
-    from ..features.extract import model_identity
-    from ..probes.config import ProbeConfig
-    from ..probes.evaluate import headline
-    from ..probes.fit import fit_probe_inputs
-    from ..probes.manifest import read_manifest
-    from ..probes.probe_file import save_probe
-    from ..probes.report import write_report
-    from ..probes.targets import encode_targets
-    from ..progress import TqdmProgress
-
-    config = ProbeConfig(
-        head=args.head,
-        pooling=args.pooling,
-        folds=args.folds,
-        max_epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        patience=args.patience,
-        class_weights=args.class_weights,
-        knn_k=args.knn_k,
-        n_bootstrap=args.bootstrap,
-        seed=args.seed,
-    )
-    targets = [t.strip() for t in args.targets.split(",")] if args.targets else None
-    manifest = read_manifest(args.manifest, args.task, targets, args.time_column, args.event_column)
-    plan = _fit_outputs(args, manifest)
-    encode_targets(args.task, manifest.targets, manifest.target_names)  # bad targets fail before extraction
-    pipeline = _pipeline(args)
-    model = pipeline.service.backbone(pipeline.spec)
-    preprocess = pipeline.model_preprocess(pipeline.spec)
-    bar = TqdmProgress("features")
-    try:
-        inputs = pipeline.pooled_inputs(manifest.images, config.pooling, preprocess, bar)
-    finally:
-        bar.close()
-    result = fit_probe_inputs(
-        args.task,
-        inputs,
-        manifest.targets,
-        config,
-        target_names=manifest.target_names,
-        folds=manifest.folds,
-        split=manifest.split,
-        groups=manifest.groups,
-        backbone=model_identity(model),
-        preprocess=preprocess.to_dict() if hasattr(preprocess, "to_dict") else dataclasses.asdict(preprocess),
-    )
-    result.probe.training["feature_extraction"] = {"max_tokens": args.max_tokens, "overlap": args.overlap}
-    st, js = save_probe(result.probe, args.out)
-    rj, rp = write_report(result, args.out, manifest.ids)
-    name, value = headline(result.metrics)
-    ci = result.metrics.get(name, {}).get("ci95", [None, None])
-    knn = headline(result.metrics.get("knn_baseline", {}))[1]
-    log.info(
-        "%s (%s): %s = %s, 95%% CI %s; kNN baseline %s",
-        args.task,
-        result.metrics["evaluation"],
-        name,
-        _fmt(value),
-        "-".join(_fmt(c) for c in ci),
-        _fmt(knn),
-    )
-    log.info("wrote %s, %s, %s, %s", js, st, rj, rp)
-    plan.done()
-    return 0
-
-
-def _fit_outputs(args: argparse.Namespace, manifest):
-    """PROBE.safetensors/.json and PROBE.report.json/.png, checked against the manifest and its images."""
-    plan = output_plan(args).input(args.manifest, *manifest.images)
-    st, js = plan.probe_outputs(args.out, "--out", kind=kinds.COHORT_PROBE)
-    base = js.with_suffix("")
-    plan.output(base.with_name(base.name + ".report.json"), "--out (report)", kind=kinds.COHORT_PROBE_REPORT)
-    plan.output(
-        base.with_name(base.name + ".report.png"), "--out (report picture)", kind=kinds.COHORT_PROBE_PICTURE
-    )
-    return plan.check()
-
-
-def _fmt(v) -> str:
-    return "n/a" if v is None else f"{v:.3f}"
-
-
-def run_apply(args: argparse.Namespace) -> int:
-    from ..errors import InputError
-    from ..files.probe_paths import probe_paths
-    from ..probes.manifest import read_manifest
-    from ..probes.probe_file import load_probe
-    from ..progress import TqdmProgress
-
-    probe = load_probe(args.probe)
-    images: list = [Path(p) for p in args.images]
-    ids = [str(p) for p in images]
-    if args.manifest:
-        m = read_manifest(args.manifest, probe.task, need_targets=False)
-        images += m.images
-        ids += m.ids
-    if not images:
-        raise InputError("No images: give image paths or --manifest.")
-    missing = [str(p) for p in images if not Path(p).exists()]
-    if missing:
-        raise InputError(
-            f"Image(s) not found: {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else "")
-        )
-    plan = output_plan(args).input(*probe_paths(args.probe), args.manifest, *images)
-    if args.out:
-        plan.output(args.out, "--out", suffixes=TABLE_SUFFIXES, kind=kinds.PREDICTIONS)
-    plan.check()
-    pipeline = _pipeline(args)
-    _probe_backbone(pipeline, probe)
-    bar = TqdmProgress("features")
-    try:
-        outputs = pipeline.apply(probe, images, bar)
-    finally:
-        bar.close()
-    header = ["image", *probe.output_columns()]
-    rows = [[i, *r] for i, r in zip(ids, probe.table_rows(outputs), strict=True)]
-    delimiter = "," if args.out and args.out.lower().endswith(".csv") else "\t"
-    buf = io.StringIO()
-    w = csv.writer(buf, delimiter=delimiter, lineterminator="\n")
-    w.writerow(header)
-    for r in rows:
-        w.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in r])
-    if args.out:
-        from ..files.atomic import atomic_write_text
-
-        plan.written(atomic_write_text(Path(args.out), buf.getvalue()))
-        log.info("wrote %s (%d rows)", args.out, len(rows))
-    else:
-        sys.stdout.write(buf.getvalue())
-    return 0
-
-
-@command("fit-probe", run_fit)
+@command("fit-probe", deferred("probe_run", "run_fit"))
 def fit_arguments(p: argparse.ArgumentParser) -> None:
     """fit a classification / regression / survival probe from a manifest
 
@@ -235,7 +68,7 @@ def fit_arguments(p: argparse.ArgumentParser) -> None:
     add_model_and_feature_args(p)
 
 
-@command("apply-probe", run_apply)
+@command("apply-probe", deferred("probe_run", "run_apply"))
 def apply_arguments(p: argparse.ArgumentParser) -> None:
     """apply a probe to CT images; prints a table
 

@@ -13,62 +13,21 @@ With --json, stdout is a JSON list of {"case_id", "path", "score"} (+ "ras" for 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
+from ..retrieval.region_specs import parse_region_spec
 from . import options
-from .common import add_model_and_feature_args, add_series_arg, command, log, spec_and_options
-from .outputs import add_overwrite_arg, output_plan
-from .remote import add_server_arg, local_only, query_on_server, server_client
+from .common import add_model_and_feature_args, add_series_arg, command, deferred
+from .outputs import add_overwrite_arg
+from .remote import add_server_arg
 
 
 @options.validator
 def region_spec(text: str):
     """--roi, parsed at parse time (the geometry module loads only when the option is given)."""
-    from ..retrieval.region_specs import parse_region_spec
-
     return parse_region_spec(text)
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..imaging.io import read_volume
-    from ..progress import TqdmProgress
-    from ..retrieval.pipeline import RetrievalPipeline
-
-    local_only(args, thumbnails=args.thumbnails)
-    client = server_client(args)  # LIBRARY is then a library id of the server
-    plan = output_plan(args).input(None if client else args.library, args.image)
-    if args.thumbnails:
-        plan.run_folder(args.thumbnails, "query-thumbnails", ("hit*.png",), "--thumbnails")
-    plan.check().claim_folders()
-    volume = read_volume(args.image, series=args.series)
-    region = args.roi.region() if args.roi is not None else None
-    spec, feature_options = spec_and_options(args)
-    pipeline = RetrievalPipeline(spec, options=feature_options)
-    where = (lambda rec: rec.has_report) if args.with_reports else None
-    bar = TqdmProgress("query", disable=args.no_progress or None)
-    try:
-        result = (
-            query_on_server(client, args, volume, region, bar)
-            if client
-            else pipeline.query(args.library, volume, args.k, region, args.embedding, where, progress=bar)
-        )
-    finally:
-        bar.close()
-    if args.thumbnails:
-        written = pipeline.thumbnails(result, volume, args.thumbnails)
-        log.info("wrote %d thumbnail(s) to %s", len(written), args.thumbnails)
-    for warning in result.warnings:
-        log.warning("%s", warning)
-    if args.json:
-        sys.stdout.write(json.dumps(result.to_json()) + "\n")
-    else:
-        sys.stdout.write(result.table() + "\n")
-    sys.stdout.flush()
-    return 0
-
-
-@command("query", run)
+@command("query", deferred("query_run", "run"))
 def arguments(p: argparse.ArgumentParser) -> None:
     """find the most similar cases of a library (whole volume or a region)"""
     p.add_argument("library", help="case library folder (see `voxelfm index add`)")

@@ -16,7 +16,11 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ..files.locations import cache_root
+from .identity import IDENTITY_KEYS
+from .volume_features import FEATURES_FORMAT_VERSION, VolumeFeatures
 
 if TYPE_CHECKING:
     from .volume_features import VolumeFeatures
@@ -32,12 +36,10 @@ class FeatureCache:
     def key(
         volume_hash: str, model: dict[str, Any], preprocess: dict[str, Any], extraction: dict[str, Any]
     ) -> str:
-        from .volume_features import FEATURES_FORMAT_VERSION
-
         payload = {
             "v": FEATURES_FORMAT_VERSION,
             "volume": volume_hash,
-            "model": {k: model.get(k) for k in ("id", "revision", "sha256")},
+            "model": {k: model.get(k) for k in IDENTITY_KEYS},
             "preprocess": preprocess,
             "extraction": extraction,
         }
@@ -49,8 +51,6 @@ class FeatureCache:
 
     def get(self, key: str) -> VolumeFeatures | None:
         """The cached features, or None (a miss) when absent or unreadable; an unreadable entry is removed."""
-        from .volume_features import VolumeFeatures
-
         p = self.path(key)
         if not p.is_file():
             return None
@@ -78,8 +78,6 @@ class FeatureCache:
 
 def _check_entry(feats: VolumeFeatures) -> None:
     """ValueError unless the entry has the shapes and finite values features always have."""
-    import numpy as np
-
     c = feats.cls.shape[-1] if feats.cls.ndim == 1 else -1
     if c < 1 or feats.patch.ndim != 4 or feats.patch.shape[-1] != c or feats.registers.shape[-1:] != (c,):
         raise ValueError("inconsistent array shapes")

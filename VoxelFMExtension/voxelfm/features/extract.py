@@ -7,10 +7,9 @@ maps patch-cell centres (i along W', j along H', k along D') to RAS mm.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch
 
 from ..device import autocast_for, pick_device, resolve_precision
 from ..errors import InputError
+from ..imaging.preprocess import PreprocessConfig, prepare
 from ..imaging.resample import patch_grid_to_ras
 from ..imaging.volume import Volume
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
@@ -30,8 +30,6 @@ log = logging.getLogger(__name__)
 
 def default_preprocess_for(model: torch.nn.Module):
     """The preprocessing the model was trained with (from its config), else the reference defaults."""
-    from ..imaging.preprocess import PreprocessConfig
-
     return PreprocessConfig.from_dict(
         getattr(model, "preprocess_defaults", {}) or {}, orientation="canonical"
     )
@@ -47,6 +45,9 @@ def model_identity(model: torch.nn.Module) -> dict[str, Any]:
             h.update(v.detach().cpu().float().numpy().tobytes())
         info.setdefault("id", "in-memory")
         info["sha256"] = h.hexdigest()
+    cfg = getattr(model, "cfg", None)
+    if cfg is not None and hasattr(cfg, "to_dict"):
+        info["config"] = cfg.to_dict()
     return info
 
 
@@ -67,8 +68,6 @@ def extract_features(
     ``precision`` (auto | fp32 | bf16) is resolved for the device first (``device.resolve_precision``) and the
     resolved value is part of the cache key and of ``extraction``: fp32 and bf16 features never mix.
     """
-    from ..imaging.preprocess import prepare
-
     progress = progress or no_progress
     dev, resolved, max_tokens = _run_settings(device, precision, max_tokens)
     cfg = preprocess if preprocess is not None else default_preprocess_for(model)
@@ -79,7 +78,7 @@ def extract_features(
         key = store.key(
             volume.content_hash(),
             ident,
-            dataclasses.asdict(cfg),
+            cfg.to_dict(),
             {"max_tokens": max_tokens, "overlap": overlap, "precision": resolved},
         )
         hit = store.get(key)
@@ -104,7 +103,7 @@ def extract_features(
     feats.prepared_to_ras = np.asarray(prepared.prepared_to_ras, dtype=np.float64)
     feats.prepared_shape = tuple(int(s) for s in prepared.array.shape)
     feats.model = ident
-    feats.preprocess = _jsonable(dataclasses.asdict(cfg))
+    feats.preprocess = cfg.to_dict()
     if store is not None and key is not None:
         store.put(key, feats)
     progress(1.0, "features ready")
@@ -124,8 +123,6 @@ def forward_prepared(
 ) -> VolumeFeatures:
     """Run the backbone over a prepared, normalised [D,H,W] array (tiled when over ``max_tokens``; None = the
     machine's default budget, ``tiling.default_max_tokens``)."""
-    import time
-
     progress = progress or no_progress
     dev, resolved, max_tokens = _run_settings(device, precision, max_tokens)
     model = model.to(dev).eval()
@@ -189,7 +186,3 @@ def _run_settings(
     dev = pick_device(device)
     budget = default_max_tokens() if max_tokens is None else int(max_tokens)
     return dev, resolve_precision(precision, dev), budget
-
-
-def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(d, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))

@@ -13,18 +13,21 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import torch
 
+from ..device import pick_device
+from ..hub.download import resolve_default_model
+from ..imaging.preprocess import PreprocessConfig
 from ..imaging.volume import Volume
 from ..lazy import ProcessWide
+from ..model import loading
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
+from .extract import default_preprocess_for, extract_features
+from .request import FeaturesRequest
 from .spec import FeatureOptions, ModelSpec, is_model_path
 from .volume_features import VolumeFeatures
-
-if TYPE_CHECKING:
-    from ..imaging.preprocess import PreprocessConfig
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +36,6 @@ def resolve_reference(model: str) -> tuple[str, str]:
     """(registry id or absolute path, why): the default policy for "", a normalised path for a path."""
     reference = (model or "").strip()
     if not reference:
-        from ..hub.download import resolve_default_model
-
         resolved, why = resolve_default_model()
         return resolved.id, why
     path = Path(reference).expanduser()
@@ -66,8 +67,6 @@ class FeatureService:
         return reference, why
 
     def _key(self, spec: ModelSpec) -> tuple[tuple[str, str, str, str | None], str]:
-        from ..device import pick_device
-
         reference, why = self.resolve(spec)
         return (reference, str(pick_device(spec.device)), spec.precision, spec.config), why
 
@@ -77,9 +76,7 @@ class FeatureService:
         with self._lock:
             model = self._models.get(key)
             if model is None:
-                loader = self._loader
-                if loader is None:
-                    from ..model.loading import load_backbone as loader
+                loader = self._loader or loading.load_backbone  # looked up now: tests spy on it
                 log.info("model: %s (%s)", key[0], why)
                 model = loader(key[0], config=key[3], device=key[1])
                 self._models[key] = model
@@ -97,8 +94,6 @@ class FeatureService:
         cancel: CancelFlag | None = None,
     ) -> VolumeFeatures:
         """Features of ``volume`` (served from the disk cache when the same request was made before)."""
-        from .extract import extract_features
-
         progress = progress or no_progress
         check_cancel(cancel)
         progress(0.0, "loading the model")
@@ -180,10 +175,22 @@ class FeaturePipeline:
             cancel,
         )
 
+    def run(
+        self, request: FeaturesRequest, progress: ProgressFn | None = None, cancel: CancelFlag | None = None
+    ) -> VolumeFeatures:
+        """A features request (the CLI's and the server's form) with our model and options."""
+        preprocess = self.preprocess_for(self.spec, request.preprocess)
+        return self.volume_features(request.volume, None, preprocess, progress, cancel, request.cache)
+
+    def preprocess_for(self, spec: ModelSpec, recorded: dict[str, Any] | None) -> PreprocessConfig:
+        """The preprocessing a probe or run recorded (applied exactly as it was fitted), else the model's own
+        with our options: the one reading of a preprocessing record (``PreprocessConfig.to_dict`` writes it)."""
+        if recorded:
+            return PreprocessConfig.from_dict(recorded)
+        return self.model_preprocess(spec)
+
     def model_preprocess(self, spec: ModelSpec) -> PreprocessConfig:
         """The model's own preprocessing with our background crop, patch budget and orientation."""
-        from .extract import default_preprocess_for
-
         cfg = default_preprocess_for(self.service.backbone(spec))
         return dataclasses.replace(
             cfg,

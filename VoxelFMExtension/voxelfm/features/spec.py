@@ -6,7 +6,9 @@ Torch-free on purpose: the Slicer model panel builds these before torch is insta
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+from .identity import model_for
 from .tiling import default_max_tokens
 
 # The one table of device and precision choices (CLI options, model panel, device policy); "cuda:N" also
@@ -35,6 +37,10 @@ class ModelSpec:
 
     def with_model(self, model: str) -> ModelSpec:
         return ModelSpec(model, self.device, self.precision, self.max_tokens, self.config)
+
+    def for_record(self, record: Any) -> ModelSpec:
+        """This spec, with the backbone a probe/run recorded when it names no model (``identity.model_for``)."""
+        return self if self.model else self.with_model(model_for("", record))
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..files.atomic import atomic_savez
 
 FEATURES_FORMAT_VERSION = 1
 
@@ -37,8 +38,6 @@ class VolumeFeatures:
 
     def save(self, path: str | Path) -> Path:
         """Write an .npz (atomic): arrays + a JSON ``meta`` entry."""
-        from ..files.atomic import atomic_savez
-
         meta = {
             "format_version": FEATURES_FORMAT_VERSION,
             "prepared_shape": list(self.prepared_shape),

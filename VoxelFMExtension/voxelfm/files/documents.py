@@ -66,7 +66,7 @@ def read_mapping(
 def _parser(syntax: str) -> tuple[Callable[[str], Any], type[Exception]]:
     """(parse, the error it raises on bad syntax); yaml is imported only for YAML files."""
     if syntax == "YAML":
-        import yaml
+        import yaml  # PyYAML only for .yaml documents (JSON needs none; this module is on torch-free paths)
 
         return yaml.safe_load, yaml.YAMLError
     return json.loads, json.JSONDecodeError

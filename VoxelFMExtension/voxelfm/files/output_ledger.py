@@ -26,6 +26,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from .integrity import sha256_of
 from .locations import cache_root
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,6 @@ def _record_path(entry: Path) -> Path:
 
 
 def _sha256(path: Path) -> str:
-    from .integrity import sha256_of
-
     return sha256_of(path, memo=False)
 
 

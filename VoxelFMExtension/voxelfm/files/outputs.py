@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from .file_kinds import describe_file
+from .integrity import sha256_of
 from .output_ledger import entry_path, own_output, record_output
 from .probe_paths import probe_paths
 from .run_folder import MARKER, claim_run_folder, foreign_entries, run_kind
@@ -162,8 +163,6 @@ class OutputPlan:
         if own is not None and (own.kind == out.kind or (own.legacy and own.by == self.by)):
             return []
         if out.same_sha256 and out.entry.is_file():
-            from .integrity import sha256_of
-
             if sha256_of(out.entry, memo=False) == out.same_sha256:
                 return []
         if own is not None:

@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import safetensors.torch
 import torch
+
+import voxelfm
 
 from ..errors import CheckpointError, IntegrityError
 from .atomic import atomic_write_group
@@ -79,8 +82,6 @@ def write_probe_files(
     ``meta`` holds the task's own fields plus ``backbone``, ``preprocessing`` and ``metrics`` (each a dict,
     empty when absent); the header fields and ``weights`` are filled in here.
     """
-    from safetensors.torch import save_file
-
     if task not in TASKS:
         raise ValueError(f"Unknown probe task {task!r}; expected one of {', '.join(TASKS)}.")
     clash = [k for k in _WRITER_FIELDS if k in meta]
@@ -92,7 +93,7 @@ def write_probe_files(
     header = _header(task, meta)
 
     def weights(tmp: Path) -> None:
-        save_file(flat, str(tmp), metadata=st_meta)
+        safetensors.torch.save_file(flat, str(tmp), metadata=st_meta)
         header["weights"] = {"file": st_path.name, "sha256": sha256_of(tmp, memo=False)}
 
     def text(tmp: Path) -> None:
@@ -110,8 +111,6 @@ def _cpu_tensor(value: Tensor) -> torch.Tensor:
 
 
 def _header(task: str, meta: Mapping[str, Any]) -> dict[str, Any]:
-    import voxelfm
-
     return {
         "type": FILE_TYPE,
         "format_version": FORMAT_VERSION,
@@ -135,8 +134,6 @@ def read_probe_files(
 
     ``meta`` is the validated JSON in the format-2 layout; tensors are torch tensors (numpy with ``as_numpy``).
     """
-    from safetensors.torch import load_file
-
     st_path, json_path = probe_paths(path)
     meta = read_probe_header(path, tasks)
     if not st_path.is_file():
@@ -147,7 +144,7 @@ def read_probe_files(
             "Re-create the probe."
         )
     try:
-        tensors = load_file(str(st_path))
+        tensors = safetensors.torch.load_file(str(st_path))
     except Exception as exc:  # safetensors raises several types for a corrupt file
         raise CheckpointError(
             f"Probe weights {st_path} cannot be read ({exc}); re-create the probe."

@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from fnmatch import fnmatchcase
 from pathlib import Path
 
+import voxelfm
+
 MARKER = ".voxelfm-run.json"
 # Temporary names our atomic writes use (``.NAME.<random>.tmp<suffix>``): left only by a killed process.
 _OUR_TEMP = re.compile(r"^\..+\.tmp(\.[A-Za-z0-9.]+)?$")
@@ -45,8 +47,6 @@ def foreign_entries(folder: str | os.PathLike, kind: str, names: Iterable[str]) 
 
 def claim_run_folder(folder: str | os.PathLike, kind: str) -> Path:
     """Create ``folder`` (if needed) and write its marker before anything else goes in; returns the folder."""
-    import voxelfm
-
     from .atomic import atomic_write_text  # numpy: not at CLI parse time
 
     folder = Path(folder)

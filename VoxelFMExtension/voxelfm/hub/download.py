@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from ..errors import CancelledError, InputError, ModelNotAvailableError, VoxelFMError
 from ..files.integrity import sha256_of, verify_file
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
-from .registry import ModelEntry, Registry, bundled_dir, load_registry
+from .registry import ModelEntry, Registry, bundled_dir, default_model_id, load_registry
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def hub_endpoint() -> str:
     endpoint = os.environ.get("HF_ENDPOINT", "").strip()
     if endpoint:
         return endpoint.rstrip("/")
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # huggingface_hub (~0.3 s) only when the hub is used
 
     return str(constants.ENDPOINT).rstrip("/")
 
@@ -149,7 +149,7 @@ def repo_cache_folder(repo_id: str) -> Path:
 
 
 def _cached_path(entry: ModelEntry, filename: str) -> Path | None:
-    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache  # as above: hub only when used
 
     found = try_to_load_from_cache(
         entry.hub_repo, filename, cache_dir=hf_cache_dir(), revision=entry.revision
@@ -282,7 +282,7 @@ def _file_progress(progress: ProgressFn, index: int, count: int, name: str) -> P
 
 def _tqdm_reporting(progress: ProgressFn, cancel: CancelFlag | None):
     """A tqdm class for huggingface_hub that reports bytes as progress and stops when ``cancel`` is set."""
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # a download bar only for headless downloads (the model panel has its own)
 
     class Reporting(tqdm):
         def __init__(self, *args, **kwargs):
@@ -311,7 +311,7 @@ def _download(
     progress: ProgressFn = no_progress,
     cancel: CancelFlag | None = None,
 ) -> Path:
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download  # as above: hub only when used
 
     extra = {}
     if "tqdm_class" in inspect.signature(hf_hub_download).parameters:  # huggingface_hub >= 0.25
@@ -465,8 +465,6 @@ def resolve_default_model(
 
     Integrity errors are never swallowed: a corrupt or replaced file must be seen, not silently replaced.
     """
-    from .registry import default_model_id
-
     reg = registry or load_registry()
     mid, reason = default_model_id(reg)
     if mid not in reg.models:  # VOXELFM_MODEL names a path

@@ -17,6 +17,8 @@ from typing import Any
 
 from ..errors import InputError
 from ..files.documents import read_mapping
+from ..files.integrity import sha256_of
+from .resources import resources_dir
 
 SOURCES = ("hub", "bundled")
 FORMATS = ("official-pth", "voxelfm-safetensors")
@@ -170,7 +172,6 @@ def registry_path() -> Path:
     env = os.environ.get("VOXELFM_MODELS_JSON")
     if env:
         return Path(env).expanduser()
-    from .resources import resources_dir
 
     return resources_dir() / "models.json"
 
@@ -204,7 +205,7 @@ def default_model_id(registry: Registry | None = None) -> tuple[str, str]:
     VOXELFM_MODEL wins. Otherwise the first entry of ``default_preference`` that is available (cached,
     bundled and present, or downloadable because we are not offline); the last entry is the fallback.
     """
-    from . import download as hub
+    from . import download as hub  # download imports this module at its top (a cycle)
 
     env = os.environ.get("VOXELFM_MODEL")
     if env:
@@ -231,7 +232,7 @@ def default_model_id(registry: Registry | None = None) -> tuple[str, str]:
 
 
 def _why_skipped(entry: ModelEntry) -> str:
-    from .download import hub_offline
+    from .download import hub_offline  # download imports this module at its top (a cycle)
 
     if entry.source == "hub":
         why = "HF_HUB_OFFLINE=1" if hub_offline() else "not downloadable"
@@ -245,8 +246,7 @@ def pin_bundled_hashes(model_id: str, path: str | Path | None = None) -> dict[st
     Used after (re)training the bundled offline model so later loads verify exactly those bytes.
     Rewrites the file atomically; other entries are kept as they are. Returns the new file specs.
     """
-    from ..files.atomic import atomic_write_text
-    from ..files.integrity import sha256_of
+    from ..files.atomic import atomic_write_text  # numpy off the model panel's torch-free import
 
     reg = load_registry(path)
     entry = reg.get(model_id)

@@ -17,6 +17,7 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ..files.atomic import atomic_write, file_mode
+from .dicom import read_dicom_series
 from .file_checks import check_image_file, is_gzip_file, non_finite_message
 from .formats import is_dicom_file
 from .hu_checks import hu_warnings
@@ -201,8 +202,6 @@ def _read_path(path: Path, name: str | None, series: str | None = None) -> Volum
     if not path.exists():
         raise InputError(f"Image not found: {path}. Check the path (and that the drive/share is mounted).")
     if path.is_dir():
-        from .dicom import read_dicom_series
-
         image = read_dicom_series(path, series)
         return volume_from_sitk(image, name or path.name)
     ext = _extension(path)

@@ -73,6 +73,8 @@ class PreprocessConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
+        """The one preprocessing record (JSON types), as features files, caches, probes, runs and libraries
+        store it; ``from_dict`` reads it back."""
         d = asdict(self)
         d["clip_hu"] = list(self.clip_hu) if self.clip_hu is not None else None
         return d

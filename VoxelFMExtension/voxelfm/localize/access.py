@@ -20,16 +20,3 @@ class FeatureAccess:
 
     def features(self, volume: Volume, cache: bool = False) -> VolumeFeatures:
         return self.extract(volume, cache)
-
-
-def same_backbone(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Two model identities name the same weights (sha256 when both have one, else the id)."""
-    if a.get("sha256") and b.get("sha256"):
-        return a["sha256"] == b["sha256"]
-    return bool(a.get("id")) and a.get("id") == b.get("id")
-
-
-def backbone_name(model: dict[str, Any]) -> str:
-    ident = model.get("id") or "unknown model"
-    sha = str(model.get("sha256") or "")[:12]
-    return f"{ident} (sha256 {sha}...)" if sha else str(ident)

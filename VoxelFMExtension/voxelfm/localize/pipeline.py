@@ -14,15 +14,18 @@ spacings and refinement settings (recorded in each template and probe).
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import InputError
+from ..features.extract import default_preprocess_for, model_identity
+from ..features.identity import backbone_record, check_backbone
 from ..features.service import ConfiguredPipeline
 from ..features.spec import ModelSpec
 from ..imaging.volume import Volume
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
-from .access import FeatureAccess, backbone_name, same_backbone
+from .access import FeatureAccess
 from .canonical import canonical_volume
 from .config import TransferConfig
 from .points import PointList, check_points_inside
@@ -49,8 +52,6 @@ class LocalisationPipeline(ConfiguredPipeline[TransferConfig]):
     def access(self, spec: ModelSpec | None = None) -> FeatureAccess:
         """Features through the shared service with the model's own preprocessing (no background crop: the
         patient-aligned grid already decides what is seen)."""
-        from ..features.extract import default_preprocess_for, model_identity
-
         spec = spec or self.spec
         model = self.service.backbone(spec)
         pre = dataclasses.replace(default_preprocess_for(model), crop_background=False, max_patches=None)
@@ -137,7 +138,7 @@ class LocalisationPipeline(ConfiguredPipeline[TransferConfig]):
             [(f, c.points) for f, c in zip(feats, cases, strict=True)],
             spacing,
             cfg,
-            backbone=access.model,
+            backbone=backbone_record(access.model),
             preprocess=dict(feats[0].preprocess),
             progress=lambda f, m: progress(0.5 + 0.5 * f, m),
             cancel=cancel,
@@ -152,17 +153,12 @@ class LocalisationPipeline(ConfiguredPipeline[TransferConfig]):
     ) -> LocalisationResult:
         """The probe's landmarks in ``target``, with the probe's backbone (unless the pipeline names one: it
         must then be the same weights)."""
-        import time
-
         progress = progress or no_progress
         start = time.perf_counter()
-        spec = self.spec if self.spec.model else self.spec.with_model(str(probe.backbone.get("id") or ""))
-        access = self.access(spec)
-        if probe.backbone and access.model and not same_backbone(probe.backbone, access.model):
-            raise InputError(
-                f"The probe was fitted on {backbone_name(probe.backbone)} but the model in use is "
-                f"{backbone_name(access.model)}; apply it with its own model."
-            )
+        access = self.access(self.spec.for_record(probe))
+        check_backbone(
+            probe.backbone, access.model, "The probe was fitted on", "apply it with its own model."
+        )
         check_cancel(cancel)
         progress(0.0, "features")
         feats = access.features(canonical_volume(target, probe.spacing_mm), True)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
+from ..features.identity import recorded_backbone
 from ..files.probe_file import check_fields, read_probe_files, write_probe_files
 from ..files.probe_paths import probe_paths
 from .probe import LocalisationProbe, ProbeConfig
@@ -69,7 +70,7 @@ def load_localisation_probe(path: str | os.PathLike) -> LocalisationProbe:
         feat_mean=_array(tensors, "feature.mean", where),
         feat_std=_array(tensors, "feature.std", where),
         spacing_mm=float(meta["spacing_mm"]),
-        backbone=meta["backbone"],
+        backbone=recorded_backbone(meta),
         preprocess=meta["preprocessing"],
         config=ProbeConfig.from_dict(meta["training"]),
         metrics=meta["metrics"],

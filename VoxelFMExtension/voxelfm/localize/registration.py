@@ -94,7 +94,7 @@ MIN_VOXELS = 8  # per side: below this a scan is too small to register at this s
 def registration_spacing(volume: Volume, spacing_mm: float) -> float:
     """``spacing_mm``, finer for a thin scan (a 4 cm slab) so that it still has MIN_VOXELS along every axis
     (but never finer than its own voxels)."""
-    from .canonical import ras_bounds
+    from .canonical import ras_bounds  # canonical imports torch; registration is SimpleITK only
 
     lo, hi = ras_bounds(volume)
     thinnest = float(np.min(hi - lo))

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..features.identity import backbone_record, recorded_backbone
 from ..files.atomic import atomic_savez
 from ..imaging.volume import Volume
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
@@ -41,7 +42,7 @@ class LandmarkTemplate:
     config: TransferConfig
     coarse_spacing: float
     patch_size: int
-    model: dict[str, Any] = field(default_factory=dict)
+    backbone: dict[str, Any] = field(default_factory=dict)  # features.identity.backbone_record
     fine: np.ndarray | None = None  # [N,kz,ky,kx,C] centred feature blocks at the centre of a fine cube
     cubes: np.ndarray | None = None  # [N,n,n,n] float32 HU around each point (NCC)
     source: str = ""  # reference name
@@ -87,7 +88,7 @@ class LandmarkTemplate:
             "config": self.config.to_dict(),
             "coarse_spacing": self.coarse_spacing,
             "patch_size": self.patch_size,
-            "model": self.model,
+            "backbone": self.backbone,
             "source": self.source,
         }
         arrays = {"ras": self.ras, "coarse": self.coarse, "frame_uv": self.frame_uv}
@@ -120,7 +121,7 @@ class LandmarkTemplate:
             config=TransferConfig.from_dict(meta["config"]),
             coarse_spacing=float(meta["coarse_spacing"]),
             patch_size=int(meta["patch_size"]),
-            model=dict(meta.get("model") or {}),
+            backbone=recorded_backbone(meta),  # "model" in templates saved before 0.2
             fine=arrays.get("fine"),
             cubes=arrays.get("cubes"),
             source=str(meta.get("source", "")),
@@ -169,7 +170,7 @@ def build_template(
         config=config,
         coarse_spacing=spacing,
         patch_size=access.patch_size,
-        model=dict(feats.model or access.model or {}),
+        backbone=backbone_record(feats.model or access.model),
         source=points.name or volume.name,
     )
     if "fine" in config.refine:

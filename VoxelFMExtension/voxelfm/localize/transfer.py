@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..features.identity import check_backbone
 from ..imaging.volume import Volume
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
-from .access import FeatureAccess, backbone_name, same_backbone
+from .access import FeatureAccess
 from .canonical import canonical_volume
 from .geometry import BodyFrame, apply, body_frame, consistent_choice, fit_similarity, frame_penalty
 from .intensity_refine import ncc_refine
@@ -58,21 +59,24 @@ def check_templates(templates: Sequence[LandmarkTemplate], model: dict | None = 
         raise InputError("No reference: give at least one reference scan with its named points.")
     first = templates[0]
     for t in templates[1:]:
-        if not same_backbone(first.model, t.model):
-            raise InputError(
-                f"References come from different backbones: '{first.source}' from {backbone_name(first.model)}, "
-                f"'{t.source}' from {backbone_name(t.model)}. Build all references with the same model."
-            )
+        check_backbone(
+            first.backbone,
+            t.backbone,
+            f"References come from different backbones: '{first.source}' from",
+            "build all references with the same model.",
+            f"'{t.source}' from",
+        )
         if t.settings_key() != first.settings_key():
             raise InputError(
                 f"References '{first.source}' and '{t.source}' were built with different settings "
                 f"({first.settings_key()} vs {t.settings_key()}); build them in one run."
             )
-    if model and first.model and not same_backbone(first.model, model):
-        raise InputError(
-            f"The references were built with {backbone_name(first.model)} but the model in use is "
-            f"{backbone_name(model)}; use the references' model (or rebuild them with this one)."
-        )
+    check_backbone(
+        first.backbone,
+        model,
+        "The references were built with",
+        "use the references' model (or rebuild them with this one).",
+    )
 
 
 def _points(templates: Sequence[LandmarkTemplate]) -> list[_Point]:

@@ -12,7 +12,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
+from safetensors import SafetensorError
 
 from ..errors import CheckpointError
 from ..files.atomic import atomic_write, atomic_write_text
@@ -147,9 +149,6 @@ def load_official(path: Path, config: str | Path | dict | BackboneConfig | None 
 
 def load_ours(path: Path) -> VoxelFMBackbone:
     """Load ``model.safetensors`` + ``config.json`` (path = the folder or the .safetensors file)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     folder = path if path.is_dir() else path.parent
     weights = path if path.is_file() else folder / "model.safetensors"
     cfg_path = folder / "config.json"
@@ -169,7 +168,7 @@ def load_ours(path: Path) -> VoxelFMBackbone:
             f"{cfg_path}: format_version {meta['format_version']} is newer than this code; update."
         )
     try:
-        sd = load_file(str(weights))
+        sd = safetensors.torch.load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(
             f"Cannot read {weights}: {exc}. The file is corrupt or truncated; replace it."
@@ -223,8 +222,6 @@ def save_backbone(
 
     ``dtype=torch.float16`` halves the file (used for the bundled model); loading always gives float32.
     """
-    from safetensors.torch import save_file
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     params = {name for name, _ in model.named_parameters()}  # buffers (RoPE periods) stay float32
@@ -239,6 +236,6 @@ def save_backbone(
         "preprocess": preprocess if preprocess is not None else getattr(model, "preprocess_defaults", {}),
         "meta": meta or {},
     }
-    atomic_write(out / "model.safetensors", lambda tmp: save_file(sd, str(tmp)))
+    atomic_write(out / "model.safetensors", lambda tmp: safetensors.torch.save_file(sd, str(tmp)))
     atomic_write_text(out / "config.json", json.dumps(config, indent=2))
     return out

@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
+from ..files.integrity import sha256_of
+from ..hub.download import resolve_model_files
 from .checkpoint import load_backbone_file
 from .config import BackboneConfig
 from .vit import VoxelFMBackbone
@@ -36,8 +38,6 @@ def load_backbone(
             "source": "local-path",
         }
     else:
-        from ..hub.download import resolve_model_files
-
         resolved = resolve_model_files(str(path_or_id))
         weights = resolved.files.get("checkpoint") or resolved.files.get("weights")
         if weights is None:
@@ -56,8 +56,6 @@ def load_backbone(
 
 
 def _weights_sha256(path: Path) -> str:
-    from ..files.integrity import sha256_of
-
     if path.is_dir():
         cands = (
             [path / "model.safetensors"]

@@ -425,7 +425,7 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     """``["optim.epochs=2", "crops.local_crops_number=0"]`` -> nested dict (values parsed as YAML)."""
-    import yaml
+    import yaml  # PyYAML only for .yaml configs (this module is torch-free: CLI parse time)
 
     out: dict[str, Any] = {}
     for item in items or []:

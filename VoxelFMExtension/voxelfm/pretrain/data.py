@@ -27,6 +27,7 @@ from ..errors import InputError
 from ..files.atomic import atomic_write
 from ..files.locations import cache_root
 from ..files.manifest_table import JSONL_SUFFIXES, read_manifest_rows, resolve_path
+from ..imaging.canonical import to_canonical
 from ..imaging.formats import IMAGE_SUFFIXES, has_suffix, is_dicom_dir, is_image_file, list_images
 from ..progress import ProgressFn, no_progress
 from .config import PretrainConfig
@@ -113,8 +114,7 @@ def _json_line_path(path: Path, n: int, obj: Any) -> str:
 def read_ct(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     """HU array (z, y, x) float32 and spacing (z, y, x) mm, via the shared reader (InputError if unusable), in
     the canonical index order inference uses (``imaging.canonical``), so the model trains on what it will see."""
-    from ..imaging.canonical import to_canonical
-    from ..imaging.io import read_volume
+    from ..imaging.io import read_volume  # SimpleITK off the GPU training path (files only here)
 
     # check_hu=False: looks_like_ct() decides, with a clearer message
     vol, _ = to_canonical(read_volume(path, check_hu=False))
@@ -127,7 +127,7 @@ def resample_isotropic(
 ) -> np.ndarray:
     """Trilinear (align_corners=False) to ``target`` mm; None = the inference rule (voxelfm.imaging.preprocess)."""
     if target is None:
-        from ..imaging.preprocess import PreprocessConfig, isotropic_shape
+        from ..imaging.preprocess import PreprocessConfig, isotropic_shape  # scipy (body crop) off training
 
         iso = isotropic_shape(arr.shape, spacing, PreprocessConfig().min_spacing)
         if iso is None:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from ..files.atomic import atomic_write_text
+from ..model.checkpoint import save_backbone
 from .config import PretrainConfig
 from .meta_arch import SSLMetaArch
 
@@ -38,16 +40,12 @@ def unsharded_copy(cfg: PretrainConfig, full_state: dict[str, torch.Tensor]) -> 
 
 def export_teacher(meta: SSLMetaArch, cfg: PretrainConfig, out_dir: Path, step: int) -> Path:
     """The EMA teacher's backbone in our safetensors format (loadable by ``load_backbone``)."""
-    from ..model.checkpoint import save_backbone
-
     m, pre = _export_meta(cfg, step)
     return save_backbone(meta.teacher.backbone, out_dir, meta=m, preprocess=pre)
 
 
 def export_hub_folder(meta: SSLMetaArch, cfg: PretrainConfig, out_dir: Path, step: int) -> Path:
     """Hub-style folder: model.safetensors + config.json + README.md (model card)."""
-    from ..files.atomic import atomic_write_text
-
     export_teacher(meta, cfg, out_dir, step)
     st = cfg.student
     card = (

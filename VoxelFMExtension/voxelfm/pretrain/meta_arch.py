@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..model import BackboneConfig, VoxelFMBackbone
+from ..model.checkpoint import load_backbone_file
 from .config import PretrainConfig, StudentConfig
 from .heads import DINOHead
 from .losses import CenteredTeacher, dino_loss, ibot_patch_loss, koleo_loss, sinkhorn_knopp
@@ -70,8 +71,6 @@ class SSLMetaArch(nn.Module):
             for i, blk in enumerate(backbone.blocks):
                 blk.drop_path.p = st.drop_path_rate * i / (st.depth - 1)
         if st.pretrained_weights:
-            from ..model.checkpoint import load_backbone_file
-
             pre = load_backbone_file(st.pretrained_weights)
             backbone.load_state_dict(pre.state_dict(), strict=True)
             log.info("Student initialised from %s", st.pretrained_weights)

@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from ..progress import ProgressFn
 from .metrics import MetricsLog
 
@@ -31,8 +33,6 @@ class StepLog:
         self.metrics = MetricsLog(out / "metrics.jsonl", start) if enabled else None
         self.bar = None
         if enabled and show_bar:
-            from tqdm.auto import tqdm
-
             self.bar = tqdm(total=stop, initial=start, desc="pretrain", dynamic_ncols=True)
 
     @property

@@ -18,10 +18,12 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch.utils.data import DataLoader
 
 from ..device import pick_device
 from ..errors import CancelledError, InputError, VoxelFMError
+from ..files.atomic import atomic_write_text
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
 from . import distributed as dd
 from . import sharding
@@ -273,9 +275,6 @@ def _write_run_config(ctx: _Context) -> None:
     """config.yaml in the run folder: what --resume should be given."""
     if not ctx.info.is_main:
         return
-    import yaml
-
-    from ..files.atomic import atomic_write_text
 
     atomic_write_text(ctx.opts.out / "config.yaml", yaml.safe_dump(ctx.cfg.to_dict(), sort_keys=False))
 

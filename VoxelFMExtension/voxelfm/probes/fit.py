@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import InputError
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
 from .config import ProbeConfig
-from .cv import Split, make_splits, out_of_fold
+from .cv import Split, inner_split, make_splits, out_of_fold
 from .evaluate import evaluate, headline
 from .knn import knn_predict
 from .pooling import is_token_pooling, pool_all
@@ -154,8 +154,6 @@ def fit_probe_inputs(
         metrics["knn_baseline"]["k"] = config.knn_k
 
     if fold_of_case is not None:  # refit on every case for the probe that is shipped
-        from .cv import inner_split
-
         progress(step / n_steps, f"fitting the final probe on all {n} cases")
         all_idx = np.arange(n)
         train, val = inner_split(all_idx, enc.strata, config.val_fraction, config.seed, group_arr)

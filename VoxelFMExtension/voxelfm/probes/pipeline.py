@@ -13,39 +13,32 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CheckpointError, InputError
+from ..errors import InputError, VoxelFMError
+from ..features.extract import model_identity
+from ..features.identity import backbone_record, check_backbone, recorded_backbone
 from ..features.service import FeaturePipeline
 from ..features.spec import ModelSpec
 from ..features.volume_features import VolumeFeatures
+from ..imaging.io import read_volume
 from ..imaging.volume import Volume
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
+from .config import ProbeConfig
+from .fit import FitResult, fit_probe_inputs
+from .manifest import Manifest
 from .pooling import pool_all
 from .probe import Probe
+from .targets import encode_targets
 
 
-def preprocess_from_dict(d: dict[str, Any] | None):
-    """The PreprocessConfig recorded in a probe (unknown keys ignored, lists back to tuples)."""
-    from ..imaging.preprocess import PreprocessConfig
-
-    # one reading of a record: a probe saved before the orientation option existed used the stored order
-    return PreprocessConfig.from_dict(d) if d else PreprocessConfig()
-
-
-def check_backbone(probe: Probe, model_info: dict[str, Any]) -> None:
-    """Refuse to apply a probe to features of a different backbone (weights identified by sha256)."""
-    want = probe.backbone or {}
-    want_sha, have_sha = want.get("sha256"), (model_info or {}).get("sha256")
-    if want_sha and have_sha and want_sha != have_sha:
-        raise CheckpointError(
-            f"This probe was fitted on features of model {want.get('id')!r} (revision {want.get('revision')}, "
-            f"sha256 {want_sha[:12]}...), but model {model_info.get('id')!r} (sha256 {have_sha[:12]}...) is loaded. "
-            f"Run with --model {want.get('id')} (the probe's backbone) or refit the probe on this model."
-        )
-    if not want_sha and want.get("id") and want.get("id") != (model_info or {}).get("id"):
-        raise CheckpointError(
-            f"This probe was fitted on model {want.get('id')!r} but {model_info.get('id')!r} is loaded; "
-            "use the probe's model or refit the probe."
-        )
+def check_probe_backbone(probe: Any, loaded: dict[str, Any]) -> None:
+    """Refuse to apply a probe (or a report-model run) to features of other backbone weights."""
+    recorded = recorded_backbone(probe)
+    check_backbone(
+        recorded,
+        loaded,
+        "This probe was fitted on features of model",
+        f"run with --model {recorded.get('id')} (the probe's backbone) or refit the probe on this model.",
+    )
 
 
 class ProbePipeline(FeaturePipeline):
@@ -77,8 +70,6 @@ class ProbePipeline(FeaturePipeline):
         progress: ProgressFn,
         cancel: CancelFlag | None,
     ) -> Iterator[VolumeFeatures]:
-        from ..imaging.io import read_volume
-
         for n, src in enumerate(images):
             check_cancel(cancel)
             name = src.name if isinstance(src, Volume) else Path(str(src)).name
@@ -91,13 +82,59 @@ class ProbePipeline(FeaturePipeline):
             yield self.volume_features(volume, spec, preprocess, sub, cancel)
         progress(1.0, "features ready")
 
+    def fit(
+        self,
+        task: str,
+        manifest: Manifest,
+        config: ProbeConfig,
+        *,
+        cancel: CancelFlag | None = None,
+        progress: ProgressFn = no_progress,
+    ) -> FitResult:
+        """Features of the manifest's images -> a probe fitted (and cross-validated) on them, recording our
+        backbone, its preprocessing and the extraction settings; bad targets fail before any extraction."""
+        encode_targets(task, manifest.targets, manifest.target_names)
+        backbone = backbone_record(model_identity(self.service.backbone(self.spec)))
+        preprocess = self.model_preprocess(self.spec)
+        inputs = self.pooled_inputs(manifest.images, config.pooling, preprocess, progress, cancel)
+        result = fit_probe_inputs(
+            task,
+            inputs,
+            manifest.targets,
+            config,
+            target_names=manifest.target_names,
+            folds=manifest.folds,
+            split=manifest.split,
+            groups=manifest.groups,
+            backbone=backbone,
+            preprocess=preprocess.to_dict(),
+            cancel=cancel,
+        )
+        result.probe.training["feature_extraction"] = {
+            "max_tokens": self.spec.max_tokens,
+            "overlap": self.options.overlap,
+        }
+        return result
+
     def spec_for(self, probe: Probe) -> ModelSpec:
         """Our model, else the probe's own backbone."""
-        return (
-            self.spec
-            if self.spec.model
-            else self.spec.with_model(str((probe.backbone or {}).get("id") or ""))
-        )
+        return self.spec.for_record(probe)
+
+    def probe_backbone(self, probe: Probe) -> dict[str, Any]:
+        """The identity of the model a probe is applied with (loaded now), saying which failed to load when
+        it is the probe's own; a probe of other weights is refused (``check_probe_backbone``)."""
+        spec = self.spec_for(probe)
+        try:
+            model = self.service.backbone(spec)
+        except VoxelFMError as exc:
+            if self.spec.model:
+                raise
+            raise type(exc)(
+                f"Cannot load the probe's backbone {spec.model!r} ({exc}). Pass --model with that checkpoint."
+            ) from exc
+        identity = model_identity(model)
+        check_probe_backbone(probe, identity)
+        return identity
 
     def apply(
         self,
@@ -107,11 +144,9 @@ class ProbePipeline(FeaturePipeline):
         cancel: CancelFlag | None = None,
     ) -> np.ndarray:
         """Probe outputs for images (paths or Volumes), after checking the model matches the probe."""
-        from ..features.extract import model_identity
-
+        self.probe_backbone(probe)
         spec = self.spec_for(probe)
-        check_backbone(probe, model_identity(self.service.backbone(spec)))
-        preprocess = preprocess_from_dict(probe.preprocess) if probe.preprocess else None
+        preprocess = self.preprocess_for(spec, probe.preprocess)
         return probe.predict_inputs(
             self.pooled_inputs(images, probe.pooling, preprocess, progress, cancel, spec)
         )

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
+from ..features.identity import recorded_backbone
 from ..files.probe_file import (
     check_choice,
     check_fields,
@@ -102,7 +103,7 @@ def load_probe(path: str | os.PathLike) -> Probe:
         pooling=meta["pooling"],
         trained=TrainedHead(head, meta["head"], t_mean, t_std),
         class_names=meta.get("class_names"),
-        backbone=meta.get("backbone") or {},
+        backbone=recorded_backbone(meta),
         preprocess=meta.get("preprocessing") or {},
         metrics=meta.get("metrics") or {},
         training=meta.get("training") or {},

@@ -16,6 +16,8 @@ from ..errors import InputError
 from ..features.service import FeatureService
 from ..features.spec import FeatureOptions, ModelSpec
 from ..imaging.volume import Volume
+from ..retrieval.library import CaseLibrary
+from ..retrieval.pipeline import RetrievalPipeline
 from .neighbours import Neighbour
 
 NO_REPORTS = (
@@ -37,15 +39,11 @@ class LibraryNeighbours:
         options: FeatureOptions | None = None,
         exclude: Collection[str] = (),
     ) -> None:
-        from ..retrieval.pipeline import RetrievalPipeline
-
         self.library = library
         self.retrieval = RetrievalPipeline(spec, options=options, service=service)
         self.exclude = frozenset(exclude)  # case ids never returned (leave-one-out evaluation)
 
     def _open(self):
-        from ..retrieval.library import CaseLibrary
-
         if isinstance(self.library, CaseLibrary):
             return self.library, False
         return CaseLibrary.open(Path(os.fspath(self.library))), True

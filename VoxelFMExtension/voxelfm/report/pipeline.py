@@ -22,13 +22,14 @@ from ..errors import InputError
 from ..features.service import ConfiguredPipeline, FeatureService
 from ..features.spec import FeatureOptions, ModelSpec
 from ..imaging.volume import Volume
+from ..probes.pipeline import ProbePipeline
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
 from .combine import compose
 from .draft import ReportDraft, Sentence
 from .extract import FindingsExtractor, RuleExtractor
 from .measurements import SegmentMeasurement
 from .neighbours import ConsensusConfig, Neighbour, NeighbourSource, consensus
-from .probe_findings import FindingCall, FindingsProbe, as_findings_probe, call_findings
+from .probe_findings import FindingCall, as_findings_probe, call_findings
 from .sections import section_of_text, split_report
 from .segmentation_files import SegmentationData, check_overlap
 from .template import ReportTemplate
@@ -72,31 +73,21 @@ class ReportPipeline(ConfiguredPipeline[ConsensusConfig]):
 
     # ---- sources
 
-    def _probe_spec(self, probes: Sequence[FindingsProbe]) -> ModelSpec:
-        """The pipeline's model, else the first probe's backbone (as `apply-probe` does)."""
-        if self.spec.model or not probes:
-            return self.spec
-        return self.spec.with_model(str(probes[0].backbone.get("id") or ""))
-
     def probe_calls(
         self, volume: Volume, probes: Sequence[Any], progress: ProgressFn, cancel: CancelFlag | None
     ) -> tuple[list[FindingCall], dict[str, Any]]:
-        from ..features.extract import model_identity
-        from ..probes.pipeline import check_backbone, preprocess_from_dict
-
+        """Each findings probe applied to ``volume`` exactly as `apply-probe` applies it (``ProbePipeline``:
+        its own backbone unless ours is named, its recorded preprocessing); every probe's backbone is checked
+        before any features are extracted."""
         loaded = [as_findings_probe(p) for p in probes]
-        spec = self._probe_spec(loaded)
-        identity = model_identity(self.service.backbone(spec))
-        for p in loaded:
-            check_backbone(p.probe, identity)
+        applier = ProbePipeline(self.spec, self.options, self.service)
+        identity = [applier.probe_backbone(p.probe) for p in loaded][0] if loaded else {}
         calls: list[FindingCall] = []
         for n, p in enumerate(loaded):
             check_cancel(cancel)
-            preprocess = preprocess_from_dict(p.probe.preprocess) if p.probe.preprocess else None
-            feats = self.volume_features(
-                volume, spec, preprocess, lambda f, m, n=n: progress((n + f) / len(loaded), m), cancel
-            )
-            calls += call_findings(p, feats, self.template.thresholds)
+            sub = lambda f, m, n=n: progress((n + f) / len(loaded), m)  # noqa: E731
+            outputs = applier.apply(p.probe, [volume], sub, cancel)[0]
+            calls += call_findings(p, outputs, self.template.thresholds)
         info = {
             "model": identity.get("id"),
             "probes": [{"name": p.name, "path": p.path, "findings": p.findings} for p in loaded],

@@ -3,7 +3,7 @@
 Each target of a probe is a finding (matched to the CT-RATE catalogue by name; other names are the user's own
 findings, placed in the last section). The probability of the positive class becomes present / uncertain /
 absent through the template's thresholds (default: >= 0.6 present, < 0.4 absent, else uncertain). A probe
-fitted on another backbone is refused (``probes.pipeline.check_backbone``), never silently applied.
+fitted on another backbone is refused (``probes.pipeline.check_probe_backbone``), never silently applied.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
 from ..probes.probe import Probe
+from ..probes.probe_file import load_probe
 from .template import Thresholds
 
 FINDING_KINDS = ("binary", "multilabel")
@@ -40,10 +40,6 @@ class FindingsProbe:
     def findings(self) -> list[str]:
         return list(self.probe.target_names)
 
-    @property
-    def backbone(self) -> dict[str, Any]:
-        return self.probe.backbone or {}
-
 
 def check_findings_probe(probe: Probe, name: str) -> None:
     if probe.task != "classification" or probe.kind not in FINDING_KINDS:
@@ -62,8 +58,6 @@ def as_findings_probe(
     if isinstance(probe, Probe):
         found = FindingsProbe(name or (probe.target_names[0] if probe.target_names else "probe"), probe)
     else:
-        from ..probes.probe_file import load_probe
-
         path = Path(probe)
         stem = path.name[: -len(path.suffix)] if path.suffix in (".json", ".safetensors") else path.name
         found = FindingsProbe(name or stem, load_probe(path), str(path))
@@ -71,9 +65,9 @@ def as_findings_probe(
     return found
 
 
-def finding_probabilities(probe: FindingsProbe, features: Any) -> dict[str, float]:
-    """Probability of each target's positive class for one volume's features."""
-    out = np.atleast_1d(np.asarray(probe.probe.predict_one(features), dtype=np.float64))
+def finding_probabilities(probe: FindingsProbe, outputs: np.ndarray) -> dict[str, float]:
+    """Probability of each target's positive class from the probe's outputs for one volume."""
+    out = np.atleast_1d(np.asarray(outputs, dtype=np.float64))
     names = probe.findings
     if probe.probe.kind == "binary":
         return {names[0]: float(out[0])}
@@ -84,8 +78,8 @@ def finding_probabilities(probe: FindingsProbe, features: Any) -> dict[str, floa
     return {n: float(p) for n, p in zip(names, out, strict=True)}
 
 
-def call_findings(probe: FindingsProbe, features: Any, thresholds: Thresholds) -> list[FindingCall]:
+def call_findings(probe: FindingsProbe, outputs: np.ndarray, thresholds: Thresholds) -> list[FindingCall]:
     return [
         FindingCall(finding, p, thresholds.call(p), probe.name)
-        for finding, p in finding_probabilities(probe, features).items()
+        for finding, p in finding_probabilities(probe, outputs).items()
     ]

@@ -86,9 +86,9 @@ def _seg_nrrd_segments(image, n_layers: int) -> list[SegmentRef]:
 def read_segmentation(path: str | os.PathLike, names: dict[int, str] | None = None) -> SegmentationData:
     """A labelmap or .seg.nrrd as label layers + named segments (a labelmap's segments: its labels present and
     those its names file names; a named label without voxels is an empty segment)."""
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # files only: the Slicer logic passes arrays (torch- and SimpleITK-free module)
 
-    from ..imaging.io import lps_geometry_to_ijk_to_ras
+    from ..imaging.io import lps_geometry_to_ijk_to_ras  # as above
 
     path = Path(path)
     if not path.is_file():

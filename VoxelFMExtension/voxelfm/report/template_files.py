@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..files.documents import read_mapping
+from ..hub.resources import resources_dir
 from .catalog import normalise_name
 from .template import (
     DEFAULT_SENTENCES,
@@ -39,8 +40,6 @@ SECTION_KEYS = {"name", "findings", "segments", "normal"}
 
 
 def templates_dir() -> Path:
-    from ..hub.resources import resources_dir
-
     return resources_dir() / "report_templates"
 
 

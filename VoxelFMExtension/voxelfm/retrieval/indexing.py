@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InputError, VoxelFMError
+from ..imaging.io import read_volume
+from ..pretrain.distributed import DistInfo, barrier, gather_objects
 from ..progress import CancelFlag, ProgressFn, check_cancel
 from . import staging
 from .library import CaseLibrary
@@ -60,15 +62,12 @@ class AddReport:
 def _dist(dist):
     if dist is not None:
         return dist
-    from ..pretrain.distributed import DistInfo
 
     return DistInfo()
 
 
 def _agree(dist, error: str | None) -> None:
     """Every rank raises the same error when any rank has one (no rank is left waiting in a collective)."""
-    from ..pretrain.distributed import gather_objects
-
     errors = [e for e in gather_objects(dist, error) if e]
     if errors:
         raise InputError(errors[0])
@@ -97,8 +96,6 @@ def compute_case(
     cancel,
 ) -> staging.StagedCase:
     """Read one input and embed it; the StagedCase (InputError for an unreadable image)."""
-    from ..imaging.io import read_volume
-
     check_readable_kind(source)
     t = time.perf_counter()
     volume = source.volume if source.volume is not None else read_volume(source.path)
@@ -228,8 +225,6 @@ def run_add(
     pipeline, folder: Path, sources: list[CaseSource], progress: ProgressFn, cancel: CancelFlag | None, dist
 ):
     """The body of ``RetrievalPipeline.add_sources``; returns an AddReport (failures listed, not raised)."""
-    from ..pretrain.distributed import barrier, gather_objects
-
     t0, dist = time.perf_counter(), _dist(dist)
     report = AddReport()
     lib = _open_writer(folder, dist)

@@ -21,27 +21,20 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..features.identity import backbone_record, check_backbone
 from ..files.documents import check_report_text
 from . import store
 from .config import RetrievalConfig
 from .embeddings import CaseEmbeddings
+from .index_set import IndexSet
 from .lock import WriterLock
 from .records import CaseRecord, CaseSource, check_findings
+from .recover import recover_database
 from .vector_index import IndexPolicy
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "library.sqlite"
-IDENTITY_KEYS = ("id", "revision", "sha256")
-
-
-def backbone_identity(model_info: dict[str, Any]) -> dict[str, Any]:
-    return {k: (model_info or {}).get(k) for k in IDENTITY_KEYS}
-
-
-def _describe(identity: dict[str, Any]) -> str:
-    sha = str(identity.get("sha256") or "?")[:12]
-    return f"{identity.get('id')} (revision {identity.get('revision') or '-'}, sha256 {sha}...)"
 
 
 class NoLibraryError(InputError):
@@ -50,8 +43,6 @@ class NoLibraryError(InputError):
 
 def recover_damaged(folder: str | Path):
     """Recover a damaged library.sqlite under the writer lock (``recover.recover_database``); its report."""
-    from .recover import recover_database
-
     folder = Path(folder)
     _check_writable_folder(folder)
     try:
@@ -251,13 +242,13 @@ class CaseLibrary:
         have = self.identity
         if have is None:
             return
-        ident = backbone_identity(identity)
-        if any(ident.get(k) != have.get(k) for k in IDENTITY_KEYS):
-            raise InputError(
-                f"The library {self.folder} holds embeddings of backbone {_describe(have)}, not "
-                f"{_describe(ident)}. Use --model {self.model_reference or have.get('id')} (the library's model) "
-                "or a new library folder for this model."
-            )
+        check_backbone(
+            have,
+            identity,
+            f"The library {self.folder} holds embeddings of backbone",
+            f"use --model {self.model_reference or have.get('id')} (the library's model) or a new library "
+            "folder for this model.",
+        )
         if int(dim) != self.dim:
             raise InputError(f"The library {self.folder} holds {self.dim}-d embeddings, not {dim}-d ones.")
         if json.dumps(preprocess, sort_keys=True) != json.dumps(self.preprocess, sort_keys=True):
@@ -279,7 +270,7 @@ class CaseLibrary:
         preprocess: dict,
         config: RetrievalConfig,
     ) -> None:
-        store.set_meta(self.con, "backbone", backbone_identity(identity))
+        store.set_meta(self.con, "backbone", backbone_record(identity))
         store.set_meta(self.con, "model_reference", model_reference)
         store.set_meta(self.con, "dim", int(dim))
         store.set_meta(self.con, "preprocess", preprocess)
@@ -372,7 +363,5 @@ class CaseLibrary:
     def indexes(self):
         """The index files of this library (loaded lazily, kept in step with the database)."""
         if self._indexes is None:
-            from .index_set import IndexSet
-
             self._indexes = IndexSet(self)
         return self._indexes

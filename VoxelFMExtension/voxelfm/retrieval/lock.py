@@ -24,14 +24,14 @@ class LibraryLockedError(InputError):
 
 def _try_lock(fd: int) -> bool:
     if os.name == "nt":  # pragma: no cover - Windows
-        import msvcrt
+        import msvcrt  # platform-specific (Windows / POSIX)
 
         try:
             msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
             return True
         except OSError:
             return False
-    import fcntl
+    import fcntl  # platform-specific (Windows / POSIX)
 
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -42,12 +42,12 @@ def _try_lock(fd: int) -> bool:
 
 def _unlock(fd: int) -> None:
     if os.name == "nt":  # pragma: no cover - Windows
-        import msvcrt
+        import msvcrt  # platform-specific (Windows / POSIX)
 
         os.lseek(fd, 0, os.SEEK_SET)
         msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
         return
-    import fcntl
+    import fcntl  # platform-specific (Windows / POSIX)
 
     fcntl.flock(fd, fcntl.LOCK_UN)
 

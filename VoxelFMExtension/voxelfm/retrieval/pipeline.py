@@ -15,14 +15,15 @@ or command is not recomputed.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..errors import InputError
+from ..features.extract import model_identity
 from ..features.service import ConfiguredPipeline
 from ..features.spec import ModelSpec
 from ..imaging.resample import resample_isotropic
@@ -30,16 +31,14 @@ from ..imaging.volume import Volume
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
 from .config import DEFAULT_GLOBAL, REGION, RetrievalConfig, check_kind
 from .embeddings import CaseEmbeddings, embed_features, region_query
+from .indexing import run_add
 from .library import CaseLibrary
 from .pooling import body_fraction, cls_vector, embedding_dim, global_vector, uses_std
+from .records import CaseSource
 from .regions import Region
 from .result import QueryResult, RetrievalHit
 from .search import Filter, search_global, search_region
-
-
-def preprocess_record(cfg: Any) -> dict[str, Any]:
-    """The preprocessing as the features file records it (JSON types)."""
-    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+from .thumbnails import write_thumbnails
 
 
 class RetrievalPipeline(ConfiguredPipeline[RetrievalConfig | None]):
@@ -58,8 +57,6 @@ class RetrievalPipeline(ConfiguredPipeline[RetrievalConfig | None]):
         if not spec.model and library is not None and library.model_reference:
             spec = spec.with_model(library.model_reference)
         if local_rank is not None and spec.device == "auto":
-            import torch
-
             if torch.cuda.is_available():
                 spec = dataclasses.replace(spec, device=f"cuda:{local_rank}")
         return spec
@@ -75,8 +72,6 @@ class RetrievalPipeline(ConfiguredPipeline[RetrievalConfig | None]):
 
     def check_model(self, library: CaseLibrary | None, spec: ModelSpec) -> dict[str, Any]:
         """Load the backbone and refuse it when the library holds another one; returns its identity."""
-        from ..features.extract import model_identity
-
         backbone = self.service.backbone(spec)
         identity = model_identity(backbone)
         if library is not None and library.identity is not None and "orientation" not in library.preprocess:
@@ -89,7 +84,7 @@ class RetrievalPipeline(ConfiguredPipeline[RetrievalConfig | None]):
             library.check_compatible(
                 identity,
                 embedding_dim(int(backbone.embed_dim), self.config_for(library)),
-                preprocess_record(self.model_preprocess(spec)),
+                self.model_preprocess(spec).to_dict(),
                 self.config_for(library),
             )
         return identity
@@ -121,8 +116,6 @@ class RetrievalPipeline(ConfiguredPipeline[RetrievalConfig | None]):
 
     def add_sources(self, library: str | Path, sources, progress=None, cancel=None, dist=None):
         """Add image files / DICOM folders / volumes (CaseSource list); resumable; torchrun-aware. AddReport."""
-        from .indexing import run_add
-
         return run_add(self, Path(library), list(sources), progress or no_progress, cancel, dist)
 
     def add_volume(
@@ -137,8 +130,6 @@ class RetrievalPipeline(ConfiguredPipeline[RetrievalConfig | None]):
         """Add one in-memory volume (e.g. a Slicer node; ``path``: the file it was loaded from, if any).
 
         Returns its CaseRecord (the existing one when these voxels / this file were added before)."""
-        from .records import CaseSource
-
         source = CaseSource(path=path, volume=volume, case_id=case_id, report=report, findings=findings)
         self.add_sources(library, [source]).raise_failures()
         with CaseLibrary.open(library) as lib:
@@ -207,6 +198,4 @@ class RetrievalPipeline(ConfiguredPipeline[RetrievalConfig | None]):
 
     def thumbnails(self, result: QueryResult, volume: Volume, out_dir: str | Path) -> list[Path]:
         """PNG per hit: the query region (or volume centre) beside the hit's matching place; sets hit.thumbnail."""
-        from .thumbnails import write_thumbnails
-
         return write_thumbnails(result, volume, Path(out_dir))

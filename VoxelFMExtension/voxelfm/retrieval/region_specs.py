@@ -82,7 +82,7 @@ def parse_region_spec(text: str) -> RegionSpec:
 
 
 def _mask_region(path: Path, label: int | None) -> MaskRegion:
-    from ..imaging.io import read_volume
+    from ..imaging.io import read_volume  # SimpleITK off `voxelfm --help` (query_cmd parses regions here)
 
     labels = read_volume(str(path), check_hu=False)
     arr = check_label_map(labels.array, path, "region mask (a label map)")  # a CT is not a mask
@@ -97,7 +97,7 @@ def _mask_region(path: Path, label: int | None) -> MaskRegion:
 
 def markups_roi(path: Path) -> BoxRegion:
     """The first ROI of a Slicer markups JSON file (centre, size, orientation; LPS or RAS)."""
-    from ..imaging.io import lps_geometry_to_ijk_to_ras
+    from ..imaging.io import lps_geometry_to_ijk_to_ras  # as above
 
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))

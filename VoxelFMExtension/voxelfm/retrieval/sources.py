@@ -16,6 +16,7 @@ import SimpleITK as sitk
 from ..errors import InputError
 from ..files.documents import check_report_text, read_text_file
 from ..files.manifest_table import read_manifest_rows, resolve_path
+from ..imaging.dicom import choose_ct_series, find_series
 from ..imaging.formats import has_suffix, is_dicom_dir, is_image_file, list_images
 from ..probes.manifest import content_keys
 from .records import CaseSource
@@ -130,8 +131,6 @@ def _check_rows(path: Path, sources: list[CaseSource], lines: list[int]) -> None
 
 def dicom_ids(folder: Path) -> dict[str, str]:
     """Patient id, study and series UIDs of the CT series ``read_volume`` picks in a DICOM folder."""
-    from ..imaging.dicom import choose_ct_series, find_series
-
     try:
         info = choose_ct_series(find_series(folder), folder)
         reader = sitk.ImageFileReader()

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..files.atomic import atomic_write
+from ..imaging.io import read_volume
 from ..imaging.pictures import ct_gray
 from ..imaging.resample import resample_to_grid
 from ..imaging.volume import Volume
@@ -53,7 +54,7 @@ def axial_panel(volume: Volume, centre: np.ndarray, fov_mm: float, pixels: int =
 
 
 def _draw(panel: np.ndarray, half_mm: np.ndarray | None, fov_mm: float, title: str):
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw  # PIL only when thumbnails are written
 
     img = Image.fromarray((np.clip(panel, 0, 1) * 255).astype(np.uint8)).convert("RGB")
     draw = ImageDraw.Draw(img)
@@ -74,9 +75,7 @@ def _fov(result: QueryResult, volume: Volume) -> float:
 
 def write_thumbnails(result: QueryResult, volume: Volume, out_dir: Path) -> list[Path]:
     """One PNG per hit (hit.thumbnail set); returns the paths written."""
-    from PIL import Image
-
-    from ..imaging.io import read_volume
+    from PIL import Image  # as above
 
     fov = _fov(result, volume)
     half = result.region_half_extent

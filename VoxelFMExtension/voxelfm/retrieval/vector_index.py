@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..files.atomic import atomic_write
 from .faiss_import import import_faiss
 
 EXACT, IVF_SQ8 = "exact", "ivf-sq8"
@@ -171,8 +172,6 @@ class VectorIndex:
     # ---- files
 
     def save(self, path: Path) -> Path:
-        from ..files.atomic import atomic_write
-
         faiss = _faiss()
         return atomic_write(Path(path), lambda tmp: faiss.write_index(self.index, str(tmp)), fsync=True)
 

@@ -26,15 +26,28 @@ import numpy as np
 from ..errors import InputError
 from ..features.service import FeatureService, ModelSpec, feature_service
 from ..files.atomic import atomic_write_text
+from ..imaging.io import read_volume, write_volume
+from ..imaging.pictures import feature_overview_png
 from ..imaging.volume import Volume
+from ..localize.markups_json import write_point_list
+from ..localize.pipeline import LocalisationPipeline, Reference
+from ..localize.points import PointList
 from ..progress import ProgressFn, no_progress
+from ..report.library_source import LibraryNeighbours
+from ..report.pipeline import ReportPipeline
+from ..report.segmentation_files import read_segmentation
+from ..retrieval.pipeline import RetrievalPipeline
+from ..retrieval.regions import BoxRegion
 from ..segment.classes import SegmentClass
 from ..segment.config import SegmentationConfig
+from ..segment.files import write_seg_nrrd, write_segmentation
 from ..segment.labels import UNLABELLED
 from ..segment.metrics import dice
 from ..segment.pipeline import SegmentationPipeline
 from . import demo_cases as cases
 from . import demo_figures as figures
+from .demo_page import write_page
+from .fetch import fetch_sample_data
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +93,6 @@ def sparse_slice_labels(reference: np.ndarray, n_slices: int = 1) -> tuple[np.nd
 
 
 def _read_case(name: str) -> tuple[Volume, Volume, Any]:
-    from ..imaging.io import read_volume
-    from .fetch import fetch_sample_data
-
     case = fetch_sample_data(case=name)
     volume = read_volume(case.image)
     label = read_volume(case.label, check_hu=False)
@@ -103,8 +113,6 @@ def run_demo(
     service: FeatureService | None = None,
 ) -> DemoResult:
     """The tour; returns the summary (also in summary.json) and every file written (the page: ``files["page"]``)."""
-    from .demo_page import write_page
-
     progress = progress or no_progress
     if n_slices < 1:
         raise InputError(f"--slices must be at least 1, got {n_slices}.")
@@ -137,9 +145,6 @@ def run_demo(
 
 
 def _segmentation(tour: _Tour, n_slices: int, progress: ProgressFn) -> None:
-    from ..imaging.pictures import feature_overview_png
-    from ..segment.files import write_seg_nrrd, write_segmentation
-
     out, volume = tour.out, tour.volume
     ref = tour.label.array
     _, reason = tour.service.resolve(tour.spec)
@@ -186,11 +191,6 @@ def _segmentation(tour: _Tour, n_slices: int, progress: ProgressFn) -> None:
 
 
 def _landmarks(tour: _Tour, n_slices: int, progress: ProgressFn) -> None:
-    from ..imaging.io import write_volume
-    from ..localize.markups_json import write_point_list
-    from ..localize.pipeline import LocalisationPipeline, Reference
-    from ..localize.points import PointList
-
     out = tour.out
     moved, motion = cases.moved_copy(tour.volume, cases.Motion(), "lung1_moved")
     (out / CASES).mkdir(exist_ok=True)
@@ -227,10 +227,6 @@ def _landmarks(tour: _Tour, n_slices: int, progress: ProgressFn) -> None:
 
 
 def _retrieval(tour: _Tour, n_slices: int, progress: ProgressFn) -> None:
-    from ..imaging.io import write_volume
-    from ..retrieval.pipeline import RetrievalPipeline
-    from ..retrieval.regions import BoxRegion
-
     out = tour.out
     library = out / LIBRARY
     if library.exists():  # the demo's own library from an earlier run in this (claimed) demo folder
@@ -245,7 +241,6 @@ def _retrieval(tour: _Tour, n_slices: int, progress: ProgressFn) -> None:
         "lung1_moved": lung1_moved_path,
         "lung2_moved": write_volume(other_moved, out / CASES / "lung2_moved.nrrd"),
     }
-    from ..imaging.io import read_volume
 
     lung1_moved = read_volume(lung1_moved_path)
     volumes = {"lung2": tour.other, "lung1_moved": lung1_moved, "lung2_moved": other_moved}
@@ -298,10 +293,6 @@ def _retrieval(tour: _Tour, n_slices: int, progress: ProgressFn) -> None:
 
 
 def _report(tour: _Tour, n_slices: int, progress: ProgressFn) -> None:
-    from ..report.library_source import LibraryNeighbours
-    from ..report.pipeline import ReportPipeline
-    from ..report.segmentation_files import read_segmentation
-
     out = tour.out
     # lung1's own moved copy is left out: a draft must not simply copy the same patient's report
     neighbours = LibraryNeighbours(out / LIBRARY, tour.spec, service=tour.service, exclude={"lung1_moved"})

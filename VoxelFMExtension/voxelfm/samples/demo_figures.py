@@ -10,13 +10,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
+from matplotlib.patches import Patch, Rectangle
+from PIL import Image
 
 from ..files.atomic import atomic_write
+from ..imaging.pictures import ct_gray
 from ..imaging.volume import Volume
 from ..retrieval.thumbnails import axial_panel
+from ..segment.metrics import dice
 
 PREDICTION = (1.0, 0.85, 0.0)  # yellow
 REFERENCE = (0.9, 0.1, 0.1)  # red
@@ -25,8 +29,6 @@ PANEL_PX = 256
 
 
 def save(fig: Figure, out: Path) -> Path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
     FigureCanvasAgg(fig)
     return atomic_write(Path(out), lambda p: fig.savefig(p, format="png", dpi=100), suffix=".png")
 
@@ -38,8 +40,6 @@ def _off(ax) -> None:
 
 def features_figure(overview_png: Path, model: str, grid: Sequence[int], out: Path) -> Path:
     """The PCA overview picture (rows: axial, coronal, sagittal mid-slices) with titles and a legend."""
-    from PIL import Image
-
     img = np.asarray(Image.open(overview_png).convert("RGB"))
     height_in = 9.8 * img.shape[0] / img.shape[1] + 1.3  # the picture at 9.8 in wide, plus title and legend
     fig = Figure(figsize=(10, height_in))
@@ -85,9 +85,6 @@ def segmentation_figure(
     out: Path,
 ) -> Path:
     """Labelled slice(s) and the slices around them: prediction (yellow) against the reference (red)."""
-    from ..imaging.pictures import ct_gray
-    from ..segment.metrics import dice
-
     fg = np.flatnonzero(reference.reshape(reference.shape[0], -1).any(axis=1))
     slices = sorted({int(k) for k in fg} | set(labelled))[:5]
     k_rows, k_cols = np.nonzero(reference[labelled[0]])
@@ -232,8 +229,6 @@ def retrieval_figure(
 
 
 def _box(ax, half: float | None, view: float) -> None:
-    from matplotlib.patches import Rectangle
-
     if half is None:
         return
     c, h = PANEL_PX / 2, half * PANEL_PX / view

@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import IntegrityError, ModelNotAvailableError
+from ..errors import InputError, IntegrityError, ModelNotAvailableError
 from ..files.integrity import verify_file
 from ..files.locations import cache_root
 from ..progress import ProgressFn, no_progress
@@ -123,8 +123,6 @@ def _offline() -> bool:
 
 def _case_files(spec: SampleArchive, case: str, dest: Path) -> tuple[SampleSpec, Path, Path]:
     if case not in spec.cases:
-        from ..errors import InputError
-
         raise InputError(f"Unknown sample case {case!r}; available: {', '.join(spec.cases)}.")
     s = spec.cases[case]
     return s, dest / s.image.filename, dest / s.label.filename

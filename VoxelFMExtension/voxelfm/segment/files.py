@@ -6,10 +6,13 @@ import os
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 
 from ..errors import InputError
+from ..files.atomic import atomic_write
 from ..imaging.file_checks import check_label_map
 from ..imaging.formats import LABELMAP_SUFFIXES, has_suffix
+from ..imaging.io import array_to_sitk, read_volume, write_labelmap
 from ..imaging.volume import Volume
 from .classes import SegmentClass
 from .result import SegmentationResult
@@ -28,8 +31,6 @@ def check_output_name(path: str | os.PathLike) -> Path:
 
 def read_label_volume(path: str | os.PathLike) -> Volume:
     """Read a sparse label image (0 background, 1..254 structures, 255 unlabelled) without touching the file."""
-    from ..imaging.io import read_volume
-
     vol = read_volume(str(path), check_hu=False)
     arr = check_label_map(vol.array, path, "label image")  # integers, not a CT
     if arr.size and int(arr.max()) > 255:
@@ -44,11 +45,6 @@ def write_seg_nrrd(
     labelmap: np.ndarray, ijk_to_ras: np.ndarray, path: str | os.PathLike, classes: list[SegmentClass]
 ) -> Path:
     """Write a Slicer .seg.nrrd (one shared labelmap layer, one segment per class, terminology kept)."""
-    import SimpleITK as sitk
-
-    from ..files.atomic import atomic_write
-    from ..imaging.io import array_to_sitk
-
     img = array_to_sitk(np.asarray(labelmap, dtype=np.uint8), ijk_to_ras)
     k, j, i = labelmap.shape
     img.SetMetaData("Segmentation_MasterRepresentation", "Binary labelmap")
@@ -75,8 +71,6 @@ def write_seg_nrrd(
 
 def write_segmentation(result: SegmentationResult, path: str | os.PathLike) -> Path:
     """A labelmap (.nii.gz/.nii/.nrrd/.mha) or a .seg.nrrd with the class names and colours."""
-    from ..imaging.io import write_labelmap
-
     path = check_output_name(path)
     if has_suffix(path, (SEG_NRRD,)):
         return write_seg_nrrd(result.labelmap, result.ijk_to_ras, path, result.classes)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..features.identity import backbone_record
 from ..imaging.volume import Volume
 from .classes import SegmentClass, classes_for
 from .config import SegmentationConfig
@@ -67,7 +68,7 @@ def fit_segmentation(
     strength = cfg.prior_strength if cfg.prior_strength is not None else (0.5 if lv.full_slices else 0.0)
     freq = np.array([lv.counts[v] for v in [0, *lv.values]], dtype=np.float64)
     fit.bias = fit.bias + strength * np.log(freq / freq.sum())
-    model_meta = dict(getattr(features, "model", None) or {}) if cfg.use_patch_features else {}
+    backbone = backbone_record(getattr(features, "model", None)) if cfg.use_patch_features else {}
     return SegmentationProbe(
         classes=classes_for(lv.values, classes),
         config=dataclasses.replace(cfg),
@@ -76,7 +77,7 @@ def fit_segmentation(
         feat_std=feat_std.astype(np.float32) if feat_std is not None else None,
         intensity_coef=fit.weight[:, n_patch:].astype(np.float32) if cfg.intensity.enabled else None,
         bias=fit.bias.astype(np.float32),
-        model=model_meta,
+        backbone=backbone,
         preprocess=dict(getattr(features, "preprocess", None) or {}) if cfg.use_patch_features else {},
         metrics={
             "labelled_voxels": {str(k): v for k, v in lv.counts.items()},

@@ -18,7 +18,6 @@ from typing import Any
 
 from ..features.service import ConfiguredPipeline
 from ..features.spec import ModelSpec
-from ..imaging.preprocess import PreprocessConfig
 from ..imaging.resample import resample_isotropic
 from ..imaging.volume import Volume
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
@@ -28,6 +27,7 @@ from .context import SegmentationContext
 from .fit import fit_segmentation
 from .postprocess import PostprocessConfig
 from .probe import SegmentationProbe
+from .request import SegmentationApplyRequest, SegmentationFitRequest
 from .result import SegmentationResult
 
 FEATURES_SHARE = 0.8  # progress fraction spent on features when they are not cached
@@ -41,12 +41,6 @@ class SegmentationPipeline(ConfiguredPipeline[SegmentationConfig]):
     _context: SegmentationContext | None = None
 
     # ---- features
-
-    def _preprocess(self, spec: ModelSpec, recorded: dict[str, Any] | None) -> PreprocessConfig:
-        """The probe's recorded preprocessing when applying, else the model's own with our options."""
-        if recorded:
-            return PreprocessConfig.from_dict(recorded)
-        return self.model_preprocess(spec)
 
     def context(
         self,
@@ -65,7 +59,7 @@ class SegmentationPipeline(ConfiguredPipeline[SegmentationConfig]):
         if self._context is None or key != self._key:
             check_cancel(cancel)
             source = resample_isotropic(volume, feature_spacing_mm) if feature_spacing_mm else volume
-            preprocess = self._preprocess(spec, recorded_preprocess)
+            preprocess = self.preprocess_for(spec, recorded_preprocess)
             feats = self.volume_features(
                 source, spec, preprocess, lambda f, m: progress(FEATURES_SHARE * f, m), cancel
             )
@@ -87,10 +81,12 @@ class SegmentationPipeline(ConfiguredPipeline[SegmentationConfig]):
         cancel: CancelFlag | None = None,
         volume_key: str | None = None,
         extra_warnings: Sequence[str] = (),
+        config: SegmentationConfig | None = None,
     ) -> SegmentationResult:
-        """Fit a probe on sparse ``labels`` (any grid aligned with ``volume``) and segment the whole volume."""
+        """Fit a probe on sparse ``labels`` (any grid aligned with ``volume``) and segment the whole volume
+        (with ``config``, else the pipeline's)."""
         progress = progress or no_progress
-        cfg = self.config
+        cfg = config or self.config
         ctx = (
             self.context(
                 volume, cfg.feature_spacing_mm, progress=progress, cancel=cancel, volume_key=volume_key
@@ -106,6 +102,22 @@ class SegmentationPipeline(ConfiguredPipeline[SegmentationConfig]):
             volume, probe, ctx, None, progress, [*extra_warnings, *probe.metrics["warnings"]]
         )
 
+    def run_fit(
+        self,
+        request: SegmentationFitRequest,
+        progress: ProgressFn | None = None,
+        cancel: CancelFlag | None = None,
+    ) -> SegmentationResult:
+        """A fit request (the CLI's and the server's form): its labels prepared, its classes named, then ``fit``
+        with the request's settings."""
+        labels = request.prepared_labels()
+        classes = request.classes(labels)
+        return self.fit(request.volume, labels, classes, progress, cancel, config=request.config)
+
+    def run_apply(self, request: SegmentationApplyRequest, *args: Any) -> SegmentationResult:
+        """An apply request (``apply`` with its volume, probe and post-processing; ``args``: progress, cancel)."""
+        return self.apply(request.volume, request.probe, *args, postprocess=request.postprocess)
+
     def apply(
         self,
         volume: Volume,
@@ -120,7 +132,7 @@ class SegmentationPipeline(ConfiguredPipeline[SegmentationConfig]):
         progress = progress or no_progress
         ctx = SegmentationContext(volume, None)
         if probe.patch_weight is not None:
-            spec = self.spec if self.spec.model else self.spec.with_model(probe.model.get("id") or "")
+            spec = self.spec.for_record(probe)
             ctx = self.context(
                 volume,
                 probe.config.feature_spacing_mm,

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..features.identity import check_backbone
 from ..imaging.volume import Volume
 from .classes import SegmentClass
 from .config import SegmentationConfig
@@ -28,7 +29,7 @@ class SegmentationProbe:
     feat_std: np.ndarray | None  # [C]
     intensity_coef: np.ndarray | None  # [K+1, sum(n_knots)]
     bias: np.ndarray  # [K+1]
-    model: dict[str, Any] = field(default_factory=dict)  # backbone id / revision / sha256
+    backbone: dict[str, Any] = field(default_factory=dict)  # features.identity.backbone_record
     preprocess: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
 
@@ -51,15 +52,14 @@ class SegmentationProbe:
         if c != self.patch_weight.shape[1]:
             raise InputError(
                 f"Features have {c} channels but this probe was fitted on {self.patch_weight.shape[1]}; extract "
-                f"features with the probe's model ({self.model.get('id', 'unknown')})."
+                f"features with the probe's model ({self.backbone.get('id', 'unknown')})."
             )
-        theirs = (getattr(features, "model", None) or {}).get("sha256")
-        ours = self.model.get("sha256")
-        if theirs and ours and theirs != ours:
-            raise InputError(
-                f"Features come from model sha256 {theirs[:12]}… but the probe was fitted on {ours[:12]}… "
-                f"({self.model.get('id', 'unknown')}); re-extract features with that model."
-            )
+        check_backbone(
+            self.backbone,
+            getattr(features, "model", None),
+            "This probe was fitted on features of model",
+            "re-extract features with the probe's model.",
+        )
 
     def delta_slabs(self, volume: Volume, features: Any, context: SegmentationContext | None = None):
         """A function (k0, k1) -> logits minus the background logit, classes 1..K: [K, k1-k0, j, i] float32."""

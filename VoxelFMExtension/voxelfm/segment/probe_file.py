@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CheckpointError, InputError
+from ..features.identity import recorded_backbone
 from ..files.probe_file import check_fields, check_number, read_probe_files, write_probe_files
 from ..files.probe_paths import probe_paths
 from .classes import SegmentClass
@@ -33,7 +34,7 @@ def save_segmentation_probe(probe: SegmentationProbe, path: str | os.PathLike) -
     meta = {
         "classes": [c.to_dict() for c in probe.classes],
         "feature_config": probe.config.to_dict(),
-        "backbone": probe.model,
+        "backbone": probe.backbone,
         "preprocessing": probe.preprocess,
         "metrics": probe.metrics,
     }
@@ -72,7 +73,7 @@ def load_segmentation_probe(path: str | os.PathLike) -> SegmentationProbe:
         feat_std=tensors.get("feat_std"),
         intensity_coef=tensors.get("intensity_coef"),
         bias=tensors["bias"],
-        model=meta.get("backbone", {}),
+        backbone=recorded_backbone(meta),
         preprocess=meta.get("preprocessing", {}),
         metrics=meta.get("metrics", {}),
     )

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,3 +40,22 @@ class SegmentationResult:
             ClassStats(c.name, c.value, int(counts[c.value]), float(counts[c.value]) * voxel_ml)
             for c in self.classes
         ]
+
+    def summary(self) -> dict[str, Any]:
+        """Everything but the arrays and the probe, as plain data (what a front end shows or sends with the
+        labelmap): the classes, the warnings and each class's statistics."""
+        return {
+            "classes": [c.to_dict() for c in self.classes],
+            "warnings": list(self.warnings),
+            "statistics": [asdict(s) for s in self.statistics()],
+        }
+
+    @classmethod
+    def from_summary(
+        cls, labelmap: np.ndarray, ijk_to_ras: np.ndarray, d: dict[str, Any]
+    ) -> SegmentationResult:
+        """A result received as its labelmap + geometry + ``summary()`` (statistics are recomputed)."""
+        classes = [SegmentClass.from_dict(c) for c in d.get("classes", [])]
+        return cls(
+            labelmap, np.asarray(ijk_to_ras, dtype=np.float64), classes, warnings=list(d.get("warnings", []))
+        )

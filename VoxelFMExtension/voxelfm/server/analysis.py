@@ -63,7 +63,7 @@ def run_localize(job: Job, volume: Volume, spec: ModelSpec, options: FeatureOpti
             raise InputError("a localize job takes references / templates or a probe, not both.")
         probe = localisation_probe_from_files(body.probe.model_dump(by_alias=True))
         if not spec.model:  # the pipeline will load the probe's recorded backbone: a registry id here too
-            check_model_name(str(probe.backbone.get("id") or ""), "the probe's recorded backbone")
+            check_model_name(spec.for_record(probe).model, "the probe's recorded backbone")
         result = LocalisationPipeline(spec, None, options).apply_probe(
             volume, probe, job.progress, job.cancel
         )

@@ -81,7 +81,7 @@ class CapabilityRunner:
             raise InputError("a segment-apply job needs 'apply' (the probe files).")
         probe = probe_from_files(req.apply.probe.model_dump(by_alias=True))
         if not spec.model:  # the pipeline will load the probe's recorded backbone: a registry id here too
-            check_model_name(str(probe.model.get("id") or ""), "the probe's recorded backbone")
+            check_model_name(spec.for_record(probe).model, "the probe's recorded backbone")
         pipeline = self._pipeline(device, spec, options, None)
         result = pipeline.apply(
             volume, probe, job.progress, job.cancel, req.apply.postprocess_to_core(), volume_key=req.volume

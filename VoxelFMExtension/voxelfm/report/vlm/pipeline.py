@@ -9,22 +9,29 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
+from ...device import pick_device
+from ...features.extract import default_preprocess_for, model_identity
+from ...features.identity import backbone_record
 from ...features.service import ConfiguredPipeline, FeatureService, feature_service
 from ...features.spec import FeatureOptions, ModelSpec
+from ...imaging.io import read_volume
 from ...imaging.volume import Volume
+from ...probes.pipeline import check_probe_backbone
 from ...progress import CancelFlag, ProgressFn, check_cancel, no_progress
 from .config import GenerationConfig, HeadConfig, TrainConfig
 from .inputs import VisualTokens, visual_tokens
+from .language_model import hidden_size, load_language_model
+from .model import ReportModel
+from .resampler import ReportHead
+from .run_files import load_run, save_run
+from .train import train_report_model
 
 FEATURES_SHARE = 0.3  # progress spent on features before training
 
 
 def _device(spec: ModelSpec) -> str:
-    from ...device import pick_device
-
     return str(pick_device(spec.device))
 
 
@@ -58,9 +65,6 @@ def training_tokens(
     cancel: CancelFlag | None,
 ) -> tuple[list[VisualTokens], Any, Any]:
     """(visual tokens of every image, the backbone, the preprocessing used): what training reads."""
-    from ...features.extract import default_preprocess_for
-    from ...imaging.io import read_volume
-
     backbone = service.backbone(spec)
     preprocess = dataclasses.replace(
         default_preprocess_for(backbone),
@@ -91,13 +95,6 @@ def train_report_run(
     cancel: CancelFlag | None = None,
 ) -> tuple[Path, dict[str, list[float]]]:
     """Features of every image -> two-stage training -> a saved run at ``out``; returns (run, loss history)."""
-    from ...features.extract import model_identity
-    from .language_model import hidden_size, load_language_model
-    from .model import ReportModel
-    from .resampler import ReportHead
-    from .run_files import save_run
-    from .train import train_report_model
-
     spec, options, service = spec or ModelSpec(), options or FeatureOptions(), service or feature_service()
     head, train = head or HeadConfig(), train or TrainConfig()
     progress = progress or no_progress
@@ -115,8 +112,8 @@ def train_report_run(
         "train": train.to_dict(),
         "lm": {"source": reference, "class": type(language_model).__name__},
         "feature_dim": dim,
-        "backbone": model_identity(backbone),
-        "preprocess": dataclasses.asdict(preprocess),
+        "backbone": backbone_record(model_identity(backbone)),
+        "preprocess": preprocess.to_dict(),
         "n_cases": len(reports),
         "history": history,
     }
@@ -136,28 +133,17 @@ class VLMReporter(ConfiguredPipeline[GenerationConfig]):
         options: FeatureOptions | None = None,
         service: FeatureService | None = None,
     ) -> None:
-        from .run_files import load_run
-
         super().__init__(spec, generation, options, service)
         self.run = Path(run)
         self.model, self.meta = load_run(self.run, _device(self.spec))
-        backbone_id = str((self.meta.get("backbone") or {}).get("id") or "")
-        if not self.spec.model:  # the run's own backbone
-            self.spec = self.spec.with_model(backbone_id)
+        self.spec = self.spec.for_record(self.meta)  # the run's own backbone unless one is named
 
     def generate(
         self, volume: Volume, progress: ProgressFn | None = None, cancel: CancelFlag | None = None
     ) -> str:
-        from ...features.extract import model_identity
-        from ...imaging.preprocess import PreprocessConfig
-        from ...probes.pipeline import check_backbone
-
         progress = progress or no_progress
-        check_backbone(
-            SimpleNamespace(backbone=self.meta.get("backbone") or {}),
-            model_identity(self.service.backbone(self.spec)),
-        )
-        preprocess = PreprocessConfig.from_dict(self.meta.get("preprocess") or {})
+        check_probe_backbone(self.meta, model_identity(self.service.backbone(self.spec)))
+        preprocess = self.preprocess_for(self.spec, self.meta.get("preprocess"))
         tokens = _features(
             self.service,
             volume,

@@ -18,9 +18,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
+
 from ...errors import CheckpointError, InputError
+from ...files.atomic import atomic_write, atomic_write_text
 from ...files.documents import read_mapping
+from ...files.run_folder import claim_run_folder, foreign_entries
 from .config import HeadConfig
+from .deps import require_vlm
 from .language_model import hidden_size, load_language_model
 from .model import ReportModel
 from .resampler import ReportHead
@@ -50,11 +55,6 @@ def _replace_dir(writer, target: Path) -> None:
 def save_run(model: ReportModel, path: str | os.PathLike, meta: dict[str, Any]) -> Path:
     """Write a run into ``path``: a new or empty folder, or a report-model run folder (its marker first, run.json
     last, each entry atomically); a folder holding anything else is refused."""
-    from safetensors.torch import save_file
-
-    from ...files.atomic import atomic_write, atomic_write_text
-    from ...files.run_folder import claim_run_folder, foreign_entries
-
     path = Path(path)
     if path.exists() and (
         not path.is_dir() or (any(path.iterdir()) and foreign_entries(path, RUN_KIND, RUN_ENTRIES))
@@ -62,7 +62,7 @@ def save_run(model: ReportModel, path: str | os.PathLike, meta: dict[str, Any]) 
         raise InputError(f"{path} is not a new, empty or report-model run folder; choose a new --out folder.")
     claim_run_folder(path, RUN_KIND)
     state = {k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
-    atomic_write(path / HEAD_FILE, lambda tmp: save_file(state, str(tmp)), ".safetensors")
+    atomic_write(path / HEAD_FILE, lambda tmp: safetensors.torch.save_file(state, str(tmp)), ".safetensors")
     _replace_dir(model.tokenizer.save_pretrained, path / TOKENIZER_DIR)
     lora = hasattr(model.lm, "peft_config")
     if lora:
@@ -92,10 +92,6 @@ def read_run_meta(path: str | os.PathLike) -> dict[str, Any]:
 
 def load_run(path: str | os.PathLike, device: str = "cpu") -> tuple[ReportModel, dict[str, Any]]:
     """The trained model of a run (base LM from its reference + adapters + head), in eval mode."""
-    from safetensors.torch import load_file
-
-    from .deps import require_vlm
-
     _, peft = require_vlm()
     path = Path(path)
     meta = read_run_meta(path)
@@ -105,7 +101,7 @@ def load_run(path: str | os.PathLike, device: str = "cpu") -> tuple[ReportModel,
     config = HeadConfig.from_dict(meta["head"])
     head = ReportHead(int(meta["feature_dim"]), hidden_size(lm), config)
     try:
-        head.load_state_dict(load_file(str(path / HEAD_FILE)), strict=True)
+        head.load_state_dict(safetensors.torch.load_file(str(path / HEAD_FILE)), strict=True)
     except (RuntimeError, OSError) as exc:
         raise CheckpointError(f"{path / HEAD_FILE} does not fit the head in {RUN_JSON}: {exc}") from exc
     model = ReportModel(head.to(device).eval(), lm.eval(), tok, config)
