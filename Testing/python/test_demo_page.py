@@ -69,7 +69,7 @@ def tour(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VOXELFM_CACHE_DIR", str(tmp / "cache"))
         mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setattr("voxelfm.samples.fetch.fetch_sample_data", lambda *a, case="lung1", **k: synthetic[case])
+        mp.setattr("voxelfm.samples.demo.fetch_sample_data", lambda *a, case="lung1", **k: synthetic[case])
         torch.manual_seed(0)
         model = VoxelFMBackbone(BackboneConfig(embed_dim=48, depth=1, num_heads=1)).eval()
         service = FeatureService(loader=lambda *a, **k: model)
