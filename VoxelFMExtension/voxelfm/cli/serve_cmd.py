@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         max_upload_bytes=int(args.max_upload_mb * MB),
         max_voxels=args.max_voxels,
         store_bytes=int(args.store_gb * 1024 * MB),
+        cache_bytes=int(args.cache_gb * 1024 * MB),
         max_queued_per_key=args.max_jobs_per_key,
         abandon_after_s=args.abandon_after,
         libraries=read_libraries(Path(args.libraries) if args.libraries else None),
@@ -76,6 +77,12 @@ def arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--max-voxels", type=options.positive_int, default=512 * 512 * 2000, help="largest volume")
     p.add_argument("--store-gb", type=options.float_above(0.0, 1e6), default=50.0, help="volume store budget")
+    p.add_argument(
+        "--cache-gb",
+        type=options.float_above(0.0, 1e6),
+        default=100.0,
+        help="feature cache budget (least recently used removed beyond it; never one a running job uses)",
+    )
     p.add_argument(
         "--max-jobs-per-key", type=options.positive_int, default=4, help="queued + running jobs per API key"
     )
