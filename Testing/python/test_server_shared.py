@@ -95,7 +95,7 @@ def _wait(predicate, seconds: float) -> bool:
 
 
 def _slow_features(sha: str) -> dict:
-    """A features job of a few seconds (many small tiles, no cache): something to cancel while it runs."""
+    """A features job of many small tiles, without the cache: something to cancel while it runs."""
     options = FeatureOptions(cache=False, overlap=6)
     return {
         "kind": "features",
@@ -134,7 +134,8 @@ def test_two_processes_answer_for_each_others_jobs(tmp_path, case, data_dir):
         got = segmentation_from_frame(cb.result(job["id"])).labelmap
         assert np.array_equal(got, expected)
         # the key's limit (2) holds across both processes
-        slow = _slow_features(ca.ensure_volume(torso))
+        long_ct = Volume(np.concatenate([torso.array] * 4), torso.ijk_to_ras)  # a few seconds of work
+        slow = _slow_features(ca.ensure_volume(long_ct))
         first, second = ca.submit(slow), cb.submit(slow)
         with pytest.raises(ServerRequestError, match="429"):
             ca.submit(slow)

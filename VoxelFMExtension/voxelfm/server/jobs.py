@@ -119,6 +119,7 @@ class JobManager:
         self.keep_results_s = keep_results_s
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._stop = threading.Event()
         self._queues = {d: queue.Queue() for d in devices}
         self._threads = [
@@ -236,10 +237,13 @@ class JobManager:
         return record
 
     def _write(self, job: Job, changed: bool) -> None:
+        """Write the job's record; one writer at a time, each writing the state as it is then, so a progress
+        write can never land over a later state."""
         try:
-            if job.state == "done" and job.result is not None:
-                self.records.write_result(job.id, job.result)  # type: ignore[union-attr]
-            self.records.write(job.record())  # type: ignore[union-attr]
+            with self._write_lock:
+                if job.state == "done" and job.result is not None:
+                    self.records.write_result(job.id, job.result)  # type: ignore[union-attr]
+                self.records.write(job.record())  # type: ignore[union-attr]
         except OSError:  # a full or unreachable shared folder: this process still answers for its job
             log.exception("could not write the record of job %s", job.id)
 
