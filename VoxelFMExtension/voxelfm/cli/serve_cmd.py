@@ -37,6 +37,12 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-voxels", type=options.positive_int, default=512 * 512 * 2000, help="largest volume")
     p.add_argument("--store-gb", type=options.float_above(0.0, 1e6), default=50.0, help="volume store budget")
     p.add_argument(
+        "--cache-gb",
+        type=options.float_above(0.0, 1e6),
+        default=100.0,
+        help="feature cache budget (least recently used removed beyond it; never one a running job uses)",
+    )
+    p.add_argument(
         "--max-jobs-per-key", type=options.positive_int, default=4, help="queued + running jobs per API key"
     )
     p.add_argument(

@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         max_upload_bytes=int(args.max_upload_mb * MB),
         max_voxels=args.max_voxels,
         store_bytes=int(args.store_gb * 1024 * MB),
+        cache_bytes=int(args.cache_gb * 1024 * MB),
         max_queued_per_key=args.max_jobs_per_key,
         abandon_after_s=args.abandon_after,
         libraries=read_libraries(Path(args.libraries) if args.libraries else None),

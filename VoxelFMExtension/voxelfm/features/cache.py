@@ -10,9 +10,11 @@ a crash. Entries are also checked for the arrays and finite values a features fi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +65,8 @@ class FeatureCache:
             )
             p.unlink(missing_ok=True)
             return None
+        with contextlib.suppress(OSError):  # the entry's time of last use (a size budget removes the oldest)
+            os.utime(p)
         return feats
 
     def put(self, key: str, feats: VolumeFeatures) -> Path:

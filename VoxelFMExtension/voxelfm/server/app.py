@@ -8,8 +8,9 @@ side to upgrade.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -21,15 +22,18 @@ from ..client.wire import PROTOCOL_VERSION
 from ..device import pick_device
 from ..errors import InputError
 from .auth import KeyRing
+from .cache_budget import CacheSweeper
 from .capabilities import CapabilityRunner, describe
 from .config import ServerConfig
-from .jobs import Job, JobManager, TooManyJobsError
+from .job_records import JobRecords
+from .jobs import JobManager, TooManyJobsError
 from .libraries import LibraryListing, library_listing
 from .models import Health, JobRequest, JobStatus, VolumeInfo
 from .store import TooLargeError, VolumeStore, check_sha
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 MAX_WAIT_S = 10.0  # longest long poll of GET /jobs/{id}?wait=S (well under any proxy's read timeout)
 
 
@@ -48,18 +52,9 @@ def owner(request: Request, authorization: Annotated[str | None, Header()] = Non
 Owner = Annotated[str, Depends(owner)]
 
 
-def job_status(job: Job) -> JobStatus:
-    return JobStatus(
-        id=job.id,
-        kind=job.kind,
-        state=job.state,  # type: ignore[arg-type]
-        progress=job.fraction,
-        message=job.message,
-        device=job.device,
-        seconds=job.seconds,
-        error=job.error if job.state in ("failed", "cancelled") else None,
-        error_kind=job.error_kind,  # type: ignore[arg-type]
-    )
+def job_status(record: dict[str, Any]) -> JobStatus:
+    """The reply for a job's record (``Job.record()``, from this process or the shared folder)."""
+    return JobStatus(**{k: record.get(k) for k in JobStatus.model_fields})
 
 
 def create_app(config: ServerConfig) -> FastAPI:
@@ -76,8 +71,11 @@ def create_app(config: ServerConfig) -> FastAPI:
             config.max_queued_per_key,
             config.abandon_after_s,
             config.keep_results_s,
+            JobRecords(config.jobs_dir),
         )
+        sweeper = CacheSweeper(config.features_dir, config.cache_bytes, state["jobs"].running_since)
         yield
+        sweeper.stop()
         state["jobs"].shutdown()
 
     app = FastAPI(
@@ -192,28 +190,26 @@ def create_app(config: ServerConfig) -> FastAPI:
         except TooManyJobsError as exc:
             raise HTTPException(429, str(exc)) from None
         log.info("job %s queued on %s: %s", job.id, job.device, describe(body))
-        return job_status(job)
+        return job_status(job.record())
 
     @app.get("/jobs/{job_id}", response_model=JobStatus)
     def status(
         job_id: str, who: Owner, wait: Annotated[float, Query(ge=0.0, le=MAX_WAIT_S)] = 0.0
     ) -> JobStatus:
         """The job's state; with ``wait`` the reply comes as soon as the job ends, or after ``wait`` seconds."""
-        job = _job(jobs(), who, job_id)
-        job.wait(wait)
-        return job_status(_job(jobs(), who, job_id))
+        return job_status(_job(lambda: jobs().status(who, job_id, wait), job_id))
 
     @app.delete("/jobs/{job_id}", response_model=JobStatus)
     def cancel(job_id: str, who: Owner) -> JobStatus:
-        _job(jobs(), who, job_id)
-        return job_status(jobs().cancel(who, job_id))
+        return job_status(_job(lambda: jobs().cancel(who, job_id), job_id))
 
     @app.get("/jobs/{job_id}/result", response_class=Response)
     def result(job_id: str, who: Owner) -> Response:
-        job = _job(jobs(), who, job_id)
-        if job.state != "done" or job.result is None:
-            raise HTTPException(409, f"job {job_id} is {job.state}; fetch its result when it is done.")
-        return Response(job.result, media_type="application/octet-stream")
+        body = _job(lambda: jobs().result(who, job_id), job_id)
+        if body is None:
+            state = _job(lambda: jobs().status(who, job_id), job_id)["state"]
+            raise HTTPException(409, f"job {job_id} is {state}; fetch its result when it is done.")
+        return Response(body, media_type="application/octet-stream")
 
     return app
 
@@ -226,9 +222,10 @@ def _valid_sha(sha: str) -> bool:
     return True
 
 
-def _job(manager: JobManager, who: str, job_id: str) -> Job:
+def _job(call: Callable[[], T], job_id: str) -> T:
+    """``call()`` (a JobManager look-up); HTTP 404 for an unknown job or another key's."""
     try:
-        return manager.get(who, job_id)
+        return call()
     except KeyError:
         raise HTTPException(
             404, f"no job {job_id} for this key on this server (finished long ago?)."
