@@ -18,6 +18,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from voxelfm.client.capabilities import model_request
+from voxelfm.features.service import FeatureOptions, ModelSpec
+
 REPO = Path(__file__).resolve().parents[2]
 KEY = "test-key-0123456789"
 SECOND_KEY = "second-key-abcdef"
@@ -93,3 +96,23 @@ def running_server(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+
+
+def wait_until(predicate, seconds: float = 10.0, step: float = 0.02) -> bool:
+    """Poll ``predicate`` until it holds or ``seconds`` pass (bounded: tests never hang on a server)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
+def slow_features_request(sha: str) -> dict:
+    """A features job of many small tiles without the cache (~1 s here): something to queue behind or cancel."""
+    options = FeatureOptions(cache=False, overlap=6)
+    return {
+        "kind": "features",
+        "volume": sha,
+        **model_request(ModelSpec("voxelfm-tiny", max_tokens=64), options),
+    }

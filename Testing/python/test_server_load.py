@@ -4,13 +4,12 @@ clear error and no output; a restarted server still holds its volumes. Bounded: 
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
-from server_harness import KEY, SECOND_KEY, running_server
+from server_harness import KEY, SECOND_KEY, running_server, slow_features_request, wait_until
 
 from voxelfm.cli.main import main
-from voxelfm.client.capabilities import model_request, remote_segment_fit
+from voxelfm.client.capabilities import remote_segment_fit
 from voxelfm.client.client import VoxelFMClient
 from voxelfm.features.spec import FeatureOptions, ModelSpec
 from voxelfm.imaging.io import read_volume
@@ -76,32 +75,15 @@ def test_concurrent_clients_each_get_exactly_their_own_result(tmp_path, data_dir
             assert np.array_equal(got, want), f"client {n}"
 
 
-def _wait(predicate, seconds: float) -> bool:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def _slow_features(sha: str) -> dict:
-    """A features job of ~1.3 s on this machine (many small tiles, no cache): something to queue behind."""
-    options = FeatureOptions(cache=False, overlap=6)
-    return {
-        "kind": "features",
-        "volume": sha,
-        **model_request(ModelSpec("voxelfm-tiny", max_tokens=64), options),
-    }
-
-
 def test_jobs_of_a_client_that_went_away_are_cancelled(tmp_path, data_dir):
     torso = read_volume(str(data_dir / "totalseg" / "torso_3mm" / "ct.nii.gz"))
     with running_server(tmp_path / "server", "--abandon-after", "1") as server:
         client = VoxelFMClient(server.url, KEY)
-        jobs = [client.submit(_slow_features(client.ensure_volume(torso))) for _ in range(3)]
+        jobs = [client.submit(slow_features_request(client.ensure_volume(torso))) for _ in range(3)]
         # the client now disappears: nobody polls (``/health`` does not count as a poll)
-        assert _wait(lambda: server.health()["jobs_active"] == 0, 60), "abandoned jobs kept the device busy"
+        assert wait_until(lambda: server.health()["jobs_active"] == 0, 60), (
+            "abandoned jobs kept the device busy"
+        )
         states = [client.status(j["id"]) for j in jobs]
     assert all(s["state"] in ("cancelled", "done") for s in states)
     queued = states[1:]  # never started: cancelled while waiting, the device freed for others
@@ -118,7 +100,7 @@ def test_server_killed_mid_job_leaves_a_clear_error_and_no_output(tmp_path, data
         # another user's slow jobs fill the device queue, so ours is still queued or running when the server dies
         other = VoxelFMClient(server.url, SECOND_KEY)
         sha = other.ensure_volume(torso)
-        slow = _slow_features(sha)
+        slow = slow_features_request(sha)
         for _ in range(4):
             other.submit(slow)
         rc: list[int] = []
@@ -139,7 +121,7 @@ def test_server_killed_mid_job_leaves_a_clear_error_and_no_output(tmp_path, data
             )
         )
         cli.start()
-        assert _wait(lambda: server.health()["jobs_active"] == 5, 60), "our job never reached the queue"
+        assert wait_until(lambda: server.health()["jobs_active"] == 5, 60), "our job never reached the queue"
         server.kill()
         cli.join(60)
     assert rc == [2]

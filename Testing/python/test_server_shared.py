@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
-from server_harness import KEY, SECOND_KEY, free_port, running_server
+from server_harness import KEY, SECOND_KEY, free_port, running_server, slow_features_request, wait_until
 
 from voxelfm.client.capabilities import model_request, remote_features, remote_segment_fit
 from voxelfm.client.client import VoxelFMClient
@@ -85,25 +85,6 @@ def round_robin(*urls: str) -> Iterator[str]:
         server.server_close()
 
 
-def _wait(predicate, seconds: float) -> bool:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def _slow_features(sha: str) -> dict:
-    """A features job of many small tiles, without the cache: something to cancel while it runs."""
-    options = FeatureOptions(cache=False, overlap=6)
-    return {
-        "kind": "features",
-        "volume": sha,
-        **model_request(ModelSpec("voxelfm-tiny", max_tokens=64), options),
-    }
-
-
 def test_two_processes_answer_for_each_others_jobs(tmp_path, case, data_dir):
     vol, labels = case
     config, options = SegmentationConfig(), FeatureOptions()
@@ -135,7 +116,7 @@ def test_two_processes_answer_for_each_others_jobs(tmp_path, case, data_dir):
         assert np.array_equal(got, expected)
         # the key's limit (2) holds across both processes
         long_ct = Volume(np.concatenate([torso.array] * 4), torso.ijk_to_ras)  # a few seconds of work
-        slow = _slow_features(ca.ensure_volume(long_ct))
+        slow = slow_features_request(ca.ensure_volume(long_ct))
         first, second = ca.submit(slow), cb.submit(slow)
         with pytest.raises(ServerRequestError, match="429"):
             ca.submit(slow)
@@ -145,14 +126,14 @@ def test_two_processes_answer_for_each_others_jobs(tmp_path, case, data_dir):
         with pytest.raises(ServerRequestError, match="404"):
             other.status(first["id"])
         # cancelled on B while it runs on A
-        assert _wait(lambda: cb.status(first["id"])["state"] == "running", 60)
+        assert wait_until(lambda: cb.status(first["id"])["state"] == "running", 60)
         cb.cancel(first["id"])
-        assert _wait(lambda: cb.status(first["id"])["state"] != "running", 30)
+        assert wait_until(lambda: cb.status(first["id"])["state"] != "running", 30)
         ended = ca.status(first["id"])
         assert ended["state"] == "cancelled" and "cancelled by the client" in ended["error"], ended
-        assert _wait(lambda: a.health()["jobs_active"] == 0, 30)  # A's device is free again
+        assert wait_until(lambda: a.health()["jobs_active"] == 0, 30)  # A's device is free again
         cb.cancel(second["id"])
-        assert _wait(lambda: cb.status(second["id"])["state"] == "cancelled", 30)
+        assert wait_until(lambda: cb.status(second["id"])["state"] == "cancelled", 30)
         third = ca.submit(slow)  # the key is under its limit again, on either process
         ca.cancel(third["id"])
 
@@ -175,4 +156,4 @@ def test_feature_cache_keeps_to_its_byte_budget(tmp_path, case):
             feats = remote_features(client, vol, SPEC, options)
             assert np.array_equal(feats.patch, local.patch)
         folder = server.data / "features"
-        assert _wait(lambda: not list(folder.glob("*.npz")), 20), list(folder.iterdir())
+        assert wait_until(lambda: not list(folder.glob("*.npz")), 20), list(folder.iterdir())

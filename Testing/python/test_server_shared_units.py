@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from server_harness import wait_until
 
 from voxelfm.errors import CancelledError
 from voxelfm.features.cache import FeatureCache
@@ -17,15 +18,6 @@ from voxelfm.features.volume_features import VolumeFeatures
 from voxelfm.server.cache_budget import sweep_cache
 from voxelfm.server.job_records import STALE_S, JobRecords
 from voxelfm.server.jobs import JobManager, TooManyJobsError
-
-
-def _wait(predicate, seconds=10.0):
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def _runner(release: threading.Event):
@@ -58,10 +50,11 @@ def test_records_let_any_manager_answer_cancel_limit_abandon_and_expire(tmp_path
             a.submit("alice", "features", "three")
         with pytest.raises(KeyError):
             b.status("bob", first.id)  # another key's job is unknown to bob, wherever he asks
-        assert _wait(lambda: b.status("alice", first.id)["state"] == "running")
+        assert wait_until(lambda: b.status("alice", first.id)["state"] == "running")
         b.cancel("alice", first.id)  # cancelled through B: A's worker stops it
-        assert _wait(lambda: first.state == "cancelled")
-        assert b.status("alice", first.id)["error"] == "cancelled by the client"
+        assert wait_until(lambda: first.state == "cancelled")
+        # B sees it through A's record (written just after A's in-memory state changes)
+        assert wait_until(lambda: b.status("alice", first.id)["error"] == "cancelled by the client")
         # polls through A keep B's job alive past abandon_after_s; a long poll through A returns at its end
         for _ in range(12):  # 3 s of polls, past abandon_after_s
             assert a.status("alice", second.id)["state"] == "running"
@@ -74,10 +67,10 @@ def test_records_let_any_manager_answer_cancel_limit_abandon_and_expire(tmp_path
         # nobody polls: abandoned, whichever manager holds it
         release.clear()
         lonely = b.submit("alice", "features", "lonely")
-        assert _wait(lambda: lonely.state == "cancelled", 10) and "abandoned" in lonely.error
+        assert wait_until(lambda: lonely.state == "cancelled", 10) and "abandoned" in lonely.error
         # finished records and results are removed after keep_results_s
         assert (folder / f"{second.id}.result").is_file()
-        assert _wait(lambda: not list(folder.glob(f"{second.id}.*")), 20)
+        assert wait_until(lambda: not list(folder.glob(f"{second.id}.*")), 20)
         with pytest.raises(KeyError):
             a.status("alice", second.id)
     finally:

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from server_harness import wait_until
 
 from voxelfm.client.payloads import labels_from_sparse, sparse_labels
 from voxelfm.client.wire import CODEC, RAW, Frame, compress, decode_frame, decompress
@@ -120,15 +121,6 @@ def test_store_checks_content_limits_and_evicts_least_recently_used(tmp_path):
     assert np.array_equal(fresh.get(c.content_hash()).array, c.array)
 
 
-def _wait(predicate, seconds=10.0):
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def test_jobs_one_at_a_time_per_device_limits_cancel_and_abandon():
     running, peak, release = [0], [0], threading.Event()
     lock = threading.Lock()
@@ -161,13 +153,13 @@ def test_jobs_one_at_a_time_per_device_limits_cancel_and_abandon():
         manager.cancel("alice", second.id)
         assert second.state == "cancelled"
         # nobody polls `first`: it is cancelled as abandoned (bob keeps polling his)
-        assert _wait(lambda: manager.get("bob", other.id) and first.state == "cancelled")
+        assert wait_until(lambda: manager.get("bob", other.id) and first.state == "cancelled")
         assert "abandoned" in first.error and other.state in ("queued", "running")
         release.set()
-        assert _wait(lambda: manager.get("bob", other.id).state == "failed")
+        assert wait_until(lambda: manager.get("bob", other.id).state == "failed")
         assert other.error_kind == "input" and "background" in other.error
         done = manager.submit("alice", "features", "four")
-        assert _wait(lambda: manager.get("alice", done.id).state == "done")
+        assert wait_until(lambda: manager.get("alice", done.id).state == "done")
         assert done.result == b"result of four" and peak[0] == 1  # one job at a time on the device
     finally:
         manager.shutdown()
