@@ -18,30 +18,41 @@ log = logging.getLogger(__name__)
 SWEEP_EVERY_S = 2.0
 
 
-def sweep_cache(folder: Path, max_bytes: int, in_use_since: float | None) -> int:
-    """Remove least recently used ``*.npz`` entries of ``folder`` until it fits ``max_bytes``; returns how
-    many. Entries used at or after ``in_use_since`` (wall time; None: no job running) are kept."""
+def evict_least_recent(files, max_bytes: int, spare: Callable[[Path, float], bool], what: str) -> list[Path]:
+    """Remove the least recently used of ``files`` (by modification time: a use touches the file) until they fit
+    ``max_bytes``, skipping those ``spare(path, mtime)`` keeps; returns the removed paths. The one LRU rule of the
+    volume store and the feature cache, safe beside other processes sharing the folder."""
     entries = []
-    for p in Path(folder).glob("*.npz"):
+    for p in files:
         if p.name.startswith("."):  # another writer's temporary file
             continue
         try:
             st = p.stat()
         except FileNotFoundError:  # another process removed it
             continue
-        entries.append((st.st_mtime, st.st_size, p))
+        entries.append((st.st_mtime_ns, st.st_size, p))
     total = sum(e[1] for e in entries)
-    removed = 0
-    for mtime, size, p in sorted(entries):
+    removed = []
+    for mtime_ns, size, p in sorted(entries):
         if total <= max_bytes:
             break
-        if in_use_since is not None and mtime >= in_use_since:
+        if spare(p, mtime_ns / 1e9):
             continue
         p.unlink(missing_ok=True)
         total -= size
-        removed += 1
-        log.info("feature cache over budget: removed %s (%d bytes)", p.name, size)
+        removed.append(p)
+        log.info("%s over budget: removed %s (%d bytes)", what, p.name, size)
     return removed
+
+
+def sweep_cache(folder: Path, max_bytes: int, in_use_since: float | None) -> int:
+    """Remove least recently used ``*.npz`` entries of ``folder`` until it fits ``max_bytes``; returns how
+    many. Entries used at or after ``in_use_since`` (wall time; None: no job running) are kept."""
+
+    def in_use(_: Path, mtime: float) -> bool:
+        return in_use_since is not None and mtime >= in_use_since
+
+    return len(evict_least_recent(Path(folder).glob("*.npz"), max_bytes, in_use, "feature cache"))
 
 
 class CacheSweeper:

@@ -22,6 +22,7 @@ from ..client.wire import decode_frame, frame_header
 from ..errors import InputError
 from ..files.atomic import atomic_write
 from ..imaging.volume import Volume
+from .cache_budget import evict_least_recent
 
 log = logging.getLogger(__name__)
 
@@ -148,29 +149,13 @@ class VolumeStore:
 
     def evict(self, keep: str | None = None) -> int:
         """Remove least recently used entries until the store fits its budget; returns how many."""
-        entries = []
-        for p in self.folder.glob("*/*.vfm"):
-            if p.name.startswith("."):  # another writer's temporary file
-                continue
-            try:
-                st = p.stat()
-            except FileNotFoundError:  # another process evicted it
-                continue
-            entries.append((st.st_mtime_ns, st.st_size, p))
-        total = sum(e[1] for e in entries)
-        removed = 0
-        for _, size, p in sorted(entries):
-            if total <= self.max_bytes:
-                break
-            if p.stem == keep:
-                continue
-            p.unlink(missing_ok=True)
-            with self._lock:
+        removed = evict_least_recent(
+            self.folder.glob("*/*.vfm"), self.max_bytes, lambda p, _: p.stem == keep, "volume store"
+        )
+        with self._lock:
+            for p in removed:
                 self._memory.pop(p.stem, None)
-            total -= size
-            removed += 1
-            log.info("volume store over budget: evicted %s (%d bytes)", p.stem, size)
-        return removed
+        return len(removed)
 
 
 def _touch(path: Path) -> None:
