@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..files.probe_paths import probe_paths
 from ..imaging.volume import Volume
 from ..localize.points import PointList
 from ..localize.probe import LocalisationProbe
@@ -26,6 +25,7 @@ from ..localize.template import LandmarkTemplate
 from ..retrieval.records import CaseRecord
 from ..retrieval.regions import BoxRegion, MaskRegion, Region, SphereRegion
 from ..retrieval.result import QueryResult, RetrievalHit
+from .payloads import decode_base64, files_of_probe, probe_of_files
 from .wire import RAW, Frame
 
 # a case library's id in the server's --libraries file (what clients send instead of a folder)
@@ -67,30 +67,16 @@ def template_text(template: LandmarkTemplate) -> str:
 def template_from_text(text: str) -> LandmarkTemplate:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "template.npz"
-        path.write_bytes(_b64(text, "landmark template"))
+        path.write_bytes(decode_base64(text, "landmark template"))
         return LandmarkTemplate.load(path)
 
 
 def localisation_probe_files(probe: LocalisationProbe) -> dict[str, str]:
-    """A localisation probe as its two files' contents: the .json text, the .safetensors bytes (base64)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        weights, meta = save_localisation_probe(probe, Path(tmp) / "probe")
-        return {"json": meta.read_text(), "weights": base64.b64encode(weights.read_bytes()).decode("ascii")}
+    return files_of_probe(save_localisation_probe, probe)
 
 
 def localisation_probe_from_files(d: dict[str, str]) -> LocalisationProbe:
-    with tempfile.TemporaryDirectory() as tmp:
-        weights, meta = probe_paths(Path(tmp) / "probe")
-        weights.write_bytes(_b64(d["weights"], "probe weights"))
-        meta.write_text(d["json"])
-        return load_localisation_probe(meta)
-
-
-def _b64(text: str, what: str) -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except ValueError as exc:
-        raise InputError(f"{what} is not base64 ({exc}).") from exc
+    return probe_of_files(load_localisation_probe, d)
 
 
 def localisation_frame(result: LocalisationResult, templates: list[LandmarkTemplate] | None = None) -> Frame:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,9 @@ def encode_array(arr: np.ndarray, codec: str = CODEC) -> dict[str, Any]:
 
 
 def decode_array(d: dict[str, Any]) -> np.ndarray:
-    try:
-        payload = base64.b64decode(d["data"], validate=True)
-    except (ValueError, KeyError) as exc:
-        raise InputError(f"array data is not base64 ({exc}).") from exc
+    if "data" not in d:
+        raise InputError("array data is missing from the payload.")
+    payload = decode_base64(d["data"], "array data")
     return decompress(payload, d["dtype"], tuple(d["shape"]), d["codec"])
 
 
@@ -86,22 +86,36 @@ def _matrix(value: Any, what: str) -> np.ndarray:
 # ---- probes
 
 
-def probe_files(probe: SegmentationProbe) -> dict[str, str]:
-    """A probe as its two files' contents: the .json text and the .safetensors bytes (base64)."""
+def files_of_probe(save: Callable[[Any, Path], tuple[Path, Path]], probe: Any) -> dict[str, str]:
+    """A probe (any kind, written by ``save``) as its two files' contents: the .json text and the .safetensors
+    bytes (base64). The one wire form of every probe kind."""
     with tempfile.TemporaryDirectory() as tmp:
-        weights, meta = save_segmentation_probe(probe, Path(tmp) / "probe")
+        weights, meta = save(probe, Path(tmp) / "probe")
         return {"json": meta.read_text(), "weights": base64.b64encode(weights.read_bytes()).decode("ascii")}
 
 
-def probe_from_files(d: dict[str, str]) -> SegmentationProbe:
+def probe_of_files(load: Callable[[Path], Any], d: dict[str, str]) -> Any:
+    """The probe that ``files_of_probe`` sent, read back by ``load`` (from its header path)."""
     with tempfile.TemporaryDirectory() as tmp:
         weights, meta = probe_paths(Path(tmp) / "probe")
-        try:
-            weights.write_bytes(base64.b64decode(d["weights"], validate=True))
-        except ValueError as exc:
-            raise InputError(f"probe weights are not base64 ({exc}).") from exc
+        weights.write_bytes(decode_base64(d["weights"], "probe weights"))
         meta.write_text(d["json"])
-        return load_segmentation_probe(meta)
+        return load(meta)
+
+
+def decode_base64(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError as exc:
+        raise InputError(f"{what}: not base64 ({exc}).") from exc
+
+
+def probe_files(probe: SegmentationProbe) -> dict[str, str]:
+    return files_of_probe(save_segmentation_probe, probe)
+
+
+def probe_from_files(d: dict[str, str]) -> SegmentationProbe:
+    return probe_of_files(load_segmentation_probe, d)
 
 
 # ---- results
@@ -119,18 +133,7 @@ def features_frame(feats: VolumeFeatures) -> Frame:
 
 
 def features_from_frame(frame: Frame) -> VolumeFeatures:
-    a, m = frame.arrays, frame.meta
-    return VolumeFeatures(
-        cls=a["cls"],
-        registers=a["registers"],
-        patch=a["patch"],
-        grid_to_ras=a["grid_to_ras"],
-        prepared_to_ras=a["prepared_to_ras"],
-        prepared_shape=tuple(m.get("prepared_shape", (0, 0, 0))),
-        model=m.get("model", {}),
-        preprocess=m.get("preprocess", {}),
-        extraction=m.get("extraction", {}),
-    )
+    return VolumeFeatures.from_parts(frame.arrays, frame.meta)
 
 
 def segmentation_frame(result: SegmentationResult, with_probe: bool) -> Frame:

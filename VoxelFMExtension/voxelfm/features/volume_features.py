@@ -56,22 +56,27 @@ class VolumeFeatures:
         )
 
     @classmethod
+    def from_parts(cls, arrays, meta: dict) -> VolumeFeatures:
+        """Features from their arrays (cls, registers, patch, grid_to_ras, prepared_to_ras) and their plain-data
+        record: the one reader of both the .npz file and the server's reply."""
+        return cls(
+            cls=arrays["cls"],
+            registers=arrays["registers"],
+            patch=arrays["patch"],
+            grid_to_ras=arrays["grid_to_ras"],
+            prepared_to_ras=arrays["prepared_to_ras"],
+            prepared_shape=tuple(meta.get("prepared_shape", (0, 0, 0))),
+            model=meta.get("model", {}),
+            preprocess=meta.get("preprocess", {}),
+            extraction=meta.get("extraction", {}),
+        )
+
+    @classmethod
     def load(cls, path: str | Path) -> VolumeFeatures:
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(str(z["meta"]))
-                return cls(
-                    cls=z["cls"],
-                    registers=z["registers"],
-                    patch=z["patch"],
-                    grid_to_ras=z["grid_to_ras"],
-                    prepared_to_ras=z["prepared_to_ras"],
-                    prepared_shape=tuple(meta.get("prepared_shape", (0, 0, 0))),
-                    model=meta.get("model", {}),
-                    preprocess=meta.get("preprocess", {}),
-                    extraction=meta.get("extraction", {}),
-                )
+                return cls.from_parts(z, json.loads(str(z["meta"])))
         except (OSError, KeyError, ValueError) as exc:
             raise InputError(
                 f"{path} is not a readable VoxelFM features file ({exc}); extract features again."
