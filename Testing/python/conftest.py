@@ -45,3 +45,14 @@ def _isolated_caches(tmp_path_factory, monkeypatch):
     # the Hub reachability probe (a TCP connect before downloading) must not reach the network either; tests of
     # the probe itself put back voxelfm.hub.download.connect_probe with a loopback endpoint
     monkeypatch.setattr("voxelfm.hub.download.probe", lambda host, port, timeout: "")
+
+
+@pytest.fixture
+def server_thread_count():
+    """The test process computes with one torch thread while it runs, as the test servers do (server_harness
+    starts them with OMP_NUM_THREADS=1): bit-identical results need the same summation order on both sides."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

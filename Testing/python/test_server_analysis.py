@@ -31,6 +31,8 @@ POINTS_IJK = {"a": (40, 50, 6), "b": (80, 45, 12), "c": (61, 70, 15), "d": (30, 
 TARGET_SLICES = 20  # the target keeps slices 0..19: "top" is 24 mm beyond its last slice
 SHIFT_MM = np.array([9.0, -6.0, 3.0])
 
+pytestmark = pytest.mark.usefixtures("server_thread_count")  # local and server sum alike
+
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, data_dir):

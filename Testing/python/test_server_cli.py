@@ -31,6 +31,8 @@ from voxelfm.segment.labels import select_slices
 MODEL = ["--model", "voxelfm-tiny", "--max-tokens", "4096"]
 LIMITS = ["--max-upload-mb", "16", "--max-voxels", "400000", "--abandon-after", "20"]
 
+pytestmark = pytest.mark.usefixtures("server_thread_count")  # local and server sum alike
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 from server_harness import KEY, SECOND_KEY, running_server, slow_features_request, wait_until
 
 from voxelfm.cli.main import main
@@ -21,6 +22,8 @@ from voxelfm.segment.pipeline import SegmentationPipeline
 SPEC = ModelSpec("voxelfm-tiny", device="cpu", precision="auto", max_tokens=4096)
 CLIENTS = 8  # the load test: 8 users, each with their own key
 CORNERS = [(0, 0), (6, 0), (0, 20), (6, 20), (3, 10), (2, 5), (5, 15), (1, 21)]  # (k0, j0) of each crop
+
+pytestmark = pytest.mark.usefixtures("server_thread_count")  # local and server sum alike
 
 
 def _crops(data_dir) -> list[tuple[Volume, list[Volume]]]:

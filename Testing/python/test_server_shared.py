@@ -31,6 +31,8 @@ from voxelfm.segment.pipeline import SegmentationPipeline
 
 SPEC = ModelSpec("voxelfm-tiny", device="cpu", precision="auto", max_tokens=4096)
 
+pytestmark = pytest.mark.usefixtures("server_thread_count")  # local and server sum alike
+
 
 @pytest.fixture(scope="module")
 def case(data_dir) -> tuple[Volume, Volume]:

@@ -38,7 +38,7 @@ from VoxelFMLib import (  # noqa: E402
 )
 from VoxelFMLib.scene_guard import node_ids  # noqa: E402
 
-pytestmark = pytest.mark.slicer
+pytestmark = [pytest.mark.slicer, pytest.mark.usefixtures("server_thread_count")]
 
 MODEL = {"model": "voxelfm-tiny", "device": "cpu", "precision": "fp32", "max_tokens": 4096}
 SLICES = slice(6, 22)  # 16 of abdomen_3mm's 30 slices: small enough for two runs per scene kind
