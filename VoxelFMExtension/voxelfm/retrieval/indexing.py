@@ -189,11 +189,22 @@ def _plan(pipeline, folder: Path, lib: CaseLibrary | None, dist) -> _Plan:
         except VoxelFMError as exc:
             error = str(exc)
         _agree(dist, error)
+        done, staged = _rank0_view(dist, reader.done_sources(), staging.staged_keys(folder))
         reference = reader.model_reference or str(identity.get("id") or spec.model)
-        return _Plan(spec, config, identity, reference, reader.done_sources(), staging.staged_keys(folder))
+        return _Plan(spec, config, identity, reference, done, staged)
     finally:
         if reader is not lib:
             reader.close()
+
+
+def _rank0_view(dist, done: set[str], staged: dict[str, Path]) -> tuple[set[str], dict[str, Path]]:
+    """Every rank shards rank 0's list of what is left.
+
+    Each rank reading the folder itself is a race: rank 0 may stage its first case before a slower rank looks,
+    and that rank's list (so its shard) then shifts and an input is computed by no rank.
+    """
+    views = gather_objects(dist, (done, staged))
+    return views[0]
 
 
 def _compute_shard(pipeline, folder, lib, plan: _Plan, mine, report, progress, cancel, dist) -> None:
