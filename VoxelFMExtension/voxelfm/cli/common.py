@@ -73,6 +73,11 @@ def add_feature_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="do not read/write the feature cache")
 
 
+def add_threads_arg(p: argparse.ArgumentParser, help: str) -> None:
+    """--threads N: torch CPU threads (the handler calls ``torch.set_num_threads``; none: torch's choice)."""
+    p.add_argument("--threads", type=options.positive_int, default=None, help=help)
+
+
 def add_model_and_feature_args(p: argparse.ArgumentParser) -> None:
     """--model ... --precision, then --max-tokens ... --no-cache: what every command that extracts features takes."""
     add_model_args(p)
