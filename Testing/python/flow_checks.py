@@ -128,6 +128,14 @@ def _mask(segmentation_node, segment_id, volume_node) -> np.ndarray:
     return segmentation_nodes.segment_mask_on_volume(segmentation_node, segment_id, volume_node)
 
 
+# What ``load_ct`` adds to the scene: the volume, its display node and its storage node.
+CT_LOADED = {
+    "vtkMRMLScalarVolumeNode": 1,
+    "vtkMRMLScalarVolumeDisplayNode": 1,
+    "vtkMRMLVolumeArchetypeStorageNode": 1,
+}
+
+
 def load_ct(kit, path, name: str):
     """A CT file loaded like File > Add data (the Volumes logic)."""
     node = kit.volumes_logic.AddArchetypeVolume(str(path), name)

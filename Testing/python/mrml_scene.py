@@ -28,10 +28,16 @@ KNOWN_TERMINOLOGY = {
 }
 
 
-def _slicer_core():
+def require_slicer_core(*also: str):
+    """The ``slicer`` module, or skip (the calling test, or the whole test module at its top) unless it is
+    slicer-core (a ``slicer`` with vtkMRMLScene) and the modules ``also`` are installed."""
     slicer = pytest.importorskip("slicer", reason="slicer-core wheel not installed (pip install slicer-core)")
     if not hasattr(slicer, "vtkMRMLScene"):
-        pytest.skip("the installed 'slicer' package is not slicer-core (no vtkMRMLScene)")
+        pytest.skip(
+            "the installed 'slicer' package is not slicer-core (no vtkMRMLScene)", allow_module_level=True
+        )
+    for name in also:
+        pytest.importorskip(name)
     return slicer
 
 
@@ -189,7 +195,7 @@ def _app_kit(slicer) -> SceneKit:
 @pytest.fixture(params=SCENE_KINDS)
 def a_slicer_app(request):
     """The scene kit of this test's scene kind; ``slicer.mrmlScene`` is its scene while the test runs."""
-    slicer = _slicer_core()
+    slicer = require_slicer_core()
     kit = _bare_kit(slicer) if request.param == "bare" else _app_kit(slicer)
     previous = getattr(slicer, "mrmlScene", None)
     slicer.mrmlScene = kit.scene

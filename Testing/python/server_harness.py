@@ -6,11 +6,13 @@ Started as a subprocess (the server shares nothing with the test process but the
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -33,6 +35,7 @@ class ServerProcess:
     process: subprocess.Popen
     data: Path
     log: Path
+    library: Path | None = None  # the case library its --libraries file names (``library_server``)
 
     def health(self) -> dict:
         with urllib.request.urlopen(self.url + "/health", timeout=5) as r:
@@ -96,6 +99,30 @@ def running_server(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+
+
+@contextmanager
+def library_server(folder: Path, library_id: str) -> Iterator[ServerProcess]:
+    """A server whose --libraries file (``folder``/libraries.json) names one case library, ``library_id`` at
+    ``folder``/lib (``server.library``; the first `index add` creates it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    libraries = folder / "libraries.json"
+    libraries.write_text(json.dumps({library_id: str(folder / "lib")}))
+    with running_server(folder, "--libraries", str(libraries)) as server:
+        server.library = folder / "lib"
+        yield server
+
+
+@contextmanager
+def serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """``handler`` answering on a free 127.0.0.1 port (a thread per request); yields its URL, stopped on exit."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def wait_until(predicate, seconds: float = 10.0, step: float = 0.02) -> bool:

@@ -18,8 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import safetensors.torch
-import SimpleITK as sitk
 import torch
 
 from voxelfm.features.volume_features import VolumeFeatures
@@ -48,29 +46,34 @@ def _partial(target) -> None:
         Path(target).write_bytes(b"partial")
 
 
-def fail_numpy(monkeypatch):
-    def savez(file, *args, **kwargs):
-        _partial(file)
-        raise _full_disk()
+def serialiser_fails(*targets: str, at: int = 0, error: Callable[[], Exception] = _full_disk):
+    """An injector: each of ``targets`` (a dotted name, imported when patched) writes part of its bytes where it
+    was writing (its positional argument ``at``: a path or an open file), then raises ``error()``."""
 
-    monkeypatch.setattr(np, "savez", savez)
-    monkeypatch.setattr(np, "savez_compressed", savez)
+    def inject(monkeypatch) -> None:
+        def write(*args, **kwargs):
+            _partial(args[at])
+            raise error()
 
+        for target in targets:
+            monkeypatch.setattr(target, write)
 
-def fail_sitk(monkeypatch):
-    def write(image, path, *args, **kwargs):
-        _partial(path)
-        raise RuntimeError("ITK ERROR: could not write (injected full disk)")
-
-    monkeypatch.setattr(sitk, "WriteImage", write)
+    return inject
 
 
-def fail_safetensors(monkeypatch):
-    def save_file(tensors, path, *args, **kwargs):
-        _partial(path)
-        raise _full_disk()
+def _itk_error() -> Exception:
+    return RuntimeError("ITK ERROR: could not write (injected full disk)")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", save_file)
+
+def _faiss_error() -> Exception:
+    return RuntimeError("Error in faiss::FileIOWriter (injected full disk)")
+
+
+fail_numpy = serialiser_fails("numpy.savez", "numpy.savez_compressed")
+fail_sitk = serialiser_fails("SimpleITK.WriteImage", at=1, error=_itk_error)
+fail_safetensors = serialiser_fails("safetensors.torch.save_file", at=1)
+fail_faiss = serialiser_fails("faiss.write_index", at=1, error=_faiss_error)
+fail_pil = serialiser_fails("PIL.Image.Image.save", at=1)  # a method: argument 0 is the image
 
 
 def fail_text(monkeypatch):
@@ -99,26 +102,6 @@ def fail_named(part: str):
         monkeypatch.setattr(pathlib.Path, "write_text", write_text)
 
     return fail
-
-
-def fail_faiss(monkeypatch):
-    import faiss
-
-    def write_index(index, path):
-        _partial(path)
-        raise RuntimeError("Error in faiss::FileIOWriter (injected full disk)")
-
-    monkeypatch.setattr(faiss, "write_index", write_index)
-
-
-def fail_pil(monkeypatch):
-    from PIL import Image
-
-    def save(self, fp, *args, **kwargs):
-        _partial(fp)
-        raise _full_disk()
-
-    monkeypatch.setattr(Image.Image, "save", save)
 
 
 # ---- the writers, version v of each output ------------------------------------------------------------

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from mrml_scene import require_slicer_core
 from report_library_cases import CASES
 
-slicer = pytest.importorskip("slicer")
-if not hasattr(slicer, "vtkMRMLScene"):
-    pytest.skip("slicer-core not installed", allow_module_level=True)
-pytest.importorskip("faiss")
+require_slicer_core("faiss")  # skips this module without slicer-core or faiss
 
-from flow_checks import Census, Kept, load_ct  # noqa: E402
+from flow_checks import CT_LOADED, Census, Kept, load_ct  # noqa: E402
 from slicer_builders import add_segmentation  # noqa: E402
 
 from voxelfm.errors import InputError  # noqa: E402
@@ -41,11 +39,6 @@ TEXT = {"vtkMRMLTextNode": 1}
 CONSENSUS = ConsensusConfig(
     k=1
 )  # the nearest case's report sentences are cited (a random tiny model's scores)
-LOADED = {
-    "vtkMRMLScalarVolumeNode": 1,
-    "vtkMRMLScalarVolumeDisplayNode": 1,
-    "vtkMRMLVolumeArchetypeStorageNode": 1,
-}
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +124,7 @@ def test_draft_edit_redraft_paint_open_case_empty_segment(a_slicer_app, data_dir
     ]
     assert cases, "the draft cites no similar case"
     opened = logic.open_case(scene, cases[0])
-    census.step(LOADED)
+    census.step(CT_LOADED)
     assert logic.open_case(scene, cases[0]) is opened
     census.same()
     kept.check()

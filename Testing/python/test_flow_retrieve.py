@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from mrml_scene import require_slicer_core
 from retrieval_helpers import LIBRARY_CTS, altered
 
-slicer = pytest.importorskip("slicer")
-if not hasattr(slicer, "vtkMRMLScene"):
-    pytest.skip("slicer-core not installed", allow_module_level=True)
-pytest.importorskip("faiss")
+require_slicer_core("faiss")  # skips this module without slicer-core or faiss
 
-from flow_checks import Census, Kept, load_ct  # noqa: E402
+from flow_checks import CT_LOADED, Census, Kept, load_ct  # noqa: E402
 from slicer_builders import add_segmentation  # noqa: E402
 
 from voxelfm.errors import InputError  # noqa: E402
@@ -34,11 +32,6 @@ from VoxelFMLib.feature_display import create_rgb_volume_node, show_features_pca
 pytestmark = pytest.mark.slicer
 
 MODEL = "voxelfm-tiny"
-LOADED = {
-    "vtkMRMLScalarVolumeNode": 1,
-    "vtkMRMLScalarVolumeDisplayNode": 1,
-    "vtkMRMLVolumeArchetypeStorageNode": 1,
-}
 MADE = {"vtkMRMLScalarVolumeNode": 1, "vtkMRMLScalarVolumeDisplayNode": 1}
 
 
@@ -156,9 +149,9 @@ def test_add_all_query_every_mode_load_remove_query_again(scene, tmp_path):
     kept.forget(nodes["pulmonary"])
     for node in _volume_and_its_nodes(nodes["pulmonary"]):  # the user closes "pulmonary"
         mrml.RemoveNode(node)
-    census.step(removed=LOADED)
+    census.step(removed=CT_LOADED)
     first = logic.load_hit(mrml, hits["pulmonary"])
-    census.step(LOADED)
+    census.step(CT_LOADED)
     again = logic.load_hit(mrml, hits["pulmonary"])
     assert again.node is first.node
     census.same()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from server_harness import KEY, running_server
+from server_harness import KEY, library_server, running_server
 
 from voxelfm.cli.main import main
 from voxelfm.features.spec import ModelSpec
@@ -51,11 +51,7 @@ def files(tmp_path_factory, data_dir):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("server")
-    libraries = folder / "libraries.json"
-    libraries.write_text(json.dumps({"abdomen": str(folder / "lib")}))
-    with running_server(folder, "--libraries", str(libraries)) as s:
-        s.library = folder / "lib"
+    with library_server(tmp_path_factory.mktemp("server"), "abdomen") as s:
         yield s
 
 

@@ -9,16 +9,12 @@ Real CT (abdomen_3mm, cropped), the bundled tiny model, CPU fp32 on both sides.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
-from server_harness import KEY, free_port, running_server
+from mrml_scene import require_slicer_core
+from server_harness import KEY, free_port, library_server
 
-slicer = pytest.importorskip("slicer")
-if not hasattr(slicer, "vtkMRMLScene"):
-    pytest.skip("slicer-core not installed", allow_module_level=True)
-pytest.importorskip("faiss")
+require_slicer_core("faiss")  # skips this module without slicer-core or faiss
 
 from slicer_builders import add_segmentation, segment_masks  # noqa: E402
 
@@ -48,10 +44,7 @@ SHIFT_MM = np.array([6.0, -3.0, 3.0])
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("slicer_server")
-    libraries = folder / "libraries.json"
-    libraries.write_text(json.dumps({"scene": str(folder / "lib")}))
-    with running_server(folder, "--libraries", str(libraries)) as s:
+    with library_server(tmp_path_factory.mktemp("slicer_server"), "scene") as s:
         yield s
 
 

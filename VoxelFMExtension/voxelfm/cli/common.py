@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import EllipsisType, ModuleType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..features.spec import FeatureOptions, ModelSpec
 from ..features.tiling import default_max_tokens
@@ -73,6 +73,11 @@ def add_feature_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="do not read/write the feature cache")
 
 
+def add_threads_arg(p: argparse.ArgumentParser, help: str) -> None:
+    """--threads N: torch CPU threads (the handler calls ``torch.set_num_threads``; none: torch's choice)."""
+    p.add_argument("--threads", type=options.positive_int, default=None, help=help)
+
+
 def add_model_and_feature_args(p: argparse.ArgumentParser) -> None:
     """--model ... --precision, then --max-tokens ... --no-cache: what every command that extracts features takes."""
     add_model_args(p)
@@ -98,6 +103,20 @@ def feature_options_from_args(args: argparse.Namespace):
         overlap=args.overlap,
         cache=not args.no_cache,
     )
+
+
+ConfigT = TypeVar("ConfigT")
+
+
+def config_from_args(
+    cls: Callable[..., ConfigT], args: argparse.Namespace, same: str = "", **renamed: str
+) -> ConfigT:
+    """``cls`` (a config dataclass) built from the parsed options: each field in ``same`` from the option of its
+    name, each ``field=dest`` in ``renamed`` from the option stored as ``dest``; other fields keep their
+    defaults. WHY: one rule from options to a config, instead of a hand-written field-by-field copy each."""
+    values: dict[str, Any] = {name: getattr(args, name) for name in same.split()}
+    values.update({name: getattr(args, dest) for name, dest in renamed.items()})
+    return cls(**values)
 
 
 def spec_and_options(args: argparse.Namespace) -> tuple[ModelSpec, FeatureOptions]:

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from . import options
-from .common import add_model_and_feature_args, command, deferred
+from .common import add_model_and_feature_args, add_threads_arg, command, deferred
 from .remote import add_server_arg
 
 
@@ -61,7 +61,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="new library only: extract features at this isotropic spacing (mm); default: the model's own",
     )
-    add.add_argument("--threads", type=options.positive_int, default=None, help="torch CPU threads")
+    add_threads_arg(add, "torch CPU threads")
     add.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_and_feature_args(add)
     add_server_arg(add)

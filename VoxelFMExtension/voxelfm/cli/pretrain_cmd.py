@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from . import options
-from .common import command, deferred
+from .common import add_threads_arg, command, deferred
 from .outputs import add_overwrite_arg
 
 # What a pretraining run and a hub export write at the top of their folders (files.run_folder).
@@ -46,11 +46,9 @@ def arguments(p: argparse.ArgumentParser) -> None:
         "--device", type=options.device, default="auto", help="auto (GPU if available), cpu, cuda, cuda:1"
     )
     p.add_argument("--export-hub", default=None, metavar="DIR", help="also export a hub-style folder here")
-    p.add_argument(
-        "--threads",
-        type=options.positive_int,
-        default=None,
-        help="torch CPU threads per process (default: torch's choice; use 1 on a busy machine or per torchrun process)",
+    add_threads_arg(
+        p,
+        "torch CPU threads per process (default: torch's choice; use 1 on a busy machine or per torchrun process)",
     )
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     add_overwrite_arg(p)

@@ -20,7 +20,7 @@ from ..probes.pipeline import ProbePipeline
 from ..probes.probe_file import load_probe, save_probe
 from ..probes.report import write_report
 from ..progress import TqdmProgress
-from .common import log, spec_and_options
+from .common import config_from_args, log, spec_and_options
 from .localize_run import run_fit_localisation
 from .outputs import output_plan
 from .probe_cmd import TABLE_SUFFIXES
@@ -35,18 +35,12 @@ def run_fit(args: argparse.Namespace) -> int:
     if args.task == "localisation":  # landmarks (manifest: image, points): voxelfm.cli.localize_run
         return run_fit_localisation(args)
 
-    config = ProbeConfig(
-        head=args.head,
-        pooling=args.pooling,
-        folds=args.folds,
-        max_epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        patience=args.patience,
-        class_weights=args.class_weights,
-        knn_k=args.knn_k,
-        n_bootstrap=args.bootstrap,
-        seed=args.seed,
+    config = config_from_args(
+        ProbeConfig,
+        args,
+        "head pooling folds lr batch_size patience class_weights knn_k seed",
+        max_epochs="epochs",
+        n_bootstrap="bootstrap",
     )
     targets = [t.strip() for t in args.targets.split(",")] if args.targets else None
     manifest = read_manifest(args.manifest, args.task, targets, args.time_column, args.event_column)

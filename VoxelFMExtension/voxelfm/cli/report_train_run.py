@@ -12,29 +12,23 @@ from ..report.vlm.config import HeadConfig, TrainConfig
 from ..report.vlm.deps import require_vlm
 from ..report.vlm.pipeline import train_report_run
 from ..report.vlm.run_files import RUN_ENTRIES, RUN_KIND
-from .common import log, spec_and_options
+from .common import config_from_args, log, spec_and_options
 from .outputs import output_plan
 
 
 def _configs(args: argparse.Namespace):
     if args.latent % args.heads:
         raise InputError(f"--latent {args.latent} must be a multiple of --heads {args.heads}.")
-    head = HeadConfig(
-        num_queries=args.queries,
-        latent_dim=args.latent,
-        num_heads=args.heads,
-        prompt=args.prompt,
-        max_report_tokens=args.max_report_tokens,
+    head = config_from_args(
+        HeadConfig,
+        args,
+        "prompt max_report_tokens",
+        num_queries="queries",
+        latent_dim="latent",
+        num_heads="heads",
     )
-    train = TrainConfig(
-        stage1_steps=args.stage1_steps,
-        stage2_steps=args.stage2_steps,
-        batch_size=args.batch_size,
-        lr_stage1=args.lr_stage1,
-        lr_stage2=args.lr_stage2,
-        lora_r=args.lora_r,
-        lora_alpha=args.lora_alpha,
-        seed=args.seed,
+    train = config_from_args(
+        TrainConfig, args, "stage1_steps stage2_steps batch_size lr_stage1 lr_stage2 lora_r lora_alpha seed"
     )
     return head, train
 

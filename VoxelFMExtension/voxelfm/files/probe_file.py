@@ -104,6 +104,12 @@ def write_probe_files(
     return st_path, json_path
 
 
+def recorded_fields(probe: Any) -> dict[str, Any]:
+    """The header fields every probe kind takes from its probe object (``backbone``, ``preprocessing``,
+    ``metrics``): written one way, so the compatibility check reads every kind's record alike."""
+    return {"backbone": probe.backbone, "preprocessing": probe.preprocess, "metrics": probe.metrics}
+
+
 def _cpu_tensor(value: Tensor) -> torch.Tensor:
     if isinstance(value, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(value))

@@ -13,7 +13,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..features.identity import recorded_backbone
-from ..files.probe_file import check_fields, read_probe_files, write_probe_files
+from ..files.probe_file import check_fields, read_probe_files, recorded_fields, write_probe_files
 from ..files.probe_paths import probe_paths
 from .probe import LocalisationProbe, ProbeConfig
 from .probe_head import HeadSpec, SoftArgmaxHead
@@ -39,9 +39,7 @@ def save_localisation_probe(probe: LocalisationProbe, path: str | os.PathLike) -
         "spacing_mm": probe.spacing_mm,
         "grid": GRID,
         "training": probe.config.to_dict(),
-        "backbone": probe.backbone,
-        "preprocessing": probe.preprocess,
-        "metrics": probe.metrics,
+        **recorded_fields(probe),
     }
     return write_probe_files(path, TASK, tensors, meta)
 

@@ -43,27 +43,29 @@ class StudentConfig:
 
 
 @dataclass
-class DinoConfig:
+class ProjectionHeadConfig:
+    """What the ``dino`` and ``ibot`` sections share: the loss weight and the projection head's shape (one
+    builder, ``meta_arch.projection_head``, makes either head from it)."""
+
     loss_weight: float = 1.0
     head_n_prototypes: int = 65536
     head_bottleneck_dim: int = 256
     head_nlayers: int = 3
     head_hidden_dim: int = 2048
+
+
+@dataclass
+class DinoConfig(ProjectionHeadConfig):
     koleo_loss_weight: float = 0.1
     student_temp: float = 0.1  # ours (reference hard-codes 0.1)
     center_momentum: float = 0.9  # ours (reference hard-codes 0.9)
 
 
 @dataclass
-class IbotConfig:
-    loss_weight: float = 1.0
+class IbotConfig(ProjectionHeadConfig):
     mask_sample_probability: float = 0.5
     mask_ratio_min_max: list[float] = field(default_factory=lambda: [0.1, 0.5])
     separate_head: bool = False
-    head_n_prototypes: int = 65536
-    head_bottleneck_dim: int = 256
-    head_nlayers: int = 3
-    head_hidden_dim: int = 2048
 
 
 @dataclass

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..model import BackboneConfig, VoxelFMBackbone
 from ..model.checkpoint import load_backbone_file
-from .config import PretrainConfig, StudentConfig
+from .config import PretrainConfig, ProjectionHeadConfig, StudentConfig
 from .heads import DINOHead
 from .losses import CenteredTeacher, dino_loss, ibot_patch_loss, koleo_loss, sinkhorn_knopp
 
@@ -27,6 +27,11 @@ def backbone_config(st: StudentConfig, drop_path: float | None = None) -> Backbo
     return BackboneConfig.from_student(
         dataclasses.asdict(st), st.drop_path_rate if drop_path is None else drop_path
     )
+
+
+def projection_head(embed_dim: int, h: ProjectionHeadConfig) -> DINOHead:
+    """The DINO or iBOT projection head its config section describes."""
+    return DINOHead(embed_dim, h.head_n_prototypes, h.head_nlayers, h.head_hidden_dim, h.head_bottleneck_dim)
 
 
 def _entropy(p: torch.Tensor) -> torch.Tensor:
@@ -74,20 +79,8 @@ class SSLMetaArch(nn.Module):
             pre = load_backbone_file(st.pretrained_weights)
             backbone.load_state_dict(pre.state_dict(), strict=True)
             log.info("Student initialised from %s", st.pretrained_weights)
-        dino_head = DINOHead(
-            st.embed_dim, d.head_n_prototypes, d.head_nlayers, d.head_hidden_dim, d.head_bottleneck_dim
-        )
-        ibot_head = (
-            DINOHead(
-                st.embed_dim,
-                ib.head_n_prototypes,
-                ib.head_nlayers,
-                ib.head_hidden_dim,
-                ib.head_bottleneck_dim,
-            )
-            if ib.separate_head
-            else None
-        )
+        dino_head = projection_head(st.embed_dim, d)
+        ibot_head = projection_head(st.embed_dim, ib) if ib.separate_head else None
         self.student = Student(backbone, dino_head, ibot_head)
         self.teacher = copy.deepcopy(self.student)
         self.teacher.backbone.cfg = backbone_config(st, drop_path=0.0)

@@ -22,6 +22,7 @@ from ..files.probe_file import (
     check_fields,
     read_probe_files,
     read_probe_header,
+    recorded_fields,
     write_probe_files,
 )
 from ..files.probe_paths import probe_paths
@@ -62,9 +63,7 @@ def probe_metadata(probe: Probe) -> dict[str, Any]:
         "class_names": probe.class_names,
         "pooling": probe.pooling,
         "head": probe.trained.spec,
-        "backbone": probe.backbone,
-        "preprocessing": probe.preprocess,
-        "metrics": probe.metrics,
+        **recorded_fields(probe),
         "training": probe.training,
         "outputs": probe.output_columns(),
     }

@@ -14,7 +14,13 @@ import numpy as np
 
 from ..errors import CheckpointError, InputError
 from ..features.identity import recorded_backbone
-from ..files.probe_file import check_fields, check_number, read_probe_files, write_probe_files
+from ..files.probe_file import (
+    check_fields,
+    check_number,
+    read_probe_files,
+    recorded_fields,
+    write_probe_files,
+)
 from ..files.probe_paths import probe_paths
 from .classes import SegmentClass
 from .config import SegmentationConfig
@@ -34,9 +40,7 @@ def save_segmentation_probe(probe: SegmentationProbe, path: str | os.PathLike) -
     meta = {
         "classes": [c.to_dict() for c in probe.classes],
         "feature_config": probe.config.to_dict(),
-        "backbone": probe.backbone,
-        "preprocessing": probe.preprocess,
-        "metrics": probe.metrics,
+        **recorded_fields(probe),
     }
     return write_probe_files(path, TASK, tensors, meta)
 
