@@ -209,8 +209,8 @@ def test_paint_fit_paint_refit_undo_correct_apply(a_slicer_app, data_dir, truth,
     report = ReportLogic(model=MODEL, device="cpu").run(ct, segmentation_nodes=[out])
     census.step({"vtkMRMLTextNode": 1})
     assert "Liver: Volume" in report.text_node.GetText()  # the prediction measured under its own heading
-    region = RetrievalLogic(model=MODEL, device="cpu").prepare_mode_query(
-        "segment", ct, segmentation_node=out, segment_id=moved.segment_ids[0]
+    region = RetrievalLogic(model=MODEL, device="cpu").prepare(
+        ct, segmentation_node=out, segment_id=moved.segment_ids[0], mode="segment"
     )
     assert region.region is not None and region.region.mask.any()
     with pytest.raises(InputError, match="no painted segments"):
