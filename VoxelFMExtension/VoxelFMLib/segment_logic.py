@@ -133,7 +133,7 @@ class FewShotSegmentLogic(CapabilityLogic):
         if self.server is not None:
             result = self._fit_on_server(inputs, progress, cancel)
         else:
-            result = self.pipeline.run_fit(inputs.request, progress, cancel, inputs.volume_key)
+            result = self.pipeline.run_fit(inputs.request, progress, cancel, volume_key=inputs.volume_key)
         check_cancel(cancel)
         return check_result(result, inputs.volume)
 

@@ -102,27 +102,19 @@ class SegmentationPipeline(ConfiguredPipeline[SegmentationConfig]):
             volume, probe, ctx, None, progress, [*extra_warnings, *probe.metrics["warnings"]]
         )
 
-    def run_fit(
-        self,
-        request: SegmentationFitRequest,
-        progress: ProgressFn | None = None,
-        cancel: CancelFlag | None = None,
-        volume_key: str | None = None,
-    ) -> SegmentationResult:
+    def run_fit(self, request: SegmentationFitRequest, *args: Any, **kwargs: Any) -> SegmentationResult:
         """A fit request (the form every front end hands over): its labels prepared, its classes named, then
-        ``fit`` with the request's settings; ``volume_key`` (cheap identity of the volume) lets a refit reuse
-        the features."""
+        ``fit`` with the request's settings and label warnings (``args`` / ``kwargs``: ``fit``'s progress,
+        cancel, volume_key; a volume key lets a refit reuse the features)."""
         labels = request.prepared_labels()
-        classes = request.classes(labels)
         return self.fit(
             request.volume,
             labels,
-            classes,
-            progress,
-            cancel,
-            volume_key,
-            request.warnings,
+            request.classes(labels),
+            *args,
+            extra_warnings=request.warnings,
             config=request.config,
+            **kwargs,
         )
 
     def run_apply(self, request: SegmentationApplyRequest, *args: Any, **kwargs: Any) -> SegmentationResult:
