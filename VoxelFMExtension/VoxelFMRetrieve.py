@@ -225,9 +225,9 @@ class VoxelFMRetrieveLogic(VoxelFMModuleLogic):
     def search(self, parameterNode, segmentId, busy):
         """prepare (main thread: nodes -> volume + region) -> predict + thumbnails (worker thread)."""
         retriever = self.capabilityLogic(parameterNode)
-        inputs = retriever.prepare_mode_query(
-            parameterNode.queryMode,
+        inputs = retriever.prepare(
             parameterNode.inputVolume,
+            mode=parameterNode.queryMode,
             roi_node=parameterNode.roiNode,
             segmentation_node=parameterNode.segmentation,
             segment_id=segmentId,

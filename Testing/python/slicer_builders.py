@@ -7,6 +7,9 @@ import contextlib
 import numpy as np
 import slicer
 
+from voxelfm.segment import SegmentationResult
+from voxelfm.segment.config import SegmentationConfig
+from voxelfm.segment.probe import SegmentationProbe
 from VoxelFMLib import segmentation_nodes, volume_nodes
 
 SHAPE = (8, 9, 10)  # k, j, i
@@ -86,25 +89,23 @@ class CopyPaintPipeline:
 
     Enough to drive the Slicer logic (prepare -> predict -> write, apply_probe) without a backbone."""
 
-    def fit(self, volume, labels, classes, progress=None, cancel=None, volume_key=None, extra_warnings=()):
-        from voxelfm.segment import SegmentationResult
+    config = SegmentationConfig()
 
+    def run_fit(self, request, progress=None, cancel=None, volume_key=None):
+        labels = request.prepared_labels()
+        classes = request.classes(labels)
         lab = np.asarray(labels.array)
         out = np.where(lab == 255, 0, lab).astype(np.uint8)
-        return SegmentationResult(out, volume.ijk_to_ras, list(classes), probe=_probe(classes))
+        return SegmentationResult(out, request.volume.ijk_to_ras, classes, probe=_probe(classes))
 
-    def apply(self, volume, probe, progress=None, cancel=None, volume_key=None):
-        from voxelfm.segment import SegmentationResult
-
+    def run_apply(self, request, progress=None, cancel=None, volume_key=None):
+        volume, probe = request.volume, request.probe
         out = np.zeros(volume.array.shape, np.uint8)
         out[: out.shape[0] // 2] = probe.classes[0].value
         return SegmentationResult(out, volume.ijk_to_ras, list(probe.classes), probe=probe)
 
 
 def _probe(classes):
-    from voxelfm.segment.config import SegmentationConfig
-    from voxelfm.segment.probe import SegmentationProbe
-
     k = len(classes)
     return SegmentationProbe(
         list(classes), SegmentationConfig(), None, None, None, None, np.zeros(k + 1, np.float32)

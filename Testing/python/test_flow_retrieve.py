@@ -110,7 +110,7 @@ def test_add_all_query_every_mode_load_remove_query_again(scene, tmp_path):
     }
     expected_region = {"volume": type(None), "roi": BoxRegion, "segment": MaskRegion, "point": SphereRegion}
     for mode, region_type in expected_region.items():
-        inputs = logic.prepare_mode_query(mode, query, radius_mm=20.0, **everything)
+        inputs = logic.prepare(query, radius_mm=20.0, mode=mode, **everything)
         assert isinstance(inputs.region, region_type), mode
         result = logic.predict(library, inputs, k=3)
         assert _hits(result) == _fresh(library, query, inputs.region, k=3), mode
@@ -120,9 +120,7 @@ def test_add_all_query_every_mode_load_remove_query_again(scene, tmp_path):
     # the user drags the point and the ROI: the next query uses where they are now
     point.SetNthControlPointPosition(0, *(centre[:3] + 12.0))
     roi.SetCenter(*(centre[:3] - 9.0))
-    moved = {
-        m: logic.prepare_mode_query(m, query, radius_mm=20.0, **everything).region for m in ("point", "roi")
-    }
+    moved = {m: logic.prepare(query, radius_mm=20.0, mode=m, **everything).region for m in ("point", "roi")}
     np.testing.assert_allclose(moved["point"].center, centre[:3] + 12.0)
     np.testing.assert_allclose(moved["roi"].center, centre[:3] - 9.0, atol=1e-6)
     census.same()
@@ -130,7 +128,7 @@ def test_add_all_query_every_mode_load_remove_query_again(scene, tmp_path):
     # 4. A mode without its node is a clear error, never a silent whole-volume query
     for mode, missing in (("roi", "roi_node"), ("segment", "segmentation_node"), ("point", "point_node")):
         with pytest.raises(InputError, match="Select|select"):
-            logic.prepare_mode_query(mode, query, **{**everything, missing: None})
+            logic.prepare(query, mode=mode, **{**everything, missing: None})
     # ... and a segment id left from another segmentation names the problem
     other = add_segmentation(mrml, {"other": box}, volume_nodes.node_ijk_to_ras(query), node=None)
     census.user_step()
@@ -139,7 +137,7 @@ def test_add_all_query_every_mode_load_remove_query_again(scene, tmp_path):
         other.GetSegmentation().GetSegment(other_id).SetName("other")
         other_id = "VoxelFM_test_other_segment"
     with pytest.raises(InputError, match="has no segment"):
-        logic.prepare_mode_query("segment", query, segmentation_node=segmentation, segment_id=other_id)
+        logic.prepare(query, segmentation_node=segmentation, segment_id=other_id, mode="segment")
     census.same()
 
     # 5. Load a hit twice: a case added from a scene volume shows its node; a file case loads once
@@ -173,7 +171,7 @@ def test_labelmaps_and_colour_volumes_are_not_cases_or_queries(scene, tmp_path):
         with pytest.raises(InputError, match=why):
             logic.prepare_volumes([node])  # "Add volume" with it selected
         with pytest.raises(InputError, match=why):
-            logic.prepare_mode_query("volume", node)
+            logic.prepare(node, mode="volume")
         census.same()
 
 

@@ -21,7 +21,6 @@ from voxelfm.errors import InputError  # noqa: E402
 from voxelfm.features.service import feature_service  # noqa: E402
 from voxelfm.features.spec import ModelSpec  # noqa: E402
 from voxelfm.imaging.io import read_volume  # noqa: E402
-from voxelfm.imaging.volume import Volume  # noqa: E402
 from voxelfm.segment.pipeline import SegmentationPipeline  # noqa: E402
 from VoxelFMLib import segment_logic, segmentation_nodes, volume_nodes  # noqa: E402
 from VoxelFMLib.feature_display import show_features_pca  # noqa: E402
@@ -53,10 +52,9 @@ def _slice(truth, label, k):
 
 def _fresh(volume_node, painted):
     """What a new pipeline (nothing cached in memory, features by voxel content) predicts from the scene now."""
-    inputs = segment_logic.FewShotSegmentLogic(pipeline=object()).prepare(volume_node, painted)
     pipeline = SegmentationPipeline(ModelSpec(MODEL, "cpu"), service=feature_service())
-    labels = Volume(inputs.labels.labels, inputs.volume.ijk_to_ras)
-    return pipeline.fit(inputs.volume, labels, inputs.labels.classes).labelmap
+    inputs = segment_logic.FewShotSegmentLogic(pipeline=pipeline).prepare(volume_node, painted)
+    return pipeline.run_fit(inputs.request).labelmap
 
 
 def _written(result, volume_node) -> np.ndarray:
@@ -211,8 +209,8 @@ def test_paint_fit_paint_refit_undo_correct_apply(a_slicer_app, data_dir, truth,
     report = ReportLogic(model=MODEL, device="cpu").run(ct, segmentation_nodes=[out])
     census.step({"vtkMRMLTextNode": 1})
     assert "Liver: Volume" in report.text_node.GetText()  # the prediction measured under its own heading
-    region = RetrievalLogic(model=MODEL, device="cpu").prepare_mode_query(
-        "segment", ct, segmentation_node=out, segment_id=moved.segment_ids[0]
+    region = RetrievalLogic(model=MODEL, device="cpu").prepare(
+        ct, segmentation_node=out, segment_id=moved.segment_ids[0], mode="segment"
     )
     assert region.region is not None and region.region.mask.any()
     with pytest.raises(InputError, match="no painted segments"):

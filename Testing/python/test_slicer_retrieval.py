@@ -139,7 +139,7 @@ def test_roi_point_and_segment_queries_find_the_case_and_place(scene_library, mr
     assert result.hits[0].thumbnail and (tmp_path / "thumbs").is_dir()
     assert mrml_scene.GetNumberOfNodes() == before  # the segment export left nothing behind
     with pytest.raises(InputError, match="one region at a time"):
-        logic.prepare_query(noisy, roi_node=roi, point_node=point)
+        logic.prepare(noisy, roi_node=roi, point_node=point)
     roi.SetCenter(9000.0, 9000.0, 9000.0)
     with pytest.raises(InputError, match="lies outside the volume"):
         logic.run_query(lib, noisy, roi_node=roi)

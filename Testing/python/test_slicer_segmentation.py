@@ -23,7 +23,9 @@ from slicer_builders import (  # noqa: E402
 
 from voxelfm.errors import CancelledError, InputError  # noqa: E402
 from voxelfm.imaging.volume import Volume  # noqa: E402
+from voxelfm.progress import no_progress  # noqa: E402
 from voxelfm.segment import SegmentationResult, SegmentClass  # noqa: E402
+from voxelfm.segment.config import SegmentationConfig  # noqa: E402
 from VoxelFMLib import segment_logic, segmentation_nodes, volume_nodes  # noqa: E402
 
 pytestmark = pytest.mark.slicer
@@ -268,7 +270,11 @@ class NearestPaintPipeline:
         self.calls = []
         self.out = out
 
-    def fit(self, volume, labels, classes, progress=None, cancel=None, volume_key=None, extra_warnings=()):
+    config = SegmentationConfig()
+
+    def run_fit(self, request, progress=None, cancel=None, volume_key=None):
+        volume, labels = request.volume, request.prepared_labels()
+        classes, progress = request.classes(labels), progress or no_progress
         lab = labels.array
         self.calls.append((volume.array.shape, sorted(np.unique(lab).tolist()), [c.name for c in classes]))
         painted = [k for k in range(lab.shape[0]) if np.any(lab[k] != 255)]
@@ -280,7 +286,7 @@ class NearestPaintPipeline:
             out[k] = np.where(lab[src] == 255, 0, lab[src])
             progress((k + 1) / lab.shape[0], f"slice {k}")
         out = out if self.out is None else self.out
-        return SegmentationResult(out, volume.ijk_to_ras, list(classes), warnings=list(extra_warnings))
+        return SegmentationResult(out, volume.ijk_to_ras, classes, warnings=list(request.warnings))
 
 
 def test_few_shot_logic_run(mrml_scene, volume_node):

@@ -11,12 +11,18 @@ the same nodes either way. The key is held by the logic only, never written to t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from voxelfm.features.spec import ModelSpec
 
 from .model_service import checked_spec
 from .server_compute import ServerCompute
+
+
+def direct(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run the slow step on the calling thread (a module passes its worker-thread runner instead)."""
+    return fn(*args, **kwargs)
 
 
 class CapabilityLogic:

@@ -44,7 +44,7 @@ from voxelfm.localize.result import LocalisationResult
 from voxelfm.localize.template import LandmarkTemplate
 from voxelfm.progress import CancelFlag, ProgressFn, check_cancel, no_progress
 
-from .capability_logic import CapabilityLogic
+from .capability_logic import CapabilityLogic, direct
 from .markups_nodes import (
     distances_to_node,
     edited_by_user,
@@ -147,11 +147,6 @@ def _same_volume(node: Any, copied: Volume) -> bool:
         and np.array_equal(array, copied.array)
         and np.allclose(node_ijk_to_ras(node, world=True), copied.ijk_to_ras, atol=1e-6)
     )
-
-
-def direct(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run the slow step on the calling thread (the module passes its worker-thread runner instead)."""
-    return fn(*args, **kwargs)
 
 
 TEMPLATES_KEPT = 8  # reference templates kept per logic (a few reference sets; each is small)

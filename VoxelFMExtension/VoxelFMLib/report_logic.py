@@ -36,7 +36,7 @@ from .case_images import open_case_image
 from .report_nodes import draft_of, sentence_at, write_report_node
 from .report_server import server_segmentation
 from .segment_measurements import measure_segmentation
-from .volume_nodes import ct_volume_from_node, volume_key
+from .volume_nodes import check_input_volume, ct_volume_from_node, volume_key
 
 
 @dataclass
@@ -186,13 +186,7 @@ class ReportLogic(CapabilityLogic):
         self, inputs: ReportInputs, draft: ReportDraft, volume_node: Any, text_node: Any = None
     ) -> ReportResult:
         """Store the draft in a NEW text node (or in ``text_node`` if it is an unedited draft of ours)."""
-        if volume_node is None or volume_node.GetID() != inputs.volume_node_id:
-            raise InputError("The volume changed while the draft was made; draft it again.")
-        if volume_node.GetScene() is None:
-            raise InputError(
-                f"Volume '{volume_node.GetName()}' was removed from the scene while the draft was made; nothing "
-                "was written."
-            )
+        check_input_volume(volume_node, inputs.volume_node_id, "the draft was made", "draft it again")
         node, kept = write_report_node(volume_node.GetScene(), draft, volume_node, text_node)
         return ReportResult(node, draft, kept)
 

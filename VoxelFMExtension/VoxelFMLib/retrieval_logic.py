@@ -8,9 +8,11 @@
 
 All retrieval behaviour (embeddings, the library, the index, thumbnails) is the core's ``RetrievalPipeline``,
 shared with `voxelfm index` / `voxelfm query`; this class only turns nodes into arrays and regions. As in the
-other logics, ``prepare_*`` run on the main thread (MRML), ``add`` / ``predict`` on any thread, and loading a
-hit on the main thread. Query regions are taken in world coordinates (parent transforms applied), so an ROI
-drawn on a transformed volume means what the user sees.
+other logics, a query is ``prepare`` (main thread: MRML) -> ``predict`` (any thread) -> ``write`` (main thread:
+the hit the user picks loaded as a volume node; ``load_hit``), and ``run`` (``run_query``) = prepare + predict;
+adding is ``prepare_volumes`` (main thread) -> ``add`` (any thread), ``add_volume_nodes`` both. Query regions
+are taken in world coordinates (parent transforms applied), so an ROI drawn on a transformed volume means what
+the user sees.
 """
 
 from __future__ import annotations
@@ -98,6 +100,39 @@ def point_region(point_node: Any, radius_mm: float, index: int = 0) -> SphereReg
     pos = [0.0, 0.0, 0.0]
     point_node.GetNthControlPointPositionWorld(index, pos)
     return SphereRegion(tuple(pos), float(radius_mm))  # type: ignore[arg-type]
+
+
+QUERY_MODES = ("volume", "roi", "segment", "point")
+SEARCH_OPTIONS = ("embedding", "thumbnails", "progress", "cancel")  # predict's keywords after k
+
+
+def query_kind(mode: str | None, regions: dict[str, Any]) -> str:
+    """Which of ``QUERY_MODES`` a query is: ``mode`` when given (its node must be selected), else the one region
+    node given ("volume" when none)."""
+    if mode is None:
+        given = [kind for kind, node in regions.items() if node is not None]
+        if len(given) > 1:
+            raise InputError("Query by one region at a time: an ROI, a segment or a point.")
+        return given[0] if given else "volume"
+    if mode not in QUERY_MODES:
+        raise InputError(f"Unknown query mode '{mode}'; use volume, roi, segment or point.")
+    if mode != "volume" and regions[mode] is None:
+        what = {"roi": "an ROI", "segment": "a segmentation", "point": "a point list"}[mode]
+        raise InputError(
+            f"Query mode '{mode}' needs {what}: select one (or choose the 'volume' mode to search with the "
+            "whole volume)."
+        )
+    return mode
+
+
+def segment_region(volume_node: Any, segmentation_node: Any, segment_id: str | None) -> MaskRegion:
+    """One segment as a mask on the query volume's grid (world RAS)."""
+    if not segment_id:
+        raise InputError(f"Select a segment of '{segmentation_node.GetName()}' to search with.")
+    with temporary_nodes(volume_node.GetScene()):
+        mask = segment_mask_on_volume(segmentation_node, segment_id, volume_node)
+    name = segmentation_node.GetSegmentation().GetSegment(segment_id).GetName()
+    return MaskRegion(mask, node_ijk_to_ras(volume_node, world=True), name)
 
 
 def jump_slices(scene: Any, ras: np.ndarray | None) -> None:
@@ -237,9 +272,9 @@ class RetrievalLogic(CapabilityLogic):
         """Add every CT below a folder (or the cases of a manifest); resumable like `voxelfm index add`."""
         return self.add(library, expand_inputs([str(folder)]), progress, cancel)
 
-    # ---- queries
+    # ---- queries: prepare -> predict -> write (load a hit); run = prepare + predict
 
-    def prepare_query(
+    def prepare(
         self,
         volume_node: Any,
         roi_node: Any = None,
@@ -247,56 +282,23 @@ class RetrievalLogic(CapabilityLogic):
         segment_id: str | None = None,
         point_node: Any = None,
         radius_mm: float = 15.0,
+        mode: str | None = None,
     ) -> QueryInputs:
-        """The query volume and region (at most one of ROI, segment, point), on the main thread."""
+        """The query volume and region, on the main thread. ``mode`` is the module's selector (volume, roi,
+        segment, point): only that mode's node is used, and a mode whose node is not selected is an error (never
+        a silent whole-volume query); without it, at most one of ROI, segment and point may be given."""
+        kind = query_kind(mode, {"roi": roi_node, "segment": segmentation_node, "point": point_node})
         if volume_node is None:
             raise InputError("Select the volume to search with.")
-        if sum(x is not None for x in (roi_node, segmentation_node, point_node)) > 1:
-            raise InputError("Query by one region at a time: an ROI, a segment or a point.")
         volume = ct_volume_from_node(volume_node, "the query volume", world=True)
         region: Region | None = None
-        if roi_node is not None:
+        if kind == "roi":
             region = roi_region(roi_node)
-        elif point_node is not None:
+        elif kind == "point":
             region = point_region(point_node, radius_mm)
-        elif segmentation_node is not None:
-            if not segment_id:
-                raise InputError(f"Select a segment of '{segmentation_node.GetName()}' to search with.")
-            with temporary_nodes(volume_node.GetScene()):
-                mask = segment_mask_on_volume(segmentation_node, segment_id, volume_node)
-            name = segmentation_node.GetSegmentation().GetSegment(segment_id).GetName()
-            region = MaskRegion(mask, node_ijk_to_ras(volume_node, world=True), name)
+        elif kind == "segment":
+            region = segment_region(volume_node, segmentation_node, segment_id)
         return QueryInputs(volume, region, volume_node.GetID(), volume_key(volume_node, world=True))
-
-    def prepare_mode_query(
-        self,
-        mode: str,
-        volume_node: Any,
-        roi_node: Any = None,
-        segmentation_node: Any = None,
-        segment_id: str | None = None,
-        point_node: Any = None,
-        radius_mm: float = 15.0,
-    ) -> QueryInputs:
-        """The query the module's mode selector asks for: only the chosen mode's node is used, and a mode whose
-        node is not selected is an error (never a silent whole-volume query)."""
-        chosen = {"roi": roi_node, "segment": segmentation_node, "point": point_node}
-        if mode not in ("volume", *chosen):
-            raise InputError(f"Unknown query mode '{mode}'; use volume, roi, segment or point.")
-        if mode in chosen and chosen[mode] is None:
-            what = {"roi": "an ROI", "segment": "a segmentation", "point": "a point list"}[mode]
-            raise InputError(
-                f"Query mode '{mode}' needs {what}: select one (or choose the 'volume' mode to search with the "
-                "whole volume)."
-            )
-        return self.prepare_query(
-            volume_node,
-            roi_node=roi_node if mode == "roi" else None,
-            segmentation_node=segmentation_node if mode == "segment" else None,
-            segment_id=segment_id if mode == "segment" else None,
-            point_node=point_node if mode == "point" else None,
-            radius_mm=radius_mm,
-        )
 
     def predict(
         self,
@@ -329,26 +331,9 @@ class RetrievalLogic(CapabilityLogic):
             self.pipeline.thumbnails(result, inputs.volume, thumbnails)
         return result
 
-    def run_query(
-        self,
-        library: str | Path,
-        volume_node: Any,
-        k: int = 10,
-        embedding: str = "mean",
-        thumbnails: str | Path | None = None,
-        progress=None,
-        cancel=None,
-        **region,
-    ) -> QueryResult:
-        """prepare + predict on the calling thread (scripts, tests)."""
-        return self.predict(
-            library, self.prepare_query(volume_node, **region), k, embedding, thumbnails, progress, cancel
-        )
-
-    # ---- hits
-
-    def load_hit(self, scene: Any, hit: RetrievalHit) -> HitView:
-        """The hit's case as a volume node (a node already holding it is reused) and the RAS to look at."""
+    def write(self, scene: Any, hit: RetrievalHit) -> HitView:
+        """The scene output of a query: the hit the user picks, as a volume node (a node already holding its
+        case is reused) and the RAS to look at."""
         record = hit.case
         node = self._find_loaded(scene, record)
         if node is None:
@@ -360,6 +345,16 @@ class RetrievalLogic(CapabilityLogic):
                 )
             node = open_case_image(scene, path, record.case_id)
         return HitView(node, None if hit.ras is None else np.asarray(hit.ras, dtype=np.float64), hit)
+
+    def run(self, library: str | Path, volume_node: Any, k: int = 10, **options: Any) -> QueryResult:
+        """prepare + predict on the calling thread (scripts, tests). ``options``: ``predict``'s keywords
+        (``SEARCH_OPTIONS``) and ``prepare``'s (the region), passed on as they are so neither list is written
+        twice. The hits are the answer: which one goes into the scene (``write``) is the user's choice."""
+        search = {name: options.pop(name) for name in SEARCH_OPTIONS if name in options}
+        return self.predict(library, self.prepare(volume_node, **options), k, **search)
+
+    run_query = run  # the documented one-call name: run_query(library, volume_node, k).hits
+    load_hit = write  # the documented name: load_hit(scene, hit).node
 
     @staticmethod
     def _find_loaded(scene: Any, record: CaseRecord) -> Any:
@@ -379,4 +374,14 @@ class RetrievalLogic(CapabilityLogic):
         return None
 
 
-__all__ = ["HitView", "QueryInputs", "RetrievalLogic", "jump_slices", "point_region", "roi_region"]
+__all__ = [
+    "QUERY_MODES",
+    "HitView",
+    "QueryInputs",
+    "RetrievalLogic",
+    "jump_slices",
+    "point_region",
+    "query_kind",
+    "roi_region",
+    "segment_region",
+]

@@ -4,8 +4,10 @@
     result = logic.run(volume_node, segmentation_node, mode="slices", output_node=None)
     result.output_node, result.segment_ids       # the prediction, written as new segments
 
-All segmentation behaviour (features at the probe's spacing, class identity, post-processing, probe files) is
-the core's ``SegmentationPipeline``, shared with `voxelfm segment`; this class only moves MRML <-> arrays.
+All segmentation behaviour (label preparation, features at the probe's spacing, class identity,
+post-processing, probe files) is the core's ``SegmentationPipeline``, shared with `voxelfm segment`: this class
+reads the scene into the same ``SegmentationFitRequest`` / ``SegmentationApplyRequest`` the CLI builds from
+files, hands it over unchanged, and writes the result back.
 Three steps so a GUI can run the slow middle one on a worker thread while MRML (not thread-safe) is touched
 only on the main thread: ``prepare`` (main) -> ``predict`` (any thread) -> ``write`` (main).
 """
@@ -24,29 +26,32 @@ from voxelfm.features.service import FeatureService, ModelSpec
 from voxelfm.files.file_kinds import SEGMENTATION_PROBE
 from voxelfm.files.outputs import OutputPlan
 from voxelfm.imaging.volume import Volume
-from voxelfm.progress import CancelFlag, ProgressFn, check_cancel, no_progress
+from voxelfm.progress import CancelFlag, ProgressFn, check_cancel
 from voxelfm.segment.config import SegmentationConfig
-from voxelfm.segment.labels import FewShotLabels
 from voxelfm.segment.pipeline import SegmentationPipeline
 from voxelfm.segment.probe import SegmentationProbe
 from voxelfm.segment.probe_file import load_segmentation_probe, save_segmentation_probe
+from voxelfm.segment.request import SegmentationApplyRequest, SegmentationFitRequest
 from voxelfm.segment.result import ClassStats, SegmentationResult
 
 from .capability_logic import CapabilityLogic
 from .segmentation_nodes import edited_prediction_ids, labels_from_segmentation, write_prediction
 from .undo import SaveUndoState
-from .volume_nodes import ct_volume_from_node, volume_key
+from .volume_nodes import check_input_volume, ct_volume_from_node, volume_key
 
 
 @dataclass
 class FewShotInputs:
-    """Everything the pipeline needs, detached from MRML."""
+    """The pipeline's request, detached from MRML, and the nodes it was read from."""
 
-    volume: Volume
-    labels: FewShotLabels
+    request: SegmentationFitRequest  # handed to SegmentationPipeline.run_fit unchanged (the CLI's type too)
     volume_node_id: str
     segmentation_node_id: str
     volume_key: str  # identifies the voxels + geometry cheaply, so a refit reuses the features
+
+    @property
+    def volume(self) -> Volume:
+        return self.request.volume
 
 
 @dataclass
@@ -103,38 +108,32 @@ class FewShotSegmentLogic(CapabilityLogic):
         return SegmentationPipeline(spec, config, service=service)
 
     def prepare(self, volume_node: Any, segmentation_node: Any, mode: str = "slices") -> FewShotInputs:
+        """The fit request of the painted segments (main thread): the label image they make on the volume's
+        grid (``labels_from_segmentation``), their classes and the pipeline's settings."""
         if volume_node is None:
             raise InputError("Select the CT volume to segment.")
         volume = ct_volume_from_node(volume_node, "the CT to segment")
         if segmentation_node is None:
             raise InputError("Select the segmentation holding your painted examples.")
-        labels = labels_from_segmentation(segmentation_node, volume_node, mode=mode)
-        return FewShotInputs(
-            volume=volume,
-            labels=labels,
-            volume_node_id=volume_node.GetID(),
-            segmentation_node_id=segmentation_node.GetID(),
-            volume_key=volume_key(volume_node),
+        painted = labels_from_segmentation(segmentation_node, volume_node, mode=mode)
+        request = SegmentationFitRequest(
+            volume,
+            Volume(painted.labels, volume.ijk_to_ras),
+            self.pipeline.config,
+            segment_classes=painted.classes,
+            warnings=painted.warnings,
         )
+        return FewShotInputs(request, volume_node.GetID(), segmentation_node.GetID(), volume_key(volume_node))
 
     def predict(
         self, inputs: FewShotInputs, progress: ProgressFn | None = None, cancel: CancelFlag | None = None
     ) -> SegmentationResult:
         """Fit on the painted labels and segment the volume (safe on the worker thread)."""
         check_cancel(cancel)
-        labels = Volume(inputs.labels.labels, inputs.volume.ijk_to_ras)
         if self.server is not None:
-            result = self._fit_on_server(inputs, labels, progress, cancel)
-            return check_result(result, inputs.volume)
-        result = self.pipeline.fit(
-            inputs.volume,
-            labels,
-            inputs.labels.classes,
-            progress=progress or no_progress,
-            cancel=cancel,
-            volume_key=inputs.volume_key,
-            extra_warnings=inputs.labels.warnings,
-        )
+            result = self._fit_on_server(inputs, progress, cancel)
+        else:
+            result = self.pipeline.run_fit(inputs.request, progress, cancel, volume_key=inputs.volume_key)
         check_cancel(cancel)
         return check_result(result, inputs.volume)
 
@@ -147,13 +146,7 @@ class FewShotSegmentLogic(CapabilityLogic):
         save_undo_state: SaveUndoState | None = None,
     ) -> FewShotResult:
         """Write the prediction (main thread). ``save_undo_state``: see ``undo`` (the Segment Editor's Undo)."""
-        if volume_node is None or volume_node.GetID() != inputs.volume_node_id:
-            raise InputError("The input volume changed while the prediction ran; run it again.")
-        if volume_node.GetScene() is None:
-            raise InputError(
-                f"Volume '{volume_node.GetName()}' was removed from the scene while the prediction ran; nothing was "
-                "written."
-            )
+        check_input_volume(volume_node, inputs.volume_node_id, "the prediction ran", "run it again")
         return self._write(result, volume_node, output_node, save_undo_state)
 
     def run(
@@ -183,38 +176,39 @@ class FewShotSegmentLogic(CapabilityLogic):
         """Segment a volume node with a saved probe (a file path or a loaded probe), as `voxelfm segment --probe`."""
         if volume_node is None:
             raise InputError("Select the CT volume to segment.")
-        volume = ct_volume_from_node(volume_node, "the CT to segment")
         if not isinstance(probe, SegmentationProbe):
             probe = load_segmentation_probe(probe)
+        request = SegmentationApplyRequest(ct_volume_from_node(volume_node, "the CT to segment"), probe)
+        key = volume_key(volume_node)
         if self.server is not None:
-            volume = self.server.known(volume, volume_key(volume_node))
             p = self.pipeline
             result = remote_segment_apply(
-                self.server.client, volume, probe, p.spec, p.options, None, progress, cancel
-            )
+                self.server.client, self.server.known(request.volume, key), probe, p.spec, p.options,
+                request.postprocess, progress, cancel,
+            )  # fmt: skip
         else:
-            result = self.pipeline.apply(volume, probe, progress, cancel, volume_key=volume_key(volume_node))
-        return self._write(check_result(result, volume), volume_node, output_node, save_undo_state)
+            result = self.pipeline.run_apply(request, progress, cancel, volume_key=key)
+        return self._write(check_result(result, request.volume), volume_node, output_node, save_undo_state)
 
     def _fit_on_server(
-        self, inputs: FewShotInputs, labels: Volume, progress: ProgressFn | None, cancel: CancelFlag | None
+        self, inputs: FewShotInputs, progress: ProgressFn | None, cancel: CancelFlag | None
     ) -> SegmentationResult:
-        """``pipeline.fit`` on the server: the volume is hashed once per node state (``known``) and uploaded
+        """``pipeline.run_fit`` on the server: the volume is hashed once per node state (``known``) and uploaded
         once; only the painted slices travel per refit."""
-        p = self.pipeline
-        volume = self.server.known(inputs.volume, inputs.volume_key)
+        request, p = inputs.request, self.pipeline
+        labels = request.prepared_labels()
         result = remote_segment_fit(
             self.server.client,
-            volume,
+            self.server.known(request.volume, inputs.volume_key),
             labels,
-            inputs.labels.classes,
-            p.config,
+            request.classes(labels),
+            request.config,
             p.spec,
             p.options,
             progress,
             cancel,
         )
-        result.warnings = [*inputs.labels.warnings, *result.warnings]
+        result.warnings = [*request.warnings, *result.warnings]
         return result
 
     def save_probe(self, path: str | Path, overwrite: bool = False) -> str:

@@ -109,6 +109,22 @@ def volume_key(node: slicer.vtkMRMLVolumeNode, world: bool = False) -> str:
     return f"{node.GetID()}:{stamp}:{matrix}"
 
 
+def check_input_volume(
+    volume_node: slicer.vtkMRMLVolumeNode | None, node_id: str, work: str, again: str
+) -> None:
+    """The write step's check, shared by every logic: the node given is the one the inputs were copied from and
+    is still in the scene (``work``: what ran meanwhile; ``again``: what the user does next).
+
+    WHY: the GUI stays live while the worker runs; a result written for another or a removed volume belongs to
+    no image the user sees."""
+    if volume_node is None or volume_node.GetID() != node_id:
+        raise InputError(f"The input volume changed while {work}; {again}.")
+    if volume_node.GetScene() is None:
+        raise InputError(
+            f"Volume '{volume_node.GetName()}' was removed from the scene while {work}; nothing was written."
+        )
+
+
 def update_node_from_volume(node: slicer.vtkMRMLVolumeNode, volume: Volume) -> None:
     """Overwrite a node's voxels and geometry with ``volume`` (deep copy)."""
     node.SetIJKToRASMatrix(numpy_to_matrix(volume.ijk_to_ras))

@@ -31,7 +31,7 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("models", "", ("models_cmd",), ("models", "sample-data")),
     Capability(
         "features",
-        "features.service:FeatureService",
+        "features.service:FeaturePipeline",
         ("features_cmd",),
         ("features",),
         "FeaturesLogic",

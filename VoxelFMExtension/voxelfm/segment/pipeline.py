@@ -102,21 +102,25 @@ class SegmentationPipeline(ConfiguredPipeline[SegmentationConfig]):
             volume, probe, ctx, None, progress, [*extra_warnings, *probe.metrics["warnings"]]
         )
 
-    def run_fit(
-        self,
-        request: SegmentationFitRequest,
-        progress: ProgressFn | None = None,
-        cancel: CancelFlag | None = None,
-    ) -> SegmentationResult:
-        """A fit request (the CLI's and the server's form): its labels prepared, its classes named, then ``fit``
-        with the request's settings."""
+    def run_fit(self, request: SegmentationFitRequest, *args: Any, **kwargs: Any) -> SegmentationResult:
+        """A fit request (the form every front end hands over): its labels prepared, its classes named, then
+        ``fit`` with the request's settings and label warnings (``args`` / ``kwargs``: ``fit``'s progress,
+        cancel, volume_key; a volume key lets a refit reuse the features)."""
         labels = request.prepared_labels()
-        classes = request.classes(labels)
-        return self.fit(request.volume, labels, classes, progress, cancel, config=request.config)
+        return self.fit(
+            request.volume,
+            labels,
+            request.classes(labels),
+            *args,
+            extra_warnings=request.warnings,
+            config=request.config,
+            **kwargs,
+        )
 
-    def run_apply(self, request: SegmentationApplyRequest, *args: Any) -> SegmentationResult:
-        """An apply request (``apply`` with its volume, probe and post-processing; ``args``: progress, cancel)."""
-        return self.apply(request.volume, request.probe, *args, postprocess=request.postprocess)
+    def run_apply(self, request: SegmentationApplyRequest, *args: Any, **kwargs: Any) -> SegmentationResult:
+        """An apply request: ``apply`` with its volume, probe and post-processing (``args`` / ``kwargs``:
+        ``apply``'s progress, cancel, volume_key)."""
+        return self.apply(request.volume, request.probe, *args, postprocess=request.postprocess, **kwargs)
 
     def apply(
         self,

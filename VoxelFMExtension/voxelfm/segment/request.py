@@ -3,7 +3,9 @@
 The CLI, the Slicer logic and the server build these and hand them to ``SegmentationPipeline.run_fit`` /
 ``run_apply``; everything but the arrays goes to and from plain data (``settings`` / ``from_settings``), so a
 request can cross a process boundary as JSON plus its volumes. Label preparation (paint on whole slices,
-class names for the label values) happens here, once, not in each front end.
+the classes of the label values) happens here, once, not in each front end: the CLI hands over a label file
+as painted, the Slicer logic the label image its segments make (``segment.labels.few_shot_labels``, whose
+"slices" workflow is the same ``painted_slices_to_labels``) with the segments' own classes.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..imaging.volume import Volume
-from .classes import SegmentClass, classes_from_names
+from .classes import SegmentClass, classes_for, classes_from_names
 from .config import SegmentationConfig
 from .labels import UNLABELLED, painted_slices_to_labels
 from .postprocess import PostprocessConfig
@@ -29,13 +31,18 @@ class SegmentationFitRequest:
     ``labels``: 0 background, 1..254 structures, 255 unlabelled, on any grid aligned with ``volume``;
     ``painted_slices``: 0 also marks unpainted voxels, and only slices holding a structure count (every
     other voxel of such a slice is background); ``class_names``: comma-separated, one per structure in
-    label-value order ("" = generic names)."""
+    label-value order ("" = generic names); ``segment_classes``: the classes of the label values when the front
+    end knows more than names (the Slicer logic: each painted segment's name, colour and terminology), used
+    instead of ``class_names``; ``warnings``: what preparing the labels found (e.g. voxels painted in two
+    segments), said with the result."""
 
     volume: Volume
     labels: Volume
     config: SegmentationConfig = field(default_factory=SegmentationConfig)
     class_names: str = ""
     painted_slices: bool = False
+    segment_classes: list[SegmentClass] | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def prepared_labels(self) -> Volume:
         """The labels as the probe is fitted on them (whole painted slices when ``painted_slices``)."""
@@ -51,25 +58,33 @@ class SegmentationFitRequest:
     def classes(self, labels: Volume) -> list[SegmentClass]:
         """The named classes of the structures ``labels`` holds (empty: generic names)."""
         values = [int(v) for v in np.unique(labels.array) if 0 < v < UNLABELLED]
+        if self.segment_classes is not None:
+            return classes_for(values, self.segment_classes)
         return classes_from_names(self.class_names, values)
 
     def settings(self) -> dict[str, Any]:
+        classes = self.segment_classes
         return {
             "config": self.config.to_dict(),
             "class_names": self.class_names,
             "painted_slices": self.painted_slices,
+            "segment_classes": None if classes is None else [c.to_dict() for c in classes],
+            "warnings": list(self.warnings),
         }
 
     @classmethod
     def from_settings(
         cls, volume: Volume, labels: Volume, settings: dict[str, Any]
     ) -> SegmentationFitRequest:
+        classes = settings.get("segment_classes")
         return cls(
             volume,
             labels,
             SegmentationConfig.from_dict(settings.get("config") or {}),
             str(settings.get("class_names") or ""),
             bool(settings.get("painted_slices", False)),
+            None if classes is None else [SegmentClass.from_dict(c, "segment class") for c in classes],
+            [str(w) for w in settings.get("warnings") or ()],
         )
 
 
