@@ -10,14 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from flow_steps import COLOUR_VOLUME, direct, volume_snapshot
+from mrml_scene import require_slicer_core
 
-slicer = pytest.importorskip("slicer")
-if not hasattr(slicer, "vtkMRMLScene"):
-    pytest.skip("slicer-core not installed", allow_module_level=True)
+slicer = require_slicer_core("safetensors")
 
 from flow_checks import Census  # noqa: E402
-
-pytest.importorskip("safetensors")
 
 from voxelfm.errors import InputError  # noqa: E402
 from voxelfm.imaging.io import read_volume  # noqa: E402

@@ -24,16 +24,12 @@ from flow_steps import (
     volume_snapshot,
     world_points,
 )
+from mrml_scene import require_slicer_core
 
-slicer = pytest.importorskip("slicer")
-if not hasattr(slicer, "vtkMRMLScene"):
-    pytest.skip("slicer-core not installed", allow_module_level=True)
-
-from flow_checks import Census  # noqa: E402
-
-pytest.importorskip("safetensors")
+slicer = require_slicer_core("safetensors")
 
 import vtk  # noqa: E402
+from flow_checks import Census  # noqa: E402
 
 from voxelfm.errors import InputError  # noqa: E402
 from voxelfm.imaging.volume import Volume  # noqa: E402

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from mrml_scene import require_slicer_core
 
-slicer = pytest.importorskip("slicer")
-if not hasattr(slicer, "vtkMRMLScene"):
-    pytest.skip("slicer-core not installed", allow_module_level=True)
+slicer = require_slicer_core()
 
 from flow_checks import Census, Kept, load_ct  # noqa: E402
 

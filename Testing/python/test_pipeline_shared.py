@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from mrml_scene import require_slicer_core
 from test_segment_core import planted_case
 
 from voxelfm.cli.main import main
@@ -20,9 +21,7 @@ from voxelfm.imaging.io import read_volume, write_labelmap, write_volume
 from voxelfm.segment import PostprocessConfig, SegmentationPipeline, load_segmentation_probe
 from voxelfm.segment.labels import select_slices
 
-slicer = pytest.importorskip("slicer")
-if not hasattr(slicer, "vtkMRMLScene"):
-    pytest.skip("slicer-core not installed", allow_module_level=True)
+slicer = require_slicer_core()
 
 from slicer_builders import add_segmentation  # noqa: E402
 
