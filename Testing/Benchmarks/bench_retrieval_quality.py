@@ -520,8 +520,12 @@ def candidate_rows(models: dict[str, str], args, cts: dict, copies: dict, kinds=
         candidates = {
             "mean of all tokens": lambda f, b: global_vector(f, RetrievalConfig(pooling="mean"), None),
             "cls token": lambda f, b: cls_vector(f, RetrievalConfig(pooling="mean")),
-            "mean + std of body tokens": lambda f, b: global_vector(f, RetrievalConfig(), b),
-            "mean + std of all tokens": lambda f, b: global_vector(f, RetrievalConfig(), None),
+            "mean + std of body tokens": lambda f, b: global_vector(
+                f, RetrievalConfig(pooling="body_mean_std"), b
+            ),
+            "mean + std of all tokens": lambda f, b: global_vector(
+                f, RetrievalConfig(pooling="body_mean_std"), None
+            ),
         }
         for name, (use_body, with_std) in STANDARDISED.items():
             mom = {k: token_moments(f, b if use_body else None) for k, (f, b) in feats.items()}
@@ -529,8 +533,8 @@ def candidate_rows(models: dict[str, str], args, cts: dict, copies: dict, kinds=
             candidates[name] = lambda f, b, mom=mom, mu=mu, sigma=sigma, s=with_std, fs=feats: standardised(
                 mom[_key_of(fs, f)], mu, sigma, s
             )
-        candidates["standardised mean + library-centred std (1:2, the product's)"] = product_standardised(
-            pipe, feats, names
+        candidates["standardised mean + library-centred std (std 3/4 of the norm², the product's)"] = (
+            product_standardised(pipe, feats, names)
         )
         for name, fn in candidates.items():
             lib = np.array([fn(*feats[n]) for n in names])
