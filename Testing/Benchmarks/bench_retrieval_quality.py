@@ -2,9 +2,10 @@
 
 "before" = the stored array order, features at the model's own spacing, every token mean-pooled, plain cosine
 (RetrievalConfig(pooling="mean", centring="none", feature_spacing_mm=None), FeatureOptions(orientation="stored"));
-"body_mean_std" = the previous defaults (canonical LPS index order, features at 2 mm, mean + std of the body cells' tokens,
-library-centred cosine); "after" = the defaults (the same, but the body tokens standardised with the library's
-token statistics, mean-pooled, plain cosine: pooling "body_standardised"). Both models: voxelfm-tiny and the same architecture at an independent
+"body_mean_std" = the previous defaults (canonical LPS index order, features at 2 mm, mean + std of the body
+cells' tokens, library-centred cosine); "after" = the defaults (the same features; the body tokens standardised
+with the library's token statistics, described by mean and library-centred std, plain cosine: pooling
+"body_standardised", retrieval/standardise.py). Both models: voxelfm-tiny and the same architecture at an independent
 random init (seed 1). CTs are used at 3 mm or finer (thin ones at 1/20 of their thinnest side) to keep the run
 to a few minutes on two cores.
 
@@ -20,7 +21,7 @@ B. Altered copies. A library of the seven distinct dev CTs (RetrievalPipeline, i
    rank 1; the margin = score of the source - best score of another case (median, min; > 0 = rank 1); and a
    60 mm region query at the body centre of each copy (rank of the source, distance of its best block).
    A second table compares candidate poolings/scorings on the same features (after orientation).
-C. Those candidates on the copies of B. D. The same candidates with `voxelfm demo`'s moved copy of each dev CT
+C. Those candidates on the copies of B (with the standardised ones: token statistics of the library's cases). D. The same candidates with `voxelfm demo`'s moved copy of each dev CT
    (8-degree rotation about S, shift, crop to 80% of each axis = half the volume) as the query.
 
     python Testing/Benchmarks/bench_retrieval_quality.py --out Testing/Benchmarks/results/retrieval_quality.md

@@ -40,16 +40,17 @@ class RetrievalConfig:
     center_regions: subtract the case's mean patch token before pooling regional embeddings. WHY: averaged
         tokens all lean towards one "body" direction (cosines of 0.99+ between unrelated places with the
         bundled model); removing the case mean leaves what is particular to the place.
-    pooling: "body_standardised" (the default) pools only the tokens of patch cells that are mostly body, each
-        dimension standardised with the per-dimension mean and standard deviation of ALL body tokens of the
-        library's cases (thousands of tokens even for one case), and averages them; the library stores each
-        case's token moments (mean, std, count: vectors twice the token width) so these statistics are
-        recomputed exactly from the stored cases at every query (they follow every add and remove) and applied
-        to the query alike. Regional blocks (both body
-        poolings) pool tokens minus the case's body mean by their mean and standard deviation (each
-        L2-normalised, concatenated): standardising them measured no better (retrieval_quality.md, part A).
-        "body_mean_std" describes the body tokens by their mean and standard deviation alike. "mean" averages every token (the plain mean-token cosine). The cls vector is zero-padded to the
-        library's width. Chosen by measurement (retrieval/pooling.py, retrieval_quality.md).
+    pooling: "body_standardised" (the default) describes the tokens of the patch cells that are mostly body,
+        each dimension standardised with the mean and standard deviation of ALL body tokens of the library's
+        cases (thousands of tokens even for one case), by their mean and their std (the std half centred on
+        the library's average; standardise.py). The library stores each case's token moments (mean and std:
+        vectors twice the token width; the token count in the case's info), so the statistics are rebuilt
+        exactly from the stored cases at every query (they follow every add and remove) and applied to the
+        query alike. "body_mean_std" describes the body tokens by their unit mean and unit std, concatenated.
+        "mean" averages every token (the plain mean-token cosine). Regional blocks of both body poolings are
+        the tokens minus the case's body mean, described by mean and std: standardising them measured no
+        better (retrieval_quality.md, part A). The cls vector is zero-padded to the library's width. Chosen
+        by measurement (retrieval_quality.md).
     centring: "library" scores whole-volume queries by the cosine between query and case after subtracting
         the mean embedding of the library's cases (3 or more; with 1 or 2 cases there is no mean worth
         removing and the score is the plain cosine); "none" scores the plain cosine of the embeddings (the

@@ -3,15 +3,11 @@
 WHY not the plain mean of every token: with the models here (the bundled one and a random init alike) the mean
 over all tokens mostly measures how much of the image is air, which a crop, a shift or an oblique grid's
 padding changes, and every mean shares one "body" direction (plain cosines of 0.99+ between patients).
-Measured on altered copies of the dev CTs and on the tour's moved + cropped copies
-(Testing/Benchmarks/results/retrieval_quality.md, parts B-D), the default "body_standardised" pools the tokens
-of the body cells after standardising each dimension with the library's token statistics (mean and standard
-deviation over every body token of the library's cases), so no dimension with a large shared offset or spread
-dominates the cosine; it keeps the oblique copies and crops that "body_mean_std" handles and is the only one of
-these that also finds moved + cropped copies (the tour's) in most cases. The library stores per case the
-moments of its body tokens (standardise.py) and search.py standardises stored cases and the query with the
-statistics of the cases stored now. "body_mean_std" (mean and
-standard deviation of the body tokens, each L2-normalised, concatenated, scored with library centring) and
+Measured on altered copies of the dev CTs, the tour's moved + cropped copies and structure crops
+(Testing/Benchmarks/results/retrieval_quality.md, parts A-D), the default "body_standardised" (standardise.py:
+the body cells' tokens standardised with the library's token statistics, described by mean and centred std)
+keeps the oblique copies and crops that "body_mean_std" handles and finds more of the moved + cropped copies.
+"body_mean_std" (unit mean and unit std of the body tokens, concatenated, scored with library centring) and
 "mean" (every token averaged, plain cosine) are kept as options and are what older libraries hold.
 """
 

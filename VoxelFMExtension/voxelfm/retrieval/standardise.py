@@ -13,11 +13,11 @@ cosines of 0.99+ between patients); removing the library's token mean and scalin
 leaves what distinguishes the cases and finds moved + cropped copies (the tour's); the std half (the texture,
 centred on the library's average) keeps the copies resampled onto an oblique grid, which the mean half alone
 loses. The std half carries 3/4 of the squared norm (STD_SHARE): with equal halves a 20-degree oblique copy of
-torso_3mm ranks another patient first in the tests' four-case library (margin -0.07; 3/4: +0.17); 1/2, 2/3
-and 3/4 were compared on these same measurements, so the share is tuned on seven CTs. Measured against mean + std with library centring and the
-standardised mean alone in Testing/Benchmarks/results/retrieval_quality.md (parts A-D). One case: nothing is removed (its own mean
-would leave nothing to compare), only scaled; two cases are standardised (their embeddings are then opposite,
-so a query ranks by which it is nearer).
+torso_3mm ranks another patient first in the tests' four-case library (margin -0.07; 3/4: +0.17); shares from
+1/2 to 4/5 were compared on these same measurements, so the share is tuned on seven CTs. Measured against mean +
+std with library centring and the standardised mean alone in Testing/Benchmarks/results/retrieval_quality.md
+(parts A-D). One case: nothing is removed (its own mean would leave nothing to compare), only scaled; two cases
+are standardised (their embeddings are then opposite, so a query ranks by which it is nearer).
 """
 
 from __future__ import annotations
