@@ -2,7 +2,10 @@
 
 "before" = the stored array order, features at the model's own spacing, every token mean-pooled, plain cosine
 (RetrievalConfig(pooling="mean", centring="none", feature_spacing_mm=None), FeatureOptions(orientation="stored"));
-"after" = the defaults (canonical LPS index order, features at 2 mm, pooling "body_mean_std", library centring). Both models: voxelfm-tiny and the same architecture at an independent
+"body_mean_std" = the previous defaults (canonical LPS index order, features at 2 mm, mean + std of the body
+cells' tokens, library-centred cosine); "after" = the defaults (the same features; the body tokens standardised
+with the library's token statistics, described by mean and library-centred std, plain cosine: pooling
+"body_standardised", retrieval/standardise.py). Both models: voxelfm-tiny and the same architecture at an independent
 random init (seed 1). CTs are used at 3 mm or finer (thin ones at 1/20 of their thinnest side) to keep the run
 to a few minutes on two cores.
 
@@ -18,7 +21,7 @@ B. Altered copies. A library of the seven distinct dev CTs (RetrievalPipeline, i
    rank 1; the margin = score of the source - best score of another case (median, min; > 0 = rank 1); and a
    60 mm region query at the body centre of each copy (rank of the source, distance of its best block).
    A second table compares candidate poolings/scorings on the same features (after orientation).
-C. Those candidates on the copies of B. D. The same candidates with `voxelfm demo`'s moved copy of each dev CT
+C. Those candidates on the copies of B (with the standardised ones: token statistics of the library's cases). D. The same candidates with `voxelfm demo`'s moved copy of each dev CT
    (8-degree rotation about S, shift, crop to 80% of each axis = half the volume) as the query.
 
     python Testing/Benchmarks/bench_retrieval_quality.py --out Testing/Benchmarks/results/retrieval_quality.md
@@ -126,6 +129,7 @@ def small(volume, finest_mm: float = 3.0):
 
 SETTINGS = {  # label -> (orientation, RetrievalConfig overrides)
     "before": ("stored", {"pooling": "mean", "centring": "none", "feature_spacing_mm": None}),
+    "body_mean_std": ("canonical", {"pooling": "body_mean_std", "centring": "library"}),
     "after": ("canonical", {}),
 }
 
@@ -143,13 +147,23 @@ def pipeline_for(model: str, setting: str, max_tokens: int, **extra):
 
 
 def crop_embeddings(pipeline, crops) -> list[np.ndarray]:
-    from voxelfm.retrieval.pooling import global_vector
+    """Whole-volume vectors of the crops as the product scores them (standardised with the statistics of every
+    crop for "body_standardised": the crops are the library)."""
+    from voxelfm.retrieval.config import STANDARDISED
+    from voxelfm.retrieval.pooling import global_vector, pooling_weights
+    from voxelfm.retrieval.standardise import fit
 
-    out = []
-    for c in crops:
-        f = pipeline.features(c["volume"], pipeline.spec, pipeline.config)
-        out.append(global_vector(f, pipeline.config, pipeline.body(c["volume"], f, pipeline.config)))
-    return out
+    cfg = pipeline.config
+    out, counts = [], {}
+    for i, c in enumerate(crops):
+        f = pipeline.features(c["volume"], pipeline.spec, cfg)
+        body = pipeline.body(c["volume"], f, cfg)
+        out.append(global_vector(f, cfg, body))
+        counts[i] = float(pooling_weights(f, cfg, body).sum())
+    if cfg.pooling != STANDARDISED:
+        return out
+    stats, _ = fit(lambda: [(np.array(out), np.arange(len(out)))], counts)
+    return list(stats.embed(np.array(out)))
 
 
 def region_embeddings(pipeline, crops, volumes) -> list[np.ndarray]:
@@ -234,6 +248,66 @@ def collect_crops(data: Path, side_mm: float):
     return volumes, crops
 
 
+def scaled(f, sigma: np.ndarray):
+    """``f`` with every token divided by ``sigma`` per dimension."""
+    import dataclasses
+
+    return dataclasses.replace(f, patch=(np.asarray(f.patch, dtype=np.float64) / sigma).astype(np.float32))
+
+
+def standardised_region_rows(label: str, model: str, crops, volumes, shared: set[str], args) -> list:
+    """Part A rows of the standardised candidates: crops as volumes (library = every crop) and region queries
+    (tokens minus the case's body mean, over the library's or the case's own per-dimension std)."""
+    from voxelfm.retrieval.config import RetrievalConfig
+    from voxelfm.retrieval.embeddings import region_query
+    from voxelfm.retrieval.regions import BoxRegion
+
+    pipe = pipeline_for(model, "after", args.max_tokens)
+    cfg = pipe.config
+    rows = []
+    mom = []
+    for c in crops:
+        f = pipe.features(c["volume"], pipe.spec, cfg)
+        mom.append(token_moments(f, pipe.body(c["volume"], f, cfg)))
+    mu, sigma = library_moments(mom)
+    for with_std in (False, True):
+        vectors = [standardised(m, mu, sigma, with_std) for m in mom]
+        what = "mean + std" if with_std else "mean"
+        rows.append(
+            (
+                f"{label}: crop as a volume, standardised {what} of body tokens",
+                recall_table(crops, vectors, shared, boot=args.boot),
+            )
+        )
+    feats = {p: pipe.features(v, pipe.spec, cfg) for p, v in volumes.items()}
+    body = {p: pipe.body(v, feats[p], cfg) for p, v in volumes.items()}
+    own = {p: token_moments(feats[p], body[p]) for p in volumes}
+    _, lib_sigma = library_moments(list(own.values()))
+    variants = {
+        "library std, mean + std": (lambda p: lib_sigma, cfg),
+        "library std, mean": (lambda p: lib_sigma, RetrievalConfig(pooling="mean")),
+        "case's own std, mean + std": (lambda p: own[p][2], cfg),
+    }
+    for what, (sig, vcfg) in variants.items():
+        vectors = [
+            region_query(
+                scaled(feats[c["patient"]], sig(c["patient"])),
+                BoxRegion.centred(c["centre"], (c["side"],) * 3),
+                volumes[c["patient"]],
+                vcfg,
+                body[c["patient"]],
+            )[0]
+            for c in crops
+        ]
+        rows.append(
+            (
+                f"{label}: region query, tokens minus case mean over {what}",
+                recall_table(crops, vectors, shared, boot=args.boot),
+            )
+        )
+    return rows
+
+
 def part_a(data: Path, models: dict[str, str], args) -> list[str]:
     volumes, crops = collect_crops(data, args.crop_mm)
     names = {p: {c["name"] for c in crops if c["patient"] == p} for p in PATIENTS}
@@ -255,6 +329,7 @@ def part_a(data: Path, models: dict[str, str], args) -> list[str]:
                     recall_table(crops, region_embeddings(pipe, crops, volumes), shared, boot=args.boot),
                 )
             )
+        rows += standardised_region_rows(label, model, crops, volumes, shared, args)
     rows.append(
         (
             "intensity histogram of the crop",
@@ -389,9 +464,49 @@ def part_b(data: Path, models: dict[str, str], args) -> list[str]:
     return rows
 
 
+def token_moments(f, body: np.ndarray | None) -> tuple[float, np.ndarray, np.ndarray]:
+    """(count, per-dimension mean, per-dimension std) of the body cells' tokens (every token without ``body``)."""
+    from voxelfm.retrieval.config import RetrievalConfig
+    from voxelfm.retrieval.pooling import pooling_weights
+
+    patch = np.asarray(f.patch, dtype=np.float64)
+    t = patch.reshape(-1, patch.shape[-1])
+    if body is not None:
+        t = t[pooling_weights(f, RetrievalConfig(pooling="body_mean_std"), body) > 0]
+    return float(len(t)), t.mean(axis=0), t.std(axis=0)
+
+
+def library_moments(moments) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and std over every token of the cases whose ``token_moments`` these are."""
+    n = np.array([m[0] for m in moments])
+    mean = np.array([m[1] for m in moments])
+    sq = np.array([m[2] ** 2 + m[1] ** 2 for m in moments])
+    mu = (n @ mean) / n.sum()
+    return mu, np.sqrt(np.maximum((n @ sq) / n.sum() - mu**2, 1e-12))
+
+
+def standardised(moments, mu: np.ndarray, sigma: np.ndarray, with_std: bool) -> np.ndarray:
+    """Unit vector of the standardised tokens' mean (and std, each half unit length)."""
+    from voxelfm.retrieval.vector_index import normalise
+
+    mean = normalise((moments[1] - mu) / sigma)[0]
+    if not with_std:
+        return mean
+    return normalise(np.concatenate([mean, normalise(moments[2] / sigma)[0]]))[0]
+
+
+STANDARDISED = {  # candidate name -> (tokens: body cells or all, pool the std too)
+    "standardised mean of body tokens": (True, False),
+    "standardised mean + std of body tokens": (True, True),
+    "standardised mean of all tokens": (False, False),
+    "standardised mean + std of all tokens": (False, True),
+}
+
+
 def candidate_rows(models: dict[str, str], args, cts: dict, copies: dict, kinds=None) -> list[str]:
     """Rows of candidate poolings x scorings: each copy queries a library of ``cts`` (vectors on the same
-    canonical features, so only the embedding differs)."""
+    canonical features, so only the embedding differs). Standardised candidates take their per-dimension
+    token statistics from the library's cases (as the product does)."""
     from voxelfm.retrieval.config import RetrievalConfig
     from voxelfm.retrieval.pooling import cls_vector, global_vector
     from voxelfm.retrieval.search import centred_cosines
@@ -406,9 +521,22 @@ def candidate_rows(models: dict[str, str], args, cts: dict, copies: dict, kinds=
         candidates = {
             "mean of all tokens": lambda f, b: global_vector(f, RetrievalConfig(pooling="mean"), None),
             "cls token": lambda f, b: cls_vector(f, RetrievalConfig(pooling="mean")),
-            "mean + std of body tokens": lambda f, b: global_vector(f, RetrievalConfig(), b),
-            "mean + std of all tokens": lambda f, b: global_vector(f, RetrievalConfig(), None),
+            "mean + std of body tokens": lambda f, b: global_vector(
+                f, RetrievalConfig(pooling="body_mean_std"), b
+            ),
+            "mean + std of all tokens": lambda f, b: global_vector(
+                f, RetrievalConfig(pooling="body_mean_std"), None
+            ),
         }
+        for name, (use_body, with_std) in STANDARDISED.items():
+            mom = {k: token_moments(f, b if use_body else None) for k, (f, b) in feats.items()}
+            mu, sigma = library_moments([mom[n] for n in names])
+            candidates[name] = lambda f, b, mom=mom, mu=mu, sigma=sigma, s=with_std, fs=feats: standardised(
+                mom[_key_of(fs, f)], mu, sigma, s
+            )
+        candidates["standardised mean + library-centred std (std 3/4 of the norm², the product's)"] = (
+            product_standardised(pipe, feats, names)
+        )
         for name, fn in candidates.items():
             lib = np.array([fn(*feats[n]) for n in names])
             for scoring in ("plain cosine", "library-centred"):
@@ -420,6 +548,22 @@ def candidate_rows(models: dict[str, str], args, cts: dict, copies: dict, kinds=
                 row, missed = margins_row(f"{label} | {name} | {scoring}", names, scores, kinds)
                 rows.append(row + (f" {', '.join(m.split()[0] for m in missed)} |" if kinds else ""))
     return rows
+
+
+def product_standardised(pipe, feats: dict, names: list[str]):
+    """The product's "body_standardised" embedding (retrieval/standardise.py) with the statistics of ``names``."""
+    from voxelfm.retrieval.pooling import global_vector, pooling_weights
+    from voxelfm.retrieval.standardise import fit
+
+    cfg = pipe.config
+    moments = {k: global_vector(f, cfg, b) for k, (f, b) in feats.items()}
+    counts = {i: float(pooling_weights(feats[n][0], cfg, feats[n][1]).sum()) for i, n in enumerate(names)}
+    stats, _ = fit(lambda: [(np.array([moments[n] for n in names]), np.arange(len(names)))], counts)
+    return lambda f, b: stats.embed(moments[_key_of(feats, f)])[0]
+
+
+def _key_of(feats: dict, f) -> object:
+    return next(k for k, (g, _) in feats.items() if g is f)
 
 
 def part_c(data: Path, models: dict[str, str], args) -> list[str]:
@@ -484,9 +628,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     text = (
         "# Similar-case retrieval quality (real CT), before and after\n\n"
-        "before = stored array order, the model's own spacing, mean of all tokens, plain cosine; after = canonical "
-        "(LPS) order, features at 2 mm, mean + std of the body cells' tokens, library-centred cosine (the "
-        "defaults).\n\n"
+        "before = stored array order, the model's own spacing, mean of all tokens, plain cosine; body_mean_std = "
+        "canonical (LPS) order, features at 2 mm, mean + std of the body cells' tokens, library-centred cosine (the "
+        "previous defaults); after = the same features, the body tokens standardised with the library's token "
+        "statistics and averaged, plain cosine (pooling body_standardised, the defaults).\n\n"
         "## A. Region crops: a structure of one patient against the crops of the others\n\n"
         + "\n".join(parts["A"])
         + "\n\n## B. Altered copies retrieve their source (through RetrievalPipeline)\n\n"

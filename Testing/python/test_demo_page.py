@@ -187,6 +187,7 @@ def test_real_demo_command_five_parts_messages_once(tmp_path):
     assert [h["case_id"] for h in whole].count("lung1_moved") == 1 and len(whole) == 3
     scores = [h["score"] for h in whole]
     assert scores == sorted(scores, reverse=True) and all(-1.0 <= v <= 1.0 for v in scores)
+    assert whole[0]["case_id"] == "lung1_moved"  # the same patient, moved and cropped (retrieval_quality.md)
     assert s["landmarks"]["median_error_mm"] < 10.0 and s["dice_all_slices"] > 0.3
     assert s["timings_s"] and sum(s["timings_s"].values()) < 180
     page = (out / "index.html").read_text(encoding="utf-8")

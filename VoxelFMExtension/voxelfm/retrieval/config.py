@@ -15,7 +15,10 @@ from ..errors import InputError
 GLOBAL_KINDS = ("mean", "cls")  # whole-volume embeddings: mean-pooled patch tokens, the cls token
 REGION = "region"
 DEFAULT_GLOBAL = "mean"  # the bundled model's cls branch is weak (MODEL_CARD.md); mean pooling is the default
-POOLINGS = ("body_mean_std", "mean")  # how tokens become a vector (retrieval/pooling.py)
+STANDARDISED = (
+    "body_standardised"  # body tokens standardised with the library's token statistics, then averaged
+)
+POOLINGS = (STANDARDISED, "body_mean_std", "mean")  # how tokens become a vector (retrieval/pooling.py)
 CENTRINGS = ("library", "none")  # whole-volume scores: cosine after removing the library mean, or plain
 LEGACY = {"pooling": "mean", "centring": "none"}  # what a library recorded before these settings existed
 
@@ -37,25 +40,31 @@ class RetrievalConfig:
     center_regions: subtract the case's mean patch token before pooling regional embeddings. WHY: averaged
         tokens all lean towards one "body" direction (cosines of 0.99+ between unrelated places with the
         bundled model); removing the case mean leaves what is particular to the place.
-    pooling: "body_mean_std" describes a set of tokens by their mean and standard deviation (each L2-normalised,
-        concatenated, so vectors are twice the token width); the whole-volume embedding pools only the tokens
-        of patch cells that are mostly body, and the case mean removed from regions is theirs; the cls vector
-        is zero-padded to the same width. "mean" averages every token (the plain mean-token cosine). Chosen
-        by measurement (retrieval/pooling.py, retrieval_quality.md).
+    pooling: "body_standardised" (the default) describes the tokens of the patch cells that are mostly body,
+        each dimension standardised with the mean and standard deviation of ALL body tokens of the library's
+        cases (thousands of tokens even for one case), by their mean and their std (the std half centred on
+        the library's average; standardise.py). The library stores each case's token moments (mean and std:
+        vectors twice the token width; the token count in the case's info), so the statistics are rebuilt
+        exactly from the stored cases at every query (they follow every add and remove) and applied to the
+        query alike. "body_mean_std" describes the body tokens by their unit mean and unit std, concatenated.
+        "mean" averages every token (the plain mean-token cosine). Regional blocks of both body poolings are
+        the tokens minus the case's body mean, described by mean and std: standardising them measured no
+        better (retrieval_quality.md, part A). The cls vector is zero-padded to the library's width. Chosen
+        by measurement (retrieval_quality.md).
     centring: "library" scores whole-volume queries by the cosine between query and case after subtracting
         the mean embedding of the library's cases (3 or more; with 1 or 2 cases there is no mean worth
-        removing and the score is the plain cosine); "none" always scores the plain cosine. WHY: every
-        embedding shares one "body" direction (plain cosines of 0.99+ between different patients), so
-        plain scores barely separate the same case from the others; centring turns that margin from about
-        0.002 into about 0.4 (retrieval_quality.md). Only the scoring changes: stored vectors never do, so
-        adding a case never makes the others stale.
+        removing and the score is the plain cosine); "none" scores the plain cosine of the embeddings (the
+        standardised ones for "body_standardised", which already remove the library's token mean). WHY
+        centring for "body_mean_std": its plain cosines are 0.99+ between different patients; centring turns
+        a margin of about 0.002 into about 0.4 (retrieval_quality.md). Only the scoring changes: stored
+        vectors never do, so adding a case never makes the others stale.
     """
 
     feature_spacing_mm: float | None = 2.0
     block_mm: tuple[float, ...] = (30.0, 60.0, 120.0)
     center_regions: bool = True
-    pooling: str = "body_mean_std"
-    centring: str = "library"
+    pooling: str = STANDARDISED
+    centring: str = "none"
 
     def __post_init__(self) -> None:
         if self.feature_spacing_mm is not None and not 0.1 <= self.feature_spacing_mm <= 20:

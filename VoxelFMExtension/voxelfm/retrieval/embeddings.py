@@ -1,10 +1,11 @@
 """Embeddings of a case from its frozen features: global (cls, mean-pooled patch tokens) and regional (blocks).
 
 The seed paper retrieves with cosine similarity on the cls token or on mean-pooled patch tokens; we keep both
-(L2-normalised), pooled as ``RetrievalConfig.pooling`` says (``pooling.py``: by default the mean and standard
-deviation of the body cells' tokens). Regional embeddings pool patch tokens over small overlapping blocks the same
-way and keep each block's RAS centre, so a region query (the tokens under the region, pooled alike) finds the
-case AND the place in it.
+(L2-normalised), pooled as ``RetrievalConfig.pooling`` says (``pooling.py``: by default the body cells' token
+moments, standardised with the library's token statistics at search time). Regional embeddings pool patch tokens
+(minus the case's body mean) over small overlapping blocks by their mean and standard deviation and keep each
+block's RAS centre, so a region query (the tokens under the region,
+pooled alike) finds the case AND the place in it.
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ from .vector_index import normalise
 @dataclass
 class CaseEmbeddings:
     cls: np.ndarray  # [C] unit length
-    mean: np.ndarray  # [C] unit length
+    mean: (
+        np.ndarray
+    )  # [C] unit length (for "body_standardised": the body tokens' moments, pooling.token_moments)
     blocks: list[np.ndarray]  # per scale: [B_s, C] unit length
     centres: list[np.ndarray]  # per scale: [B_s, 3] RAS mm of each block centre
     block_mm: list[float]  # per scale: edge length of a block (mm) in this case
+    tokens: int = 0  # how many tokens ``mean`` pools (weights the case in the library's token statistics)
 
     @property
     def dim(self) -> int:
@@ -85,12 +89,13 @@ def block_embeddings(
     return normalise(np.asarray(vectors)), centres.astype(np.float32)
 
 
-def _tokens(features, center: bool, weights: np.ndarray | None = None) -> np.ndarray:
-    """The patch grid [d, h, w, C], minus the mean of the ``weights`` tokens (all by default) with ``center``."""
+def _tokens(features, config: RetrievalConfig | None = None, weights: np.ndarray | None = None) -> np.ndarray:
+    """The patch grid [d, h, w, C] as regions pool it: minus the mean of the ``weights`` tokens (all by default)
+    with ``config.center_regions``."""
     patch = np.asarray(features.patch, dtype=np.float32)
     if patch.ndim != 4 or patch.size == 0:
         raise InputError(f"Features must hold a patch grid [d, h, w, C]; got shape {patch.shape}.")
-    if center:
+    if config is not None and config.center_regions:
         w = np.ones(int(np.prod(patch.shape[:3])), dtype=np.float32) if weights is None else weights
         patch = patch - pooled_mean(features, w).astype(np.float32)
     return patch
@@ -98,10 +103,10 @@ def _tokens(features, center: bool, weights: np.ndarray | None = None) -> np.nda
 
 def embed_features(features, config: RetrievalConfig, body: np.ndarray | None = None) -> CaseEmbeddings:
     """Global and regional (one set of blocks per scale) embeddings of one case's ``VolumeFeatures``
-    (``body``: its ``body_fraction`` map, used by pooling "body_mean_std")."""
-    _tokens(features, center=False)  # refuses a malformed patch grid
+    (``body``: its ``body_fraction`` map, used by the body poolings)."""
+    _tokens(features)  # refuses a malformed patch grid
     weights = pooling_weights(features, config, body)
-    tokens = _tokens(features, config.center_regions, weights)
+    tokens = _tokens(features, config, weights)
     cell = patch_mm(features.grid_to_ras)
     blocks, centres, sizes = [], [], []
     for block, stride in config.cells(cell):
@@ -115,6 +120,7 @@ def embed_features(features, config: RetrievalConfig, body: np.ndarray | None = 
         blocks=blocks,
         centres=centres,
         block_mm=sizes,
+        tokens=int(weights.sum()),
     )
 
 
@@ -144,7 +150,7 @@ def region_query(
     region's anchor point, pooled exactly as the library's blocks are, so the same place in a near-identical
     scan scores ~1 and the best block's centre in another case says where the match is.
     """
-    patch = _tokens(features, config.center_regions, pooling_weights(features, config, body))
+    patch = _tokens(features, config, pooling_weights(features, config, body))
     cell = patch_mm(features.grid_to_ras)
     inside = points_in_volume(region, volume, step_mm=cell / 3)  # InputError when the region is off the image
     scale = config.scale_for(region.side_mm)

@@ -327,6 +327,7 @@ class CaseLibrary:
                 **(info or {}),
                 "blocks": [int(len(b)) for b in emb.blocks],
                 "block_mm": [round(float(b), 3) for b in emb.block_mm],
+                **({"tokens": int(emb.tokens)} if emb.tokens else {}),
             }
             row = store.insert_case(self.con, source, case_id, emb, info, content_sha256, generation)
         return self.records([row])[row]

@@ -2,7 +2,7 @@
 
     pipeline = RetrievalPipeline(ModelSpec(device="cpu"))
     pipeline.add_sources("cases/", expand_inputs(["archive/"]))           # resumable, torchrun-parallel
-    result = pipeline.query("cases/", volume, k=5)                        # whole volume (mean-pooled tokens)
+    result = pipeline.query("cases/", volume, k=5)                        # whole volume (pooled body tokens)
     result = pipeline.query("cases/", volume, k=5, region=BoxRegion.centred(c, (40, 40, 40)))
     result.hits[0].case_id, result.hits[0].score, result.hits[0].ras     # ras: where in that case
 
@@ -29,11 +29,11 @@ from ..features.spec import ModelSpec
 from ..imaging.resample import resample_isotropic
 from ..imaging.volume import Volume
 from ..progress import CancelFlag, ProgressFn, check_cancel, no_progress
-from .config import DEFAULT_GLOBAL, REGION, RetrievalConfig, check_kind
+from .config import DEFAULT_GLOBAL, REGION, STANDARDISED, RetrievalConfig, check_kind
 from .embeddings import CaseEmbeddings, embed_features, region_query
 from .indexing import run_add
 from .library import CaseLibrary
-from .pooling import body_fraction, cls_vector, embedding_dim, global_vector, uses_std
+from .pooling import body_fraction, cls_vector, embedding_dim, global_vector, uses_body
 from .records import CaseSource
 from .regions import Region
 from .result import QueryResult, RetrievalHit
@@ -102,7 +102,7 @@ class RetrievalPipeline(ConfiguredPipeline[RetrievalConfig | None]):
     @staticmethod
     def body(volume: Volume, feats, config: RetrievalConfig) -> np.ndarray | None:
         """The body share of each patch cell (None when the pooling does not use it)."""
-        if not uses_std(config):
+        if not uses_body(config):
             return None
         return body_fraction(volume, feats.grid_to_ras, np.asarray(feats.patch).shape[:3])
 
@@ -180,7 +180,8 @@ class RetrievalPipeline(ConfiguredPipeline[RetrievalConfig | None]):
             result = QueryResult(hits, region.describe(), REGION, region.center, region.half_extent)
         else:
             vector = cls_vector(feats, config) if embedding == "cls" else global_vector(feats, config, body)
-            hits = search_global(lib, vector, embedding, k, where, config.centring, notes)
+            standardise = embedding == "mean" and config.pooling == STANDARDISED
+            hits = search_global(lib, vector, embedding, k, where, config.centring, notes, standardise)
             result = QueryResult(hits, f"whole volume ({embedding})", embedding)
         result.warnings += notes
         if len(hits) < k:

@@ -3,11 +3,12 @@
 WHY not the plain mean of every token: with the models here (the bundled one and a random init alike) the mean
 over all tokens mostly measures how much of the image is air, which a crop, a shift or an oblique grid's
 padding changes, and every mean shares one "body" direction (plain cosines of 0.99+ between patients).
-Measured on altered copies of the dev CTs (Testing/Benchmarks/results/retrieval_quality.md), the pooling
-"body_mean_std" (mean and standard deviation of the tokens of the body cells, each L2-normalised, then
-concatenated) scored with library centring (search.py) separates the same case from the others best, with the
-largest margins; the issue's quick check on six CTs found mean + std best too. "mean" (every token averaged,
-plain cosine) is kept as an option and is what libraries made before this choice hold.
+Measured on altered copies of the dev CTs, the tour's moved + cropped copies and structure crops
+(Testing/Benchmarks/results/retrieval_quality.md, parts A-D), the default "body_standardised" (standardise.py:
+the body cells' tokens standardised with the library's token statistics, described by mean and centred std)
+keeps the oblique copies and crops that "body_mean_std" handles and finds more of the moved + cropped copies.
+"body_mean_std" (unit mean and unit std of the body tokens, concatenated, scored with library centring) and
+"mean" (every token averaged, plain cosine) are kept as options and are what older libraries hold.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import numpy as np
 from ..errors import InputError
 from ..imaging.resample import resample_to_grid
 from ..imaging.volume import Volume
-from .config import RetrievalConfig
+from .config import STANDARDISED, RetrievalConfig
+from .standardise import token_moments
 from .vector_index import normalise
 
 BODY_HU = -500.0  # a voxel above this is body (soft tissue, bone, lung parenchyma with vessels), else air
@@ -25,13 +27,15 @@ BODY_SHARE = 0.5  # a patch cell is body when at least this share of it is
 SUBSAMPLES = 3  # points sampled per patch cell and axis to measure its body share
 
 
-def uses_std(config: RetrievalConfig) -> bool:
-    return config.pooling == "body_mean_std"
+def uses_body(config: RetrievalConfig) -> bool:
+    """The pooling looks only at the body cells (and so needs ``body_fraction``)."""
+    return config.pooling in (STANDARDISED, "body_mean_std")
 
 
 def embedding_dim(embed_dim: int, config: RetrievalConfig) -> int:
-    """Length of every vector a library of this pooling stores (mean + std doubles the token width)."""
-    return int(embed_dim) * (2 if uses_std(config) else 1)
+    """Length of every vector a library of this pooling stores (mean + std, or the token moments, double the
+    token width)."""
+    return int(embed_dim) * (2 if uses_body(config) else 1)
 
 
 def body_fraction(volume: Volume, grid_to_ras: np.ndarray, grid_shape_dhw) -> np.ndarray:
@@ -51,7 +55,7 @@ def pooling_weights(features, config: RetrievalConfig, body: np.ndarray | None) 
     """[d*h*w] 0/1 weights of the tokens the whole-volume embedding pools: the body cells (the cells with the
     most body when none is mostly body) for "body_mean_std"; every cell for "mean" or without ``body``."""
     n = int(np.prod(np.asarray(features.patch).shape[:3]))
-    if not uses_std(config) or body is None:
+    if not uses_body(config) or body is None:
         return np.ones(n, dtype=np.float32)
     share = np.asarray(body, dtype=np.float32).reshape(-1)
     if share.shape != (n,):
@@ -69,20 +73,33 @@ def pooled_mean(features, weights: np.ndarray) -> np.ndarray:
 
 
 def describe(tokens: np.ndarray, config: RetrievalConfig) -> np.ndarray:
-    """Unit vector of a set of tokens [n, C]: their mean, or for "body_mean_std" the concatenated unit mean and
-    unit standard deviation (each half weighs the same in the cosine)."""
+    """Unit vector of a set of tokens [n, C]: their mean for "mean"; for the body poolings the concatenated
+    unit mean and unit standard deviation (each half weighs the same in the cosine). WHY regions of a
+    "body_standardised" library are pooled so, not standardised: region Recall@k between patients and
+    the altered copies' region queries were no better with tokens scaled by the library's or the case's own
+    per-dimension std (retrieval_quality.md, part A), and unscaled blocks never depend on the other cases."""
     t = np.asarray(tokens, dtype=np.float64).reshape(-1, np.asarray(tokens).shape[-1])
     mean = t.mean(axis=0)
-    if not uses_std(config):
+    if config.pooling == "mean":
         return normalise(mean)[0]
     return normalise(np.concatenate([normalise(mean)[0], normalise(t.std(axis=0))[0]]))[0]
 
 
-def global_vector(features, config: RetrievalConfig, body: np.ndarray | None) -> np.ndarray:
-    """The whole-volume ("mean") embedding of ``features`` (``body``: its ``body_fraction`` map)."""
+def body_tokens(features, config: RetrievalConfig, body: np.ndarray | None) -> np.ndarray:
+    """The tokens [n, C] the whole-volume embedding pools (``pooling_weights``)."""
     patch = np.asarray(features.patch, dtype=np.float32)
     keep = pooling_weights(features, config, body) > 0
-    return describe(patch.reshape(-1, patch.shape[-1])[keep], config)
+    return patch.reshape(-1, patch.shape[-1])[keep]
+
+
+def global_vector(features, config: RetrievalConfig, body: np.ndarray | None) -> np.ndarray:
+    """The whole-volume ("mean") vector a library stores for ``features`` (``body``: its ``body_fraction``
+    map): a unit embedding, or for "body_standardised" the body tokens' ``token_moments`` (standardised at
+    search time with the library's statistics)."""
+    tokens = body_tokens(features, config, body)
+    if config.pooling == STANDARDISED:
+        return token_moments(tokens)
+    return describe(tokens, config)
 
 
 def cls_vector(features, config: RetrievalConfig) -> np.ndarray:

@@ -7,7 +7,10 @@ re-score all blocks of each candidate case and report the best block's centre as
 
 Whole-volume queries of a library with centring "library" (RetrievalConfig) are scored by the cosine after
 subtracting the mean stored embedding of the library's cases (computed from the stored vectors at each query, so
-it follows every add and remove); up to CENTRE_EXACT_MAX cases every case is scored exactly.
+it follows every add and remove); up to CENTRE_EXACT_MAX cases every case is scored exactly. Libraries of pooling
+"body_standardised" store each case's token moments; a whole-volume query standardises them and the query with the
+token statistics of the cases stored now (``standardisation``: read at each query, so add, remove and rebuild
+need no refit) and scores the cosine of the standardised embeddings (standardise.py).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from .config import region_kind
 from .index_set import IndexFileMissingError, IndexSet, is_region, split_region_id
 from .records import CaseRecord
 from .result import RetrievalHit
+from .standardise import MIN_CASES, Standardisation, fit
 from .vector_index import normalise
 
 Filter = Callable[[CaseRecord], bool] | None
@@ -84,26 +88,47 @@ def _delta_rows(lib, indexes: IndexSet, kind: str, where: Filter) -> list[int]:
     return list(_live(lib, rows, where)) if where is not None else rows
 
 
-def library_centre(lib, kind: str) -> np.ndarray:
-    """Mean of the stored ``kind`` embeddings of every case (streamed in chunks; read at each query, so it
-    always matches the library as it is now)."""
-    total, n = np.zeros(int(lib.dim), dtype=np.float64), 0
+def standardisation(lib, notes: list[str] | None) -> Standardisation:
+    """The library's token statistics from the stored moments and token counts of every case (read at each
+    query: they follow every add and remove); with one case a note says that nothing is removed."""
+    counts = {rec.row: float(rec.info.get("tokens") or 1) for rec in lib.cases()}
+    stats, n = fit(lambda: lib.indexes.vectors("mean", list(counts)), counts)
+    if n < MIN_CASES and notes is not None:
+        notes.append(
+            f"The library holds {n} case: scores are cosines of its token statistics scaled, not standardised "
+            f"(the library's token mean is removed from {MIN_CASES} cases on)."
+        )
+    return stats
+
+
+def _as_scored(mat: np.ndarray, stats: Standardisation | None) -> np.ndarray:
+    """The vectors a query is scored against: stored as they are, or standardised (unit rows)."""
+    return mat if stats is None else stats.embed(mat)
+
+
+def library_centre(lib, kind: str, stats: Standardisation | None = None) -> np.ndarray:
+    """Mean of the stored ``kind`` embeddings (standardised with ``stats``) of every case (streamed in chunks;
+    read at each query, so it always matches the library as it is now)."""
+    total, n = None, 0
     for mat, _ in lib.indexes.vectors(kind, [rec.row for rec in lib.cases()]):
-        total += mat.sum(axis=0, dtype=np.float64)
+        part = _as_scored(mat, stats).sum(axis=0, dtype=np.float64)
+        total = part if total is None else total + part
         n += len(mat)
-    return total / max(n, 1)
+    return (total if total is not None else np.zeros(int(lib.dim))) / max(n, 1)
 
 
 def centred_cosines(mat: np.ndarray, q: np.ndarray, centre: np.ndarray | None) -> np.ndarray:
     """Cosine of each row of ``mat`` with ``q`` after subtracting ``centre`` from both (plain when None)."""
     if centre is None:
-        return mat @ q
+        return np.clip(mat @ q, -1.0, 1.0)
     xc, qc = mat - centre[None, :], q - centre
     norms = np.linalg.norm(xc, axis=1) * max(float(np.linalg.norm(qc)), 1e-12)
     return np.clip((xc @ qc) / np.maximum(norms, 1e-12), -1.0, 1.0)
 
 
-def global_centre(lib, kind: str, centring: str, notes: list[str] | None) -> np.ndarray | None:
+def global_centre(
+    lib, kind: str, centring: str, notes: list[str] | None, stats: Standardisation | None = None
+) -> np.ndarray | None:
     """The library mean to remove (None: plain cosine, with a note when the library is too small)."""
     if centring != "library":
         return None
@@ -115,7 +140,7 @@ def global_centre(lib, kind: str, centring: str, notes: list[str] | None) -> np.
                 f"{CENTRE_MIN_CASES} cases on)."
             )
         return None
-    return library_centre(lib, kind)
+    return library_centre(lib, kind, stats)
 
 
 @_retrying
@@ -127,20 +152,24 @@ def search_global(
     where: Filter = None,
     centring: str = "none",
     notes: list[str] | None = None,
+    standardise: bool = False,
 ) -> list[RetrievalHit]:
     """The ``k`` cases whose ``kind`` (mean | cls) embedding is closest to ``vector`` (``centring``:
-    "library" scores cosines after removing the library mean, see the module note)."""
+    "library" scores cosines after removing the library mean; ``standardise``: ``vector`` and the stored
+    vectors are token moments, scored as standardised means; see the module note)."""
     indexes = lib.indexes
-    q = normalise(vector)
-    centre = global_centre(lib, kind, centring, notes)
-    if centre is not None and lib.count() <= CENTRE_EXACT_MAX:
+    stats = standardisation(lib, notes) if standardise else None
+    q = normalise(vector) if stats is None else stats.embed(vector)
+    centre = global_centre(lib, kind, centring, notes, stats)
+    if (centre is not None or stats is not None) and lib.count() <= CENTRE_EXACT_MAX:
         rows = list(_live(lib, [rec.row for rec in lib.cases()], where))
-    else:
-        rows = _index_candidates(lib, indexes, kind, q, k if centre is None else 8 * k, where)
+    else:  # the index holds the stored vectors as they are: it only proposes candidates
+        wide = centre is not None or stats is not None
+        rows = _index_candidates(lib, indexes, kind, normalise(vector), 8 * k if wide else k, where)
         rows += [r for r in _delta_rows(lib, indexes, kind, where) if r not in set(rows)]
     scored: list[tuple[float, int]] = []
     for mat, ids in indexes.vectors(kind, rows):
-        scores = centred_cosines(mat, q[0], centre)
+        scores = centred_cosines(_as_scored(mat, stats), q[0], centre)
         scored += [(float(s), int(i)) for s, i in zip(scores, ids, strict=True)]
     scored.sort(key=lambda t: -t[0])
     top = scored[:k]

@@ -64,6 +64,7 @@ def stage(library: Path, case: StagedCase) -> Path:
         "info": case.info,
         "content_sha256": case.content_sha256,
         "block_mm": [float(b) for b in case.embeddings.block_mm],
+        "tokens": int(case.embeddings.tokens),
     }
     e = case.embeddings
     scales = {f"blocks{i}": b.astype(np.float16) for i, b in enumerate(e.blocks)}
@@ -84,6 +85,7 @@ def load_staged(path: Path) -> StagedCase:
                 blocks=[z[f"blocks{i}"].astype(np.float32) for i in range(n)],
                 centres=[z[f"centres{i}"].astype(np.float32) for i in range(n)],
                 block_mm=[float(b) for b in meta["block_mm"]],
+                tokens=int(meta.get("tokens", 0)),
             )
     except (OSError, KeyError, ValueError) as exc:
         raise InputError(f"Staged case {path} is unreadable ({exc}).") from exc

@@ -173,8 +173,9 @@ def _retrieval(s: dict[str, Any], files: dict[str, Path], out: Path) -> str:
         f" from its label). Query lung1, whole volume: {whole}. Query a {30:g} mm box around lung1's nodule:"
         f" {region}.{err_text}</p>"
         + f'<p class="meaning">What it means: {same_patient_sentence(r)} A region query also says <i>where</i>'
-        " in each case the most similar place is. Scores are cosine similarities of pooled features after"
-        " subtracting the library's mean (1 = identical, below 0 = less alike than the average case).</p>"
+        " in each case the most similar place is. Scores are cosine similarities (1 = identical):"
+        " whole-volume ones of pooled features standardised with the library's token statistics (below 0 = less"
+        " alike than the average case), region ones of blocks of features minus each case's own mean.</p>"
         + "<p>Yourself: <code>voxelfm index add LIBRARY CT_FOLDER/</code>, then <code>voxelfm query LIBRARY"
         " CT.nrrd -k 5</code>; in Slicer: <b>VoxelFM Retrieve</b>.</p>",
     )
