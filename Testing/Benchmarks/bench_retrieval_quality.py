@@ -167,12 +167,18 @@ def crop_embeddings(pipeline, crops) -> list[np.ndarray]:
 
 
 def region_embeddings(pipeline, crops, volumes) -> list[np.ndarray]:
-    from voxelfm.retrieval.embeddings import region_query
-    from voxelfm.retrieval.regions import BoxRegion
 
     cfg = pipeline.config
     feats = {p: pipeline.features(v, pipeline.spec, cfg) for p, v in volumes.items()}
     body = {p: pipeline.body(v, feats[p], cfg) for p, v in volumes.items()}
+    return crop_region_vectors(crops, feats, volumes, cfg, body)
+
+
+def crop_region_vectors(crops, feats, volumes, cfg, body) -> list[np.ndarray]:
+    """The region-query vector of each crop's box in its patient's whole CT."""
+    from voxelfm.retrieval.embeddings import region_query
+    from voxelfm.retrieval.regions import BoxRegion
+
     return [
         region_query(
             feats[c["patient"]],
@@ -259,8 +265,6 @@ def standardised_region_rows(label: str, model: str, crops, volumes, shared: set
     """Part A rows of the standardised candidates: crops as volumes (library = every crop) and region queries
     (tokens minus the case's body mean, over the library's or the case's own per-dimension std)."""
     from voxelfm.retrieval.config import RetrievalConfig
-    from voxelfm.retrieval.embeddings import region_query
-    from voxelfm.retrieval.regions import BoxRegion
 
     pipe = pipeline_for(model, "after", args.max_tokens)
     cfg = pipe.config
@@ -289,16 +293,8 @@ def standardised_region_rows(label: str, model: str, crops, volumes, shared: set
         "case's own std, mean + std": (lambda p: own[p][2], cfg),
     }
     for what, (sig, vcfg) in variants.items():
-        vectors = [
-            region_query(
-                scaled(feats[c["patient"]], sig(c["patient"])),
-                BoxRegion.centred(c["centre"], (c["side"],) * 3),
-                volumes[c["patient"]],
-                vcfg,
-                body[c["patient"]],
-            )[0]
-            for c in crops
-        ]
+        scaled_feats = {p: scaled(f, sig(p)) for p, f in feats.items()}
+        vectors = crop_region_vectors(crops, scaled_feats, volumes, vcfg, body)
         rows.append(
             (
                 f"{label}: region query, tokens minus case mean over {what}",
