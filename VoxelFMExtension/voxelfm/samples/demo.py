@@ -281,9 +281,9 @@ def _retrieval(tour: _Tour, n_slices: int, progress: ProgressFn) -> None:
     tour.files["retrieval_png"] = figures.retrieval_figure(tour.volume, rows, out / "4_similar_cases.png")
     tour.summary["retrieval"] = {
         "library": [{"case_id": c, "report": reports[c]} for c in volumes],
-        "whole_volume": [{"case_id": h.case_id, "score": round(h.score, 4)} for h in whole.hits],
+        "whole_volume": [{"case_id": h.case_id, "score": round(h.score, 3)} for h in whole.hits],
         "nodule_region": [
-            {"case_id": h.case_id, "score": round(h.score, 4), "ras": [round(float(v), 1) for v in h.ras]}
+            {"case_id": h.case_id, "score": round(h.score, 3), "ras": [round(float(v), 1) for v in h.ras]}
             for h in region.hits
             if h.ras is not None
         ],
