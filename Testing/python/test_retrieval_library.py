@@ -128,6 +128,35 @@ def test_remove_drops_the_case_from_every_index(tmp_path):
         assert lib.count() == 3
 
 
+def test_an_old_index_file_that_cannot_be_deleted_does_not_fail_the_change(tmp_path, monkeypatch, caplog):
+    """`index remove` on a library whose old FAISS files cannot be deleted (read-only or immutable) used to
+    remove the case and then exit 2; the removal stands, every index catches up, the old files are left with
+    a warning and deleted by a later update."""
+    import os
+
+    from voxelfm.cli.main import main
+
+    _build(tmp_path / "lib", n=4)
+    real_unlink = os.unlink
+
+    def immutable(path, *a, **kw):
+        if str(path).endswith(".faiss"):
+            raise PermissionError(1, "Operation not permitted", str(path))
+        return real_unlink(path, *a, **kw)
+
+    monkeypatch.setattr(os, "unlink", immutable)
+    assert main(["index", "remove", str(tmp_path / "lib"), "case001"]) == 0
+    assert "Could not delete the old index file" in caplog.text
+    with CaseLibrary.open(tmp_path / "lib") as lib:
+        assert lib.count() == 3 and lib.indexes.check() == []
+        assert {lib.indexes.state(k).ntotal for k in ("mean", "cls")} == {3}
+    monkeypatch.setattr(os, "unlink", real_unlink)
+    with CaseLibrary.open(tmp_path / "lib", writer=True) as lib:
+        lib.indexes.update()  # nothing to do but the housekeeping left behind
+        named = {lib.indexes.state(k).file for k in lib.indexes.kinds}
+    assert {p.name for p in (tmp_path / "lib").glob("*.faiss")} == named
+
+
 def test_an_index_behind_the_database_still_answers_exactly(tmp_path):
     """A writer killed after committing cases but before writing the index files: queries see the new cases
     (searched exactly) and not the removed ones; the next writer catches the files up."""

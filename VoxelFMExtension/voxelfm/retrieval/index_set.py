@@ -232,7 +232,17 @@ class IndexSet:
 
 
 def _unlink(path: Path) -> None:
+    """Delete a superseded index file: housekeeping after the new one is committed, so a file that cannot be
+    deleted (read-only or immutable) is left with a warning, never failing the change the user asked for; the
+    next update deletes it as an orphan."""
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
+    except OSError as exc:
+        log.warning(
+            "Could not delete the old index file %s (%s); it is left in place (unused) and deleted by a later "
+            "update of the library once it can be.",
+            path,
+            exc.strerror or exc,
+        )
