@@ -72,6 +72,7 @@ class IndexSet:
     def __init__(self, library: CaseLibrary) -> None:
         self.lib = library
         self._loaded: dict[str, tuple[IndexState, VectorIndex]] = {}
+        self._left: set[str] = set()  # superseded files that could not be deleted (reported once per update)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -174,6 +175,14 @@ class IndexSet:
             self._update_one(kind, rebuild)
         self._purge_removed()
         self._delete_orphans()
+        if self._left:
+            log.warning(
+                "Could not delete the old index file(s) %s in %s: left in place (unused), deleted by a later "
+                "update of the library once they can be.",
+                ", ".join(sorted(self._left)),
+                self.lib.folder,
+            )
+            self._left.clear()
         progress(1.0, "indexes up to date")
 
     def rebuild(self, progress: ProgressFn | None = None) -> None:
@@ -212,7 +221,7 @@ class IndexSet:
             store.set_meta(self.lib.con, f"index.{kind}", asdict(new))
         self._loaded[kind] = (new, index)
         if old is not None and old.file != name:
-            _unlink(self.lib.folder / old.file)
+            _unlink(self.lib.folder / old.file, self._left)
         log.debug("saved %s index %s (%s, %d vectors)", kind, name, index.kind, index.ntotal)
 
     def _purge_removed(self) -> None:
@@ -228,21 +237,16 @@ class IndexSet:
         named = {s.file for s in (self.state(k) for k in self.kinds) if s is not None}
         for path in self.lib.folder.glob("*.faiss"):
             if path.name not in named:
-                _unlink(path)
+                _unlink(path, self._left)
 
 
-def _unlink(path: Path) -> None:
+def _unlink(path: Path, left: set[str]) -> None:
     """Delete a superseded index file: housekeeping after the new one is committed, so a file that cannot be
-    deleted (read-only or immutable) is left with a warning, never failing the change the user asked for; the
-    next update deletes it as an orphan."""
+    deleted (read-only or immutable) is only noted in ``left``, never failing the change the user asked for;
+    the next update deletes it as an orphan."""
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
     except OSError as exc:
-        log.warning(
-            "Could not delete the old index file %s (%s); it is left in place (unused) and deleted by a later "
-            "update of the library once it can be.",
-            path,
-            exc.strerror or exc,
-        )
+        left.add(f"{path.name} ({exc.strerror or exc})")
