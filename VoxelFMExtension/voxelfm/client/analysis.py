@@ -68,7 +68,8 @@ def remote_localize(
             "return_templates": keep_templates,
         },
     }
-    frame = client.run_job(request, progress, cancel)
+    volumes = [target, *(r.volume for r in references if isinstance(r, Reference))]
+    frame = client.run_job(request, progress, cancel, volumes)
     return templates_from_frame(frame), localisation_from_frame(frame)
 
 
@@ -88,7 +89,7 @@ def remote_localize_probe(
         **model_request(spec, options),
         "localize": {"probe": localisation_probe_files(probe)},
     }
-    return localisation_from_frame(client.run_job(request, progress, cancel))
+    return localisation_from_frame(client.run_job(request, progress, cancel, [target]))
 
 
 def remote_query(
@@ -114,7 +115,7 @@ def remote_query(
         **model_request(spec, options),
         "query": query,
     }
-    return query_from_frame(client.run_job(request, progress, cancel))
+    return query_from_frame(client.run_job(request, progress, cancel, [volume]))
 
 
 def remote_index_add(
@@ -141,7 +142,7 @@ def remote_index_add(
             "findings": findings,
         },
     }
-    return client.run_job(request, progress).meta
+    return client.run_job(request, progress, volumes=[volume]).meta
 
 
 def remote_report(
@@ -174,7 +175,8 @@ def remote_report(
         **model_request(spec, options),
         "report": {"library": library, "segmentation": seg, "template": template, **consensus},
     }
-    return ReportDraft.from_dict(client.run_job(request, progress, cancel).meta["draft"])
+    layers = list(segmentation.layers) if segmentation is not None else []
+    return ReportDraft.from_dict(client.run_job(request, progress, cancel, [volume, *layers]).meta["draft"])
 
 
 def shipped_template_name(template: Any, what: str = "The report template") -> str | None:

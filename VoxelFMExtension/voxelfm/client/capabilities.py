@@ -47,7 +47,7 @@ def remote_features(
 ) -> VolumeFeatures:
     sha = client.ensure_volume(volume)
     request = {"kind": "features", "volume": sha, **model_request(spec, options)}
-    return features_from_frame(client.run_job(request, progress, cancel))
+    return features_from_frame(client.run_job(request, progress, cancel, [volume]))
 
 
 def remote_segment_fit(
@@ -73,7 +73,7 @@ def remote_segment_fit(
             "config": config.to_dict(),
         },
     }
-    return segmentation_from_frame(client.run_job(request, progress, cancel))
+    return segmentation_from_frame(client.run_job(request, progress, cancel, [volume]))
 
 
 def remote_segment_apply(
@@ -94,4 +94,4 @@ def remote_segment_apply(
         **model_request(spec, options),
         "apply": {"probe": probe_files(probe), "postprocess": postprocess.to_dict() if postprocess else None},
     }
-    return segmentation_from_frame(client.run_job(request, progress, cancel), probe)
+    return segmentation_from_frame(client.run_job(request, progress, cancel, [volume]), probe)
