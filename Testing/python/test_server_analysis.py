@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from server_harness import KEY, running_server
+from server_harness import KEY, free_port, running_server
 
 from voxelfm.cli.main import main
+from voxelfm.errors import InputError
 from voxelfm.features.spec import ModelSpec
 from voxelfm.imaging.io import read_volume, write_volume
 from voxelfm.imaging.volume import Volume
@@ -24,6 +25,9 @@ from voxelfm.localize.points import PointList
 from voxelfm.localize.probe import ProbeConfig
 from voxelfm.localize.probe_file import save_localisation_probe
 from voxelfm.report.template_files import templates_dir
+from voxelfm.retrieval.library import CaseLibrary
+from VoxelFMLib.server_compute import ServerChoice
+from VoxelFMLib.server_libraries import chosen_library, describe_server_library, library_choices
 
 MODEL = ["--model", "voxelfm-tiny", "--max-tokens", "4096"]
 # voxel (i, j, k) of abdomen_3mm; the last lies in slices the cropped target does not hold
@@ -287,6 +291,28 @@ def test_box_accepts_server_and_computes_here(files, data_dir, tmp_path):
 
 
 # last: it kills the module's server
+def test_the_panels_library_choice_lists_the_servers_libraries(server, library):
+    """Retrieve and Report with "Compute: server": the list, the status line and what the logic gets."""
+    choice = ServerChoice(server.url, KEY)
+    listed = library_choices(choice)
+    assert listed.ok and listed.ids == ["abdomen"] and listed.text == f"1 case library on {server.url}."
+    line = describe_server_library(choice, "abdomen")
+    with CaseLibrary.open(library) as lib:
+        cases = len(lib.cases())
+    assert line == (
+        f"Server library abdomen: {cases} cases ({cases} with a report), backbone voxelfm-tiny."
+    ), line
+    assert "no case library 'elsewhere'" in describe_server_library(choice, "elsewhere")
+    refused = library_choices(ServerChoice(server.url, "not-a-key"))
+    assert not refused.ok and not refused.ids and "refused the API key" in refused.text
+    gone = library_choices(ServerChoice(f"http://127.0.0.1:{free_port()}", KEY))
+    assert not gone.ok and "cannot be reached" in gone.text
+    assert chosen_library(f" {library} ", "abdomen", None) == str(library)  # this computer: the folder
+    assert chosen_library(str(library), " abdomen ", choice) == "abdomen"  # a server: the id, never a path
+    with pytest.raises(InputError, match="Choose one of the case libraries"):
+        chosen_library(str(library), "", choice)
+
+
 def test_a_restarted_server_serves_the_same_library(server, library, files, tmp_path, capsys, monkeypatch):
     """Killed (SIGKILL) and started again on the same data and libraries file: same cases, same ranking."""
     monkeypatch.setenv("VOXELFM_API_KEY", KEY)
