@@ -58,16 +58,10 @@ class VoxelFMReportWidget(VoxelFMModuleWidget):
         self.ui.addProbeButton.connect("clicked(bool)", self.onAddProbe)
         self.ui.clearProbesButton.connect("clicked(bool)", self.onClearProbes)
         self.ui.browseLibraryButton.connect("clicked(bool)", self.onBrowseLibrary)
-        folderRow = [
-            self.ui.libraryPathLineEdit,
-            self.ui.libraryPathLineEditLabel,
-            self.ui.browseLibraryButton,
-        ]
+        folder = (self.ui.libraryPathLineEdit, self.ui.libraryPathLineEditLabel, self.ui.browseLibraryButton)
         combo, refresh = self.ui.serverLibraryComboBox, self.ui.refreshLibrariesButton
-        serverRow = [combo, refresh, self.ui.serverLibraryComboBoxLabel]
-        self.serverLibrary = ServerLibraryChoice(
-            lambda: self.parameterNode, combo, refresh, serverRow, folderRow, optional=True
-        )
+        ids = (combo, refresh, self.ui.serverLibraryComboBoxLabel)
+        self.serverLibrary = ServerLibraryChoice(lambda: self.parameterNode, ids, folder, optional=True)
         self.ui.draftButton.connect("clicked(bool)", self.onDraft)
         self.ui.saveButton.connect("clicked(bool)", self.onSave)
         self.ui.reportTextEdit.connect("textChanged()", self.onTextEdited)

@@ -74,16 +74,10 @@ class VoxelFMRetrieveWidget(VoxelFMModuleWidget):
         table.connect("cellDoubleClicked(int,int)", lambda row, col: self.onLoadHit(row))
         self.ui.loadHitButton.connect("clicked(bool)", lambda checked: self.onLoadHit(table.currentRow()))
         self.ui.browseLibraryButton.connect("clicked(bool)", self.onBrowseLibrary)
-        folderRow = [
-            self.ui.libraryPathLineEdit,
-            self.ui.libraryPathLineEditLabel,
-            self.ui.browseLibraryButton,
-        ]
+        folder = (self.ui.libraryPathLineEdit, self.ui.libraryPathLineEditLabel, self.ui.browseLibraryButton)
         combo, refresh = self.ui.serverLibraryComboBox, self.ui.refreshLibrariesButton
-        serverRow = [combo, refresh, self.ui.serverLibraryComboBoxLabel]
-        self.serverLibrary = ServerLibraryChoice(
-            lambda: self.parameterNode, combo, refresh, serverRow, folderRow
-        )
+        ids = (combo, refresh, self.ui.serverLibraryComboBoxLabel)
+        self.serverLibrary = ServerLibraryChoice(lambda: self.parameterNode, ids, folder)
         self.ui.addVolumeButton.connect("clicked(bool)", lambda checked: self.onAdd(allVolumes=False))
         self.ui.addAllVolumesButton.connect("clicked(bool)", lambda checked: self.onAdd(allVolumes=True))
         self.ui.addFolderButton.connect("clicked(bool)", self.onAddFolder)

@@ -6,11 +6,13 @@ Started as a subprocess (the server shares nothing with the test process but the
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -33,6 +35,7 @@ class ServerProcess:
     process: subprocess.Popen
     data: Path
     log: Path
+    library: Path | None = None  # the folder of its one case library (``server_with_library``)
 
     def health(self) -> dict:
         with urllib.request.urlopen(self.url + "/health", timeout=5) as r:
@@ -96,6 +99,29 @@ def running_server(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+
+
+@contextmanager
+def server_with_library(folder: Path, library_id: str) -> Iterator[ServerProcess]:
+    """A server whose --libraries file offers one case library, ``library_id``, kept in ``folder/lib``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    libraries = folder / "libraries.json"
+    libraries.write_text(json.dumps({library_id: str(folder / "lib")}))
+    with running_server(folder, "--libraries", str(libraries)) as server:
+        server.library = folder / "lib"
+        yield server
+
+
+@contextmanager
+def serving(httpd: http.server.HTTPServer) -> Iterator[str]:
+    """A stand-in HTTP server (a fake or a proxy) on a thread: its URL, shut down on exit."""
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def wait_until(predicate, seconds: float = 10.0, step: float = 0.02) -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from server_harness import KEY, free_port, running_server
+from server_harness import KEY, free_port, running_server, server_with_library
 
 from voxelfm.cli.main import main
 from voxelfm.errors import InputError
@@ -55,11 +55,7 @@ def files(tmp_path_factory, data_dir):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("server")
-    libraries = folder / "libraries.json"
-    libraries.write_text(json.dumps({"abdomen": str(folder / "lib")}))
-    with running_server(folder, "--libraries", str(libraries)) as s:
-        s.library = folder / "lib"
+    with server_with_library(tmp_path_factory.mktemp("server"), "abdomen") as s:
         yield s
 
 
@@ -177,6 +173,7 @@ def test_index_add_and_list_through_the_server(server, library, files, data_dir,
     )  # an id the server does not offer
 
 
+@pytest.mark.usefixtures("server_thread_count")  # the thumbnails' resampling sums in the server's order
 def test_query_through_the_server_ranks_and_scores_as_local(
     server, library, files, data_dir, tmp_path, capsys, monkeypatch
 ):
@@ -206,6 +203,19 @@ def test_query_through_the_server_ranks_and_scores_as_local(
         assert ("ras" in local[0]) == (name in ("ball", "box", "mask")), name
     whole = _json_out(capsys, ["query", str(library), target, "--json", *MODEL, "--no-progress"])
     assert whole[0]["case_id"] == "abdomen"  # the target is a shifted crop of that case
+
+    # --thumbnails: the server renders them from its cases' images; the same files, the same names
+    out = {}
+    for where, lib, extra in (("local", str(library), []), ("server", "abdomen", ["--server", server.url])):
+        folder = tmp_path / f"thumbs-{where}"
+        args = ["query", lib, target, "--json", "--thumbnails", str(folder), *MODEL, "--no-progress", *extra]
+        hits = _json_out(capsys, args)
+        out[where] = (folder, [{**h, "thumbnail": Path(h.get("thumbnail", "")).name} for h in hits])
+    (here, local), (there, remote) = out["local"], out["server"]
+    names = sorted(p.name for p in here.glob("*.png"))  # (each run folder's own record says when it was made)
+    assert names and names == sorted(p.name for p in there.glob("*.png")) and remote == local
+    assert all((here / n).read_bytes() == (there / n).read_bytes() for n in names)
+    assert all(h["thumbnail"] for h in local if h["path"])  # every hit with an image has its PNG
 
 
 def test_report_through_the_server_drafts_as_local(
@@ -241,10 +251,6 @@ def test_server_paths_and_this_computers_files_are_refused(
     assert main(["query", str(library), target, *MODEL, "--server", server.url]) == 2  # a folder, not an id
     err = capsys.readouterr().err
     assert "not a folder" in err and "offers: abdomen" in err
-    thumbs = tmp_path / "thumbs"
-    args = ["query", "abdomen", target, "--thumbnails", str(thumbs), *MODEL, "--server", server.url]
-    assert main(args) == 2
-    assert "--thumbnails cannot be used with --server" in capsys.readouterr().err and not thumbs.exists()
     template = tmp_path / "mine.yaml"
     template.write_text((templates_dir() / "chest_ct.yaml").read_text())
     assert (

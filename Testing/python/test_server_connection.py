@@ -7,13 +7,12 @@ from __future__ import annotations
 import http.server
 import json
 import socket
-import threading
 import time
 from contextlib import contextmanager
 
 import numpy as np
 import pytest
-from server_harness import KEY, free_port, running_server
+from server_harness import KEY, free_port, running_server, serving
 
 from voxelfm import __version__
 from voxelfm.client.client import VoxelFMClient
@@ -73,14 +72,8 @@ def fake_server(protocol: int):
         def log_message(self, *args):
             pass
 
-    httpd = http.server.HTTPServer(("127.0.0.1", 0), Health)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(http.server.HTTPServer(("127.0.0.1", 0), Health)) as url:
+        yield url
 
 
 @pytest.mark.parametrize(("offset", "upgrade"), [(1, "upgrade this client"), (-1, "upgrade the server")])

@@ -15,7 +15,15 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
-from server_harness import KEY, SECOND_KEY, free_port, running_server, slow_features_request, wait_until
+from server_harness import (
+    KEY,
+    SECOND_KEY,
+    free_port,
+    running_server,
+    serving,
+    slow_features_request,
+    wait_until,
+)
 
 from voxelfm.client.capabilities import model_request, remote_features, remote_segment_fit
 from voxelfm.client.client import VoxelFMClient
@@ -77,14 +85,8 @@ def round_robin(*urls: str) -> Iterator[str]:
         def log_message(self, *args) -> None:  # quiet
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Forward)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Forward)) as url:
+        yield url
 
 
 def test_two_processes_answer_for_each_others_jobs(tmp_path, case, data_dir):

@@ -9,11 +9,9 @@ Real CT (abdomen_3mm, cropped), the bundled tiny model, CPU fp32 on both sides.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
-from server_harness import KEY, free_port, running_server
+from server_harness import KEY, free_port, server_with_library
 
 slicer = pytest.importorskip("slicer")
 if not hasattr(slicer, "vtkMRMLScene"):
@@ -48,10 +46,7 @@ SHIFT_MM = np.array([6.0, -3.0, 3.0])
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("slicer_server")
-    libraries = folder / "libraries.json"
-    libraries.write_text(json.dumps({"scene": str(folder / "lib")}))
-    with running_server(folder, "--libraries", str(libraries)) as s:
+    with server_with_library(tmp_path_factory.mktemp("slicer_server"), "scene") as s:
         yield s
 
 

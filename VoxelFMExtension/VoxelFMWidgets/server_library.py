@@ -14,24 +14,22 @@ from VoxelFMWidgets.model_panel import serverChoice
 
 
 class ServerLibraryChoice:
-    """Binds a panel's server-library row (``combo`` of ids, ``refresh`` button, the row's widgets ``serverRow``)
-    to the parameter node's ``serverLibrary`` (an id) and ``libraryPath`` (a folder, edited in ``folderRow``).
-    ``optional``: the list starts with an empty entry (no library)."""
+    """Binds a panel's server-library row ``ids`` (its combo box of ids, Refresh button and label) to the parameter
+    node's ``serverLibrary`` (an id); its folder row ``folder`` (``libraryPath``) is shown instead on this
+    computer. ``optional``: the list starts with an empty entry (no library)."""
 
     def __init__(
         self,
         parameterNode: Callable[[], Any],
-        combo: Any,
-        refresh: Any,
-        serverRow: list[Any],
-        folderRow: list[Any],
+        ids: tuple[Any, ...],
+        folder: tuple[Any, ...],
         optional: bool = False,
     ) -> None:
-        self._node, self.combo, self._serverRow, self._folderRow = parameterNode, combo, serverRow, folderRow
-        self.optional = optional
+        self._node, self._serverRow, self._folderRow, self.optional = parameterNode, ids, folder, optional
+        self.combo, refresh = ids[0], ids[1]
         self.status = ""  # one line: the chosen server library, or what is wrong
         refresh.connect("clicked(bool)", lambda checked: self.refresh())
-        combo.connect("currentIndexChanged(int)", lambda index: self.onChosen())
+        self.combo.connect("currentIndexChanged(int)", lambda index: self.onChosen())
 
     @staticmethod
     def server():

@@ -30,7 +30,7 @@ from .job_records import JobRecords
 from .jobs import JobManager, TooManyJobsError
 from .libraries import LibraryListing, library_listing
 from .models import Health, JobRequest, JobStatus, VolumeInfo
-from .store import TooLargeError, VolumeStore, check_sha
+from .store import SHA_PATTERN, TooLargeError, VolumeStore
 
 log = logging.getLogger(__name__)
 
@@ -242,11 +242,7 @@ def job_reply(manager: JobManager, who: str, job_id: str, wait: float) -> Respon
 
 
 def _valid_sha(sha: str) -> bool:
-    try:
-        check_sha(sha)
-    except InputError:
-        return False
-    return True
+    return SHA_PATTERN.match(sha) is not None
 
 
 def _job(call: Callable[[], T], job_id: str) -> T:
