@@ -19,6 +19,7 @@ from ..segment.classes import SegmentClass
 from ..segment.config import SegmentationConfig
 from ..segment.postprocess import PostprocessConfig
 from ..segment.probe import SegmentationProbe
+from ..segment.request import SegmentationApplyRequest, SegmentationFitRequest
 from ..segment.result import SegmentationResult
 from .client import VoxelFMClient
 from .payloads import features_from_frame, probe_files, segmentation_from_frame, sparse_labels
@@ -86,11 +87,8 @@ def remote_segment_fit(
     cancel: CancelFlag | None = None,
 ) -> SegmentationResult:
     """Fit on the server: only the labelled slices travel; the reply carries the labelmap and the probe."""
-    fit = {
-        "labels": sparse_labels(labels),
-        "classes": [c.to_dict() for c in classes or ()],
-        "config": config.to_dict(),
-    }
+    request = SegmentationFitRequest(volume, labels, config, named_classes=list(classes or ()))
+    fit = {"labels": sparse_labels(labels), **request.settings()}
     frame = run_capability(client, "segment-fit", volume, spec, options, {"fit": fit}, progress, cancel)
     return segmentation_from_frame(frame)
 
@@ -106,6 +104,6 @@ def remote_segment_apply(
     cancel: CancelFlag | None = None,
 ) -> SegmentationResult:
     """Apply a saved probe on the server: the probe's files travel with the request (no server paths)."""
-    apply = {"probe": probe_files(probe), "postprocess": postprocess.to_dict() if postprocess else None}
+    apply = {"probe": probe_files(probe), **SegmentationApplyRequest(volume, probe, postprocess).settings()}
     frame = run_capability(client, "segment-apply", volume, spec, options, {"apply": apply}, progress, cancel)
     return segmentation_from_frame(frame, probe)

@@ -112,11 +112,19 @@ class SegmentationPipeline(ConfiguredPipeline[SegmentationConfig]):
         with the request's settings."""
         labels = request.prepared_labels()
         classes = request.classes(labels)
-        return self.fit(request.volume, labels, classes, progress, cancel, config=request.config)
+        return self.fit(
+            request.volume, labels, classes, progress, cancel, request.volume_key, config=request.config
+        )
 
     def run_apply(self, request: SegmentationApplyRequest, *args: Any) -> SegmentationResult:
         """An apply request (``apply`` with its volume, probe and post-processing; ``args``: progress, cancel)."""
-        return self.apply(request.volume, request.probe, *args, postprocess=request.postprocess)
+        return self.apply(
+            request.volume,
+            request.probe,
+            *args,
+            postprocess=request.postprocess,
+            volume_key=request.volume_key,
+        )
 
     def apply(
         self,

@@ -29,13 +29,17 @@ class SegmentationFitRequest:
     ``labels``: 0 background, 1..254 structures, 255 unlabelled, on any grid aligned with ``volume``;
     ``painted_slices``: 0 also marks unpainted voxels, and only slices holding a structure count (every
     other voxel of such a slice is background); ``class_names``: comma-separated, one per structure in
-    label-value order ("" = generic names)."""
+    label-value order ("" = generic names); ``named_classes``: the classes themselves (colours, terminology: the
+    Slicer segments'), used as they are instead of ``class_names``; ``volume_key``: the volume's content hash
+    when the caller knows it (a refit does not hash the voxels again; not a setting)."""
 
     volume: Volume
     labels: Volume
     config: SegmentationConfig = field(default_factory=SegmentationConfig)
     class_names: str = ""
     painted_slices: bool = False
+    named_classes: list[SegmentClass] | None = None
+    volume_key: str | None = None
 
     def prepared_labels(self) -> Volume:
         """The labels as the probe is fitted on them (whole painted slices when ``painted_slices``)."""
@@ -50,6 +54,8 @@ class SegmentationFitRequest:
 
     def classes(self, labels: Volume) -> list[SegmentClass]:
         """The named classes of the structures ``labels`` holds (empty: generic names)."""
+        if self.named_classes is not None:
+            return list(self.named_classes)
         values = [int(v) for v in np.unique(labels.array) if 0 < v < UNLABELLED]
         return classes_from_names(self.class_names, values)
 
@@ -58,35 +64,41 @@ class SegmentationFitRequest:
             "config": self.config.to_dict(),
             "class_names": self.class_names,
             "painted_slices": self.painted_slices,
+            "classes": None if self.named_classes is None else [c.to_dict() for c in self.named_classes],
         }
 
     @classmethod
     def from_settings(
-        cls, volume: Volume, labels: Volume, settings: dict[str, Any]
+        cls, volume: Volume, labels: Volume, settings: dict[str, Any], volume_key: str | None = None
     ) -> SegmentationFitRequest:
+        named = settings.get("classes")
         return cls(
             volume,
             labels,
             SegmentationConfig.from_dict(settings.get("config") or {}),
             str(settings.get("class_names") or ""),
             bool(settings.get("painted_slices", False)),
+            None if named is None else [SegmentClass.from_dict(c) for c in named],
+            volume_key,
         )
 
 
 @dataclass
 class SegmentationApplyRequest:
-    """Segment a volume with a loaded probe; ``postprocess`` replaces the probe's own when given."""
+    """Segment a volume with a loaded probe; ``postprocess`` replaces the probe's own when given;
+    ``volume_key``: the volume's content hash when known (not a setting)."""
 
     volume: Volume
     probe: SegmentationProbe
     postprocess: PostprocessConfig | None = None
+    volume_key: str | None = None
 
     def settings(self) -> dict[str, Any]:
         return {"postprocess": self.postprocess.to_dict() if self.postprocess is not None else None}
 
     @classmethod
     def from_settings(
-        cls, volume: Volume, probe: SegmentationProbe, settings: dict[str, Any]
+        cls, volume: Volume, probe: SegmentationProbe, settings: dict[str, Any], volume_key: str | None = None
     ) -> SegmentationApplyRequest:
         pp = settings.get("postprocess")
-        return cls(volume, probe, PostprocessConfig.from_dict(pp) if pp is not None else None)
+        return cls(volume, probe, PostprocessConfig.from_dict(pp) if pp is not None else None, volume_key)
