@@ -154,11 +154,8 @@ class VoxelFMRetrieveWidget(VoxelFMModuleWidget):
             return
         segmentId = self.ui.segmentComboBox.currentData
         with self.busy.operation("Searching similar cases...", "Similar-case search"):
-            thumbnails = (
-                self.serverLibrary.server() is None
-            )  # a server's case images are not on this computer
             library = self.serverLibrary.library()
-            result = self.logic.search(self.parameterNode, library, segmentId, self.busy, thumbnails)
+            result = self.logic.search(self.parameterNode, library, segmentId, self.busy)
             self.showResult(result)
 
     def showResult(self, result) -> None:
@@ -238,7 +235,7 @@ class VoxelFMRetrieveLogic(VoxelFMModuleLogic):
         report.raise_failures()
         return report.summary()
 
-    def search(self, parameterNode, library: str, segmentId, busy, thumbnails: bool = True):
+    def search(self, parameterNode, library: str, segmentId, busy):
         """prepare (main thread: nodes -> volume + region) -> predict + thumbnails (worker thread)."""
         retriever = self.capabilityLogic(parameterNode)
         inputs = retriever.prepare_mode_query(
@@ -250,9 +247,7 @@ class VoxelFMRetrieveLogic(VoxelFMModuleLogic):
             point_node=parameterNode.pointNode,
             radius_mm=parameterNode.radius,
         )
-        folder = (
-            tempfile.mkdtemp(prefix="VoxelFMRetrieve-", dir=slicer.app.temporaryPath) if thumbnails else None
-        )
+        folder = tempfile.mkdtemp(prefix="VoxelFMRetrieve-", dir=slicer.app.temporaryPath)
         return runInWorker(
             busy, retriever.predict, library, inputs, parameterNode.k, parameterNode.embedding, folder
         )
