@@ -16,6 +16,7 @@ from slicer.i18n import tr as _
 from slicer.parameterNodeWrapper import parameterNodeWrapper
 from VoxelFMWidgets import ModelParameters, VoxelFMModuleWidget, runInWorker, userMessage
 from VoxelFMWidgets.module import VoxelFMModule, VoxelFMModuleLogic, VoxelFMModuleTest
+from VoxelFMWidgets.server_library import ServerLibraryChoice
 
 from VoxelFMLib.model_service import PerModel
 
@@ -42,6 +43,7 @@ class VoxelFMReportParameterNode:
     segmentation: vtkMRMLSegmentationNode
     probePaths: str = ""  # one probe file per line
     libraryPath: str = ""
+    serverLibrary: str = ""  # with Compute: server, the id of one of the server's case libraries ("" = none)
     vlmRun: str = ""
     template: str = ""
     reportNode: vtkMRMLTextNode
@@ -56,6 +58,10 @@ class VoxelFMReportWidget(VoxelFMModuleWidget):
         self.ui.addProbeButton.connect("clicked(bool)", self.onAddProbe)
         self.ui.clearProbesButton.connect("clicked(bool)", self.onClearProbes)
         self.ui.browseLibraryButton.connect("clicked(bool)", self.onBrowseLibrary)
+        folder = (self.ui.libraryPathLineEdit, self.ui.libraryPathLineEditLabel, self.ui.browseLibraryButton)
+        combo, refresh = self.ui.serverLibraryComboBox, self.ui.refreshLibrariesButton
+        ids = (combo, refresh, self.ui.serverLibraryComboBoxLabel)
+        self.serverLibrary = ServerLibraryChoice(lambda: self.parameterNode, ids, folder, optional=True)
         self.ui.draftButton.connect("clicked(bool)", self.onDraft)
         self.ui.saveButton.connect("clicked(bool)", self.onSave)
         self.ui.reportTextEdit.connect("textChanged()", self.onTextEdited)
@@ -64,6 +70,7 @@ class VoxelFMReportWidget(VoxelFMModuleWidget):
 
     def updateGUI(self) -> None:
         node, idle = self.parameterNode, not self.busy.running
+        self.serverLibrary.update()
         self.ui.draftButton.enabled = bool(node and node.inputVolume) and idle
         self.ui.saveButton.enabled = bool(node and node.reportNode) and idle
         self.ui.probeList.clear()
@@ -95,10 +102,11 @@ class VoxelFMReportWidget(VoxelFMModuleWidget):
 
     def onDraft(self) -> None:
         node = self.parameterNode
-        if node is None or not self.readyToRun(needsModel=self.logic.needsModel(node)):
+        library = self.serverLibrary.library()
+        if node is None or not self.readyToRun(needsModel=self.logic.needsModel(node, library)):
             return  # probes, a case library and a report model need the backbone; measurements do not
         with self.busy.operation("Drafting the report...", "Report drafting"):
-            result = self.logic.draft(self.parameterNode, self.busy)
+            result = self.logic.draft(self.parameterNode, library, self.busy)
             self.parameterNode.reportNode = result.text_node
             kept = f" Your edited '{result.kept_node.GetName()}' was kept." if result.kept_node else ""
             warned = (" Notes: " + " ".join(result.draft.warnings)) if result.draft.warnings else ""
@@ -155,11 +163,10 @@ class VoxelFMReportLogic(VoxelFMModuleLogic):
             p.strip() for p in (parameterNode.probePaths if parameterNode else "").splitlines() if p.strip()
         ]
 
-    def needsModel(self, parameterNode) -> bool:
-        """Findings probes, a case library and a report model run the backbone; segment measurements do not."""
-        return bool(
-            self.probes(parameterNode) or parameterNode.libraryPath.strip() or parameterNode.vlmRun.strip()
-        )
+    def needsModel(self, parameterNode, library: str) -> bool:
+        """Findings probes, a case library and a report model run the backbone; segment measurements do not.
+        ``library``: a folder, or with a server one of its library ids ("" = none)."""
+        return bool(self.probes(parameterNode) or library or parameterNode.vlmRun.strip())
 
     def drafter(self, parameterNode):
         template = parameterNode.template.strip()
@@ -167,7 +174,7 @@ class VoxelFMReportLogic(VoxelFMModuleLogic):
             self._template, self.perModel = template, PerModel.of(self.capability, template=template or None)
         return self.capabilityLogic(parameterNode)
 
-    def draft(self, parameterNode, busy):
+    def draft(self, parameterNode, library: str, busy):
         """prepare (main thread) -> predict (worker thread) -> write (main thread)."""
         drafter = self.drafter(parameterNode)
         volumeNode = parameterNode.inputVolume
@@ -176,7 +183,7 @@ class VoxelFMReportLogic(VoxelFMModuleLogic):
             volumeNode,
             self.probes(parameterNode),
             segmentations,
-            parameterNode.libraryPath.strip() or None,
+            library or None,
             parameterNode.vlmRun.strip() or None,
         )
         draft = runInWorker(busy, drafter.predict, inputs)

@@ -23,6 +23,7 @@ from slicer.i18n import tr as _
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from VoxelFMWidgets import ModelParameters, VoxelFMModuleWidget, runInWorker, userMessage
 from VoxelFMWidgets.module import VoxelFMModule, VoxelFMModuleLogic, VoxelFMModuleTest
+from VoxelFMWidgets.server_library import ServerLibraryChoice
 from VoxelFMWidgets.tables import setColumns, setRow
 
 QUERY_MODES = ["volume", "roi", "segment", "point"]
@@ -49,6 +50,7 @@ class VoxelFMRetrieve(VoxelFMModule):
 class VoxelFMRetrieveParameterNode:
     model: ModelParameters
     libraryPath: str = ""
+    serverLibrary: str = ""  # with Compute: server, the id of one of the server's case libraries
     inputVolume: vtkMRMLScalarVolumeNode
     queryMode: Annotated[str, Choice(QUERY_MODES)] = "volume"
     roiNode: vtkMRMLMarkupsROINode
@@ -72,6 +74,10 @@ class VoxelFMRetrieveWidget(VoxelFMModuleWidget):
         table.connect("cellDoubleClicked(int,int)", lambda row, col: self.onLoadHit(row))
         self.ui.loadHitButton.connect("clicked(bool)", lambda checked: self.onLoadHit(table.currentRow()))
         self.ui.browseLibraryButton.connect("clicked(bool)", self.onBrowseLibrary)
+        folder = (self.ui.libraryPathLineEdit, self.ui.libraryPathLineEditLabel, self.ui.browseLibraryButton)
+        combo, refresh = self.ui.serverLibraryComboBox, self.ui.refreshLibrariesButton
+        ids = (combo, refresh, self.ui.serverLibraryComboBoxLabel)
+        self.serverLibrary = ServerLibraryChoice(lambda: self.parameterNode, ids, folder)
         self.ui.addVolumeButton.connect("clicked(bool)", lambda checked: self.onAdd(allVolumes=False))
         self.ui.addAllVolumesButton.connect("clicked(bool)", lambda checked: self.onAdd(allVolumes=True))
         self.ui.addFolderButton.connect("clicked(bool)", self.onAddFolder)
@@ -79,7 +85,8 @@ class VoxelFMRetrieveWidget(VoxelFMModuleWidget):
 
     def updateGUI(self) -> None:
         node, idle = self.parameterNode, not self.busy.running
-        library = bool(node and node.libraryPath.strip())
+        onServer = self.serverLibrary.update()
+        library = bool(self.serverLibrary.library())
         mode = node.queryMode if node else "volume"
         for widgets, shown in (
             ((self.ui.roiSelector, self.ui.roiSelectorLabel), mode == "roi"),
@@ -97,7 +104,10 @@ class VoxelFMRetrieveWidget(VoxelFMModuleWidget):
         self.ui.addFolderButton.enabled = library and idle
         self.ui.searchButton.enabled = library and hasVolume and idle
         self.ui.loadHitButton.enabled = bool(self.hits) and idle
-        self.ui.libraryStatusLabel.text = self.logic.describe(node.libraryPath) if library else ""
+        if onServer:
+            self.ui.libraryStatusLabel.text = self.serverLibrary.status
+        else:
+            self.ui.libraryStatusLabel.text = self.logic.describe(node.libraryPath) if library else ""
 
     def fillSegments(self, segmentationNode) -> None:
         combo = self.ui.segmentComboBox
@@ -119,7 +129,7 @@ class VoxelFMRetrieveWidget(VoxelFMModuleWidget):
     def libraryModel(self) -> str | None:
         """The model the chosen library loads; None for an unreadable library (said why, never raised into Qt)."""
         try:
-            return self.logic.libraryModel(self.parameterNode)
+            return "" if self.serverLibrary.server() else self.logic.libraryModel(self.parameterNode)
         except Exception as exc:
             slicer.util.errorDisplay(userMessage(exc))
             return None
@@ -128,21 +138,24 @@ class VoxelFMRetrieveWidget(VoxelFMModuleWidget):
         if not self.ensureReady():
             return
         with self.busy.operation("Adding volumes to the library...", "Adding cases"):
-            self.busy.stop(self.logic.addVolumes(self.parameterNode, allVolumes, self.busy))
+            library = self.serverLibrary.library()
+            self.busy.stop(self.logic.addVolumes(self.parameterNode, library, allVolumes, self.busy))
 
     def onAddFolder(self) -> None:
         folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Folder of CTs to add")
         if not folder or not self.ensureReady():
             return
         with self.busy.operation(f"Adding {folder}...", "Adding cases"):
-            self.busy.stop(self.logic.addFolder(self.parameterNode, folder, self.busy))
+            library = self.serverLibrary.library()
+            self.busy.stop(self.logic.addFolder(self.parameterNode, library, folder, self.busy))
 
     def onSearch(self) -> None:
         if not self.ensureReady():
             return
         segmentId = self.ui.segmentComboBox.currentData
         with self.busy.operation("Searching similar cases...", "Similar-case search"):
-            result = self.logic.search(self.parameterNode, segmentId, self.busy)
+            library = self.serverLibrary.library()
+            result = self.logic.search(self.parameterNode, library, segmentId, self.busy)
             self.showResult(result)
 
     def showResult(self, result) -> None:
@@ -204,7 +217,7 @@ class VoxelFMRetrieveLogic(VoxelFMModuleLogic):
         ids = [seg.GetNthSegmentID(i) for i in range(seg.GetNumberOfSegments())]
         return [(sid, seg.GetSegment(sid).GetName()) for sid in ids]
 
-    def addVolumes(self, parameterNode, allVolumes: bool, busy) -> str:
+    def addVolumes(self, parameterNode, library: str, allVolumes: bool, busy) -> str:
         """prepare (main thread: copy voxels) -> add (worker thread)."""
         retriever = self.capabilityLogic(parameterNode)
         if allVolumes:
@@ -212,17 +225,17 @@ class VoxelFMRetrieveLogic(VoxelFMModuleLogic):
             sources, note = prepared.sources, prepared.note
         else:
             sources, note = retriever.prepare_volumes([parameterNode.inputVolume]), ""
-        report = runInWorker(busy, retriever.add, parameterNode.libraryPath.strip(), sources)
+        report = runInWorker(busy, retriever.add, library, sources)
         report.raise_failures()
         return " ".join(filter(None, (report.summary(), note)))
 
-    def addFolder(self, parameterNode, folder: str, busy) -> str:
+    def addFolder(self, parameterNode, library: str, folder: str, busy) -> str:
         retriever = self.capabilityLogic(parameterNode)
-        report = runInWorker(busy, retriever.add_folder, parameterNode.libraryPath.strip(), folder)
+        report = runInWorker(busy, retriever.add_folder, library, folder)
         report.raise_failures()
         return report.summary()
 
-    def search(self, parameterNode, segmentId, busy):
+    def search(self, parameterNode, library: str, segmentId, busy):
         """prepare (main thread: nodes -> volume + region) -> predict + thumbnails (worker thread)."""
         retriever = self.capabilityLogic(parameterNode)
         inputs = retriever.prepare(
@@ -234,15 +247,9 @@ class VoxelFMRetrieveLogic(VoxelFMModuleLogic):
             point_node=parameterNode.pointNode,
             radius_mm=parameterNode.radius,
         )
-        thumbnails = tempfile.mkdtemp(prefix="VoxelFMRetrieve-", dir=slicer.app.temporaryPath)
+        folder = tempfile.mkdtemp(prefix="VoxelFMRetrieve-", dir=slicer.app.temporaryPath)
         return runInWorker(
-            busy,
-            retriever.predict,
-            parameterNode.libraryPath.strip(),
-            inputs,
-            parameterNode.k,
-            parameterNode.embedding,
-            thumbnails,
+            busy, retriever.predict, library, inputs, parameterNode.k, parameterNode.embedding, folder
         )
 
     def loadHit(self, hit) -> None:

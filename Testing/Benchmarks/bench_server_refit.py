@@ -154,9 +154,13 @@ def main() -> int:
             f"{statistics.median(compute):.3f} s; time beside it "
             f"(client label encoding + labelmap decoding, HTTP round trips, queue handoff) median {beside * 1000:.0f} ms"
         )
+        paired = statistics.median([a - b for a, b in zip(server_times, local_times, strict=True)])
+        job_over = statistics.median([a - b for a, b in zip(compute, local_times, strict=True)])
         print(
-            f"server overhead per refit (median difference): {overhead * 1000:.0f} ms; "
-            f"every server refit's labelmap identical to the local one: {same}"
+            f"server overhead per refit (difference of medians): {overhead * 1000:.0f} ms; median of the paired "
+            f"differences {paired * 1000:.0f} ms, of which inside the server job {job_over * 1000:.0f} ms; "
+            f"every server refit's labelmap identical to the local one: {same}; "
+            f"load average now {os.getloadavg()[0]:.1f}"
         )
 
         print("\n| clients | refits | wall s | refits/s | median latency s | p95 latency s | errors |")

@@ -57,6 +57,25 @@ def test_settings_travel_as_plain_data():
     assert SegmentationApplyRequest.from_settings(volume, probe, {}).postprocess is None
 
 
+def test_segment_classes_travel_and_win_over_class_names():
+    """The server's form: the Slicer segments' classes (colour, terminology) as they are, and the volume's hash."""
+    from voxelfm.segment.classes import SegmentClass
+
+    labels_array = np.full((2, 4, 4), 255, np.uint8)
+    labels_array[0] = 0
+    labels_array[0, :2, :2] = 3
+    volume, labels = _volumes(labels_array)
+    liver = SegmentClass(3, "liver", (0.8, 0.2, 0.2))
+    fit = SegmentationFitRequest(
+        volume, labels, class_names="spleen", segment_classes=[liver], volume_key="ab" * 32
+    )
+    plain = json.loads(json.dumps(fit.settings()))
+    again = SegmentationFitRequest.from_settings(volume, labels, plain, "ab" * 32)
+    assert again.classes(labels) == [liver] and again.volume_key == "ab" * 32
+    assert "volume_key" not in plain  # the volume's address travels with the volume, not in the settings
+    assert SegmentationFitRequest.from_settings(volume, labels, {}).classes(labels) == []  # generic names
+
+
 def test_a_features_request_travels_as_plain_data():
     volume, _ = _volumes(np.zeros((2, 4, 4), np.uint8))
     request = FeaturesRequest(volume, {"min_spacing": 2.0, "orientation": "canonical"}, cache=False)

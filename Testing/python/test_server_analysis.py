@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from server_harness import KEY, library_server, running_server
+from server_harness import KEY, free_port, library_server, running_server
 
 from voxelfm.cli.main import main
+from voxelfm.errors import InputError
 from voxelfm.features.spec import ModelSpec
 from voxelfm.imaging.io import read_volume, write_volume
 from voxelfm.imaging.volume import Volume
@@ -24,6 +25,9 @@ from voxelfm.localize.points import PointList
 from voxelfm.localize.probe import ProbeConfig
 from voxelfm.localize.probe_file import save_localisation_probe
 from voxelfm.report.template_files import templates_dir
+from voxelfm.retrieval.library import CaseLibrary
+from VoxelFMLib.server_compute import ServerChoice
+from VoxelFMLib.server_libraries import chosen_library, describe_server_library, library_choices
 
 MODEL = ["--model", "voxelfm-tiny", "--max-tokens", "4096"]
 # voxel (i, j, k) of abdomen_3mm; the last lies in slices the cropped target does not hold
@@ -169,6 +173,7 @@ def test_index_add_and_list_through_the_server(server, library, files, data_dir,
     )  # an id the server does not offer
 
 
+@pytest.mark.usefixtures("server_thread_count")  # the thumbnails' resampling sums in the server's order
 def test_query_through_the_server_ranks_and_scores_as_local(
     server, library, files, data_dir, tmp_path, capsys, monkeypatch
 ):
@@ -198,6 +203,19 @@ def test_query_through_the_server_ranks_and_scores_as_local(
         assert ("ras" in local[0]) == (name in ("ball", "box", "mask")), name
     whole = _json_out(capsys, ["query", str(library), target, "--json", *MODEL, "--no-progress"])
     assert whole[0]["case_id"] == "abdomen"  # the target is a shifted crop of that case
+
+    # --thumbnails: the server renders them from its cases' images; the same files, the same names
+    out = {}
+    for where, lib, extra in (("local", str(library), []), ("server", "abdomen", ["--server", server.url])):
+        folder = tmp_path / f"thumbs-{where}"
+        args = ["query", lib, target, "--json", "--thumbnails", str(folder), *MODEL, "--no-progress", *extra]
+        hits = _json_out(capsys, args)
+        out[where] = (folder, [{**h, "thumbnail": Path(h.get("thumbnail", "")).name} for h in hits])
+    (here, local), (there, remote) = out["local"], out["server"]
+    names = sorted(p.name for p in here.glob("*.png"))  # (each run folder's own record says when it was made)
+    assert names and names == sorted(p.name for p in there.glob("*.png")) and remote == local
+    assert all((here / n).read_bytes() == (there / n).read_bytes() for n in names)
+    assert all(h["thumbnail"] for h in local if h["path"])  # every hit with an image has its PNG
 
 
 def test_report_through_the_server_drafts_as_local(
@@ -233,10 +251,6 @@ def test_server_paths_and_this_computers_files_are_refused(
     assert main(["query", str(library), target, *MODEL, "--server", server.url]) == 2  # a folder, not an id
     err = capsys.readouterr().err
     assert "not a folder" in err and "offers: abdomen" in err
-    thumbs = tmp_path / "thumbs"
-    args = ["query", "abdomen", target, "--thumbnails", str(thumbs), *MODEL, "--server", server.url]
-    assert main(args) == 2
-    assert "--thumbnails cannot be used with --server" in capsys.readouterr().err and not thumbs.exists()
     template = tmp_path / "mine.yaml"
     template.write_text((templates_dir() / "chest_ct.yaml").read_text())
     assert (
@@ -283,6 +297,28 @@ def test_box_accepts_server_and_computes_here(files, data_dir, tmp_path):
 
 
 # last: it kills the module's server
+def test_the_panels_library_choice_lists_the_servers_libraries(server, library):
+    """Retrieve and Report with "Compute: server": the list, the status line and what the logic gets."""
+    choice = ServerChoice(server.url, KEY)
+    listed = library_choices(choice)
+    assert listed.ok and listed.ids == ["abdomen"] and listed.text == f"1 case library on {server.url}."
+    line = describe_server_library(choice, "abdomen")
+    with CaseLibrary.open(library) as lib:
+        cases = len(lib.cases())
+    assert line == (
+        f"Server library abdomen: {cases} cases ({cases} with a report), backbone voxelfm-tiny."
+    ), line
+    assert "no case library 'elsewhere'" in describe_server_library(choice, "elsewhere")
+    refused = library_choices(ServerChoice(server.url, "not-a-key"))
+    assert not refused.ok and not refused.ids and "refused the API key" in refused.text
+    gone = library_choices(ServerChoice(f"http://127.0.0.1:{free_port()}", KEY))
+    assert not gone.ok and "cannot be reached" in gone.text
+    assert chosen_library(f" {library} ", "abdomen", None) == str(library)  # this computer: the folder
+    assert chosen_library(str(library), " abdomen ", choice) == "abdomen"  # a server: the id, never a path
+    with pytest.raises(InputError, match="Choose one of the case libraries"):
+        chosen_library(str(library), "", choice)
+
+
 def test_a_restarted_server_serves_the_same_library(server, library, files, tmp_path, capsys, monkeypatch):
     """Killed (SIGKILL) and started again on the same data and libraries file: same cases, same ranking."""
     monkeypatch.setenv("VOXELFM_API_KEY", KEY)

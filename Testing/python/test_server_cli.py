@@ -19,13 +19,16 @@ from server_harness import KEY, SECOND_KEY, free_port, running_server
 
 from voxelfm.cli.main import main
 from voxelfm.client import ServerRequestError
+from voxelfm.client.capabilities import remote_segment_fit
 from voxelfm.client.client import VoxelFMClient
 from voxelfm.client.connection import Connection
 from voxelfm.client.errors import PayloadTooLargeError, ProtocolMismatchError
 from voxelfm.client.payloads import sparse_labels
-from voxelfm.client.wire import Frame
+from voxelfm.client.wire import PROTOCOL_VERSION, Frame
+from voxelfm.features.spec import FeatureOptions, ModelSpec
 from voxelfm.imaging.io import read_volume, write_labelmap
 from voxelfm.imaging.volume import Volume
+from voxelfm.segment.config import SegmentationConfig
 from voxelfm.segment.labels import select_slices
 
 MODEL = ["--model", "voxelfm-tiny", "--max-tokens", "4096"]
@@ -64,7 +67,12 @@ def _get(url: str, key: str | None = None, headers: dict | None = None) -> tuple
 
 def test_health_is_open_everything_else_needs_a_key(server):
     status, health = _get(server.url + "/health")
-    assert status == 200 and health["version"] and health["protocol"] == 1 and health["devices"] == ["cpu"]
+    assert (
+        status == 200
+        and health["version"]
+        and health["protocol"] == PROTOCOL_VERSION
+        and health["devices"] == ["cpu"]
+    )
     assert _get(server.url + "/docs")[0] == 200 and _get(server.url + "/openapi.json")[0] == 200
     assert _get(server.url + "/jobs/abc")[0] == 401
     assert _get(server.url + "/jobs/abc", key="not-a-key")[0] == 401
@@ -191,6 +199,37 @@ def test_a_volume_is_hashed_once_and_uploaded_once(server, case, monkeypatch):
     assert first.connection.transfer.sent == sent  # the second call only asked (HEAD)
     other = VoxelFMClient(server.url, SECOND_KEY)  # another user, same CT: no upload either
     assert other.ensure_volume(volume) == sha and other.connection.transfer.sent == 0
+
+
+def test_a_refit_is_one_request_and_a_lost_volume_is_sent_again(server, case, monkeypatch):
+    """Refit with cached features: one POST whose reply is the result (no HEAD, no separate poll or fetch
+    while the job ends within the long poll). A CT the server lost since is uploaded again, the job resubmitted."""
+    ct, labels = read_volume(str(case[0])), read_volume(str(case[1]), check_hu=False)
+    client = VoxelFMClient(server.url, KEY)
+    spec, config, options = (
+        ModelSpec("voxelfm-tiny", device="cpu", precision="fp32", max_tokens=4096),
+        SegmentationConfig(),
+        FeatureOptions(),
+    )
+    first = remote_segment_fit(client, ct, labels, None, config, spec, options)
+    calls, request = [], client.connection.request
+    monkeypatch.setattr(
+        client.connection, "request", lambda m, p, *a: calls.append((m, p.split("?")[0])) or request(m, p, *a)
+    )
+    again = remote_segment_fit(client, ct, labels, None, config, spec, options)
+    assert np.array_equal(again.labelmap, first.labelmap) and again.probe is not None
+    result = ("GET", f"/jobs/{client.last_job['id']}/result")
+    assert calls[0] == ("POST", "/jobs") and all(c == result for c in calls[1:]), calls
+    if client.last_job["seconds"] < 0.5:  # ended within the submit's long poll (1 s): nothing else was sent
+        assert len(calls) == 1, calls
+
+    sha = client.volume_hash(ct)
+    (server.data / "volumes" / sha[:2] / f"{sha}.vfm").unlink()  # evicted since this client saw it
+    calls.clear()
+    third = remote_segment_fit(client, ct, labels, None, config, spec, options)
+    assert np.array_equal(third.labelmap, first.labelmap)
+    assert [m for m, _ in calls[:4]] == ["POST", "HEAD", "PUT", "POST"], calls
+    assert (server.data / "volumes" / sha[:2] / f"{sha}.vfm").is_file()
 
 
 def test_oversized_and_malformed_payloads_are_refused(server, case):

@@ -10,7 +10,7 @@ import pytest
 from server_harness import wait_until
 
 from voxelfm.client.payloads import labels_from_sparse, sparse_labels
-from voxelfm.client.wire import CODEC, RAW, Frame, compress, decode_frame, decompress
+from voxelfm.client.wire import BITS, CODEC, RAW, Frame, compress, decode_frame, decompress
 from voxelfm.errors import CancelledError, InputError
 from voxelfm.imaging.volume import Volume
 from voxelfm.server.auth import KeyRing
@@ -49,8 +49,27 @@ def test_malformed_payloads_are_refused():
         decompress(compress(arr), "object", (4, 8, 8), CODEC)
 
 
-def test_sparse_labels_are_a_complete_description():
-    labels = np.full((10, 12, 14), 255, np.uint8)
+@pytest.mark.parametrize("largest", [0, 1, 2, 3, 6, 200, 255])
+def test_labelmaps_travel_as_bit_planes_exactly(largest):
+    """As many planes as the largest value needs: a 0/1 labelmap is 1/8 of its bytes before zstd."""
+    rng = np.random.default_rng(largest)
+    labels = rng.integers(0, largest + 1, size=(5, 9, 11), dtype=np.uint8)
+    labels.flat[0] = largest
+    payload = compress(labels, BITS)
+    assert payload[0] == max(1, largest.bit_length())
+    back = decode_frame(Frame({}, {"labelmap": labels}).encode({"labelmap": BITS})).arrays["labelmap"]
+    assert back.dtype == np.uint8 and np.array_equal(back, labels)
+    with pytest.raises(InputError, match="uint8"):
+        compress(labels.astype(np.int16), BITS)
+    with pytest.raises(InputError, match="bit planes"):
+        decompress(b"\x09" + payload[1:], "uint8", labels.shape, BITS)
+    with pytest.raises(InputError):  # more voxels than the shape declares
+        decompress(payload, "uint8", (2, 9, 11), BITS)
+
+
+@pytest.mark.parametrize("width", [14, 13])  # rows a multiple of 8 voxels (scanned 8 at a time) or not
+def test_sparse_labels_are_a_complete_description(width):
+    labels = np.full((10, 12, width), 255, np.uint8)
     labels[2] = 0
     labels[2, 3:6, 4:9] = 1
     labels[7, :, :] = 0

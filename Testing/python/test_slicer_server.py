@@ -183,6 +183,10 @@ def test_query_through_the_server_ranks_the_same(a_slicer_app, server, ct, tmp_p
     assert here.hits[0].case_id == "case_a"
     with pytest.raises(Exception, match="not available"):  # a server's case is not on this computer
         remote.load_hit(scene, there.hits[0])
+    # thumbnails: the server renders them; scene volumes have no image file on either side, so each says so
+    here = local.run_query(library, query, k=3, thumbnails=tmp_path / "here")
+    there = remote.run_query("scene", query, k=3, thumbnails=tmp_path / "there")
+    assert there.warnings == here.warnings and sum("No thumbnail" in w for w in here.warnings) == 3
 
 
 @pytest.mark.parametrize("where", ["wrong key", "unreachable"])

@@ -311,17 +311,15 @@ class RetrievalLogic(CapabilityLogic):
         cancel: CancelFlag | None = None,
     ) -> QueryResult:
         """Search the library (any thread); with ``thumbnails`` a folder, a PNG per hit is written there. With a
-        server, ``library`` is the id of one of its case libraries."""
+        server, ``library`` is the id of one of its case libraries (the server renders the thumbnails)."""
         if self.server is not None:
-            if thumbnails:
-                raise InputError("Thumbnails need the library's images on this computer; query without them.")
             volume = (
                 self.server.known(inputs.volume, inputs.volume_key) if inputs.volume_key else inputs.volume
             )
             p = self.pipeline
             return remote_query(
                 self.server.client, str(library), volume, k, embedding, False, p.spec, p.options,
-                progress, cancel, inputs.region,
+                progress, cancel, inputs.region, thumbnails,
             )  # fmt: skip
         result = self.pipeline.query(
             library, inputs.volume, k, inputs.region, embedding, None, progress, cancel

@@ -12,11 +12,10 @@ from ..progress import TqdmProgress
 from ..retrieval.pipeline import RetrievalPipeline
 from .common import log, spec_and_options
 from .outputs import output_plan
-from .remote_run import local_only, query_on_server, server_client
+from .remote_run import query_on_server, server_client
 
 
 def run(args: argparse.Namespace) -> int:
-    local_only(args, thumbnails=args.thumbnails)
     client = server_client(args)  # LIBRARY is then a library id of the server
     plan = output_plan(args).input(None if client else args.library, args.image)
     if args.thumbnails:
@@ -36,8 +35,11 @@ def run(args: argparse.Namespace) -> int:
         )
     finally:
         bar.close()
-    if args.thumbnails:
-        written = pipeline.thumbnails(result, volume, args.thumbnails)
+    if args.thumbnails:  # through a server, the server rendered them from its cases' images: written already
+        if client:
+            written = [hit.thumbnail for hit in result.hits if hit.thumbnail]
+        else:
+            written = pipeline.thumbnails(result, volume, args.thumbnails)
         log.info("wrote %d thumbnail(s) to %s", len(written), args.thumbnails)
     for warning in result.warnings:
         log.warning("%s", warning)

@@ -104,6 +104,7 @@ def query_on_server(client: VoxelFMClient, args: argparse.Namespace, volume, reg
         feature_options,
         progress,
         region=region,
+        thumbnails=args.thumbnails,
     )
 
 

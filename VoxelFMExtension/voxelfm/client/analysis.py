@@ -34,8 +34,9 @@ from .analysis_payloads import (
     region_to_plain,
     template_text,
     templates_from_frame,
+    write_frame_thumbnails,
 )
-from .capabilities import model_request
+from .capabilities import run_capability
 from .client import VoxelFMClient
 
 
@@ -57,18 +58,16 @@ def remote_localize(
         if isinstance(r, Reference)
     ]
     saved = [template_text(t) for t in references if isinstance(t, LandmarkTemplate)]
-    request = {
-        "kind": "localize",
-        "volume": client.ensure_volume(target),
-        **model_request(spec, options),
-        "localize": {
-            "references": refs,
-            "templates": saved,
-            "config": config.to_dict(),
-            "return_templates": keep_templates,
-        },
+    localize = {
+        "references": refs,
+        "templates": saved,
+        "config": config.to_dict(),
+        "return_templates": keep_templates,
     }
-    frame = client.run_job(request, progress, cancel)
+    others = [r.volume for r in references if isinstance(r, Reference)]
+    frame = run_capability(
+        client, "localize", target, spec, options, {"localize": localize}, progress, cancel, others
+    )
     return templates_from_frame(frame), localisation_from_frame(frame)
 
 
@@ -82,13 +81,10 @@ def remote_localize_probe(
     cancel: CancelFlag | None = None,
 ) -> LocalisationResult:
     """``LocalisationPipeline(spec).apply_probe(target, probe)`` on the server; the probe's files travel."""
-    request = {
-        "kind": "localize",
-        "volume": client.ensure_volume(target),
-        **model_request(spec, options),
-        "localize": {"probe": localisation_probe_files(probe)},
-    }
-    return localisation_from_frame(client.run_job(request, progress, cancel))
+    payload = {"localize": {"probe": localisation_probe_files(probe)}}
+    return localisation_from_frame(
+        run_capability(client, "localize", target, spec, options, payload, progress, cancel)
+    )
 
 
 def remote_query(
@@ -103,18 +99,25 @@ def remote_query(
     progress: ProgressFn | None = None,
     cancel: CancelFlag | None = None,
     region: Region | None = None,
+    thumbnails: str | Path | None = None,
 ) -> QueryResult:
-    """``RetrievalPipeline.query`` on the server's library ``library`` (an id); a mask region is uploaded."""
-    query = {"library": library, "k": int(k), "embedding": embedding, "with_reports": bool(with_reports)}
+    """``RetrievalPipeline.query`` on the server's library ``library`` (an id); a mask region is uploaded. With
+    ``thumbnails`` (a folder) the server renders a PNG per hit from its cases' images (``write_thumbnails``, as
+    `voxelfm query --thumbnails` does) and they are written there under the same names."""
+    query = {
+        "library": library,
+        "k": int(k),
+        "embedding": embedding,
+        "with_reports": bool(with_reports),
+        "thumbnails": thumbnails is not None,
+    }
     if region is not None:
         query["region"] = region_to_plain(region, client.ensure_volume)
-    request = {
-        "kind": "query",
-        "volume": client.ensure_volume(volume),
-        **model_request(spec, options),
-        "query": query,
-    }
-    return query_from_frame(client.run_job(request, progress, cancel))
+    frame = run_capability(client, "query", volume, spec, options, {"query": query}, progress, cancel)
+    result = query_from_frame(frame)
+    if thumbnails is not None:
+        write_frame_thumbnails(frame, result, thumbnails)
+    return result
 
 
 def remote_index_add(
@@ -129,19 +132,14 @@ def remote_index_add(
     progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """Add one volume to the server's library ``library``; returns {"case_id", "added_at"}."""
-    request = {
-        "kind": "index-add",
-        "volume": client.ensure_volume(volume),
-        **model_request(spec, options),
-        "index_add": {
-            "library": library,
-            "case_id": case_id,
-            "name": volume.name,
-            "report": report,
-            "findings": findings,
-        },
+    add = {
+        "library": library,
+        "case_id": case_id,
+        "name": volume.name,
+        "report": report,
+        "findings": findings,
     }
-    return client.run_job(request, progress).meta
+    return run_capability(client, "index-add", volume, spec, options, {"index_add": add}, progress).meta
 
 
 def remote_report(
@@ -168,13 +166,10 @@ def remote_report(
             "name": segmentation.layers[0].name,
             "source": segmentation.source,
         }
-    request = {
-        "kind": "report",
-        "volume": client.ensure_volume(volume),
-        **model_request(spec, options),
-        "report": {"library": library, "segmentation": seg, "template": template, **consensus},
-    }
-    return ReportDraft.from_dict(client.run_job(request, progress, cancel).meta["draft"])
+    payload = {"report": {"library": library, "segmentation": seg, "template": template, **consensus}}
+    layers = list(segmentation.layers) if segmentation is not None else []
+    frame = run_capability(client, "report", volume, spec, options, payload, progress, cancel, layers)
+    return ReportDraft.from_dict(frame.meta["draft"])
 
 
 def shipped_template_name(template: Any, what: str = "The report template") -> str | None:

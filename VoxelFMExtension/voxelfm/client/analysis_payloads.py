@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..files.atomic import atomic_write
 from ..imaging.volume import Volume
 from ..localize.points import PointList
 from ..localize.probe import LocalisationProbe
@@ -162,6 +163,34 @@ def query_frame(result: QueryResult) -> Frame:
         arrays["region_center"] = np.asarray(result.region_center, dtype=np.float64)
         arrays["region_half_extent"] = np.asarray(result.region_half_extent, dtype=np.float64)
     return Frame(meta, arrays)
+
+
+def thumbnails_to_frame(frame: Frame, result: QueryResult, written: list[Path]) -> None:
+    """Add the thumbnails written for ``result``'s hits (``write_thumbnails``): each PNG's bytes, its file name
+    and its hit."""
+    by_path = {str(p): p for p in written}
+    entries = []
+    for n, hit in enumerate(result.hits):
+        if hit.thumbnail and hit.thumbnail in by_path:
+            path = by_path[hit.thumbnail]
+            frame.arrays[f"thumbnail{n}"] = np.frombuffer(path.read_bytes(), np.uint8)
+            entries.append({"hit": n, "name": path.name})
+    frame.meta["thumbnails"] = entries
+
+
+def write_frame_thumbnails(frame: Frame, result: QueryResult, folder: str | Path) -> list[Path]:
+    """The server's thumbnails of ``result`` written into ``folder`` under the names the server gave them (as
+    `voxelfm query --thumbnails` names them); sets each hit's ``thumbnail``."""
+    written = []
+    for entry in frame.meta.get("thumbnails") or []:
+        n, name = int(entry["hit"]), Path(str(entry["name"])).name  # a file name, never a path
+        if not (0 <= n < len(result.hits) and name.endswith(".png") and f"thumbnail{n}" in frame.arrays):
+            raise InputError(f"the server sent a malformed thumbnail entry {entry!r}.")
+        data = frame.arrays[f"thumbnail{n}"].tobytes()
+        path = atomic_write(Path(folder) / name, lambda p, b=data: p.write_bytes(b), suffix=".png")
+        result.hits[n].thumbnail = str(path)
+        written.append(path)
+    return written
 
 
 def query_from_frame(frame: Frame) -> QueryResult:

@@ -19,9 +19,11 @@ from ..segment.classes import SegmentClass
 from ..segment.config import SegmentationConfig
 from ..segment.postprocess import PostprocessConfig
 from ..segment.probe import SegmentationProbe
+from ..segment.request import SegmentationApplyRequest, SegmentationFitRequest
 from ..segment.result import SegmentationResult
 from .client import VoxelFMClient
 from .payloads import features_from_frame, probe_files, segmentation_from_frame, sparse_labels
+from .wire import Frame
 
 
 def model_request(spec: ModelSpec, options: FeatureOptions) -> dict[str, Any]:
@@ -37,6 +39,29 @@ def model_request(spec: ModelSpec, options: FeatureOptions) -> dict[str, Any]:
     }
 
 
+def run_capability(
+    client: VoxelFMClient,
+    kind: str,
+    volume: Volume,
+    spec: ModelSpec,
+    options: FeatureOptions,
+    payload: dict[str, Any],
+    progress: ProgressFn | None = None,
+    cancel: CancelFlag | None = None,
+    others: Sequence[Volume] = (),
+) -> Frame:
+    """One capability job on the server and its result frame: ``volume`` uploaded once (by content hash), the
+    model and feature options, and ``payload``, the kind's own part. ``others``: the further volumes the payload
+    names (already uploaded), sent again with ``volume`` if the server lost them."""
+    request = {
+        "kind": kind,
+        "volume": client.ensure_volume(volume),
+        **model_request(spec, options),
+        **payload,
+    }
+    return client.run_job(request, progress, cancel, [volume, *others])
+
+
 def remote_features(
     client: VoxelFMClient,
     volume: Volume,
@@ -45,9 +70,9 @@ def remote_features(
     progress: ProgressFn | None = None,
     cancel: CancelFlag | None = None,
 ) -> VolumeFeatures:
-    sha = client.ensure_volume(volume)
-    request = {"kind": "features", "volume": sha, **model_request(spec, options)}
-    return features_from_frame(client.run_job(request, progress, cancel))
+    return features_from_frame(
+        run_capability(client, "features", volume, spec, options, {}, progress, cancel)
+    )
 
 
 def remote_segment_fit(
@@ -62,18 +87,12 @@ def remote_segment_fit(
     cancel: CancelFlag | None = None,
 ) -> SegmentationResult:
     """Fit on the server: only the labelled slices travel; the reply carries the labelmap and the probe."""
-    sha = client.ensure_volume(volume)
-    request = {
-        "kind": "segment-fit",
-        "volume": sha,
-        **model_request(spec, options),
-        "fit": {
-            "labels": sparse_labels(labels),
-            "classes": [c.to_dict() for c in classes or ()],
-            "config": config.to_dict(),
-        },
-    }
-    return segmentation_from_frame(client.run_job(request, progress, cancel))
+    request = SegmentationFitRequest(
+        volume, labels, config, segment_classes=None if classes is None else list(classes)
+    )
+    fit = {"labels": sparse_labels(labels), **request.settings()}
+    frame = run_capability(client, "segment-fit", volume, spec, options, {"fit": fit}, progress, cancel)
+    return segmentation_from_frame(frame)
 
 
 def remote_segment_apply(
@@ -87,11 +106,6 @@ def remote_segment_apply(
     cancel: CancelFlag | None = None,
 ) -> SegmentationResult:
     """Apply a saved probe on the server: the probe's files travel with the request (no server paths)."""
-    sha = client.ensure_volume(volume)
-    request = {
-        "kind": "segment-apply",
-        "volume": sha,
-        **model_request(spec, options),
-        "apply": {"probe": probe_files(probe), "postprocess": postprocess.to_dict() if postprocess else None},
-    }
-    return segmentation_from_frame(client.run_job(request, progress, cancel), probe)
+    apply = {"probe": probe_files(probe), **SegmentationApplyRequest(volume, probe, postprocess).settings()}
+    frame = run_capability(client, "segment-apply", volume, spec, options, {"apply": apply}, progress, cancel)
+    return segmentation_from_frame(frame, probe)

@@ -2,7 +2,12 @@
 
     client = VoxelFMClient("http://gpu-box:8000", key)
     sha = client.ensure_volume(volume)              # hashed once per volume; uploaded only if the server lacks it
-    frame = client.run_job({"kind": "features", "volume": sha, ...}, progress, cancel)
+    frame = client.run_job({"kind": "features", "volume": sha, ...}, progress, cancel, volumes=[volume])
+
+A job is one request when it ends within the long poll (``POST /jobs?wait``: the reply is its result); longer
+jobs are polled with ``GET /jobs/{id}/result?wait``, whose last reply is the result. A volume this client saw
+on the server is not asked for again (no HEAD per refit); if the server lost it meanwhile, the submit's 404
+makes the client upload it again (``volumes``) and resubmit once.
 
 Used by `voxelfm.client.capabilities` (features, segmentation through a server) and through it by the CLI.
 """
@@ -12,6 +17,7 @@ from __future__ import annotations
 import json
 import threading
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -19,7 +25,7 @@ import numpy as np
 from ..errors import CancelledError, InputError
 from ..imaging.volume import Volume
 from ..progress import CancelFlag, ProgressFn, no_progress
-from .connection import Connection
+from .connection import Connection, Reply
 from .errors import (
     PayloadTooLargeError,
     ProtocolMismatchError,
@@ -41,6 +47,7 @@ class VoxelFMClient:
         self.last_job: dict[str, Any] = {}  # the last job's final status (state, seconds on the device, ...)
         self.limits: dict[str, int] = {}  # the server's max_upload_bytes and max_voxels, from /health
         self._hashes: dict[int, tuple[weakref.ref, bytes, str]] = {}
+        self._present: set[str] = set()  # volumes seen on the server (cleared when a job or submit fails)
         self._lock = threading.Lock()
 
     @property
@@ -108,6 +115,8 @@ class VoxelFMClient:
         """The volume's content hash, uploading it (compressed) only when the server does not hold it."""
         self._ensure_checked()
         sha = self.volume_hash(volume)
+        if sha in self._present:
+            return sha
         if not self.has_volume(sha):
             voxels, limit = int(volume.array.size), self.limits.get("max_voxels")
             if limit is not None and voxels > limit:
@@ -124,13 +133,21 @@ class VoxelFMClient:
                     f"server at {self.url}; ask its administrator to raise --max-upload-mb."
                 )
             self.connection.request("PUT", f"/volumes/{sha}", body, "application/octet-stream")
+        with self._lock:
+            self._present.add(sha)
         return sha
 
     # ---- jobs
 
     def submit(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Queue a job; its status."""
+        return self._post_job(request, 0.0).json()
+
+    def _post_job(self, request: dict[str, Any], wait: float) -> Reply:
+        """Queue a job; with ``wait`` the reply is its result frame when it ends within ``wait`` s (``.job``
+        holds its status), else its status (``.json()``)."""
         self._ensure_checked()
-        return self.connection.request("POST", "/jobs", json.dumps(request).encode()).json()
+        return self.connection.request("POST", f"/jobs?wait={wait:g}", json.dumps(request).encode())
 
     def status(self, job_id: str, wait: float = 0.0) -> dict[str, Any]:
         """The job's state; ``wait`` > 0 lets the server answer as soon as it ends (at most ``wait`` s later)."""
@@ -149,30 +166,54 @@ class VoxelFMClient:
         return decode_frame(self.connection.request("GET", f"/jobs/{job_id}/result").body)
 
     def run_job(
-        self, request: dict[str, Any], progress: ProgressFn | None = None, cancel: CancelFlag | None = None
+        self,
+        request: dict[str, Any],
+        progress: ProgressFn | None = None,
+        cancel: CancelFlag | None = None,
+        volumes: Sequence[Volume] = (),
     ) -> Frame:
-        """Submit, poll until the job ends (cancelling it when ``cancel`` is set), and return its result."""
+        """Submit, long-poll until the job ends (cancelling it when ``cancel`` is set), and return its result.
+        ``volumes``: the volumes the request names, uploaded again if the server lost one."""
         progress = progress or no_progress
-        job = self.submit(request)
+        reply = self._submit_with_volumes(request, volumes)
+        job = reply.job or reply.json()
         try:
-            while job["state"] in ("queued", "running"):
+            while reply.job is None and job["state"] in ("queued", "running"):
+                progress(float(job.get("progress", 0.0)), str(job.get("message", "")))
                 if cancel is not None and cancel.is_set():
                     self.cancel(job["id"])
                     raise CancelledError("Cancelled by the user (the server job was cancelled too).")
-                job = self.status(job["id"], wait=POLL_WAIT_SECONDS)
-                progress(float(job.get("progress", 0.0)), str(job.get("message", "")))
+                reply = self.connection.request("GET", f"/jobs/{job['id']}/result?wait={POLL_WAIT_SECONDS:g}")
+                job = reply.job or reply.json()
         except KeyboardInterrupt:  # Ctrl-C in the CLI: do not leave the job running until it is abandoned
             self._cancel_quietly(job["id"])
             raise
         self.last_job = job
-        if job["state"] == "done":
-            return self.result(job["id"])
+        if reply.job is not None:
+            progress(1.0, "done")
+            return decode_frame(reply.body)
+        with self._lock:  # a failed job may name a volume the server lost: ask again next time
+            self._present.clear()
         error = job.get("error") or f"the job ended as {job['state']}"
         if job["state"] == "cancelled":
             raise CancelledError(f"The server cancelled the job: {error}")
         if job.get("error_kind") == "input":
             raise ServerRequestError(f"The VoxelFM server at {self.url} could not run the job: {error}")
         raise ServerFailedError(f"The job failed on the VoxelFM server at {self.url}: {error}")
+
+    def _submit_with_volumes(self, request: dict[str, Any], volumes: Sequence[Volume]) -> Reply:
+        try:
+            return self._post_job(request, POLL_WAIT_SECONDS)
+        except ServerRequestError as exc:
+            if exc.status != 404:
+                raise
+            with self._lock:
+                self._present.clear()
+            if not volumes:
+                raise
+        for volume in volumes:  # evicted since this client saw it: upload again, resubmit once
+            self.ensure_volume(volume)
+        return self._post_job(request, POLL_WAIT_SECONDS)
 
 
 def require_server_url(url: str | None) -> str:

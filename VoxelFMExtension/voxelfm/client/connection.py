@@ -25,6 +25,7 @@ from .errors import (
 from .wire import PROTOCOL_VERSION
 
 PROTOCOL_HEADER = "X-VoxelFM-Protocol"
+JOB_HEADER = "X-VoxelFM-Job"  # a result frame's job status (JSON), on replies that carry a job's result
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Reply:
     status: int
     body: bytes
     content_type: str
+    job: dict[str, Any] | None = None  # the JOB_HEADER of a reply carrying a job's result
 
     def json(self) -> Any:
         return json.loads(self.body or b"null")
@@ -81,13 +83,18 @@ class Connection:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 data = resp.read()
                 self.transfer.received += len(data)
-                return Reply(resp.status, data, resp.headers.get("Content-Type", ""))
+                job = resp.headers.get(JOB_HEADER)
+                return Reply(
+                    resp.status, data, resp.headers.get("Content-Type", ""), json.loads(job) if job else None
+                )
         except urllib.error.HTTPError as exc:
             data = exc.read() or b""
             self.transfer.received += len(data)
             if method == "HEAD" and exc.code == 404:
                 return Reply(404, b"", "")
-            raise self._http_error(exc.code, data) from None
+            error = self._http_error(exc.code, data)
+            error.status = exc.code
+            raise error from None
         except urllib.error.URLError as exc:
             if isinstance(exc.reason, (socket.timeout, TimeoutError)):
                 raise self._timeout() from None

@@ -8,6 +8,8 @@ from ..errors import VoxelFMError
 class ServerError(VoxelFMError):
     """Base of every error of talking to a VoxelFM server."""
 
+    status: int | None = None  # the HTTP status, when the server answered with an error
+
 
 class ServerUnreachableError(ServerError):
     """Nothing answers at the URL (wrong address, server down, firewall), or it stopped answering mid-job."""

@@ -34,7 +34,8 @@ class SegmentationFitRequest:
     label-value order ("" = generic names); ``segment_classes``: the classes of the label values when the front
     end knows more than names (the Slicer logic: each painted segment's name, colour and terminology), used
     instead of ``class_names``; ``warnings``: what preparing the labels found (e.g. voxels painted in two
-    segments), said with the result."""
+    segments), said with the result; ``volume_key``: the volume's content hash when the caller knows it (a refit
+    does not hash the voxels again; not a setting)."""
 
     volume: Volume
     labels: Volume
@@ -43,6 +44,7 @@ class SegmentationFitRequest:
     painted_slices: bool = False
     segment_classes: list[SegmentClass] | None = None
     warnings: list[str] = field(default_factory=list)
+    volume_key: str | None = None
 
     def prepared_labels(self) -> Volume:
         """The labels as the probe is fitted on them (whole painted slices when ``painted_slices``)."""
@@ -74,7 +76,7 @@ class SegmentationFitRequest:
 
     @classmethod
     def from_settings(
-        cls, volume: Volume, labels: Volume, settings: dict[str, Any]
+        cls, volume: Volume, labels: Volume, settings: dict[str, Any], volume_key: str | None = None
     ) -> SegmentationFitRequest:
         classes = settings.get("segment_classes")
         return cls(
@@ -85,23 +87,26 @@ class SegmentationFitRequest:
             bool(settings.get("painted_slices", False)),
             None if classes is None else [SegmentClass.from_dict(c, "segment class") for c in classes],
             [str(w) for w in settings.get("warnings") or ()],
+            volume_key,
         )
 
 
 @dataclass
 class SegmentationApplyRequest:
-    """Segment a volume with a loaded probe; ``postprocess`` replaces the probe's own when given."""
+    """Segment a volume with a loaded probe; ``postprocess`` replaces the probe's own when given;
+    ``volume_key``: the volume's content hash when known (not a setting)."""
 
     volume: Volume
     probe: SegmentationProbe
     postprocess: PostprocessConfig | None = None
+    volume_key: str | None = None
 
     def settings(self) -> dict[str, Any]:
         return {"postprocess": self.postprocess.to_dict() if self.postprocess is not None else None}
 
     @classmethod
     def from_settings(
-        cls, volume: Volume, probe: SegmentationProbe, settings: dict[str, Any]
+        cls, volume: Volume, probe: SegmentationProbe, settings: dict[str, Any], volume_key: str | None = None
     ) -> SegmentationApplyRequest:
         pp = settings.get("postprocess")
-        return cls(volume, probe, PostprocessConfig.from_dict(pp) if pp is not None else None)
+        return cls(volume, probe, PostprocessConfig.from_dict(pp) if pp is not None else None, volume_key)

@@ -11,6 +11,7 @@ Libraries are named by id (server.libraries); volumes by their address in the vo
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from ..client.analysis_payloads import (
     query_frame,
     region_from_plain,
     template_from_text,
+    thumbnails_to_frame,
 )
 from ..client.wire import Frame
 from ..errors import InputError
@@ -35,6 +37,7 @@ from ..report.pipeline import ReportPipeline
 from ..report.segmentation_files import SegmentationData, SegmentRef
 from ..report.template_files import load_template
 from ..retrieval.pipeline import RetrievalPipeline
+from ..retrieval.thumbnails import write_thumbnails
 from .jobs import Job
 from .libraries import library_folder
 
@@ -95,7 +98,13 @@ def run_query(
     result = pipeline.query(
         folder, volume, body.k, region, body.embedding, where, progress=job.progress, cancel=job.cancel
     )
-    return query_frame(result).encode(ANALYSIS_CODECS)
+    if not body.thumbnails:
+        return query_frame(result).encode(ANALYSIS_CODECS)
+    with tempfile.TemporaryDirectory() as tmp:  # the PNGs `voxelfm query --thumbnails` writes, sent back
+        written = write_thumbnails(result, volume, Path(tmp))
+        frame = query_frame(result)
+        thumbnails_to_frame(frame, result, written)
+    return frame.encode(ANALYSIS_CODECS)
 
 
 def run_index_add(

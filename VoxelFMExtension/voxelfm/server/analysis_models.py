@@ -64,6 +64,9 @@ class QueryRequest(BaseModel):
     k: int = Field(10, ge=1, le=10000)
     embedding: Literal["mean", "cls"] = "mean"
     with_reports: bool = False
+    thumbnails: bool = Field(
+        False, description="render a PNG per hit here (the cases' images are the server's)"
+    )
 
 
 class IndexAddRequest(BaseModel):

@@ -7,6 +7,7 @@ side to upgrade.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -17,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from .. import __version__
-from ..client.connection import PROTOCOL_HEADER
+from ..client.connection import JOB_HEADER, PROTOCOL_HEADER
 from ..client.wire import PROTOCOL_VERSION
 from ..device import pick_device
 from ..errors import InputError
@@ -29,12 +30,15 @@ from .job_records import JobRecords
 from .jobs import JobManager, TooManyJobsError
 from .libraries import LibraryListing, library_listing
 from .models import Health, JobRequest, JobStatus, VolumeInfo
-from .store import TooLargeError, VolumeStore, check_sha
+from .store import SHA_PATTERN, TooLargeError, VolumeStore
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-MAX_WAIT_S = 10.0  # longest long poll of GET /jobs/{id}?wait=S (well under any proxy's read timeout)
+MAX_WAIT_S = (
+    10.0  # longest long poll (?wait=S on a submit, a status or a result; well under any proxy's timeout)
+)
+Wait = Annotated[float, Query(ge=0.0, le=MAX_WAIT_S)]
 
 
 def owner(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
@@ -181,8 +185,15 @@ def create_app(config: ServerConfig) -> FastAPI:
         except InputError as exc:
             raise HTTPException(404, str(exc)) from None
 
-    @app.post("/jobs", response_model=JobStatus, status_code=202)
-    def submit(body: JobRequest, who: Owner) -> JobStatus:
+    @app.post(
+        "/jobs",
+        response_model=JobStatus,
+        status_code=202,
+        responses={200: {"content": {"application/octet-stream": {}}, "description": "the result (?wait)"}},
+    )
+    def submit(body: JobRequest, who: Owner, wait: Wait = 0.0) -> Response:
+        """Queue a job. With ``wait``, a job that ends within ``wait`` seconds answers with its result frame
+        (HTTP 200, its status in the X-VoxelFM-Job header): a short refit is one round trip."""
         if not store.has(body.volume):
             raise HTTPException(404, f"volume {body.volume} is not on this server; upload it first.")
         try:
@@ -190,12 +201,10 @@ def create_app(config: ServerConfig) -> FastAPI:
         except TooManyJobsError as exc:
             raise HTTPException(429, str(exc)) from None
         log.info("job %s queued on %s: %s", job.id, job.device, describe(body))
-        return job_status(job.record())
+        return job_reply(jobs(), who, job.id, wait)
 
     @app.get("/jobs/{job_id}", response_model=JobStatus)
-    def status(
-        job_id: str, who: Owner, wait: Annotated[float, Query(ge=0.0, le=MAX_WAIT_S)] = 0.0
-    ) -> JobStatus:
+    def status(job_id: str, who: Owner, wait: Wait = 0.0) -> JobStatus:
         """The job's state; with ``wait`` the reply comes as soon as the job ends, or after ``wait`` seconds."""
         return job_status(_job(lambda: jobs().status(who, job_id, wait), job_id))
 
@@ -204,7 +213,11 @@ def create_app(config: ServerConfig) -> FastAPI:
         return job_status(_job(lambda: jobs().cancel(who, job_id), job_id))
 
     @app.get("/jobs/{job_id}/result", response_class=Response)
-    def result(job_id: str, who: Owner) -> Response:
+    def result(job_id: str, who: Owner, wait: Wait = 0.0) -> Response:
+        """The result frame of a done job. With ``wait`` (a long poll), a job not done within ``wait`` seconds
+        answers with its status (HTTP 202) instead of 409: polling and fetching are one request."""
+        if wait > 0:
+            return job_reply(jobs(), who, job_id, wait)
         body = _job(lambda: jobs().result(who, job_id), job_id)
         if body is None:
             state = _job(lambda: jobs().status(who, job_id), job_id)["state"]
@@ -214,12 +227,22 @@ def create_app(config: ServerConfig) -> FastAPI:
     return app
 
 
+def job_reply(manager: JobManager, who: str, job_id: str, wait: float) -> Response:
+    """After waiting up to ``wait`` s: a done job's result frame (200, status in the X-VoxelFM-Job header),
+    else the job's status (202)."""
+    record = _job(lambda: manager.status(who, job_id, wait), job_id)
+    status = job_status(record).model_dump()
+    if record["state"] == "done":
+        body = _job(lambda: manager.result(who, job_id), job_id)
+        if body is not None:
+            return Response(
+                body, media_type="application/octet-stream", headers={JOB_HEADER: json.dumps(status)}
+            )
+    return JSONResponse(status, status_code=202)
+
+
 def _valid_sha(sha: str) -> bool:
-    try:
-        check_sha(sha)
-    except InputError:
-        return False
-    return True
+    return SHA_PATTERN.match(sha) is not None
 
 
 def _job(call: Callable[[], T], job_id: str) -> T:

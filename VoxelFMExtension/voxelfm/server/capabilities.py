@@ -22,12 +22,14 @@ from ..client.payloads import (
     segmentation_frame,
 )
 from ..errors import InputError
+from ..features.request import FeaturesRequest
 from ..features.service import FeaturePipeline
 from ..features.spec import FeatureOptions, ModelSpec
 from ..imaging.volume import Volume
 from ..progress import check_cancel
 from ..segment.config import SegmentationConfig
 from ..segment.pipeline import SegmentationPipeline
+from ..segment.request import SegmentationApplyRequest, SegmentationFitRequest
 from .analysis import check_model_name, run_index_add, run_localize, run_query, run_report
 from .jobs import Job
 from .models import JobRequest
@@ -60,32 +62,24 @@ class CapabilityRunner:
         if req.kind == "report":
             return run_report(job, volume, spec, options, self.libraries, self.fetch)
         if req.kind == "features":
-            pipeline = FeaturePipeline(spec, options)
-            feats = pipeline.volume_features(
-                volume,
-                preprocess=pipeline.model_preprocess(pipeline.spec),
-                progress=job.progress,
-                cancel=job.cancel,
-            )
+            request = FeaturesRequest.from_settings(volume, {"cache": options.cache})
+            feats = FeaturePipeline(spec, options).run(request, job.progress, job.cancel)
             return features_frame(feats).encode(RESULT_CODECS)
         if req.kind == "segment-fit":
             if req.fit is None:
                 raise InputError("a segment-fit job needs 'fit' (labels, classes, config).")
-            config = req.fit.config_to_core()
             labels = labels_from_sparse(req.fit.labels.model_dump(), self.store.max_voxels)
-            classes = [c.to_core() for c in req.fit.classes]
-            pipeline = self._pipeline(device, spec, options, config)
-            result = pipeline.fit(volume, labels, classes, job.progress, job.cancel, volume_key=req.volume)
+            fit = SegmentationFitRequest.from_settings(volume, labels, req.fit.settings(), req.volume)
+            pipeline = self._pipeline(device, spec, options, fit.config)
+            result = pipeline.run_fit(fit, job.progress, job.cancel)
             return segmentation_frame(result, with_probe=True).encode(RESULT_CODECS)
         if req.apply is None:
             raise InputError("a segment-apply job needs 'apply' (the probe files).")
         probe = probe_from_files(req.apply.probe.model_dump(by_alias=True))
         if not spec.model:  # the pipeline will load the probe's recorded backbone: a registry id here too
             check_model_name(spec.for_record(probe).model, "the probe's recorded backbone")
-        pipeline = self._pipeline(device, spec, options, None)
-        result = pipeline.apply(
-            volume, probe, job.progress, job.cancel, req.apply.postprocess_to_core(), volume_key=req.volume
-        )
+        apply = SegmentationApplyRequest.from_settings(volume, probe, req.apply.settings(), req.volume)
+        result = self._pipeline(device, spec, options, None).run_apply(apply, job.progress, job.cancel)
         return segmentation_frame(result, with_probe=False).encode(RESULT_CODECS)
 
     def fetch(self, sha: str) -> Volume:

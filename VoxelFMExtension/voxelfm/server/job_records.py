@@ -99,22 +99,28 @@ class JobRecords:
 
     def active_of(self, owner: str) -> int:
         """Queued and running jobs of ``owner`` in every process sharing the folder."""
-        n = 0
-        for path in self.folder.glob("*.json"):
-            if path.name.startswith("."):
-                continue
-            record = self.read(path.stem)
-            n += bool(record and record.get("owner") == owner and record.get("state") in ACTIVE)
-        return n
+        return sum(1 for r in self._live() if r.get("owner") == owner)
 
     def running_starts(self) -> list[float]:
         """Start times of the running jobs of every process sharing the folder."""
-        starts = []
+        return [
+            float(r["started_wall"])
+            for r in self._live()
+            if r["state"] == "running" and r.get("started_wall")
+        ]
+
+    def _live(self) -> Iterator[dict[str, Any]]:
+        """The active records. WHY the age filter: owners re-touch active records, so only files touched within
+        STALE_S are read (a submit does not read every finished record the folder keeps for its TTL)."""
+        now = time.time()
         for path in self.folder.glob("*.json"):
-            record = None if path.name.startswith(".") else self.read(path.stem)
-            if record and record.get("state") == "running" and record.get("started_wall"):
-                starts.append(float(record["started_wall"]))
-        return starts
+            try:
+                fresh = not path.name.startswith(".") and now - path.stat().st_mtime <= STALE_S
+            except FileNotFoundError:
+                continue
+            record = self.read(path.stem) if fresh else None
+            if record and record.get("state") in ACTIVE:
+                yield record
 
     @contextlib.contextmanager
     def submit_lock(self) -> Iterator[None]:

@@ -12,9 +12,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from ..features.spec import FeatureOptions, ModelSpec
-from ..segment.classes import SegmentClass
-from ..segment.config import SegmentationConfig
-from ..segment.postprocess import PostprocessConfig
 from .analysis_models import IndexAddRequest, LocalizeRequest, QueryRequest, ReportRequest
 
 SHA = Field(
@@ -88,17 +85,18 @@ class ClassModel(BaseModel):
     color: list[float] = Field(min_length=3, max_length=3)
     terminology: str = ""
 
-    def to_core(self) -> SegmentClass:
-        return SegmentClass.from_dict(self.model_dump())
-
 
 class SegmentFitRequest(BaseModel):
-    labels: SparseLabels
-    classes: list[ClassModel] = Field(default_factory=list, max_length=254)
-    config: dict[str, Any] = Field(default_factory=dict, description="SegmentationConfig.to_dict()")
+    """The sparse labels plus ``SegmentationFitRequest.settings()`` (the core request's plain data)."""
 
-    def config_to_core(self) -> SegmentationConfig:
-        return SegmentationConfig.from_dict(self.config)
+    labels: SparseLabels
+    config: dict[str, Any] = Field(default_factory=dict, description="SegmentationConfig.to_dict()")
+    class_names: str = Field("", max_length=20_000)
+    painted_slices: bool = False
+    classes: list[ClassModel] | None = Field(None, max_length=254)
+
+    def settings(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"labels"})
 
 
 class ProbeFilesModel(BaseModel):
@@ -107,11 +105,13 @@ class ProbeFilesModel(BaseModel):
 
 
 class SegmentApplyRequest(BaseModel):
+    """The probe's files plus ``SegmentationApplyRequest.settings()``."""
+
     probe: ProbeFilesModel
     postprocess: dict[str, bool] | None = None
 
-    def postprocess_to_core(self) -> PostprocessConfig | None:
-        return PostprocessConfig.from_dict(self.postprocess) if self.postprocess is not None else None
+    def settings(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"probe"})
 
 
 class JobRequest(BaseModel):
