@@ -102,44 +102,28 @@ class SegmentationPipeline(ConfiguredPipeline[SegmentationConfig]):
             volume, probe, ctx, None, progress, [*extra_warnings, *probe.metrics["warnings"]]
         )
 
-    def run_fit(
-        self,
-        request: SegmentationFitRequest,
-        progress: ProgressFn | None = None,
-        cancel: CancelFlag | None = None,
-        volume_key: str | None = None,
-    ) -> SegmentationResult:
+    def run_fit(self, request: SegmentationFitRequest, *args: Any, **kwargs: Any) -> SegmentationResult:
         """A fit request (the form every front end hands over): its labels prepared, its classes named, then
-        ``fit`` with the request's settings and label warnings (a volume key, given or the request's, lets a
-        refit reuse the features)."""
+        ``fit`` with the request's settings and label warnings (``args`` / ``kwargs``: ``fit``'s progress,
+        cancel, volume_key; a volume key, given or the request's, lets a refit reuse the features)."""
         labels = request.prepared_labels()
+        kwargs["volume_key"] = kwargs.get("volume_key") or request.volume_key
+        classes = request.classes(labels)
         return self.fit(
             request.volume,
             labels,
-            request.classes(labels),
-            progress,
-            cancel,
-            volume_key or request.volume_key,
+            classes,
+            *args,
             extra_warnings=request.warnings,
             config=request.config,
+            **kwargs,
         )
 
-    def run_apply(
-        self,
-        request: SegmentationApplyRequest,
-        progress: ProgressFn | None = None,
-        cancel: CancelFlag | None = None,
-        volume_key: str | None = None,
-    ) -> SegmentationResult:
-        """An apply request: ``apply`` with its volume, probe and post-processing."""
-        return self.apply(
-            request.volume,
-            request.probe,
-            progress,
-            cancel,
-            postprocess=request.postprocess,
-            volume_key=volume_key or request.volume_key,
-        )
+    def run_apply(self, request: SegmentationApplyRequest, *args: Any, **kwargs: Any) -> SegmentationResult:
+        """An apply request: ``apply`` with its volume, probe and post-processing (``args`` / ``kwargs``:
+        ``apply``'s progress, cancel, volume_key; without one, the request's)."""
+        kwargs["volume_key"] = kwargs.get("volume_key") or request.volume_key
+        return self.apply(request.volume, request.probe, *args, postprocess=request.postprocess, **kwargs)
 
     def apply(
         self,
