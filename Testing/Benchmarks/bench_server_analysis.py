@@ -32,6 +32,7 @@ from server_harness import KEY, running_server  # noqa: E402
 
 from voxelfm.client.analysis import remote_localize, remote_query, remote_report  # noqa: E402
 from voxelfm.client.client import VoxelFMClient  # noqa: E402
+from voxelfm.client.run import RemoteRun  # noqa: E402
 from voxelfm.features.spec import FeatureOptions, ModelSpec  # noqa: E402
 from voxelfm.imaging.io import read_volume  # noqa: E402
 from voxelfm.imaging.volume import Volume  # noqa: E402
@@ -109,16 +110,15 @@ def main() -> int:
         server_dir = Path(tmp) / "server"
         with running_server(server_dir, "--libraries", str(Path(tmp) / "libraries.json")) as server:
             client = VoxelFMClient(server.url, KEY)
+            run = RemoteRun(client, SPEC, OPTIONS)
             consensus = {"neighbours": 5, "temperature": 0.05, "min_support": 0.5}
             calls = {
                 "localize (1 reference, 5 points)": lambda: remote_localize(
-                    client, target, [Reference(ref, points)], config, SPEC, OPTIONS
+                    run, target, [Reference(ref, points)], config
                 )[1],
-                "query (3-case library, k=3)": lambda: remote_query(
-                    client, "lib", target, 3, "mean", False, SPEC, OPTIONS
-                ),
+                "query (3-case library, k=3)": lambda: remote_query(run, "lib", target, 3, "mean", False),
                 "report (library + segmentation)": lambda: remote_report(
-                    client, "lib", target, seg, None, consensus, SPEC, OPTIONS
+                    run, "lib", target, seg, None, consensus
                 ),
             }
             for name, call in calls.items():

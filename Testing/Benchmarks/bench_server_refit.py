@@ -33,6 +33,7 @@ from server_harness import KEY, running_server  # noqa: E402
 
 from voxelfm.client.capabilities import remote_segment_fit  # noqa: E402
 from voxelfm.client.client import VoxelFMClient  # noqa: E402
+from voxelfm.client.run import RemoteRun  # noqa: E402
 from voxelfm.features.spec import FeatureOptions, ModelSpec  # noqa: E402
 from voxelfm.imaging.io import read_volume  # noqa: E402
 from voxelfm.imaging.volume import Volume  # noqa: E402
@@ -62,12 +63,12 @@ def throughput(url: str, ct: Volume, count: int, per_client: int) -> tuple[list[
     lock = threading.Lock()
 
     def user(index: int) -> None:
-        mine = VoxelFMClient(url, f"bench-user-{index}")
+        mine = RemoteRun(VoxelFMClient(url, f"bench-user-{index}"), SPEC, FeatureOptions())
         for r in range(per_client):
             labels = painted(ct, 40 + 3 * index + r)
             t = time.perf_counter()
             try:
-                remote_segment_fit(mine, ct, labels, [], SegmentationConfig(), SPEC, FeatureOptions())
+                remote_segment_fit(mine, ct, labels, [], SegmentationConfig())
             except Exception as exc:  # counted and shown: the goal is none
                 with lock:
                     errors.append(f"{type(exc).__name__}: {exc}")
@@ -116,11 +117,12 @@ def main() -> int:
         running_server(Path(tmp), "--abandon-after", "600", keys=keys) as server,
     ):
         client = VoxelFMClient(server.url, KEY)
+        run = RemoteRun(client, SPEC, options)
         t0 = time.perf_counter()
         sha = client.ensure_volume(ct)
         upload_s, upload_bytes = time.perf_counter() - t0, client.connection.transfer.sent
         t0 = time.perf_counter()
-        remote_segment_fit(client, ct, painted(ct, 10), [], config, SPEC, options)
+        remote_segment_fit(run, ct, painted(ct, 10), [], config)
         print(
             f"upload {upload_bytes / 1e6:.1f} MB in {upload_s:.1f} s (hash + compress + send + verify); "
             f"server first fit (features + context): {time.perf_counter() - t0:.1f} s; volume {sha[:12]}"
@@ -133,7 +135,7 @@ def main() -> int:
             local_times.append(time.perf_counter() - t0)
             before = (client.connection.transfer.sent, client.connection.transfer.received)
             t0 = time.perf_counter()
-            result = remote_segment_fit(client, ct, labels, [], config, SPEC, options)
+            result = remote_segment_fit(run, ct, labels, [], config)
             server_times.append(time.perf_counter() - t0)
             compute.append(float(client.last_job["seconds"]))
             sent.append(client.connection.transfer.sent - before[0])

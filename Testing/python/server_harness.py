@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from voxelfm.client.capabilities import model_request
+from voxelfm.client.run import model_request
 from voxelfm.features.service import FeatureOptions, ModelSpec
 
 REPO = Path(__file__).resolve().parents[2]

@@ -24,6 +24,7 @@ from voxelfm.client.client import VoxelFMClient
 from voxelfm.client.connection import Connection
 from voxelfm.client.errors import PayloadTooLargeError, ProtocolMismatchError
 from voxelfm.client.payloads import sparse_labels
+from voxelfm.client.run import RemoteRun
 from voxelfm.client.wire import PROTOCOL_VERSION, Frame
 from voxelfm.features.spec import FeatureOptions, ModelSpec
 from voxelfm.imaging.io import read_volume, write_labelmap
@@ -211,12 +212,13 @@ def test_a_refit_is_one_request_and_a_lost_volume_is_sent_again(server, case, mo
         SegmentationConfig(),
         FeatureOptions(),
     )
-    first = remote_segment_fit(client, ct, labels, None, config, spec, options)
+    run = RemoteRun(client, spec, options)
+    first = remote_segment_fit(run, ct, labels, None, config)
     calls, request = [], client.connection.request
     monkeypatch.setattr(
         client.connection, "request", lambda m, p, *a: calls.append((m, p.split("?")[0])) or request(m, p, *a)
     )
-    again = remote_segment_fit(client, ct, labels, None, config, spec, options)
+    again = remote_segment_fit(run, ct, labels, None, config)
     assert np.array_equal(again.labelmap, first.labelmap) and again.probe is not None
     result = ("GET", f"/jobs/{client.last_job['id']}/result")
     assert calls[0] == ("POST", "/jobs") and all(c == result for c in calls[1:]), calls
@@ -226,7 +228,7 @@ def test_a_refit_is_one_request_and_a_lost_volume_is_sent_again(server, case, mo
     sha = client.volume_hash(ct)
     (server.data / "volumes" / sha[:2] / f"{sha}.vfm").unlink()  # evicted since this client saw it
     calls.clear()
-    third = remote_segment_fit(client, ct, labels, None, config, spec, options)
+    third = remote_segment_fit(run, ct, labels, None, config)
     assert np.array_equal(third.labelmap, first.labelmap)
     assert [m for m, _ in calls[:4]] == ["POST", "HEAD", "PUT", "POST"], calls
     assert (server.data / "volumes" / sha[:2] / f"{sha}.vfm").is_file()

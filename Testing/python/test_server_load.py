@@ -12,6 +12,7 @@ from server_harness import KEY, SECOND_KEY, running_server, slow_features_reques
 from voxelfm.cli.main import main
 from voxelfm.client.capabilities import remote_segment_fit
 from voxelfm.client.client import VoxelFMClient
+from voxelfm.client.run import RemoteRun
 from voxelfm.features.spec import FeatureOptions, ModelSpec
 from voxelfm.imaging.io import read_volume
 from voxelfm.imaging.volume import Volume
@@ -58,11 +59,9 @@ def test_concurrent_clients_each_get_exactly_their_own_result(tmp_path, data_dir
 
         def user(n: int) -> None:
             try:
-                client = VoxelFMClient(server.url, keys[n])
+                run = RemoteRun(VoxelFMClient(server.url, keys[n]), SPEC, options)
                 vol, labels = cases[n]
-                results[n] = [
-                    remote_segment_fit(client, vol, lab, [], config, SPEC, options).labelmap for lab in labels
-                ]
+                results[n] = [remote_segment_fit(run, vol, lab, [], config).labelmap for lab in labels]
             except BaseException as exc:  # reported below, with the thread's index
                 errors.append(exc)
 

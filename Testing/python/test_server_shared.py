@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 from server_harness import KEY, SECOND_KEY, running_server, serving, slow_features_request, wait_until
 
-from voxelfm.client.capabilities import model_request, remote_features, remote_segment_fit
+from voxelfm.client.capabilities import remote_features, remote_segment_fit
 from voxelfm.client.client import VoxelFMClient
 from voxelfm.client.errors import ServerRequestError
 from voxelfm.client.payloads import segmentation_from_frame, sparse_labels
+from voxelfm.client.run import RemoteRun, model_request
 from voxelfm.features.service import FeaturePipeline
 from voxelfm.features.spec import FeatureOptions, ModelSpec
 from voxelfm.imaging.io import read_volume
@@ -135,9 +136,9 @@ def test_two_processes_answer_for_each_others_jobs(tmp_path, case, data_dir):
 
         # the real client through a round-robin balancer: every request may land on either process
         with round_robin(a.url, b.url) as balancer:
-            via = VoxelFMClient(balancer, KEY)
+            via = RemoteRun(VoxelFMClient(balancer, KEY), SPEC, options)
             for _ in range(2):  # fit, then refit on the cached features
-                result = remote_segment_fit(via, vol, labels, [], config, SPEC, options)
+                result = remote_segment_fit(via, vol, labels, [], config)
                 assert np.array_equal(result.labelmap, expected)
 
 
@@ -147,9 +148,9 @@ def test_feature_cache_keeps_to_its_byte_budget(tmp_path, case):
     pipeline = FeaturePipeline(SPEC, options)
     local = pipeline.volume_features(vol, preprocess=pipeline.model_preprocess(pipeline.spec))
     with running_server(tmp_path / "s", "--cache-gb", "0.000001") as server:  # about 1 KB: no entry fits
-        client = VoxelFMClient(server.url, KEY)
+        run = RemoteRun(VoxelFMClient(server.url, KEY), SPEC, options)
         for _ in range(2):  # computed, cached, removed over budget once no job uses it; computed again
-            feats = remote_features(client, vol, SPEC, options)
+            feats = remote_features(run, vol)
             assert np.array_equal(feats.patch, local.patch)
         folder = server.data / "features"
         assert wait_until(lambda: not list(folder.glob("*.npz")), 20), list(folder.iterdir())

@@ -74,7 +74,7 @@ class FeaturesLogic(CapabilityLogic):
         if self.server is not None:
             volume = self.server.known(request.volume, inputs.volume_key)
             options = dataclasses.replace(self.pipeline.options, cache=request.cache)
-            return remote_features(self.server.client, volume, self.spec, options, progress, cancel)
+            return remote_features(self.server.remote(self.spec, options, progress, cancel), volume)
         return self.pipeline.run(request, progress, cancel)
 
     def write(

@@ -236,7 +236,7 @@ class LocalisationLogic(CapabilityLogic):
         target = known(inputs.target, inputs.target_key)
         p = self.pipeline
         _, result = remote_localize(
-            self.server.client, target, refs, p.config, p.spec, p.options, progress, cancel
+            self.server.remote(p.spec, p.options, progress, cancel), target, refs, p.config
         )
         return result
 
@@ -329,7 +329,7 @@ class LocalisationLogic(CapabilityLogic):
         if self.server is not None:
             target, p = self.server.known(target, key), self.pipeline
             result = remote_localize_probe(
-                self.server.client, target, probe, p.spec, p.options, progress, cancel
+                self.server.remote(p.spec, p.options, progress, cancel), target, probe
             )
         else:
             result = self.pipeline.apply_probe(

@@ -175,10 +175,8 @@ class ReportLogic(CapabilityLogic):
         volume = self.server.known(inputs.volume, inputs.volume_key)
         library = None if inputs.library is None else str(inputs.library)
         template = shipped_template_name(p.template)
-        draft = remote_report(
-            self.server.client, library, volume, inputs.segmentation, template, consensus, p.spec, p.options,
-            progress, cancel,
-        )  # fmt: skip
+        run = self.server.remote(p.spec, p.options, progress, cancel)
+        draft = remote_report(run, library, volume, inputs.segmentation, template, consensus)
         draft.warnings = [*inputs.warnings, *draft.warnings]
         return draft
 

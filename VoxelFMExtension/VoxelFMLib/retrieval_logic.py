@@ -227,6 +227,7 @@ class RetrievalLogic(CapabilityLogic):
         self, library: str, sources: list[CaseSource], progress: ProgressFn | None
     ) -> AddReport:
         report, p = AddReport(), self.pipeline
+        run = self.server.remote(p.spec, p.options, progress, None)  # a server add takes no cancel
         for source in sources:
             if source.volume is None:
                 raise InputError(
@@ -234,10 +235,7 @@ class RetrievalLogic(CapabilityLogic):
                 )
             volume = source.volume
             volume.name = source.case_id or volume.name
-            added = remote_index_add(
-                self.server.client, library, volume, source.case_id, source.report, source.findings,
-                p.spec, p.options, progress,
-            )  # fmt: skip
+            added = remote_index_add(run, library, volume, source.case_id, source.report, source.findings)
             report.added.append(
                 CaseRecord(
                     -1, str(added["case_id"]), "", "", "server", added_at=str(added.get("added_at", ""))
@@ -317,10 +315,8 @@ class RetrievalLogic(CapabilityLogic):
                 self.server.known(inputs.volume, inputs.volume_key) if inputs.volume_key else inputs.volume
             )
             p = self.pipeline
-            return remote_query(
-                self.server.client, str(library), volume, k, embedding, False, p.spec, p.options,
-                progress, cancel, inputs.region, thumbnails,
-            )  # fmt: skip
+            run = self.server.remote(p.spec, p.options, progress, cancel)
+            return remote_query(run, str(library), volume, k, embedding, False, inputs.region, thumbnails)
         result = self.pipeline.query(
             library, inputs.volume, k, inputs.region, embedding, None, progress, cancel
         )

@@ -183,9 +183,11 @@ class FewShotSegmentLogic(CapabilityLogic):
         if self.server is not None:
             p = self.pipeline
             result = remote_segment_apply(
-                self.server.client, self.server.known(request.volume, key), probe, p.spec, p.options,
-                request.postprocess, progress, cancel,
-            )  # fmt: skip
+                self.server.remote(p.spec, p.options, progress, cancel),
+                self.server.known(request.volume, key),
+                probe,
+                request.postprocess,
+            )
         else:
             result = self.pipeline.run_apply(request, progress, cancel, volume_key=key)
         return self._write(check_result(result, request.volume), volume_node, output_node, save_undo_state)
@@ -198,15 +200,11 @@ class FewShotSegmentLogic(CapabilityLogic):
         request, p = inputs.request, self.pipeline
         labels = request.prepared_labels()
         result = remote_segment_fit(
-            self.server.client,
+            self.server.remote(p.spec, p.options, progress, cancel),
             self.server.known(request.volume, inputs.volume_key),
             labels,
             request.classes(labels),
             request.config,
-            p.spec,
-            p.options,
-            progress,
-            cancel,
         )
         result.warnings = [*request.warnings, *result.warnings]
         return result

@@ -14,8 +14,11 @@ from dataclasses import dataclass, field
 
 from voxelfm.client.client import VoxelFMClient, require_server_url
 from voxelfm.client.errors import ServerError
+from voxelfm.client.run import RemoteRun
 from voxelfm.errors import InputError, VoxelFMError
+from voxelfm.features.spec import FeatureOptions, ModelSpec
 from voxelfm.imaging.volume import Volume
+from voxelfm.progress import CancelFlag, ProgressFn
 
 KEY_ENV = "VOXELFM_API_KEY"
 HASHES_KEPT = 32  # node states whose content hash is remembered (a hash is 64 characters)
@@ -47,6 +50,13 @@ class ServerCompute:
         self._hashes.move_to_end(state)
         self.client.remember_hash(volume, sha)
         return volume
+
+    def remote(
+        self, spec: ModelSpec, options: FeatureOptions, progress: ProgressFn | None, cancel: CancelFlag | None
+    ) -> RemoteRun:
+        """What a ``remote_*`` call takes: this server, the logic's model and feature options, and the step's
+        progress and cancel."""
+        return RemoteRun(self.client, spec, options, progress, cancel)
 
 
 # Slicer's application settings (QSettings, per user) that hold the panel's choice; never a scene node.

@@ -20,6 +20,7 @@ from ..client.analysis import (
 from ..client.analysis_payloads import LIBRARY_ID_RE
 from ..client.capabilities import remote_features, remote_segment_apply, remote_segment_fit
 from ..client.client import VoxelFMClient, require_server_url
+from ..client.run import RemoteRun
 from ..errors import InputError
 from ..files.documents import read_text_file
 from ..imaging.io import read_volume
@@ -39,20 +40,25 @@ def server_client(args: argparse.Namespace) -> VoxelFMClient | None:
     return VoxelFMClient(require_server_url(url), os.environ.get(KEY_ENV))
 
 
+def on_server(client: VoxelFMClient, args: argparse.Namespace, progress=None) -> RemoteRun:
+    """The command's model and feature options (as a local run would use them), computed by ``client``."""
+    return RemoteRun(client, *spec_and_options(args), progress)
+
+
 def features_on_server(client: VoxelFMClient, args: argparse.Namespace, volume, progress=None):
-    return remote_features(client, volume, *spec_and_options(args), progress)
+    return remote_features(on_server(client, args, progress), volume)
 
 
 def fit_on_server(
     client: VoxelFMClient, args: argparse.Namespace, volume, labels, classes, config, progress=None
 ):
-    return remote_segment_fit(client, volume, labels, classes, config, *spec_and_options(args), progress)
+    return remote_segment_fit(on_server(client, args, progress), volume, labels, classes, config)
 
 
 def apply_on_server(
     client: VoxelFMClient, args: argparse.Namespace, volume, probe, postprocess, progress=None
 ):
-    return remote_segment_apply(client, volume, probe, *spec_and_options(args), postprocess, progress)
+    return remote_segment_apply(on_server(client, args, progress), volume, probe, postprocess)
 
 
 def local_only(args: argparse.Namespace, **options: object) -> None:
@@ -81,28 +87,21 @@ def localize_on_server(
     client: VoxelFMClient, args: argparse.Namespace, target, refs, config, progress=None, keep_templates=False
 ):
     """(templates built when ``keep_templates``, result) from references / templates, computed on the server."""
-    spec, feature_options = spec_and_options(args)
-    return remote_localize(
-        client, target, refs, config, spec, feature_options, progress, keep_templates=keep_templates
-    )
+    return remote_localize(on_server(client, args, progress), target, refs, config, keep_templates)
 
 
 def localize_probe_on_server(client: VoxelFMClient, args: argparse.Namespace, target, probe, progress=None):
-    return remote_localize_probe(client, target, probe, *spec_and_options(args), progress)
+    return remote_localize_probe(on_server(client, args, progress), target, probe)
 
 
 def query_on_server(client: VoxelFMClient, args: argparse.Namespace, volume, region=None, progress=None):
-    spec, feature_options = spec_and_options(args)
     return remote_query(
-        client,
+        on_server(client, args, progress),
         library_id(client, args.library),
         volume,
         args.k,
         args.embedding,
         args.with_reports,
-        spec,
-        feature_options,
-        progress,
         region=region,
         thumbnails=args.thumbnails,
     )
@@ -113,16 +112,14 @@ def index_add_on_server(client: VoxelFMClient, args: argparse.Namespace) -> int:
     sources = expand_inputs(args.images)
     if len(sources) != 1 and any(v is not None for v in (args.report, args.findings, args.case_id)):
         raise InputError("--report, --findings and --case-id describe one image; give one image with them.")
-    spec, feature_options = spec_and_options(args)
+    run = on_server(client, args)
     for source in sources:
         volume = read_volume(source.path)
         volume.name = image_stem(source.path)
         report = read_text_file(args.report, "--report") if args.report else source.report
         findings = args.findings if args.findings is not None else source.findings
         case_id = args.case_id or source.case_id
-        added = remote_index_add(
-            client, library_id(client, args.library), volume, case_id, report, findings, spec, feature_options
-        )
+        added = remote_index_add(run, library_id(client, args.library), volume, case_id, report, findings)
         log.info("%s: added %s as %s", args.library, source.path, added.get("case_id"))
     return 0
 
@@ -155,15 +152,11 @@ def report_on_server(
         "temperature": args.temperature,
         "min_support": args.min_support,
     }
-    spec, feature_options = spec_and_options(args)
     return remote_report(
-        client,
+        on_server(client, args, progress),
         library_id(client, library) if library else None,
         read_volume(str(image)),
         segmentation,
         template,
         consensus,
-        spec,
-        feature_options,
-        progress,
     )

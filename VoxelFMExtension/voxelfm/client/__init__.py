@@ -20,6 +20,7 @@ __getattr__, __all__ = lazy_exports(
             "ServerTimeoutError",
             "ServerUnreachableError",
         ),
+        ".run": ("RemoteRun",),
         ".wire": ("PROTOCOL_VERSION",),
     },
 )

@@ -2,7 +2,8 @@
 
 ``remote_localize`` returns the LocalisationResult of ``LocalisationPipeline.transfer``; ``remote_query`` the
 QueryResult of ``RetrievalPipeline.query`` on the server's library (named by id); ``remote_report`` the
-ReportDraft of ``ReportPipeline.draft``. Every volume (target, references, segmentation layers) is uploaded
+ReportDraft of ``ReportPipeline.draft``. Each takes a RemoteRun (``.run``: the server, model, feature options,
+progress and cancel) and its own inputs. Every volume (target, references, segmentation layers) is uploaded
 once, by content hash; points, settings and results travel as plain data.
 """
 
@@ -14,14 +15,12 @@ from typing import Any
 from urllib.parse import quote
 
 from ..errors import InputError
-from ..features.spec import FeatureOptions, ModelSpec
 from ..imaging.volume import Volume
 from ..localize.config import TransferConfig
 from ..localize.pipeline import Reference
 from ..localize.probe import LocalisationProbe
 from ..localize.result import LocalisationResult
 from ..localize.template import LandmarkTemplate
-from ..progress import CancelFlag, ProgressFn
 from ..report.draft import ReportDraft
 from ..report.template_files import templates_dir
 from ..retrieval.regions import Region
@@ -36,24 +35,20 @@ from .analysis_payloads import (
     templates_from_frame,
     write_frame_thumbnails,
 )
-from .capabilities import run_capability
 from .client import VoxelFMClient
+from .run import RemoteRun, run_capability
 
 
 def remote_localize(
-    client: VoxelFMClient,
+    run: RemoteRun,
     target: Volume,
     references: Sequence[Reference | LandmarkTemplate],
     config: TransferConfig,
-    spec: ModelSpec,
-    options: FeatureOptions,
-    progress: ProgressFn | None = None,
-    cancel: CancelFlag | None = None,
     keep_templates: bool = False,
 ) -> tuple[list[LandmarkTemplate], LocalisationResult]:
     """(the templates built, when ``keep_templates``; the result): ``pipeline.templates`` + ``.transfer``."""
     refs = [
-        {"volume": client.ensure_volume(r.volume), "points": points_to_plain(r.points)}
+        {"volume": run.client.ensure_volume(r.volume), "points": points_to_plain(r.points)}
         for r in references
         if isinstance(r, Reference)
     ]
@@ -65,39 +60,23 @@ def remote_localize(
         "return_templates": keep_templates,
     }
     others = [r.volume for r in references if isinstance(r, Reference)]
-    frame = run_capability(
-        client, "localize", target, spec, options, {"localize": localize}, progress, cancel, others
-    )
+    frame = run_capability(run, "localize", target, {"localize": localize}, others)
     return templates_from_frame(frame), localisation_from_frame(frame)
 
 
-def remote_localize_probe(
-    client: VoxelFMClient,
-    target: Volume,
-    probe: LocalisationProbe,
-    spec: ModelSpec,
-    options: FeatureOptions,
-    progress: ProgressFn | None = None,
-    cancel: CancelFlag | None = None,
-) -> LocalisationResult:
+def remote_localize_probe(run: RemoteRun, target: Volume, probe: LocalisationProbe) -> LocalisationResult:
     """``LocalisationPipeline(spec).apply_probe(target, probe)`` on the server; the probe's files travel."""
     payload = {"localize": {"probe": localisation_probe_files(probe)}}
-    return localisation_from_frame(
-        run_capability(client, "localize", target, spec, options, payload, progress, cancel)
-    )
+    return localisation_from_frame(run_capability(run, "localize", target, payload))
 
 
 def remote_query(
-    client: VoxelFMClient,
+    run: RemoteRun,
     library: str,
     volume: Volume,
     k: int,
     embedding: str,
     with_reports: bool,
-    spec: ModelSpec,
-    options: FeatureOptions,
-    progress: ProgressFn | None = None,
-    cancel: CancelFlag | None = None,
     region: Region | None = None,
     thumbnails: str | Path | None = None,
 ) -> QueryResult:
@@ -112,8 +91,8 @@ def remote_query(
         "thumbnails": thumbnails is not None,
     }
     if region is not None:
-        query["region"] = region_to_plain(region, client.ensure_volume)
-    frame = run_capability(client, "query", volume, spec, options, {"query": query}, progress, cancel)
+        query["region"] = region_to_plain(region, run.client.ensure_volume)
+    frame = run_capability(run, "query", volume, {"query": query})
     result = query_from_frame(frame)
     if thumbnails is not None:
         write_frame_thumbnails(frame, result, thumbnails)
@@ -121,15 +100,7 @@ def remote_query(
 
 
 def remote_index_add(
-    client: VoxelFMClient,
-    library: str,
-    volume: Volume,
-    case_id: str,
-    report: str | None,
-    findings: Any,
-    spec: ModelSpec,
-    options: FeatureOptions,
-    progress: ProgressFn | None = None,
+    run: RemoteRun, library: str, volume: Volume, case_id: str, report: str | None, findings: Any
 ) -> dict[str, Any]:
     """Add one volume to the server's library ``library``; returns {"case_id", "added_at"}."""
     add = {
@@ -139,26 +110,22 @@ def remote_index_add(
         "report": report,
         "findings": findings,
     }
-    return run_capability(client, "index-add", volume, spec, options, {"index_add": add}, progress).meta
+    return run_capability(run, "index-add", volume, {"index_add": add}).meta
 
 
 def remote_report(
-    client: VoxelFMClient,
+    run: RemoteRun,
     library: str | None,
     volume: Volume,
     segmentation: Any,
     template: str | None,
     consensus: dict[str, float],
-    spec: ModelSpec,
-    options: FeatureOptions,
-    progress: ProgressFn | None = None,
-    cancel: CancelFlag | None = None,
 ) -> ReportDraft:
     """``segmentation``: a SegmentationData (its label layers are uploaded like volumes) or None."""
     seg = None
     if segmentation is not None:
         seg = {
-            "layers": [client.ensure_volume(layer) for layer in segmentation.layers],
+            "layers": [run.client.ensure_volume(layer) for layer in segmentation.layers],
             "segments": [
                 {"name": s.name, "segment_id": s.segment_id, "layer": s.layer, "value": s.value}
                 for s in segmentation.segments
@@ -168,7 +135,7 @@ def remote_report(
         }
     payload = {"report": {"library": library, "segmentation": seg, "template": template, **consensus}}
     layers = list(segmentation.layers) if segmentation is not None else []
-    frame = run_capability(client, "report", volume, spec, options, payload, progress, cancel, layers)
+    frame = run_capability(run, "report", volume, payload, layers)
     return ReportDraft.from_dict(frame.meta["draft"])
 
 

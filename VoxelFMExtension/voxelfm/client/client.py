@@ -9,7 +9,8 @@ jobs are polled with ``GET /jobs/{id}/result?wait``, whose last reply is the res
 on the server is not asked for again (no HEAD per refit); if the server lost it meanwhile, the submit's 404
 makes the client upload it again (``volumes``) and resubmit once.
 
-Used by `voxelfm.client.capabilities` (features, segmentation through a server) and through it by the CLI.
+Used by `voxelfm.client.run` (one capability job), and through it by the remote_* calls of the CLI and the
+Slicer logic.
 """
 
 from __future__ import annotations

@@ -93,7 +93,7 @@ class SegmentFitRequest(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict, description="SegmentationConfig.to_dict()")
     class_names: str = Field("", max_length=20_000)
     painted_slices: bool = False
-    classes: list[ClassModel] | None = Field(None, max_length=254)
+    segment_classes: list[ClassModel] | None = Field(None, max_length=254)
 
     def settings(self) -> dict[str, Any]:
         return self.model_dump(exclude={"labels"})
