@@ -63,3 +63,26 @@ def findings_workspace(root):
         "service": service,
         "probe": root / "findings",
     }
+
+
+def registry_findings_probe(root, model: str = "voxelfm-tiny"):
+    """A findings probe (FINDINGS) fitted on ``model``'s features of 8 planted cases: its recorded backbone is
+    a registry id, which a server loads (a probe of a checkpoint path is refused there)."""
+    from voxelfm.features.extract import model_identity
+    from voxelfm.features.service import FeatureService
+    from voxelfm.features.spec import ModelSpec
+    from voxelfm.probes.config import ProbeConfig
+    from voxelfm.probes.fit import fit_probe
+    from voxelfm.probes.probe_file import save_probe
+
+    service = FeatureService()
+    spec = ModelSpec(model, "cpu", max_tokens=4096)
+    cases = [(n % 2 == 0, (n // 2) % 2 == 0) for n in range(8)]
+    feats = [service.features(planted_ct(a, b, seed=n), spec, cache=False) for n, (a, b) in enumerate(cases)]
+    config = ProbeConfig(folds=2, n_bootstrap=0, knn_k=0)
+    identity = model_identity(service.backbone(spec))
+    fit = fit_probe(
+        "classification", feats, np.array(cases, float), config, target_names=FINDINGS, backbone=identity
+    )
+    save_probe(fit.probe, root / "findings")
+    return root / "findings"

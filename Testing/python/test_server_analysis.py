@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from report_cases import planted_ct, registry_findings_probe
 from server_harness import KEY, free_port, library_server, running_server
 
 from voxelfm.cli.main import main
@@ -238,6 +239,39 @@ def test_report_through_the_server_drafts_as_local(
     assert "liver" in texts.lower() and any(s["evidence"] for s in local["sentences"])
 
 
+@pytest.fixture(scope="module")
+def findings_probe(tmp_path_factory):
+    root = tmp_path_factory.mktemp("findings")
+    image = write_volume(planted_ct(True, False, seed=300), root / "chest.nii.gz")
+    return {"probe": registry_findings_probe(root), "image": image}
+
+
+def test_report_with_a_probe_and_a_template_file_through_the_server_drafts_as_local(
+    server, library, findings_probe, files, tmp_path, capsys, monkeypatch
+):
+    """Findings probes and a template of this computer travel with the request (their contents, never a path
+    the server opens); the draft, its evidence and its named sources are the local ones."""
+    monkeypatch.setenv("VOXELFM_API_KEY", KEY)
+    template = tmp_path / "mine.yaml"
+    shipped = (templates_dir() / "chest_ct.yaml").read_text()
+    template.write_text(
+        shipped.replace('title: "CT chest', 'title: "My CT chest').replace(": false", ": true")
+    )
+    probe = ["--probe", str(findings_probe["probe"])]
+    common = ["--json", *probe, "--template", str(template), *MODEL]
+    image = str(findings_probe["image"])
+    local = _json_out(capsys, ["report", image, *common])
+    remote = _json_out(capsys, ["report", image, *common, "--server", server.url])
+    assert remote == local
+    assert any(e["kind"] == "probe" for s in local["sentences"] for e in s["evidence"])
+    assert local["sources"]["template"] == str(template) and local["text"].startswith("My CT chest")
+    assert local["sources"]["probes"][0]["path"] == str(findings_probe["probe"])
+    with_library = ["report", str(library), str(files["target"]), *common, "--neighbours", "2"]
+    local = _json_out(capsys, with_library)
+    with_library[1] = "abdomen"
+    assert _json_out(capsys, [*with_library, "--server", server.url]) == local
+
+
 def test_server_paths_and_this_computers_files_are_refused(
     server, library, files, tmp_path, capsys, monkeypatch
 ):
@@ -251,12 +285,6 @@ def test_server_paths_and_this_computers_files_are_refused(
     assert main(["query", str(library), target, *MODEL, "--server", server.url]) == 2  # a folder, not an id
     err = capsys.readouterr().err
     assert "not a folder" in err and "offers: abdomen" in err
-    template = tmp_path / "mine.yaml"
-    template.write_text((templates_dir() / "chest_ct.yaml").read_text())
-    assert (
-        main(["report", "abdomen", target, "--template", str(template), *MODEL, "--server", server.url]) == 2
-    )
-    assert "is a file of this computer" in capsys.readouterr().err
 
 
 def test_libraries_file_is_checked(tmp_path):

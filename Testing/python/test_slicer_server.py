@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from mrml_scene import require_slicer_core
+from report_cases import registry_findings_probe
 from server_harness import KEY, free_port, library_server
 
 require_slicer_core("faiss")  # skips this module without slicer-core or faiss
@@ -209,8 +210,14 @@ def test_a_refused_key_or_absent_server_leaves_the_scene_as_it_was(a_slicer_app,
     assert painted.GetSegmentation().GetNumberOfSegments() == 2
 
 
-def test_report_through_the_server_drafts_the_same_text(a_slicer_app, server, ct):
-    """Two segmented organs (one of them edited into two pieces) and an empty segment: the same draft."""
+@pytest.fixture(scope="module")
+def findings_probe(tmp_path_factory):
+    return registry_findings_probe(tmp_path_factory.mktemp("findings"))
+
+
+def test_report_through_the_server_drafts_the_same_text(a_slicer_app, server, ct, findings_probe):
+    """A findings probe, two segmented organs (one of them edited into two pieces) and an empty segment: the
+    same draft; a trained report model stays on this computer (said, nothing written)."""
     scene, (volume, masks) = a_slicer_app.scene, ct
     node = volume_nodes.create_volume_node(scene, volume, name="abdomen")
     organs = dict(masks)
@@ -218,12 +225,15 @@ def test_report_through_the_server_drafts_the_same_text(a_slicer_app, server, ct
     organs["empty"] = np.zeros(volume.array.shape, bool)
     seg = add_segmentation(scene, organs, volume.ijk_to_ras)
     local, remote = _logics(ReportLogic, server)
-    here = local.run(node, segmentation_nodes=[seg])
-    there = remote.run(node, segmentation_nodes=[seg])
+    here = local.run(node, probes=[findings_probe], segmentation_nodes=[seg])
+    there = remote.run(node, probes=[findings_probe], segmentation_nodes=[seg])
     assert "organ_a" in here.text_node.GetText()
+    assert any(e["kind"] == "probe" for s in here.draft.sentences for e in s.evidence)
     assert there.text_node.GetText() == here.text_node.GetText()
     assert [s.to_dict() for s in there.draft.sentences] == [s.to_dict() for s in here.draft.sentences]
     assert there.draft.warnings == here.draft.warnings and "empty" in " ".join(here.draft.warnings)
     assert there.text_node.GetID() != here.text_node.GetID()
-    with pytest.raises(InputError, match="run on this computer"):
-        remote.run(node, probes=["findings.json"])
+    before = node_ids(scene)
+    with pytest.raises(InputError, match="runs on this computer"):
+        remote.run(node, vlm="report_model_run")
+    assert node_ids(scene) == before

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voxelfm.client.analysis import remote_report, shipped_template_name
+from voxelfm.client.analysis import remote_report
 from voxelfm.errors import InputError
 from voxelfm.features.service import FeatureService
 from voxelfm.features.spec import ModelSpec
@@ -120,10 +120,10 @@ class ReportLogic(CapabilityLogic):
         warnings = [f"Segment(s) {_quoted(empty)} are empty and were left out of the draft."] if empty else []
         segmentation = None
         if self.server is not None:
-            if probes or vlm:
+            if vlm:
                 raise InputError(
-                    "Findings probes and report models run on this computer: draft without them on the server, "
-                    "or choose 'Compute: this computer'."
+                    "A trained report model runs on this computer: draft without it on the server, or choose "
+                    "'Compute: this computer'."
                 )
             segmentation = server_segmentation(segmentation_nodes, measured)
         return ReportInputs(
@@ -174,9 +174,8 @@ class ReportLogic(CapabilityLogic):
         }
         volume = self.server.known(inputs.volume, inputs.volume_key)
         library = None if inputs.library is None else str(inputs.library)
-        template = shipped_template_name(p.template)
         run = self.server.remote(p.spec, p.options, progress, cancel)
-        draft = remote_report(run, library, volume, inputs.segmentation, template, consensus)
+        draft = remote_report(run, library, volume, inputs.segmentation, p.template, consensus, inputs.probes)
         draft.warnings = [*inputs.warnings, *draft.warnings]
         return draft
 

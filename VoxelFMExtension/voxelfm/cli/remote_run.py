@@ -15,7 +15,6 @@ from ..client.analysis import (
     remote_localize_probe,
     remote_query,
     remote_report,
-    shipped_template_name,
 )
 from ..client.analysis_payloads import LIBRARY_ID_RE
 from ..client.capabilities import remote_features, remote_segment_apply, remote_segment_fit
@@ -144,8 +143,7 @@ def report_on_server(
     client: VoxelFMClient, args: argparse.Namespace, library: str | None, image: str, progress=None
 ):
     """`voxelfm report [LIBRARY_ID] IMAGE --server URL`: the segmentation file is read here and its label
-    layers uploaded like volumes; a template travels by the name of a shipped one."""
-    template = shipped_template_name(args.template, "--template")
+    layers uploaded like volumes; the template and the findings probes travel as their contents."""
     segmentation = read_segmentation(args.segmentation) if args.segmentation else None
     consensus = {
         "neighbours": args.neighbours,
@@ -157,6 +155,7 @@ def report_on_server(
         library_id(client, library) if library else None,
         read_volume(str(image)),
         segmentation,
-        template,
+        args.template,
         consensus,
+        args.probe,
     )

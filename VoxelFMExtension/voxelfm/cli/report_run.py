@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(
             "Nothing to draft a report from: give a case LIBRARY, --probe, --segmentation and/or --vlm."
         )
-    local_only(args, probe=args.probe, vlm=args.vlm)
+    local_only(args, vlm=args.vlm)
     client = server_client(args)  # LIBRARY is then a library id of the server
     plan = output_plan(args).input(
         image, None if client else library, args.segmentation, args.vlm, *args.probe

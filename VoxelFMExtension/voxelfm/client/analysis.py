@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ..errors import InputError
 from ..imaging.volume import Volume
 from ..localize.config import TransferConfig
 from ..localize.pipeline import Reference
@@ -22,15 +21,17 @@ from ..localize.probe import LocalisationProbe
 from ..localize.result import LocalisationResult
 from ..localize.template import LandmarkTemplate
 from ..report.draft import ReportDraft
-from ..report.template_files import templates_dir
+from ..report.template import ReportTemplate
 from ..retrieval.regions import Region
 from ..retrieval.result import QueryResult
 from .analysis_payloads import (
+    findings_probe_to_plain,
     localisation_from_frame,
     localisation_probe_files,
     points_to_plain,
     query_from_frame,
     region_to_plain,
+    report_template_to_plain,
     template_text,
     templates_from_frame,
     write_frame_thumbnails,
@@ -118,10 +119,13 @@ def remote_report(
     library: str | None,
     volume: Volume,
     segmentation: Any,
-    template: str | None,
+    template: ReportTemplate | None,
     consensus: dict[str, float],
+    probes: Sequence[Any] = (),
 ) -> ReportDraft:
-    """``segmentation``: a SegmentationData (its label layers are uploaded like volumes) or None."""
+    """``segmentation``: a SegmentationData (its label layers are uploaded like volumes) or None; ``template``
+    and the findings ``probes`` (paths or loaded) travel as their contents (``report_template_to_plain``,
+    ``findings_probe_to_plain``)."""
     seg = None
     if segmentation is not None:
         seg = {
@@ -133,24 +137,16 @@ def remote_report(
             "name": segmentation.layers[0].name,
             "source": segmentation.source,
         }
-    payload = {"report": {"library": library, "segmentation": seg, "template": template, **consensus}}
+    report = {
+        "library": library,
+        "segmentation": seg,
+        "probes": [findings_probe_to_plain(p) for p in probes],
+        **report_template_to_plain(template),
+        **consensus,
+    }
     layers = list(segmentation.layers) if segmentation is not None else []
-    frame = run_capability(run, "report", volume, payload, layers)
+    frame = run_capability(run, "report", volume, {"report": report}, layers)
     return ReportDraft.from_dict(frame.meta["draft"])
-
-
-def shipped_template_name(template: Any, what: str = "The report template") -> str | None:
-    """The name a server knows ``template`` (a ReportTemplate, or None for the default) by: only the templates
-    shipped with VoxelFM travel, by name; a file of this computer is refused (its text is not sent)."""
-    if template is None:
-        return None
-    source = Path(template.source)
-    if source.parent.resolve() != templates_dir().resolve():
-        raise InputError(
-            f"{what} {source} is a file of this computer; with a server name a shipped template "
-            "(`voxelfm report --help`) or draft on this computer."
-        )
-    return source.name.split(".")[0]
 
 
 def remote_library_listing(client: VoxelFMClient, library: str) -> dict[str, Any]:

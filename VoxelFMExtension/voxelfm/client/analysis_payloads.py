@@ -23,6 +23,10 @@ from ..localize.probe import LocalisationProbe
 from ..localize.probe_file import load_localisation_probe, save_localisation_probe
 from ..localize.result import LocalisationResult
 from ..localize.template import LandmarkTemplate
+from ..probes.probe_file import load_probe, save_probe
+from ..report.probe_findings import FindingsProbe, as_findings_probe, check_findings_probe
+from ..report.template import ReportTemplate
+from ..report.template_files import template_mapping, templates_dir
 from ..retrieval.records import CaseRecord
 from ..retrieval.regions import BoxRegion, MaskRegion, Region, SphereRegion
 from ..retrieval.result import QueryResult, RetrievalHit
@@ -218,3 +222,30 @@ def query_from_frame(frame: Frame) -> QueryResult:
 
 
 ANALYSIS_CODECS = {"confidence": RAW, "region_center": RAW, "region_half_extent": RAW}
+
+
+# ---- report drafting
+
+
+def findings_probe_to_plain(probe: Any) -> dict[str, Any]:
+    """A findings probe (a path or loaded) as it travels: its files, and the name and path the draft's evidence
+    shows (the client's, so the draft reads as a local one)."""
+    found = as_findings_probe(probe)
+    return {"name": found.name, "path": found.path, "files": files_of_probe(save_probe, found.probe)}
+
+
+def findings_probe_from_plain(d: dict[str, Any]) -> FindingsProbe:
+    found = FindingsProbe(str(d["name"]), probe_of_files(load_probe, d["files"]), str(d.get("path") or ""))
+    check_findings_probe(found.probe, found.name)
+    return found
+
+
+def report_template_to_plain(template: ReportTemplate | None) -> dict[str, Any]:
+    """A report template as it travels: a shipped one by name (the server has it), a file of this computer
+    as its parsed contents and its path (named in the draft as locally); {} for the default."""
+    if template is None:
+        return {}
+    source = Path(template.source)
+    if source.parent.resolve() == templates_dir().resolve():
+        return {"template": source.name.split(".")[0]}
+    return {"template_file": {"source": str(source), "mapping": template_mapping(source)}}

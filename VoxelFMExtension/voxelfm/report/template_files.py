@@ -71,11 +71,16 @@ def _template_path(name_or_path: str | Path) -> Path:
 def load_template(name_or_path: str | Path | None = None) -> ReportTemplate:
     """A shipped template by name (default chest_ct) or a template file, fully validated."""
     path = _template_path(name_or_path or DEFAULT_TEMPLATE)
+    return template_from_dict(template_mapping(path), str(path))
+
+
+def template_mapping(path: Path) -> Any:
+    """The parsed (not yet validated) contents of a template file: what ``template_from_dict`` takes, and what
+    travels to a server in place of a file of this computer."""
     syntax = "JSON" if path.suffix == ".json" else "YAML"
-    raw = read_mapping(
+    return read_mapping(
         path, InputError, "report template", "fix the file or pass another --template", syntax=syntax
     )
-    return template_from_dict(raw, str(path))
 
 
 def _check_format(where: str, text: Any, fields: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..client.analysis_payloads import (
     ANALYSIS_CODECS,
+    findings_probe_from_plain,
     localisation_frame,
     localisation_probe_from_files,
     points_from_plain,
@@ -35,7 +36,8 @@ from ..report.library_source import library_neighbours
 from ..report.neighbours import ConsensusConfig
 from ..report.pipeline import ReportPipeline
 from ..report.segmentation_files import SegmentationData, SegmentRef
-from ..report.template_files import load_template
+from ..report.template import ReportTemplate
+from ..report.template_files import load_template, template_from_dict
 from ..retrieval.pipeline import RetrievalPipeline
 from ..retrieval.thumbnails import write_thumbnails
 from .jobs import Job
@@ -129,15 +131,12 @@ def run_report(
     fetch,
 ) -> bytes:
     body = _needs(job.request.report, "report", "report")
-    if body.template and any(sep in body.template for sep in ("/", "\\", ".")):
-        raise InputError(
-            f"report template {body.template!r} looks like a file; the server drafts with its built-in "
-            "templates only: name one, or draft on this computer."
-        )
     consensus = ConsensusConfig(k=body.neighbours, temperature=body.temperature, min_support=body.min_support)
-    pipeline = ReportPipeline(
-        spec, load_template(body.template) if body.template else None, consensus, options
-    )
+    pipeline = ReportPipeline(spec, _report_template(body), consensus, options)
+    probes = [findings_probe_from_plain(p.model_dump(by_alias=True)) for p in body.probes]
+    if not spec.model:  # each probe's recorded backbone will be loaded: a registry id here too
+        for p in probes:
+            check_model_name(spec.for_record(p.probe).model, f"probe {p.name}'s recorded backbone")
     neighbours = None
     if body.library:
         folder = library_folder(libraries, body.library)
@@ -150,5 +149,19 @@ def run_report(
             raise InputError(f"segments must name layers 0..{len(layers) - 1}.")
         refs = [SegmentRef(s.name, s.segment_id, s.layer, s.value) for s in seg.segments]
         segmentation = SegmentationData(layers, refs, seg.source)
-    draft = pipeline.draft(volume, (), segmentation, neighbours, None, job.progress, job.cancel)
+    draft = pipeline.draft(volume, probes, segmentation, neighbours, None, job.progress, job.cancel)
     return Frame({"draft": draft.to_dict()}, {}).encode()
+
+
+def _report_template(body: Any) -> ReportTemplate | None:
+    """A built-in template by name, or the client's own template (its parsed contents; never a server path)."""
+    if body.template and body.template_file:
+        raise InputError("a report job takes a template name or a template file, not both.")
+    if body.template_file is not None:
+        return template_from_dict(body.template_file.mapping, body.template_file.source)
+    if body.template and any(sep in body.template for sep in ("/", "\\", ".")):
+        raise InputError(
+            f"report template {body.template!r} looks like a path; name a built-in template, or send the "
+            "template's contents (the client does this for a file of its computer)."
+        )
+    return load_template(body.template) if body.template else None

@@ -91,10 +91,23 @@ class SegmentationModel(BaseModel):
     source: str = Field("", max_length=1000, description="the file as the user named it (the draft cites it)")
 
 
+class FindingsProbeModel(BaseModel):
+    name: str = Field(max_length=200, description="shown in the draft's evidence")
+    path: str = Field("", max_length=4096, description="the client's path of the probe, shown in the draft")
+    files: ProbeFiles
+
+
+class TemplateFileModel(BaseModel):
+    source: str = Field(max_length=4096, description="the client's path of the template, named in the draft")
+    mapping: dict[str, Any] = Field(description="the template file's parsed contents")
+
+
 class ReportRequest(BaseModel):
     library: str | None = Field(None, pattern=LIBRARY_ID_PATTERN)
     segmentation: SegmentationModel | None = None
     template: str | None = Field(None, max_length=100, description="a built-in template name")
+    template_file: TemplateFileModel | None = Field(None, description="a template of the client's")
+    probes: list[FindingsProbeModel] = Field(default_factory=list, max_length=64)
     neighbours: int = Field(5, ge=1, le=1000)
     temperature: float = Field(0.05, ge=0.0)
     min_support: float = Field(0.5, gt=0.0, le=1.0)
