@@ -37,52 +37,40 @@ FINDINGS = ["Lung nodule", "Pleural effusion"]
 
 def findings_workspace(root):
     """A tiny backbone, a second one, and a multi-label findings probe (FINDINGS) fitted on 12 planted cases."""
-    from voxelfm.features.extract import model_identity
     from voxelfm.features.service import FeatureService
     from voxelfm.features.spec import ModelSpec
-    from voxelfm.probes.config import ProbeConfig
-    from voxelfm.probes.fit import fit_probe
-    from voxelfm.probes.probe_file import save_probe
 
     model_dir = tiny_backbone(root / "tiny")
     other_dir = tiny_backbone(root / "other", seed=1)
     service = FeatureService()
-    spec = ModelSpec(str(model_dir), device="cpu")
-    cases = [(n % 2 == 0, (n // 2) % 2 == 0) for n in range(12)]
-    feats = [service.features(planted_ct(a, b, seed=n), spec, cache=False) for n, (a, b) in enumerate(cases)]
-    config = ProbeConfig(folds=2, n_bootstrap=0, knn_k=0)
-    identity = model_identity(service.backbone(spec))
-    fit = fit_probe(
-        "classification", feats, np.array(cases, float), config, target_names=FINDINGS, backbone=identity
-    )
-    save_probe(fit.probe, root / "findings")
-    return {
-        "root": root,
-        "model": model_dir,
-        "other": other_dir,
-        "service": service,
-        "probe": root / "findings",
-    }
+    probe = fit_findings_probe(service, ModelSpec(str(model_dir), device="cpu"), 12, root / "findings")
+    return {"root": root, "model": model_dir, "other": other_dir, "service": service, "probe": probe}
 
 
 def registry_findings_probe(root, model: str = "voxelfm-tiny"):
     """A findings probe (FINDINGS) fitted on ``model``'s features of 8 planted cases: its recorded backbone is
     a registry id, which a server loads (a probe of a checkpoint path is refused there)."""
-    from voxelfm.features.extract import model_identity
     from voxelfm.features.service import FeatureService
     from voxelfm.features.spec import ModelSpec
+
+    return fit_findings_probe(
+        FeatureService(), ModelSpec(model, "cpu", max_tokens=4096), 8, root / "findings"
+    )
+
+
+def fit_findings_probe(service, spec, n_cases: int, path):
+    """Fit and save a FINDINGS probe on ``n_cases`` planted cases (every combination of the two findings)."""
+    from voxelfm.features.extract import model_identity
     from voxelfm.probes.config import ProbeConfig
     from voxelfm.probes.fit import fit_probe
     from voxelfm.probes.probe_file import save_probe
 
-    service = FeatureService()
-    spec = ModelSpec(model, "cpu", max_tokens=4096)
-    cases = [(n % 2 == 0, (n // 2) % 2 == 0) for n in range(8)]
+    cases = [(n % 2 == 0, (n // 2) % 2 == 0) for n in range(n_cases)]
     feats = [service.features(planted_ct(a, b, seed=n), spec, cache=False) for n, (a, b) in enumerate(cases)]
     config = ProbeConfig(folds=2, n_bootstrap=0, knn_k=0)
     identity = model_identity(service.backbone(spec))
     fit = fit_probe(
         "classification", feats, np.array(cases, float), config, target_names=FINDINGS, backbone=identity
     )
-    save_probe(fit.probe, root / "findings")
-    return root / "findings"
+    save_probe(fit.probe, path)
+    return path
