@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..imaging.volume import Volume
-from .classes import SegmentClass, classes_for, classes_from_names
+from .classes import SegmentClass, classes_from_names
 from .config import SegmentationConfig
 from .labels import UNLABELLED, painted_slices_to_labels
 from .postprocess import PostprocessConfig
@@ -58,10 +58,15 @@ class SegmentationFitRequest:
         return Volume(array, self.labels.ijk_to_ras, self.labels.name)
 
     def classes(self, labels: Volume) -> list[SegmentClass]:
-        """The named classes of the structures ``labels`` holds (empty: generic names)."""
-        values = [int(v) for v in np.unique(labels.array) if 0 < v < UNLABELLED]
+        """The named classes of the structures ``labels`` holds (empty: generic names). Given classes are
+        passed on as they are (the fit names the values present, ``classes_for``): scanning a whole label
+        image for its values costs a refit ~0.2 s at 512 x 512 x 275, so only ``class_names`` (named in
+        label-value order) pays for it."""
         if self.segment_classes is not None:
-            return classes_for(values, self.segment_classes)
+            return list(self.segment_classes)
+        if not self.class_names:
+            return []
+        values = [int(v) for v in np.unique(labels.array) if 0 < v < UNLABELLED]
         return classes_from_names(self.class_names, values)
 
     def settings(self) -> dict[str, Any]:
