@@ -16,6 +16,9 @@ from report_cases import planted_ct, registry_findings_probe
 from server_harness import KEY, free_port, library_server, running_server
 
 from voxelfm.cli.main import main
+from voxelfm.client.analysis import remote_case_volume
+from voxelfm.client.client import VoxelFMClient
+from voxelfm.client.errors import KeyRefusedError, ServerRequestError
 from voxelfm.errors import InputError
 from voxelfm.features.spec import ModelSpec
 from voxelfm.imaging.io import read_volume, write_volume
@@ -27,6 +30,8 @@ from voxelfm.localize.probe import ProbeConfig
 from voxelfm.localize.probe_file import save_localisation_probe
 from voxelfm.report.template_files import templates_dir
 from voxelfm.retrieval.library import CaseLibrary
+from voxelfm.retrieval.records import CaseRecord
+from voxelfm.server.libraries import case_image
 from VoxelFMLib.server_compute import ServerChoice
 from VoxelFMLib.server_libraries import chosen_library, describe_server_library, library_choices
 
@@ -285,6 +290,51 @@ def test_server_paths_and_this_computers_files_are_refused(
     assert main(["query", str(library), target, *MODEL, "--server", server.url]) == 2  # a folder, not an id
     err = capsys.readouterr().err
     assert "not a folder" in err and "offers: abdomen" in err
+
+
+def test_a_case_image_is_sent_by_library_and_case_id_only(server, library, data_dir):
+    """GET /libraries/{id}/cases/{case}/volume: the case file's voxels and geometry; unknown library, unknown
+    or path-like case id and a missing or wrong key are refused with one clear message each."""
+    client = VoxelFMClient(server.url, KEY)
+    image = read_volume(str(data_dir / CASES["torso"]), check_hu=False)
+    sent = remote_case_volume(client, "abdomen", "torso")
+    assert sent.name == "torso" and sent.array.dtype == np.int16  # whole-number HU travel as int16
+    assert np.array_equal(sent.array, image.array) and np.array_equal(sent.ijk_to_ras, image.ijk_to_ras)
+    with pytest.raises(ServerRequestError, match="HTTP 404.*no case library 'elsewhere'.*offers: abdomen"):
+        remote_case_volume(client, "elsewhere", "torso")
+    with pytest.raises(InputError, match="'../torso' is not a case id"):  # refused before anything is sent
+        remote_case_volume(client, "abdomen", "../torso")
+    for raw in ("..%2Ftorso", "no%20such", "torso%2F..%2F..%2Fabdomen"):  # a client that sends anything
+        with pytest.raises(ServerRequestError, match="HTTP 404"):
+            client.connection.request("GET", f"/libraries/abdomen/cases/{raw}/volume")
+    for case_id in ("nobody", "abdomen.nii.gz"):
+        with pytest.raises(
+            ServerRequestError, match=r"HTTP 404.*library 'abdomen' of this server has no case"
+        ):
+            remote_case_volume(client, "abdomen", case_id)
+    for key, why in ((None, "missing API key"), ("not-a-key", "the API key was refused")):
+        with pytest.raises(KeyRefusedError, match=why):
+            remote_case_volume(VoxelFMClient(server.url, key), "abdomen", "torso")
+
+
+def test_a_case_whose_image_is_gone_says_so(tmp_path):
+    """A case file moved away, an uploaded volume evicted from the store, a record with neither: 'not on the
+    server any more'; a stored volume comes back exactly as uploaded."""
+    uploaded = Volume(np.arange(24, dtype=np.float32).reshape(2, 3, 4) + 0.5, np.diag([2.0, 2.0, 3.0, 1.0]))
+    sha = uploaded.content_hash()
+    stored = {sha: uploaded}.__getitem__
+    records = {
+        "moved": CaseRecord(1, "moved", "a.nii.gz", str(tmp_path / "a.nii.gz"), "file:/x/a.nii.gz"),
+        "evicted": CaseRecord(2, "evicted", "", "", "volume:" + "0" * 64),
+        "neither": CaseRecord(3, "neither", "", "", ""),
+    }
+    for record in records.values():
+        with pytest.raises(
+            InputError, match=f"case '{record.case_id}' of library 'lib': the case's image is not"
+        ):
+            case_image(record, "lib", stored)
+    back = case_image(CaseRecord(4, "kept", "", "", "volume:" + sha), "lib", stored)
+    assert back.array is uploaded.array and back.name == "kept"
 
 
 def test_libraries_file_is_checked(tmp_path):

@@ -9,6 +9,8 @@ Real CT (abdomen_3mm, cropped), the bundled tiny model, CPU fp32 on both sides.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from mrml_scene import require_slicer_core
@@ -19,9 +21,10 @@ require_slicer_core("faiss")  # skips this module without slicer-core or faiss
 
 from slicer_builders import add_segmentation, segment_masks  # noqa: E402
 
-from voxelfm.client.errors import KeyRefusedError, ServerUnreachableError  # noqa: E402
+from voxelfm.cli.main import main  # noqa: E402
+from voxelfm.client.errors import KeyRefusedError, ServerRequestError, ServerUnreachableError  # noqa: E402
 from voxelfm.errors import InputError  # noqa: E402
-from voxelfm.imaging.io import read_volume  # noqa: E402
+from voxelfm.imaging.io import read_volume, write_volume  # noqa: E402
 from voxelfm.imaging.volume import Volume  # noqa: E402
 from voxelfm.localize.points import PointList  # noqa: E402
 from VoxelFMLib import (  # noqa: E402
@@ -182,12 +185,55 @@ def test_query_through_the_server_ranks_the_same(a_slicer_app, server, ct, tmp_p
     assert [h.case_id for h in there.hits] == [h.case_id for h in here.hits]
     assert [h.score for h in there.hits] == pytest.approx([h.score for h in here.hits], abs=1e-6)
     assert here.hits[0].case_id == "case_a"
-    with pytest.raises(Exception, match="not available"):  # a server's case is not on this computer
-        remote.load_hit(scene, there.hits[0])
+    # the best hit is a scene volume the user still has open: that node is the case, nothing is fetched
+    assert remote.load_hit(scene, there.hits[0]).node.GetID() == nodes[0].GetID()
     # thumbnails: the server renders them; scene volumes have no image file on either side, so each says so
     here = local.run_query(library, query, k=3, thumbnails=tmp_path / "here")
     there = remote.run_query("scene", query, k=3, thumbnails=tmp_path / "there")
     assert there.warnings == here.warnings and sum("No thumbnail" in w for w in here.warnings) == 3
+
+
+def test_opening_a_hit_of_the_server_library_fetches_its_image(a_slicer_app, server, ct):
+    """Two cases of the server's library, one added from an image file of the server and one from a scene
+    volume the user has since closed: each hit opens as a node with the case image's voxels and geometry,
+    opening it again reuses that node, and a refused key or an unknown case adds nothing."""
+    scene, volume = a_slicer_app.scene, ct[0]
+    m = volume.ijk_to_ras.copy()
+    m[:3, 3] += SHIFT_MM
+    image = server.data.parent / "file_case.nii.gz"  # the same file for each scene kind: added once
+    if not image.exists():
+        write_volume(Volume(volume.array[2:].copy(), m, "file_case"), image)
+    add = ["index", "add", str(server.library), str(image), "--case-id", "file_case", "--no-progress"]
+    assert main([*add, "--model", "voxelfm-tiny", "--max-tokens", "4096"]) == 0
+    closed = Volume(np.ascontiguousarray(volume.array[:, :, ::-1]) + 7.5, volume.ijk_to_ras, "closed_case")
+    node = volume_nodes.create_volume_node(scene, closed, name="closed_case")
+    remote = RetrievalLogic(**MODEL, server=server.url, api_key=KEY)
+    assert [r.case_id for r in remote.add_volume_nodes("scene", [node]).added] == ["closed_case"]
+    scene.RemoveNode(node)  # the user closes it: its image is now only on the server
+    query = volume_nodes.create_volume_node(scene, volume, name="query")
+    hits = {h.case_id: h for h in remote.run_query("scene", query, k=10).hits}
+    truth = {"file_case": read_volume(str(image)), "closed_case": closed}
+
+    before = node_ids(scene)
+    refused = RetrievalLogic(**MODEL, server=server.url, api_key="not-a-key")
+    with pytest.raises(KeyRefusedError, match="refused the API key"):
+        refused.load_hit(scene, hits["file_case"])
+    nobody = replace(hits["file_case"], case=replace(hits["file_case"].case, case_id="nobody"))
+    with pytest.raises(ServerRequestError, match="library 'scene' of this server has no case 'nobody'"):
+        remote.load_hit(scene, nobody)
+    assert node_ids(scene) == before
+
+    for case_id, expected in truth.items():
+        view = remote.load_hit(scene, hits[case_id])
+        opened = volume_nodes.volume_from_node(view.node)
+        assert view.node.GetName() == case_id
+        assert np.array_equal(opened.array, expected.array), case_id
+        assert np.array_equal(opened.ijk_to_ras, expected.ijk_to_ras), case_id
+        added = node_ids(scene) - before
+        assert view.node.GetID() in added
+        assert remote.load_hit(scene, hits[case_id]).node.GetID() == view.node.GetID()  # reused, not fetched
+        assert node_ids(scene) - before == added
+        before = node_ids(scene)
 
 
 @pytest.mark.parametrize("where", ["wrong key", "unreachable"])

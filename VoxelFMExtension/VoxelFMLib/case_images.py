@@ -3,18 +3,24 @@
 Retrieve's "Load hit" and Report's "open similar case" both show a case's image; a double-click must not load
 another copy each time (a volume, storage and display node more per click). A node shows an image when it was
 loaded from that file (its storage node) or opened by VoxelFM from it (``CASE_IMAGE_ATTRIBUTE``: DICOM folders
-are read by the core and have no storage node). Only nodes that can be a CT are considered.
+are read by the core and have no storage node). Only nodes that can be a CT are considered. A case of a
+server's library is fetched from the server once (``open_server_case``) and its node marked with
+``SERVER_CASE_ATTRIBUTE`` (library id, case id and when it was added: never the server's URL or key).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from voxelfm.imaging.volume import Volume
 
 from .scene_guard import nodes_by_class
 from .volume_nodes import create_volume_node, ct_refusal, load_volume_file
 
 CASE_IMAGE_ATTRIBUTE = "VoxelFM.CaseImage"
+SERVER_CASE_ATTRIBUTE = "VoxelFM.ServerCase"
 
 
 def first_ct_volume(scene: Any) -> Any:
@@ -58,4 +64,16 @@ def open_case_image(scene: Any, image: str, name: str) -> Any:
     else:
         node = load_volume_file(scene, image, name=name)
     node.SetAttribute(CASE_IMAGE_ATTRIBUTE, str(image))
+    return node
+
+
+def open_server_case(scene: Any, key: str, fetch: Callable[[], Volume], name: str) -> Any:
+    """The node holding the server case ``key``: the one already in the scene, else a new node of the volume
+    ``fetch()`` returns. The volume is fetched before any node is added, so a refused key, an unreachable
+    server or a missing image leaves the scene as it was."""
+    for node in nodes_by_class(scene, "vtkMRMLScalarVolumeNode"):
+        if node.GetAttribute(SERVER_CASE_ATTRIBUTE) == key and not ct_refusal(node):
+            return node
+    node = create_volume_node(scene, fetch(), name=name)
+    node.SetAttribute(SERVER_CASE_ATTRIBUTE, key)
     return node

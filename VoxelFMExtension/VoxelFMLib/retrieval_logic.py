@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import slicer
 
-from voxelfm.client.analysis import remote_index_add, remote_query
+from voxelfm.client.analysis import remote_case_volume, remote_index_add, remote_query
 from voxelfm.errors import InputError
 from voxelfm.features.service import FeatureService
 from voxelfm.features.spec import ModelSpec
@@ -39,7 +39,7 @@ from voxelfm.retrieval.result import QueryResult, RetrievalHit
 from voxelfm.retrieval.sources import expand_inputs
 
 from .capability_logic import CapabilityLogic
-from .case_images import node_file, node_showing, open_case_image
+from .case_images import node_file, node_showing, open_case_image, open_server_case
 from .scene_guard import nodes_by_class, temporary_nodes
 from .segmentation_nodes import segment_mask_on_volume
 from .volume_nodes import (
@@ -327,10 +327,19 @@ class RetrievalLogic(CapabilityLogic):
 
     def write(self, scene: Any, hit: RetrievalHit) -> HitView:
         """The scene output of a query: the hit the user picks, as a volume node (a node already holding its
-        case is reused) and the RAS to look at."""
+        case is reused) and the RAS to look at. A hit of a server's library is fetched from the server."""
         record = hit.case
         node = self._find_loaded(scene, record)
-        if node is None:
+        library = record.info.get("server_library")
+        if node is None and self.server is not None and library and not record.abs_path:
+            client = self.server.client
+            node = open_server_case(
+                scene,
+                f"{library}/{record.case_id}@{record.added_at}",
+                lambda: remote_case_volume(client, library, record.case_id),
+                record.case_id,
+            )
+        elif node is None:
             path = record.abs_path
             if not path or not Path(path).exists():
                 raise InputError(

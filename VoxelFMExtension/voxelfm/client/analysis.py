@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from ..errors import InputError
 from ..imaging.volume import Volume
 from ..localize.config import TransferConfig
 from ..localize.pipeline import Reference
@@ -22,6 +23,7 @@ from ..localize.result import LocalisationResult
 from ..localize.template import LandmarkTemplate
 from ..report.draft import ReportDraft
 from ..report.template import ReportTemplate
+from ..retrieval.records import clean_id
 from ..retrieval.regions import Region
 from ..retrieval.result import QueryResult
 from .analysis_payloads import (
@@ -38,6 +40,7 @@ from .analysis_payloads import (
 )
 from .client import VoxelFMClient
 from .run import RemoteRun, run_capability
+from .wire import decode_frame, volume_from_frame
 
 
 def remote_localize(
@@ -95,6 +98,8 @@ def remote_query(
         query["region"] = region_to_plain(region, run.client.ensure_volume)
     frame = run_capability(run, "query", volume, {"query": query})
     result = query_from_frame(frame)
+    for hit in result.hits:  # which server library a hit is of, to open its image (``remote_case_volume``)
+        hit.case.info["server_library"] = library
     if thumbnails is not None:
         write_frame_thumbnails(frame, result, thumbnails)
     return result
@@ -158,3 +163,15 @@ def remote_library_listing(client: VoxelFMClient, library: str) -> dict[str, Any
 def remote_library_ids(client: VoxelFMClient) -> list[str]:
     client.check()
     return list(client.connection.request("GET", "/libraries").json())
+
+
+def remote_case_volume(client: VoxelFMClient, library: str, case_id: str) -> Volume:
+    """The image of case ``case_id`` of the server's library ``library`` (named by ids, never a server path), as
+    the server holds it; ServerRequestError (HTTP 404) when the case is unknown or its image is gone."""
+    if clean_id(case_id) != case_id:
+        raise InputError(
+            f"{case_id!r} is not a case id (letters, digits, '.', '_', '-'); see `voxelfm index list`."
+        )
+    client.check()
+    path = f"/libraries/{quote(library, safe='')}/cases/{quote(case_id, safe='')}/volume"
+    return volume_from_frame(decode_frame(client.connection.request("GET", path).body), case_id)

@@ -149,6 +149,8 @@ def query_frame(result: QueryResult) -> Frame:
         {
             **{k: getattr(h.case, k) for k in HIT_RECORD_FIELDS},
             "has_report": h.case.has_report,
+            # a scene volume's content hash finds a node already showing it (never a file key: a server path)
+            "source_key": h.case.source_key if h.case.source_key.startswith("volume:") else "",
             "score": float(h.score),
             "ras": None if h.ras is None else [float(v) for v in h.ras],
             "block_mm": h.block_mm,
@@ -204,7 +206,7 @@ def query_from_frame(frame: Frame) -> QueryResult:
         record = CaseRecord(
             row=-1,
             abs_path="",
-            source_key="",
+            source_key=str(h.get("source_key") or ""),
             report="(on the server)" if h.get("has_report") else None,
             **{k: str(h.get(k) or "") for k in HIT_RECORD_FIELDS},
         )

@@ -34,7 +34,7 @@ from .errors import (
     ServerFailedError,
     ServerRequestError,
 )
-from .wire import PROTOCOL_VERSION, Frame, decode_frame
+from .wire import PROTOCOL_VERSION, Frame, decode_frame, volume_frame
 
 POLL_WAIT_SECONDS = 1.0  # long poll: the server answers when the job ends, else after this (progress updates)
 
@@ -125,8 +125,7 @@ class VoxelFMClient:
                     f"The volume has {voxels} voxels, over the limit of {limit} of the VoxelFM server at "
                     f"{self.url}; crop or resample it, or ask its administrator to raise --max-voxels."
                 )
-            meta = {"ijk_to_ras": np.asarray(volume.ijk_to_ras).tolist()}
-            body = Frame(meta, {"voxels": volume.array}).encode()
+            body = volume_frame(volume).encode()
             limit = self.limits.get("max_upload_bytes")
             if limit is not None and len(body) > limit:
                 raise PayloadTooLargeError(

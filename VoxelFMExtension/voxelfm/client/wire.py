@@ -21,6 +21,7 @@ import numpy as np
 import zstandard
 
 from ..errors import InputError
+from ..imaging.volume import Volume
 
 PROTOCOL_VERSION = 2  # bump when a request or reply changes shape; client and server must agree
 MAGIC = b"VFM1"
@@ -187,3 +188,19 @@ def decode_frame(body: bytes) -> Frame:
         arrays[name] = decompress(body[offset : offset + size], dtype, shape, codec)
         offset += size
     return Frame(header.get("meta") or {}, arrays)
+
+
+def volume_frame(volume: Volume) -> Frame:
+    """The frame of one volume (an upload, or a server library's case image sent back): its voxels and geometry."""
+    return Frame(
+        {"ijk_to_ras": np.asarray(volume.ijk_to_ras, dtype=np.float64).tolist()}, {"voxels": volume.array}
+    )
+
+
+def volume_from_frame(frame: Frame, name: str = "") -> Volume:
+    """The volume a ``volume_frame`` holds; InputError when it lacks its voxels or a 4x4 geometry."""
+    voxels = frame.arrays.get("voxels")
+    m = np.asarray(frame.meta.get("ijk_to_ras"), dtype=np.float64)
+    if voxels is None or voxels.ndim != 3 or m.shape != (4, 4):
+        raise InputError("a volume frame holds 3-D 'voxels' and a 4x4 'ijk_to_ras'.")
+    return Volume(voxels, m, name)

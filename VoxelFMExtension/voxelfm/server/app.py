@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 
 from .. import __version__
 from ..client.connection import JOB_HEADER, PROTOCOL_HEADER
-from ..client.wire import PROTOCOL_VERSION
+from ..client.wire import PROTOCOL_VERSION, volume_frame
 from ..device import pick_device
 from ..errors import InputError
 from .auth import KeyRing
@@ -28,7 +28,7 @@ from .capabilities import CapabilityRunner, describe
 from .config import ServerConfig
 from .job_records import JobRecords
 from .jobs import JobManager, TooManyJobsError
-from .libraries import LibraryListing, library_listing
+from .libraries import LibraryListing, case_image, library_case, library_listing
 from .models import Health, JobRequest, JobStatus, VolumeInfo
 from .store import SHA_PATTERN, TooLargeError, VolumeStore
 
@@ -184,6 +184,26 @@ def create_app(config: ServerConfig) -> FastAPI:
             return library_listing(config.libraries, library_id)
         except InputError as exc:
             raise HTTPException(404, str(exc)) from None
+
+    @app.get(
+        "/libraries/{library_id}/cases/{case_id}/volume",
+        response_class=Response,
+        responses={200: {"content": {"application/octet-stream": {}}, "description": "the volume frame"}},
+    )
+    def case_volume(library_id: str, case_id: str, who: Owner) -> Response:
+        """One case's image as a compressed volume frame (the upload's format), to open a hit of this library:
+        read from the case's file here, or from the volume store for a case added as an uploaded volume."""
+        try:
+            volume = case_image(library_case(config.libraries, library_id, case_id), library_id, store.get)
+        except InputError as exc:  # unknown library or case, image gone or unreadable
+            raise HTTPException(404, str(exc)) from None
+        if volume.array.size > config.max_voxels:
+            raise HTTPException(
+                413,
+                f"case {case_id!r} has {volume.array.size} voxels, over this server's limit of "
+                f"{config.max_voxels} (--max-voxels).",
+            )
+        return Response(volume_frame(volume).encode(), media_type="application/octet-stream")
 
     @app.post(
         "/jobs",

@@ -1,19 +1,23 @@
 """The case libraries a server offers, named by id (`voxelfm serve --libraries FILE`).
 
 FILE is a JSON object {"chest-2024": "/data/libraries/chest", ...}; relative folders are read from FILE's own
-folder. Clients name a library only by its id: a request never carries a server path.
+folder. Clients name a library only by its id, and a case by its id: a request never carries a server path.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from pydantic import BaseModel, Field
 
 from ..client.analysis_payloads import LIBRARY_ID_RE
 from ..errors import InputError
 from ..files.documents import read_mapping
+from ..imaging.io import read_volume
+from ..imaging.volume import Volume
 from ..retrieval.library import CaseLibrary
+from ..retrieval.records import CaseRecord, clean_id
 
 
 def read_libraries(path: Path | None) -> dict[str, Path]:
@@ -78,3 +82,54 @@ def library_listing(libraries: dict[str, Path], library_id: str) -> LibraryListi
             dim=int(lib.dim or 0),
             cases=rows,
         )
+
+
+def library_case(libraries: dict[str, Path], library_id: str, case_id: str) -> CaseRecord:
+    """The record of case ``case_id`` of library ``library_id``; InputError naming the library."""
+    folder = library_folder(libraries, library_id)
+    unknown = InputError(
+        f"the case library {library_id!r} of this server has no case {case_id!r}; GET /libraries/{library_id} "
+        "lists its cases."
+    )
+    if clean_id(case_id) != case_id or not (folder / "library.sqlite").is_file():
+        raise unknown
+    with CaseLibrary.open(folder) as lib:
+        try:
+            return lib.case(case_id)
+        except InputError:
+            raise unknown from None
+
+
+def case_image(record: CaseRecord, library_id: str, stored) -> Volume:
+    """A case's image as the server holds it: its file read with the core reader (as query thumbnails read it),
+    or, for a case added as an uploaded volume, that volume while the volume store (``stored``: sha -> Volume,
+    KeyError when absent) still holds it (exactly as uploaded). A file's whole-number voxels travel as int16
+    when that loses nothing."""
+    gone = InputError(
+        f"case {record.case_id!r} of library {library_id!r}: the case's image is not on the server any more "
+        "(its file was moved or its uploaded volume evicted); add it again to open it."
+    )
+    if record.abs_path:
+        if not Path(record.abs_path).exists():
+            raise gone
+        volume = read_volume(record.abs_path, check_hu=False)
+        return Volume(_compact(volume.array), volume.ijk_to_ras, record.case_id)
+    if not record.source_key.startswith("volume:"):
+        raise gone
+    try:
+        volume = stored(record.source_key.removeprefix("volume:"))
+    except KeyError:
+        raise gone from None
+    return Volume(volume.array, volume.ijk_to_ras, record.case_id)
+
+
+def _compact(array: np.ndarray) -> np.ndarray:
+    """int16 for float voxels that are all whole numbers in int16's range (CT read as float32 HU): half the
+    bytes on the wire, the same values."""
+    if array.dtype.kind != "f" or array.size == 0:
+        return array
+    info = np.iinfo(np.int16)
+    if array.min() < info.min or array.max() > info.max:
+        return array
+    compact = array.astype(np.int16)
+    return compact if np.array_equal(compact, array) else array

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..client.wire import decode_frame, frame_header
+from ..client.wire import decode_frame, frame_header, volume_from_frame
 from ..errors import InputError
 from ..files.atomic import atomic_write
 from ..imaging.volume import Volume
@@ -137,8 +137,7 @@ class VolumeStore:
         return volume
 
     def _decode(self, body: bytes) -> Volume:
-        frame = decode_frame(body)
-        return Volume(frame.arrays["voxels"], np.asarray(frame.meta["ijk_to_ras"], dtype=np.float64))
+        return volume_from_frame(decode_frame(body))
 
     def _remember(self, sha: str, volume: Volume) -> None:
         with self._lock:
