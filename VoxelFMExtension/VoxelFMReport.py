@@ -209,7 +209,10 @@ class VoxelFMReportLogic(VoxelFMModuleLogic):
         if target.kind == "segment":
             ReportLogic.jump_to_segment(slicer.mrmlScene, target)
         else:
-            slicer.util.setSliceViewerLayers(background=ReportLogic.open_case(slicer.mrmlScene, target))
+            server = getattr(self.current, "server", None)  # a server library's case is fetched from it
+            slicer.util.setSliceViewerLayers(
+                background=ReportLogic.open_case(slicer.mrmlScene, target, server)
+            )
 
     def save(self, textNode, path: str):
         from VoxelFMLib.report_logic import ReportLogic

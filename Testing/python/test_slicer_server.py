@@ -283,3 +283,43 @@ def test_report_through_the_server_drafts_the_same_text(a_slicer_app, server, ct
     with pytest.raises(InputError, match="runs on this computer"):
         remote.run(node, vlm="report_model_run")
     assert node_ids(scene) == before
+
+
+def test_a_similar_case_of_a_server_drafted_report_opens_from_the_server(a_slicer_app, server, ct, tmp_path):
+    """A draft from the server's library names its similar cases by library and case id (not the server's file
+    paths); "open the case" fetches the image from the server once, and without the server says why."""
+    scene, volume = a_slicer_app.scene, ct[0]
+    image = server.data.parent / "reported_case.nii.gz"  # the same file for each scene kind: added once
+    if not image.exists():
+        write_volume(Volume(volume.array[1:].copy(), volume.ijk_to_ras, "reported_case"), image)
+    report = tmp_path / "report.txt"
+    report.write_text("Findings: The liver is enlarged. No pleural effusion.")
+    add = [
+        "index",
+        "add",
+        str(server.library),
+        str(image),
+        "--case-id",
+        "reported_case",
+        "--report",
+        str(report),
+    ]
+    assert main([*add, "--no-progress", "--model", "voxelfm-tiny", "--max-tokens", "4096"]) == 0
+    node = volume_nodes.create_volume_node(scene, volume, name="abdomen")
+    remote = ReportLogic(**MODEL, server=server.url, api_key=KEY)
+    draft = remote.run(node, library="scene").draft
+    cases = [
+        t
+        for i in range(len(draft.sentences))
+        for t in ReportLogic.targets(draft, i)
+        if t.case_id == "reported_case"
+    ]
+    assert cases and all(t.library == "scene" and not t.image for t in cases)
+    before = node_ids(scene)
+    with pytest.raises(InputError, match="server library scene"):
+        ReportLogic.open_case(scene, cases[0])
+    assert node_ids(scene) == before
+    opened = ReportLogic.open_case(scene, cases[0], remote.server)
+    assert opened.GetID() in node_ids(scene) - before
+    np.testing.assert_array_equal(volume_nodes.volume_from_node(opened).array, read_volume(str(image)).array)
+    assert ReportLogic.open_case(scene, cases[0], remote.server) is opened  # fetched once

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voxelfm.client.analysis import remote_report
+from voxelfm.client.analysis import remote_case_volume, remote_report
 from voxelfm.errors import InputError
 from voxelfm.features.service import FeatureService
 from voxelfm.features.spec import ModelSpec
@@ -32,10 +32,11 @@ from voxelfm.report.neighbours import ConsensusConfig
 from voxelfm.report.pipeline import ReportPipeline
 
 from .capability_logic import CapabilityLogic
-from .case_images import open_case_image
+from .case_images import open_case_image, open_server_case
 from .report_nodes import draft_of, sentence_at, write_report_node
 from .report_server import server_segmentation
 from .segment_measurements import measure_segmentation
+from .server_compute import ServerCompute
 from .volume_nodes import check_input_volume, ct_volume_from_node, volume_key
 
 
@@ -72,6 +73,7 @@ class JumpTarget:
     ras: tuple[float, float, float] | None = None
     case_id: str = ""
     image: str = ""
+    library: str = ""  # the id of the server library holding the case: its image is fetched from the server
 
 
 class ReportLogic(CapabilityLogic):
@@ -176,6 +178,9 @@ class ReportLogic(CapabilityLogic):
         library = None if inputs.library is None else str(inputs.library)
         run = self.server.remote(p.spec, p.options, progress, cancel)
         draft = remote_report(run, library, volume, inputs.segmentation, p.template, consensus, inputs.probes)
+        for e in (e for s in draft.sentences for e in s.evidence if e.get("kind") == "neighbour"):
+            e.pop("image", None)  # a path of the server's: the case is opened by library and case id
+            e["server_library"] = library
         draft.warnings = [*inputs.warnings, *draft.warnings]
         return draft
 
@@ -230,6 +235,7 @@ class ReportLogic(CapabilityLogic):
                 f"{e['case_id']} (score {e['score']:.3f})",
                 case_id=e["case_id"],
                 image=e.get("image", ""),
+                library=e.get("server_library", ""),
             )
         return None
 
@@ -248,8 +254,22 @@ class ReportLogic(CapabilityLogic):
         slicer.vtkMRMLSliceNode.JumpAllSlices(scene, *target.ras)
 
     @staticmethod
-    def open_case(scene: Any, target: JumpTarget) -> Any:
-        """The similar case's image as a volume node: the node already showing it, else loaded once."""
+    def open_case(scene: Any, target: JumpTarget, server: ServerCompute | None = None) -> Any:
+        """The similar case's image as a volume node: the node already showing it, else loaded once; a case of
+        a server library is fetched from ``server`` (the logic's, ``.server``)."""
+        if target.kind == "case" and target.library:
+            if server is None:
+                raise InputError(
+                    f"Case {target.case_id} is in the server library {target.library}: choose 'Compute: server' "
+                    "(the server that drafted the report) to open it."
+                )
+            client, library = server.client, target.library
+            return open_server_case(
+                scene,
+                f"{library}/{target.case_id}",
+                lambda: remote_case_volume(client, library, target.case_id),
+                f"{target.case_id} (similar case)",
+            )
         if target.kind != "case" or not target.image:
             raise InputError("The library does not know where this case's image is.")
         if not os.path.exists(target.image):
