@@ -177,10 +177,10 @@ class VoxelFMRetrieveWidget(VoxelFMModuleWidget):
     def onLoadHit(self, row: int) -> None:
         if not 0 <= row < len(self.hits):
             return
-        try:
-            self.logic.loadHit(self.hits[row])
-        except Exception as exc:
-            slicer.util.errorDisplay(userMessage(exc))
+        hit = self.hits[row]
+        with self.busy.operation(f"Opening case {hit.case_id}...", "Opening the case"):
+            self.logic.loadHit(hit, self.busy)
+            self.busy.stop(f"Case {hit.case_id} opened.")
 
 
 class VoxelFMRetrieveLogic(VoxelFMModuleLogic):
@@ -252,10 +252,13 @@ class VoxelFMRetrieveLogic(VoxelFMModuleLogic):
             busy, retriever.predict, library, inputs, parameterNode.k, parameterNode.embedding, folder
         )
 
-    def loadHit(self, hit) -> None:
+    def loadHit(self, hit, busy) -> None:
         from VoxelFMLib.retrieval_logic import jump_slices
 
-        view = self.current.load_hit(slicer.mrmlScene, hit)  # the logic that found the hit
+        logic, fetched = self.current, None  # the logic that found the hit
+        if logic.loaded_node(slicer.mrmlScene, hit) is None:  # a server case downloads on the worker thread
+            fetched = runInWorker(busy, logic.fetch_hit, hit)
+        view = logic.load_hit(slicer.mrmlScene, hit, fetched)
         slicer.util.setSliceViewerLayers(background=view.node)
         jump_slices(slicer.mrmlScene, view.ras)
 

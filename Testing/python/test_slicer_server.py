@@ -236,6 +236,28 @@ def test_opening_a_hit_of_the_server_library_fetches_its_image(a_slicer_app, ser
         before = node_ids(scene)
 
 
+def test_the_panel_downloads_a_server_hit_off_the_scene_then_writes_it(a_slicer_app, server, ct):
+    """The Retrieve panel's two steps: ``fetch_hit`` (worker thread: no scene, as ``runInWorker`` calls it) and
+    ``load_hit(scene, hit, fetched)`` (main thread); ``loaded_node`` says when no download is needed."""
+    scene, volume = a_slicer_app.scene, ct[0]
+    remote = RetrievalLogic(**MODEL, server=server.url, api_key=KEY)
+    panel = Volume(np.ascontiguousarray(volume.array[::-1]) - 3.0, volume.ijk_to_ras, "panel_case")
+    node = volume_nodes.create_volume_node(scene, panel, name="panel_case")
+    remote.add_volume_nodes("scene", [node])  # (added once: the second scene kind finds it there)
+    scene.RemoveNode(node)  # closed: its image is now only on the server
+    query = volume_nodes.create_volume_node(scene, volume, name="query")
+    hit = next(h for h in remote.run_query("scene", query, k=50).hits if h.case_id == "panel_case")
+    assert remote.loaded_node(scene, hit) is None
+    before = node_ids(scene)
+    fetched = remote.fetch_hit(hit, progress=lambda f, m: None, cancel=None)
+    assert node_ids(scene) == before  # the download touches no scene
+    view = remote.load_hit(scene, hit, fetched)
+    assert np.array_equal(volume_nodes.volume_from_node(view.node).array, fetched.array)
+    assert remote.loaded_node(scene, hit).GetID() == view.node.GetID()
+    local = RetrievalLogic(**MODEL)
+    assert local.fetch_hit(hit) is None  # without a server there is nothing to download
+
+
 @pytest.mark.parametrize("where", ["wrong key", "unreachable"])
 def test_a_refused_key_or_absent_server_leaves_the_scene_as_it_was(a_slicer_app, server, ct, where):
     scene, (volume, masks) = a_slicer_app.scene, ct

@@ -71,9 +71,17 @@ def open_server_case(scene: Any, key: str, fetch: Callable[[], Volume], name: st
     """The node holding the server case ``key``: the one already in the scene, else a new node of the volume
     ``fetch()`` returns. The volume is fetched before any node is added, so a refused key, an unreachable
     server or a missing image leaves the scene as it was."""
-    for node in nodes_by_class(scene, "vtkMRMLScalarVolumeNode"):
-        if node.GetAttribute(SERVER_CASE_ATTRIBUTE) == key and not ct_refusal(node):
-            return node
+    node = server_case_node(scene, key)
+    if node is not None:
+        return node
     node = create_volume_node(scene, fetch(), name=name)
     node.SetAttribute(SERVER_CASE_ATTRIBUTE, key)
     return node
+
+
+def server_case_node(scene: Any, key: str) -> Any:
+    """The CT node of the scene already holding the server case ``key`` (None: it must be fetched)."""
+    for node in nodes_by_class(scene, "vtkMRMLScalarVolumeNode"):
+        if node.GetAttribute(SERVER_CASE_ATTRIBUTE) == key and not ct_refusal(node):
+            return node
+    return None

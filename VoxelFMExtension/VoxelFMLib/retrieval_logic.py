@@ -39,7 +39,7 @@ from voxelfm.retrieval.result import QueryResult, RetrievalHit
 from voxelfm.retrieval.sources import expand_inputs
 
 from .capability_logic import CapabilityLogic
-from .case_images import node_file, node_showing, open_case_image, open_server_case
+from .case_images import node_file, node_showing, open_case_image, open_server_case, server_case_node
 from .scene_guard import nodes_by_class, temporary_nodes
 from .segmentation_nodes import segment_mask_on_volume
 from .volume_nodes import (
@@ -325,20 +325,16 @@ class RetrievalLogic(CapabilityLogic):
             self.pipeline.thumbnails(result, inputs.volume, thumbnails)
         return result
 
-    def write(self, scene: Any, hit: RetrievalHit) -> HitView:
+    def write(self, scene: Any, hit: RetrievalHit, fetched: Volume | None = None) -> HitView:
         """The scene output of a query: the hit the user picks, as a volume node (a node already holding its
-        case is reused) and the RAS to look at. A hit of a server's library is fetched from the server."""
+        case is reused) and the RAS to look at. A hit of a server's library is fetched from the server, or
+        is ``fetched`` (``fetch_hit`` on the worker thread, so the download does not hold the GUI)."""
         record = hit.case
-        node = self._find_loaded(scene, record)
-        library = record.info.get("server_library")
-        if node is None and self.server is not None and library and not record.abs_path:
-            client = self.server.client
-            node = open_server_case(
-                scene,
-                f"{library}/{record.case_id}@{record.added_at}",
-                lambda: remote_case_volume(client, library, record.case_id),
-                record.case_id,
-            )
+        node = self.loaded_node(scene, hit)
+        key = self._server_key(record)
+        if node is None and key is not None:
+            fetch = (lambda: fetched) if fetched is not None else (lambda: self.fetch_hit(hit))
+            node = open_server_case(scene, key, fetch, record.case_id)
         elif node is None:
             path = record.abs_path
             if not path or not Path(path).exists():
@@ -348,6 +344,29 @@ class RetrievalLogic(CapabilityLogic):
                 )
             node = open_case_image(scene, path, record.case_id)
         return HitView(node, None if hit.ras is None else np.asarray(hit.ras, dtype=np.float64), hit)
+
+    def loaded_node(self, scene: Any, hit: RetrievalHit) -> Any:
+        """The scene's node already holding the hit's case (its file, its voxels, or the server case), or None
+        (main thread; ``fetch_hit`` is then needed for a server case)."""
+        node = self._find_loaded(scene, hit.case)
+        key = self._server_key(hit.case)
+        return node if node is not None or key is None else server_case_node(scene, key)
+
+    def fetch_hit(
+        self, hit: RetrievalHit, progress: ProgressFn | None = None, cancel: CancelFlag | None = None
+    ) -> Volume | None:
+        """The image of a server library's hit, from the server (any thread: no scene); None for a case of a
+        library of this computer."""
+        if self._server_key(hit.case) is None:
+            return None
+        check_cancel(cancel)
+        return remote_case_volume(self.server.client, hit.case.info["server_library"], hit.case.case_id)
+
+    def _server_key(self, record: CaseRecord) -> str | None:
+        library = record.info.get("server_library")
+        if self.server is None or not library or record.abs_path:
+            return None
+        return f"{library}/{record.case_id}@{record.added_at}"
 
     def run(self, library: str | Path, volume_node: Any, k: int = 10, **options: Any) -> QueryResult:
         """prepare + predict on the calling thread (scripts, tests). ``options``: ``predict``'s keywords
