@@ -309,3 +309,23 @@ def test_cancel_saves_checkpoint_and_resume_continues(ct_folder, config_path, tm
     assert load_latest(out)["step"] == 3  # odd step: saved because of the cancel, not the period (2)
     res = run_pretraining(ct_folder, config_path, out, steps=4, resume=True, show_bar=False)
     assert (res.start_step, res.final_step) == (3, 4)
+
+
+def test_under_torchrun_only_rank_0_checks_and_claims_the_run_folder(
+    ct_folder, config_path, tmp_path, monkeypatch
+):
+    """Another rank looking while rank 0 claims the folder saw the marker's temporary file as a foreign file
+    and refused the run (a flaky 2-process test): only rank 0 checks and claims; its refusal ends the run."""
+    from voxelfm.cli import pretrain_run
+    from voxelfm.cli.main import build_parser
+    from voxelfm.errors import InputError
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".voxelfm-run.json.0m4_0zmb.tmp").write_text("{")  # rank 0's claim, half written
+    args = build_parser().parse_args(_one_step_args(ct_folder, config_path, out))
+    monkeypatch.setenv("RANK", "1")
+    pretrain_run._checked_plan(args)  # rank 1 leaves the folder to rank 0
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(InputError, match="did not write"):
+        pretrain_run._checked_plan(args)

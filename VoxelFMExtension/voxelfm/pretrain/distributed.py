@@ -27,6 +27,11 @@ class DistInfo:
         return self.world_size > 1
 
 
+def launched_rank() -> int:
+    """This process's rank as torchrun set it (0 alone), readable before the process group is joined."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def init_from_env(device_type: str) -> DistInfo:
     """Join the process group torchrun set up (gloo on CPU, nccl on GPU); no-op for a single process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
