@@ -79,7 +79,9 @@ def test_concurrent_clients_each_get_exactly_their_own_result(tmp_path, data_dir
 
 def test_jobs_of_a_client_that_went_away_are_cancelled(tmp_path, data_dir):
     torso = read_volume(str(data_dir / "totalseg" / "torso_3mm" / "ct.nii.gz"))
-    with running_server(tmp_path / "server", "--abandon-after", "1") as server:
+    # abandoned after 0.3 s without a poll (swept every 0.2 s): well before the queued jobs could end (a slow job
+    # takes ~0.5 s on a quiet 2-core machine; with 1 s, a quiet machine finished the second job first)
+    with running_server(tmp_path / "server", "--abandon-after", "0.3") as server:
         client = VoxelFMClient(server.url, KEY)
         jobs = [client.submit(slow_features_request(client.ensure_volume(torso))) for _ in range(3)]
         # the client now disappears: nobody polls (``/health`` does not count as a poll)
